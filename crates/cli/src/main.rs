@@ -1,0 +1,98 @@
+//! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
+
+mod creds;
+mod probe_cmd;
+mod sandbox_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dbfleet runs fleets of MySQL/MariaDB replication clusters: discovery, health, failover,
+/// disaster-recovery tests, monitoring, backups.
+#[derive(Parser, Debug)]
+#[command(name = "dbfleet", version, about, long_about = None)]
+struct Cli {
+    /// Log filter for stderr, as RUST_LOG takes it (e.g. `info`, `dbfleet=debug`).
+    #[arg(long, global = true, env = "DBFLEET_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Local MariaDB replication sets on loopback, for the demo, tests and DR tests.
+    #[command(subcommand)]
+    Sandbox(sandbox_cmd::SandboxCommand),
+    /// Observe one server once and print what it reports.
+    Probe(probe_cmd::ProbeArgs),
+}
+
+/// An error with the exit code it maps to: 2 for bad input, 1 for everything else.
+#[derive(Debug)]
+pub struct CliError {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl CliError {
+    /// Bad input from the user: exit code 2.
+    pub fn usage(e: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: 2,
+            error: e.into(),
+        }
+    }
+}
+
+impl<E: Into<anyhow::Error>> From<E> for CliError {
+    fn from(e: E) -> Self {
+        Self {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .worker_threads(2)
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sandbox(cmd) => sandbox_cmd::run(cmd).await,
+            Command::Probe(args) => probe_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {:#}", e.error);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

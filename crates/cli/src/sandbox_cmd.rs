@@ -1,0 +1,227 @@
+//! `dbfleet sandbox …`: local MariaDB replication sets on loopback.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use sandbox::{MemberStatus, Sandbox, SandboxError, UpOptions};
+use serde::Serialize;
+
+use crate::{print_json, CliError};
+
+/// Where sandboxes live.
+#[derive(Args, Debug, Clone)]
+pub struct RootArg {
+    /// The directory that holds sandboxes (one folder per sandbox). Default:
+    /// $DBFLEET_SANDBOX_DIR, else ~/.local/share/dbfleet/sandboxes.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl RootArg {
+    fn root(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(sandbox::default_root)
+    }
+}
+
+/// Sandbox subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SandboxCommand {
+    /// Make and start a sandbox: 1 primary and N replicas with GTID replication. Running it
+    /// again on an existing sandbox starts the members that are down.
+    Up {
+        /// Sandbox name.
+        #[arg(long)]
+        name: String,
+        /// Number of replicas.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// Switch on semi-synchronous replication (AFTER_SYNC, 5 s timeout).
+        #[arg(long)]
+        semi_sync: bool,
+        /// The primary's port; member i listens on base-port + i.
+        #[arg(long, default_value_t = 23306)]
+        base_port: u16,
+        #[command(flatten)]
+        root: RootArg,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each member: address, role, process.
+    Status {
+        /// Sandbox name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        root: RootArg,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a member cleanly (SIGTERM).
+    Stop(MemberArgs),
+    /// Start a stopped member; a replica resumes replication.
+    Start(MemberArgs),
+    /// Kill a member with SIGKILL, as a crash would.
+    Kill(MemberArgs),
+    /// Stop every member and remove the sandbox directory.
+    Down {
+        /// Sandbox name.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        root: RootArg,
+    },
+}
+
+/// A sandbox and one of its members.
+#[derive(Args, Debug)]
+pub struct MemberArgs {
+    /// Sandbox name.
+    pub name: String,
+    /// Member name (m1, m2, …).
+    pub member: String,
+    #[command(flatten)]
+    pub root: RootArg,
+}
+
+#[derive(Serialize)]
+struct UpReport<'a> {
+    name: &'a str,
+    outcome: sandbox::UpOutcome,
+    dir: PathBuf,
+    credentials_file: PathBuf,
+    seconds: f64,
+    members: Vec<MemberStatus>,
+}
+
+fn usage_or_runtime(e: SandboxError) -> CliError {
+    match e {
+        SandboxError::Invalid(_) | SandboxError::NoSuchMember { .. } => CliError::usage(e),
+        other => other.into(),
+    }
+}
+
+/// Run a sandbox subcommand.
+pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
+    match cmd {
+        SandboxCommand::Up {
+            name,
+            replicas,
+            semi_sync,
+            base_port,
+            root,
+            json,
+        } => {
+            let started = Instant::now();
+            let opts = UpOptions {
+                name: name.clone(),
+                replicas,
+                semi_sync,
+                base_port,
+                root: root.root(),
+            };
+            let (sb, outcome) = Sandbox::up(&opts).await.map_err(usage_or_runtime)?;
+            let report = UpReport {
+                name: &name,
+                outcome,
+                dir: sb.dir().to_path_buf(),
+                credentials_file: sb.admin_credentials_file(),
+                seconds: started.elapsed().as_secs_f64(),
+                members: sb.status(),
+            };
+            if json {
+                print_json(&report)?;
+            } else {
+                let verb = match outcome {
+                    sandbox::UpOutcome::Created => "created",
+                    sandbox::UpOutcome::Started => "started",
+                    sandbox::UpOutcome::AlreadyRunning => "already running",
+                };
+                println!(
+                    "sandbox {name} {verb} in {:.2}s ({}, semi-sync {})",
+                    report.seconds,
+                    sb.dir().display(),
+                    if sb.manifest().semi_sync { "on" } else { "off" }
+                );
+                print_members(&report.members);
+                println!("credentials: {}", report.credentials_file.display());
+            }
+            Ok(())
+        }
+        SandboxCommand::Status { name, root, json } => {
+            let sb = Sandbox::open(&root.root(), &name).map_err(usage_or_runtime)?;
+            let members = sb.status();
+            if json {
+                print_json(&members)?;
+            } else {
+                println!("sandbox {name} ({})", sb.dir().display());
+                print_members(&members);
+            }
+            Ok(())
+        }
+        SandboxCommand::Stop(a) => {
+            let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
+            let was = sb.stop(&a.member).map_err(usage_or_runtime)?;
+            println!(
+                "{} {}",
+                a.member,
+                if was { "stopped" } else { "was not running" }
+            );
+            Ok(())
+        }
+        SandboxCommand::Kill(a) => {
+            let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
+            let was = sb.kill(&a.member).map_err(usage_or_runtime)?;
+            println!(
+                "{} {}",
+                a.member,
+                if was { "killed" } else { "was not running" }
+            );
+            Ok(())
+        }
+        SandboxCommand::Start(a) => {
+            let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
+            let started = sb.start(&a.member).await.map_err(usage_or_runtime)?;
+            println!(
+                "{} {}",
+                a.member,
+                if started {
+                    "started"
+                } else {
+                    "already running"
+                }
+            );
+            Ok(())
+        }
+        SandboxCommand::Down { name, root } => {
+            let existed = Sandbox::down(&root.root(), &name).map_err(usage_or_runtime)?;
+            if existed {
+                println!("sandbox {name} removed");
+            } else {
+                println!("no sandbox named {name}: nothing to do");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_members(members: &[MemberStatus]) {
+    println!(
+        "  {:<4} {:<8} {:<17} {:<9} {:>8}",
+        "NAME", "ROLE", "ADDRESS", "SERVER_ID", "PID"
+    );
+    for m in members {
+        println!(
+            "  {:<4} {:<8} {:<17} {:<9} {:>8}",
+            m.name,
+            m.initial_role.to_string(),
+            m.addr.to_string(),
+            m.server_id,
+            m.pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "stopped".into())
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Domain types of dbfleet and the pure functions over them. This crate does no IO.
+
+pub mod addr;
+pub mod gtid;
+pub mod observation;
+
+pub use addr::{AddrError, InstanceAddr};
+pub use observation::{
+    Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind, Reachability,
+    ReplicationStatus, SemiSyncState, ServerState,
+};

@@ -1,0 +1,266 @@
+//! `Observation`: what one probe saw on one server at one moment.
+//!
+//! "Unknown" is explicit: a value the server did not report is `None`, and an unreachable
+//! server carries a typed [`ProbeFailure`] instead of a zeroed state.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::InstanceAddr;
+use crate::gtid::{MariadbBinlogState, MariadbGtidList, MysqlGtidSet};
+
+/// One probe of one server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The server probed.
+    pub addr: InstanceAddr,
+    /// When the probe started, in milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// How long the probe took, in microseconds, connect included.
+    pub duration_us: u64,
+    /// What the probe found.
+    #[serde(flatten)]
+    pub reachability: Reachability,
+}
+
+/// Either the server answered, or the probe failed in a named way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reachable", content = "state")]
+pub enum Reachability {
+    /// The server answered every query of the probe.
+    #[serde(rename = "yes")]
+    Reachable(Box<ServerState>),
+    /// The probe could not complete.
+    #[serde(rename = "no")]
+    Unreachable(ProbeFailure),
+}
+
+impl Observation {
+    /// The server state, when the server answered.
+    pub fn state(&self) -> Option<&ServerState> {
+        match &self.reachability {
+            Reachability::Reachable(s) => Some(s),
+            Reachability::Unreachable(_) => None,
+        }
+    }
+
+    /// The failure, when the server did not answer.
+    pub fn failure(&self) -> Option<&ProbeFailure> {
+        match &self.reachability {
+            Reachability::Reachable(_) => None,
+            Reachability::Unreachable(f) => Some(f),
+        }
+    }
+}
+
+/// Why a probe failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeFailure {
+    /// The kind, which callers branch on.
+    pub kind: ProbeFailureKind,
+    /// The error text, for humans. Never holds credentials.
+    pub message: String,
+}
+
+/// The kinds of probe failure. Holistic dead-primary detection treats them differently: a
+/// refusal is a strong sign of death, a timeout may be a pause or a partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeFailureKind {
+    /// The TCP connection was refused: nothing listens on the port.
+    Refused,
+    /// A connect or a query did not finish within its timeout.
+    Timeout,
+    /// The server rejected the credentials or lacks a privilege the probe needs.
+    Auth,
+    /// Anything else: a reset connection, an unexpected reply, a server error.
+    Other,
+}
+
+impl fmt::Display for ProbeFailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Auth => "auth",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// The server family, which decides the SQL dialect and GTID format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    /// MariaDB: `domain-server-seq` GTIDs, `SHOW SLAVE STATUS`, built-in semi-sync.
+    Mariadb,
+    /// Oracle MySQL: `uuid:1-5` GTID sets, `SHOW REPLICA STATUS` from 8.0.22.
+    Mysql,
+}
+
+impl Flavor {
+    /// The flavor a `@@version` string names: MariaDB puts "MariaDB" in it.
+    pub fn from_version(version: &str) -> Self {
+        if version.to_ascii_lowercase().contains("mariadb") {
+            Self::Mariadb
+        } else {
+            Self::Mysql
+        }
+    }
+}
+
+impl fmt::Display for Flavor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Mariadb => "MariaDB",
+            Self::Mysql => "MySQL",
+        })
+    }
+}
+
+/// What a reachable server reported.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerState {
+    /// MariaDB or MySQL.
+    pub flavor: Flavor,
+    /// `@@version`, e.g. `10.11.6-MariaDB-0+deb12u1`.
+    pub version: String,
+    /// `@@server_id`.
+    pub server_id: u32,
+    /// `@@read_only`.
+    pub read_only: bool,
+    /// `@@log_bin`: whether the server writes a binlog, which a promotable server needs.
+    pub log_bin: bool,
+    /// `@@log_slave_updates` (`log_replica_updates`).
+    pub log_replica_updates: bool,
+    /// The replication this server runs as a replica, or `None` when it replicates from no
+    /// one (no source configured).
+    pub replication: Option<ReplicationStatus>,
+    /// Every GTID position the server reports.
+    pub gtid: GtidState,
+    /// Semi-synchronous replication settings and status.
+    pub semi_sync: SemiSyncState,
+    /// `Uptime`, in seconds.
+    pub uptime_s: u64,
+    /// `Threads_connected`.
+    pub threads_connected: u64,
+    /// `Threads_running`.
+    pub threads_running: u64,
+}
+
+/// Replication from one source, as `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    /// The source (primary) this server replicates from.
+    pub source: InstanceAddr,
+    /// The IO (receiver) thread.
+    pub io_thread: IoThreadState,
+    /// Whether the SQL (applier) thread runs.
+    pub sql_running: bool,
+    /// The IO thread's last error number, 0 when none.
+    pub last_io_errno: u32,
+    /// The IO thread's last error text, empty when none.
+    pub last_io_error: String,
+    /// The SQL thread's last error number, 0 when none.
+    pub last_sql_errno: u32,
+    /// The SQL thread's last error text, empty when none.
+    pub last_sql_error: String,
+    /// `Seconds_Behind_Master`; `None` when the server reports NULL (a thread stopped).
+    pub seconds_behind_source: Option<u64>,
+    /// `SQL_Delay`: a configured delay (`MASTER_DELAY`) in seconds.
+    pub sql_delay_s: u64,
+    /// Whether replication positions by GTID (`Using_Gtid` / `Auto_Position`).
+    pub using_gtid: bool,
+    /// The GTIDs received by the IO thread: MariaDB `Gtid_IO_Pos`, MySQL
+    /// `Retrieved_Gtid_Set`. Empty when unknown.
+    pub received_gtid: String,
+}
+
+impl ReplicationStatus {
+    /// Both threads run and no error is pending.
+    pub fn is_healthy(&self) -> bool {
+        self.io_thread == IoThreadState::Yes && self.sql_running
+    }
+}
+
+/// The IO thread's state: MariaDB and MySQL both say Yes, Connecting or No.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoThreadState {
+    /// Connected to the source and receiving.
+    Yes,
+    /// Running but not connected: the source is gone or refuses.
+    Connecting,
+    /// Stopped.
+    No,
+}
+
+impl IoThreadState {
+    /// Parse `Slave_IO_Running` / `Replica_IO_Running`. Unknown text is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "yes" => Some(Self::Yes),
+            "connecting" => Some(Self::Connecting),
+            "no" => Some(Self::No),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for IoThreadState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Yes => "Yes",
+            Self::Connecting => "Connecting",
+            Self::No => "No",
+        })
+    }
+}
+
+/// GTID positions, per flavor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "flavor", rename_all = "lowercase")]
+pub enum GtidState {
+    /// MariaDB's four GTID variables.
+    Mariadb {
+        /// `@@gtid_current_pos`: the last GTID applied or written, per domain. Compare
+        /// servers by this one: a promoted replica's `gtid_slave_pos` goes stale.
+        current_pos: MariadbGtidList,
+        /// `@@gtid_binlog_pos`: the last GTID in the binlog, per domain.
+        binlog_pos: MariadbGtidList,
+        /// `@@gtid_slave_pos`: the last GTID applied by replication, per domain.
+        slave_pos: MariadbGtidList,
+        /// `@@gtid_binlog_state`: the last seq per (domain, server_id); the errant check
+        /// reads it.
+        binlog_state: MariadbBinlogState,
+        /// `@@gtid_strict_mode`.
+        strict_mode: bool,
+    },
+    /// MySQL's GTID sets.
+    Mysql {
+        /// `@@gtid_mode` is ON.
+        enabled: bool,
+        /// `@@gtid_executed`.
+        executed: MysqlGtidSet,
+        /// `@@gtid_purged`.
+        purged: MysqlGtidSet,
+    },
+}
+
+/// Semi-sync replication, from both roles' variables and status counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemiSyncState {
+    /// `rpl_semi_sync_master_enabled` (`source` on MySQL): this server waits for acks.
+    pub source_enabled: bool,
+    /// `Rpl_semi_sync_master_status`: on, or fallen back to async.
+    pub source_active: bool,
+    /// `Rpl_semi_sync_master_clients`: replicas that ack.
+    pub source_clients: u64,
+    /// `rpl_semi_sync_master_timeout` in milliseconds, when known.
+    pub source_timeout_ms: Option<u64>,
+    /// `rpl_semi_sync_slave_enabled` (`replica` on MySQL): this server acks.
+    pub replica_enabled: bool,
+    /// `Rpl_semi_sync_slave_status`: the IO thread acks now.
+    pub replica_active: bool,
+}

@@ -1,0 +1,375 @@
+//! Pure parsing of server replies into model types. No IO here, so the MySQL dialect can be
+//! tested from fixtures of MySQL's documented output even though no MySQL server runs here.
+
+use std::collections::BTreeMap;
+
+use model::gtid::{MariadbBinlogState, MariadbGtidList, MysqlGtidSet};
+use model::{
+    Flavor, GtidState, InstanceAddr, IoThreadState, ReplicationStatus, SemiSyncState, ServerState,
+};
+
+/// One row as column name → text value (`None` for SQL NULL).
+pub type RowMap = BTreeMap<String, Option<String>>;
+
+/// Variable or status name → value, from `SHOW GLOBAL VARIABLES` / `SHOW GLOBAL STATUS`.
+/// Names are lowercased.
+pub type Vars = BTreeMap<String, String>;
+
+/// The global variables the probe reads, both flavors' names. `SHOW GLOBAL VARIABLES WHERE
+/// Variable_name IN (…)` returns the ones that exist, so a missing semi-sync plugin on MySQL
+/// is not an error.
+pub const VARIABLES: &[&str] = &[
+    "version",
+    "server_id",
+    "read_only",
+    "log_bin",
+    "log_slave_updates",
+    "log_replica_updates",
+    "gtid_current_pos",
+    "gtid_binlog_pos",
+    "gtid_slave_pos",
+    "gtid_binlog_state",
+    "gtid_strict_mode",
+    "gtid_mode",
+    "gtid_executed",
+    "gtid_purged",
+    "rpl_semi_sync_master_enabled",
+    "rpl_semi_sync_slave_enabled",
+    "rpl_semi_sync_master_timeout",
+    "rpl_semi_sync_source_enabled",
+    "rpl_semi_sync_replica_enabled",
+    "rpl_semi_sync_source_timeout",
+];
+
+/// The global status counters the probe reads, both flavors' names.
+pub const STATUS: &[&str] = &[
+    "uptime",
+    "threads_connected",
+    "threads_running",
+    "rpl_semi_sync_master_status",
+    "rpl_semi_sync_master_clients",
+    "rpl_semi_sync_slave_status",
+    "rpl_semi_sync_source_status",
+    "rpl_semi_sync_source_clients",
+    "rpl_semi_sync_replica_status",
+];
+
+/// `SHOW GLOBAL VARIABLES WHERE Variable_name IN (…)` for `names`.
+pub fn show_where(what: &str, names: &[&str]) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!(
+        "SHOW GLOBAL {what} WHERE Variable_name IN ({})",
+        list.join(",")
+    )
+}
+
+/// The statement that shows replica status for this flavor and version: MySQL 8.0.22 renamed
+/// it `SHOW REPLICA STATUS` (with `Source_*` columns); MariaDB accepts `SHOW SLAVE STATUS`
+/// everywhere.
+pub fn replica_status_sql(flavor: Flavor, version: &str) -> &'static str {
+    match flavor {
+        Flavor::Mariadb => "SHOW SLAVE STATUS",
+        Flavor::Mysql if version_at_least(version, (8, 0, 22)) => "SHOW REPLICA STATUS",
+        Flavor::Mysql => "SHOW SLAVE STATUS",
+    }
+}
+
+/// Whether a `@@version` string (`8.0.35-log`, `10.11.6-MariaDB-0+deb12u1`) is at least
+/// `want`. An unparsable version counts as old.
+pub fn version_at_least(version: &str, want: (u32, u32, u32)) -> bool {
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty());
+    let mut next = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (next(), next(), next()) {
+        (Some(a), Some(b), Some(c)) => (a, b, c) >= want,
+        _ => false,
+    }
+}
+
+/// Parse a boolean variable: `ON`/`1`/`YES` or `OFF`/`0`/`NO`.
+pub fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "ON" | "1" | "YES" | "TRUE" => Some(true),
+        "OFF" | "0" | "NO" | "FALSE" | "" => Some(false),
+        _ => None,
+    }
+}
+
+fn var<'a>(vars: &'a Vars, names: &[&str]) -> Option<&'a str> {
+    names.iter().find_map(|n| vars.get(*n)).map(String::as_str)
+}
+
+fn req<'a>(vars: &'a Vars, name: &str) -> Result<&'a str, String> {
+    var(vars, &[name]).ok_or_else(|| format!("variable {name} missing"))
+}
+
+fn bool_var(vars: &Vars, names: &[&str]) -> Result<bool, String> {
+    match var(vars, names) {
+        None => Ok(false),
+        Some(v) => parse_bool(v).ok_or_else(|| format!("{} is {v:?}, not a boolean", names[0])),
+    }
+}
+
+fn num_var(vars: &Vars, names: &[&str]) -> Result<Option<u64>, String> {
+    var(vars, names)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{} is {v:?}, not a number", names[0]))
+        })
+        .transpose()
+}
+
+/// Build a server state from the three parts of a probe's reply.
+pub fn server_state(
+    flavor: Flavor,
+    vars: &Vars,
+    status: &Vars,
+    replica_row: Option<&RowMap>,
+) -> Result<ServerState, String> {
+    let version = req(vars, "version")?.to_string();
+    let server_id = num_var(vars, &["server_id"])?
+        .ok_or("variable server_id missing")?
+        .try_into()
+        .map_err(|_| "server_id out of range".to_string())?;
+    let gtid = match flavor {
+        Flavor::Mariadb => GtidState::Mariadb {
+            current_pos: mariadb_list(vars, "gtid_current_pos")?,
+            binlog_pos: mariadb_list(vars, "gtid_binlog_pos")?,
+            slave_pos: mariadb_list(vars, "gtid_slave_pos")?,
+            binlog_state: req(vars, "gtid_binlog_state")?
+                .parse::<MariadbBinlogState>()
+                .map_err(|e| format!("gtid_binlog_state: {e}"))?,
+            strict_mode: bool_var(vars, &["gtid_strict_mode"])?,
+        },
+        Flavor::Mysql => GtidState::Mysql {
+            enabled: var(vars, &["gtid_mode"]).is_some_and(|m| m.eq_ignore_ascii_case("ON")),
+            executed: mysql_set(vars, "gtid_executed")?,
+            purged: mysql_set(vars, "gtid_purged")?,
+        },
+    };
+    let replication = match replica_row {
+        Some(row) => replication_status(row)?,
+        None => None,
+    };
+    Ok(ServerState {
+        flavor,
+        version,
+        server_id,
+        read_only: bool_var(vars, &["read_only"])?,
+        log_bin: bool_var(vars, &["log_bin"])?,
+        log_replica_updates: bool_var(vars, &["log_replica_updates", "log_slave_updates"])?,
+        replication,
+        gtid,
+        semi_sync: SemiSyncState {
+            source_enabled: bool_var(
+                vars,
+                &[
+                    "rpl_semi_sync_source_enabled",
+                    "rpl_semi_sync_master_enabled",
+                ],
+            )?,
+            source_active: bool_var(
+                status,
+                &["rpl_semi_sync_source_status", "rpl_semi_sync_master_status"],
+            )?,
+            source_clients: num_var(
+                status,
+                &[
+                    "rpl_semi_sync_source_clients",
+                    "rpl_semi_sync_master_clients",
+                ],
+            )?
+            .unwrap_or(0),
+            source_timeout_ms: num_var(
+                vars,
+                &[
+                    "rpl_semi_sync_source_timeout",
+                    "rpl_semi_sync_master_timeout",
+                ],
+            )?,
+            replica_enabled: bool_var(
+                vars,
+                &[
+                    "rpl_semi_sync_replica_enabled",
+                    "rpl_semi_sync_slave_enabled",
+                ],
+            )?,
+            replica_active: bool_var(
+                status,
+                &["rpl_semi_sync_replica_status", "rpl_semi_sync_slave_status"],
+            )?,
+        },
+        uptime_s: num_var(status, &["uptime"])?.unwrap_or(0),
+        threads_connected: num_var(status, &["threads_connected"])?.unwrap_or(0),
+        threads_running: num_var(status, &["threads_running"])?.unwrap_or(0),
+    })
+}
+
+fn mariadb_list(vars: &Vars, name: &str) -> Result<MariadbGtidList, String> {
+    req(vars, name)?.parse().map_err(|e| format!("{name}: {e}"))
+}
+
+fn mysql_set(vars: &Vars, name: &str) -> Result<MysqlGtidSet, String> {
+    var(vars, &[name])
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+fn col<'a>(row: &'a RowMap, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| row.get(*n))
+        .and_then(|v| v.as_deref())
+}
+
+fn col_num(row: &RowMap, names: &[&str]) -> Result<Option<u64>, String> {
+    col(row, names)
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("{} is {v:?}, not a number", names[0]))
+        })
+        .transpose()
+}
+
+/// Parse one row of `SHOW SLAVE STATUS` (MariaDB, MySQL before 8.0.22) or `SHOW REPLICA
+/// STATUS` (MySQL 8.0.22+). A row with an empty source host (after `RESET SLAVE`) means no
+/// replication: `Ok(None)`.
+pub fn replication_status(row: &RowMap) -> Result<Option<ReplicationStatus>, String> {
+    let host = col(row, &["Source_Host", "Master_Host"])
+        .unwrap_or("")
+        .trim();
+    if host.is_empty() {
+        return Ok(None);
+    }
+    let port = col_num(row, &["Source_Port", "Master_Port"])?
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or("replica status has no valid source port")?;
+    let io_text = col(row, &["Replica_IO_Running", "Slave_IO_Running"])
+        .ok_or("replica status has no IO thread column")?;
+    let io_thread = IoThreadState::parse(io_text)
+        .ok_or_else(|| format!("IO thread state {io_text:?} is unknown"))?;
+    let sql_text = col(row, &["Replica_SQL_Running", "Slave_SQL_Running"])
+        .ok_or("replica status has no SQL thread column")?;
+    let sql_running =
+        parse_bool(sql_text).ok_or_else(|| format!("SQL thread state {sql_text:?} is unknown"))?;
+    let errno = |names: &[&str]| -> Result<u32, String> {
+        Ok(col_num(row, names)?.unwrap_or(0).min(u64::from(u32::MAX)) as u32)
+    };
+    // MariaDB: Using_Gtid is No, Slave_Pos or Current_Pos. MySQL: Auto_Position is 0 or 1.
+    let using_gtid = match (col(row, &["Using_Gtid"]), col(row, &["Auto_Position"])) {
+        (Some(u), _) => !u.eq_ignore_ascii_case("no"),
+        (None, Some(a)) => a.trim() == "1",
+        (None, None) => false,
+    };
+    Ok(Some(ReplicationStatus {
+        source: InstanceAddr::new(host, port),
+        io_thread,
+        sql_running,
+        last_io_errno: errno(&["Last_IO_Errno"])?,
+        last_io_error: col(row, &["Last_IO_Error"]).unwrap_or("").to_string(),
+        last_sql_errno: errno(&["Last_SQL_Errno"])?,
+        last_sql_error: col(row, &["Last_SQL_Error"]).unwrap_or("").to_string(),
+        seconds_behind_source: col_num(row, &["Seconds_Behind_Source", "Seconds_Behind_Master"])?,
+        sql_delay_s: col_num(row, &["SQL_Delay"])?.unwrap_or(0),
+        using_gtid,
+        received_gtid: col(row, &["Gtid_IO_Pos", "Retrieved_Gtid_Set"])
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(""),
+    }))
+}
+
+/// Parse the vertical (`\G`) output of the `mysql` client into rows, for fixtures.
+pub fn parse_vertical(text: &str) -> Vec<RowMap> {
+    let mut rows = Vec::new();
+    let mut cur: Option<RowMap> = None;
+    let mut last_key: Option<String> = None;
+    for line in text.lines() {
+        if line.trim_start().starts_with("***") {
+            if let Some(r) = cur.take() {
+                rows.push(r);
+            }
+            cur = Some(RowMap::new());
+            last_key = None;
+            continue;
+        }
+        let Some(row) = cur.as_mut() else { continue };
+        match line
+            .split_once(": ")
+            .or_else(|| line.trim_end().strip_suffix(':').map(|k| (k, "")))
+        {
+            Some((k, v)) if !k.trim().is_empty() && !k.trim().contains(' ') => {
+                let key = k.trim().to_string();
+                let val = if v == "NULL" {
+                    None
+                } else {
+                    Some(v.to_string())
+                };
+                row.insert(key.clone(), val);
+                last_key = Some(key);
+            }
+            _ => {
+                // A continuation line of a multi-line value (a GTID set printed with newlines).
+                if let Some(Some(v)) = last_key.as_ref().and_then(|k| row.get_mut(k)) {
+                    v.push('\n');
+                    v.push_str(line.trim());
+                }
+            }
+        }
+    }
+    rows.extend(cur);
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert!(version_at_least("8.0.22", (8, 0, 22)));
+        assert!(version_at_least("8.4.0-commercial", (8, 0, 22)));
+        assert!(!version_at_least("8.0.21-log", (8, 0, 22)));
+        assert!(!version_at_least("5.7.44", (8, 0, 22)));
+        assert!(!version_at_least("garbage", (8, 0, 22)));
+        assert_eq!(
+            replica_status_sql(Flavor::Mysql, "8.0.35"),
+            "SHOW REPLICA STATUS"
+        );
+        assert_eq!(
+            replica_status_sql(Flavor::Mysql, "5.7.44-log"),
+            "SHOW SLAVE STATUS"
+        );
+        assert_eq!(
+            replica_status_sql(Flavor::Mariadb, "10.11.6-MariaDB"),
+            "SHOW SLAVE STATUS"
+        );
+    }
+
+    #[test]
+    fn empty_source_host_is_no_replication() {
+        let mut row = RowMap::new();
+        row.insert("Master_Host".into(), Some(String::new()));
+        assert_eq!(replication_status(&row), Ok(None));
+    }
+
+    #[test]
+    fn odd_replies_are_errors_not_panics() {
+        let mut row = RowMap::new();
+        row.insert("Master_Host".into(), Some("10.0.0.1".into()));
+        row.insert("Master_Port".into(), Some("99999".into()));
+        assert!(replication_status(&row).is_err());
+        row.insert("Master_Port".into(), Some("3306".into()));
+        row.insert("Slave_IO_Running".into(), Some("Maybe".into()));
+        row.insert("Slave_SQL_Running".into(), Some("Yes".into()));
+        assert!(replication_status(&row).unwrap_err().contains("Maybe"));
+        let vars = Vars::new();
+        assert!(server_state(Flavor::Mariadb, &vars, &Vars::new(), None).is_err());
+    }
+}

@@ -1,0 +1,360 @@
+//! `Session`: one connection to one managed server, with a timeout on every call, the probe
+//! that observes it, and the write commands that operations and the sandbox use.
+
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Row, Value};
+
+use model::{Flavor, InstanceAddr, Observation, Reachability, ServerState};
+
+use crate::parse::{self, RowMap, Vars};
+use crate::ProbeError;
+
+/// A user and password for managed servers. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct Credentials {
+    /// The account name.
+    pub user: String,
+    password: String,
+}
+
+impl Credentials {
+    /// Credentials from a user and a password.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    /// The password, for the one place that must send it.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Timeouts for connects and queries.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Longest time a TCP connect plus handshake may take.
+    pub connect_timeout: Duration,
+    /// Longest time one query (or one batch) may take.
+    pub query_timeout: Duration,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_millis(1000),
+            query_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// An open connection to one server. A call that times out leaves the connection in an
+/// unknown state, so the session marks itself broken; callers then open a new one.
+pub struct Session {
+    conn: Option<Conn>,
+    /// Where the session connects, for logs: an address or a socket path.
+    target: String,
+    flavor: Flavor,
+    version: String,
+    opts: ProbeOptions,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.target)
+            .field("flavor", &self.flavor)
+            .field("broken", &self.conn.is_none())
+            .finish()
+    }
+}
+
+impl Session {
+    /// Connect over TCP and learn the server's flavor.
+    pub async fn connect(
+        addr: &InstanceAddr,
+        creds: &Credentials,
+        opts: ProbeOptions,
+    ) -> Result<Self, ProbeError> {
+        let builder = OptsBuilder::default()
+            .ip_or_hostname(addr.host.clone())
+            .tcp_port(addr.port)
+            .prefer_socket(false);
+        Self::open(addr.to_string(), builder, creds, opts).await
+    }
+
+    /// Connect over a Unix socket, as the sandbox does to bootstrap a new server as root.
+    pub async fn connect_socket(
+        path: &str,
+        creds: &Credentials,
+        opts: ProbeOptions,
+    ) -> Result<Self, ProbeError> {
+        let builder = OptsBuilder::default().socket(Some(path));
+        Self::open(path.to_string(), builder, creds, opts).await
+    }
+
+    async fn open(
+        target: String,
+        builder: OptsBuilder,
+        creds: &Credentials,
+        opts: ProbeOptions,
+    ) -> Result<Self, ProbeError> {
+        let builder = builder
+            .user(Some(creds.user.clone()))
+            .pass(Some(creds.password.clone()))
+            .stmt_cache_size(0)
+            .tcp_nodelay(true);
+        let conn = within(opts.connect_timeout, "connect", Conn::new(builder)).await?;
+        let mut session = Self {
+            conn: Some(conn),
+            target,
+            flavor: Flavor::Mariadb,
+            version: String::new(),
+            opts,
+        };
+        let version: Option<String> = session
+            .call("select version", async |c| {
+                c.query_first("SELECT @@version").await
+            })
+            .await?;
+        let version = version.ok_or_else(|| ProbeError::Reply {
+            what: "select version",
+            detail: "no row".into(),
+        })?;
+        session.flavor = Flavor::from_version(&version);
+        session.version = version;
+        Ok(session)
+    }
+
+    /// The server's flavor.
+    pub fn flavor(&self) -> Flavor {
+        self.flavor
+    }
+
+    /// The server's `@@version`.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Whether an earlier call timed out or failed at the network level, so the connection
+    /// must not be used again.
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_none()
+    }
+
+    /// Run `f` on the connection under the query timeout. A timeout or a network error
+    /// breaks the session; a server error does not.
+    async fn call<T, F>(&mut self, what: &'static str, f: F) -> Result<T, ProbeError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> mysql_async::Result<T>,
+    {
+        let timeout = self.opts.query_timeout;
+        let mut conn = self
+            .conn
+            .take()
+            .ok_or_else(|| ProbeError::Other("connection is broken by an earlier error".into()))?;
+        let result = within(timeout, what, f(&mut conn)).await;
+        match &result {
+            Err(e) if !matches!(e, ProbeError::Server { .. } | ProbeError::Auth { .. }) => {}
+            _ => self.conn = Some(conn),
+        }
+        result
+    }
+
+    /// Observe the server: variables, status counters and replica status, in one round trip.
+    pub async fn observe(&mut self) -> Result<ServerState, ProbeError> {
+        let sql = format!(
+            "{}; {}; {}",
+            parse::show_where("VARIABLES", parse::VARIABLES),
+            parse::show_where("STATUS", parse::STATUS),
+            parse::replica_status_sql(self.flavor, &self.version),
+        );
+        let (vars, status, replica) = self
+            .call("observe", async move |c| {
+                let mut result = c.query_iter(sql).await?;
+                let vars: Vec<Row> = result.collect().await?;
+                let status: Vec<Row> = result.collect().await?;
+                let replica: Vec<Row> = result.collect().await?;
+                Ok((vars, status, replica))
+            })
+            .await?;
+        let replica: Vec<RowMap> = replica.iter().map(row_map).collect();
+        parse::server_state(
+            self.flavor,
+            &name_values(&vars),
+            &name_values(&status),
+            replica.first(),
+        )
+        .map_err(|detail| ProbeError::Reply {
+            what: "observe",
+            detail,
+        })
+    }
+
+    /// Run one or more statements that return no rows.
+    pub async fn exec(&mut self, what: &'static str, sql: &str) -> Result<(), ProbeError> {
+        let sql = sql.to_string();
+        self.call(what, async move |c| c.query_drop(sql).await)
+            .await
+    }
+
+    /// Run a query and return its rows as name → text maps.
+    pub async fn query_rows(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<Vec<RowMap>, ProbeError> {
+        let sql = sql.to_string();
+        let rows: Vec<Row> = self.call(what, async move |c| c.query(sql).await).await?;
+        Ok(rows.iter().map(row_map).collect())
+    }
+
+    /// Wait up to `wait` for the server to have applied `gtid_pos` (MariaDB
+    /// `MASTER_GTID_WAIT`). Returns whether it got there. The query timeout is stretched to
+    /// cover the wait.
+    pub async fn wait_for_gtid(
+        &mut self,
+        gtid_pos: &str,
+        wait: Duration,
+    ) -> Result<bool, ProbeError> {
+        let saved = self.opts.query_timeout;
+        self.opts.query_timeout = saved + wait;
+        let sql = format!(
+            "SELECT MASTER_GTID_WAIT('{}', {:.3})",
+            sql_escape(gtid_pos),
+            wait.as_secs_f64()
+        );
+        let r: Result<Option<i64>, _> = self
+            .call("master_gtid_wait", async move |c| c.query_first(sql).await)
+            .await;
+        self.opts.query_timeout = saved;
+        Ok(r? == Some(0))
+    }
+
+    /// Point this server at a source by GTID and start replicating.
+    pub async fn change_source(&mut self, to: &ChangeSource<'_>) -> Result<(), ProbeError> {
+        let sql = format!(
+            "CHANGE MASTER TO MASTER_HOST='{}', MASTER_PORT={}, MASTER_USER='{}', \
+             MASTER_PASSWORD='{}', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY={}, \
+             MASTER_HEARTBEAT_PERIOD={:.3}",
+            sql_escape(&to.source.host),
+            to.source.port,
+            sql_escape(&to.creds.user),
+            sql_escape(to.creds.password()),
+            to.connect_retry_s,
+            to.heartbeat.as_secs_f64(),
+        );
+        self.exec("change master", &sql).await
+    }
+
+    /// Close the connection politely. Errors are ignored: the server may be gone.
+    pub async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(self.opts.query_timeout, conn.disconnect()).await;
+        }
+    }
+}
+
+/// Where and how a replica connects to its source.
+#[derive(Debug)]
+pub struct ChangeSource<'a> {
+    /// The source's address.
+    pub source: &'a InstanceAddr,
+    /// The replication account.
+    pub creds: &'a Credentials,
+    /// `MASTER_CONNECT_RETRY`, seconds.
+    pub connect_retry_s: u32,
+    /// `MASTER_HEARTBEAT_PERIOD`; a `CHANGE MASTER` that changes the host resets it, so it is
+    /// always given.
+    pub heartbeat: Duration,
+}
+
+/// Probe one server once: connect, observe, disconnect. Never fails: a failure is recorded
+/// in the observation.
+pub async fn observe(addr: &InstanceAddr, creds: &Credentials, opts: ProbeOptions) -> Observation {
+    let at_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let started = Instant::now();
+    let result = async {
+        let mut session = Session::connect(addr, creds, opts).await?;
+        let state = session.observe().await;
+        session.close().await;
+        state
+    }
+    .await;
+    Observation {
+        addr: addr.clone(),
+        at_unix_ms,
+        duration_us: started.elapsed().as_micros() as u64,
+        reachability: match result {
+            Ok(state) => Reachability::Reachable(Box::new(state)),
+            Err(e) => Reachability::Unreachable(e.to_failure()),
+        },
+    }
+}
+
+async fn within<T, F>(limit: Duration, what: &'static str, fut: F) -> Result<T, ProbeError>
+where
+    F: Future<Output = mysql_async::Result<T>>,
+{
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r.map_err(ProbeError::from),
+        Err(_) => Err(ProbeError::timeout(what, limit)),
+    }
+}
+
+/// Escape a string for a single-quoted SQL literal.
+pub fn sql_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(d) => Some(d.to_string()),
+        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
+    }
+}
+
+fn row_map(row: &Row) -> RowMap {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let v = row.as_ref(i).and_then(text);
+            (c.name_str().into_owned(), v)
+        })
+        .collect()
+}
+
+/// `SHOW VARIABLES`-shaped rows (name, value) as a lowercased map.
+fn name_values(rows: &[Row]) -> Vars {
+    rows.iter()
+        .filter_map(|r| {
+            let name = r.as_ref(0).and_then(text)?;
+            let value = r.as_ref(1).and_then(text).unwrap_or_default();
+            Some((name.to_ascii_lowercase(), value))
+        })
+        .collect()
+}

@@ -1,0 +1,17 @@
+//! Local `mariadbd` replication sets on loopback, for the demo, the tests and the DR tests.
+//!
+//! A sandbox lives in one directory, `ROOT/NAME`, with a manifest (`sandbox.json`), one
+//! folder per member and the credentials files (mode 0600). Servers run detached from the
+//! process that started them, so later commands find a sandbox again from its directory.
+
+mod binaries;
+mod manifest;
+mod process;
+mod sandbox;
+pub mod testing;
+
+pub use binaries::Binaries;
+pub use manifest::{Manifest, Member, Role};
+pub use sandbox::{
+    default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, UpOptions, UpOutcome,
+};
