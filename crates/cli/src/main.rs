@@ -1,5 +1,6 @@
 //! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
 
+mod bench_cmd;
 mod creds;
 mod probe_cmd;
 mod sandbox_cmd;
@@ -28,6 +29,9 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCommand),
     /// Observe one server once and print what it reports.
     Probe(probe_cmd::ProbeArgs),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(bench_cmd::BenchCommand),
 }
 
 /// An error with the exit code it maps to: 2 for bad input, 1 for everything else.
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd).await,
             Command::Probe(args) => probe_cmd::run(args).await,
+            Command::Bench(cmd) => bench_cmd::run(cmd).await,
         }
     });
     match result {

@@ -9,3 +9,9 @@ pub use observation::{
     Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind, Reachability,
     ReplicationStatus, SemiSyncState, ServerState,
 };
+pub mod problem;
+pub mod spec;
+
+pub use problem::{Evidence, Problem, ProblemKind, Severity};
+pub use spec::{ClusterSpec, InstanceSpec, PromotionRule};
+pub mod analysis;

@@ -14,8 +14,9 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// Look the programs up in `PATH`, then in `/usr/sbin` and `/usr/bin`, where Debian puts
-    /// them (root's `PATH` has `/usr/sbin`; a user's may not).
+    /// Look the programs up in `$DBFLEET_MARIADB_BINDIR` when it is set (and only there),
+    /// else in `PATH`, then in `/usr/sbin` and `/usr/bin`, where Debian puts them (root's
+    /// `PATH` has `/usr/sbin`; a user's may not).
     pub fn find() -> Result<Self, SandboxError> {
         Ok(Self {
             mariadbd: find_program("mariadbd")?,
@@ -25,9 +26,19 @@ impl Binaries {
 }
 
 fn find_program(name: &str) -> Result<PathBuf, SandboxError> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from))
+    let dirs: Vec<PathBuf> = match std::env::var_os("DBFLEET_MARIADB_BINDIR") {
+        Some(dir) => vec![PathBuf::from(dir)],
+        None => {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            std::env::split_paths(&path)
+                .chain(
+                    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+                        .map(PathBuf::from),
+                )
+                .collect()
+        }
+    };
+    dirs.into_iter()
         .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
         .ok_or_else(|| SandboxError::MissingProgram {

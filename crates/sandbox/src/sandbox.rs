@@ -22,6 +22,9 @@ use crate::process;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replica may take to catch up during `up`.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+/// `rpl_semi_sync_master_timeout`: how long a commit waits for an ack before the primary
+/// falls back to async.
+const SEMI_SYNC_TIMEOUT_MS: u64 = 5000;
 /// How long a SIGTERM shutdown may take before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -405,7 +408,7 @@ impl Sandbox {
             .manifest
             .members
             .iter()
-            .map(|m| self.start_member(bins, m));
+            .map(|m| self.start_member(bins, m, true));
         for r in futures_join_all(starts).await {
             r?;
         }
@@ -444,8 +447,18 @@ impl Sandbox {
                 .map_err(|e| anyhow::anyhow!("{}: start slave: {e}", m.name))?;
             s.close().await;
         }
+        self.wait_replicating().await?;
+        if self.manifest.semi_sync {
+            psess
+                .exec(
+                    "enable semi-sync",
+                    "SET GLOBAL rpl_semi_sync_master_enabled=ON",
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: enable semi-sync: {e}", primary.name))?;
+        }
         psess.close().await;
-        self.wait_replicating().await
+        Ok(())
     }
 
     /// Start every member that is down, then wait until every replica replicates.
@@ -459,7 +472,7 @@ impl Sandbox {
         for m in &down {
             ensure_port_free(&m.host, m.port)?;
         }
-        for r in futures_join_all(down.iter().map(|m| self.start_member(bins, m))).await {
+        for r in futures_join_all(down.iter().map(|m| self.start_member(bins, m, false))).await {
             r?;
         }
         self.wait_replicating().await?;
@@ -561,7 +574,9 @@ impl Sandbox {
         Ok(())
     }
 
-    fn server_args(&self, m: &Member) -> Vec<String> {
+    /// The server's command line. `first_boot` leaves semi-sync off on the primary: its first
+    /// write would otherwise wait for acks from replicas that are not attached yet.
+    fn server_args(&self, m: &Member, first_boot: bool) -> Vec<String> {
         let d = m.dir(&self.dir);
         let data = m.datadir(&self.dir);
         let mut args = vec![
@@ -598,10 +613,12 @@ impl Sandbox {
         }
         if self.manifest.semi_sync {
             args.push("--rpl-semi-sync-slave-enabled=ON".into());
-            if m.role == Role::Primary {
+            args.push("--rpl-semi-sync-master-wait-point=AFTER_SYNC".into());
+            args.push(format!(
+                "--rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS}"
+            ));
+            if m.role == Role::Primary && !first_boot {
                 args.push("--rpl-semi-sync-master-enabled=ON".into());
-                args.push("--rpl-semi-sync-master-wait-point=AFTER_SYNC".into());
-                args.push("--rpl-semi-sync-master-timeout=5000".into());
             }
         }
         args
@@ -609,7 +626,7 @@ impl Sandbox {
 
     /// Launch a member's server detached from this process, and wait until it accepts
     /// connections.
-    async fn start_member(&self, bins: &Binaries, m: &Member) -> Result<()> {
+    async fn start_member(&self, bins: &Binaries, m: &Member, first_boot: bool) -> Result<()> {
         let d = m.dir(&self.dir);
         let log = d.join("error.log");
         let out = fs::OpenOptions::new()
@@ -619,7 +636,7 @@ impl Sandbox {
             .map_err(|e| anyhow::anyhow!("open {}: {e}", d.join("stdout.log").display()))?;
         let err = out.try_clone().map_err(anyhow::Error::new)?;
         let mut child = Command::new(&bins.mariadbd)
-            .args(self.server_args(m))
+            .args(self.server_args(m, first_boot))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -710,7 +727,7 @@ impl Sandbox {
             return Ok(false);
         }
         ensure_port_free(&m.host, m.port)?;
-        self.start_member(&Binaries::find()?, &m).await?;
+        self.start_member(&Binaries::find()?, &m, false).await?;
         Ok(true)
     }
 

@@ -1,0 +1,124 @@
+//! Shared helpers of the CLI's integration tests: run the real `dbfleet` binary against
+//! real sandboxes, each test on its own ports and directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use model::{InstanceAddr, Observation};
+use probe::{Credentials, ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::Sandbox;
+
+/// Run `dbfleet` with `args` and return its output.
+pub fn dbfleet(args: &[&str]) -> Output {
+    dbfleet_env(args, &[])
+}
+
+/// Run `dbfleet` with extra environment variables.
+pub fn dbfleet_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dbfleet"));
+    cmd.args(args).env_remove("DBFLEET_SANDBOX_DIR");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run dbfleet")
+}
+
+/// Stdout as text, asserting success.
+pub fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dbfleet failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A sandbox made through the CLI in a temporary directory; its servers are killed on drop.
+pub struct TestSandbox {
+    pub name: String,
+    pub base_port: u16,
+    _guard: SandboxGuard,
+    root: tempfile::TempDir,
+}
+
+impl TestSandbox {
+    /// `dbfleet sandbox up` with `extra` arguments; panics when it fails.
+    pub fn up(name: &str, base_port: u16, extra: &[&str]) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("dbfleet-test-")
+            .tempdir()
+            .expect("tempdir");
+        let guard = SandboxGuard::new(root.path(), name);
+        let t = Self {
+            name: name.to_string(),
+            base_port,
+            _guard: guard,
+            root,
+        };
+        let port = base_port.to_string();
+        let mut args = vec!["sandbox", "up", "--name", name, "--base-port", &port];
+        args.extend_from_slice(extra);
+        let dir = t.dir_arg();
+        args.extend(["--dir", dir.as_str()]);
+        ok(dbfleet(&args));
+        t
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn dir_arg(&self) -> String {
+        self.root.path().display().to_string()
+    }
+
+    pub fn open(&self) -> Sandbox {
+        Sandbox::open(self.root.path(), &self.name).expect("open sandbox")
+    }
+
+    pub fn credentials_file(&self) -> PathBuf {
+        self.open().admin_credentials_file()
+    }
+
+    pub fn admin(&self) -> Credentials {
+        self.open().credentials().unwrap().admin.credentials()
+    }
+
+    pub fn addr(&self, member: &str) -> InstanceAddr {
+        self.open().member(member).unwrap().addr()
+    }
+
+    /// `dbfleet sandbox <verb> NAME MEMBER`.
+    pub fn member_cmd(&self, verb: &str, member: &str) -> String {
+        let dir = self.dir_arg();
+        ok(dbfleet(&[
+            "sandbox", verb, &self.name, member, "--dir", &dir,
+        ]))
+    }
+
+    /// `dbfleet probe` of a member, parsed from `--json`, whatever the exit code.
+    pub fn probe(&self, member: &str) -> Observation {
+        let addr = self.addr(member).to_string();
+        let creds = self.credentials_file().display().to_string();
+        let out = dbfleet(&["probe", &addr, "--credentials", &creds, "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "probe output is not an observation: {e}\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// An admin session to a member over TCP.
+    pub async fn session(&self, member: &str) -> Session {
+        Session::connect(&self.addr(member), &self.admin(), ProbeOptions::default())
+            .await
+            .expect("connect")
+    }
+}

@@ -1,0 +1,110 @@
+//! Loads and validates `dbfleet.toml`, the config file of the dbfleet daemon: where state
+//! lives, the API, probe timing, named credentials, and the clusters to manage.
+//!
+//! `Config::load` reads, parses (unknown keys are errors), validates (collecting every
+//! problem, each naming its field path) and resolves relative paths against the file's
+//! directory. Secrets are never part of a `Config`: credentials entries say where a password
+//! is, and `Config::resolve_credentials` reads it when it is needed. See
+//! `docs/dbfleet.example.toml` for a commented example of every key.
+
+mod error;
+mod file;
+mod sandbox;
+mod schema;
+mod secrets;
+mod serde_util;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use error::ConfigError;
+pub use sandbox::sandbox_config;
+pub use schema::{
+    ApiConfig, ClusterConfig, Config, CredentialsConfig, InstanceConfig, PasswordSource,
+    ProbeConfig, StoreConfig, MIN_PROBE_INTERVAL,
+};
+pub use secrets::{ApiTokens, ResolvedCredentials};
+
+/// The name parse errors give text that did not come from a file.
+const UNNAMED: &str = "dbfleet.toml";
+
+impl Config {
+    /// Read, parse and validate the config file at `path`. Relative paths in it are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let base = absolute.parent().unwrap_or(Path::new("."));
+        validate::parse(&text, path, base)
+    }
+
+    /// Parse and validate config text, resolving relative paths against `base_dir`.
+    /// Parse errors name the file `dbfleet.toml`.
+    pub fn from_str_at(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        validate::parse(text, Path::new(UNNAMED), base_dir)
+    }
+
+    /// Every cluster as a `model::ClusterSpec`, in file order.
+    pub fn cluster_specs(&self) -> Vec<model::ClusterSpec> {
+        self.clusters.iter().map(ClusterConfig::spec).collect()
+    }
+
+    /// The cluster named `name`.
+    pub fn cluster(&self, name: &str) -> Option<&ClusterConfig> {
+        self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// Read the user and password of `[credentials.NAME]` now, from its password file,
+    /// environment variable or credentials file. Errors never show the password.
+    pub fn resolve_credentials(&self, name: &str) -> Result<ResolvedCredentials, ConfigError> {
+        let entry = self.credentials.get(name).ok_or_else(|| {
+            ConfigError::invalid(
+                "credentials",
+                format!("no credentials named {name:?} are defined"),
+            )
+        })?;
+        secrets::resolve(&format!("credentials.{}", validate::key(name)), entry)
+    }
+
+    /// Read every secret the config points at (each credentials entry and the tokens file),
+    /// discarding the values, and report every one that cannot be read. For
+    /// `dbfleet config validate`: `load` does not read secrets, since a daemon may get its
+    /// environment only later.
+    pub fn check_secrets(&self) -> Result<(), ConfigError> {
+        let mut errs: Vec<ConfigError> = self
+            .credentials
+            .keys()
+            .filter_map(|name| self.resolve_credentials(name).err())
+            .collect();
+        if let Err(e) = self.api.load_tokens() {
+            errs.push(e);
+        }
+        match ConfigError::from_list(errs) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The whole config as JSON, for display: the same keys as the file, with defaults
+    /// filled in and paths resolved. It holds no secret (only password file paths and
+    /// environment variable names), since a `Config` holds none.
+    pub fn redacted_summary(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("a Config always serializes: string keys, lossy paths")
+    }
+}
+
+impl ApiConfig {
+    /// Read the API tokens from `tokens_file`; none when there is no tokens file.
+    pub fn load_tokens(&self) -> Result<ApiTokens, ConfigError> {
+        match &self.tokens_file {
+            Some(path) => secrets::read_tokens(path),
+            None => Ok(ApiTokens::default()),
+        }
+    }
+}

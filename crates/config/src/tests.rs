@@ -1,0 +1,750 @@
+//! Tests of loading, validation, secrets and the sandbox config.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use model::{InstanceAddr, PromotionRule};
+
+use crate::*;
+
+const EXAMPLE: &str = include_str!("../../../docs/dbfleet.example.toml");
+
+/// The smallest valid config, with `extra` appended.
+fn minimal(extra: &str) -> String {
+    format!(
+        r#"
+[store]
+data_dir = "state"
+
+[credentials.admin]
+user = "dbfleet"
+password_env = "DBFLEET_TEST_UNUSED"
+
+[[cluster]]
+name = "main"
+credentials = "admin"
+[[cluster.instance]]
+addr = "127.0.0.1:23306"
+{extra}"#
+    )
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_at(text, Path::new("/etc/dbfleet"))
+}
+
+/// The single `Invalid` problem of an error, as `(field, message)`.
+fn invalid(e: &ConfigError) -> (String, String) {
+    match e {
+        ConfigError::Invalid { field, message } => (field.clone(), message.clone()),
+        other => panic!("expected one Invalid error, got {other:?} ({other})"),
+    }
+}
+
+#[test]
+fn example_parses() {
+    let c = parse(EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.store.data_dir, PathBuf::from("/var/lib/dbfleet"));
+    assert_eq!(
+        c.api.tokens_file.as_deref(),
+        Some(Path::new("/etc/dbfleet/tokens.txt"))
+    );
+    assert_eq!(c.clusters.len(), 2);
+    assert_eq!(c.credentials.len(), 3);
+    let specs = c.cluster_specs();
+    assert_eq!(specs[0].name, "main");
+    assert_eq!(specs[0].instances.len(), 3);
+    assert_eq!(specs[0].expected_replicas, 2);
+    assert_eq!(
+        specs[0].instances[2].promotion,
+        PromotionRule::MustNot,
+        "{specs:?}"
+    );
+    assert_eq!(specs[1].name, "billing");
+    assert_eq!(specs[1].expected_replicas, 0);
+    assert_eq!(specs[1].max_lag, Duration::from_secs(10));
+}
+
+#[test]
+fn example_is_fully_commented() {
+    let mut previous = "";
+    for (n, line) in EXAMPLE.lines().enumerate() {
+        let t = line.trim();
+        if !t.is_empty() && !t.starts_with('#') {
+            assert!(
+                previous.starts_with('#'),
+                "line {} of the example has no comment above it: {t}",
+                n + 1
+            );
+        }
+        previous = t;
+    }
+}
+
+#[test]
+fn example_shows_every_key() {
+    fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+    let c = parse(EXAMPLE).unwrap();
+    let mut found = Vec::new();
+    keys(&c.redacted_summary(), &mut found);
+    for k in found {
+        if c.credentials.contains_key(&k) || ["cluster", "instance"].contains(&k.as_str()) {
+            continue;
+        }
+        assert!(
+            EXAMPLE.contains(&format!("\n{k} = "))
+                || EXAMPLE.contains(&format!("\n[{k}]"))
+                || EXAMPLE.contains(&format!("\n[{k}.")),
+            "the example does not set {k}"
+        );
+    }
+    for k in ["password_env", "credentials_file", "[[cluster.instance]]"] {
+        assert!(EXAMPLE.contains(k), "{k}");
+    }
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(c.api.listen.to_string(), "127.0.0.1:7070");
+    assert_eq!(c.api.tokens_file, None);
+    assert!(!c.api.require_token_for_reads);
+    assert_eq!(c.probe, ProbeConfig::default());
+    assert_eq!(c.probe.interval, Duration::from_secs(1));
+    assert_eq!(c.probe.connect_timeout, Duration::from_millis(500));
+    assert_eq!(c.probe.query_timeout, Duration::from_millis(500));
+    assert_eq!(c.probe.concurrency, 256);
+    assert_eq!(c.probe.discovery_interval, Duration::from_secs(10));
+    let cl = &c.clusters[0];
+    assert_eq!(cl.expected_replicas, 0);
+    assert!(!cl.semi_sync);
+    assert!(!cl.drt_allowed);
+    assert_eq!(cl.max_lag, Duration::from_secs(10));
+    assert_eq!(cl.instances[0].promotion, PromotionRule::Neutral);
+    assert_eq!(
+        c.cluster_specs(),
+        vec![model::ClusterSpec {
+            name: "main".into(),
+            instances: vec![model::InstanceSpec {
+                addr: InstanceAddr::new("127.0.0.1", 23306),
+                promotion: PromotionRule::Neutral,
+            }],
+            expected_replicas: 0,
+            semi_sync: false,
+            max_lag: Duration::from_secs(10),
+        }]
+    );
+    assert!(c.cluster("main").is_some());
+    assert!(c.cluster("other").is_none());
+}
+
+#[test]
+fn values_override_defaults() {
+    let c = parse(&minimal(
+        r#"
+[[cluster.instance]]
+addr = "[::1]:23307"
+promotion = "must_not"
+[probe]
+interval = "250ms"
+connect_timeout = "2s"
+query_timeout = "1m 30s"
+concurrency = 8
+discovery_interval = "1m"
+[api]
+listen = "[::1]:9000"
+tokens_file = "/abs/tokens"
+require_token_for_reads = true
+"#,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.probe.interval, Duration::from_millis(250));
+    assert_eq!(c.probe.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.probe.query_timeout, Duration::from_secs(90));
+    assert_eq!(c.probe.concurrency, 8);
+    assert_eq!(c.probe.discovery_interval, Duration::from_secs(60));
+    assert_eq!(c.api.listen.to_string(), "[::1]:9000");
+    assert_eq!(c.api.tokens_file.as_deref(), Some(Path::new("/abs/tokens")));
+    assert!(c.api.require_token_for_reads);
+    let cl = &c.clusters[0];
+    assert_eq!(cl.expected_replicas, 1, "defaults to instances - 1");
+    assert_eq!(cl.instances[1].addr, InstanceAddr::new("::1", 23307));
+    assert_eq!(cl.instances[1].promotion, PromotionRule::MustNot);
+}
+
+#[test]
+fn invalid_values_name_their_field() {
+    let two_clusters = |second_addr: &str| {
+        minimal(&format!(
+            r#"
+[[cluster]]
+name = "second"
+credentials = "admin"
+[[cluster.instance]]
+addr = "{second_addr}"
+"#
+        ))
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            two_clusters("127.0.0.1"),
+            "cluster[1].instance[0].addr",
+            "\"127.0.0.1\" has no port",
+        ),
+        (
+            two_clusters("127.0.0.1:0"),
+            "cluster[1].instance[0].addr",
+            "bad port",
+        ),
+        (
+            two_clusters("127.0.0.1:23306"),
+            "cluster[1].instance[0].addr",
+            "127.0.0.1:23306 is already declared at cluster[0].instance[0]",
+        ),
+        (
+            minimal("[[cluster.instance]]\naddr = \"127.0.0.1:23306\""),
+            "cluster[0].instance[1].addr",
+            "already declared at cluster[0].instance[0]",
+        ),
+        (
+            minimal("[probe]\ninterval = \"49ms\""),
+            "probe.interval",
+            "must be at least 50ms",
+        ),
+        (
+            minimal("[probe]\nconnect_timeout = \"0s\""),
+            "probe.connect_timeout",
+            "must be more than 0s",
+        ),
+        (
+            minimal("[probe]\nquery_timeout = \"0s\""),
+            "probe.query_timeout",
+            "must be more than 0s",
+        ),
+        (
+            minimal("[probe]\nconcurrency = 0"),
+            "probe.concurrency",
+            "at least 1",
+        ),
+        (
+            minimal("[probe]\ninterval = \"5s\"\ndiscovery_interval = \"1s\""),
+            "probe.discovery_interval",
+            "at least probe.interval (5s)",
+        ),
+        (
+            minimal("[api]\nrequire_token_for_reads = true"),
+            "api.require_token_for_reads",
+            "needs api.tokens_file",
+        ),
+        (
+            minimal("[api]\ntokens_file = \"\""),
+            "api.tokens_file",
+            "must not be empty",
+        ),
+        (
+            minimal("").replace("credentials = \"admin\"", "credentials = \"x\""),
+            "cluster[0].credentials",
+            "cluster \"main\": credentials \"x\" is not defined in [credentials]",
+        ),
+        (
+            minimal("").replace("name = \"main\"", "name = \"has space\""),
+            "cluster[0].name",
+            "not a valid cluster name",
+        ),
+        (
+            minimal("").replace("name = \"main\"", "name = \"\""),
+            "cluster[0].name",
+            "not a valid cluster name",
+        ),
+        (
+            minimal("[[cluster]]\nname = \"main\"\ncredentials = \"admin\"\n[[cluster.instance]]\naddr = \"h:1\""),
+            "cluster[1].name",
+            "cluster \"main\" is already declared at cluster[0]",
+        ),
+        (
+            minimal("[[cluster]]\nname = \"empty\"\ncredentials = \"admin\""),
+            "cluster[1].instance",
+            "cluster \"empty\" has no instances",
+        ),
+        (
+            minimal("").replace("data_dir = \"state\"", "data_dir = \"\""),
+            "store.data_dir",
+            "must not be empty",
+        ),
+        (
+            minimal("[credentials.both]\ncredentials_file = \"a.toml\"\nuser = \"u\""),
+            "credentials.both",
+            "either credentials_file, or user",
+        ),
+        (
+            minimal("[credentials.none]"),
+            "credentials.none",
+            "needs credentials_file, or user",
+        ),
+        (
+            minimal("[credentials.nopw]\nuser = \"u\""),
+            "credentials.nopw",
+            "user \"u\" needs password_file or password_env",
+        ),
+        (
+            minimal("[credentials.twopw]\nuser = \"u\"\npassword_file = \"p\"\npassword_env = \"E\""),
+            "credentials.twopw",
+            "only one of password_file and password_env",
+        ),
+        (
+            minimal("[credentials.nouser]\npassword_file = \"p\""),
+            "credentials.nouser",
+            "needs credentials_file, or user",
+        ),
+        (
+            minimal("[credentials.badenv]\nuser = \"u\"\npassword_env = \"\""),
+            "credentials.badenv",
+            "password_env must be the name of an environment variable",
+        ),
+        (
+            minimal("[credentials.\"odd name\"]\nuser = \"\"\npassword_env = \"E\""),
+            "credentials.\"odd name\"",
+            "user must not be empty",
+        ),
+    ];
+    for (text, field, fragment) in cases {
+        let e = parse(&text).expect_err(&format!("should fail for {field}:\n{text}"));
+        let (f, m) = invalid(&e);
+        assert_eq!(f, field, "{e}");
+        assert!(m.contains(fragment), "{field}: {m:?} lacks {fragment:?}");
+        assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
+    }
+}
+
+#[test]
+fn invalid_but_declared_credentials_are_reported_once() {
+    let text = minimal("").replace("password_env = \"DBFLEET_TEST_UNUSED\"", "");
+    let e = parse(&text).unwrap_err();
+    assert_eq!(invalid(&e).0, "credentials.admin");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = minimal(
+        r#"
+[[cluster.instance]]
+addr = "nope"
+[probe]
+interval = "1ms"
+concurrency = 0
+"#,
+    )
+    .replace("credentials = \"admin\"", "credentials = \"x\"");
+    let e = parse(&text).unwrap_err();
+    let fields: Vec<String> = e.problems().into_iter().map(|p| invalid(p).0).collect();
+    assert_eq!(
+        fields,
+        [
+            "probe.interval",
+            "probe.concurrency",
+            "cluster[0].credentials",
+            "cluster[0].instance[1].addr"
+        ]
+    );
+    let shown = e.to_string();
+    assert!(shown.starts_with("4 problems:"), "{shown}");
+    assert!(
+        shown.contains("\n  probe.interval: must be at least 50ms"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn parse_errors_name_the_line_but_do_not_echo_it() {
+    let text = minimal("").replace(
+        "password_env = \"DBFLEET_TEST_UNUSED\"",
+        "passwrd = \"s3cr3t-XYZ\"",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.contains("passwrd"))
+        .map(|i| i + 1);
+    let e = parse(&text).unwrap_err();
+    match &e {
+        ConfigError::Parse {
+            path,
+            line: l,
+            message,
+        } => {
+            assert_eq!(path, Path::new("dbfleet.toml"));
+            assert_eq!(*l, line);
+            assert!(message.contains("unknown field `passwrd`"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let shown = format!("{e} {e:?}");
+    assert!(
+        shown.contains(&format!("dbfleet.toml:{}:", line.unwrap())),
+        "{shown}"
+    );
+    assert!(!shown.contains("s3cr3t-XYZ"), "{shown}");
+
+    // Other parse errors name their line too.
+    for (bad, needle) in [
+        ("[probe]\ninterval = \"1 fortnight\"", "invalid duration"),
+        ("[probe]\ninterval = 1", "a duration needs a unit"),
+        (
+            "[api]\nlisten = \"localhost:7070\"",
+            "invalid listen address",
+        ),
+        (
+            "[api]\nlisten = \"127.0.0.1:7070\"\nlisten = \"x\"",
+            "duplicate key",
+        ),
+        (
+            "[[cluster.instance]]\naddr = \"h:1\"\npromotion = \"preferred\"",
+            "unknown variant `preferred`",
+        ),
+        (
+            "[probe]\nconcurrency = \"s3cr3t-XYZ\"",
+            "invalid type: string, expected",
+        ),
+    ] {
+        let text = minimal(bad);
+        let e = parse(&text).unwrap_err();
+        let ConfigError::Parse { line, message, .. } = &e else {
+            panic!("{bad}: {e:?}");
+        };
+        assert!(message.contains(needle), "{bad}: {message}");
+        assert!(!message.contains('\n'), "{message}");
+        assert!(!message.contains("s3cr3t-XYZ"), "{message}");
+        let last = text.lines().count();
+        assert_eq!(*line, Some(last), "{bad}: {e}");
+    }
+
+    let e = parse("[api]\n").unwrap_err();
+    assert!(e.to_string().contains("missing field `store`"), "{e}");
+}
+
+#[test]
+fn relative_paths_resolve_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/admin.password"), "pw-1\n").unwrap();
+    std::fs::write(
+        dir.path().join("admin.toml"),
+        "user = \"root\"\npassword = \"pw-2\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tokens.txt"), "# ops\n\n  tok-a  \ntok-b\n").unwrap();
+    let path = dir.path().join("dbfleet.toml");
+    std::fs::write(
+        &path,
+        r#"
+[store]
+data_dir = "state"
+[api]
+tokens_file = "tokens.txt"
+[credentials.admin]
+user = "dbfleet"
+password_file = "secrets/admin.password"
+[credentials.sandbox]
+credentials_file = "admin.toml"
+[credentials.abs]
+credentials_file = "/nowhere/admin.toml"
+[[cluster]]
+name = "main"
+credentials = "sandbox"
+[[cluster.instance]]
+addr = "127.0.0.1:23306"
+"#,
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let base = std::path::absolute(dir.path()).unwrap();
+    assert_eq!(c.store.data_dir, base.join("state"));
+    assert_eq!(c.api.tokens_file, Some(base.join("tokens.txt")));
+    assert_eq!(
+        c.credentials["admin"],
+        CredentialsConfig::User {
+            user: "dbfleet".into(),
+            password: PasswordSource::PasswordFile(base.join("secrets/admin.password")),
+        }
+    );
+    assert_eq!(
+        c.credentials["sandbox"],
+        CredentialsConfig::File {
+            credentials_file: base.join("admin.toml")
+        }
+    );
+    assert_eq!(
+        c.credentials["abs"],
+        CredentialsConfig::File {
+            credentials_file: PathBuf::from("/nowhere/admin.toml")
+        }
+    );
+
+    let admin = c.resolve_credentials("admin").unwrap();
+    assert_eq!((admin.user.as_str(), admin.password()), ("dbfleet", "pw-1"));
+    let sandbox = c.resolve_credentials("sandbox").unwrap();
+    assert_eq!(
+        sandbox.into_parts(),
+        ("root".to_string(), "pw-2".to_string())
+    );
+
+    let tokens = c.api.load_tokens().unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.accepts("tok-a") && tokens.accepts("tok-b"));
+    assert!(!tokens.accepts("# ops") && !tokens.accepts("") && !tokens.accepts("tok-"));
+    assert_eq!(format!("{tokens:?}"), "ApiTokens { count: 2 }");
+
+    // "abs" cannot be read: check_secrets reports it, and only it.
+    let e = c.check_secrets().unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Io { path, .. } if path == Path::new("/nowhere/admin.toml")),
+        "{e:?}"
+    );
+
+    let e = c.resolve_credentials("missing").unwrap_err();
+    assert_eq!(invalid(&e).0, "credentials");
+
+    let e = Config::load(&dir.path().join("absent.toml")).unwrap_err();
+    assert!(matches!(e, ConfigError::Io { .. }), "{e:?}");
+    assert!(e.to_string().contains("absent.toml"), "{e}");
+}
+
+#[test]
+fn passwords_come_from_the_environment() {
+    let var = "DBFLEET_CONFIG_TEST_PASSWORD_ENV";
+    let text = minimal("").replace("DBFLEET_TEST_UNUSED", var);
+    let c = parse(&text).unwrap();
+    std::env::remove_var(var);
+    let e = c.resolve_credentials("admin").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("credentials.admin.password_env: environment variable {var} is not set")
+    );
+    std::env::set_var(var, "from-env");
+    let r = c.resolve_credentials("admin").unwrap();
+    assert_eq!(r.password(), "from-env");
+    std::env::remove_var(var);
+}
+
+/// A password in a password file, an environment variable or a credentials file, malformed
+/// in every way we can think of, never shows up in any error, `Debug`, `Display` or summary.
+#[test]
+fn secrets_are_never_printed() {
+    const SECRET: &str = "s3cr3t-XYZ";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    write("good.password", &format!("{SECRET}\n"));
+    write("empty.password", "\n");
+    write(
+        "good.toml",
+        &format!("user = \"u\"\npassword = \"{SECRET}\"\n"),
+    );
+    write("raw.toml", SECRET);
+    write("kv.toml", &format!("{SECRET} = 1\n"));
+    write(
+        "unterminated.toml",
+        &format!("user = \"u\"\npassword = \"{SECRET}\n"),
+    );
+    write("bare.toml", &format!("user = \"u\"\npassword = {SECRET}\n"));
+    write(
+        "array.toml",
+        &format!("user = \"u\"\npassword = [\"{SECRET}\"]\n"),
+    );
+    write("number.toml", "user = \"u\"\npassword = 987654321\n");
+    write(
+        "extra.toml",
+        &format!("user = \"u\"\npassword = \"x\"\npasswd = \"{SECRET}\"\n"),
+    );
+    write("nouser.toml", &format!("password = \"{SECRET}\"\n"));
+    std::fs::write(d.join("binary.password"), [0xff, 0xfe, b's', b'3']).unwrap();
+
+    let env_ok = "DBFLEET_CONFIG_TEST_SECRET_OK";
+    std::env::set_var(env_ok, SECRET);
+    let env_bad = "DBFLEET_CONFIG_TEST_SECRET_NOT_UTF8";
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut bytes = SECRET.as_bytes().to_vec();
+        bytes.push(0xff);
+        std::env::set_var(env_bad, std::ffi::OsStr::from_bytes(&bytes));
+    }
+
+    let mut text = String::from("[store]\ndata_dir = \"state\"\n");
+    let entries = [
+        ("pwfile", "user = \"u\"\npassword_file = \"good.password\""),
+        (
+            "pwempty",
+            "user = \"u\"\npassword_file = \"empty.password\"",
+        ),
+        (
+            "pwbinary",
+            "user = \"u\"\npassword_file = \"binary.password\"",
+        ),
+        (
+            "pwmissing",
+            "user = \"u\"\npassword_file = \"missing.password\"",
+        ),
+        (
+            "envok",
+            &format!("user = \"u\"\npassword_env = \"{env_ok}\""),
+        ),
+        (
+            "envbad",
+            &format!("user = \"u\"\npassword_env = \"{env_bad}\""),
+        ),
+        ("file", "credentials_file = \"good.toml\""),
+        ("raw", "credentials_file = \"raw.toml\""),
+        ("kv", "credentials_file = \"kv.toml\""),
+        ("unterminated", "credentials_file = \"unterminated.toml\""),
+        ("bare", "credentials_file = \"bare.toml\""),
+        ("array", "credentials_file = \"array.toml\""),
+        ("number", "credentials_file = \"number.toml\""),
+        ("extra", "credentials_file = \"extra.toml\""),
+        ("nouser", "credentials_file = \"nouser.toml\""),
+    ];
+    for (name, body) in &entries {
+        text.push_str(&format!("[credentials.{name}]\n{body}\n"));
+    }
+    text.push_str(
+        "[[cluster]]\nname = \"main\"\ncredentials = \"pwfile\"\n[[cluster.instance]]\naddr = \"h:1\"\n",
+    );
+    let c = Config::from_str_at(&text, d).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut shown = vec![
+        format!("{c:?}"),
+        c.redacted_summary().to_string(),
+        format!("{:?}", c.check_secrets()),
+    ];
+    if let Err(e) = c.check_secrets() {
+        shown.push(e.to_string());
+    }
+    let mut resolved = 0;
+    for (name, _) in &entries {
+        match c.resolve_credentials(name) {
+            Ok(r) => {
+                resolved += 1;
+                assert_eq!(r.password(), SECRET, "{name}");
+                shown.push(format!("{r:?} {r:#?}"));
+            }
+            Err(e) => {
+                let mut s = format!("{e} | {e:?} | {e:#?}");
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    s.push_str(&format!(" | {c} | {c:?}"));
+                    cause = c.source();
+                }
+                shown.push(s);
+            }
+        }
+    }
+    assert_eq!(resolved, 3, "pwfile, envok and file resolve");
+
+    // A secret typed into the main config by mistake is not echoed either.
+    for bad in [
+        format!("password = \"{SECRET}\""),
+        format!("[probe]\nconcurrency = \"{SECRET}\""),
+        format!("[api]\nrequire_token_for_reads = \"{SECRET}\""),
+        format!("[store]\ndata_dir = [\"{SECRET}\"]"),
+    ] {
+        let e = parse(&format!("{bad}\n{}", minimal(""))).unwrap_err();
+        shown.push(format!("{e} | {e:?}"));
+    }
+
+    for s in &shown {
+        assert!(!s.contains(SECRET), "a secret leaked: {s}");
+        assert!(!s.contains("987654321"), "a secret leaked: {s}");
+    }
+    // The errors still say what is wrong and where.
+    let all = shown.join("\n");
+    for needle in [
+        "credentials.pwempty.password_file:",
+        "empty.password is empty",
+        "environment variable DBFLEET_CONFIG_TEST_SECRET_NOT_UTF8 is not valid UTF-8",
+        "raw.toml:1: not valid TOML",
+        "unterminated.toml:2: not valid TOML",
+        "password must be a string",
+        "holds only the keys user and password",
+        "user is missing",
+        "missing.password",
+    ] {
+        assert!(all.contains(needle), "{needle} missing from:\n{all}");
+    }
+    std::env::remove_var(env_ok);
+    std::env::remove_var(env_bad);
+}
+
+#[test]
+fn summary_shows_where_secrets_are_but_not_their_values() {
+    let c = parse(EXAMPLE).unwrap();
+    let s = c.redacted_summary();
+    assert_eq!(s["store"]["data_dir"], "/var/lib/dbfleet");
+    assert_eq!(s["probe"]["interval"], "1s");
+    assert_eq!(s["probe"]["connect_timeout"], "500ms");
+    assert_eq!(s["api"]["listen"], "127.0.0.1:7070");
+    assert_eq!(
+        s["credentials"]["admin"],
+        serde_json::json!({"user": "dbfleet", "password_file": "/etc/dbfleet/secrets/admin.password"})
+    );
+    assert_eq!(
+        s["credentials"]["reporting"]["password_env"],
+        "DBFLEET_REPORTING_PASSWORD"
+    );
+    assert_eq!(
+        s["credentials"]["sandbox"],
+        serde_json::json!({"credentials_file": "/tmp/dbfleet-sandbox/demo/admin.toml"})
+    );
+    assert_eq!(s["cluster"][0]["instance"][0]["addr"], "10.0.0.11:3306");
+    assert_eq!(s["cluster"][0]["instance"][0]["promotion"], "prefer");
+    assert_eq!(s["cluster"][1]["expected_replicas"], 0);
+}
+
+#[test]
+fn the_summary_is_itself_a_valid_config() {
+    let c = parse(EXAMPLE).unwrap();
+    let text = toml::to_string(&c).unwrap();
+    let again = parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, c);
+}
+
+#[test]
+fn sandbox_config_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("my \"sandbox\"").join("admin.toml");
+    std::fs::create_dir_all(creds.parent().unwrap()).unwrap();
+    std::fs::write(&creds, "user = \"root\"\npassword = \"pw\"\n").unwrap();
+    let data_dir = dir.path().join("state");
+    let instances = [
+        (InstanceAddr::new("127.0.0.1", 23306), true),
+        (InstanceAddr::new("127.0.0.1", 23307), false),
+        (InstanceAddr::new("::1", 23308), false),
+    ];
+    for semi_sync in [false, true] {
+        let text = sandbox_config("demo-1", &data_dir, &creds, &instances, semi_sync);
+        assert!(text.starts_with("# "), "{text}");
+        let c = Config::from_str_at(&text, Path::new("/elsewhere"))
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.store.data_dir, data_dir);
+        let specs = c.cluster_specs();
+        assert_eq!(specs.len(), 1);
+        assert_eq!(specs[0].name, "demo-1");
+        assert_eq!(specs[0].expected_replicas, 2);
+        assert_eq!(specs[0].semi_sync, semi_sync);
+        let addrs: Vec<_> = specs[0].instances.iter().map(|i| i.addr.clone()).collect();
+        let want: Vec<_> = instances.iter().map(|(a, _)| a.clone()).collect();
+        assert_eq!(addrs, want);
+        let r = c.resolve_credentials(&c.clusters[0].credentials).unwrap();
+        assert_eq!((r.user.as_str(), r.password()), ("root", "pw"));
+        c.check_secrets().unwrap();
+    }
+}

@@ -1,0 +1,346 @@
+//! From text to a validated `Config`: parse, check every rule (collecting all problems, not
+//! only the first), and resolve relative paths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use model::InstanceAddr;
+
+use crate::file::{FileCluster, FileConfig, FileCredentials};
+use crate::schema::{
+    ClusterConfig, Config, CredentialsConfig, InstanceConfig, PasswordSource, MIN_PROBE_INTERVAL,
+};
+use crate::ConfigError;
+
+/// Parse and validate `text`, read from `origin` (named in parse errors), resolving relative
+/// paths against `base_dir`.
+pub(crate) fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+    let file: FileConfig = toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+    validate(file, base_dir)
+}
+
+/// A TOML error as a `Parse` error: toml's message and the line of its span, never the
+/// source text of the line, which could hold a secret.
+pub(crate) fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> ConfigError {
+    ConfigError::Parse {
+        path: origin.to_path_buf(),
+        line: e.span().map(|span| line_of(text, span.start)),
+        message: scrub(e.message()),
+    }
+}
+
+/// The 1-based line that byte `offset` of `text` is on.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Make a toml/serde message one line, and drop the string serde quotes when a string
+/// lands where another type is expected (`invalid type: string "…", expected …`): that
+/// string could be a password typed into the wrong place.
+fn scrub(message: &str) -> String {
+    let mut out = message.trim().replace('\n', "; ");
+    for prefix in ["invalid type: string \"", "invalid value: string \""] {
+        if let Some(start) = out.find(prefix) {
+            let quoted_from = start + prefix.len() - 1;
+            if let Some(rest) = out[quoted_from + 1..].rfind("\", expected") {
+                let end = quoted_from + 1 + rest + 1;
+                out.replace_range(quoted_from - 1..end, "");
+            }
+        }
+    }
+    out
+}
+
+/// Resolve `p` against `base` unless it is absolute.
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// A TOML key as it appears in a field path: bare when it can be, quoted otherwise.
+pub(crate) fn key(name: &str) -> String {
+    let bare = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        name.to_string()
+    } else {
+        format!("{name:?}")
+    }
+}
+
+/// Whether a cluster name is allowed.
+fn valid_cluster_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Check every rule on a parsed file, collecting all problems, and resolve its paths.
+fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
+    let mut errs = Vec::new();
+    let FileConfig {
+        mut store,
+        mut api,
+        probe,
+        credentials,
+        cluster,
+    } = file;
+
+    if store.data_dir.as_os_str().is_empty() {
+        errs.push(ConfigError::invalid("store.data_dir", "must not be empty"));
+    }
+    store.data_dir = resolve(base, &store.data_dir);
+
+    match &api.tokens_file {
+        Some(p) if p.as_os_str().is_empty() => {
+            errs.push(ConfigError::invalid(
+                "api.tokens_file",
+                "must not be empty: leave it out to have no tokens",
+            ));
+        }
+        Some(_) => {}
+        None if api.require_token_for_reads => errs.push(ConfigError::invalid(
+            "api.require_token_for_reads",
+            "needs api.tokens_file: without tokens no call could be made",
+        )),
+        None => {}
+    }
+    api.tokens_file = api.tokens_file.map(|p| resolve(base, &p));
+
+    if probe.interval < MIN_PROBE_INTERVAL {
+        errs.push(ConfigError::invalid(
+            "probe.interval",
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_PROBE_INTERVAL)
+            ),
+        ));
+    }
+    for (field, d) in [
+        ("probe.connect_timeout", probe.connect_timeout),
+        ("probe.query_timeout", probe.query_timeout),
+    ] {
+        if d.is_zero() {
+            errs.push(ConfigError::invalid(field, "must be more than 0s"));
+        }
+    }
+    if probe.concurrency == 0 {
+        errs.push(ConfigError::invalid(
+            "probe.concurrency",
+            "must be at least 1",
+        ));
+    }
+    if probe.discovery_interval < probe.interval {
+        errs.push(ConfigError::invalid(
+            "probe.discovery_interval",
+            format!(
+                "must be at least probe.interval ({})",
+                humantime::format_duration(probe.interval)
+            ),
+        ));
+    }
+
+    let declared: Vec<String> = credentials.keys().cloned().collect();
+    let mut creds = BTreeMap::new();
+    for (name, c) in credentials {
+        let field = format!("credentials.{}", key(&name));
+        match validate_credentials(&field, c, base) {
+            Ok(c) => {
+                creds.insert(name, c);
+            }
+            Err(e) => errs.push(e),
+        }
+    }
+
+    let mut clusters = Vec::with_capacity(cluster.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut addrs: HashMap<InstanceAddr, (usize, usize)> = HashMap::new();
+    for (ci, c) in cluster.into_iter().enumerate() {
+        let FileCluster {
+            name,
+            credentials,
+            expected_replicas,
+            semi_sync,
+            max_lag,
+            drt_allowed,
+            instance,
+        } = c;
+        let at = format!("cluster[{ci}]");
+        if !valid_cluster_name(&name) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.name"),
+                format!(
+                    "{name:?} is not a valid cluster name: use 1 to 64 letters, digits, '-', \
+                     '_' or '.'"
+                ),
+            ));
+        } else if let Some(first) = names.get(&name) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.name"),
+                format!("cluster {name:?} is already declared at cluster[{first}]"),
+            ));
+        } else {
+            names.insert(name.clone(), ci);
+        }
+        // An entry that is declared but invalid is reported on the entry, not here.
+        if !declared.contains(&credentials) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.credentials"),
+                format!(
+                    "cluster {name:?}: credentials {credentials:?} is not defined in \
+                     [credentials]"
+                ),
+            ));
+        }
+        if instance.is_empty() {
+            errs.push(ConfigError::invalid(
+                format!("{at}.instance"),
+                format!(
+                    "cluster {name:?} has no instances: declare at least one \
+                     [[cluster.instance]] with an addr"
+                ),
+            ));
+        }
+        let mut instances = Vec::with_capacity(instance.len());
+        for (ii, i) in instance.into_iter().enumerate() {
+            let field = format!("{at}.instance[{ii}].addr");
+            let addr: InstanceAddr = match i.addr.parse() {
+                Ok(a) => a,
+                Err(e) => {
+                    errs.push(ConfigError::invalid(field, e.to_string()));
+                    continue;
+                }
+            };
+            if let Some((c0, i0)) = addrs.get(&addr) {
+                errs.push(ConfigError::invalid(
+                    field,
+                    format!("{addr} is already declared at cluster[{c0}].instance[{i0}]"),
+                ));
+                continue;
+            }
+            addrs.insert(addr.clone(), (ci, ii));
+            instances.push(InstanceConfig {
+                addr,
+                promotion: i.promotion,
+            });
+        }
+        clusters.push(ClusterConfig {
+            expected_replicas: expected_replicas
+                .unwrap_or_else(|| instances.len().saturating_sub(1)),
+            name,
+            credentials,
+            semi_sync,
+            max_lag,
+            drt_allowed,
+            instances,
+        });
+    }
+
+    if let Some(e) = ConfigError::from_list(errs) {
+        return Err(e);
+    }
+    Ok(Config {
+        store,
+        api,
+        probe,
+        credentials: creds,
+        clusters,
+    })
+}
+
+/// Check one `[credentials.NAME]` entry (`field` is its path) and resolve its paths.
+fn validate_credentials(
+    field: &str,
+    c: FileCredentials,
+    base: &Path,
+) -> Result<CredentialsConfig, ConfigError> {
+    let bad = |m: &str| ConfigError::invalid(field, m);
+    let FileCredentials {
+        user,
+        password_file,
+        password_env,
+        credentials_file,
+    } = c;
+    if let Some(p) = credentials_file {
+        if user.is_some() || password_file.is_some() || password_env.is_some() {
+            return Err(bad(
+                "give either credentials_file, or user with password_file or \
+                 password_env, not both",
+            ));
+        }
+        if p.as_os_str().is_empty() {
+            return Err(bad("credentials_file must not be empty"));
+        }
+        return Ok(CredentialsConfig::File {
+            credentials_file: resolve(base, &p),
+        });
+    }
+    let Some(user) = user else {
+        return Err(bad(
+            "needs credentials_file, or user with password_file or password_env",
+        ));
+    };
+    if user.is_empty() {
+        return Err(bad("user must not be empty"));
+    }
+    let password = match (password_file, password_env) {
+        (Some(_), Some(_)) => {
+            return Err(bad("give only one of password_file and password_env"));
+        }
+        (None, None) => {
+            return Err(bad(&format!(
+                "user {user:?} needs password_file or password_env"
+            )));
+        }
+        (Some(p), None) if p.as_os_str().is_empty() => {
+            return Err(bad("password_file must not be empty"));
+        }
+        (Some(p), None) => PasswordSource::PasswordFile(resolve(base, &p)),
+        (None, Some(v)) if v.is_empty() || v.contains('=') || v.contains('\0') => {
+            return Err(bad(
+                "password_env must be the name of an environment variable",
+            ));
+        }
+        (None, Some(v)) => PasswordSource::PasswordEnv(v),
+    };
+    Ok(CredentialsConfig::User { user, password })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_drops_quoted_strings_in_type_errors() {
+        assert_eq!(
+            scrub("invalid type: string \"s3cr3t\", expected u32"),
+            "invalid type: string, expected u32"
+        );
+        assert_eq!(
+            scrub("invalid string\nexpected `\"`, `'`"),
+            "invalid string; expected `\"`, `'`"
+        );
+        assert_eq!(scrub("unknown field `x`"), "unknown field `x`");
+    }
+
+    #[test]
+    fn lines_count_from_one() {
+        let t = "a\nb\nc";
+        assert_eq!(line_of(t, 0), 1);
+        assert_eq!(line_of(t, 2), 2);
+        assert_eq!(line_of(t, 4), 3);
+        assert_eq!(line_of(t, 100), 3);
+    }
+}

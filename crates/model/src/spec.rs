@@ -1,0 +1,72 @@
+//! Cluster specs: the desired state an operator declares, beside which observations are read.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addr::InstanceAddr;
+
+/// What a cluster should look like.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// The cluster's name, unique in the fleet.
+    pub name: String,
+    /// The instances the operator declared; discovery starts from them. An instance found by
+    /// discovery but not listed here is an `UnknownInstance`.
+    pub instances: Vec<InstanceSpec>,
+    /// How many replicas the primary should have.
+    pub expected_replicas: usize,
+    /// Whether semi-sync replication should be on.
+    pub semi_sync: bool,
+    /// Replication lag above which a replica is `ReplicaLagging`.
+    pub max_lag: Duration,
+}
+
+impl ClusterSpec {
+    /// The declared spec of an instance, if it is declared.
+    pub fn instance(&self, addr: &InstanceAddr) -> Option<&InstanceSpec> {
+        self.instances.iter().find(|i| &i.addr == addr)
+    }
+
+    /// The promotion rule of every declared instance.
+    pub fn promotion_rules(&self) -> BTreeMap<InstanceAddr, PromotionRule> {
+        self.instances
+            .iter()
+            .map(|i| (i.addr.clone(), i.promotion))
+            .collect()
+    }
+}
+
+/// One declared instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// Its address.
+    pub addr: InstanceAddr,
+    /// Whether failover may promote it.
+    pub promotion: PromotionRule,
+}
+
+/// Whether an instance may be promoted to primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionRule {
+    /// Promote it before neutral candidates that are as advanced.
+    Prefer,
+    /// No preference.
+    #[default]
+    Neutral,
+    /// Never promote it (a delayed replica, a backup host, another site).
+    MustNot,
+}
+
+impl fmt::Display for PromotionRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Prefer => "prefer",
+            Self::Neutral => "neutral",
+            Self::MustNot => "must_not",
+        })
+    }
+}

@@ -1,0 +1,1094 @@
+//! Data-driven tests of cluster-health analysis: observations built with a small builder,
+//! the analysis rendered as text (`Severity Kind instance`, optionally with summary and
+//! evidence) and compared with the expected text.
+
+use std::time::Duration;
+
+use model::analysis::{
+    analyze, direct_replicas, errant_transactions, find_primary, replication_tree, severity,
+    Analysis, ClusterView, PrimaryGuess,
+};
+use model::gtid::MariadbGtidList;
+use model::{
+    ClusterSpec, Flavor, GtidState, InstanceAddr, InstanceSpec, IoThreadState, Observation,
+    ProbeFailure, ProbeFailureKind, ProblemKind, PromotionRule, Reachability, ReplicationStatus,
+    SemiSyncState, ServerState, Severity,
+};
+
+use IoThreadState::{Connecting, No};
+use ProbeFailureKind::{Auth, Refused, Timeout};
+
+const UUID_A: &str = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+const UUID_B: &str = "8a94f357-aab4-11df-86ab-c80aa9429562";
+
+/// `p` means `p:3306`.
+fn addr(s: &str) -> InstanceAddr {
+    if s.contains(':') {
+        s.parse().unwrap()
+    } else {
+        InstanceAddr::new(s, 3306)
+    }
+}
+
+/// An observation under construction.
+#[derive(Clone)]
+struct Obs(Observation);
+
+/// A reachable, read-only MariaDB server with no source and empty GTID state.
+fn server(a: &str) -> Obs {
+    Obs(Observation {
+        addr: addr(a),
+        at_unix_ms: 1_000,
+        duration_us: 800,
+        reachability: Reachability::Reachable(Box::new(ServerState {
+            flavor: Flavor::Mariadb,
+            version: "10.11.6-MariaDB".into(),
+            server_id: 0,
+            read_only: true,
+            log_bin: true,
+            log_replica_updates: true,
+            replication: None,
+            gtid: GtidState::Mariadb {
+                current_pos: MariadbGtidList::new(),
+                binlog_pos: MariadbGtidList::new(),
+                slave_pos: MariadbGtidList::new(),
+                binlog_state: Default::default(),
+                strict_mode: true,
+            },
+            semi_sync: SemiSyncState::default(),
+            uptime_s: 86_400,
+            threads_connected: 3,
+            threads_running: 1,
+        })),
+    })
+}
+
+/// A writable server with no source.
+fn primary(a: &str) -> Obs {
+    server(a).writable()
+}
+
+/// A read-only server; give it a source with [`Obs::of`].
+fn replica(a: &str) -> Obs {
+    server(a)
+}
+
+/// An unreachable server.
+fn down(a: &str, kind: ProbeFailureKind) -> Obs {
+    let message = match kind {
+        Refused => "connection refused",
+        Timeout => "connect timed out after 2s",
+        Auth => "access denied for user 'dbfleet'",
+        ProbeFailureKind::Other => "connection reset by peer",
+    };
+    Obs(Observation {
+        addr: addr(a),
+        at_unix_ms: 1_000,
+        duration_us: 2_000_000,
+        reachability: Reachability::Unreachable(ProbeFailure {
+            kind,
+            message: message.into(),
+        }),
+    })
+}
+
+impl Obs {
+    fn state(&mut self) -> &mut ServerState {
+        match &mut self.0.reachability {
+            Reachability::Reachable(s) => s,
+            Reachability::Unreachable(_) => panic!("unreachable observation has no state"),
+        }
+    }
+
+    fn repl(&mut self) -> &mut ReplicationStatus {
+        self.state()
+            .replication
+            .as_mut()
+            .expect("call .of(source) first")
+    }
+
+    fn writable(mut self) -> Self {
+        self.state().read_only = false;
+        self
+    }
+
+    fn read_only(mut self) -> Self {
+        self.state().read_only = true;
+        self
+    }
+
+    fn id(mut self, server_id: u32) -> Self {
+        self.state().server_id = server_id;
+        self
+    }
+
+    fn at(mut self, unix_ms: u64) -> Self {
+        self.0.at_unix_ms = unix_ms;
+        self
+    }
+
+    /// Replicates from `source`, both threads running, no lag.
+    fn of(mut self, source: &str) -> Self {
+        self.state().replication = Some(ReplicationStatus {
+            source: addr(source),
+            io_thread: IoThreadState::Yes,
+            sql_running: true,
+            last_io_errno: 0,
+            last_io_error: String::new(),
+            last_sql_errno: 0,
+            last_sql_error: String::new(),
+            seconds_behind_source: Some(0),
+            sql_delay_s: 0,
+            using_gtid: true,
+            received_gtid: String::new(),
+        });
+        self
+    }
+
+    /// Sets the IO thread state; lag becomes NULL unless it is `Yes`.
+    fn io(mut self, io: IoThreadState) -> Self {
+        let r = self.repl();
+        r.io_thread = io;
+        if io != IoThreadState::Yes {
+            r.seconds_behind_source = None;
+        }
+        self
+    }
+
+    /// The IO thread's last error.
+    fn errno(mut self, errno: u32, text: &str) -> Self {
+        let r = self.repl();
+        r.last_io_errno = errno;
+        r.last_io_error = text.into();
+        self
+    }
+
+    /// The SQL thread stopped on an error.
+    fn sql_error(mut self, errno: u32, text: &str) -> Self {
+        let r = self.repl();
+        r.sql_running = false;
+        r.last_sql_errno = errno;
+        r.last_sql_error = text.into();
+        r.seconds_behind_source = None;
+        self
+    }
+
+    fn lag(mut self, seconds: u64) -> Self {
+        self.repl().seconds_behind_source = Some(seconds);
+        self
+    }
+
+    fn delay(mut self, seconds: u64) -> Self {
+        self.repl().sql_delay_s = seconds;
+        self
+    }
+
+    /// MariaDB `gtid_binlog_state` (and the positions it implies).
+    fn gtid(mut self, binlog_state: &str) -> Self {
+        let state = binlog_state.parse().unwrap();
+        let pos = MariadbGtidList::from_binlog_state(&state);
+        self.state().gtid = GtidState::Mariadb {
+            current_pos: pos.clone(),
+            binlog_pos: pos.clone(),
+            slave_pos: pos,
+            binlog_state: state,
+            strict_mode: true,
+        };
+        self
+    }
+
+    /// A MySQL server with GTIDs on and this `gtid_executed`.
+    fn mysql(mut self, executed: &str) -> Self {
+        let s = self.state();
+        s.flavor = Flavor::Mysql;
+        s.version = "8.0.36".into();
+        s.gtid = GtidState::Mysql {
+            enabled: true,
+            executed: executed.parse().unwrap(),
+            purged: Default::default(),
+        };
+        self
+    }
+
+    /// `Retrieved_Gtid_Set` / `Gtid_IO_Pos`.
+    fn received(mut self, gtids: &str) -> Self {
+        self.repl().received_gtid = gtids.into();
+        self
+    }
+
+    fn semi_sync(mut self, enabled: bool, active: bool, clients: u64) -> Self {
+        let ss = &mut self.state().semi_sync;
+        ss.source_enabled = enabled;
+        ss.source_active = active;
+        ss.source_clients = clients;
+        self
+    }
+}
+
+/// A cluster spec under construction.
+struct Spec(ClusterSpec);
+
+/// Cluster `c1` with these instances, no expected replicas, no semi-sync, max lag 10s.
+fn spec(instances: &[&str]) -> Spec {
+    Spec(ClusterSpec {
+        name: "c1".into(),
+        instances: instances
+            .iter()
+            .map(|a| InstanceSpec {
+                addr: addr(a),
+                promotion: PromotionRule::Neutral,
+            })
+            .collect(),
+        expected_replicas: 0,
+        semi_sync: false,
+        max_lag: Duration::from_secs(10),
+    })
+}
+
+impl Spec {
+    fn expect(mut self, replicas: usize) -> Self {
+        self.0.expected_replicas = replicas;
+        self
+    }
+
+    fn semi_sync(mut self) -> Self {
+        self.0.semi_sync = true;
+        self
+    }
+
+    fn max_lag(mut self, seconds: u64) -> Self {
+        self.0.max_lag = Duration::from_secs(seconds);
+        self
+    }
+}
+
+fn observations(obs: &[Obs]) -> Vec<Observation> {
+    obs.iter().map(|o| o.0.clone()).collect()
+}
+
+fn run(spec: &Spec, obs: &[Obs]) -> Analysis {
+    let observations = observations(obs);
+    analyze(&ClusterView {
+        spec: &spec.0,
+        observations: &observations,
+    })
+}
+
+/// `primary: p:3306`, then one line per problem; with `evidence`, the summary and one
+/// indented line per evidence.
+fn render(analysis: &Analysis, evidence: bool) -> String {
+    let mut out = match &analysis.primary {
+        Some(p) => format!("primary: {p}\n"),
+        None => "primary: none\n".to_string(),
+    };
+    for p in &analysis.problems {
+        out += &format!("{:?} {}", p.severity, p.kind);
+        if let Some(i) = &p.instance {
+            out += &format!(" {i}");
+        }
+        if evidence {
+            out += &format!(": {}", p.summary);
+            for e in &p.evidence {
+                out += &format!("\n  {}: {}", e.instance, e.fact);
+            }
+        }
+        out += "\n";
+    }
+    out
+}
+
+/// Strips the common indentation and surrounding blank lines.
+fn dedent(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = lines
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    lines
+        .iter()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string()
+}
+
+fn assert_text(actual: &str, expect: &str) {
+    let (actual, expect) = (actual.trim(), dedent(expect));
+    assert!(
+        actual == expect,
+        "analysis differs\n--- expected\n{expect}\n--- actual\n{actual}\n"
+    );
+}
+
+/// Checks the primary and the `(severity, kind, instance)` of each problem.
+fn check(spec: &Spec, obs: &[Obs], expect: &str) {
+    assert_text(&render(&run(spec, obs), false), expect);
+}
+
+/// Like [`check`], with summaries and evidence.
+fn check_evidence(spec: &Spec, obs: &[Obs], expect: &str) {
+    assert_text(&render(&run(spec, obs), true), expect);
+}
+
+#[test]
+fn healthy_cluster_has_no_problems() {
+    check(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            primary("p").id(1).gtid("0-1-100"),
+            replica("r1").of("p").id(2).gtid("0-1-100"),
+            replica("r2").of("p").id(3).gtid("0-1-98").lag(1),
+        ],
+        "primary: p:3306",
+    );
+}
+
+#[test]
+fn no_observations_no_problems() {
+    assert_eq!(run(&spec(&["p"]), &[]), Analysis::default());
+}
+
+#[test]
+fn chain_replica_is_normal_and_counts_toward_expected() {
+    let obs = [
+        primary("p").id(1).gtid("0-1-100"),
+        replica("r1").of("p").id(2).gtid("0-1-100"),
+        replica("r2").of("r1").id(3).gtid("0-1-100"),
+    ];
+    check(&spec(&["p", "r1", "r2"]).expect(2), &obs, "primary: p:3306");
+
+    let all = observations(&obs);
+    assert_eq!(find_primary(&all), PrimaryGuess::Reachable(addr("p")));
+    let addrs = |v: Vec<&Observation>| v.iter().map(|o| o.addr.to_string()).collect::<Vec<_>>();
+    assert_eq!(addrs(direct_replicas(&all, &addr("p"))), ["r1:3306"]);
+    assert_eq!(
+        addrs(replication_tree(&all, &addr("p"))),
+        ["r1:3306", "r2:3306"]
+    );
+}
+
+#[test]
+fn dead_primary_refused_and_all_replicas_connecting() {
+    let lost = "Can't connect to MySQL server on 'p' (111)";
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Refused),
+            replica("r1").of("p").io(Connecting).errno(2003, lost),
+            replica("r2").of("p").io(Connecting).errno(2003, lost),
+        ],
+        r#"
+        primary: p:3306
+        Critical DeadPrimary p:3306: primary p:3306 is dead: unreachable, and all 2 replica(s) that could tell lost it
+          p:3306: unreachable: refused: connection refused
+          r1:3306: io_thread=Connecting sql_thread=Yes last_io_errno=2003 "Can't connect to MySQL server on 'p' (111)"
+          r2:3306: io_thread=Connecting sql_thread=Yes last_io_errno=2003 "Can't connect to MySQL server on 'p' (111)"
+        "#,
+    );
+}
+
+#[test]
+fn dead_primary_with_io_thread_given_up() {
+    // After master_retry_count the IO thread stops with an error: still a witness of the loss.
+    check(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", ProbeFailureKind::Other),
+            replica("r1").of("p").io(No).errno(2003, "gave up"),
+            replica("r2")
+                .of("p")
+                .io(Connecting)
+                .errno(2013, "lost connection"),
+        ],
+        "
+        primary: p:3306
+        Critical DeadPrimary p:3306
+        ",
+    );
+}
+
+#[test]
+fn timeout_primary_while_replicas_replicate_is_unreachable_not_dead() {
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p"),
+            replica("r2").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306: primary p:3306 is unreachable, but 2 replica(s) still receive from it
+          p:3306: unreachable: timeout: connect timed out after 2s
+          r1:3306: io_thread=Yes sql_thread=Yes: still receives from p:3306
+          r2:3306: io_thread=Yes sql_thread=Yes: still receives from p:3306
+        ",
+    );
+}
+
+#[test]
+fn one_replica_still_receiving_keeps_the_primary_unreachable_not_dead() {
+    // r2's lost IO thread is the primary's story, not ReplicaNotReplicating; the missing
+    // replica is still counted.
+    check(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Refused),
+            replica("r1").of("p"),
+            replica("r2").of("p").io(Connecting).errno(2003, "refused"),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306
+        Warning ReplicaMissing
+        ",
+    );
+}
+
+#[test]
+fn dead_primary_but_no_replica_can_confirm_is_unreachable() {
+    // r1 cannot be reached; r2's IO thread was stopped by hand (no error), so it says
+    // nothing about the primary. No replica confirms the death.
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Refused),
+            down("r1", Timeout),
+            replica("r2").of("p").io(No),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306: primary p:3306 is unreachable and no replica could confirm it is dead
+          p:3306: unreachable: refused: connection refused
+          r2:3306: io_thread=No sql_thread=Yes: IO thread stopped by hand, cannot confirm
+          p:3306: no replica could confirm: 1 direct replica(s) had their IO thread stopped by hand
+        Warning ReplicaMissing: primary p:3306 has 0 replicating replica(s), expected 2
+          p:3306: 0 replicating replica(s) < expected_replicas=2
+          r1:3306: unreachable: timeout: connect timed out after 2s
+          r2:3306: source=p:3306 io_thread=No sql_thread=Yes
+        Warning UnreachableReplica r1:3306: instance r1:3306 is unreachable
+          r1:3306: unreachable: timeout: connect timed out after 2s
+        ",
+    );
+}
+
+#[test]
+fn dead_primary_with_every_replica_unreachable_is_blind() {
+    // Without a reachable replica nothing names the primary: the cluster is blind.
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[down("p", Refused), down("r1", Timeout), down("r2", Auth)],
+        "
+        primary: none
+        Critical NoPrimary: no instance could be reached: the cluster is blind
+          p:3306: unreachable: refused: connection refused
+          r1:3306: unreachable: timeout: connect timed out after 2s
+          r2:3306: unreachable: auth: access denied for user 'dbfleet'
+        ",
+    );
+}
+
+#[test]
+fn dead_primary_still_reports_stopped_sql_threads_but_not_replica_missing() {
+    check_evidence(
+        &spec(&["p", "r1", "r2", "r3"]).expect(3),
+        &[
+            down("p", Refused),
+            replica("r1").of("p").io(Connecting),
+            replica("r2")
+                .of("p")
+                .io(Connecting)
+                .sql_error(1062, "Duplicate entry '42' for key 'PRIMARY'"),
+            down("r3", Timeout),
+        ],
+        r#"
+        primary: p:3306
+        Critical DeadPrimary p:3306: primary p:3306 is dead: unreachable, and all 2 replica(s) that could tell lost it
+          p:3306: unreachable: refused: connection refused
+          r1:3306: io_thread=Connecting sql_thread=Yes
+          r2:3306: io_thread=Connecting sql_thread=No last_sql_errno=1062 "Duplicate entry '42' for key 'PRIMARY'"
+        Error ReplicaNotReplicating r2:3306: replica r2:3306 of p:3306: SQL thread is stopped
+          r2:3306: source=p:3306 io_thread=Connecting sql_thread=No last_sql_errno=1062 "Duplicate entry '42' for key 'PRIMARY'"
+        Warning UnreachableReplica r3:3306: instance r3:3306 is unreachable
+          r3:3306: unreachable: timeout: connect timed out after 2s
+        "#,
+    );
+}
+
+#[test]
+fn unprobed_primary_is_unreachable_not_dead() {
+    // `p` is only known from the replicas' source: no failed probe, so no DeadPrimary yet.
+    check_evidence(
+        &spec(&["r1", "r2"]),
+        &[
+            replica("r1").of("p").io(Connecting),
+            replica("r2").of("p").io(Connecting),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306: primary p:3306 was not probed; its replicas name it as their source
+          p:3306: not probed: known only as its replicas' source
+          r1:3306: io_thread=Connecting sql_thread=Yes
+          r2:3306: io_thread=Connecting sql_thread=Yes
+        ",
+    );
+}
+
+#[test]
+fn two_writable_servers_without_source_are_multiple_primaries() {
+    check_evidence(
+        &spec(&["a", "b", "r1"]).expect(1),
+        &[
+            primary("a"),
+            primary("b"),
+            replica("r1").of("a"),
+            down("r2", Timeout),
+        ],
+        "
+        primary: none
+        Critical MultiplePrimaries: 2 writable instances replicate from no one: a:3306, b:3306
+          a:3306: no replication source, read_only=OFF; replicas: r1:3306
+          b:3306: no replication source, read_only=OFF; no replicas
+        Warning UnreachableReplica r2:3306: instance r2:3306 is unreachable
+          r2:3306: unreachable: timeout: connect timed out after 2s
+        ",
+    );
+    // Two bare writable servers, no replication at all.
+    check(
+        &spec(&["a", "b"]),
+        &[primary("a"), primary("b")],
+        "
+        primary: none
+        Critical MultiplePrimaries
+        ",
+    );
+}
+
+#[test]
+fn ambiguous_roots_without_two_writable_are_no_primary() {
+    // A dead primary whose replicas lost it, beside a writable isolated server: which one
+    // serves is unknown, and only one of them is known to be writable.
+    check_evidence(
+        &spec(&["p", "x", "r1"]),
+        &[
+            down("p", Refused),
+            primary("x"),
+            replica("r1").of("p").io(Connecting),
+        ],
+        "
+        primary: none
+        Critical NoPrimary: no primary can be named among p:3306, x:3306
+          p:3306: unreachable: refused: connection refused; replicas: r1:3306
+          x:3306: no replication source, read_only=OFF; no replicas
+        Error ReplicaNotReplicating r1:3306: replica r1:3306 of p:3306: IO thread is Connecting
+          r1:3306: source=p:3306 io_thread=Connecting sql_thread=Yes
+        ",
+    );
+}
+
+#[test]
+fn replication_cycle_has_no_primary() {
+    check(
+        &spec(&["a", "b"]),
+        &[replica("a").of("b"), replica("b").of("a")],
+        "
+        primary: none
+        Critical NoPrimary
+        ",
+    );
+}
+
+#[test]
+fn primary_read_only() {
+    check_evidence(
+        &spec(&["p", "r1"]).expect(1),
+        &[primary("p").read_only(), replica("r1").of("p")],
+        "
+        primary: p:3306
+        Error PrimaryReadOnly p:3306: primary p:3306 is read-only
+          p:3306: read_only=ON
+        ",
+    );
+}
+
+#[test]
+fn lone_read_only_server_is_a_read_only_primary() {
+    // Its replicas are unreachable; the only reachable server is the primary even though
+    // it is read-only.
+    check(
+        &spec(&["p", "r1"]).expect(1),
+        &[primary("p").read_only(), down("r1", Refused)],
+        "
+        primary: p:3306
+        Error PrimaryReadOnly p:3306
+        Warning ReplicaMissing
+        Warning UnreachableReplica r1:3306
+        ",
+    );
+}
+
+#[test]
+fn writable_replica() {
+    check_evidence(
+        &spec(&["p", "r1"]).expect(1),
+        &[primary("p"), replica("r1").of("p").writable()],
+        "
+        primary: p:3306
+        Error WritableReplica r1:3306: replica r1:3306 of p:3306 is writable
+          r1:3306: read_only=OFF source=p:3306
+        ",
+    );
+}
+
+#[test]
+fn sql_thread_stopped_with_error_text() {
+    check_evidence(
+        &spec(&["p", "r1"]),
+        &[
+            primary("p"),
+            replica("r1")
+                .of("p")
+                .sql_error(1032, "Could not execute Delete_rows_v1 event on table db.t"),
+        ],
+        r#"
+        primary: p:3306
+        Error ReplicaNotReplicating r1:3306: replica r1:3306 of p:3306: SQL thread is stopped
+          r1:3306: source=p:3306 io_thread=Yes sql_thread=No last_sql_errno=1032 "Could not execute Delete_rows_v1 event on table db.t"
+        "#,
+    );
+}
+
+#[test]
+fn io_thread_down_on_replica_of_a_live_primary() {
+    check_evidence(
+        &spec(&["p", "r1", "r2"]),
+        &[
+            primary("p"),
+            replica("r1")
+                .of("p")
+                .io(No)
+                .errno(1236, "Got fatal error 1236 from master"),
+            replica("r2")
+                .of("p")
+                .io(Connecting)
+                .errno(1045, "Access denied")
+                .sql_error(1146, "Table 'db.t' doesn't exist"),
+        ],
+        r#"
+        primary: p:3306
+        Error ReplicaNotReplicating r1:3306: replica r1:3306 of p:3306: IO thread is No
+          r1:3306: source=p:3306 io_thread=No sql_thread=Yes last_io_errno=1236 "Got fatal error 1236 from master"
+        Error ReplicaNotReplicating r2:3306: replica r2:3306 of p:3306: IO thread is Connecting and SQL thread stopped
+          r2:3306: source=p:3306 io_thread=Connecting sql_thread=No last_io_errno=1045 "Access denied" last_sql_errno=1146 "Table 'db.t' doesn't exist"
+        "#,
+    );
+}
+
+#[test]
+fn replica_lagging() {
+    check_evidence(
+        &spec(&["p", "r1", "r2", "r3"]).max_lag(10),
+        &[
+            primary("p"),
+            replica("r1").of("p").lag(42),
+            // At the limit: fine.
+            replica("r2").of("p").lag(10),
+            // A stopped thread makes the lag NULL: not lagging, not replicating.
+            replica("r3").of("p").sql_error(1062, "dup"),
+        ],
+        r#"
+        primary: p:3306
+        Error ReplicaNotReplicating r3:3306: replica r3:3306 of p:3306: SQL thread is stopped
+          r3:3306: source=p:3306 io_thread=Yes sql_thread=No last_sql_errno=1062 "dup"
+        Warning ReplicaLagging r1:3306: replica r1:3306 is 42s behind p:3306
+          r1:3306: seconds_behind_source=42 > max_lag=10s
+        "#,
+    );
+}
+
+#[test]
+fn master_delay_lag_is_reported_with_the_delay() {
+    check_evidence(
+        &spec(&["p", "d"]).max_lag(60),
+        &[primary("p"), replica("d").of("p").delay(3600).lag(3605)],
+        "
+        primary: p:3306
+        Warning ReplicaLagging d:3306: replica d:3306 is 3605s behind p:3306
+          d:3306: seconds_behind_source=3605 > max_lag=60s (sql_delay=3600s)
+        ",
+    );
+}
+
+#[test]
+fn errant_gtid_mariadb_but_not_the_timing_race_on_the_primary_server_id() {
+    check_evidence(
+        &spec(&["p", "r1", "r2", "r3"]),
+        &[
+            primary("p").id(1).gtid("0-1-100,0-2-5"),
+            // Applied 0-1-101 after the primary was observed: a race, not errant.
+            replica("r1").of("p").id(2).gtid("0-1-101,0-2-5"),
+            // A local write with its own server_id 3.
+            replica("r2").of("p").id(3).gtid("0-1-100,0-2-5,0-3-7"),
+            // Ahead on server_id 2, which is not the primary's: errant.
+            replica("r3").of("r1").id(4).gtid("0-1-100,0-2-9"),
+        ],
+        "
+        primary: p:3306
+        Error ErrantGtid r2:3306: r2:3306 has transactions primary p:3306 never had
+          r2:3306: errant_gtids=0-3-7 (primary has no 0-3-*)
+          p:3306: gtid_binlog_state=0-1-100,0-2-5
+        Error ErrantGtid r3:3306: r3:3306 has transactions primary p:3306 never had
+          r3:3306: errant_gtids=0-2-9 (primary at 0-2-5)
+          p:3306: gtid_binlog_state=0-1-100,0-2-5
+        ",
+    );
+}
+
+#[test]
+fn errant_gtid_is_not_checked_against_an_unreachable_primary() {
+    check(
+        &spec(&["p", "r1"]),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").id(2).gtid("0-1-100,0-2-7"),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306
+        ",
+    );
+}
+
+#[test]
+fn errant_gtid_mysql() {
+    let p = format!("{UUID_A}:1-100");
+    check_evidence(
+        &spec(&["p", "r1", "r2"]),
+        &[
+            primary("p").mysql(&p),
+            replica("r1")
+                .of("p")
+                .mysql(&format!("{UUID_A}:1-100,{UUID_B}:1-3")),
+            // Ahead of the primary's observation, but it received 101-105 from the primary.
+            replica("r2")
+                .of("p")
+                .mysql(&format!("{UUID_A}:1-105"))
+                .received(&format!("{UUID_A}:90-105")),
+        ],
+        &format!(
+            "
+            primary: p:3306
+            Error ErrantGtid r1:3306: r1:3306 has transactions primary p:3306 never had
+              r1:3306: errant_gtids={UUID_B}:1-3
+              p:3306: gtid_executed={UUID_A}:1-100
+            "
+        ),
+    );
+}
+
+#[test]
+fn errant_transactions_need_comparable_states() {
+    let mariadb = primary("p").gtid("0-1-5").0;
+    let mysql = replica("r").of("p").mysql(&format!("{UUID_A}:1-5")).0;
+    let dead = down("p", Refused).0;
+    assert_eq!(errant_transactions(&mysql, &mariadb), None);
+    assert_eq!(errant_transactions(&mysql, &dead), None);
+    let same = errant_transactions(&mariadb, &mariadb).unwrap();
+    assert!(same.is_empty());
+    assert_eq!(same.to_string(), "");
+}
+
+#[test]
+fn replica_missing_lists_what_is_down() {
+    check_evidence(
+        &spec(&["p", "r1", "r2", "r3", "r4"]).expect(4),
+        &[
+            primary("p"),
+            replica("r1").of("p"),
+            replica("r2").of("p").io(No),
+            down("r3", Refused),
+        ],
+        "
+        primary: p:3306
+        Error ReplicaNotReplicating r2:3306: replica r2:3306 of p:3306: IO thread is No
+          r2:3306: source=p:3306 io_thread=No sql_thread=Yes
+        Warning ReplicaMissing: primary p:3306 has 1 replicating replica(s), expected 4
+          p:3306: 1 replicating replica(s) < expected_replicas=4
+          r2:3306: source=p:3306 io_thread=No sql_thread=Yes
+          r3:3306: unreachable: refused: connection refused
+          r4:3306: not observed
+        Warning UnreachableReplica r3:3306: instance r3:3306 is unreachable
+          r3:3306: unreachable: refused: connection refused
+        ",
+    );
+}
+
+#[test]
+fn semi_sync_degraded() {
+    check_evidence(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p").semi_sync(true, false, 0),
+            replica("r1").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error SemiSyncDegraded p:3306: semi-sync is wanted but degraded on primary p:3306
+          p:3306: semi_sync source_active=OFF
+          p:3306: semi_sync source_clients=0
+        ",
+    );
+    check(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[primary("p"), replica("r1").of("p")],
+        "
+        primary: p:3306
+        Error SemiSyncDegraded p:3306
+        ",
+    );
+    check(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[primary("p").semi_sync(true, true, 1), replica("r1").of("p")],
+        "primary: p:3306",
+    );
+    // Not wanted: not checked.
+    check(
+        &spec(&["p", "r1"]),
+        &[primary("p"), replica("r1").of("p")],
+        "primary: p:3306",
+    );
+}
+
+#[test]
+fn unknown_instance_directly_or_in_a_chain() {
+    check_evidence(
+        &spec(&["p", "r1"]).expect(3),
+        &[
+            primary("p"),
+            replica("r1").of("p"),
+            replica("x1").of("p"),
+            replica("x2").of("r1"),
+        ],
+        "
+        primary: p:3306
+        Warning UnknownInstance x1:3306: x1:3306 replicates from primary p:3306 but is not in the spec
+          x1:3306: source=p:3306 (primary p:3306); not in the cluster spec
+        Warning UnknownInstance x2:3306: x2:3306 replicates from primary p:3306 but is not in the spec
+          x2:3306: source=r1:3306 (primary p:3306); not in the cluster spec
+        ",
+    );
+}
+
+#[test]
+fn unreachable_replica() {
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(1),
+        &[primary("p"), replica("r1").of("p"), down("r2", Refused)],
+        "
+        primary: p:3306
+        Warning UnreachableReplica r2:3306: instance r2:3306 is unreachable
+          r2:3306: unreachable: refused: connection refused
+        ",
+    );
+}
+
+#[test]
+fn primary_with_every_replica_unreachable_is_still_the_primary() {
+    check(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[primary("p"), down("r1", Refused), down("r2", Timeout)],
+        "
+        primary: p:3306
+        Warning ReplicaMissing
+        Warning UnreachableReplica r1:3306
+        Warning UnreachableReplica r2:3306
+        ",
+    );
+}
+
+#[test]
+fn replica_left_behind_by_a_failover() {
+    // n was promoted; `old` is dead and r1 still points at it.
+    check_evidence(
+        &spec(&["old", "n", "r1", "r2"]).expect(2),
+        &[
+            down("old", Refused),
+            primary("n"),
+            replica("r1")
+                .of("old")
+                .io(Connecting)
+                .errno(2003, "refused"),
+            replica("r2").of("n"),
+        ],
+        r#"
+        primary: n:3306
+        Error ReplicaNotReplicating r1:3306: replica r1:3306 of old:3306: IO thread is Connecting
+          r1:3306: source=old:3306 io_thread=Connecting sql_thread=Yes last_io_errno=2003 "refused"
+        Warning ReplicaMissing: primary n:3306 has 1 replicating replica(s), expected 2
+          n:3306: 1 replicating replica(s) < expected_replicas=2
+          old:3306: unreachable: refused: connection refused
+          r1:3306: outside the primary's tree: source=old:3306 io_thread=Connecting sql_thread=Yes last_io_errno=2003 "refused"
+        Warning UnreachableReplica old:3306: instance old:3306 is unreachable
+          old:3306: unreachable: refused: connection refused
+        "#,
+    );
+}
+
+#[test]
+fn unreachable_intermediate_does_not_hide_the_primary() {
+    check(
+        &spec(&["p", "i", "r1", "r2"]).expect(1),
+        &[
+            primary("p"),
+            replica("r1").of("p"),
+            down("i", Timeout),
+            replica("r2").of("i"),
+        ],
+        "
+        primary: p:3306
+        Warning UnreachableReplica i:3306
+        ",
+    );
+}
+
+#[test]
+fn find_primary_cases() {
+    let cases: Vec<(&str, Vec<Obs>, PrimaryGuess)> = vec![
+        (
+            "healthy",
+            vec![primary("p"), replica("r").of("p")],
+            PrimaryGuess::Reachable(addr("p")),
+        ),
+        (
+            "dead",
+            vec![down("p", Refused), replica("r").of("p").io(Connecting)],
+            PrimaryGuess::Unreachable(addr("p")),
+        ),
+        (
+            "unobserved source",
+            vec![replica("r").of("p")],
+            PrimaryGuess::Unreachable(addr("p")),
+        ),
+        (
+            "lone writable",
+            vec![primary("p"), down("r", Refused)],
+            PrimaryGuess::Reachable(addr("p")),
+        ),
+        (
+            "lone read-only",
+            vec![server("p")],
+            PrimaryGuess::Reachable(addr("p")),
+        ),
+        (
+            "several read-only, no replication",
+            vec![server("a"), server("b")],
+            PrimaryGuess::None,
+        ),
+        (
+            "blind",
+            vec![down("a", Refused), down("b", Timeout)],
+            PrimaryGuess::None,
+        ),
+        ("nothing", vec![], PrimaryGuess::None),
+        (
+            "cycle",
+            vec![replica("a").of("b"), replica("b").of("a")],
+            PrimaryGuess::None,
+        ),
+        (
+            "two writable",
+            vec![primary("b"), primary("a")],
+            PrimaryGuess::Ambiguous(vec![addr("a"), addr("b")]),
+        ),
+        (
+            "two trees",
+            vec![
+                server("a"),
+                replica("ra").of("a"),
+                server("b"),
+                replica("rb").of("b"),
+            ],
+            PrimaryGuess::Ambiguous(vec![addr("a"), addr("b")]),
+        ),
+        (
+            "two dead sources",
+            vec![replica("ra").of("a"), replica("rb").of("b")],
+            PrimaryGuess::Ambiguous(vec![addr("a"), addr("b")]),
+        ),
+        (
+            "isolated read-only beside a tree is a spare",
+            vec![primary("p"), replica("r").of("p"), server("spare")],
+            PrimaryGuess::Reachable(addr("p")),
+        ),
+        (
+            "isolated writable beside a tree is a candidate",
+            vec![
+                server("p"),
+                replica("r").of("p"),
+                primary("back"),
+                down("x", Timeout),
+            ],
+            PrimaryGuess::Ambiguous(vec![addr("back"), addr("p")]),
+        ),
+    ];
+    for (name, obs, expected) in cases {
+        assert_eq!(find_primary(&observations(&obs)), expected, "{name}");
+    }
+}
+
+#[test]
+fn latest_observation_of_an_instance_wins() {
+    let obs = [
+        primary("p").at(2_000),
+        down("p", Refused).at(1_000),
+        replica("r1").of("p"),
+    ];
+    check(&spec(&["p", "r1"]).expect(1), &obs, "primary: p:3306");
+    let obs = [
+        primary("p").at(1_000),
+        down("p", Refused).at(2_000),
+        replica("r1").of("p").io(Connecting),
+    ];
+    check(
+        &spec(&["p", "r1"]).expect(1),
+        &obs,
+        "
+        primary: p:3306
+        Critical DeadPrimary p:3306
+        ",
+    );
+}
+
+#[test]
+fn problems_carry_cluster_severity_and_a_stable_order() {
+    let analysis = run(
+        &spec(&["p", "r1", "r2"]).expect(3).semi_sync(),
+        &[
+            primary("p").read_only(),
+            replica("r1").of("p").writable().lag(99),
+            down("r2", Refused),
+        ],
+    );
+    assert_text(
+        &render(&analysis, false),
+        "
+        primary: p:3306
+        Error PrimaryReadOnly p:3306
+        Error WritableReplica r1:3306
+        Error SemiSyncDegraded p:3306
+        Warning ReplicaLagging r1:3306
+        Warning ReplicaMissing
+        Warning UnreachableReplica r2:3306
+        ",
+    );
+    for p in &analysis.problems {
+        assert_eq!(p.cluster, "c1");
+        assert_eq!(p.severity, severity(p.kind));
+        assert!(!p.evidence.is_empty(), "{}", p.key());
+    }
+    assert_eq!(severity(ProblemKind::DeadPrimary), Severity::Critical);
+    assert_eq!(severity(ProblemKind::UnreachableSeed), Severity::Warning);
+}

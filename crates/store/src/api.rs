@@ -1,0 +1,155 @@
+//! The [`Store`] trait: the metadata-store contract every backend implements.
+
+use model::{ClusterSpec, InstanceAddr, Observation, Problem};
+
+use crate::error::StoreError;
+use crate::event::{EventQuery, EventRecord, NewEvent};
+use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord};
+
+/// The control plane's metadata store.
+///
+/// Every method is async and speaks only model types and this crate's records: no SQL, no
+/// backend types. [`crate::SqliteStore`] is the embedded default; an etcd backend for several
+/// control-plane nodes can implement the same trait. Use it as `Arc<dyn Store>`.
+///
+/// Timestamps (`*_ms`) are milliseconds since the Unix epoch, passed in by the caller; a
+/// backend never reads the clock.
+///
+/// Each method is atomic: it applies whole or not at all. Methods that write several rows
+/// ([`Store::save_observations`], [`Store::sync_problems`]) do so in one transaction.
+///
+/// # The event log is append-only
+///
+/// Events are only ever appended ([`Store::append_event`], and the events
+/// [`Store::sync_problems`] writes). No method updates or deletes an event, and the SQLite
+/// backend also refuses such statements with triggers. A retention policy, if one is ever
+/// needed, is a schema migration of its own and must be written down as such.
+///
+/// # Still to come: cluster locks and the leader lease
+///
+/// Two operations must never run on one cluster at once, and only the leader control-plane
+/// node may act (ARCHITECTURE.md, invariant 2). The methods for that belong in this trait,
+/// beside the others, when the HA work lands:
+///
+/// - a cluster lock: `try_lock_cluster(cluster, holder, ttl) -> Option<LockGuard>` with
+///   renew and release, held by an operation for its whole run;
+/// - a leader lease: `campaign(node, ttl)` / `renew` / `resign`, with a fencing token (a
+///   number that grows with each new leader) that every write of an acting node carries.
+///
+/// SQLite (one node) can back both with a table and the single writer connection; etcd backs
+/// them with leases and transactions on revision numbers.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    // ---- clusters ----
+
+    /// Insert a cluster from its spec, or replace the spec of the cluster of that name.
+    ///
+    /// The cluster's writer endpoint is kept: only [`Store::set_writer`] changes it, so a
+    /// config reload never undoes a failover. Returns the record as stored.
+    async fn upsert_cluster(
+        &self,
+        spec: &ClusterSpec,
+        now_ms: u64,
+    ) -> Result<ClusterRecord, StoreError>;
+
+    /// Every cluster, by name.
+    async fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError>;
+
+    /// The cluster of that name, if there is one.
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError>;
+
+    /// Set (or, with `None`, forget) the cluster's writer endpoint; failover and switchover
+    /// call it. Fails with [`StoreError::NotFound`] for an unknown cluster.
+    async fn set_writer(
+        &self,
+        name: &str,
+        writer: Option<InstanceAddr>,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    // ---- instances ----
+
+    /// Insert an instance, or update the one with the same cluster and address: its origin
+    /// and `last_seen_ms` are replaced, its `first_seen_ms` is kept. Returns `true` when the
+    /// instance was new (the caller may then log an `instance_discovered` event).
+    async fn upsert_instance(&self, instance: &InstanceRecord) -> Result<bool, StoreError>;
+
+    /// The instances of one cluster, or of every cluster with `None`; by cluster, then
+    /// address.
+    async fn instances(&self, cluster: Option<&str>) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// Remove an instance from a cluster, with its last observation. Returns `true` when it
+    /// was there.
+    async fn remove_instance(&self, cluster: &str, addr: &InstanceAddr)
+        -> Result<bool, StoreError>;
+
+    // ---- observations ----
+
+    /// Save a round of observations, each with the cluster of its instance, in one
+    /// transaction. Each replaces the instance's previous last observation: the store keeps
+    /// one observation per address. Built for thousands of rows per call.
+    async fn save_observations(
+        &self,
+        observations: &[(String, Observation)],
+    ) -> Result<(), StoreError>;
+
+    /// The last observation of every instance of one cluster, or of every cluster with
+    /// `None`, each with its cluster; by cluster, then address.
+    async fn last_observations(
+        &self,
+        cluster: Option<&str>,
+    ) -> Result<Vec<(String, Observation)>, StoreError>;
+
+    /// The last observation of one instance, if there is one.
+    async fn last_observation(
+        &self,
+        addr: &InstanceAddr,
+    ) -> Result<Option<Observation>, StoreError>;
+
+    // ---- problems ----
+
+    /// Bring the cluster's problems in line with one round of analysis, in one transaction:
+    ///
+    /// - a problem whose [`Problem::key`] is not open is opened (first and last seen at
+    ///   `now_ms`), and a `problem_opened` event is appended;
+    /// - an open problem that is in `current` gets `last_seen_ms = now_ms` and its latest
+    ///   severity, summary and evidence;
+    /// - an open problem of this cluster absent from `current` is cleared at `now_ms`, and a
+    ///   `problem_cleared` event is appended.
+    ///
+    /// Every problem in `current` must belong to `cluster`
+    /// ([`StoreError::InvalidArgument`] otherwise). A key given twice counts once; its last
+    /// occurrence wins.
+    async fn sync_problems(
+        &self,
+        cluster: &str,
+        current: &[Problem],
+        now_ms: u64,
+    ) -> Result<ProblemChanges, StoreError>;
+
+    /// The open problems of one cluster, or of every cluster with `None`; oldest opening
+    /// first.
+    async fn open_problems(&self, cluster: Option<&str>) -> Result<Vec<ProblemRecord>, StoreError>;
+
+    /// Problems open and cleared, of one cluster or of every cluster with `None`; the newest
+    /// `limit` openings (capped at [`crate::MAX_EVENT_LIMIT`]), newest first.
+    async fn problem_history(
+        &self,
+        cluster: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProblemRecord>, StoreError>;
+
+    // ---- events ----
+
+    /// Append an event to the log and return it as stored, with its id.
+    async fn append_event(&self, event: &NewEvent) -> Result<EventRecord, StoreError>;
+
+    /// Events matching the query, in ascending id order; see [`EventQuery`].
+    async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
+
+    // ---- lifecycle ----
+
+    /// Make everything written so far durable and compact; the daemon calls it at shutdown.
+    /// For SQLite this is a WAL checkpoint.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,183 @@
+//! The append-only event (audit) log's types: new events, stored events, queries and levels.
+
+use std::fmt;
+
+use model::{InstanceAddr, Severity};
+use serde::{Deserialize, Serialize};
+
+/// The most events one [`crate::Store::events`] call returns; a larger `limit` is capped to it.
+pub const MAX_EVENT_LIMIT: usize = 10_000;
+
+/// The stable snake_case names of event kinds the control plane writes. They appear in the
+/// API, in alerts and in queries by kind, so they never change once released.
+pub mod kinds {
+    /// A problem opened: analysis reported a key that was not open.
+    pub const PROBLEM_OPENED: &str = "problem_opened";
+    /// A problem cleared: an open key was absent from a round of analysis.
+    pub const PROBLEM_CLEARED: &str = "problem_cleared";
+    /// Discovery found an instance that the store did not know.
+    pub const INSTANCE_DISCOVERED: &str = "instance_discovered";
+    /// The daemon started.
+    pub const DAEMON_STARTED: &str = "daemon_started";
+    /// The daemon stopped cleanly.
+    pub const DAEMON_STOPPED: &str = "daemon_stopped";
+}
+
+/// How much an event matters. A problem's [`Severity`] maps onto the same-named level; `Info`
+/// is for events that need no attention (a daemon start, a problem cleared).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventLevel {
+    /// For the record only.
+    Info,
+    /// Worth a look in working hours.
+    Warning,
+    /// Needs action soon.
+    Error,
+    /// Page-worthy.
+    Critical,
+}
+
+impl EventLevel {
+    /// The stable text stored and shown for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Warning => "warning",
+            Self::Error => "error",
+            Self::Critical => "critical",
+        }
+    }
+
+    /// The level a stored text names, if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "info" => Some(Self::Info),
+            "warning" => Some(Self::Warning),
+            "error" => Some(Self::Error),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl From<Severity> for EventLevel {
+    fn from(s: Severity) -> Self {
+        match s {
+            Severity::Warning => Self::Warning,
+            Severity::Error => Self::Error,
+            Severity::Critical => Self::Critical,
+        }
+    }
+}
+
+impl fmt::Display for EventLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An event to append to the log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// When it happened, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The cluster it is about, if any.
+    pub cluster: Option<String>,
+    /// The instance it is about, if any.
+    pub instance: Option<InstanceAddr>,
+    /// Its kind: a stable snake_case name, see [`kinds`].
+    pub kind: String,
+    /// How much it matters.
+    pub level: EventLevel,
+    /// One line for humans. Never holds credentials.
+    pub message: String,
+    /// Structured details; `null` when there are none. Never holds credentials.
+    pub data: serde_json::Value,
+}
+
+impl NewEvent {
+    /// An event with no cluster, no instance and no data.
+    pub fn new(
+        at_ms: u64,
+        kind: impl Into<String>,
+        level: EventLevel,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            at_ms,
+            cluster: None,
+            instance: None,
+            kind: kind.into(),
+            level,
+            message: message.into(),
+            data: serde_json::Value::Null,
+        }
+    }
+
+    /// The same event, about a cluster.
+    pub fn with_cluster(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster = Some(cluster.into());
+        self
+    }
+
+    /// The same event, about an instance.
+    pub fn with_instance(mut self, instance: InstanceAddr) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// The same event, with structured details.
+    pub fn with_data(mut self, data: serde_json::Value) -> Self {
+        self.data = data;
+        self
+    }
+}
+
+/// An event as stored: the appended [`NewEvent`] plus its id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Its id: unique, and growing in the order events were appended, so a reader pages
+    /// through the log with [`EventQuery::after_id`].
+    pub id: i64,
+    /// When it happened, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The cluster it is about, if any.
+    pub cluster: Option<String>,
+    /// The instance it is about, if any.
+    pub instance: Option<InstanceAddr>,
+    /// Its kind.
+    pub kind: String,
+    /// How much it matters.
+    pub level: EventLevel,
+    /// One line for humans.
+    pub message: String,
+    /// Structured details.
+    pub data: serde_json::Value,
+}
+
+/// Which events [`crate::Store::events`] returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventQuery {
+    /// Only events about this cluster, when set.
+    pub cluster: Option<String>,
+    /// When set, the oldest `limit` events with an id above it (paging forward); when not,
+    /// the newest `limit` events. Either way the result is in ascending id order.
+    pub after_id: Option<i64>,
+    /// The most events to return, capped at [`MAX_EVENT_LIMIT`]; 0 returns none.
+    pub limit: usize,
+    /// Only events of these kinds, when not empty.
+    pub kinds: Vec<String>,
+}
+
+impl Default for EventQuery {
+    /// The newest 100 events of every cluster and kind.
+    fn default() -> Self {
+        Self {
+            cluster: None,
+            after_id: None,
+            limit: 100,
+            kinds: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,853 @@
+//! `SqliteStore`: the embedded SQLite backend of [`Store`], one file under the data directory.
+//!
+//! All SQLite calls are blocking, so each trait method runs on
+//! [`tokio::task::spawn_blocking`] and takes the one connection behind a mutex: writes are
+//! serialized, which is what SQLite does anyway, and no async worker thread ever blocks on
+//! disk.
+
+mod migrations;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use model::{ClusterSpec, InstanceAddr, Observation, Problem};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::api::Store;
+use crate::error::StoreError;
+use crate::event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
+use crate::record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
+
+pub use migrations::SCHEMA_VERSION;
+
+/// The name of the store file inside the data directory.
+pub const DB_FILE_NAME: &str = "dbfleet.sqlite3";
+
+/// How long a statement waits for a lock held by another connection (a backup tool, the
+/// `sqlite3` shell) before it fails as busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded SQLite metadata store.
+///
+/// The file is `DATA_DIR/dbfleet.sqlite3`, opened with:
+///
+/// - `journal_mode=WAL`: readers do not block the writer nor the writer readers, and a
+///   commit is one sequential append to the WAL instead of rewriting pages in place;
+/// - `synchronous=NORMAL`: in WAL mode, a commit writes the WAL but does not fsync it; the
+///   WAL is fsynced at each checkpoint. The store never corrupts, and a crash of the dbfleet
+///   process loses nothing; only a power loss or an OS crash may roll back the last commits
+///   before the latest checkpoint. That suits what is stored here: observations and problems
+///   are rebuilt by the next probe round within seconds. `FULL` would fsync on every commit,
+///   which a daemon saving a probe round every second pays for on every round. When
+///   persisted operation steps arrive, a step that must survive power loss should be
+///   committed with `synchronous=FULL` (a per-connection setting) or followed by
+///   [`Store::flush`];
+/// - `busy_timeout` of 5 s, for the rare outside reader (a backup, the `sqlite3` shell);
+/// - the migrations of this binary applied in order, each in its own transaction, tracked in
+///   `PRAGMA user_version`. A file at a newer version than [`SCHEMA_VERSION`] is refused with
+///   [`StoreError::SchemaTooNew`], never half-understood.
+///
+/// Cloning is cheap and shares the connection.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Open (creating it and the data directory if needed) the store under `data_dir`, and
+    /// migrate it to this binary's schema.
+    ///
+    /// This blocks on disk; call it at startup, before serving, or on a blocking thread.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::CreateDir {
+            path: data_dir.to_path_buf(),
+            cause,
+        })?;
+        let path = data_dir.join(DB_FILE_NAME);
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        };
+        let mut conn = Connection::open(&path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(open_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Open {
+                path,
+                message: format!("cannot switch to WAL mode: the journal mode stays {mode:?}"),
+            });
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Some(path),
+        })
+    }
+
+    /// A store in memory, gone when the last clone drops: for tests.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from(":memory:");
+        let mut conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: None,
+        })
+    }
+
+    /// The store file, or `None` for a store in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Run `f` with the connection on a blocking thread.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic while the lock was held unwound through any open `Transaction`, whose
+            // drop rolled it back, so the connection is consistent: take it back.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn upsert_cluster(
+        &self,
+        spec: &ClusterSpec,
+        now_ms: u64,
+    ) -> Result<ClusterRecord, StoreError> {
+        if spec.name.is_empty() {
+            return Err(StoreError::InvalidArgument(
+                "a cluster spec needs a name".into(),
+            ));
+        }
+        let name = spec.name.clone();
+        let spec_json = to_json(spec, "cluster spec")?;
+        let now = sql_ms(now_ms)?;
+        self.with_conn(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "INSERT INTO clusters (name, spec_json, writer, updated_ms)
+                     VALUES (?1, ?2, NULL, ?3)
+                     ON CONFLICT (name) DO UPDATE
+                        SET spec_json = excluded.spec_json, updated_ms = excluded.updated_ms
+                     RETURNING name, spec_json, writer, updated_ms",
+                )?
+                .query_row(params![name, spec_json, now], ClusterRow::read)?;
+            row.decode()
+        })
+        .await
+    }
+
+    async fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT name, spec_json, writer, updated_ms FROM clusters ORDER BY name",
+            )?;
+            let rows = stmt.query_map([], ClusterRow::read)?;
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        let name = name.to_owned();
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "SELECT name, spec_json, writer, updated_ms FROM clusters WHERE name = ?1",
+            )?
+            .query_row([name], ClusterRow::read)
+            .optional()?
+            .map(ClusterRow::decode)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_writer(
+        &self,
+        name: &str,
+        writer: Option<InstanceAddr>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        let writer = writer.map(|w| w.to_string());
+        let now = sql_ms(now_ms)?;
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("UPDATE clusters SET writer = ?2, updated_ms = ?3 WHERE name = ?1")?
+                .execute(params![name, writer, now])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("cluster {name:?}")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn upsert_instance(&self, instance: &InstanceRecord) -> Result<bool, StoreError> {
+        let cluster = instance.cluster.clone();
+        let addr = instance.addr.to_string();
+        let origin = instance.origin.as_str();
+        let first = sql_ms(instance.first_seen_ms)?;
+        let last = sql_ms(instance.last_seen_ms)?;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO instances (cluster, addr, origin, first_seen_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (cluster, addr) DO NOTHING",
+                )?
+                .execute(params![cluster, addr, origin, first, last])?
+                == 1;
+            if !inserted {
+                tx.prepare_cached(
+                    "UPDATE instances SET origin = ?3, last_seen_ms = ?4
+                     WHERE cluster = ?1 AND addr = ?2",
+                )?
+                .execute(params![cluster, addr, origin, last])?;
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn instances(&self, cluster: Option<&str>) -> Result<Vec<InstanceRecord>, StoreError> {
+        let cluster = cluster.map(str::to_owned);
+        self.with_conn(move |conn| {
+            const COLS: &str = "SELECT cluster, addr, origin, first_seen_ms, last_seen_ms \
+                                FROM instances";
+            let mut stmt;
+            let rows = match &cluster {
+                Some(c) => {
+                    stmt = conn.prepare_cached(&format!("{COLS} WHERE cluster = ?1"))?;
+                    stmt.query_map([c], InstanceRow::read)?
+                }
+                None => {
+                    stmt = conn.prepare_cached(COLS)?;
+                    stmt.query_map([], InstanceRow::read)?
+                }
+            };
+            let mut out = rows
+                .map(|r| r?.decode())
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            out.sort_by(|a, b| (&a.cluster, &a.addr).cmp(&(&b.cluster, &b.addr)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn remove_instance(
+        &self,
+        cluster: &str,
+        addr: &InstanceAddr,
+    ) -> Result<bool, StoreError> {
+        let cluster = cluster.to_owned();
+        let addr = addr.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let n = tx
+                .prepare_cached("DELETE FROM instances WHERE cluster = ?1 AND addr = ?2")?
+                .execute(params![cluster, addr])?;
+            tx.prepare_cached("DELETE FROM observations WHERE cluster = ?1 AND addr = ?2")?
+                .execute(params![cluster, addr])?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn save_observations(
+        &self,
+        observations: &[(String, Observation)],
+    ) -> Result<(), StoreError> {
+        // Encode here, from the borrowed slice, rather than clone every observation into the
+        // blocking task.
+        let rows = observations
+            .iter()
+            .map(|(cluster, o)| {
+                Ok((
+                    o.addr.to_string(),
+                    cluster.clone(),
+                    sql_ms(o.at_unix_ms)?,
+                    to_json(o, "observation")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO observations (addr, cluster, at_ms, observation_json)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (addr) DO UPDATE SET
+                        cluster = excluded.cluster,
+                        at_ms = excluded.at_ms,
+                        observation_json = excluded.observation_json",
+                )?;
+                for (addr, cluster, at_ms, json) in &rows {
+                    stmt.execute(params![addr, cluster, at_ms, json])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn last_observations(
+        &self,
+        cluster: Option<&str>,
+    ) -> Result<Vec<(String, Observation)>, StoreError> {
+        let cluster = cluster.map(str::to_owned);
+        self.with_conn(move |conn| {
+            const COLS: &str = "SELECT cluster, addr, observation_json FROM observations";
+            let read = |r: &Row<'_>| -> rusqlite::Result<(String, String, String)> {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            };
+            let mut stmt;
+            let rows = match &cluster {
+                Some(c) => {
+                    stmt = conn.prepare_cached(&format!("{COLS} WHERE cluster = ?1"))?;
+                    stmt.query_map([c], read)?
+                }
+                None => {
+                    stmt = conn.prepare_cached(COLS)?;
+                    stmt.query_map([], read)?
+                }
+            };
+            let mut out = rows
+                .map(|r| {
+                    let (cluster, addr, json) = r?;
+                    let o: Observation = from_json(&json, || format!("observation of {addr}"))?;
+                    Ok((cluster, o))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            out.sort_by(|a, b| (&a.0, &a.1.addr).cmp(&(&b.0, &b.1.addr)));
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn last_observation(
+        &self,
+        addr: &InstanceAddr,
+    ) -> Result<Option<Observation>, StoreError> {
+        let addr = addr.to_string();
+        self.with_conn(move |conn| {
+            let json: Option<String> = conn
+                .prepare_cached("SELECT observation_json FROM observations WHERE addr = ?1")?
+                .query_row([&addr], |r| r.get(0))
+                .optional()?;
+            json.map(|j| from_json(&j, || format!("observation of {addr}")))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn sync_problems(
+        &self,
+        cluster: &str,
+        current: &[Problem],
+        now_ms: u64,
+    ) -> Result<ProblemChanges, StoreError> {
+        if let Some(p) = current.iter().find(|p| p.cluster != cluster) {
+            return Err(StoreError::InvalidArgument(format!(
+                "problem {} belongs to cluster {:?}, not to {cluster:?}",
+                p.key(),
+                p.cluster
+            )));
+        }
+        let cluster = cluster.to_owned();
+        let current = current.to_vec();
+        let now = sql_ms(now_ms)?;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let mut open: HashMap<String, ProblemRecord> = HashMap::new();
+            {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "{PROBLEM_COLS} WHERE cluster = ?1 AND cleared_ms IS NULL"
+                ))?;
+                for row in stmt.query_map([&cluster], ProblemRow::read)? {
+                    let rec = row?.decode()?;
+                    open.insert(rec.key.clone(), rec);
+                }
+            }
+            let mut seen: HashSet<String> = HashSet::new();
+            let mut opened_keys: Vec<String> = Vec::new();
+            for p in current {
+                let key = p.key();
+                let json = to_json(&p, "problem")?;
+                if let Some(rec) = open.get_mut(&key) {
+                    tx.prepare_cached(
+                        "UPDATE problems SET problem_json = ?2, last_seen_ms = ?3 WHERE id = ?1",
+                    )?
+                    .execute(params![rec.id, json, now])?;
+                    rec.problem = p;
+                    rec.last_seen_ms = now_ms;
+                } else {
+                    let id: i64 = tx
+                        .prepare_cached(
+                            "INSERT INTO problems
+                                (cluster, key, problem_json, first_seen_ms, last_seen_ms)
+                             VALUES (?1, ?2, ?3, ?4, ?4)
+                             RETURNING id",
+                        )?
+                        .query_row(params![cluster, key, json, now], |r| r.get(0))?;
+                    open.insert(
+                        key.clone(),
+                        ProblemRecord {
+                            id,
+                            cluster: cluster.clone(),
+                            key: key.clone(),
+                            problem: p,
+                            first_seen_ms: now_ms,
+                            last_seen_ms: now_ms,
+                            cleared_ms: None,
+                        },
+                    );
+                    opened_keys.push(key.clone());
+                }
+                seen.insert(key);
+            }
+
+            let mut changes = ProblemChanges::default();
+            for key in &opened_keys {
+                changes.opened.push(open[key].clone());
+            }
+            let mut cleared: Vec<ProblemRecord> = open
+                .into_values()
+                .filter(|rec| !seen.contains(&rec.key))
+                .collect();
+            cleared.sort_by_key(|rec| rec.id);
+            for rec in &mut cleared {
+                tx.prepare_cached("UPDATE problems SET cleared_ms = ?2 WHERE id = ?1")?
+                    .execute(params![rec.id, now])?;
+                rec.cleared_ms = Some(now_ms);
+            }
+            changes.cleared = cleared;
+
+            for rec in &changes.opened {
+                let mut ev = NewEvent::new(
+                    now_ms,
+                    kinds::PROBLEM_OPENED,
+                    rec.problem.severity.into(),
+                    format!("problem {} opened: {}", rec.key, rec.problem.summary),
+                )
+                .with_cluster(rec.cluster.clone())
+                .with_data(serde_json::json!({
+                    "problem_id": rec.id,
+                    "key": rec.key,
+                    "problem": rec.problem,
+                }));
+                ev.instance = rec.problem.instance.clone();
+                insert_event(&tx, &ev)?;
+            }
+            for rec in &changes.cleared {
+                let mut ev = NewEvent::new(
+                    now_ms,
+                    kinds::PROBLEM_CLEARED,
+                    EventLevel::Info,
+                    format!(
+                        "problem {} cleared after {} s",
+                        rec.key,
+                        now_ms.saturating_sub(rec.first_seen_ms) / 1000
+                    ),
+                )
+                .with_cluster(rec.cluster.clone())
+                .with_data(serde_json::json!({
+                    "problem_id": rec.id,
+                    "key": rec.key,
+                    "first_seen_ms": rec.first_seen_ms,
+                    "last_seen_ms": rec.last_seen_ms,
+                    "problem": rec.problem,
+                }));
+                ev.instance = rec.problem.instance.clone();
+                insert_event(&tx, &ev)?;
+            }
+            tx.commit()?;
+            Ok(changes)
+        })
+        .await
+    }
+
+    async fn open_problems(&self, cluster: Option<&str>) -> Result<Vec<ProblemRecord>, StoreError> {
+        let cluster = cluster.map(str::to_owned);
+        self.with_conn(move |conn| {
+            let mut stmt;
+            let rows = match &cluster {
+                Some(c) => {
+                    stmt = conn.prepare_cached(&format!(
+                        "{PROBLEM_COLS} WHERE cluster = ?1 AND cleared_ms IS NULL ORDER BY id"
+                    ))?;
+                    stmt.query_map([c], ProblemRow::read)?
+                }
+                None => {
+                    stmt = conn.prepare_cached(&format!(
+                        "{PROBLEM_COLS} WHERE cleared_ms IS NULL ORDER BY id"
+                    ))?;
+                    stmt.query_map([], ProblemRow::read)?
+                }
+            };
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn problem_history(
+        &self,
+        cluster: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ProblemRecord>, StoreError> {
+        let cluster = cluster.map(str::to_owned);
+        let limit = limit.min(MAX_EVENT_LIMIT) as i64;
+        self.with_conn(move |conn| {
+            let mut stmt;
+            let rows = match &cluster {
+                Some(c) => {
+                    stmt = conn.prepare_cached(&format!(
+                        "{PROBLEM_COLS} WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2"
+                    ))?;
+                    stmt.query_map(params![c, limit], ProblemRow::read)?
+                }
+                None => {
+                    stmt =
+                        conn.prepare_cached(&format!("{PROBLEM_COLS} ORDER BY id DESC LIMIT ?1"))?;
+                    stmt.query_map([limit], ProblemRow::read)?
+                }
+            };
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
+    async fn append_event(&self, event: &NewEvent) -> Result<EventRecord, StoreError> {
+        let event = event.clone();
+        self.with_conn(move |conn| insert_event(conn, &event)).await
+    }
+
+    async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let query = query.clone();
+        let limit = query.limit.min(MAX_EVENT_LIMIT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_conn(move |conn| {
+            let mut sql = format!("{EVENT_COLS} WHERE 1 = 1");
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = query.cluster {
+                args.push(Value::Text(c));
+                sql.push_str(&format!(" AND cluster = ?{}", args.len()));
+            }
+            if let Some(after) = query.after_id {
+                args.push(Value::Integer(after));
+                sql.push_str(&format!(" AND id > ?{}", args.len()));
+            }
+            if !query.kinds.is_empty() {
+                let mut marks = Vec::with_capacity(query.kinds.len());
+                for k in query.kinds {
+                    args.push(Value::Text(k));
+                    marks.push(format!("?{}", args.len()));
+                }
+                sql.push_str(&format!(" AND kind IN ({})", marks.join(", ")));
+            }
+            // Paging forward reads the oldest events past the cursor; without a cursor, the
+            // newest ones, reversed below into ascending order.
+            let newest = query.after_id.is_none();
+            args.push(Value::Integer(limit as i64));
+            sql.push_str(&format!(
+                " ORDER BY id {} LIMIT ?{}",
+                if newest { "DESC" } else { "ASC" },
+                args.len()
+            ));
+            let mut stmt = conn.prepare(&sql)?;
+            let mut out = stmt
+                .query_map(params_from_iter(args), EventRow::read)?
+                .map(|r| r?.decode())
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            if newest {
+                out.reverse();
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        if self.path.is_none() {
+            return Ok(());
+        }
+        self.with_conn(|conn| {
+            // (busy, WAL frames, frames checkpointed); busy = 1 when another connection kept
+            // the checkpoint from completing.
+            let (busy, log, done): (i64, i64, i64) =
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+            if busy != 0 {
+                return Err(StoreError::Backend(format!(
+                    "WAL checkpoint incomplete: another connection is busy \
+                     ({done} of {log} frames checkpointed)"
+                )));
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Append one event; every write to `events` goes through here, and it only inserts.
+fn insert_event(conn: &Connection, ev: &NewEvent) -> Result<EventRecord, StoreError> {
+    let at = sql_ms(ev.at_ms)?;
+    let data = to_json(&ev.data, "event data")?;
+    let instance = ev.instance.as_ref().map(|i| i.to_string());
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO events (at_ms, cluster, instance, kind, level, message, data_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             RETURNING id",
+        )?
+        .query_row(
+            params![
+                at,
+                ev.cluster,
+                instance,
+                ev.kind,
+                ev.level.as_str(),
+                ev.message,
+                data
+            ],
+            |r| r.get(0),
+        )?;
+    Ok(EventRecord {
+        id,
+        at_ms: ev.at_ms,
+        cluster: ev.cluster.clone(),
+        instance: ev.instance.clone(),
+        kind: ev.kind.clone(),
+        level: ev.level,
+        message: ev.message.clone(),
+        data: ev.data.clone(),
+    })
+}
+
+const PROBLEM_COLS: &str = "SELECT id, cluster, key, problem_json, first_seen_ms, last_seen_ms, \
+                            cleared_ms FROM problems";
+
+const EVENT_COLS: &str =
+    "SELECT id, at_ms, cluster, instance, kind, level, message, data_json FROM events";
+
+/// A `clusters` row as read, before decoding.
+struct ClusterRow {
+    name: String,
+    spec_json: String,
+    writer: Option<String>,
+    updated_ms: i64,
+}
+
+impl ClusterRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            name: r.get(0)?,
+            spec_json: r.get(1)?,
+            writer: r.get(2)?,
+            updated_ms: r.get(3)?,
+        })
+    }
+
+    fn decode(self) -> Result<ClusterRecord, StoreError> {
+        let what = || format!("cluster {:?}", self.name);
+        Ok(ClusterRecord {
+            spec: from_json(&self.spec_json, what)?,
+            writer: self
+                .writer
+                .as_deref()
+                .map(|w| parse_addr(w, what))
+                .transpose()?,
+            updated_ms: rust_ms(self.updated_ms, what)?,
+            name: self.name,
+        })
+    }
+}
+
+/// An `instances` row as read, before decoding.
+struct InstanceRow {
+    cluster: String,
+    addr: String,
+    origin: String,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+}
+
+impl InstanceRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            cluster: r.get(0)?,
+            addr: r.get(1)?,
+            origin: r.get(2)?,
+            first_seen_ms: r.get(3)?,
+            last_seen_ms: r.get(4)?,
+        })
+    }
+
+    fn decode(self) -> Result<InstanceRecord, StoreError> {
+        let what = || format!("instance {} of cluster {:?}", self.addr, self.cluster);
+        Ok(InstanceRecord {
+            addr: parse_addr(&self.addr, what)?,
+            origin: Origin::parse(&self.origin).ok_or_else(|| StoreError::Corrupt {
+                what: what(),
+                detail: format!("unknown origin {:?}", self.origin),
+            })?,
+            first_seen_ms: rust_ms(self.first_seen_ms, what)?,
+            last_seen_ms: rust_ms(self.last_seen_ms, what)?,
+            cluster: self.cluster,
+        })
+    }
+}
+
+/// A `problems` row as read, before decoding.
+struct ProblemRow {
+    id: i64,
+    cluster: String,
+    key: String,
+    problem_json: String,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    cleared_ms: Option<i64>,
+}
+
+impl ProblemRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            cluster: r.get(1)?,
+            key: r.get(2)?,
+            problem_json: r.get(3)?,
+            first_seen_ms: r.get(4)?,
+            last_seen_ms: r.get(5)?,
+            cleared_ms: r.get(6)?,
+        })
+    }
+
+    fn decode(self) -> Result<ProblemRecord, StoreError> {
+        let what = || format!("problem {} ({})", self.id, self.key);
+        Ok(ProblemRecord {
+            id: self.id,
+            problem: from_json(&self.problem_json, what)?,
+            first_seen_ms: rust_ms(self.first_seen_ms, what)?,
+            last_seen_ms: rust_ms(self.last_seen_ms, what)?,
+            cleared_ms: self.cleared_ms.map(|c| rust_ms(c, what)).transpose()?,
+            cluster: self.cluster,
+            key: self.key,
+        })
+    }
+}
+
+/// An `events` row as read, before decoding.
+struct EventRow {
+    id: i64,
+    at_ms: i64,
+    cluster: Option<String>,
+    instance: Option<String>,
+    kind: String,
+    level: String,
+    message: String,
+    data_json: String,
+}
+
+impl EventRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            at_ms: r.get(1)?,
+            cluster: r.get(2)?,
+            instance: r.get(3)?,
+            kind: r.get(4)?,
+            level: r.get(5)?,
+            message: r.get(6)?,
+            data_json: r.get(7)?,
+        })
+    }
+
+    fn decode(self) -> Result<EventRecord, StoreError> {
+        let what = || format!("event {}", self.id);
+        Ok(EventRecord {
+            id: self.id,
+            at_ms: rust_ms(self.at_ms, what)?,
+            instance: self
+                .instance
+                .as_deref()
+                .map(|i| parse_addr(i, what))
+                .transpose()?,
+            level: EventLevel::parse(&self.level).ok_or_else(|| StoreError::Corrupt {
+                what: what(),
+                detail: format!("unknown level {:?}", self.level),
+            })?,
+            data: from_json(&self.data_json, what)?,
+            cluster: self.cluster,
+            kind: self.kind,
+            message: self.message,
+        })
+    }
+}
+
+/// A caller's timestamp as SQLite's INTEGER.
+fn sql_ms(ms: u64) -> Result<i64, StoreError> {
+    i64::try_from(ms).map_err(|_| {
+        StoreError::InvalidArgument(format!("timestamp {ms} ms is past the year 292 million"))
+    })
+}
+
+/// A stored timestamp back as milliseconds.
+fn rust_ms(ms: i64, what: impl FnOnce() -> String) -> Result<u64, StoreError> {
+    u64::try_from(ms).map_err(|_| StoreError::Corrupt {
+        what: what(),
+        detail: format!("negative timestamp {ms}"),
+    })
+}
+
+fn parse_addr(s: &str, what: impl FnOnce() -> String) -> Result<InstanceAddr, StoreError> {
+    s.parse()
+        .map_err(|e: model::AddrError| StoreError::Corrupt {
+            what: what(),
+            detail: e.to_string(),
+        })
+}
+
+fn to_json<T: Serialize + ?Sized>(v: &T, what: &'static str) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|cause| StoreError::Encode { what, cause })
+}
+
+fn from_json<T: DeserializeOwned>(s: &str, what: impl FnOnce() -> String) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        what: what(),
+        detail: e.to_string(),
+    })
+}
