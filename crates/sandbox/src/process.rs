@@ -19,19 +19,31 @@ pub fn running_pid(pid_file: &Path, datadir: &Path) -> Option<i32> {
     is_our_process(pid, datadir).then_some(pid)
 }
 
-/// Whether `pid` is alive (not a zombie) and runs with `--datadir=<datadir>`.
-pub fn is_our_process(pid: i32, datadir: &Path) -> bool {
+/// Whether any thread of `pid` is still running. A multi-threaded server's main thread turns
+/// zombie before its other threads have exited and closed the sockets, so every thread is
+/// checked.
+fn is_alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return false;
     };
-    // The state is the first field after the parenthesised command name.
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    if matches!(state, Some('Z') | Some('X') | None) {
+    tasks.flatten().any(|task| {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // The state is the first field after the parenthesised command name.
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        !matches!(state, Some('Z') | Some('X') | None)
+    })
+}
+
+/// Whether `pid` is alive (not a zombie) and runs with `--datadir=<datadir>`.
+pub fn is_our_process(pid: i32, datadir: &Path) -> bool {
+    if !is_alive(pid) {
         return false;
     }
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
@@ -42,7 +54,8 @@ pub fn is_our_process(pid: i32, datadir: &Path) -> bool {
 }
 
 /// Send `sig` to `pid` and wait up to `wait` for the process to be gone. Returns whether it
-/// went.
+/// went. "Gone" means exited (a zombie or reaped), not just that its command line vanished:
+/// an exiting process clears its command line before it closes its sockets.
 pub fn signal_and_wait(pid: i32, datadir: &Path, sig: Signal, wait: Duration) -> bool {
     if !is_our_process(pid, datadir) {
         return true;
@@ -50,12 +63,12 @@ pub fn signal_and_wait(pid: i32, datadir: &Path, sig: Signal, wait: Duration) ->
     let _ = kill(Pid::from_raw(pid), sig);
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        if !is_our_process(pid, datadir) {
+        if !is_alive(pid) {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(5));
     }
-    !is_our_process(pid, datadir)
+    !is_alive(pid)
 }
 
 /// Stop a server: SIGTERM, and SIGKILL if it has not exited after `grace`.

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the system packages dbfleet's demo and tests need, when any is missing.
+# Runs `apt-get update` once, then one `apt-get install`. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  mariadb-server   # mariadbd, mariadb-install-db: the sandbox's servers
+  mariadb-client   # mariadb, mariadb-binlog
+  mariadb-backup   # mariabackup
+)
+
+# The first word of each entry is the package name; the rest is its comment.
+mapfile -t names < <(printf '%s\n' "${PACKAGES[@]}" | awk '{print $1}')
+
+missing=()
+for p in "${names[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# Debian's maintainer scripts try to start the service; nothing needs it, and the
+# sandbox starts its own servers.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
