@@ -4,6 +4,7 @@ mod bench_cmd;
 mod creds;
 mod probe_cmd;
 mod sandbox_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 
@@ -29,6 +30,12 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCommand),
     /// Observe one server once and print what it reports.
     Probe(probe_cmd::ProbeArgs),
+    /// Run the control-plane daemon: discover and probe every server, name problems, serve
+    /// the HTTP API. Stops cleanly on SIGTERM or SIGINT.
+    Serve(serve_cmd::ServeArgs),
+    /// Check config files.
+    #[command(subcommand)]
+    Config(serve_cmd::ConfigCommand),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
@@ -85,6 +92,8 @@ fn main() -> ExitCode {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd).await,
             Command::Probe(args) => probe_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
+            Command::Serve(args) => serve_cmd::serve(args).await,
+            Command::Config(cmd) => serve_cmd::config(cmd).await,
         }
     });
     match result {

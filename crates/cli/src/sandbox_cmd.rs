@@ -92,6 +92,7 @@ struct UpReport<'a> {
     outcome: sandbox::UpOutcome,
     dir: PathBuf,
     credentials_file: PathBuf,
+    config_file: PathBuf,
     seconds: f64,
     members: Vec<MemberStatus>,
 }
@@ -123,11 +124,13 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 root: root.root(),
             };
             let (sb, outcome) = Sandbox::up(&opts).await.map_err(usage_or_runtime)?;
+            let config_file = write_config(&sb)?;
             let report = UpReport {
                 name: &name,
                 outcome,
                 dir: sb.dir().to_path_buf(),
                 credentials_file: sb.admin_credentials_file(),
+                config_file,
                 seconds: started.elapsed().as_secs_f64(),
                 members: sb.status(),
             };
@@ -147,6 +150,11 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 );
                 print_members(&report.members);
                 println!("credentials: {}", report.credentials_file.display());
+                println!(
+                    "config: {}  (run: dbfleet serve --config {})",
+                    report.config_file.display(),
+                    report.config_file.display()
+                );
             }
             Ok(())
         }
@@ -205,6 +213,30 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Write a ready-to-use `dbfleet.toml` for the sandbox, unless one is there already (an
+/// operator may have edited it).
+fn write_config(sb: &Sandbox) -> Result<PathBuf, CliError> {
+    let path = sb.dir().join("dbfleet.toml");
+    if !path.exists() {
+        let instances: Vec<_> = sb
+            .manifest()
+            .members
+            .iter()
+            .map(|m| (m.addr(), m.role == sandbox::Role::Primary))
+            .collect();
+        let text = config::sandbox_config(
+            &sb.manifest().name,
+            &sb.dir().join("daemon"),
+            &sb.admin_credentials_file(),
+            &instances,
+            sb.manifest().semi_sync,
+        );
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+    }
+    Ok(path)
 }
 
 fn print_members(members: &[MemberStatus]) {

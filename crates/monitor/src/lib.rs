@@ -5,3 +5,6 @@
 mod stats;
 
 pub use stats::{Stats, StatsSnapshot};
+pub mod watch;
+
+pub use watch::{now_ms, run, ClusterWatch, WatchOptions};

@@ -74,6 +74,22 @@ pub fn replica_status_sql(flavor: Flavor, version: &str) -> &'static str {
     }
 }
 
+/// The statement that lists a source's registered replicas.
+pub fn replica_hosts_sql(flavor: Flavor, version: &str) -> &'static str {
+    match flavor {
+        Flavor::Mysql if version_at_least(version, (8, 0, 22)) => "SHOW REPLICAS",
+        _ => "SHOW SLAVE HOSTS",
+    }
+}
+
+/// One row of `SHOW SLAVE HOSTS` / `SHOW REPLICAS` as an address; `None` when the replica
+/// reports no host or port.
+pub fn replica_host(row: &RowMap) -> Option<InstanceAddr> {
+    let host = col(row, &["Host"])?.trim();
+    let port = col(row, &["Port"])?.trim().parse::<u16>().ok()?;
+    (!host.is_empty() && port != 0).then(|| InstanceAddr::new(host, port))
+}
+
 /// Whether a `@@version` string (`8.0.35-log`, `10.11.6-MariaDB-0+deb12u1`) is at least
 /// `want`. An unparsable version counts as old.
 pub fn version_at_least(version: &str, want: (u32, u32, u32)) -> bool {

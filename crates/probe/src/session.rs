@@ -206,6 +206,15 @@ impl Session {
         })
     }
 
+    /// The replicas registered with this server (`SHOW SLAVE HOSTS`, MySQL 8.0.22+ `SHOW
+    /// REPLICAS`), for discovery. Replicas that report no host (`--report-host` unset) are
+    /// left out.
+    pub async fn replica_hosts(&mut self) -> Result<Vec<InstanceAddr>, ProbeError> {
+        let sql = parse::replica_hosts_sql(self.flavor, &self.version);
+        let rows = self.query_rows("show replica hosts", sql).await?;
+        Ok(rows.iter().filter_map(parse::replica_host).collect())
+    }
+
     /// Run one or more statements that return no rows.
     pub async fn exec(&mut self, what: &'static str, sql: &str) -> Result<(), ProbeError> {
         let sql = sql.to_string();

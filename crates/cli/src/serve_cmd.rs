@@ -1,0 +1,211 @@
+//! `dbfleet serve` (the daemon) and `dbfleet config validate`.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::Config;
+use monitor::{ClusterWatch, Stats, WatchOptions};
+use probe::{Credentials, ProbeOptions};
+use store::{kinds, EventLevel, NewEvent, SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::{print_json, CliError};
+
+/// How long each part may take to stop after SIGTERM.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Arguments of `dbfleet serve`.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// The config file (see docs/dbfleet.example.toml; `dbfleet sandbox up` writes one).
+    #[arg(long, short, env = "DBFLEET_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Arguments of `dbfleet config validate`.
+#[derive(clap::Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check a config file: syntax, every field, and that every secret can be read. Exit
+    /// code 2 when it is not valid.
+    Validate {
+        /// The config file.
+        file: PathBuf,
+        /// Print the effective config (secrets left out) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, CliError> {
+    let cfg = Config::load(path).map_err(CliError::usage)?;
+    cfg.check_secrets().map_err(CliError::usage)?;
+    Ok(cfg)
+}
+
+/// Run `dbfleet config …`.
+pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
+    match cmd {
+        ConfigCommand::Validate { file, json } => {
+            let cfg = load(&file)?;
+            if json {
+                print_json(&cfg.redacted_summary())?;
+            } else {
+                let instances: usize = cfg.clusters.iter().map(|c| c.instances.len()).sum();
+                println!(
+                    "{}: valid ({} clusters, {} instances, API on {})",
+                    file.display(),
+                    cfg.clusters.len(),
+                    instances,
+                    cfg.api.listen
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Run the daemon until SIGTERM or SIGINT, then shut down in order: stop the API, cancel
+/// the probe tasks, flush the store, exit 0.
+pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let cfg = load(&args.config)?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&cfg.store.data_dir)
+            .with_context(|| format!("open the store in {}", cfg.store.data_dir.display()))?,
+    );
+    let tokens = cfg.api.load_tokens().map_err(CliError::usage)?;
+    let mut clusters = Vec::new();
+    for c in &cfg.clusters {
+        let creds = cfg.resolve_credentials(&c.credentials).map_err(CliError::usage)?;
+        let (user, password) = creds.into_parts();
+        clusters.push(ClusterWatch {
+            spec: c.spec(),
+            credentials: Credentials::new(user, password),
+        });
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (is another dbfleet serve running? change [api] listen)",
+                cfg.api.listen
+            )
+        })?;
+
+    let stats = Arc::new(Stats::default());
+    stats.started_ms.store(monitor::now_ms(), Ordering::Relaxed);
+    let instances: usize = clusters.iter().map(|c| c.spec.instances.len()).sum();
+    store
+        .append_event(&NewEvent::new(
+            monitor::now_ms(),
+            kinds::DAEMON_STARTED,
+            EventLevel::Info,
+            format!(
+                "dbfleet {} started: {} clusters, {} declared instances, API on {}",
+                env!("CARGO_PKG_VERSION"),
+                clusters.len(),
+                instances,
+                cfg.api.listen
+            ),
+        ))
+        .await?;
+
+    let opts = WatchOptions {
+        interval: cfg.probe.interval,
+        discovery_interval: cfg.probe.discovery_interval,
+        probe: ProbeOptions {
+            connect_timeout: cfg.probe.connect_timeout,
+            query_timeout: cfg.probe.query_timeout,
+        },
+        concurrency: cfg.probe.concurrency,
+    };
+    let api_cancel = CancellationToken::new();
+    let watch_cancel = CancellationToken::new();
+    let state = server::AppState {
+        store: store.clone(),
+        stats: stats.clone(),
+        auth: server::Auth {
+            tokens,
+            require_token_for_reads: cfg.api.require_token_for_reads,
+        },
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
+    let mut watch = tokio::spawn(monitor::run(
+        opts,
+        clusters,
+        store.clone(),
+        stats.clone(),
+        watch_cancel.clone(),
+    ));
+    println!(
+        "dbfleet serve: API on http://{}, watching {} clusters, probing every {}",
+        cfg.api.listen,
+        cfg.clusters.len(),
+        humantime::format_duration(cfg.probe.interval)
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install the SIGTERM handler")?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut api_done = false;
+    let mut watch_done = false;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
+        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
+        r = &mut api => {
+            api_done = true;
+            failure = Some(task_error("API server", r));
+        }
+        r = &mut watch => {
+            watch_done = true;
+            failure = Some(task_error("watch loop", r));
+        }
+    }
+
+    // Stop the API first, then the probe tasks, each under a deadline.
+    api_cancel.cancel();
+    if !api_done && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut api).await.is_err() {
+        error!("the API did not stop within {SHUTDOWN_DEADLINE:?}");
+        api.abort();
+    }
+    watch_cancel.cancel();
+    if !watch_done && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut watch).await.is_err() {
+        error!("the watch loop did not stop within {SHUTDOWN_DEADLINE:?}");
+        watch.abort();
+    }
+    let reason = match &failure {
+        Some(e) => format!("stopped after an internal failure: {e:#}"),
+        None => "stopped by signal".to_string(),
+    };
+    store
+        .append_event(&NewEvent::new(
+            monitor::now_ms(),
+            kinds::DAEMON_STOPPED,
+            if failure.is_some() { EventLevel::Error } else { EventLevel::Info },
+            format!("dbfleet {reason}"),
+        ))
+        .await?;
+    store.flush().await.context("flush the store")?;
+    match failure {
+        None => {
+            println!("dbfleet serve: stopped");
+            Ok(())
+        }
+        Some(e) => Err(e.into()),
+    }
+}
+
+fn task_error(
+    what: &str,
+    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the {what} stopped on its own"),
+        Ok(Err(e)) => e.context(format!("the {what} failed")),
+        Err(e) => anyhow::anyhow!("the {what} panicked: {e}"),
+    }
+}
