@@ -1,6 +1,7 @@
 //! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
 
 mod bench_cmd;
+mod client_cmd;
 mod creds;
 mod probe_cmd;
 mod sandbox_cmd;
@@ -13,7 +14,11 @@ use clap::{Parser, Subcommand};
 /// dbfleet runs fleets of MySQL/MariaDB replication clusters: discovery, health, failover,
 /// disaster-recovery tests, monitoring, backups.
 #[derive(Parser, Debug)]
-#[command(name = "dbfleet", version, about, long_about = None)]
+#[command(
+    name = "dbfleet",
+    version,
+    about = "dbfleet runs fleets of MySQL/MariaDB replication clusters: discovery, health, failover, DR tests, monitoring"
+)]
 struct Cli {
     /// Log filter for stderr, as RUST_LOG takes it (e.g. `info`, `dbfleet=debug`).
     #[arg(long, global = true, env = "DBFLEET_LOG", default_value = "warn")]
@@ -33,6 +38,48 @@ enum Command {
     /// Run the control-plane daemon: discover and probe every server, name problems, serve
     /// the HTTP API. Stops cleanly on SIGTERM or SIGINT.
     Serve(serve_cmd::ServeArgs),
+    /// List the clusters the daemon watches: primary, instances, open problems.
+    Clusters {
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a cluster as a tree: role, address, lag, GTID position, thread states.
+    Topology {
+        /// The cluster.
+        cluster: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show open problems, with their evidence, of one cluster or all.
+    Problems {
+        /// Only this cluster.
+        cluster: Option<String>,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the event and audit log, oldest first.
+    Events {
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// How many of the newest events to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check config files.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -68,6 +115,15 @@ impl<E: Into<anyhow::Error>> From<E> for CliError {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`dbfleet events | head`), as Unix tools do, instead of
+    // panicking in println!.
+    // SAFETY: set before any thread starts; SIG_DFL installs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -93,6 +149,19 @@ fn main() -> ExitCode {
             Command::Probe(args) => probe_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
             Command::Serve(args) => serve_cmd::serve(args).await,
+            Command::Clusters { api, json } => client_cmd::clusters(&api, json).await,
+            Command::Topology { cluster, api, json } => {
+                client_cmd::topology(&api, &cluster, json).await
+            }
+            Command::Problems { cluster, api, json } => {
+                client_cmd::problems(&api, cluster.as_deref(), json).await
+            }
+            Command::Events {
+                cluster,
+                limit,
+                api,
+                json,
+            } => client_cmd::events(&api, cluster.as_deref(), limit, json).await,
             Command::Config(cmd) => serve_cmd::config(cmd).await,
         }
     });

@@ -79,7 +79,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let tokens = cfg.api.load_tokens().map_err(CliError::usage)?;
     let mut clusters = Vec::new();
     for c in &cfg.clusters {
-        let creds = cfg.resolve_credentials(&c.credentials).map_err(CliError::usage)?;
+        let creds = cfg
+            .resolve_credentials(&c.credentials)
+            .map_err(CliError::usage)?;
         let (user, password) = creds.into_parts();
         clusters.push(ClusterWatch {
             spec: c.spec(),
@@ -168,12 +170,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 
     // Stop the API first, then the probe tasks, each under a deadline.
     api_cancel.cancel();
-    if !api_done && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut api).await.is_err() {
+    if !api_done
+        && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut api)
+            .await
+            .is_err()
+    {
         error!("the API did not stop within {SHUTDOWN_DEADLINE:?}");
         api.abort();
     }
     watch_cancel.cancel();
-    if !watch_done && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut watch).await.is_err() {
+    if !watch_done
+        && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut watch)
+            .await
+            .is_err()
+    {
         error!("the watch loop did not stop within {SHUTDOWN_DEADLINE:?}");
         watch.abort();
     }
@@ -185,7 +195,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         .append_event(&NewEvent::new(
             monitor::now_ms(),
             kinds::DAEMON_STOPPED,
-            if failure.is_some() { EventLevel::Error } else { EventLevel::Info },
+            if failure.is_some() {
+                EventLevel::Error
+            } else {
+                EventLevel::Info
+            },
             format!("dbfleet {reason}"),
         ))
         .await?;
@@ -199,10 +213,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
 }
 
-fn task_error(
-    what: &str,
-    r: Result<anyhow::Result<()>, tokio::task::JoinError>,
-) -> anyhow::Error {
+fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
     match r {
         Ok(Ok(())) => anyhow::anyhow!("the {what} stopped on its own"),
         Ok(Err(e)) => e.context(format!("the {what} failed")),

@@ -39,20 +39,34 @@ async fn topology_then_dead_primary_within_three_rounds() {
     let topo = d.get("/api/v1/clusters/dead/topology").await;
     assert_eq!(topo["primary"], sb.addr("m1").to_string());
     assert_eq!(topo["nodes"].as_array().unwrap().len(), 3);
-    let out = ok(dbfleet_env(&["topology", "dead"], &[("DBFLEET_API", &d.api)]));
-    assert!(out.contains(&sb.addr("m1").to_string()) && out.contains("primary"), "{out}");
-    let clusters = ok(dbfleet_env(&["clusters", "--json"], &[("DBFLEET_API", &d.api)]));
+    let out = ok(dbfleet_env(
+        &["topology", "dead"],
+        &[("DBFLEET_API", &d.api)],
+    ));
+    assert!(
+        out.contains(&sb.addr("m1").to_string()) && out.contains("primary"),
+        "{out}"
+    );
+    let clusters = ok(dbfleet_env(
+        &["clusters", "--json"],
+        &[("DBFLEET_API", &d.api)],
+    ));
     assert!(clusters.contains("\"dead\""), "{clusters}");
 
     let killed = Instant::now();
     sb.member_cmd("kill", "m1");
-    let rounds = d.wait_problem("dead", "DeadPrimary", &sb.addr("m1").to_string(), WAIT).await;
+    let rounds = d
+        .wait_problem("dead", "DeadPrimary", &sb.addr("m1").to_string(), WAIT)
+        .await;
     eprintln!(
         "DeadPrimary detected {:?} after kill, {rounds} rounds of {INTERVAL_MS}ms",
         killed.elapsed()
     );
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
-    let out = ok(dbfleet_env(&["problems", "dead"], &[("DBFLEET_API", &d.api)]));
+    let out = ok(dbfleet_env(
+        &["problems", "dead"],
+        &[("DBFLEET_API", &d.api)],
+    ));
     assert!(out.contains("DeadPrimary"), "{out}");
     // Nothing was changed on the servers: the replicas still point at the dead primary.
     let m2 = sb.probe("m2");
@@ -61,7 +75,8 @@ async fn topology_then_dead_primary_within_three_rounds() {
     assert!(m2.state().unwrap().read_only);
 
     sb.member_cmd("start", "m1");
-    d.wait_cleared("dead", "DeadPrimary", &sb.addr("m1").to_string(), WAIT).await;
+    d.wait_cleared("dead", "DeadPrimary", &sb.addr("m1").to_string(), WAIT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,28 +91,43 @@ async fn sql_thread_read_only_and_writable_replica() {
     );
 
     exec(&sb, "m2", "STOP SLAVE SQL_THREAD").await;
-    let rounds = d.wait_problem("threads", "ReplicaNotReplicating", &m2, WAIT).await;
+    let rounds = d
+        .wait_problem("threads", "ReplicaNotReplicating", &m2, WAIT)
+        .await;
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
     let ps = d.get("/api/v1/problems?cluster=threads").await;
     let text = ps.to_string();
-    assert!(text.contains("sql_running=false") || text.contains("sql=No") || text.contains("SQL"), "evidence names the SQL thread: {text}");
+    assert!(
+        text.contains("sql_running=false") || text.contains("sql=No") || text.contains("SQL"),
+        "evidence names the SQL thread: {text}"
+    );
     exec(&sb, "m2", "START SLAVE SQL_THREAD").await;
-    d.wait_cleared("threads", "ReplicaNotReplicating", &m2, WAIT).await;
+    d.wait_cleared("threads", "ReplicaNotReplicating", &m2, WAIT)
+        .await;
 
     exec(&sb, "m1", "SET GLOBAL read_only=1").await;
-    let rounds = d.wait_problem("threads", "PrimaryReadOnly", &m1, WAIT).await;
+    let rounds = d
+        .wait_problem("threads", "PrimaryReadOnly", &m1, WAIT)
+        .await;
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
     exec(&sb, "m1", "SET GLOBAL read_only=0").await;
-    d.wait_cleared("threads", "PrimaryReadOnly", &m1, WAIT).await;
+    d.wait_cleared("threads", "PrimaryReadOnly", &m1, WAIT)
+        .await;
 
     exec(&sb, "m3", "SET GLOBAL read_only=0").await;
-    let rounds = d.wait_problem("threads", "WritableReplica", &m3, WAIT).await;
+    let rounds = d
+        .wait_problem("threads", "WritableReplica", &m3, WAIT)
+        .await;
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
     exec(&sb, "m3", "SET GLOBAL read_only=1").await;
-    d.wait_cleared("threads", "WritableReplica", &m3, WAIT).await;
+    d.wait_cleared("threads", "WritableReplica", &m3, WAIT)
+        .await;
 
     // Every open and clear is in the event log.
-    let events = d.get("/api/v1/events?cluster=threads&limit=1000").await.to_string();
+    let events = d
+        .get("/api/v1/events?cluster=threads&limit=1000")
+        .await
+        .to_string();
     assert!(events.contains("problem_opened") && events.contains("problem_cleared"));
 }
 
@@ -113,7 +143,10 @@ async fn errant_write_on_a_replica() {
     let rounds = d.wait_problem("errant", "ErrantGtid", &m2, WAIT).await;
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
     let text = d.get("/api/v1/problems?cluster=errant").await.to_string();
-    assert!(text.contains("0-2-"), "evidence lists the errant GTID: {text}");
+    assert!(
+        text.contains("0-2-"),
+        "evidence lists the errant GTID: {text}"
+    );
 
     // The documented fix: undo without binlogging, forget the local binlog, resume.
     let mut p = sb.session("m1").await;
@@ -143,11 +176,26 @@ async fn lag_from_master_delay() {
     let d = Daemon::start(&cfg, 31293).await;
     let m2 = sb.addr("m2").to_string();
 
-    exec(&sb, "m2", "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=6; START SLAVE").await;
-    exec(&sb, "m1", "CREATE TABLE app.lag (id INT PRIMARY KEY); INSERT INTO app.lag VALUES (1)").await;
+    exec(
+        &sb,
+        "m2",
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=6; START SLAVE",
+    )
+    .await;
+    exec(
+        &sb,
+        "m1",
+        "CREATE TABLE app.lag (id INT PRIMARY KEY); INSERT INTO app.lag VALUES (1)",
+    )
+    .await;
     // Seconds_Behind_Master climbs with the delay; max_lag is 2 s in the test config.
     d.wait_problem("lag", "ReplicaLagging", &m2, WAIT).await;
-    exec(&sb, "m2", "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE").await;
+    exec(
+        &sb,
+        "m2",
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=0; START SLAVE",
+    )
+    .await;
     d.wait_cleared("lag", "ReplicaLagging", &m2, WAIT).await;
 }
 
@@ -161,10 +209,12 @@ async fn missing_replica_then_back() {
     sb.member_cmd("kill", "m3");
     let rounds = d.wait_problem("missing", "ReplicaMissing", "", WAIT).await;
     assert!(rounds <= MAX_ROUNDS, "took {rounds} rounds");
-    d.wait_problem("missing", "UnreachableReplica", &m3, WAIT).await;
+    d.wait_problem("missing", "UnreachableReplica", &m3, WAIT)
+        .await;
     sb.member_cmd("start", "m3");
     d.wait_cleared("missing", "ReplicaMissing", "", WAIT).await;
-    d.wait_cleared("missing", "UnreachableReplica", &m3, WAIT).await;
+    d.wait_cleared("missing", "UnreachableReplica", &m3, WAIT)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +244,10 @@ async fn sigstopped_primary_gives_timeouts_not_refusals() {
     let inst = d.get(&format!("/api/v1/instances/{m1}")).await;
     let _ = kill(pid, Signal::SIGCONT);
     let text = inst.to_string();
-    assert!(text.contains("\"timeout\""), "a paused server times out: {text}");
+    assert!(
+        text.contains("\"timeout\""),
+        "a paused server times out: {text}"
+    );
     assert!(!text.contains("\"refused\""), "{text}");
     eprintln!("paused primary reported as {kind}");
     d.wait_cleared("paused", &kind, &m1, WAIT).await;
@@ -213,7 +266,8 @@ async fn discovery_finds_an_undeclared_replica() {
         t.replace("expected_replicas = 2", "expected_replicas = 1")
     });
     let d = Daemon::start(&cfg, 31296).await;
-    d.wait_problem("discover", "UnknownInstance", &m3, WAIT).await;
+    d.wait_problem("discover", "UnknownInstance", &m3, WAIT)
+        .await;
     let events = d.get("/api/v1/events?cluster=discover").await.to_string();
     assert!(events.contains("instance_discovered"), "{events}");
     let topo = d.get("/api/v1/clusters/discover/topology").await;
@@ -229,18 +283,34 @@ async fn unreachable_seed_bad_config_and_graceful_shutdown() {
     let out = ok(dbfleet(&["config", "validate", &cfg.display().to_string()]));
     assert!(out.contains("valid"), "{out}");
     let mut d = Daemon::start(&cfg, 31297).await;
-    d.wait_problem("seed", "UnreachableSeed", "127.0.0.1:31279", WAIT).await;
-    assert_eq!(d.get("/healthz").await["status"], "ok", "the daemon keeps running");
+    d.wait_problem("seed", "UnreachableSeed", "127.0.0.1:31279", WAIT)
+        .await;
+    assert_eq!(
+        d.get("/healthz").await["status"],
+        "ok",
+        "the daemon keeps running"
+    );
 
     // SIGTERM: exit 0, and the store records the stop.
     assert_eq!(d.terminate(), Some(0), "{}", d.log_text());
     let store = store::SqliteStore::open(&d.data_dir).unwrap();
-    let events = store::Store::events(&store, &store::EventQuery::default()).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == "daemon_stopped"), "{events:?}");
+    let events = store::Store::events(&store, &store::EventQuery::default())
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| e.kind == "daemon_stopped"),
+        "{events:?}"
+    );
 
     // A bad config: exit code 2 and an error that names the field.
     let bad = cfg.with_file_name("bad.toml");
-    std::fs::write(&bad, std::fs::read_to_string(&cfg).unwrap().replace("interval = \"300ms\"", "interval = \"1ms\"")).unwrap();
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("interval = \"300ms\"", "interval = \"1ms\""),
+    )
+    .unwrap();
     for args in [vec!["serve", "--config"], vec!["config", "validate"]] {
         let mut args: Vec<String> = args.into_iter().map(String::from).collect();
         args.push(bad.display().to_string());

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use model::analysis::{analyze, severity, ClusterView};
 use model::{
-    ClusterSpec, Evidence, InstanceAddr, Observation, Problem, ProblemKind, ProbeFailure,
-    ProbeFailureKind, Reachability,
+    ClusterSpec, Evidence, InstanceAddr, Observation, ProbeFailure, ProbeFailureKind, Problem,
+    ProblemKind, Reachability,
 };
 use probe::{Credentials, ProbeOptions, Session};
 use store::{kinds, EventLevel, InstanceRecord, NewEvent, Origin, Store};
@@ -220,12 +220,15 @@ async fn round(
         .map(|m| m.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     // An observation older than this means the probe task is stuck past its timeouts.
-    let stale_after = ctx.opts.interval * 3 + ctx.opts.probe.connect_timeout + ctx.opts.probe.query_timeout;
+    let stale_after =
+        ctx.opts.interval * 3 + ctx.opts.probe.connect_timeout + ctx.opts.probe.query_timeout;
     let mut batch = Vec::new();
     for (name, state) in states {
         let mut observations = Vec::new();
         for addr in &state.members {
-            let Some(mut obs) = snapshot.get(addr).cloned() else { continue };
+            let Some(mut obs) = snapshot.get(addr).cloned() else {
+                continue;
+            };
             let age = now.saturating_sub(obs.at_unix_ms);
             if age > stale_after.as_millis() as u64 {
                 obs.reachability = Reachability::Unreachable(ProbeFailure {
@@ -309,7 +312,9 @@ async fn probe_loop(
             _ = cancel.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let Ok(_permit) = ctx.permits.acquire().await else { break };
+        let Ok(_permit) = ctx.permits.acquire().await else {
+            break;
+        };
         let at_unix_ms = now_ms();
         let started = Instant::now();
         let result = tokio::select! {

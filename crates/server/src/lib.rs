@@ -1,1 +1,119 @@
-//! The HTTP API.
+//! The HTTP API of the dbfleet daemon: `/healthz`, the read-only `/api/v1` views of
+//! clusters, topology, instances, problems and events, one mutating route (operator notes),
+//! and bearer-token auth.
+//!
+//! Only this crate knows JSON over HTTP. Handlers read the [`store::Store`] and the
+//! [`monitor::Stats`], convert model and store types to the [`wire`] types, and answer; every
+//! error goes through [`ApiError`], the one place that picks an HTTP status. `docs/API.md`
+//! documents every route.
+//!
+//! Invariant: the API never writes the store except through a route behind
+//! [`auth::require_token`], and never logs or echoes a token.
+
+pub mod auth;
+mod error;
+mod query;
+mod routes;
+mod topology;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use auth::Auth;
+pub use error::ApiError;
+
+/// The event kind of a note an operator appends with `POST /api/v1/events`.
+pub const OPERATOR_NOTE: &str = "operator_note";
+
+/// What every handler reads. Cloning is cheap.
+#[derive(Clone)]
+pub struct AppState {
+    /// The metadata store.
+    pub store: Arc<dyn store::Store>,
+    /// The watch loop's counters.
+    pub stats: Arc<monitor::Stats>,
+    /// Who may call the API.
+    pub auth: Auth,
+    /// The daemon's version, e.g. `env!("CARGO_PKG_VERSION")`.
+    pub version: &'static str,
+}
+
+/// The API's routes, with auth and a JSON 404/405 for everything else.
+pub fn router(state: AppState) -> Router {
+    let reads = Router::new()
+        .route("/api/v1/status", get(routes::status))
+        .route("/api/v1/clusters", get(routes::clusters))
+        .route("/api/v1/clusters/{name}", get(routes::cluster))
+        .route(
+            "/api/v1/clusters/{name}/topology",
+            get(routes::cluster_topology),
+        )
+        .route("/api/v1/instances", get(routes::instances))
+        .route("/api/v1/instances/{addr}", get(routes::instance))
+        .route("/api/v1/problems", get(routes::problems))
+        .route("/api/v1/events", get(routes::events))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::read_access,
+        ));
+    let writes = Router::new()
+        .route("/api/v1/events", post(routes::append_note))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .merge(reads)
+        .merge(writes)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// Serve the API on `listener` until `shutdown` is cancelled, then finish the requests in
+/// flight and return.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = listener
+        .local_addr()
+        .context("read the API listen address")?;
+    tracing::info!(%addr, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serve the API")?;
+    tracing::info!(%addr, "API stopped");
+    Ok(())
+}
+
+/// Logs each request at debug: method, path (never headers: they may hold a token), status
+/// and time taken.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "API request"
+    );
+    response
+}

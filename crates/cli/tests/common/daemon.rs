@@ -27,8 +27,14 @@ pub fn test_config(sb: &TestSandbox, api_port: u16, edit: impl Fn(String) -> Str
     let text = std::fs::read_to_string(dir.join("dbfleet.toml")).expect("sandbox wrote a config");
     let text = text
         .replace("127.0.0.1:7070", &format!("127.0.0.1:{api_port}"))
-        .replace("interval = \"1s\"", &format!("interval = \"{INTERVAL_MS}ms\""))
-        .replace("discovery_interval = \"10s\"", "discovery_interval = \"1s\"")
+        .replace(
+            "interval = \"1s\"",
+            &format!("interval = \"{INTERVAL_MS}ms\""),
+        )
+        .replace(
+            "discovery_interval = \"10s\"",
+            "discovery_interval = \"1s\"",
+        )
         .replace("max_lag = \"10s\"", "max_lag = \"2s\"");
     let path = dir.join("test-dbfleet.toml");
     std::fs::write(&path, edit(text)).unwrap();
@@ -70,7 +76,11 @@ impl Daemon {
                     break;
                 }
             }
-            assert!(Instant::now() < deadline, "daemon did not come up:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not come up:\n{}",
+                d.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         d
@@ -88,23 +98,33 @@ impl Daemon {
             .await
             .map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
-            return Err(format!("{} {}", resp.status(), resp.text().await.unwrap_or_default()));
+            return Err(format!(
+                "{} {}",
+                resp.status(),
+                resp.text().await.unwrap_or_default()
+            ));
         }
         resp.json().await.map_err(|e| e.to_string())
     }
 
     pub async fn get(&self, path: &str) -> Value {
-        self.try_get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// Analysis rounds completed so far.
     pub async fn rounds(&self) -> u64 {
-        self.get("/api/v1/status").await["stats"]["rounds"].as_u64().unwrap()
+        self.get("/api/v1/status").await["stats"]["rounds"]
+            .as_u64()
+            .unwrap()
     }
 
     /// Open problems of `cluster` as (kind, instance) pairs.
     pub async fn problems(&self, cluster: &str) -> Vec<(String, String)> {
-        let v = self.get(&format!("/api/v1/problems?cluster={cluster}")).await;
+        let v = self
+            .get(&format!("/api/v1/problems?cluster={cluster}"))
+            .await;
         v.as_array()
             .unwrap_or_else(|| v["problems"].as_array().expect("a list of problems"))
             .iter()
@@ -119,7 +139,13 @@ impl Daemon {
 
     /// Wait until `cluster` has an open problem of `kind` on `instance` ("" for none) and
     /// return how many analysis rounds that took from `since_round`.
-    pub async fn wait_problem(&self, cluster: &str, kind: &str, instance: &str, within: Duration) -> u64 {
+    pub async fn wait_problem(
+        &self,
+        cluster: &str,
+        kind: &str,
+        instance: &str,
+        within: Duration,
+    ) -> u64 {
         let since = self.rounds().await;
         let deadline = Instant::now() + within;
         loop {

@@ -1,0 +1,770 @@
+//! `dbfleet clusters`, `topology`, `problems` and `events`: clients of the daemon's HTTP API
+//! that print what it answers, as text for humans or (with `--json`) as the API's JSON.
+//!
+//! The rendering functions are pure (`&Value` in, `String` out) and tested on JSON fixtures;
+//! only [`Client`] does IO.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context as _};
+use serde_json::Value;
+
+use crate::{print_json, CliError};
+
+/// How long a call to the daemon may take, connect included.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the daemon's API is, and the token to call it with.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The daemon's API base URL.
+    #[arg(long, env = "DBFLEET_API", default_value = "http://127.0.0.1:7070")]
+    pub api: String,
+    /// File holding an API token (read on demand); needed when the daemon requires tokens
+    /// for reads.
+    #[arg(long, env = "DBFLEET_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// `dbfleet clusters`: every cluster at a glance.
+pub async fn clusters(api: &ApiArgs, json: bool) -> Result<(), CliError> {
+    let v = Client::new(api)?
+        .get(&["api", "v1", "clusters"], &[])
+        .await?;
+    show(&v, json, render_clusters)
+}
+
+/// `dbfleet topology CLUSTER`: the replication tree of one cluster.
+pub async fn topology(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), CliError> {
+    let v = Client::new(api)?
+        .get(&["api", "v1", "clusters", cluster, "topology"], &[])
+        .await?;
+    show(&v, json, render_topology)
+}
+
+/// `dbfleet problems [CLUSTER]`: the open problems, with their evidence.
+pub async fn problems(api: &ApiArgs, cluster: Option<&str>, json: bool) -> Result<(), CliError> {
+    let query: Vec<(&str, String)> = cluster
+        .map(|c| ("cluster", c.to_string()))
+        .into_iter()
+        .collect();
+    let v = Client::new(api)?
+        .get(&["api", "v1", "problems"], &query)
+        .await?;
+    show(&v, json, |v| render_problems(v, now_ms()))
+}
+
+/// `dbfleet events [CLUSTER]`: the newest `limit` events, oldest first.
+pub async fn events(
+    api: &ApiArgs,
+    cluster: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(c) = cluster {
+        query.push(("cluster", c.to_string()));
+    }
+    let v = Client::new(api)?
+        .get(&["api", "v1", "events"], &query)
+        .await?;
+    show(&v, json, render_events)
+}
+
+/// Print the API's JSON unchanged (pretty), or its rendering.
+fn show(v: &Value, json: bool, render: impl Fn(&Value) -> String) -> Result<(), CliError> {
+    if json {
+        print_json(v)
+    } else {
+        print!("{}", render(v));
+        Ok(())
+    }
+}
+
+/// A client of the daemon's API.
+struct Client {
+    /// The base URL as given, for messages.
+    shown: String,
+    base: reqwest::Url,
+    http: reqwest::Client,
+    /// Never printed.
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for `api`; reads the token file now, if one is given.
+    fn new(api: &ApiArgs) -> Result<Self, CliError> {
+        let shown = api.api.trim_end_matches('/').to_string();
+        let base = reqwest::Url::parse(&api.api)
+            .map_err(|e| CliError::usage(anyhow!("--api {:?} is not a URL: {e}", api.api)))?;
+        if base.scheme() != "http" || base.cannot_be_a_base() {
+            return Err(CliError::usage(anyhow!(
+                "--api {:?} must be an http:// URL such as http://127.0.0.1:7070",
+                api.api
+            )));
+        }
+        let token = api.token_file.as_deref().map(read_token).transpose()?;
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .build()
+            .context("build the HTTP client")?;
+        Ok(Self {
+            shown,
+            base,
+            http,
+            token,
+        })
+    }
+
+    /// The URL of the path `segments` (each percent-encoded) under the base, with `query`.
+    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("checked in Client::new: an http URL can be a base")
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
+    }
+
+    /// GET a JSON document; a non-2xx answer is an error with the API's own text.
+    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, CliError> {
+        let mut request = self.http.get(self.url(segments, query));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| self.send_error(e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
+        if !status.is_success() {
+            let text = parsed
+                .as_ref()
+                .and_then(|v| v["error"].as_str())
+                .map_or_else(|| format!("the daemon answered {status}"), str::to_string);
+            let hint = match status.as_u16() {
+                401 => " (give a token with --token-file or DBFLEET_TOKEN_FILE)",
+                _ => "",
+            };
+            return Err(anyhow!("{text}{hint}").into());
+        }
+        parsed.ok_or_else(|| {
+            anyhow!(
+                "the daemon at {} answered something that is not JSON",
+                self.shown
+            )
+            .into()
+        })
+    }
+
+    /// Why a call did not get an answer, in words an operator can act on.
+    fn send_error(&self, e: reqwest::Error) -> CliError {
+        let shown = &self.shown;
+        if e.is_connect() {
+            anyhow!("cannot reach the dbfleet daemon at {shown}: is `dbfleet serve` running?")
+        } else if e.is_timeout() {
+            anyhow!(
+                "the dbfleet daemon at {shown} did not answer within {} s",
+                TIMEOUT.as_secs()
+            )
+        } else {
+            anyhow!(e).context(format!("call the dbfleet daemon at {shown}"))
+        }
+        .into()
+    }
+}
+
+/// The token in a token file: its first line that is not blank or a `#` comment.
+fn read_token(path: &Path) -> Result<String, CliError> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read the token file {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .ok_or_else(|| CliError::usage(anyhow!("the token file {} holds no token", path.display())))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+// ---- rendering: pure ----
+
+/// The text of a JSON string field, or `-` when it is null or missing.
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The items of a JSON list field, none when missing.
+fn items<'v>(v: &'v Value, field: &str) -> &'v [Value] {
+    v[field].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// Rows in columns padded to their widest cell (the last column is not padded), each row
+/// followed by its extra lines.
+fn table(header: &[&str], rows: &[(Vec<String>, Vec<String>)]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for (cells, _) in rows {
+        for (w, c) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                let _ = write!(out, "{c:<w$}  ");
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    for (cells, extra) in rows {
+        out.push_str(&line(cells));
+        for e in extra {
+            let _ = writeln!(out, "{e}");
+        }
+    }
+    out
+}
+
+/// `GET /api/v1/clusters` as a table.
+pub fn render_clusters(v: &Value) -> String {
+    let clusters = items(v, "clusters");
+    if clusters.is_empty() {
+        return "no clusters: declare them in dbfleet.toml\n".into();
+    }
+    let rows: Vec<(Vec<String>, Vec<String>)> = clusters
+        .iter()
+        .map(|c| {
+            let cells = vec![
+                text(&c["name"]),
+                text(&c["primary"]),
+                text(&c["writer"]),
+                text(&c["instance_count"]),
+                text(&c["reachable_count"]),
+                text(&c["open_problem_count"]),
+                text(&c["worst_severity"]),
+            ];
+            (cells, Vec::new())
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "PRIMARY",
+            "WRITER",
+            "INSTANCES",
+            "REACHABLE",
+            "PROBLEMS",
+            "WORST",
+        ],
+        &rows,
+    )
+}
+
+/// `GET /api/v1/clusters/{name}/topology` as a tree: the primary's tree first, then the
+/// instances outside it, each line with role, address, threads, lag, GTID and errors.
+pub fn render_topology(v: &Value) -> String {
+    let nodes = items(v, "nodes");
+    let (tree, orphans): (Vec<&Value>, Vec<&Value>) = nodes
+        .iter()
+        .partition(|n| n["orphan"] == Value::Bool(false));
+    let cluster = text(&v["cluster"]);
+    let mut out = String::new();
+    if tree.is_empty() {
+        let _ = writeln!(out, "{cluster}  no primary can be named");
+    } else {
+        for (i, (prefix, node)) in tree_lines(&tree).into_iter().enumerate() {
+            let lead = if i == 0 {
+                format!("{cluster}  ")
+            } else {
+                prefix
+            };
+            let _ = writeln!(out, "{lead}{}", describe(node));
+        }
+        if !orphans.is_empty() {
+            let _ = writeln!(out, "outside the primary's tree:");
+        }
+    }
+    for (prefix, node) in tree_lines(&orphans) {
+        let _ = writeln!(out, "  {prefix}{}", describe(node));
+    }
+    out
+}
+
+/// Each node with its tree-drawing prefix, from the nodes' depth-first order and depths.
+fn tree_lines<'v>(nodes: &[&'v Value]) -> Vec<(String, &'v Value)> {
+    let depth = |n: &Value| n["depth"].as_u64().unwrap_or(0) as usize;
+    // open[k]: whether the ancestor at depth k + 1 has siblings still to come.
+    let mut open: Vec<bool> = Vec::new();
+    let mut out = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let d = depth(node);
+        if d == 0 {
+            open.clear();
+            out.push((String::new(), *node));
+            continue;
+        }
+        let last = nodes[i + 1..]
+            .iter()
+            .map(|n| depth(n))
+            .take_while(|&later| later >= d)
+            .all(|later| later > d);
+        open.resize(d - 1, false);
+        let mut prefix: String = open
+            .iter()
+            .map(|&more| if more { "│  " } else { "   " })
+            .collect();
+        prefix.push_str(if last { "└─ " } else { "├─ " });
+        open.push(!last);
+        out.push((prefix, *node));
+    }
+    out
+}
+
+/// One node's line, without its tree prefix.
+fn describe(n: &Value) -> String {
+    let mut parts = vec![format!("{} {}", text(&n["role"]), text(&n["addr"]))];
+    if n["reachable"] != Value::Bool(true) {
+        match &n["failure"] {
+            Value::Object(f) => parts.push(format!(
+                "UNREACHABLE ({}: {})",
+                f.get("kind").map_or("-".into(), text),
+                f.get("message").map_or("-".into(), text)
+            )),
+            _ if n["observed_at_ms"].is_null() => parts.push("not probed yet".into()),
+            _ => parts.push("UNREACHABLE".into()),
+        }
+    } else {
+        if !n["io_thread"].is_null() {
+            let io = match n["io_thread"].as_str() {
+                Some("yes") => "Yes",
+                Some("connecting") => "Connecting",
+                Some("no") => "No",
+                _ => "?",
+            };
+            let sql = if n["sql_running"] == Value::Bool(true) {
+                "Yes"
+            } else {
+                "No"
+            };
+            let lag = n["seconds_behind_source"]
+                .as_u64()
+                .map_or("NULL".into(), |s| format!("{s}s"));
+            let mut threads = format!("io={io} sql={sql} lag={lag}");
+            if let Some(delay) = n["sql_delay_s"].as_u64().filter(|d| *d > 0) {
+                let _ = write!(threads, " delay={delay}s");
+            }
+            parts.push(threads);
+        }
+        if let Some(g) = n["gtid"].as_str() {
+            parts.push(format!("gtid {g}"));
+        }
+        parts.push(match n["read_only"].as_bool() {
+            Some(true) => "[ro]".into(),
+            Some(false) => "[rw]".into(),
+            None => "[?]".into(),
+        });
+    }
+    if n["origin"] == "discovered" {
+        parts.push("(discovered)".into());
+    }
+    for (thread, errno, error) in [
+        ("IO", "last_io_errno", "last_io_error"),
+        ("SQL", "last_sql_errno", "last_sql_error"),
+    ] {
+        match (n[errno].as_u64(), n[error].as_str()) {
+            (Some(no), Some(e)) => parts.push(format!("{thread} error {no}: {e}")),
+            (Some(no), None) => parts.push(format!("{thread} error {no}")),
+            (None, Some(e)) => parts.push(format!("{thread} error: {e}")),
+            (None, None) => {}
+        }
+    }
+    parts.join("  ")
+}
+
+/// `GET /api/v1/problems` as a table, evidence indented below each problem; `SINCE` is the
+/// time open as of `now_ms`.
+pub fn render_problems(v: &Value, now_ms: u64) -> String {
+    let problems = items(v, "problems");
+    if problems.is_empty() {
+        return "no open problems\n".into();
+    }
+    let rows: Vec<(Vec<String>, Vec<String>)> = problems
+        .iter()
+        .map(|p| {
+            let since = p["first_seen_ms"]
+                .as_u64()
+                .map_or("-".into(), |t| age(now_ms.saturating_sub(t)));
+            let cells = vec![
+                text(&p["severity"]),
+                text(&p["kind"]),
+                text(&p["cluster"]),
+                text(&p["instance"]),
+                since,
+                text(&p["summary"]),
+            ];
+            let evidence = items(p, "evidence")
+                .iter()
+                .map(|e| format!("    {}: {}", text(&e["instance"]), text(&e["fact"])))
+                .collect();
+            (cells, evidence)
+        })
+        .collect();
+    table(
+        &[
+            "SEVERITY", "KIND", "CLUSTER", "INSTANCE", "SINCE", "SUMMARY",
+        ],
+        &rows,
+    )
+}
+
+/// `GET /api/v1/events` as a table, oldest first, times in UTC.
+pub fn render_events(v: &Value) -> String {
+    let events = items(v, "events");
+    if events.is_empty() {
+        return "no events\n".into();
+    }
+    let rows: Vec<(Vec<String>, Vec<String>)> = events
+        .iter()
+        .map(|e| {
+            let at = e["at_ms"].as_u64().map_or("-".into(), |ms| {
+                humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms))
+                    .to_string()
+            });
+            let cells = vec![
+                text(&e["id"]),
+                at,
+                text(&e["level"]),
+                text(&e["kind"]),
+                text(&e["cluster"]),
+                text(&e["instance"]),
+                text(&e["message"]),
+            ];
+            (cells, Vec::new())
+        })
+        .collect();
+    table(
+        &[
+            "ID", "TIME", "LEVEL", "KIND", "CLUSTER", "INSTANCE", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+/// A duration in ms as its two largest units: `42s`, `5m 3s`, `3h 12m`, `2d 4h`.
+fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// What `GET /api/v1/clusters/main/topology` answers for a primary, a healthy replica,
+    /// a replica whose SQL thread stopped, a chained replica, and two instances outside
+    /// the tree.
+    fn topology_fixture() -> Value {
+        let node = |addr: &str, role: &str, depth: u64, orphan: bool| {
+            json!({
+                "addr": addr, "role": role, "origin": "config", "orphan": orphan,
+                "depth": depth, "reachable": true, "failure": null, "source": null,
+                "flavor": "mariadb", "read_only": true, "io_thread": null,
+                "sql_running": null, "seconds_behind_source": null, "sql_delay_s": null,
+                "last_io_errno": null, "last_io_error": null, "last_sql_errno": null,
+                "last_sql_error": null, "gtid": "0-1-5", "server_id": 1,
+                "version": "10.11.6-MariaDB", "observed_at_ms": 1_700_000_000_000u64,
+            })
+        };
+        let replica = |addr: &str, depth: u64, source: &str| {
+            let mut n = node(addr, "replica", depth, false);
+            n["source"] = json!(source);
+            n["io_thread"] = json!("yes");
+            n["sql_running"] = json!(true);
+            n["seconds_behind_source"] = json!(0);
+            n["sql_delay_s"] = json!(0);
+            n
+        };
+        let mut primary = node("127.0.0.1:23306", "primary", 0, false);
+        primary["read_only"] = json!(false);
+        let healthy = replica("127.0.0.1:23307", 1, "127.0.0.1:23306");
+        let mut chained = replica("127.0.0.1:23310", 2, "127.0.0.1:23307");
+        chained["sql_delay_s"] = json!(3600);
+        chained["seconds_behind_source"] = json!(3590);
+        chained["origin"] = json!("discovered");
+        let mut broken = replica("127.0.0.1:23308", 1, "127.0.0.1:23306");
+        broken["sql_running"] = json!(false);
+        broken["seconds_behind_source"] = json!(null);
+        broken["gtid"] = json!("0-1-4");
+        broken["last_sql_errno"] = json!(1062);
+        broken["last_sql_error"] = json!("Duplicate entry '42' for key 'PRIMARY'");
+        let mut gone = node("127.0.0.1:23309", "unreachable", 0, true);
+        gone["reachable"] = json!(false);
+        gone["gtid"] = json!(null);
+        gone["read_only"] = json!(null);
+        gone["failure"] = json!({"kind": "refused", "message": "connection refused"});
+        let mut stray = node("127.0.0.1:23311", "unknown", 0, true);
+        stray["read_only"] = json!(false);
+        stray["gtid"] = json!("0-11-2");
+        json!({
+            "cluster": "main",
+            "primary": "127.0.0.1:23306",
+            "nodes": [primary, healthy, chained, broken, gone, stray],
+        })
+    }
+
+    #[test]
+    fn topology_is_a_tree_then_the_instances_outside_it() {
+        assert_eq!(
+            render_topology(&topology_fixture()),
+            "\
+main  primary 127.0.0.1:23306  gtid 0-1-5  [rw]
+├─ replica 127.0.0.1:23307  io=Yes sql=Yes lag=0s  gtid 0-1-5  [ro]
+│  └─ replica 127.0.0.1:23310  io=Yes sql=Yes lag=3590s delay=3600s  gtid 0-1-5  [ro]  (discovered)
+└─ replica 127.0.0.1:23308  io=Yes sql=No lag=NULL  gtid 0-1-4  [ro]  SQL error 1062: Duplicate entry '42' for key 'PRIMARY'
+outside the primary's tree:
+  unreachable 127.0.0.1:23309  UNREACHABLE (refused: connection refused)
+  unknown 127.0.0.1:23311  gtid 0-11-2  [rw]
+"
+        );
+    }
+
+    #[test]
+    fn topology_without_a_primary_lists_every_instance() {
+        let mut v = topology_fixture();
+        v["primary"] = Value::Null;
+        let nodes = v["nodes"].as_array_mut().unwrap();
+        nodes.retain(|n| n["orphan"] == true);
+        assert_eq!(
+            render_topology(&v),
+            "\
+main  no primary can be named
+  unreachable 127.0.0.1:23309  UNREACHABLE (refused: connection refused)
+  unknown 127.0.0.1:23311  gtid 0-11-2  [rw]
+"
+        );
+    }
+
+    #[test]
+    fn tree_prefixes_follow_depth() {
+        let nodes: Vec<Value> = [0, 1, 2, 2, 1, 2, 3, 1]
+            .iter()
+            .map(|d| json!({ "depth": d }))
+            .collect();
+        let refs: Vec<&Value> = nodes.iter().collect();
+        let prefixes: Vec<String> = tree_lines(&refs).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            prefixes,
+            [
+                "",
+                "├─ ",
+                "│  ├─ ",
+                "│  └─ ",
+                "├─ ",
+                "│  └─ ",
+                "│     └─ ",
+                "└─ ",
+            ]
+        );
+    }
+
+    #[test]
+    fn problems_with_evidence_below() {
+        let v = json!({"problems": [
+            {
+                "id": 3, "cluster": "main", "key": "ReplicaNotReplicating/127.0.0.1:23308",
+                "kind": "ReplicaNotReplicating", "instance": "127.0.0.1:23308",
+                "severity": "error", "summary": "127.0.0.1:23308 is not replicating",
+                "evidence": [{"instance": "127.0.0.1:23308",
+                              "fact": "io_thread=Yes sql_thread=No last_sql_errno=1062"}],
+                "first_seen_ms": 10_000_000, "last_seen_ms": 10_300_000, "cleared_ms": null
+            },
+            {
+                "id": 4, "cluster": "main", "key": "ReplicaMissing", "kind": "ReplicaMissing",
+                "instance": null, "severity": "warning",
+                "summary": "the primary has 1 of 2 replicas", "evidence": [],
+                "first_seen_ms": 2_803_000, "last_seen_ms": 10_300_000,
+                "cleared_ms": null
+            }
+        ]});
+        assert_eq!(
+            render_problems(&v, 10_303_000),
+            "\
+SEVERITY  KIND                   CLUSTER  INSTANCE         SINCE  SUMMARY
+error     ReplicaNotReplicating  main     127.0.0.1:23308  5m 3s  127.0.0.1:23308 is not replicating
+    127.0.0.1:23308: io_thread=Yes sql_thread=No last_sql_errno=1062
+warning   ReplicaMissing         main     -                2h 5m  the primary has 1 of 2 replicas
+"
+        );
+        assert_eq!(
+            render_problems(&json!({"problems": []}), 0),
+            "no open problems\n"
+        );
+    }
+
+    #[test]
+    fn clusters_and_events_tables() {
+        let v = json!({"clusters": [
+            {"name": "main", "primary": "127.0.0.1:23306", "writer": "127.0.0.1:23306",
+             "instance_count": 4, "reachable_count": 3, "open_problem_count": 2,
+             "worst_severity": "error"},
+            {"name": "other", "primary": null, "writer": null, "instance_count": 0,
+             "reachable_count": 0, "open_problem_count": 0, "worst_severity": null}
+        ]});
+        assert_eq!(
+            render_clusters(&v),
+            "\
+NAME   PRIMARY          WRITER           INSTANCES  REACHABLE  PROBLEMS  WORST
+main   127.0.0.1:23306  127.0.0.1:23306  4          3          2         error
+other  -                -                0          0          0         -
+"
+        );
+        let v = json!({"events": [
+            {"id": 7, "at_ms": 1_700_000_000_000u64, "cluster": null, "instance": null,
+             "kind": "daemon_started", "level": "info", "message": "dbfleet started",
+             "data": null},
+            {"id": 8, "at_ms": 1_700_000_005_000u64, "cluster": "main",
+             "instance": "127.0.0.1:23308", "kind": "problem_opened", "level": "error",
+             "message": "problem ReplicaNotReplicating/127.0.0.1:23308 opened", "data": {}}
+        ]});
+        assert_eq!(
+            render_events(&v),
+            "\
+ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSAGE
+7   2023-11-14T22:13:20Z  info   daemon_started  -        -                dbfleet started
+8   2023-11-14T22:13:25Z  error  problem_opened  main     127.0.0.1:23308  problem ReplicaNotReplicating/127.0.0.1:23308 opened
+"
+        );
+    }
+
+    #[test]
+    fn ages() {
+        assert_eq!(age(999), "0s");
+        assert_eq!(age(42_000), "42s");
+        assert_eq!(age(303_000), "5m 3s");
+        assert_eq!(age(3 * 3_600_000 + 12 * 60_000 + 5_000), "3h 12m");
+        assert_eq!(age(2 * 86_400_000 + 4 * 3_600_000), "2d 4h");
+    }
+
+    fn args(api: &str) -> ApiArgs {
+        ApiArgs {
+            api: api.into(),
+            token_file: None,
+        }
+    }
+
+    #[test]
+    fn urls_encode_segments_and_keep_a_base_path() {
+        let c = Client::new(&args("http://127.0.0.1:7070")).unwrap();
+        assert_eq!(
+            c.url(
+                &["api", "v1", "clusters", "a b/c", "topology"],
+                &[("limit", "5".into())]
+            )
+            .as_str(),
+            "http://127.0.0.1:7070/api/v1/clusters/a%20b%2Fc/topology?limit=5"
+        );
+        let c = Client::new(&args("http://proxy:80/dbfleet/")).unwrap();
+        assert_eq!(
+            c.url(&["api", "v1", "events"], &[]).as_str(),
+            "http://proxy/dbfleet/api/v1/events"
+        );
+        for bad in ["127.0.0.1:7070", "https://x", "not a url"] {
+            assert_eq!(Client::new(&args(bad)).err().unwrap().code, 2, "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_files_skip_comments_and_blank_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "# ops token\n\n  s3cret  \nsecond\n").unwrap();
+        assert_eq!(read_token(&path).unwrap(), "s3cret");
+        std::fs::write(&path, "# nothing\n").unwrap();
+        let e = read_token(&path).unwrap_err();
+        assert!(!format!("{:#}", e.error).contains("nothing"));
+    }
+
+    #[tokio::test]
+    async fn a_daemon_that_is_not_running_is_named() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let e = clusters(&args(&api), false).await.unwrap_err();
+        assert_eq!(e.code, 1);
+        assert_eq!(
+            format!("{:#}", e.error),
+            format!("cannot reach the dbfleet daemon at {api}: is `dbfleet serve` running?")
+        );
+    }
+
+    /// A real API server over an in-memory store with one cluster.
+    async fn serve() -> (String, tokio_util::sync::CancellationToken) {
+        use std::sync::Arc;
+        use store::Store as _;
+
+        let store = store::SqliteStore::open_in_memory().unwrap();
+        let spec = model::ClusterSpec {
+            name: "main".into(),
+            instances: Vec::new(),
+            expected_replicas: 0,
+            semi_sync: false,
+            max_lag: Duration::from_secs(10),
+        };
+        store.upsert_cluster(&spec, 1).await.unwrap();
+        let state = server::AppState {
+            store: Arc::new(store),
+            stats: Arc::new(monitor::Stats::default()),
+            auth: server::Auth::default(),
+            version: "test",
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let api = format!("http://{}", listener.local_addr().unwrap());
+        let cancel = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(server::serve(listener, state, cancel.clone()));
+        (api, cancel)
+    }
+
+    #[tokio::test]
+    async fn answers_and_errors_of_a_real_daemon() {
+        let (api, cancel) = serve().await;
+        let client = Client::new(&args(&api)).unwrap();
+        let topo = client
+            .get(&["api", "v1", "clusters", "main", "topology"], &[])
+            .await
+            .unwrap();
+        assert_eq!(render_topology(&topo), "main  no primary can be named\n");
+        let e = topology(&args(&api), "nope", false).await.unwrap_err();
+        assert_eq!(e.code, 1);
+        assert_eq!(format!("{:#}", e.error), "no cluster named \"nope\"");
+        let e = client
+            .get(&["api", "v1", "events"], &[("limit", "x".into())])
+            .await
+            .unwrap_err();
+        assert!(format!("{:#}", e.error).contains("`limit`"));
+        cancel.cancel();
+    }
+}

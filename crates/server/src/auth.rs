@@ -1,0 +1,99 @@
+//! Bearer-token auth: who may read and who may change, as two `axum` middleware functions.
+//!
+//! Tokens are compared by [`config::ApiTokens::accepts`] and never logged, echoed or put in
+//! an error.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
+use config::{ApiConfig, ApiTokens, ConfigError};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Who may call the API: the accepted tokens, and whether reads need one too.
+///
+/// Mutating calls always need a token; with no tokens configured they are refused.
+#[derive(Clone, Debug, Default)]
+pub struct Auth {
+    /// The accepted tokens (`api.tokens_file`).
+    pub tokens: ApiTokens,
+    /// Whether read-only calls need a token too (`api.require_token_for_reads`).
+    pub require_token_for_reads: bool,
+}
+
+impl Auth {
+    /// Auth from its parts.
+    pub fn new(tokens: ApiTokens, require_token_for_reads: bool) -> Self {
+        Self {
+            tokens,
+            require_token_for_reads,
+        }
+    }
+
+    /// Auth as `[api]` configures it; reads the tokens file now.
+    pub fn from_config(api: &ApiConfig) -> Result<Self, ConfigError> {
+        Ok(Self::new(api.load_tokens()?, api.require_token_for_reads))
+    }
+
+    /// Whether the request carries an accepted `Authorization: Bearer <token>` header.
+    ///
+    /// No tokens configured is 403 whatever was sent; no header or another scheme is 401; a
+    /// token that is not accepted is 403.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        if self.tokens.is_empty() {
+            return Err(ApiError::Forbidden(
+                "this call needs an API token, but the daemon has none configured: set \
+                 api.tokens_file in dbfleet.toml to a file of tokens and restart it"
+                    .into(),
+            ));
+        }
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::Unauthorized(
+                "this call needs an API token: send the header `Authorization: Bearer <token>`"
+                    .into(),
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty());
+        let Some(token) = token else {
+            return Err(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`".into(),
+            ));
+        };
+        if !self.tokens.accepts(token) {
+            tracing::warn!("API call refused: the bearer token is not accepted");
+            return Err(ApiError::Forbidden("the API token is not accepted".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Middleware for read-only routes: passes every request, unless `require_token_for_reads`
+/// asks for a token.
+pub async fn read_access(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if state.auth.require_token_for_reads {
+        state.auth.check(request.headers())?;
+    }
+    Ok(next.run(request).await)
+}
+
+/// Middleware for mutating routes: passes only requests with an accepted token.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    state.auth.check(request.headers())?;
+    Ok(next.run(request).await)
+}

@@ -1,0 +1,283 @@
+//! The route handlers: read the store, convert to wire types, answer JSON.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::Json;
+use model::{InstanceAddr, Observation};
+use store::{EventLevel, EventQuery, NewEvent, ProblemRecord, MAX_EVENT_LIMIT};
+
+use crate::error::ApiError;
+use crate::query::{Params, RawParams};
+use crate::wire::{
+    ClusterDetail, ClusterList, ClusterSummary, Event, EventList, Health, Instance, InstanceList,
+    NewNote, Problem, ProblemList, Spec, Status, Topology,
+};
+use crate::{topology, AppState, OPERATOR_NOTE};
+
+/// How many events or problem-history rows a call returns when `limit` is not given.
+const DEFAULT_LIMIT: usize = 100;
+
+/// The daemon's clock, in ms since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A path parameter, or a 400 naming it.
+fn path_param(path: Result<Path<String>, PathRejection>, name: &str) -> Result<String, ApiError> {
+    path.map(|Path(v)| v)
+        .map_err(|e| ApiError::BadRequest(format!("path parameter `{name}`: {e}")))
+}
+
+/// The cluster's record, or a 404 naming it.
+async fn known_cluster(state: &AppState, name: &str) -> Result<store::ClusterRecord, ApiError> {
+    state
+        .store
+        .cluster(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no cluster named {name:?}")))
+}
+
+/// The observations of a cluster, without the cluster names.
+fn observations_only(rows: Vec<(String, Observation)>) -> Vec<Observation> {
+    rows.into_iter().map(|(_, o)| o).collect()
+}
+
+/// `GET /healthz`.
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        version: state.version.into(),
+    })
+}
+
+/// `GET /api/v1/status`.
+pub async fn status(
+    State(state): State<AppState>,
+    raw: RawParams,
+) -> Result<Json<Status>, ApiError> {
+    Params::parse(raw, &[])?;
+    Ok(Json(Status {
+        version: state.version.into(),
+        now_ms: now_ms(),
+        stats: state.stats.snapshot().into(),
+    }))
+}
+
+/// `GET /api/v1/clusters`.
+pub async fn clusters(
+    State(state): State<AppState>,
+    raw: RawParams,
+) -> Result<Json<ClusterList>, ApiError> {
+    Params::parse(raw, &[])?;
+    let records = state.store.clusters().await?;
+    let mut instance_counts: BTreeMap<String, usize> = BTreeMap::new();
+    for i in state.store.instances(None).await? {
+        *instance_counts.entry(i.cluster).or_default() += 1;
+    }
+    let mut observations: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
+    for (cluster, o) in state.store.last_observations(None).await? {
+        observations.entry(cluster).or_default().push(o);
+    }
+    let open = state.store.open_problems(None).await?;
+    let clusters = records
+        .iter()
+        .map(|r| {
+            let problems: Vec<&ProblemRecord> =
+                open.iter().filter(|p| p.cluster == r.name).collect();
+            ClusterSummary::build(
+                r,
+                instance_counts.get(&r.name).copied().unwrap_or(0),
+                observations.get(&r.name).map_or(&[], Vec::as_slice),
+                &problems,
+            )
+        })
+        .collect();
+    Ok(Json(ClusterList { clusters }))
+}
+
+/// `GET /api/v1/clusters/{name}`.
+pub async fn cluster(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    raw: RawParams,
+) -> Result<Json<ClusterDetail>, ApiError> {
+    let name = path_param(path, "name")?;
+    Params::parse(raw, &[])?;
+    let record = known_cluster(&state, &name).await?;
+    let instances = state.store.instances(Some(&name)).await?;
+    let observations = observations_only(state.store.last_observations(Some(&name)).await?);
+    let open = state.store.open_problems(Some(&name)).await?;
+    let summary = ClusterSummary::build(
+        &record,
+        instances.len(),
+        &observations,
+        &open.iter().collect::<Vec<_>>(),
+    );
+    Ok(Json(ClusterDetail {
+        summary,
+        updated_ms: record.updated_ms,
+        spec: Spec::from(&record.spec),
+    }))
+}
+
+/// `GET /api/v1/clusters/{name}/topology`.
+pub async fn cluster_topology(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    raw: RawParams,
+) -> Result<Json<Topology>, ApiError> {
+    let name = path_param(path, "name")?;
+    Params::parse(raw, &[])?;
+    known_cluster(&state, &name).await?;
+    let instances = state.store.instances(Some(&name)).await?;
+    let observations = observations_only(state.store.last_observations(Some(&name)).await?);
+    Ok(Json(topology::build(&name, &instances, &observations)))
+}
+
+/// `GET /api/v1/instances?cluster=NAME`.
+pub async fn instances(
+    State(state): State<AppState>,
+    raw: RawParams,
+) -> Result<Json<InstanceList>, ApiError> {
+    let params = Params::parse(raw, &["cluster"])?;
+    let cluster = params.get("cluster")?;
+    if let Some(name) = cluster {
+        known_cluster(&state, name).await?;
+    }
+    let mut observations: BTreeMap<InstanceAddr, Observation> = state
+        .store
+        .last_observations(cluster)
+        .await?
+        .into_iter()
+        .map(|(_, o)| (o.addr.clone(), o))
+        .collect();
+    let instances = state
+        .store
+        .instances(cluster)
+        .await?
+        .iter()
+        .map(|i| Instance::new(i, observations.remove(&i.addr)))
+        .collect();
+    Ok(Json(InstanceList { instances }))
+}
+
+/// `GET /api/v1/instances/{addr}`.
+pub async fn instance(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    raw: RawParams,
+) -> Result<Json<Instance>, ApiError> {
+    let text = path_param(path, "addr")?;
+    Params::parse(raw, &[])?;
+    let addr: InstanceAddr = text
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("path parameter `addr`: {e}")))?;
+    // An address in several clusters is a config mistake; the first cluster by name wins.
+    let record = state
+        .store
+        .instances(None)
+        .await?
+        .into_iter()
+        .find(|i| i.addr == addr)
+        .ok_or_else(|| ApiError::NotFound(format!("no instance {addr} in any cluster")))?;
+    let observation = state.store.last_observation(&addr).await?;
+    Ok(Json(Instance::new(&record, observation)))
+}
+
+/// `GET /api/v1/problems?cluster=NAME&history=BOOL&limit=N`.
+pub async fn problems(
+    State(state): State<AppState>,
+    raw: RawParams,
+) -> Result<Json<ProblemList>, ApiError> {
+    let params = Params::parse(raw, &["cluster", "history", "limit"])?;
+    let cluster = params.get("cluster")?;
+    let history = params.boolean("history", false)?;
+    let limit = params.number("limit", DEFAULT_LIMIT, MAX_EVENT_LIMIT)?;
+    if !history && params.get("limit")?.is_some() {
+        return Err(ApiError::BadRequest(
+            "query parameter `limit` applies only with history=true".into(),
+        ));
+    }
+    if let Some(name) = cluster {
+        known_cluster(&state, name).await?;
+    }
+    let records = if history {
+        state.store.problem_history(cluster, limit).await?
+    } else {
+        state.store.open_problems(cluster).await?
+    };
+    Ok(Json(ProblemList {
+        problems: records.iter().map(Problem::from).collect(),
+    }))
+}
+
+/// `GET /api/v1/events?cluster=NAME&after_id=N&limit=N&kind=K`.
+///
+/// An unknown cluster is not an error here: the log keeps the events of clusters since
+/// removed from the config.
+pub async fn events(
+    State(state): State<AppState>,
+    raw: RawParams,
+) -> Result<Json<EventList>, ApiError> {
+    let params = Params::parse(raw, &["cluster", "after_id", "limit", "kind"])?;
+    let query = EventQuery {
+        cluster: params.get("cluster")?.map(str::to_string),
+        after_id: match params.get("after_id")? {
+            Some(_) => Some(params.number("after_id", 0, i64::MAX)?),
+            None => None,
+        },
+        limit: params.number("limit", DEFAULT_LIMIT, MAX_EVENT_LIMIT)?,
+        kinds: params.list("kind")?,
+    };
+    let events = state.store.events(&query).await?;
+    Ok(Json(EventList {
+        events: events.into_iter().map(Event::from).collect(),
+    }))
+}
+
+/// `POST /api/v1/events`: append an operator's note (kind `operator_note`). Answers 201
+/// with the event as stored.
+pub async fn append_note(
+    State(state): State<AppState>,
+    raw: RawParams,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Event>), ApiError> {
+    Params::parse(raw, &[])?;
+    let note: NewNote = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))?;
+    let message = note.message.trim();
+    if message.is_empty() {
+        return Err(ApiError::BadRequest("field `message` is empty".into()));
+    }
+    if message.len() > NewNote::MAX_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "field `message` is longer than {} bytes",
+            NewNote::MAX_LEN
+        )));
+    }
+    let mut event = NewEvent::new(now_ms(), OPERATOR_NOTE, EventLevel::Info, message);
+    if let Some(name) = note.cluster {
+        known_cluster(&state, &name).await?;
+        event = event.with_cluster(name);
+    }
+    let stored = state.store.append_event(&event).await?;
+    tracing::info!(id = stored.id, cluster = ?stored.cluster, "operator note appended");
+    Ok((StatusCode::CREATED, Json(Event::from(stored))))
+}
+
+/// Any path no route matches: 404.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+/// A route that exists, called with a method it does not take: 405.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
+}
