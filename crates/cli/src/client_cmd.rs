@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::{print_json, CliError};
@@ -30,18 +32,18 @@ pub struct ApiArgs {
 
 /// `dbfleet clusters`: every cluster at a glance.
 pub async fn clusters(api: &ApiArgs, json: bool) -> Result<(), CliError> {
-    let v = Client::new(api)?
+    let answer = Client::new(api)?
         .get(&["api", "v1", "clusters"], &[])
         .await?;
-    show(&v, json, render_clusters)
+    show(&answer, json, render_clusters)
 }
 
 /// `dbfleet topology CLUSTER`: the replication tree of one cluster.
 pub async fn topology(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), CliError> {
-    let v = Client::new(api)?
+    let answer = Client::new(api)?
         .get(&["api", "v1", "clusters", cluster, "topology"], &[])
         .await?;
-    show(&v, json, render_topology)
+    show(&answer, json, render_topology)
 }
 
 /// `dbfleet problems [CLUSTER]`: the open problems, with their evidence.
@@ -50,10 +52,10 @@ pub async fn problems(api: &ApiArgs, cluster: Option<&str>, json: bool) -> Resul
         .map(|c| ("cluster", c.to_string()))
         .into_iter()
         .collect();
-    let v = Client::new(api)?
+    let answer = Client::new(api)?
         .get(&["api", "v1", "problems"], &query)
         .await?;
-    show(&v, json, |v| render_problems(v, now_ms()))
+    show(&answer, json, |v| render_problems(v, now_ms()))
 }
 
 /// `dbfleet events [CLUSTER]`: the newest `limit` events, oldest first.
@@ -67,20 +69,30 @@ pub async fn events(
     if let Some(c) = cluster {
         query.push(("cluster", c.to_string()));
     }
-    let v = Client::new(api)?
+    let answer = Client::new(api)?
         .get(&["api", "v1", "events"], &query)
         .await?;
-    show(&v, json, render_events)
+    show(&answer, json, render_events)
 }
 
-/// Print the API's JSON unchanged (pretty), or its rendering.
-fn show(v: &Value, json: bool, render: impl Fn(&Value) -> String) -> Result<(), CliError> {
+/// Print the API's JSON unchanged (pretty, keys in the order the API sent them), or its
+/// rendering.
+fn show(answer: &Answer, json: bool, render: impl Fn(&Value) -> String) -> Result<(), CliError> {
     if json {
-        print_json(v)
+        let doc: Ordered =
+            serde_json::from_slice(&answer.body).context("read the daemon's answer")?;
+        print_json(&doc)
     } else {
-        print!("{}", render(v));
+        print!("{}", render(&answer.value));
         Ok(())
     }
+}
+
+/// A successful JSON answer of the daemon: as parsed, and as received.
+#[derive(Debug)]
+struct Answer {
+    value: Value,
+    body: Vec<u8>,
 }
 
 /// A client of the daemon's API.
@@ -132,7 +144,7 @@ impl Client {
     }
 
     /// GET a JSON document; a non-2xx answer is an error with the API's own text.
-    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, CliError> {
+    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
         let mut request = self.http.get(self.url(segments, query));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -152,13 +164,17 @@ impl Client {
             };
             return Err(anyhow!("{text}{hint}").into());
         }
-        parsed.ok_or_else(|| {
-            anyhow!(
+        match parsed {
+            Some(value) => Ok(Answer {
+                value,
+                body: body.to_vec(),
+            }),
+            None => Err(anyhow!(
                 "the daemon at {} answered something that is not JSON",
                 self.shown
             )
-            .into()
-        })
+            .into()),
+        }
     }
 
     /// Why a call did not get an answer, in words an operator can act on.
@@ -178,10 +194,99 @@ impl Client {
     }
 }
 
+/// A JSON value that keeps its objects' keys in order (`serde_json::Value` sorts them), so
+/// `--json` prints the API's answer as it came, only re-indented.
+#[derive(Debug, PartialEq)]
+enum Ordered {
+    Null,
+    Bool(bool),
+    Number(serde_json::Number),
+    String(String),
+    Array(Vec<Ordered>),
+    Object(Vec<(String, Ordered)>),
+}
+
+impl Serialize for Ordered {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Null => s.serialize_unit(),
+            Self::Bool(b) => s.serialize_bool(*b),
+            Self::Number(n) => n.serialize(s),
+            Self::String(t) => s.serialize_str(t),
+            Self::Array(items) => s.collect_seq(items),
+            Self::Object(entries) => s.collect_map(entries.iter().map(|(k, v)| (k, v))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(OrderedVisitor)
+    }
+}
+
+/// Builds an [`Ordered`] from any JSON value.
+struct OrderedVisitor;
+
+impl<'de> Visitor<'de> for OrderedVisitor {
+    type Value = Ordered;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Ordered, E> {
+        Ok(Ordered::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Ordered, E> {
+        Ok(Ordered::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ordered, E> {
+        Ok(Ordered::Number(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ordered, E> {
+        Ok(Ordered::Number(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ordered, E> {
+        serde_json::Number::from_f64(v)
+            .map(Ordered::Number)
+            .ok_or_else(|| E::custom("a number that is not finite"))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Ordered, E> {
+        Ok(Ordered::String(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Ordered, E> {
+        Ok(Ordered::String(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Ordered, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Ordered::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry::<String, Ordered>()? {
+            entries.push(entry);
+        }
+        Ok(Ordered::Object(entries))
+    }
+}
+
 /// The token in a token file: its first line that is not blank or a `#` comment.
 fn read_token(path: &Path) -> Result<String, CliError> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read the token file {}", path.display()))?;
+        .with_context(|| format!("read the token file {}", path.display()))
+        .map_err(CliError::usage)?;
     text.lines()
         .map(str::trim)
         .find(|l| !l.is_empty() && !l.starts_with('#'))
@@ -661,6 +766,13 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
     }
 
     #[test]
+    fn ordered_json_round_trips_in_order() {
+        let text = r#"{"z":1,"a":[true,null,"x",1.5,-2,18446744073709551615],"m":{"y":{},"b":[]}}"#;
+        let doc: Ordered = serde_json::from_str(text).unwrap();
+        assert_eq!(serde_json::to_string(&doc).unwrap(), text);
+    }
+
+    #[test]
     fn ages() {
         assert_eq!(age(999), "0s");
         assert_eq!(age(42_000), "42s");
@@ -756,7 +868,16 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             .get(&["api", "v1", "clusters", "main", "topology"], &[])
             .await
             .unwrap();
-        assert_eq!(render_topology(&topo), "main  no primary can be named\n");
+        assert_eq!(
+            render_topology(&topo.value),
+            "main  no primary can be named\n"
+        );
+        let doc: Ordered = serde_json::from_slice(&topo.body).unwrap();
+        assert_eq!(
+            serde_json::to_string(&doc).unwrap(),
+            r#"{"cluster":"main","primary":null,"nodes":[]}"#,
+            "--json keeps the API's key order"
+        );
         let e = topology(&args(&api), "nope", false).await.unwrap_err();
         assert_eq!(e.code, 1);
         assert_eq!(format!("{:#}", e.error), "no cluster named \"nope\"");

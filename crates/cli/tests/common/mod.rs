@@ -119,7 +119,12 @@ impl TestSandbox {
 
     /// An admin session to a member over TCP.
     pub async fn session(&self, member: &str) -> Session {
-        Session::connect(&self.addr(member), &self.admin(), ProbeOptions::default())
+        // Test statements such as STOP SLAVE may take longer than a probe's 1 s.
+        let opts = ProbeOptions {
+            connect_timeout: std::time::Duration::from_secs(5),
+            query_timeout: std::time::Duration::from_secs(15),
+        };
+        Session::connect(&self.addr(member), &self.admin(), opts)
             .await
             .expect("connect")
     }
