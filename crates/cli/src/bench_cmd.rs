@@ -27,6 +27,32 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time dead-primary detection: start a 3-member sandbox and the real watch loop, SIGKILL
+    /// the primary, and measure kill → `DeadPrimary` opened in the store. Restarts the primary
+    /// between runs.
+    Detection {
+        /// How many kills to time.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// The probe interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// The primary's port.
+        #[arg(long, default_value_t = 23416)]
+        base_port: u16,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Serialize)]
+struct DetectionFigures {
+    runs: usize,
+    interval_ms: u64,
+    detection_ms: Vec<u64>,
+    p50_ms: u64,
+    max_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -49,6 +75,39 @@ fn p50_max(mut v: Vec<Duration>) -> (f64, f64) {
 /// Run a benchmark.
 pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
     match cmd {
+        BenchCommand::Detection {
+            runs,
+            interval,
+            base_port,
+            json,
+        } => {
+            if runs == 0 || runs > 100 {
+                return Err(CliError::usage(anyhow::anyhow!("--runs must be 1 to 100")));
+            }
+            let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
+            let result = detection(&root, runs, interval, base_port, json).await;
+            let _ = Sandbox::down(&root, "benchdet");
+            let _ = std::fs::remove_dir_all(&root);
+            let times = result?;
+            let mut sorted = times.clone();
+            sorted.sort();
+            let f = DetectionFigures {
+                runs,
+                interval_ms: interval.as_millis() as u64,
+                p50_ms: sorted[sorted.len() / 2],
+                max_ms: *sorted.last().unwrap_or(&0),
+                detection_ms: times,
+            };
+            if json {
+                print_json(&f)?;
+            } else {
+                println!(
+                    "dead-primary detection, probe interval {}ms, {} kills: p50 {}ms max {}ms (each: {:?})",
+                    f.interval_ms, f.runs, f.p50_ms, f.max_ms, f.detection_ms
+                );
+            }
+            Ok(())
+        }
         BenchCommand::Sandbox {
             runs,
             replicas,
@@ -107,4 +166,111 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Kill the primary `runs` times under the real watch loop; return kill → DeadPrimary in ms.
+async fn detection(
+    root: &std::path::Path,
+    runs: usize,
+    interval: Duration,
+    base_port: u16,
+    json: bool,
+) -> Result<Vec<u64>, CliError> {
+    use std::sync::Arc;
+
+    use model::{ClusterSpec, InstanceSpec, ProblemKind, PromotionRule};
+    use store::Store;
+
+    let name = "benchdet";
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 2,
+        semi_sync: false,
+        base_port,
+        root: root.to_path_buf(),
+    })
+    .await?;
+    let creds = sb.credentials()?.admin.credentials();
+    let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
+    let spec = ClusterSpec {
+        name: name.into(),
+        instances: sb
+            .manifest()
+            .members
+            .iter()
+            .map(|m| InstanceSpec {
+                addr: m.addr(),
+                promotion: PromotionRule::Neutral,
+            })
+            .collect(),
+        expected_replicas: 2,
+        semi_sync: false,
+        max_lag: Duration::from_secs(10),
+    };
+    let stats = Arc::new(monitor::Stats::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let watch = tokio::spawn(monitor::run(
+        monitor::WatchOptions {
+            interval,
+            discovery_interval: Duration::from_secs(10),
+            probe: probe::ProbeOptions {
+                connect_timeout: Duration::from_millis(500),
+                query_timeout: Duration::from_millis(500),
+            },
+            concurrency: 64,
+        },
+        vec![monitor::ClusterWatch {
+            spec,
+            credentials: creds,
+        }],
+        store.clone(),
+        stats,
+        cancel.clone(),
+    ));
+    let primary = sb.initial_primary().name.clone();
+    let healthy = |store: Arc<dyn Store>| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let open = store.open_problems(Some(name)).await?;
+            let seen = store.last_observations(Some(name)).await?;
+            if open.is_empty() && seen.len() == 3 {
+                return Ok::<(), CliError>(());
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!("cluster not healthy after 60s: {open:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut times = Vec::new();
+    let outcome: Result<(), CliError> = async {
+        for i in 0..runs {
+            healthy(store.clone()).await?;
+            let killed_ms = monitor::now_ms();
+            sb.kill(&primary)?;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let detected_ms = loop {
+                let open = store.open_problems(Some(name)).await?;
+                if let Some(p) = open.iter().find(|p| p.problem.kind == ProblemKind::DeadPrimary) {
+                    break p.first_seen_ms;
+                }
+                if Instant::now() > deadline {
+                    return Err(anyhow::anyhow!("no DeadPrimary 60s after the kill").into());
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let took = detected_ms.saturating_sub(killed_ms);
+            if !json {
+                eprintln!("run {}/{runs}: kill -> DeadPrimary {took}ms", i + 1);
+            }
+            times.push(took);
+            sb.start(&primary).await?;
+        }
+        Ok(())
+    }
+    .await;
+    cancel.cancel();
+    let _ = watch.await;
+    outcome?;
+    Ok(times)
 }
