@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds dbfleet, starts a 3-member MariaDB replication
-# sandbox on loopback, and probes each member. Run it again at any time; it is idempotent.
+# sandbox on loopback, probes each member, then runs the daemon on the sandbox's config and
+# shows the topology, a killed primary detected as DeadPrimary, and the recovery.
+# Run it again at any time; it is idempotent. DEMO_KEEP=1 leaves the daemon running.
 # Remove the sandbox with: target/release/dbfleet sandbox down --name demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,3 +24,39 @@ for addr in $(field 'print("\n".join(m["addr"] for m in d["members"]))'); do
   echo "==> dbfleet probe $addr --credentials $creds"
   $DBFLEET probe "$addr" --credentials "$creds"
 done
+
+config="$(field 'print(d["config_file"])')"
+api_port="${DEMO_API_PORT:-7070}"
+sed -i "s/^listen = .*/listen = \"127.0.0.1:${api_port}\"/" "$config"
+export DBFLEET_API="http://127.0.0.1:${api_port}"
+echo
+echo "==> dbfleet serve --config $config   (log: $(dirname "$config")/serve.log)"
+$DBFLEET serve --config "$config" >"$(dirname "$config")/serve.log" 2>&1 &
+serve_pid=$!
+stop_daemon() { kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true; }
+if [ "${DEMO_KEEP:-0}" != 1 ]; then trap stop_daemon EXIT; fi
+for _ in $(seq 1 100); do
+  $DBFLEET clusters >/dev/null 2>&1 && break
+  kill -0 "$serve_pid" 2>/dev/null || { cat "$(dirname "$config")/serve.log"; exit 1; }
+  sleep 0.1
+done
+sleep 2
+echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
+echo; echo "==> dbfleet problems"; $DBFLEET problems
+
+echo; echo "==> dbfleet sandbox kill demo m1   (SIGKILL the primary)"
+$DBFLEET sandbox kill demo m1
+for _ in $(seq 1 50); do
+  $DBFLEET problems demo --json | grep -q '"DeadPrimary"' && break
+  sleep 0.1
+done
+echo; echo "==> dbfleet problems demo"; $DBFLEET problems demo
+echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
+
+echo; echo "==> dbfleet sandbox start demo m1   (bring it back; dbfleet changes nothing yet)"
+$DBFLEET sandbox start demo m1
+sleep 3
+echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 10
+if [ "${DEMO_KEEP:-0}" = 1 ]; then
+  echo; echo "daemon left running (pid $serve_pid, API $DBFLEET_API); stop it with: kill $serve_pid"
+fi
