@@ -65,6 +65,13 @@ struct Figures {
     down_max_s: f64,
 }
 
+fn check_runs(runs: usize) -> Result<(), CliError> {
+    if runs == 0 || runs > 100 {
+        return Err(CliError::usage(anyhow::anyhow!("--runs must be 1 to 100")));
+    }
+    Ok(())
+}
+
 fn p50_max(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
     let p50 = v.get(v.len() / 2).copied().unwrap_or_default();
@@ -81,9 +88,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             base_port,
             json,
         } => {
-            if runs == 0 || runs > 100 {
-                return Err(CliError::usage(anyhow::anyhow!("--runs must be 1 to 100")));
-            }
+            check_runs(runs)?;
             let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
             let result = detection(&root, runs, interval, base_port, json).await;
             let _ = Sandbox::down(&root, "benchdet");
@@ -114,9 +119,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             base_port,
             json,
         } => {
-            if runs == 0 || runs > 100 {
-                return Err(CliError::usage(anyhow::anyhow!("--runs must be 1 to 100")));
-            }
+            check_runs(runs)?;
             let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
             let (mut ups, mut downs) = (Vec::new(), Vec::new());
             for i in 0..runs {
@@ -251,7 +254,10 @@ async fn detection(
             let deadline = Instant::now() + Duration::from_secs(60);
             let detected_ms = loop {
                 let open = store.open_problems(Some(name)).await?;
-                if let Some(p) = open.iter().find(|p| p.problem.kind == ProblemKind::DeadPrimary) {
+                if let Some(p) = open
+                    .iter()
+                    .find(|p| p.problem.kind == ProblemKind::DeadPrimary)
+                {
                     break p.first_seen_ms;
                 }
                 if Instant::now() > deadline {
