@@ -32,8 +32,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::Auth;
 pub use error::ApiError;
 
-/// The event kind of a note an operator appends with `POST /api/v1/events`.
-pub const OPERATOR_NOTE: &str = "operator_note";
+pub use store::kinds::OPERATOR_NOTE;
 
 /// What every handler reads. Cloning is cheap.
 #[derive(Clone)]

@@ -21,6 +21,8 @@ pub mod kinds {
     pub const DAEMON_STARTED: &str = "daemon_started";
     /// The daemon stopped cleanly.
     pub const DAEMON_STOPPED: &str = "daemon_stopped";
+    /// A note an operator added through the API.
+    pub const OPERATOR_NOTE: &str = "operator_note";
 }
 
 /// How much an event matters. A problem's [`Severity`] maps onto the same-named level; `Info`
