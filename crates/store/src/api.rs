@@ -2,6 +2,9 @@
 
 use model::{ClusterSpec, InstanceAddr, Observation, Problem};
 
+use crate::coord::{
+    ClusterLock, Leadership, NewOperation, OperationQuery, OperationRecord, OperationUpdate,
+};
 use crate::error::StoreError;
 use crate::event::{EventQuery, EventRecord, NewEvent};
 use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord};
@@ -25,19 +28,19 @@ use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord
 /// backend also refuses such statements with triggers. A retention policy, if one is ever
 /// needed, is a schema migration of its own and must be written down as such.
 ///
-/// # Still to come: cluster locks and the leader lease
+/// # Cluster locks and the leader lease
 ///
 /// Two operations must never run on one cluster at once, and only the leader control-plane
-/// node may act (ARCHITECTURE.md, invariant 2). The methods for that belong in this trait,
-/// beside the others, when the HA work lands:
+/// node may act (ARCHITECTURE.md, invariant 2):
 ///
-/// - a cluster lock: `try_lock_cluster(cluster, holder, ttl) -> Option<LockGuard>` with
-///   renew and release, held by an operation for its whole run;
-/// - a leader lease: `campaign(node, ttl)` / `renew` / `resign`, with a fencing token (a
-///   number that grows with each new leader) that every write of an acting node carries.
+/// - a cluster lock ([`Store::try_lock_cluster`], [`Store::unlock_cluster`]) is held by an
+///   operation for its whole run and renewed while it runs; it lapses after its TTL if its
+///   holder dies;
+/// - the leader lease ([`Store::campaign`], [`Store::resign`]) is taken or renewed by each
+///   node every tick; it carries a term, a fencing token that grows with each new leader.
 ///
-/// SQLite (one node) can back both with a table and the single writer connection; etcd backs
-/// them with leases and transactions on revision numbers.
+/// SQLite (one node) backs both with a table and the single writer connection, on the
+/// caller's clock; etcd backs them with leases and transactions, on etcd's clock.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     // ---- clusters ----
@@ -146,6 +149,74 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching the query, in ascending id order; see [`EventQuery`].
     async fn events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
+
+    // ---- operations ----
+
+    /// Record a new operation and return it with its id.
+    async fn create_operation(&self, op: &NewOperation) -> Result<OperationRecord, StoreError>;
+
+    /// Change an operation's state, step, context or error, and return it as stored. Moving
+    /// an operation out of a final state fails with [`StoreError::InvalidArgument`]; an
+    /// unknown id with [`StoreError::NotFound`]. Reaching a final state sets `finished_ms`.
+    async fn update_operation(
+        &self,
+        id: i64,
+        update: &OperationUpdate,
+    ) -> Result<OperationRecord, StoreError>;
+
+    /// The operation with that id, if any.
+    async fn operation(&self, id: i64) -> Result<Option<OperationRecord>, StoreError>;
+
+    /// Operations matching the query, newest first.
+    async fn operations(&self, query: &OperationQuery) -> Result<Vec<OperationRecord>, StoreError>;
+
+    // ---- cluster locks ----
+
+    /// Take the cluster's lock for `holder`, or renew it when `holder` has it already, for
+    /// `ttl_ms` from `now_ms`. Returns `false` when someone else holds a lock that has not
+    /// lapsed.
+    async fn try_lock_cluster(
+        &self,
+        cluster: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Release the cluster's lock if `holder` has it; returns whether it did.
+    async fn unlock_cluster(&self, cluster: &str, holder: &str) -> Result<bool, StoreError>;
+
+    /// Who holds the cluster's lock (even a lapsed one, with its expiry), if anyone.
+    async fn cluster_lock(&self, cluster: &str) -> Result<Option<ClusterLock>, StoreError>;
+
+    // ---- leader lease ----
+
+    /// Become the leader, or stay it, for `ttl_ms` from `now_ms`: succeeds when nobody leads,
+    /// the lease lapsed, or `node` leads already. Returns who leads afterwards.
+    async fn campaign(
+        &self,
+        node: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Leadership, StoreError>;
+
+    /// Give up leadership if `node` has it, so another node can take it at once.
+    async fn resign(&self, node: &str) -> Result<(), StoreError>;
+
+    // ---- settings ----
+
+    /// A small JSON value stored under `key` (switches such as recoveries on/off, recovery
+    /// acknowledgements, fenced instances), if any.
+    async fn kv_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Store `value` under `key`, replacing any.
+    async fn kv_put(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
+
+    /// Remove `key`; returns whether it was there.
+    async fn kv_delete(&self, key: &str) -> Result<bool, StoreError>;
+
+    /// Every key starting with `prefix`, with its value, in key order.
+    async fn kv_list(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
 
     // ---- lifecycle ----
 

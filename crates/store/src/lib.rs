@@ -16,12 +16,18 @@
 //! any.
 
 mod api;
+pub mod contract;
+mod coord;
 mod error;
 mod event;
 mod record;
 mod sqlite;
 
 pub use api::Store;
+pub use coord::{
+    ClusterLock, Leadership, NewOperation, OperationQuery, OperationRecord, OperationState,
+    OperationUpdate,
+};
 pub use error::StoreError;
 pub use event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 pub use record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};

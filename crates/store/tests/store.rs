@@ -611,3 +611,28 @@ async fn a_key_given_twice_opens_once_and_the_last_wins() {
     );
     assert!(s.sync_problems("c1", &[], 30).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_sqlite_store_keeps_the_coordination_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store::contract::coordination(&store).await;
+}
+
+#[tokio::test]
+async fn a_lapsed_lock_and_lease_pass_to_another_node() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    assert!(store.try_lock_cluster("c", "a", 1_000, 0).await.unwrap());
+    assert!(!store.try_lock_cluster("c", "b", 1_000, 999).await.unwrap());
+    assert!(
+        store
+            .try_lock_cluster("c", "b", 1_000, 1_000)
+            .await
+            .unwrap(),
+        "lapsed at ttl"
+    );
+    let a = store.campaign("a", 1_000, 0).await.unwrap();
+    assert!(!store.campaign("b", 1_000, 500).await.unwrap().is_leader);
+    let b = store.campaign("b", 1_000, 1_000).await.unwrap();
+    assert!(b.is_leader && b.term == a.term + 1);
+}

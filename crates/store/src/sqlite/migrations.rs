@@ -71,6 +71,45 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
     "#,
+    // 2: operations, cluster locks, the leader lease, settings.
+    r#"
+    CREATE TABLE operations (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        cluster      TEXT NOT NULL,
+        kind         TEXT NOT NULL,
+        trigger      TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN
+                       ('proposed', 'running', 'succeeded', 'rolled_back', 'failed', 'needs_human')),
+        step         TEXT NOT NULL,
+        data_json    TEXT NOT NULL,
+        error        TEXT,
+        owner        TEXT NOT NULL,
+        created_ms   INTEGER NOT NULL,
+        updated_ms   INTEGER NOT NULL,
+        finished_ms  INTEGER
+    ) STRICT;
+    CREATE INDEX operations_by_cluster ON operations (cluster, id);
+    CREATE INDEX operations_by_state ON operations (state, id);
+
+    CREATE TABLE cluster_locks (
+        cluster     TEXT PRIMARY KEY NOT NULL,
+        holder      TEXT NOT NULL,
+        expires_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    -- At most one row (id = 1): the leader lease.
+    CREATE TABLE leader (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        node        TEXT,
+        term        INTEGER NOT NULL,
+        expires_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE settings (
+        key         TEXT PRIMARY KEY NOT NULL,
+        value_json  TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 /// The schema version this binary writes: the number of migrations.

@@ -19,6 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::api::Store;
+use crate::coord::{
+    ClusterLock, Leadership, NewOperation, OperationQuery, OperationRecord, OperationState,
+    OperationUpdate,
+};
 use crate::error::StoreError;
 use crate::event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 use crate::record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
@@ -600,6 +604,308 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_operation(&self, op: &NewOperation) -> Result<OperationRecord, StoreError> {
+        let op = op.clone();
+        let data = to_json(&op.data, "operation data")?;
+        let created = sql_ms(op.created_ms)?;
+        self.with_conn(move |conn| {
+            let finished = op.state.is_final().then_some(created);
+            conn.prepare_cached(
+                "INSERT INTO operations (cluster, kind, trigger, state, step, data_json, owner, \
+                 created_ms, updated_ms, finished_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+            )?
+            .execute(params![
+                op.cluster,
+                op.kind,
+                op.trigger,
+                op.state.as_str(),
+                op.step,
+                data,
+                op.owner,
+                created,
+                finished
+            ])?;
+            let id = conn.last_insert_rowid();
+            read_operation(conn, id)?.ok_or_else(|| StoreError::NotFound(format!("operation {id}")))
+        })
+        .await
+    }
+
+    async fn update_operation(
+        &self,
+        id: i64,
+        update: &OperationUpdate,
+    ) -> Result<OperationRecord, StoreError> {
+        let update = update.clone();
+        let data = update
+            .data
+            .as_ref()
+            .map(|d| to_json(d, "operation data"))
+            .transpose()?;
+        let now = sql_ms(update.now_ms)?;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let current = read_operation(&tx, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
+            if current.state.is_final() && current.state != update.state {
+                return Err(StoreError::InvalidArgument(format!(
+                    "operation {id} is {} and final: it cannot become {}",
+                    current.state, update.state
+                )));
+            }
+            let finished = match (current.finished_ms, update.state.is_final()) {
+                (Some(f), _) => Some(sql_ms(f)?),
+                (None, true) => Some(now),
+                (None, false) => None,
+            };
+            tx.prepare_cached(
+                "UPDATE operations SET state = ?2, step = ?3, \
+                 data_json = coalesce(?4, data_json), error = coalesce(?5, error), \
+                 owner = coalesce(?6, owner), updated_ms = ?7, finished_ms = ?8 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                update.state.as_str(),
+                update.step,
+                data,
+                update.error,
+                update.owner,
+                now,
+                finished
+            ])?;
+            let rec = read_operation(&tx, id)?
+                .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
+            tx.commit()?;
+            Ok(rec)
+        })
+        .await
+    }
+
+    async fn operation(&self, id: i64) -> Result<Option<OperationRecord>, StoreError> {
+        self.with_conn(move |conn| read_operation(conn, id)).await
+    }
+
+    async fn operations(&self, query: &OperationQuery) -> Result<Vec<OperationRecord>, StoreError> {
+        let query = query.clone();
+        self.with_conn(move |conn| {
+            let mut sql = String::from(
+                "SELECT id, cluster, kind, trigger, state, step, data_json, error, owner, \
+                 created_ms, updated_ms, finished_ms FROM operations WHERE 1 = 1",
+            );
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = &query.cluster {
+                args.push(Value::Text(c.clone()));
+                sql.push_str(&format!(" AND cluster = ?{}", args.len()));
+            }
+            if let Some(k) = &query.kind {
+                args.push(Value::Text(k.clone()));
+                sql.push_str(&format!(" AND kind = ?{}", args.len()));
+            }
+            if !query.states.is_empty() {
+                let mut marks = Vec::new();
+                for st in &query.states {
+                    args.push(Value::Text(st.as_str().to_string()));
+                    marks.push(format!("?{}", args.len()));
+                }
+                sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+            }
+            let limit = match query.limit {
+                0 => MAX_EVENT_LIMIT,
+                n => n.min(MAX_EVENT_LIMIT),
+            };
+            sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params_from_iter(args), OperationRow::read)?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(OperationRow::decode).collect()
+        })
+        .await
+    }
+
+    async fn try_lock_cluster(
+        &self,
+        cluster: &str,
+        holder: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (cluster, holder) = (cluster.to_owned(), holder.to_owned());
+        let now = sql_ms(now_ms)?;
+        let expires = sql_ms(now_ms.saturating_add(ttl_ms))?;
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached(
+                    "INSERT INTO cluster_locks (cluster, holder, expires_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (cluster) DO UPDATE SET holder = excluded.holder, \
+                     expires_ms = excluded.expires_ms \
+                     WHERE cluster_locks.holder = excluded.holder OR cluster_locks.expires_ms <= ?4",
+                )?
+                .execute(params![cluster, holder, expires, now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn unlock_cluster(&self, cluster: &str, holder: &str) -> Result<bool, StoreError> {
+        let (cluster, holder) = (cluster.to_owned(), holder.to_owned());
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM cluster_locks WHERE cluster = ?1 AND holder = ?2")?
+                .execute(params![cluster, holder])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn cluster_lock(&self, cluster: &str) -> Result<Option<ClusterLock>, StoreError> {
+        let cluster = cluster.to_owned();
+        self.with_conn(move |conn| {
+            let row = conn
+                .prepare_cached("SELECT holder, expires_ms FROM cluster_locks WHERE cluster = ?1")?
+                .query_row(params![cluster], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            row.map(|(holder, expires)| {
+                Ok(ClusterLock {
+                    expires_ms: rust_ms(expires, || format!("lock expiry of {cluster}"))?,
+                    cluster: cluster.clone(),
+                    holder,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn campaign(
+        &self,
+        node: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+    ) -> Result<Leadership, StoreError> {
+        let node = node.to_owned();
+        let now = sql_ms(now_ms)?;
+        let expires = sql_ms(now_ms.saturating_add(ttl_ms))?;
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let row = tx
+                .query_row(
+                    "SELECT node, term, expires_ms FROM leader WHERE id = 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let (leader, term) = match row {
+                Some((Some(l), term, exp)) if l != node && exp > now => (Some(l), term),
+                Some((Some(l), term, _)) if l == node => {
+                    tx.execute(
+                        "UPDATE leader SET expires_ms = ?1 WHERE id = 1",
+                        params![expires],
+                    )?;
+                    (Some(l), term)
+                }
+                other => {
+                    let term = other.map(|(_, t, _)| t).unwrap_or(0) + 1;
+                    tx.execute(
+                        "INSERT INTO leader (id, node, term, expires_ms) VALUES (1, ?1, ?2, ?3) \
+                         ON CONFLICT (id) DO UPDATE SET node = excluded.node, \
+                         term = excluded.term, expires_ms = excluded.expires_ms",
+                        params![node, term, expires],
+                    )?;
+                    (Some(node.clone()), term)
+                }
+            };
+            tx.commit()?;
+            Ok(Leadership {
+                is_leader: leader.as_deref() == Some(node.as_str()),
+                leader,
+                term: term.max(0) as u64,
+            })
+        })
+        .await
+    }
+
+    async fn resign(&self, node: &str) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE leader SET node = NULL, expires_ms = 0 WHERE id = 1 AND node = ?1",
+                params![node],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            let v: Option<String> = conn
+                .prepare_cached("SELECT value_json FROM settings WHERE key = ?1")?
+                .query_row(params![key], |r| r.get(0))
+                .optional()?;
+            v.map(|v| from_json(&v, || format!("setting {key}")))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn kv_put(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        let value = to_json(value, "setting")?;
+        self.with_conn(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO settings (key, value_json) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json",
+            )?
+            .execute(params![key, value])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn kv_delete(&self, key: &str) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.with_conn(move |conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM settings WHERE key = ?1")?
+                .execute(params![key])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn kv_list(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let prefix = prefix.to_owned();
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT key, value_json FROM settings WHERE substr(key, 1, length(?1)) = ?1 \
+                 ORDER BY key",
+            )?;
+            let rows = stmt
+                .query_map(params![prefix], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(k, v)| {
+                    let value = from_json(&v, || format!("setting {k}"))?;
+                    Ok((k, value))
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn flush(&self) -> Result<(), StoreError> {
         if self.path.is_none() {
             return Ok(());
@@ -819,6 +1125,73 @@ impl EventRow {
 }
 
 /// A caller's timestamp as SQLite's INTEGER.
+fn read_operation(conn: &Connection, id: i64) -> Result<Option<OperationRecord>, StoreError> {
+    let row = conn
+        .prepare_cached(
+            "SELECT id, cluster, kind, trigger, state, step, data_json, error, owner, \
+             created_ms, updated_ms, finished_ms FROM operations WHERE id = ?1",
+        )?
+        .query_row(params![id], OperationRow::read)
+        .optional()?;
+    row.map(OperationRow::decode).transpose()
+}
+
+struct OperationRow {
+    id: i64,
+    cluster: String,
+    kind: String,
+    trigger: String,
+    state: String,
+    step: String,
+    data_json: String,
+    error: Option<String>,
+    owner: String,
+    created_ms: i64,
+    updated_ms: i64,
+    finished_ms: Option<i64>,
+}
+
+impl OperationRow {
+    fn read(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            cluster: r.get(1)?,
+            kind: r.get(2)?,
+            trigger: r.get(3)?,
+            state: r.get(4)?,
+            step: r.get(5)?,
+            data_json: r.get(6)?,
+            error: r.get(7)?,
+            owner: r.get(8)?,
+            created_ms: r.get(9)?,
+            updated_ms: r.get(10)?,
+            finished_ms: r.get(11)?,
+        })
+    }
+
+    fn decode(self) -> Result<OperationRecord, StoreError> {
+        let id = self.id;
+        let what = move || format!("operation {id}");
+        Ok(OperationRecord {
+            state: OperationState::parse(&self.state).ok_or_else(|| StoreError::Corrupt {
+                what: what(),
+                detail: format!("unknown state {:?}", self.state),
+            })?,
+            data: from_json(&self.data_json, what)?,
+            created_ms: rust_ms(self.created_ms, what)?,
+            updated_ms: rust_ms(self.updated_ms, what)?,
+            finished_ms: self.finished_ms.map(|f| rust_ms(f, what)).transpose()?,
+            id,
+            cluster: self.cluster,
+            kind: self.kind,
+            trigger: self.trigger,
+            step: self.step,
+            error: self.error,
+            owner: self.owner,
+        })
+    }
+}
+
 fn sql_ms(ms: u64) -> Result<i64, StoreError> {
     i64::try_from(ms).map_err(|_| {
         StoreError::InvalidArgument(format!("timestamp {ms} ms is past the year 292 million"))

@@ -1,0 +1,286 @@
+//! A contract every [`Store`] backend must pass for operations, locks, the leader lease and
+//! settings. Backends' tests call [`coordination`] on a fresh, empty store; it panics with a
+//! message on the first broken promise.
+
+use serde_json::json;
+
+use crate::{NewOperation, OperationQuery, OperationState, OperationUpdate, Store, StoreError};
+
+/// Run the coordination contract against an empty store. Times are made up and far from the
+/// present, so a backend that uses its own clock (etcd leases) must ignore `now_ms` for
+/// expiry and use the TTLs, which are long enough here never to lapse during the run.
+pub async fn coordination(store: &dyn Store) {
+    operations(store).await;
+    locks(store).await;
+    leader(store).await;
+    settings(store).await;
+}
+
+async fn operations(store: &dyn Store) {
+    let new = NewOperation {
+        cluster: "c1".into(),
+        kind: "failover".into(),
+        trigger: "auto".into(),
+        state: OperationState::Running,
+        step: "stop_io".into(),
+        data: json!({ "old_primary": "127.0.0.1:3306" }),
+        owner: "node-a".into(),
+        created_ms: 1_000,
+    };
+    let a = store.create_operation(&new).await.expect("create");
+    assert_eq!(a.state, OperationState::Running);
+    assert_eq!(a.step, "stop_io");
+    assert_eq!(a.data, new.data);
+    assert_eq!(a.finished_ms, None);
+    let b = store
+        .create_operation(&NewOperation {
+            cluster: "c2".into(),
+            kind: "switchover".into(),
+            ..new.clone()
+        })
+        .await
+        .expect("create second");
+    assert!(b.id > a.id, "ids grow: {} then {}", a.id, b.id);
+
+    let up = store
+        .update_operation(
+            a.id,
+            &OperationUpdate {
+                state: OperationState::Running,
+                step: "promote".into(),
+                data: Some(json!({ "candidate": "127.0.0.1:3307" })),
+                error: None,
+                owner: None,
+                now_ms: 2_000,
+            },
+        )
+        .await
+        .expect("update");
+    assert_eq!(up.step, "promote");
+    assert_eq!(up.data, json!({ "candidate": "127.0.0.1:3307" }));
+    assert_eq!(up.owner, "node-a", "owner kept when not given");
+    assert_eq!(up.updated_ms, 2_000);
+
+    let done = store
+        .update_operation(
+            a.id,
+            &OperationUpdate {
+                state: OperationState::Succeeded,
+                step: "done".into(),
+                data: None,
+                error: None,
+                owner: None,
+                now_ms: 3_000,
+            },
+        )
+        .await
+        .expect("finish");
+    assert_eq!(done.finished_ms, Some(3_000));
+    assert_eq!(
+        done.data,
+        json!({ "candidate": "127.0.0.1:3307" }),
+        "data kept"
+    );
+    let again = store
+        .update_operation(
+            a.id,
+            &OperationUpdate {
+                state: OperationState::Running,
+                step: "x".into(),
+                data: None,
+                error: None,
+                owner: None,
+                now_ms: 4_000,
+            },
+        )
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::InvalidArgument(_))),
+        "a final operation cannot run again: {again:?}"
+    );
+    let missing = store
+        .update_operation(
+            999_999,
+            &OperationUpdate {
+                state: OperationState::Failed,
+                step: "x".into(),
+                data: None,
+                error: Some("e".into()),
+                owner: None,
+                now_ms: 4_000,
+            },
+        )
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+
+    let running = store
+        .operations(&OperationQuery {
+            states: vec![OperationState::Running],
+            ..Default::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(running.iter().map(|o| o.id).collect::<Vec<_>>(), vec![b.id]);
+    let c1 = store
+        .operations(&OperationQuery {
+            cluster: Some("c1".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("query c1");
+    assert_eq!(c1.len(), 1);
+    assert_eq!(c1[0].state, OperationState::Succeeded);
+    let all = store
+        .operations(&OperationQuery::default())
+        .await
+        .expect("all");
+    assert_eq!(
+        all.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![b.id, a.id],
+        "newest first"
+    );
+    let by_kind = store
+        .operations(&OperationQuery {
+            kind: Some("switchover".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .expect("by kind");
+    assert_eq!(by_kind.len(), 1);
+    assert_eq!(
+        store.operation(a.id).await.expect("get").map(|o| o.id),
+        Some(a.id)
+    );
+    assert!(store
+        .operation(999_999)
+        .await
+        .expect("get missing")
+        .is_none());
+}
+
+async fn locks(store: &dyn Store) {
+    let ttl = 60_000;
+    assert!(store
+        .try_lock_cluster("c1", "a", ttl, 10_000)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .try_lock_cluster("c1", "b", ttl, 10_001)
+            .await
+            .unwrap(),
+        "a held lock refuses another holder"
+    );
+    assert!(
+        store
+            .try_lock_cluster("c1", "a", ttl, 10_002)
+            .await
+            .unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        store
+            .try_lock_cluster("c2", "b", ttl, 10_003)
+            .await
+            .unwrap(),
+        "locks are per cluster"
+    );
+    let held = store.cluster_lock("c1").await.unwrap().expect("held");
+    assert_eq!(held.holder, "a");
+    assert!(
+        !store.unlock_cluster("c1", "b").await.unwrap(),
+        "only the holder unlocks"
+    );
+    assert!(store.unlock_cluster("c1", "a").await.unwrap());
+    assert!(store.cluster_lock("c1").await.unwrap().is_none());
+    assert!(store
+        .try_lock_cluster("c1", "b", ttl, 10_004)
+        .await
+        .unwrap());
+    assert!(store.unlock_cluster("c1", "b").await.unwrap());
+    assert!(store.unlock_cluster("c2", "b").await.unwrap());
+}
+
+async fn leader(store: &dyn Store) {
+    let ttl = 60_000;
+    let a = store.campaign("node-a", ttl, 20_000).await.unwrap();
+    assert!(a.is_leader);
+    assert_eq!(a.leader.as_deref(), Some("node-a"));
+    let b = store.campaign("node-b", ttl, 20_001).await.unwrap();
+    assert!(
+        !b.is_leader,
+        "a second node does not lead while the lease holds"
+    );
+    assert_eq!(b.leader.as_deref(), Some("node-a"));
+    let a2 = store.campaign("node-a", ttl, 20_002).await.unwrap();
+    assert!(a2.is_leader);
+    assert_eq!(a2.term, a.term, "renewing keeps the term");
+    store.resign("node-b").await.unwrap();
+    assert!(
+        store
+            .campaign("node-a", ttl, 20_003)
+            .await
+            .unwrap()
+            .is_leader,
+        "b cannot resign a"
+    );
+    store.resign("node-a").await.unwrap();
+    let b2 = store.campaign("node-b", ttl, 20_004).await.unwrap();
+    assert!(b2.is_leader, "after a resigns, b leads");
+    assert!(
+        b2.term > a.term,
+        "the term grows with a new leader: {} then {}",
+        a.term,
+        b2.term
+    );
+    store.resign("node-b").await.unwrap();
+}
+
+async fn settings(store: &dyn Store) {
+    assert_eq!(store.kv_get("recoveries/enabled").await.unwrap(), None);
+    store
+        .kv_put("recoveries/enabled", &json!(false))
+        .await
+        .unwrap();
+    store
+        .kv_put("fenced/c1/127.0.0.1:3306", &json!({ "at_ms": 5 }))
+        .await
+        .unwrap();
+    store
+        .kv_put("fenced/c1/127.0.0.1:3307", &json!({ "at_ms": 6 }))
+        .await
+        .unwrap();
+    store
+        .kv_put("fenced/c10/127.0.0.1:3308", &json!({ "at_ms": 7 }))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("recoveries/enabled").await.unwrap(),
+        Some(json!(false))
+    );
+    store
+        .kv_put("recoveries/enabled", &json!(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.kv_get("recoveries/enabled").await.unwrap(),
+        Some(json!(true))
+    );
+    let listed = store.kv_list("fenced/c1/").await.unwrap();
+    assert_eq!(
+        listed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        vec!["fenced/c1/127.0.0.1:3306", "fenced/c1/127.0.0.1:3307"],
+        "a prefix lists its keys in order, and only its keys"
+    );
+    assert!(store.kv_delete("fenced/c1/127.0.0.1:3306").await.unwrap());
+    assert!(!store.kv_delete("fenced/c1/127.0.0.1:3306").await.unwrap());
+    assert_eq!(store.kv_list("fenced/c1/").await.unwrap().len(), 1);
+    // A prefix with SQL LIKE wildcards in it matches literally.
+    store.kv_put("a_b", &json!(1)).await.unwrap();
+    store.kv_put("axb", &json!(2)).await.unwrap();
+    assert_eq!(store.kv_list("a_").await.unwrap().len(), 1);
+}
