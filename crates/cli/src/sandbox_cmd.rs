@@ -230,6 +230,7 @@ fn write_config(sb: &Sandbox) -> Result<PathBuf, CliError> {
             &sb.manifest().name,
             &sb.dir().join("daemon"),
             &sb.admin_credentials_file(),
+            &sb.repl_credentials_file(),
             &instances,
             sb.manifest().semi_sync,
         );

@@ -10,7 +10,7 @@ use std::time::Duration;
 use model::PromotionRule;
 use serde::Deserialize;
 
-use crate::schema::{ApiConfig, ProbeConfig, StoreConfig};
+use crate::schema::{ApiConfig, FailoverConfig, NodeConfig, ProbeConfig, StoreConfig};
 use crate::serde_util;
 
 /// All of `dbfleet.toml`.
@@ -28,6 +28,8 @@ pub(crate) struct FileConfig {
     /// `[credentials.NAME]` entries.
     #[serde(default)]
     pub credentials: BTreeMap<String, FileCredentials>,
+    #[serde(default)]
+    pub node: NodeConfig,
     /// `[[cluster]]` entries.
     #[serde(default)]
     pub cluster: Vec<FileCluster>,
@@ -67,6 +69,9 @@ pub(crate) struct FileCluster {
     /// Reserved for a later feature.
     #[serde(default)]
     pub drt_allowed: bool,
+    pub replication_credentials: Option<String>,
+    #[serde(default)]
+    pub failover: FailoverConfig,
     /// `[[cluster.instance]]` entries.
     #[serde(default)]
     pub instance: Vec<FileInstance>,
@@ -81,6 +86,7 @@ pub(crate) struct FileInstance {
     /// Whether failover may promote it.
     #[serde(default)]
     pub promotion: PromotionRule,
+    pub site: Option<String>,
 }
 
 /// The default `max_lag`.

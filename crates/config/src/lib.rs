@@ -23,8 +23,9 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use sandbox::sandbox_config;
 pub use schema::{
-    ApiConfig, ClusterConfig, Config, CredentialsConfig, InstanceConfig, PasswordSource,
-    ProbeConfig, StoreConfig, MIN_PROBE_INTERVAL,
+    ApiConfig, ClusterConfig, Config, CredentialsConfig, FailoverConfig, FailoverMode,
+    InstanceConfig, NodeConfig, PasswordSource, ProbeConfig, StoreBackend, StoreConfig,
+    MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 

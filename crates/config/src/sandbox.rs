@@ -17,6 +17,7 @@ pub fn sandbox_config(
     name: &str,
     data_dir: &Path,
     credentials_file: &Path,
+    repl_credentials_file: &Path,
     instances: &[(InstanceAddr, bool)],
     semi_sync: bool,
 ) -> String {
@@ -52,6 +53,10 @@ discovery_interval = "10s"
 [credentials.admin]
 credentials_file = {credentials_file}
 
+# The replication account, for repointing replicas in failover and switchover.
+[credentials.repl]
+credentials_file = {repl_credentials_file}
+
 # The sandbox's replication cluster.
 [[cluster]]
 # The cluster is named after the sandbox.
@@ -66,11 +71,21 @@ semi_sync = {semi_sync}
 max_lag = "10s"
 # Reserved for a later feature.
 drt_allowed = false
+# Replicas replicate with [credentials.repl].
+replication_credentials = "repl"
+
+# What happens when the primary dies: "auto" fails over at once; "approve" proposes and
+# waits for `dbfleet failover`; "off" only alerts.
+[cluster.failover]
+mode = "auto"
+# No second automatic failover within this window, unless `dbfleet recoveries ack`.
+block_window = "10m"
 "#,
         name_q = quote(name),
         replica_word = if replicas == 1 { "replica" } else { "replicas" },
         data_dir = quote(&data_dir.to_string_lossy()),
         credentials_file = quote(&credentials_file.to_string_lossy()),
+        repl_credentials_file = quote(&repl_credentials_file.to_string_lossy()),
     );
     for (addr, primary) in instances {
         let role = if *primary {

@@ -30,6 +30,8 @@ pub struct Config {
     /// `[credentials.NAME]`: the accounts dbfleet logs in to managed servers with, by name.
     /// Only where each password is kept is recorded here, never the password.
     pub credentials: BTreeMap<String, CredentialsConfig>,
+    /// `[node]`: this control-plane node.
+    pub node: NodeConfig,
     /// `[[cluster]]`: the clusters dbfleet manages, in file order.
     #[serde(rename = "cluster")]
     pub clusters: Vec<ClusterConfig>,
@@ -43,6 +45,122 @@ pub struct StoreConfig {
     /// against the config file's directory.
     #[serde(serialize_with = "serde_util::path")]
     pub data_dir: PathBuf,
+    /// Where the metadata lives: `sqlite` (the default, one node, a file under `data_dir`)
+    /// or `etcd` (several control-plane nodes sharing one etcd cluster).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// The etcd endpoints (`http://127.0.0.1:2379`), for `backend = "etcd"`.
+    #[serde(default)]
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix every dbfleet key in etcd lives under.
+    #[serde(default = "default_etcd_prefix")]
+    pub etcd_prefix: String,
+}
+
+fn default_etcd_prefix() -> String {
+    "/dbfleet/".to_string()
+}
+
+/// The metadata store backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// SQLite, embedded: one control-plane node.
+    #[default]
+    Sqlite,
+    /// etcd: several control-plane nodes; one leads and acts, all observe.
+    Etcd,
+}
+
+/// `[node]`: this control-plane node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's name, unique among the nodes sharing a store. Defaults to
+    /// `HOSTNAME:PORT` of the API listener.
+    pub id: Option<String>,
+    /// How long the leader lease lasts without renewal; another node takes over after it.
+    /// The leader renews it every third of it.
+    #[serde(with = "serde_util::duration")]
+    pub lease_ttl: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: None,
+            lease_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// What the control plane does when a cluster's primary dies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverMode {
+    /// Fail over at once, within the anti-flapping rules.
+    Auto,
+    /// Record a proposed failover and page; a human runs `dbfleet failover CLUSTER`.
+    #[default]
+    Approve,
+    /// Alert only.
+    Off,
+}
+
+impl std::fmt::Display for FailoverMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Approve => "approve",
+            Self::Off => "off",
+        })
+    }
+}
+
+/// `[cluster.failover]`: the cluster's failover policy and hooks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverConfig {
+    /// `auto`, `approve` (the default) or `off`.
+    pub mode: FailoverMode,
+    /// After an automatic failover, no other automatic failover of this cluster runs for
+    /// this long, unless a human runs `dbfleet recoveries ack CLUSTER`.
+    #[serde(with = "serde_util::duration")]
+    pub block_window: Duration,
+    /// How long replicas may take to apply their relay logs before the candidate is chosen.
+    #[serde(with = "serde_util::duration")]
+    pub relay_apply_timeout: Duration,
+    /// How long a preferred candidate may take to catch up from the most advanced replica.
+    #[serde(with = "serde_util::duration")]
+    pub catch_up_timeout: Duration,
+    /// How long a switchover waits for its target to catch up, with writes blocked, before
+    /// it rolls back.
+    #[serde(with = "serde_util::duration")]
+    pub switchover_catch_up_timeout: Duration,
+    /// Shell commands (`sh -c`) run before promotion; one that fails or times out stops the
+    /// failover before anything changed. Environment: see docs/HOOKS.md.
+    pub pre_failover: Vec<String>,
+    /// Shell commands run after the new primary is writable; a failure is an alert, not a
+    /// rollback.
+    pub post_failover: Vec<String>,
+    /// How long one hook may run before it is killed.
+    #[serde(with = "serde_util::duration")]
+    pub hook_timeout: Duration,
+}
+
+impl Default for FailoverConfig {
+    fn default() -> Self {
+        Self {
+            mode: FailoverMode::default(),
+            block_window: Duration::from_secs(3600),
+            relay_apply_timeout: Duration::from_secs(10),
+            catch_up_timeout: Duration::from_secs(5),
+            switchover_catch_up_timeout: Duration::from_secs(5),
+            pre_failover: Vec::new(),
+            post_failover: Vec::new(),
+            hook_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// `[api]`: the daemon's HTTP API.
@@ -161,6 +279,11 @@ pub struct ClusterConfig {
     /// Whether the cluster may be used for DRT (reserved for a later feature). Default
     /// `false`.
     pub drt_allowed: bool,
+    /// The `[credentials]` entry replicas use to replicate (`CHANGE MASTER ... MASTER_USER`)
+    /// when failover or switchover repoints them. Without it, those operations refuse.
+    pub replication_credentials: Option<String>,
+    /// `[cluster.failover]`: the failover policy and hooks.
+    pub failover: FailoverConfig,
     /// `[[cluster.instance]]`: the instances the operator declares; discovery starts from
     /// them. At least one.
     #[serde(rename = "instance")]
@@ -175,6 +298,9 @@ pub struct InstanceConfig {
     /// Whether failover may promote it: `prefer`, `neutral` or `must_not`. Default
     /// `neutral`.
     pub promotion: PromotionRule,
+    /// The site (data centre, zone) the instance is in; failover prefers a candidate in
+    /// the dead primary's site.
+    pub site: Option<String>,
 }
 
 impl ClusterConfig {
@@ -188,6 +314,7 @@ impl ClusterConfig {
                 .map(|i| model::InstanceSpec {
                     addr: i.addr.clone(),
                     promotion: i.promotion,
+                    site: i.site.clone(),
                 })
                 .collect(),
             expected_replicas: self.expected_replicas,

@@ -139,6 +139,7 @@ fn defaults_apply() {
             instances: vec![model::InstanceSpec {
                 addr: InstanceAddr::new("127.0.0.1", 23306),
                 promotion: PromotionRule::Neutral,
+                site: None,
             }],
             expected_replicas: 0,
             semi_sync: false,
@@ -730,7 +731,7 @@ fn sandbox_config_round_trips() {
         (InstanceAddr::new("::1", 23308), false),
     ];
     for semi_sync in [false, true] {
-        let text = sandbox_config("demo-1", &data_dir, &creds, &instances, semi_sync);
+        let text = sandbox_config("demo-1", &data_dir, &creds, &creds, &instances, semi_sync);
         assert!(text.starts_with("# "), "{text}");
         let c = Config::from_str_at(&text, Path::new("/elsewhere"))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -745,6 +746,8 @@ fn sandbox_config_round_trips() {
         assert_eq!(addrs, want);
         let r = c.resolve_credentials(&c.clusters[0].credentials).unwrap();
         assert_eq!((r.user.as_str(), r.password()), ("root", "pw"));
+        assert_eq!(c.clusters[0].replication_credentials.as_deref(), Some("repl"));
+        assert_eq!(c.clusters[0].failover.mode, crate::FailoverMode::Auto);
         c.check_secrets().unwrap();
     }
 }

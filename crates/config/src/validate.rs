@@ -95,6 +95,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         mut api,
         probe,
         credentials,
+        node,
         cluster,
     } = file;
 
@@ -102,6 +103,15 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         errs.push(ConfigError::invalid("store.data_dir", "must not be empty"));
     }
     store.data_dir = resolve(base, &store.data_dir);
+    if store.backend == crate::StoreBackend::Etcd && store.etcd_endpoints.is_empty() {
+        errs.push(ConfigError::invalid(
+            "store.etcd_endpoints",
+            "needs at least one endpoint with backend = \"etcd\"",
+        ));
+    }
+    if node.lease_ttl < std::time::Duration::from_secs(1) {
+        errs.push(ConfigError::invalid("node.lease_ttl", "must be at least 1s"));
+    }
 
     match &api.tokens_file {
         Some(p) if p.as_os_str().is_empty() => {
@@ -175,6 +185,8 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             semi_sync,
             max_lag,
             drt_allowed,
+            replication_credentials,
+            failover,
             instance,
         } = c;
         let at = format!("cluster[{ci}]");
@@ -203,6 +215,30 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                      [credentials]"
                 ),
             ));
+        }
+        if let Some(rc) = &replication_credentials {
+            if !declared.contains(rc) {
+                errs.push(ConfigError::invalid(
+                    format!("{at}.replication_credentials"),
+                    format!(
+                        "cluster {name:?}: credentials {rc:?} is not defined in [credentials]"
+                    ),
+                ));
+            }
+        }
+        if failover.block_window.is_zero() && failover.mode == crate::FailoverMode::Auto {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.block_window"),
+                "must be more than 0 with mode = \"auto\": a zero window lets failovers flap",
+            ));
+        }
+        for (hi, h) in failover.pre_failover.iter().chain(&failover.post_failover).enumerate() {
+            if h.trim().is_empty() {
+                errs.push(ConfigError::invalid(
+                    format!("{at}.failover"),
+                    format!("hook {hi} is an empty command"),
+                ));
+            }
         }
         if instance.is_empty() {
             errs.push(ConfigError::invalid(
@@ -234,6 +270,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             instances.push(InstanceConfig {
                 addr,
                 promotion: i.promotion,
+                site: i.site,
             });
         }
         clusters.push(ClusterConfig {
@@ -244,6 +281,8 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             semi_sync,
             max_lag,
             drt_allowed,
+            replication_credentials,
+            failover,
             instances,
         });
     }
@@ -256,6 +295,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         api,
         probe,
         credentials: creds,
+        node,
         clusters,
     })
 }

@@ -46,6 +46,9 @@ pub struct InstanceSpec {
     pub addr: InstanceAddr,
     /// Whether failover may promote it.
     pub promotion: PromotionRule,
+    /// The site (data centre, zone) it runs in, when declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
 }
 
 /// Whether an instance may be promoted to primary.

@@ -237,6 +237,7 @@ fn spec(instances: &[&str]) -> Spec {
             .map(|a| InstanceSpec {
                 addr: addr(a),
                 promotion: PromotionRule::Neutral,
+                site: None,
             })
             .collect(),
         expected_replicas: 0,

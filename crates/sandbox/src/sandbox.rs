@@ -240,6 +240,12 @@ impl Sandbox {
         self.dir.join("admin.toml")
     }
 
+    /// The replication account's credentials file (`user`, `password`), for the
+    /// `[credentials.repl]` entry failover and switchover use to repoint replicas.
+    pub fn repl_credentials_file(&self) -> PathBuf {
+        self.dir.join("repl.toml")
+    }
+
     /// A member by name.
     pub fn member(&self, name: &str) -> Result<&Member> {
         self.manifest
@@ -389,6 +395,13 @@ impl Sandbox {
             &format!(
                 "# dbfleet credentials file: the sandbox's admin account\nuser = {:?}\npassword = {:?}\n",
                 creds.admin.user, creds.admin.password
+            ),
+        )?;
+        write_private(
+            &self.repl_credentials_file(),
+            &format!(
+                "# dbfleet credentials file: the sandbox's replication account\nuser = {:?}\npassword = {:?}\n",
+                creds.repl.user, creds.repl.password
             ),
         )?;
         write_private(

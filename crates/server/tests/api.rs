@@ -42,6 +42,7 @@ fn spec() -> ClusterSpec {
     let i = |a: &str, promotion| InstanceSpec {
         addr: addr(a),
         promotion,
+        site: None,
     };
     ClusterSpec {
         name: "main".into(),

@@ -23,6 +23,24 @@ pub mod kinds {
     pub const DAEMON_STOPPED: &str = "daemon_stopped";
     /// A note an operator added through the API.
     pub const OPERATOR_NOTE: &str = "operator_note";
+    /// An operation started (failover, switchover, rejoin).
+    pub const OPERATION_STARTED: &str = "operation_started";
+    /// One step of an operation finished, with GTID positions before and after.
+    pub const OPERATION_STEP: &str = "operation_step";
+    /// An operation reached a final state.
+    pub const OPERATION_FINISHED: &str = "operation_finished";
+    /// Policy `approve` proposed a failover; a human must run it.
+    pub const FAILOVER_PROPOSED: &str = "failover_proposed";
+    /// An automatic failover was due but anti-flapping or the global switch held it back.
+    pub const FAILOVER_BLOCKED: &str = "failover_blocked";
+    /// A fenced instance answered again and was kept out (set read-only).
+    pub const FENCED_INSTANCE_RETURNED: &str = "fenced_instance_returned";
+    /// A human acknowledged a cluster's recoveries, lifting its block window.
+    pub const RECOVERIES_ACKNOWLEDGED: &str = "recoveries_acknowledged";
+    /// Automatic recoveries were switched off or on fleet-wide.
+    pub const RECOVERIES_SWITCHED: &str = "recoveries_switched";
+    /// This node became, or stopped being, the leader.
+    pub const LEADERSHIP_CHANGED: &str = "leadership_changed";
 }
 
 /// How much an event matters. A problem's [`Severity`] maps onto the same-named level; `Info`

@@ -26,10 +26,12 @@ fn spec(name: &str) -> ClusterSpec {
             InstanceSpec {
                 addr: addr(0),
                 promotion: PromotionRule::Prefer,
+                site: None,
             },
             InstanceSpec {
                 addr: addr(1),
                 promotion: PromotionRule::Neutral,
+                site: None,
             },
         ],
         expected_replicas: 1,

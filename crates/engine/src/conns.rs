@@ -1,0 +1,242 @@
+//! The SQL an operation speaks to managed servers, over sessions it opens once and reuses.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use model::{InstanceAddr, IoThreadState, Observation, Reachability};
+use probe::{ChangeSource, Credentials, ProbeError, ProbeOptions, Session};
+
+/// Sessions to the instances an operation touches, opened on first use and reopened after
+/// a network error.
+pub(crate) struct Conns {
+    creds: Credentials,
+    opts: ProbeOptions,
+    map: BTreeMap<InstanceAddr, Session>,
+}
+
+impl Conns {
+    pub(crate) fn new(creds: Credentials, opts: ProbeOptions) -> Self {
+        Self {
+            creds,
+            opts,
+            map: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) async fn get(&mut self, addr: &InstanceAddr) -> Result<&mut Session, ProbeError> {
+        if self.map.get(addr).is_none_or(|s| s.is_broken()) {
+            let s = Session::connect(addr, &self.creds, self.opts).await?;
+            self.map.insert(addr.clone(), s);
+        }
+        self.map
+            .get_mut(addr)
+            .ok_or_else(|| ProbeError::Other("session vanished".into()))
+    }
+
+    /// Observe one instance now, through its session; a failure is an unreachable
+    /// observation.
+    pub(crate) async fn observe(&mut self, addr: &InstanceAddr) -> Observation {
+        let at_unix_ms = crate::now_ms();
+        let started = Instant::now();
+        let r = match self.get(addr).await {
+            Ok(s) => s.observe().await,
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.map.remove(addr);
+        }
+        Observation {
+            addr: addr.clone(),
+            at_unix_ms,
+            duration_us: started.elapsed().as_micros() as u64,
+            reachability: match r {
+                Ok(s) => Reachability::Reachable(Box::new(s)),
+                Err(e) => Reachability::Unreachable(e.to_failure()),
+            },
+        }
+    }
+
+    /// Observe several instances at once.
+    pub(crate) async fn observe_all(&mut self, addrs: &[InstanceAddr]) -> Vec<Observation> {
+        // One-shot probes run concurrently; the sessions are for the statements that
+        // follow.
+        let creds = self.creds.clone();
+        let opts = self.opts;
+        let futs = addrs.iter().map(|a| {
+            let creds = creds.clone();
+            async move { probe::observe(a, &creds, opts).await }
+        });
+        futures_util::future::join_all(futs).await
+    }
+
+    pub(crate) async fn exec(
+        &mut self,
+        addr: &InstanceAddr,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<(), ProbeError> {
+        self.get(addr).await?.exec(what, sql).await
+    }
+
+    /// `@@gtid_current_pos` of each instance that answers, for the audit log.
+    pub(crate) async fn positions(&mut self, addrs: &[InstanceAddr]) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for a in addrs {
+            let pos = match self.get(a).await {
+                Ok(s) => match s
+                    .query_rows("gtid position", "SELECT @@gtid_current_pos AS pos")
+                    .await
+                {
+                    Ok(rows) => rows
+                        .first()
+                        .and_then(|r| r.get("pos").cloned().flatten())
+                        .unwrap_or_default(),
+                    Err(e) => format!("error: {e}"),
+                },
+                Err(e) => format!("unreachable: {e}"),
+            };
+            out.insert(a.to_string(), pos);
+        }
+        out
+    }
+
+    /// Make `addr` a primary-to-be: no replication, semi-sync as the spec says, still
+    /// read-only.
+    pub(crate) async fn prepare_primary(
+        &mut self,
+        addr: &InstanceAddr,
+        semi_sync: bool,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        s.exec("reset slave all", "RESET SLAVE ALL").await?;
+        s.exec(
+            "semi-sync as primary",
+            if semi_sync {
+                "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=ON"
+            } else {
+                "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
+            },
+        )
+        .await
+    }
+
+    /// Point `addr` at `source` by GTID and start replicating. `from_current_pos` first sets
+    /// `gtid_slave_pos` to the server's own binlog position, for a server that was a primary.
+    pub(crate) async fn repoint(
+        &mut self,
+        addr: &InstanceAddr,
+        source: &InstanceAddr,
+        repl: &Credentials,
+        semi_sync: bool,
+        from_current_pos: bool,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        s.exec(
+            "semi-sync as replica",
+            if semi_sync {
+                "SET GLOBAL rpl_semi_sync_master_enabled=OFF, rpl_semi_sync_slave_enabled=ON"
+            } else {
+                "SET GLOBAL rpl_semi_sync_master_enabled=OFF, rpl_semi_sync_slave_enabled=OFF"
+            },
+        )
+        .await?;
+        s.exec("read only", "SET GLOBAL read_only=ON").await?;
+        if from_current_pos {
+            s.exec(
+                "gtid_slave_pos from binlog",
+                "SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos",
+            )
+            .await?;
+        }
+        s.change_source(&ChangeSource {
+            source,
+            creds: repl,
+            connect_retry_s: 1,
+            heartbeat: Duration::from_secs(1),
+        })
+        .await?;
+        s.exec("start slave", "START SLAVE").await
+    }
+
+    /// Kill every client connection but replication threads and this session.
+    pub(crate) async fn kill_clients(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
+        let s = self.get(addr).await?;
+        let rows = s
+            .query_rows(
+                "list clients",
+                "SELECT ID AS id FROM information_schema.PROCESSLIST \
+                 WHERE ID <> CONNECTION_ID() \
+                 AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', \
+                 'Slave_SQL', 'Slave_worker') \
+                 AND USER NOT IN ('system user', 'event_scheduler')",
+            )
+            .await?;
+        let mut killed = 0;
+        for r in rows {
+            let Some(id) = r.get("id").cloned().flatten() else {
+                continue;
+            };
+            // A connection may end between the list and the kill: error 1094 is fine.
+            match s
+                .exec("kill client", &format!("KILL CONNECTION {id}"))
+                .await
+            {
+                Ok(()) => killed += 1,
+                Err(ProbeError::Server { code: 1094, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(killed)
+    }
+
+    /// Fence a server: read-only, semi-sync off as a primary, clients killed.
+    pub(crate) async fn fence(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        s.exec(
+            "fence semi-sync",
+            "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+        )
+        .await?;
+        self.kill_clients(addr).await
+    }
+
+    /// Wait until `addr` replicates from `source` with both threads running.
+    pub(crate) async fn wait_replicating(
+        &mut self,
+        addr: &InstanceAddr,
+        source: &InstanceAddr,
+        within: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("not observed");
+        while Instant::now() < deadline {
+            let o = self.observe(addr).await;
+            match o.state().and_then(|s| s.replication.clone()) {
+                Some(r)
+                    if &r.source == source
+                        && r.io_thread == IoThreadState::Yes
+                        && r.sql_running =>
+                {
+                    return Ok(())
+                }
+                Some(r) => {
+                    last = format!(
+                        "source={} io={:?} sql={} last_io_error={:?} last_sql_error={:?}",
+                        r.source, r.io_thread, r.sql_running, r.last_io_error, r.last_sql_error
+                    )
+                }
+                None => {
+                    last = match o.failure() {
+                        Some(f) => format!("unreachable: {}", f.message),
+                        None => "not a replica".into(),
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(last)
+    }
+}

@@ -1,0 +1,122 @@
+//! Named failpoints: places in an operation where a test can make the process crash or the
+//! step fail, to prove that a crash at any step leaves a known, recoverable state.
+//!
+//! Failpoints are off unless set. The daemon reads `DBFLEET_FAILPOINTS` once at start:
+//! `name=action` pairs separated by `;`, e.g.
+//! `DBFLEET_FAILPOINTS="failover.promote.after=abort;switchover.catch_up.before=error"`.
+//!
+//! Actions:
+//! - `abort`: the process aborts on the spot (SIGABRT, no cleanup), like a crash;
+//! - `error`: the step fails with an error, as if the server had refused it.
+//!
+//! Every step of every operation has two: `<kind>.<step>.before` (the step is recorded as
+//! started but has not run) and `<kind>.<step>.after` (it ran but the next step is not
+//! recorded yet). The names are listed in [`crate::FAILOVER_STEPS`] and
+//! [`crate::SWITCHOVER_STEPS`].
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// What a failpoint does when reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Abort the process at once.
+    Abort,
+    /// Fail the step.
+    Error,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Action>> {
+    static R: OnceLock<Mutex<HashMap<String, Action>>> = OnceLock::new();
+    R.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Parse a `name=action;...` list.
+pub fn parse(spec: &str) -> Result<Vec<(String, Action)>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, action) = part
+            .split_once('=')
+            .ok_or_else(|| format!("failpoint {part:?}: expected name=action"))?;
+        let action = match action.trim() {
+            "abort" => Action::Abort,
+            "error" => Action::Error,
+            other => {
+                return Err(format!(
+                    "failpoint {name:?}: unknown action {other:?} (expected abort or error)"
+                ))
+            }
+        };
+        out.push((name.trim().to_string(), action));
+    }
+    Ok(out)
+}
+
+/// Set failpoints from `DBFLEET_FAILPOINTS`, if it is set. Returns the names set.
+pub fn init_from_env() -> Result<Vec<String>, String> {
+    match std::env::var("DBFLEET_FAILPOINTS") {
+        Ok(spec) => {
+            let list = parse(&spec)?;
+            let names = list.iter().map(|(n, _)| n.clone()).collect();
+            for (n, a) in list {
+                set(&n, a);
+            }
+            Ok(names)
+        }
+        Err(_) => Ok(Vec::new()),
+    }
+}
+
+/// Arm a failpoint.
+pub fn set(name: &str, action: Action) {
+    registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.to_string(), action);
+}
+
+/// Disarm every failpoint.
+pub fn clear() {
+    registry().lock().unwrap_or_else(|p| p.into_inner()).clear();
+}
+
+/// Reach the failpoint `name`: abort, fail, or (unarmed) go on.
+pub(crate) fn hit(name: &str) -> Result<(), String> {
+    let action = registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .copied();
+    match action {
+        None => Ok(()),
+        Some(Action::Error) => Err(format!("failpoint {name} fired")),
+        Some(Action::Abort) => {
+            eprintln!("dbfleet: failpoint {name}: aborting the process");
+            std::process::abort()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_rejects_junk() {
+        assert_eq!(
+            parse("a.b=abort; c.d=error;").unwrap(),
+            vec![("a.b".into(), Action::Abort), ("c.d".into(), Action::Error)]
+        );
+        assert!(parse("a.b").unwrap_err().contains("name=action"));
+        assert!(parse("a.b=explode").unwrap_err().contains("unknown action"));
+    }
+
+    #[test]
+    fn an_error_failpoint_fails_and_clears() {
+        set("test.x.before", Action::Error);
+        assert!(hit("test.x.before").is_err());
+        assert!(hit("test.y.before").is_ok());
+        clear();
+        assert!(hit("test.x.before").is_ok());
+    }
+}

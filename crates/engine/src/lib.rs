@@ -1,0 +1,717 @@
+//! dbfleet's operations engine: failover, switchover and rejoin as persisted, audited state
+//! machines, the policy that starts them, anti-flapping, hooks and leadership.
+//!
+//! # An operation
+//!
+//! An operation is a row in the store ([`store::OperationRecord`]) and a list of named
+//! steps. Before a step runs, the row records the step and the operation's context (old
+//! primary, candidate, what was done so far); after it, an `operation_step` event records
+//! the GTID positions of the instances before and after. An operation:
+//!
+//! - holds its cluster's lock ([`store::Store::try_lock_cluster`]) for its whole run, renewed
+//!   in the background, so two operations never touch one cluster, across nodes too;
+//! - re-reads the servers (fresh probes) before it acts, and again after a restart;
+//! - runs only on the leader node;
+//! - stops on a failed step with a recorded state and an `error`/`critical` event, and never
+//!   retries blindly.
+//!
+//! # After a crash
+//!
+//! When a node becomes leader it looks for operations left `running`. A failover that had
+//! not started promoting is run again from its first step with the same old primary (every
+//! step before promotion is safe to repeat; if the old primary answers again, it is rolled
+//! back instead). One that had started promoting goes on from promotion with the same
+//! candidate when the candidate answers, and otherwise becomes `needs_human` with a critical
+//! event. A switchover or rejoin interrupted midway is never guessed at: it becomes
+//! `needs_human`, after its old primary is made writable again if the target was never
+//! promoted.
+//!
+//! # Failpoints
+//!
+//! See [`failpoint`]: every step has `<kind>.<step>.before` and `.after`.
+
+mod candidate;
+mod conns;
+mod failover;
+pub mod failpoint;
+pub mod hooks;
+mod ops;
+mod switchover;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use config::{FailoverConfig, FailoverMode};
+use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
+use probe::{Credentials, ProbeOptions};
+use serde::{Deserialize, Serialize};
+use store::{
+    kinds, EventLevel, NewEvent, OperationQuery, OperationRecord, OperationState, Store, StoreError,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use candidate::{choose, Choice, NoCandidate, ReplicaFacts};
+pub use failover::FAILOVER_STEPS;
+pub use switchover::SWITCHOVER_STEPS;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What the engine needs to act on one cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSetup {
+    pub spec: ClusterSpec,
+    /// The admin account it logs in with.
+    pub admin: Credentials,
+    /// The account replicas replicate with; failover and switchover refuse without it.
+    pub repl: Option<Credentials>,
+    pub failover: FailoverConfig,
+}
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// This node's name, unique among the nodes sharing the store.
+    pub node_id: String,
+    /// The leader lease's TTL.
+    pub lease_ttl: Duration,
+    /// A cluster lock's TTL; the holder renews it every third of it.
+    pub lock_ttl: Duration,
+    /// Timeouts for the engine's own connections.
+    pub probe: ProbeOptions,
+}
+
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cluster {0:?} is not in this node's config")]
+    UnknownCluster(String),
+    #[error("this node ({node}) is not the leader{}; send the request to the leader", leader.as_ref().map(|l| format!(": {l} leads")).unwrap_or_default())]
+    NotLeader {
+        node: String,
+        leader: Option<String>,
+    },
+    #[error("cluster {cluster:?} is busy: {holder} holds its lock")]
+    Busy { cluster: String, holder: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("operation {id} ({kind}) on {cluster} ended {state}: {message}")]
+    Ended {
+        id: i64,
+        kind: String,
+        cluster: String,
+        state: OperationState,
+        message: String,
+        record: Box<OperationRecord>,
+    },
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The fleet-wide and per-cluster recovery switches, as the API shows them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RecoveriesStatus {
+    pub enabled: bool,
+    pub clusters: Vec<ClusterRecoveries>,
+}
+
+/// One cluster's failover policy and block window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterRecoveries {
+    pub cluster: String,
+    pub mode: String,
+    pub block_window_s: u64,
+    /// The automatic failover that blocks the next one, if any.
+    pub blocked_by: Option<i64>,
+    /// When the block lapses, in ms since the Unix epoch.
+    pub blocked_until_ms: Option<u64>,
+    pub acked_ms: Option<u64>,
+    /// Instances fenced after a failover, waiting for `dbfleet rejoin`.
+    pub fenced: Vec<String>,
+}
+
+const KEY_RECOVERIES_DISABLED: &str = "recoveries/disabled";
+
+fn key_ack(cluster: &str) -> String {
+    format!("recoveries/ack/{cluster}")
+}
+
+pub(crate) fn key_fenced(cluster: &str, addr: &InstanceAddr) -> String {
+    format!("fenced/{cluster}/{addr}")
+}
+
+/// The operations engine. Cheap to share as `Arc<Engine>`.
+pub struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) opts: EngineOptions,
+    pub(crate) clusters: BTreeMap<String, ClusterSetup>,
+    leader: AtomicBool,
+    leader_name: Mutex<Option<String>>,
+    term: AtomicU64,
+    /// Clusters with an operation running on this node.
+    running: Mutex<HashSet<String>>,
+    /// Per cluster, the dead primary whose episode was already handled (started, proposed
+    /// or blocked), so one death makes one decision.
+    handled: Mutex<HashMap<String, InstanceAddr>>,
+    /// Fenced instances already seen returning, so each return is handled once.
+    returned: Mutex<HashSet<InstanceAddr>>,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clusters: Vec<ClusterSetup>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            opts,
+            clusters: clusters
+                .into_iter()
+                .map(|c| (c.spec.name.clone(), c))
+                .collect(),
+            leader: AtomicBool::new(false),
+            leader_name: Mutex::new(None),
+            term: AtomicU64::new(0),
+            running: Mutex::new(HashSet::new()),
+            handled: Mutex::new(HashMap::new()),
+            returned: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.opts.node_id
+    }
+
+    /// Whether this node leads (as of its last campaign).
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::SeqCst)
+    }
+
+    /// The leader as last seen, and its term.
+    pub fn leader(&self) -> (Option<String>, u64) {
+        (
+            self.leader_name
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            self.term.load(Ordering::SeqCst),
+        )
+    }
+
+    pub(crate) fn setup(&self, cluster: &str) -> Result<&ClusterSetup, EngineError> {
+        self.clusters
+            .get(cluster)
+            .ok_or_else(|| EngineError::UnknownCluster(cluster.to_string()))
+    }
+
+    pub(crate) fn require_leader(&self) -> Result<(), EngineError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(EngineError::NotLeader {
+                node: self.opts.node_id.clone(),
+                leader: self.leader().0,
+            })
+        }
+    }
+
+    /// Campaign once: take or renew the lease. Returns whether this node leads.
+    pub async fn campaign_once(self: &Arc<Self>) -> bool {
+        let ttl = self.opts.lease_ttl.as_millis() as u64;
+        match self.store.campaign(&self.opts.node_id, ttl, now_ms()).await {
+            Ok(l) => {
+                let was = self.leader.swap(l.is_leader, Ordering::SeqCst);
+                self.term.store(l.term, Ordering::SeqCst);
+                *self.leader_name.lock().unwrap_or_else(|p| p.into_inner()) = l.leader.clone();
+                if was != l.is_leader {
+                    info!(node = %self.opts.node_id, leader = l.is_leader, term = l.term, "leadership changed");
+                    let _ = self
+                        .store
+                        .append_event(
+                            &NewEvent::new(
+                                now_ms(),
+                                kinds::LEADERSHIP_CHANGED,
+                                EventLevel::Info,
+                                if l.is_leader {
+                                    format!(
+                                        "{} became the leader (term {})",
+                                        self.opts.node_id, l.term
+                                    )
+                                } else {
+                                    format!("{} is no longer the leader", self.opts.node_id)
+                                },
+                            )
+                            .with_data(serde_json::json!({
+                                "node": self.opts.node_id, "leader": l.is_leader, "term": l.term
+                            })),
+                        )
+                        .await;
+                    if l.is_leader {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.resume_interrupted().await });
+                    }
+                }
+                l.is_leader
+            }
+            Err(e) => {
+                // Without the store we cannot prove we lead: stop acting.
+                if self.leader.swap(false, Ordering::SeqCst) {
+                    warn!(error = %e, "lost contact with the store: no longer acting as leader");
+                }
+                false
+            }
+        }
+    }
+
+    /// Campaign every third of the lease TTL until `cancel`; resign on the way out.
+    pub async fn run_leadership(self: Arc<Self>, cancel: CancellationToken) {
+        let every = self.opts.lease_ttl / 3;
+        loop {
+            self.campaign_once().await;
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        if self.leader.swap(false, Ordering::SeqCst) {
+            let _ = self.store.resign(&self.opts.node_id).await;
+        }
+    }
+
+    /// Consume one round of analysis: start, propose or block a failover on `DeadPrimary`,
+    /// and keep returning fenced instances out. Never blocks the caller for long: a
+    /// failover runs on its own task.
+    pub async fn on_round(
+        self: &Arc<Self>,
+        cluster: &str,
+        problems: &[Problem],
+        observations: &[Observation],
+        at_ms: u64,
+    ) {
+        if !self.is_leader() {
+            return;
+        }
+        let Ok(setup) = self.setup(cluster) else {
+            return;
+        };
+        self.keep_fenced_out(cluster, observations).await;
+        let dead = problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::DeadPrimary)
+            .and_then(|p| p.instance.clone());
+        let Some(dead) = dead else {
+            self.handled_lock().remove(cluster);
+            return;
+        };
+        if self.handled_lock().get(cluster) == Some(&dead) {
+            return;
+        }
+        if self.running_lock().contains(cluster) {
+            return;
+        }
+        self.handled_lock()
+            .insert(cluster.to_string(), dead.clone());
+        match setup.failover.mode {
+            FailoverMode::Off => {
+                info!(cluster, primary = %dead, "dead primary: failover mode is off, alerting only");
+            }
+            FailoverMode::Approve => {
+                let _ = self.propose_failover(cluster, &dead).await;
+            }
+            FailoverMode::Auto => {
+                if let Some(why) = self.auto_blocked(cluster, setup).await {
+                    warn!(cluster, primary = %dead, reason = %why, "automatic failover blocked");
+                    let _ = self
+                        .store
+                        .append_event(
+                            &NewEvent::new(
+                                now_ms(),
+                                kinds::FAILOVER_BLOCKED,
+                                EventLevel::Critical,
+                                format!("primary {dead} of {cluster} is dead but automatic failover is blocked: {why}"),
+                            )
+                            .with_cluster(cluster)
+                            .with_instance(dead.clone())
+                            .with_data(serde_json::json!({ "reason": why })),
+                        )
+                        .await;
+                    return;
+                }
+                let me = self.clone();
+                let cluster = cluster.to_string();
+                tokio::spawn(async move {
+                    if let Err(e) = me.failover_from(&cluster, "auto", Some(at_ms)).await {
+                        warn!(cluster = %cluster, error = %e, "automatic failover did not succeed");
+                    }
+                });
+            }
+        }
+    }
+
+    fn handled_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceAddr>> {
+        self.handled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn running_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn propose_failover(
+        &self,
+        cluster: &str,
+        dead: &InstanceAddr,
+    ) -> Result<(), EngineError> {
+        let open = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![OperationState::Proposed],
+                kind: Some("failover".into()),
+                limit: 1,
+            })
+            .await?;
+        if !open.is_empty() {
+            return Ok(());
+        }
+        let rec = self
+            .store
+            .create_operation(&store::NewOperation {
+                cluster: cluster.to_string(),
+                kind: "failover".into(),
+                trigger: "policy".into(),
+                state: OperationState::Proposed,
+                step: "proposed".into(),
+                data: serde_json::json!({ "old_primary": dead.to_string() }),
+                owner: self.opts.node_id.clone(),
+                created_ms: now_ms(),
+            })
+            .await?;
+        self.store
+            .append_event(
+                &NewEvent::new(
+                    now_ms(),
+                    kinds::FAILOVER_PROPOSED,
+                    EventLevel::Critical,
+                    format!(
+                        "primary {dead} of {cluster} is dead; failover is proposed (operation {}): run `dbfleet failover {cluster}`",
+                        rec.id
+                    ),
+                )
+                .with_cluster(cluster)
+                .with_instance(dead.clone())
+                .with_data(serde_json::json!({ "operation_id": rec.id })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Why an automatic failover of `cluster` may not run now, if it may not.
+    async fn auto_blocked(&self, cluster: &str, setup: &ClusterSetup) -> Option<String> {
+        match self.store.kv_get(KEY_RECOVERIES_DISABLED).await {
+            Ok(Some(v)) if v.as_bool() == Some(true) => {
+                return Some(
+                    "automatic recoveries are disabled fleet-wide (`dbfleet recoveries enable`)"
+                        .into(),
+                )
+            }
+            Ok(_) => {}
+            Err(e) => return Some(format!("cannot read the recovery switch: {e}")),
+        }
+        match self.blocking_failover(cluster, setup).await {
+            Ok(Some((op, until))) => Some(format!(
+                "automatic failover {} ran within the block window ({}s); it lapses at {} ms, or run `dbfleet recoveries ack {cluster}`",
+                op.id,
+                setup.failover.block_window.as_secs(),
+                until
+            )),
+            Ok(None) => None,
+            Err(e) => Some(format!("cannot read past failovers: {e}")),
+        }
+    }
+
+    /// The automatic failover that blocks the next one, with the time the block lapses.
+    async fn blocking_failover(
+        &self,
+        cluster: &str,
+        setup: &ClusterSetup,
+    ) -> Result<Option<(OperationRecord, u64)>, StoreError> {
+        let ack = self
+            .store
+            .kv_get(&key_ack(cluster))
+            .await?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        let window = setup.failover.block_window.as_millis() as u64;
+        let now = now_ms();
+        let recent = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                kind: Some("failover".into()),
+                limit: 20,
+                ..Default::default()
+            })
+            .await?;
+        Ok(recent
+            .into_iter()
+            .filter(|o| o.trigger == "auto" && o.state != OperationState::RolledBack)
+            .find(|o| o.created_ms > ack && o.created_ms + window > now)
+            .map(|o| {
+                let until = o.created_ms + window;
+                (o, until)
+            }))
+    }
+
+    /// Lift the cluster's block window: the next automatic failover may run.
+    pub async fn ack_recoveries(&self, cluster: &str, by: &str) -> Result<(), EngineError> {
+        self.setup(cluster)?;
+        let now = now_ms();
+        self.store
+            .kv_put(&key_ack(cluster), &serde_json::json!(now))
+            .await?;
+        self.handled_lock().remove(cluster);
+        self.store
+            .append_event(
+                &NewEvent::new(
+                    now,
+                    kinds::RECOVERIES_ACKNOWLEDGED,
+                    EventLevel::Info,
+                    format!(
+                        "recoveries of {cluster} acknowledged by {by}: the block window is lifted"
+                    ),
+                )
+                .with_cluster(cluster)
+                .with_data(serde_json::json!({ "by": by })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Switch automatic recoveries on or off fleet-wide.
+    pub async fn set_recoveries_enabled(&self, enabled: bool, by: &str) -> Result<(), EngineError> {
+        self.store
+            .kv_put(KEY_RECOVERIES_DISABLED, &serde_json::json!(!enabled))
+            .await?;
+        if enabled {
+            // Deaths that were blocked while disabled are decided again.
+            self.handled_lock().clear();
+        }
+        self.store
+            .append_event(
+                &NewEvent::new(
+                    now_ms(),
+                    kinds::RECOVERIES_SWITCHED,
+                    if enabled {
+                        EventLevel::Info
+                    } else {
+                        EventLevel::Warning
+                    },
+                    format!(
+                        "automatic recoveries {} fleet-wide by {by}",
+                        if enabled { "enabled" } else { "disabled" }
+                    ),
+                )
+                .with_data(serde_json::json!({ "enabled": enabled, "by": by })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The recovery switches and block windows.
+    pub async fn recoveries(&self) -> Result<RecoveriesStatus, EngineError> {
+        let enabled = self
+            .store
+            .kv_get(KEY_RECOVERIES_DISABLED)
+            .await?
+            .and_then(|v| v.as_bool())
+            != Some(true);
+        let mut clusters = Vec::new();
+        for (name, setup) in &self.clusters {
+            let blocking = self.blocking_failover(name, setup).await?;
+            let acked_ms = self
+                .store
+                .kv_get(&key_ack(name))
+                .await?
+                .and_then(|v| v.as_u64());
+            let fenced = self
+                .store
+                .kv_list(&format!("fenced/{name}/"))
+                .await?
+                .into_iter()
+                .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_string())
+                .collect();
+            clusters.push(ClusterRecoveries {
+                cluster: name.clone(),
+                mode: setup.failover.mode.to_string(),
+                block_window_s: setup.failover.block_window.as_secs(),
+                blocked_by: blocking.as_ref().map(|(o, _)| o.id),
+                blocked_until_ms: blocking.map(|(_, u)| u),
+                acked_ms,
+                fenced,
+            });
+        }
+        Ok(RecoveriesStatus { enabled, clusters })
+    }
+
+    /// Run a failover of `cluster` now, by hand: whatever the policy and block window (a
+    /// human decided), but only when its primary is dead. Returns the finished operation.
+    pub async fn failover(self: &Arc<Self>, cluster: &str) -> Result<OperationRecord, EngineError> {
+        let rec = self.failover_from(cluster, "manual", None).await?;
+        // A proposal made by policy `approve` is settled by this run.
+        if let Ok(props) = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![OperationState::Proposed],
+                kind: Some("failover".into()),
+                limit: 0,
+            })
+            .await
+        {
+            for p in props {
+                let _ = self
+                    .store
+                    .update_operation(
+                        p.id,
+                        &store::OperationUpdate {
+                            state: OperationState::Succeeded,
+                            step: "superseded".into(),
+                            data: None,
+                            error: Some(format!("carried out by operation {}", rec.id)),
+                            owner: None,
+                            now_ms: now_ms(),
+                        },
+                    )
+                    .await;
+            }
+        }
+        Ok(rec)
+    }
+
+    /// Keep fenced instances that answer again out of the cluster: read-only, semi-sync
+    /// off, clients killed, and one event with their errant GTIDs.
+    async fn keep_fenced_out(&self, cluster: &str, observations: &[Observation]) {
+        let fenced = match self.store.kv_list(&format!("fenced/{cluster}/")).await {
+            Ok(f) => f,
+            Err(_) => return,
+        };
+        if fenced.is_empty() {
+            return;
+        }
+        let Ok(setup) = self.setup(cluster) else {
+            return;
+        };
+        for (key, _) in fenced {
+            let Some(addr) = key
+                .rsplit('/')
+                .next()
+                .and_then(|a| a.parse::<InstanceAddr>().ok())
+            else {
+                continue;
+            };
+            let Some(obs) = observations.iter().find(|o| o.addr == addr) else {
+                continue;
+            };
+            let Some(st) = obs.state() else {
+                self.returned
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&addr);
+                continue;
+            };
+            let needs = !st.read_only || st.semi_sync.source_enabled;
+            let first = self
+                .returned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(addr.clone());
+            if !needs && !first {
+                continue;
+            }
+            let mut conns = conns::Conns::new(setup.admin.clone(), self.opts.probe);
+            let fenced = if needs {
+                conns.fence(&addr).await.map(|_| ())
+            } else {
+                Ok(())
+            };
+            let errant = ops::errant_against_writer(&*self.store, cluster, obs, &mut conns).await;
+            let msg = match (&fenced, &errant) {
+                (Ok(()), Ok(e)) if e.is_empty() => format!(
+                    "fenced instance {addr} answers again; kept read-only and out of {cluster}. It has no errant GTIDs: `dbfleet rejoin {cluster} {addr}` can attach it"
+                ),
+                (Ok(()), Ok(e)) => format!(
+                    "fenced instance {addr} answers again; kept read-only and out of {cluster}. It has errant GTIDs {}: it must not rejoin as is",
+                    e.join(",")
+                ),
+                (Ok(()), Err(e)) => format!(
+                    "fenced instance {addr} answers again; kept read-only and out of {cluster}; errant-GTID check failed: {e}"
+                ),
+                (Err(e), _) => format!("fenced instance {addr} answers again and could NOT be fenced: {e}"),
+            };
+            let level = if fenced.is_err() {
+                EventLevel::Critical
+            } else {
+                EventLevel::Warning
+            };
+            warn!(cluster, instance = %addr, "{msg}");
+            let _ = self
+                .store
+                .append_event(
+                    &NewEvent::new(now_ms(), kinds::FENCED_INSTANCE_RETURNED, level, msg)
+                        .with_cluster(cluster)
+                        .with_instance(addr.clone())
+                        .with_data(serde_json::json!({
+                            "errant": errant.as_ref().ok(),
+                            "fenced": fenced.is_ok(),
+                        })),
+                )
+                .await;
+        }
+    }
+
+    /// On becoming leader: judge operations left `running` by a crash.
+    pub async fn resume_interrupted(self: Arc<Self>) {
+        let ops = match self
+            .store
+            .operations(&OperationQuery {
+                states: vec![OperationState::Running],
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(error = %e, "cannot list interrupted operations");
+                return;
+            }
+        };
+        for op in ops {
+            if !self.clusters.contains_key(&op.cluster) {
+                continue;
+            }
+            if self.running_lock().contains(&op.cluster) {
+                continue;
+            }
+            info!(operation = op.id, cluster = %op.cluster, kind = %op.kind, step = %op.step, "resuming an interrupted operation");
+            let me = self.clone();
+            tokio::spawn(async move {
+                let r = match op.kind.as_str() {
+                    "failover" => me.resume_failover(op).await,
+                    _ => me.interrupted_needs_human(op).await,
+                };
+                if let Err(e) = r {
+                    warn!(error = %e, "interrupted operation");
+                }
+            });
+        }
+    }
+}
