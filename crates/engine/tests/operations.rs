@@ -1,0 +1,538 @@
+//! The engine's operations against real MariaDB sandboxes: failover, errant candidates,
+//! switchover and its rollback, rejoin, anti-flapping. Ports 31500..31600.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{FailoverConfig, FailoverMode};
+use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
+use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
+use probe::{Credentials, ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::{Sandbox, UpOptions};
+use store::{OperationQuery, OperationState, SqliteStore, Store};
+
+struct Env {
+    sb: Sandbox,
+    store: Arc<SqliteStore>,
+    engine: Arc<Engine>,
+    admin: Credentials,
+    cluster: String,
+    _guard: SandboxGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn opts() -> ProbeOptions {
+    ProbeOptions {
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn env(name: &str, base_port: u16, semi_sync: bool, rules: &[PromotionRule]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = SandboxGuard::new(dir.path(), name);
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 2,
+        semi_sync,
+        base_port,
+        root: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().unwrap();
+    let spec = ClusterSpec {
+        name: name.into(),
+        instances: sb
+            .manifest()
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| InstanceSpec {
+                addr: m.addr(),
+                promotion: rules.get(i).copied().unwrap_or(PromotionRule::Neutral),
+                site: None,
+            })
+            .collect(),
+        expected_replicas: 2,
+        semi_sync,
+        max_lag: Duration::from_secs(10),
+    };
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store.upsert_cluster(&spec, 1).await.unwrap();
+    store
+        .set_writer(name, Some(sb.initial_primary().addr()), 1)
+        .await
+        .unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        EngineOptions {
+            node_id: "test-node".into(),
+            lease_ttl: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(20),
+            probe: opts(),
+        },
+        vec![ClusterSetup {
+            spec,
+            admin: creds.admin.credentials(),
+            repl: Some(creds.repl.credentials()),
+            failover: FailoverConfig {
+                mode: FailoverMode::Auto,
+                block_window: Duration::from_secs(600),
+                ..Default::default()
+            },
+        }],
+    );
+    assert!(engine.campaign_once().await, "a lone node leads");
+    Env {
+        admin: creds.admin.credentials(),
+        cluster: name.into(),
+        sb,
+        store,
+        engine,
+        _guard: guard,
+        _dir: dir,
+    }
+}
+
+impl Env {
+    fn addr(&self, m: &str) -> InstanceAddr {
+        self.sb.member(m).unwrap().addr()
+    }
+
+    async fn session(&self, m: &str) -> Session {
+        Session::connect(&self.addr(m), &self.admin, opts())
+            .await
+            .unwrap()
+    }
+
+    /// Record a round of observations, as the monitor would.
+    async fn observe_into_store(&self) {
+        let mut batch = Vec::new();
+        for m in &self.sb.manifest().members {
+            batch.push((
+                self.cluster.clone(),
+                probe::observe(&m.addr(), &self.admin, opts()).await,
+            ));
+        }
+        self.store.save_observations(&batch).await.unwrap();
+    }
+
+    /// Kill a member and wait until every running replica has noticed.
+    async fn kill_and_wait(&self, m: &str) {
+        self.sb.kill(m).unwrap();
+        let dead = self.addr(m);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for other in self.sb.manifest().members.iter().filter(|x| x.name != m) {
+            loop {
+                let o = probe::observe(&other.addr(), &self.admin, opts()).await;
+                let lost = o
+                    .state()
+                    .and_then(|s| s.replication.as_ref())
+                    .is_none_or(|r| r.source != dead || r.io_thread != IoThreadState::Yes);
+                if lost {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never noticed {m} died",
+                    other.name
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    async fn write(&self, m: &str, sql: &str) {
+        self.session(m).await.exec("write", sql).await.unwrap();
+    }
+
+    async fn read_only(&self, m: &str) -> bool {
+        let o = probe::observe(&self.addr(m), &self.admin, opts()).await;
+        o.state().expect("reachable").read_only
+    }
+
+    async fn source_of(&self, m: &str) -> Option<(InstanceAddr, IoThreadState, bool)> {
+        let o = probe::observe(&self.addr(m), &self.admin, opts()).await;
+        o.state()
+            .expect("reachable")
+            .replication
+            .as_ref()
+            .map(|r| (r.source.clone(), r.io_thread, r.sql_running))
+    }
+
+    async fn count(&self, m: &str, table: &str) -> i64 {
+        let rows = self
+            .session(m)
+            .await
+            .query_rows("count", &format!("SELECT COUNT(*) AS n FROM {table}"))
+            .await
+            .unwrap();
+        rows[0]["n"].clone().unwrap().parse().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_primary() {
+    let e = env("fo-basic", 31500, true, &[]).await;
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1), (2), (3)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded);
+    let cand: InstanceAddr = rec.data["candidate"].as_str().unwrap().parse().unwrap();
+    let (new, other) = if cand == e.addr("m2") {
+        ("m2", "m3")
+    } else {
+        ("m3", "m2")
+    };
+    assert_eq!(cand, e.addr(new));
+    assert!(!e.read_only(new).await, "the new primary is writable");
+    assert_eq!(
+        e.source_of(new).await,
+        None,
+        "the new primary replicates from nobody"
+    );
+    let src = e.source_of(other).await.expect("the other is a replica");
+    assert_eq!(src.0, cand, "the other replica is repointed");
+    assert!(
+        src.1 == IoThreadState::Yes && src.2,
+        "and replicates: {src:?}"
+    );
+    e.write(new, "INSERT INTO app.t VALUES (4)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e.count(other, "app.t").await,
+        4,
+        "writes on the new primary replicate"
+    );
+
+    let cluster = e.store.cluster(&e.cluster).await.unwrap().unwrap();
+    assert_eq!(
+        cluster.writer,
+        Some(cand.clone()),
+        "the writer endpoint moved"
+    );
+    let fenced = e
+        .store
+        .kv_list(&format!("fenced/{}/", e.cluster))
+        .await
+        .unwrap();
+    assert_eq!(
+        fenced.len(),
+        1,
+        "the old primary is marked fenced: {fenced:?}"
+    );
+    assert!(fenced[0].0.ends_with(&e.addr("m1").to_string()));
+
+    // Every step is in the audit log with positions.
+    let steps = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::OPERATION_STEP.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = steps
+        .iter()
+        .map(|s| s.data["step"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for want in [
+        "confirm",
+        "stop_io",
+        "apply_relay",
+        "choose",
+        "promote",
+        "repoint",
+        "open_writes",
+        "verify_replicas",
+        "fence_old",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "step {want} audited: {names:?}"
+        );
+    }
+    let promote = steps.iter().find(|s| s.data["step"] == "promote").unwrap();
+    assert!(promote.data["gtid_before"]
+        .as_object()
+        .is_some_and(|m| !m.is_empty()));
+
+    // The old primary comes back writable (its command line says primary): it is kept out.
+    e.sb.start("m1").await.unwrap();
+    let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+    assert!(
+        !obs[0].state().unwrap().read_only,
+        "restarted writable, as a primary would"
+    );
+    e.engine.on_round(&e.cluster, &[], &obs, 0).await;
+    assert!(
+        e.read_only("m1").await,
+        "the returning fenced primary was set read-only"
+    );
+    // It has no errant GTIDs, so it may rejoin.
+    let rj = e
+        .engine
+        .rejoin(&e.cluster, &e.addr("m1"))
+        .await
+        .expect("rejoin");
+    assert_eq!(rj.state, OperationState::Succeeded);
+    let src = e.source_of("m1").await.unwrap();
+    assert_eq!(src.0, cand);
+    assert!(e
+        .store
+        .kv_list(&format!("fenced/{}/", e.cluster))
+        .await
+        .unwrap()
+        .is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e.count("m1", "app.t").await,
+        4,
+        "the rejoined primary caught up"
+    );
+}
+
+#[tokio::test]
+async fn an_errant_replica_is_passed_over_and_refused_when_alone() {
+    let e = env("fo-errant", 31510, false, &[]).await;
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A root write on m2 makes an errant GTID: m2 is "most advanced" in domain 0.
+    e.write("m2", "INSERT INTO app.t VALUES (100)").await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(
+        rec.data["candidate"].as_str().unwrap(),
+        e.addr("m3").to_string(),
+        "m2 is errant"
+    );
+    let passed = rec.data["choice"]["passed_over"].to_string();
+    assert!(passed.contains("errant"), "{passed}");
+    assert!(!e.read_only("m3").await);
+
+    // Alone with the errant one (m3 must_not): the failover refuses and pages.
+    let e = env(
+        "fo-errant2",
+        31520,
+        false,
+        &[
+            PromotionRule::Neutral,
+            PromotionRule::Neutral,
+            PromotionRule::MustNot,
+        ],
+    )
+    .await;
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.write("m2", "INSERT INTO app.t VALUES (100)").await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    match e.engine.failover(&e.cluster).await {
+        Err(EngineError::Ended { state, message, .. }) => {
+            assert_eq!(state, OperationState::NeedsHuman);
+            assert!(message.contains("no safe candidate"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        e.read_only("m2").await && e.read_only("m3").await,
+        "nobody was promoted"
+    );
+    let critical = e
+        .store
+        .events(&store::EventQuery::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ev| ev.level == store::EventLevel::Critical)
+        .count();
+    assert!(critical >= 1, "the refusal is a page-worthy event");
+}
+
+#[tokio::test]
+async fn a_live_primary_is_not_failed_over_and_switchover_moves_it() {
+    let e = env("so-basic", 31530, true, &[]).await;
+    match e.engine.failover(&e.cluster).await {
+        Err(EngineError::Refused(m)) => assert!(m.contains("switchover"), "{m}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await;
+    let rec = e
+        .engine
+        .switchover(&e.cluster, Some(e.addr("m3")))
+        .await
+        .expect("switchover");
+    let block = rec.data["write_block_ms"].as_u64().unwrap();
+    eprintln!("switchover write block: {block} ms");
+    assert!(!e.read_only("m3").await);
+    assert!(e.read_only("m1").await);
+    assert_eq!(
+        e.source_of("m1").await.unwrap().0,
+        e.addr("m3"),
+        "the old primary replicates"
+    );
+    assert_eq!(e.source_of("m2").await.unwrap().0, e.addr("m3"));
+    e.write("m3", "INSERT INTO app.t VALUES (2)").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(e.count("m1", "app.t").await, 2);
+    assert_eq!(e.count("m2", "app.t").await, 2);
+    assert_eq!(
+        e.store.cluster(&e.cluster).await.unwrap().unwrap().writer,
+        Some(e.addr("m3"))
+    );
+}
+
+#[tokio::test]
+async fn a_switchover_that_fails_before_promotion_rolls_back() {
+    let e = env("so-rollback", 31540, false, &[]).await;
+    engine::failpoint::set(
+        "switchover.catch_up.before",
+        engine::failpoint::Action::Error,
+    );
+    match e.engine.switchover(&e.cluster, None).await {
+        Err(EngineError::Ended { state, message, .. }) => {
+            assert_eq!(state, OperationState::RolledBack, "{message}");
+            assert!(message.contains("writable again"), "{message}");
+        }
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    engine::failpoint::clear();
+    assert!(
+        !e.read_only("m1").await,
+        "the old primary takes writes again"
+    );
+    assert!(e.read_only("m2").await && e.read_only("m3").await);
+    assert_eq!(e.source_of("m2").await.unwrap().0, e.addr("m1"));
+    // The cluster is not locked by the failed run: a second switchover works.
+    e.engine
+        .switchover(&e.cluster, None)
+        .await
+        .expect("second switchover");
+}
+
+#[tokio::test]
+async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
+    let e = env("fo-flap", 31550, false, &[]).await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    // As the monitor would: a round with DeadPrimary.
+    let dead = model::Problem {
+        kind: model::ProblemKind::DeadPrimary,
+        cluster: e.cluster.clone(),
+        instance: Some(e.addr("m1")),
+        severity: model::Severity::Critical,
+        summary: "dead".into(),
+        evidence: vec![],
+    };
+    e.engine
+        .on_round(&e.cluster, &[dead.clone()], &[], engine::now_ms())
+        .await;
+    let first = wait_op(&e, 1).await;
+    assert_eq!(
+        first[0].state,
+        OperationState::Succeeded,
+        "{:?}",
+        first[0].error
+    );
+    assert_eq!(first[0].trigger, "auto");
+    let new: InstanceAddr = first[0].data["candidate"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let new_name =
+        e.sb.manifest()
+            .members
+            .iter()
+            .find(|m| m.addr() == new)
+            .unwrap()
+            .name
+            .clone();
+
+    // The new primary dies too, inside the block window.
+    e.observe_into_store().await;
+    e.kill_and_wait(&new_name).await;
+    let dead2 = model::Problem {
+        instance: Some(new.clone()),
+        ..dead.clone()
+    };
+    e.engine
+        .on_round(&e.cluster, &[dead2.clone()], &[], engine::now_ms())
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ops = e
+        .store
+        .operations(&OperationQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        ops.len(),
+        1,
+        "no second automatic failover inside the window"
+    );
+    let blocked = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::FAILOVER_BLOCKED.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(blocked.len(), 1, "one page says why");
+    let status = e.engine.recoveries().await.unwrap();
+    assert_eq!(status.clusters[0].blocked_by, Some(first[0].id));
+
+    // A human acknowledges: the next round fails over.
+    e.engine.ack_recoveries(&e.cluster, "test").await.unwrap();
+    e.engine
+        .on_round(&e.cluster, &[dead2], &[], engine::now_ms())
+        .await;
+    let ops = wait_op(&e, 2).await;
+    assert_eq!(
+        ops[0].state,
+        OperationState::Succeeded,
+        "{:?}",
+        ops[0].error
+    );
+}
+
+async fn wait_op(e: &Env, n: usize) -> Vec<store::OperationRecord> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ops = e
+            .store
+            .operations(&OperationQuery::default())
+            .await
+            .unwrap();
+        if ops.len() >= n && ops[0].state.is_final() {
+            return ops;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "operation {n} did not finish: {ops:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
