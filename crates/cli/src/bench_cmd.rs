@@ -204,6 +204,7 @@ async fn detection(
             .map(|m| InstanceSpec {
                 addr: m.addr(),
                 promotion: PromotionRule::Neutral,
+                site: None,
             })
             .collect(),
         expected_replicas: 2,
@@ -221,6 +222,7 @@ async fn detection(
                 query_timeout: Duration::from_millis(500),
             },
             concurrency: 64,
+            fast_path: monitor::FastPathOptions::default(),
         },
         vec![monitor::ClusterWatch {
             spec,
@@ -228,6 +230,7 @@ async fn detection(
         }],
         store.clone(),
         stats,
+        None,
         cancel.clone(),
     ));
     let primary = sb.initial_primary().name.clone();

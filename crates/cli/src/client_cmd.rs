@@ -22,11 +22,16 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(clap::Args, Debug, Clone)]
 pub struct ApiArgs {
     /// The daemon's API base URL.
-    #[arg(long, env = "DBFLEET_API", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        env = "DBFLEET_API",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     pub api: String,
     /// File holding an API token (read on demand); needed when the daemon requires tokens
     /// for reads.
-    #[arg(long, env = "DBFLEET_TOKEN_FILE")]
+    #[arg(long, env = "DBFLEET_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -73,6 +78,144 @@ pub async fn events(
         .get(&["api", "v1", "events"], &query)
         .await?;
     show(&answer, json, render_events)
+}
+
+/// How long an operation (failover, switchover, rejoin) may take before the client stops
+/// waiting; the operation goes on in the daemon, and `dbfleet operations` shows it.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `dbfleet failover CLUSTER`: fail over a cluster whose primary is dead.
+pub async fn failover(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), CliError> {
+    let answer = Client::new(api)?
+        .post(
+            &["api", "v1", "clusters", cluster, "failover"],
+            None,
+            OPERATION_TIMEOUT,
+        )
+        .await?;
+    show(&answer, json, render_operation)
+}
+
+/// `dbfleet switchover CLUSTER [--to INSTANCE]`.
+pub async fn switchover(
+    api: &ApiArgs,
+    cluster: &str,
+    to: Option<&str>,
+    json: bool,
+) -> Result<(), CliError> {
+    let body = serde_json::json!({ "to": to });
+    let answer = Client::new(api)?
+        .post(
+            &["api", "v1", "clusters", cluster, "switchover"],
+            Some(body),
+            OPERATION_TIMEOUT,
+        )
+        .await?;
+    show(&answer, json, render_operation)
+}
+
+/// `dbfleet rejoin CLUSTER INSTANCE`.
+pub async fn rejoin(
+    api: &ApiArgs,
+    cluster: &str,
+    instance: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let body = serde_json::json!({ "instance": instance });
+    let answer = Client::new(api)?
+        .post(
+            &["api", "v1", "clusters", cluster, "rejoin"],
+            Some(body),
+            OPERATION_TIMEOUT,
+        )
+        .await?;
+    show(&answer, json, render_operation)
+}
+
+/// `dbfleet recoveries ...`.
+pub async fn recoveries(
+    api: &ApiArgs,
+    action: RecoveriesAction,
+    json: bool,
+) -> Result<(), CliError> {
+    let c = Client::new(api)?;
+    let answer = match &action {
+        RecoveriesAction::Status => c.get(&["api", "v1", "recoveries"], &[]).await?,
+        RecoveriesAction::Ack { cluster } => {
+            c.post(
+                &["api", "v1", "clusters", cluster, "recoveries", "ack"],
+                Some(serde_json::json!({ "by": who() })),
+                TIMEOUT,
+            )
+            .await?
+        }
+        RecoveriesAction::Enable => {
+            c.post(
+                &["api", "v1", "recoveries", "enable"],
+                Some(serde_json::json!({ "by": who() })),
+                TIMEOUT,
+            )
+            .await?
+        }
+        RecoveriesAction::Disable => {
+            c.post(
+                &["api", "v1", "recoveries", "disable"],
+                Some(serde_json::json!({ "by": who() })),
+                TIMEOUT,
+            )
+            .await?
+        }
+    };
+    show(&answer, json, render_recoveries)
+}
+
+/// What `dbfleet recoveries` does.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum RecoveriesAction {
+    /// Show the fleet-wide switch, each cluster's policy and block window, fenced instances.
+    Status,
+    /// Lift a cluster's block window: its next automatic failover may run.
+    Ack {
+        /// The cluster.
+        cluster: String,
+    },
+    /// Allow automatic failovers fleet-wide.
+    Enable,
+    /// Stop every automatic failover fleet-wide (detection and alerts go on).
+    Disable,
+}
+
+fn who() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "cli".into())
+}
+
+/// `dbfleet operations`.
+pub async fn operations(
+    api: &ApiArgs,
+    cluster: Option<&str>,
+    state: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<(), CliError> {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(c) = cluster {
+        query.push(("cluster", c.to_string()));
+    }
+    if let Some(s) = state {
+        query.push(("state", s.to_string()));
+    }
+    let answer = Client::new(api)?
+        .get(&["api", "v1", "operations"], &query)
+        .await?;
+    show(&answer, json, render_operations)
+}
+
+/// `dbfleet operation ID`.
+pub async fn operation(api: &ApiArgs, id: &str, json: bool) -> Result<(), CliError> {
+    let answer = Client::new(api)?
+        .get(&["api", "v1", "operations", id], &[])
+        .await?;
+    show(&answer, json, render_operation)
 }
 
 /// Print the API's JSON unchanged (pretty, keys in the order the API sent them), or its
@@ -145,13 +288,48 @@ impl Client {
 
     /// GET a JSON document; a non-2xx answer is an error with the API's own text.
     async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
-        let mut request = self.http.get(self.url(segments, query));
+        self.call(reqwest::Method::GET, segments, query, None, TIMEOUT)
+            .await
+    }
+
+    /// POST a JSON body (or none) and wait up to `timeout` for the answer.
+    async fn post(
+        &self,
+        segments: &[&str],
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Answer, CliError> {
+        self.call(reqwest::Method::POST, segments, &[], body, timeout)
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Answer, CliError> {
+        let mut request = self
+            .http
+            .request(method, self.url(segments, query))
+            .timeout(timeout);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response = request.send().await.map_err(|e| self.send_error(e))?;
+        if let Some(b) = body {
+            request = request.json(&b);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.send_error(e, timeout))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.send_error(e))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.send_error(e, timeout))?;
         let parsed: Option<Value> = serde_json::from_slice(&body).ok();
         if !status.is_success() {
             let text = parsed
@@ -162,7 +340,13 @@ impl Client {
                 401 => " (give a token with --token-file or DBFLEET_TOKEN_FILE)",
                 _ => "",
             };
-            return Err(anyhow!("{text}{hint}").into());
+            let op = parsed
+                .as_ref()
+                .map(|v| &v["operation"])
+                .filter(|o| o.is_object())
+                .map(|o| format!("\n{}", render_operation(o)))
+                .unwrap_or_default();
+            return Err(anyhow!("{text}{hint}{op}").into());
         }
         match parsed {
             Some(value) => Ok(Answer {
@@ -178,14 +362,14 @@ impl Client {
     }
 
     /// Why a call did not get an answer, in words an operator can act on.
-    fn send_error(&self, e: reqwest::Error) -> CliError {
+    fn send_error(&self, e: reqwest::Error, timeout: Duration) -> CliError {
         let shown = &self.shown;
         if e.is_connect() {
             anyhow!("cannot reach the dbfleet daemon at {shown}: is `dbfleet serve` running?")
         } else if e.is_timeout() {
             anyhow!(
                 "the dbfleet daemon at {shown} did not answer within {} s",
-                TIMEOUT.as_secs()
+                timeout.as_secs()
             )
         } else {
             anyhow!(e).context(format!("call the dbfleet daemon at {shown}"))
@@ -572,6 +756,147 @@ pub fn render_events(v: &Value) -> String {
 }
 
 /// A duration in ms as its two largest units: `42s`, `5m 3s`, `3h 12m`, `2d 4h`.
+/// One operation: its state, step, and the facts that matter.
+pub fn render_operation(v: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "operation {} {} of {}: {} (step {}, trigger {})",
+        text(&v["id"]),
+        text(&v["kind"]),
+        text(&v["cluster"]),
+        text(&v["state"]),
+        text(&v["step"]),
+        text(&v["trigger"]),
+    );
+    let d = &v["data"];
+    for (label, key) in [
+        ("old primary", "old_primary"),
+        ("candidate", "candidate"),
+        ("target", "target"),
+        ("instance", "instance"),
+        ("writer", "writer"),
+        ("fenced", "fenced"),
+        ("write block (ms)", "write_block_ms"),
+    ] {
+        if !d[key].is_null() {
+            let _ = writeln!(out, "  {label}: {}", text(&d[key]));
+        }
+    }
+    if let (Some(w), Some(s)) = (
+        d["writable_ms"].as_u64(),
+        d["detected_ms"].as_u64().or(d["started_ms"].as_u64()),
+    ) {
+        let _ = writeln!(
+            out,
+            "  writable {} ms after {}",
+            w.saturating_sub(s),
+            if d["detected_ms"].is_u64() {
+                "detection"
+            } else {
+                "the start"
+            }
+        );
+    }
+    for key in ["repointed", "errant"] {
+        if let Some(list) = d[key].as_array().filter(|l| !l.is_empty()) {
+            let _ = writeln!(
+                out,
+                "  {key}: {}",
+                list.iter().map(text).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    if let Some(w) = d["warnings"].as_array() {
+        for x in w {
+            let _ = writeln!(out, "  warning: {}", text(x));
+        }
+    }
+    if !v["error"].is_null() {
+        let _ = writeln!(out, "  error: {}", text(&v["error"]));
+    }
+    out
+}
+
+/// A table of operations, newest first.
+pub fn render_operations(v: &Value) -> String {
+    let rows: Vec<(Vec<String>, Vec<String>)> = items(v, "operations")
+        .iter()
+        .map(|o| {
+            (
+                vec![
+                    text(&o["id"]),
+                    text(&o["cluster"]),
+                    text(&o["kind"]),
+                    text(&o["state"]),
+                    text(&o["step"]),
+                    text(&o["trigger"]),
+                    age(now_ms().saturating_sub(o["created_ms"].as_u64().unwrap_or(0))),
+                ],
+                o["error"]
+                    .as_str()
+                    .map(|e| vec![format!("  error: {e}")])
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no operations\n".into();
+    }
+    table(
+        &["ID", "CLUSTER", "KIND", "STATE", "STEP", "TRIGGER", "AGE"],
+        &rows,
+    )
+}
+
+/// The recovery switches.
+pub fn render_recoveries(v: &Value) -> String {
+    let mut out = format!(
+        "automatic recoveries: {}\n",
+        if v["enabled"].as_bool() == Some(false) {
+            "DISABLED fleet-wide"
+        } else {
+            "enabled"
+        }
+    );
+    let rows: Vec<(Vec<String>, Vec<String>)> = items(v, "clusters")
+        .iter()
+        .map(|c| {
+            let blocked = match c["blocked_until_ms"].as_u64() {
+                Some(u) => format!(
+                    "blocked by operation {} for {}",
+                    text(&c["blocked_by"]),
+                    age(u.saturating_sub(now_ms()))
+                ),
+                None => "-".into(),
+            };
+            let fenced: Vec<String> = c["fenced"]
+                .as_array()
+                .map(|a| a.iter().map(text).collect())
+                .unwrap_or_default();
+            (
+                vec![
+                    text(&c["cluster"]),
+                    text(&c["mode"]),
+                    format!("{}s", text(&c["block_window_s"])),
+                    blocked,
+                    if fenced.is_empty() {
+                        "-".into()
+                    } else {
+                        fenced.join(",")
+                    },
+                ],
+                Vec::new(),
+            )
+        })
+        .collect();
+    out.push_str(&table(
+        &["CLUSTER", "MODE", "WINDOW", "BLOCK", "FENCED"],
+        &rows,
+    ));
+    out
+}
+
 fn age(ms: u64) -> String {
     let s = ms / 1000;
     let (d, h, m, s) = (s / 86_400, s / 3_600 % 24, s / 60 % 60, s % 60);
@@ -852,6 +1177,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             stats: Arc::new(monitor::Stats::default()),
             auth: server::Auth::default(),
             version: "test",
+            engine: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());

@@ -80,6 +80,85 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Fail over a cluster whose primary is dead (the replicas must confirm it): promote the
+    /// safest, most advanced replica, repoint the others, fence the old primary. Runs
+    /// whatever the cluster's policy and block window say: a human decided.
+    Failover {
+        /// The cluster.
+        cluster: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move the primary role to a healthy replica (planned maintenance): writes are blocked
+    /// only while the target catches up and is promoted. Rolls back if anything fails
+    /// before promotion.
+    Switchover {
+        /// The cluster.
+        cluster: String,
+        /// The replica to promote (host:port); default the best by promotion rules, site
+        /// and lag.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-attach a fenced old primary (or any stray instance) as a replica of the cluster's
+    /// writer, after an errant-GTID check; refuses, listing them, when it has errant GTIDs.
+    Rejoin {
+        /// The cluster.
+        cluster: String,
+        /// The instance (host:port).
+        instance: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Automatic recoveries: status, acknowledge a cluster's block window, switch them off or
+    /// on fleet-wide.
+    Recoveries {
+        #[command(subcommand)]
+        action: client_cmd::RecoveriesAction,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// List operations (failovers, switchovers, rejoins), newest first.
+    Operations {
+        /// Only this cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Only this state: proposed, running, succeeded, rolled_back, failed, needs_human.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one operation: state, step, candidate, warnings, error.
+    Operation {
+        /// The operation's id.
+        id: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check config files.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -163,6 +242,35 @@ fn main() -> ExitCode {
                 json,
             } => client_cmd::events(&api, cluster.as_deref(), limit, json).await,
             Command::Config(cmd) => serve_cmd::config(cmd).await,
+            Command::Failover { cluster, api, json } => {
+                client_cmd::failover(&api, &cluster, json).await
+            }
+            Command::Switchover {
+                cluster,
+                to,
+                api,
+                json,
+            } => client_cmd::switchover(&api, &cluster, to.as_deref(), json).await,
+            Command::Rejoin {
+                cluster,
+                instance,
+                api,
+                json,
+            } => client_cmd::rejoin(&api, &cluster, &instance, json).await,
+            Command::Recoveries { action, api, json } => {
+                client_cmd::recoveries(&api, action, json).await
+            }
+            Command::Operations {
+                cluster,
+                state,
+                limit,
+                api,
+                json,
+            } => {
+                client_cmd::operations(&api, cluster.as_deref(), state.as_deref(), limit, json)
+                    .await
+            }
+            Command::Operation { id, api, json } => client_cmd::operation(&api, &id, json).await,
         }
     });
     match result {

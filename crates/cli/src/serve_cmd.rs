@@ -72,22 +72,77 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
 /// the probe tasks, flush the store, exit 0.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let cfg = load(&args.config)?;
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&cfg.store.data_dir)
-            .with_context(|| format!("open the store in {}", cfg.store.data_dir.display()))?,
-    );
+    let failpoints = engine::failpoint::init_from_env()
+        .map_err(|e| CliError::usage(anyhow::anyhow!("DBFLEET_FAILPOINTS: {e}")))?;
+    if !failpoints.is_empty() {
+        tracing::warn!(failpoints = ?failpoints, "failpoints are armed: this daemon will crash or fail on purpose");
+    }
+    let store: Arc<dyn Store> = match cfg.store.backend {
+        config::StoreBackend::Sqlite => Arc::new(
+            SqliteStore::open(&cfg.store.data_dir)
+                .with_context(|| format!("open the store in {}", cfg.store.data_dir.display()))?,
+        ),
+        config::StoreBackend::Etcd => Arc::new(
+            store::EtcdStore::connect(
+                &cfg.store.etcd_endpoints,
+                &cfg.store.etcd_prefix,
+                store::EtcdOptions::default(),
+            )
+            .await
+            .with_context(|| {
+                format!("connect to etcd at {}", cfg.store.etcd_endpoints.join(","))
+            })?,
+        ),
+    };
     let tokens = cfg.api.load_tokens().map_err(CliError::usage)?;
     let mut clusters = Vec::new();
+    let mut setups = Vec::new();
     for c in &cfg.clusters {
         let creds = cfg
             .resolve_credentials(&c.credentials)
             .map_err(CliError::usage)?;
         let (user, password) = creds.into_parts();
+        let admin = Credentials::new(user, password);
+        let repl = match &c.replication_credentials {
+            Some(name) => {
+                let (u, p) = cfg
+                    .resolve_credentials(name)
+                    .map_err(CliError::usage)?
+                    .into_parts();
+                Some(Credentials::new(u, p))
+            }
+            None => None,
+        };
+        setups.push(engine::ClusterSetup {
+            spec: c.spec(),
+            admin: admin.clone(),
+            repl,
+            failover: c.failover.clone(),
+        });
         clusters.push(ClusterWatch {
             spec: c.spec(),
-            credentials: Credentials::new(user, password),
+            credentials: admin,
         });
     }
+    let node_id = cfg.node.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}:{}", cfg.api.listen.port())
+    });
+    let engine = engine::Engine::new(
+        store.clone(),
+        engine::EngineOptions {
+            node_id: node_id.clone(),
+            lease_ttl: cfg.node.lease_ttl,
+            lock_ttl: Duration::from_secs(30),
+            probe: ProbeOptions {
+                connect_timeout: cfg.probe.connect_timeout,
+                query_timeout: cfg.probe.query_timeout.max(Duration::from_secs(5)),
+            },
+        },
+        setups,
+    );
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
         .with_context(|| {
@@ -123,6 +178,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             query_timeout: cfg.probe.query_timeout,
         },
         concurrency: cfg.probe.concurrency,
+        fast_path: monitor::FastPathOptions::default(),
     };
     let api_cancel = CancellationToken::new();
     let watch_cancel = CancellationToken::new();
@@ -134,20 +190,38 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             require_token_for_reads: cfg.api.require_token_for_reads,
         },
         version: env!("CARGO_PKG_VERSION"),
+        engine: Some(engine.clone()),
     };
     let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
+    // Leadership first, so a lone node acts from its first round.
+    engine.campaign_once().await;
+    let engine_cancel = CancellationToken::new();
+    let leadership = tokio::spawn(engine.clone().run_leadership(engine_cancel.clone()));
+    let (rounds_tx, mut rounds_rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let consumer = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rounds_rx.recv().await {
+                engine
+                    .on_round(&r.cluster, &r.problems, &r.observations, r.at_ms)
+                    .await;
+            }
+        })
+    };
     let mut watch = tokio::spawn(monitor::run(
         opts,
         clusters,
         store.clone(),
         stats.clone(),
+        Some(rounds_tx),
         watch_cancel.clone(),
     ));
     println!(
-        "dbfleet serve: API on http://{}, watching {} clusters, probing every {}",
+        "dbfleet serve: node {node_id}, API on http://{}, watching {} clusters, probing every {}, {}",
         cfg.api.listen,
         cfg.clusters.len(),
-        humantime::format_duration(cfg.probe.interval)
+        humantime::format_duration(cfg.probe.interval),
+        if engine.is_leader() { "leader" } else { "follower" }
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -187,6 +261,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         error!("the watch loop did not stop within {SHUTDOWN_DEADLINE:?}");
         watch.abort();
     }
+    // The round channel closed with the watch loop: the consumer ends; then leadership
+    // is given up so another node can take over at once.
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, consumer).await;
+    engine_cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
     let reason = match &failure {
         Some(e) => format!("stopped after an internal failure: {e:#}"),
         None => "stopped by signal".to_string(),

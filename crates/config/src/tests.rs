@@ -746,7 +746,10 @@ fn sandbox_config_round_trips() {
         assert_eq!(addrs, want);
         let r = c.resolve_credentials(&c.clusters[0].credentials).unwrap();
         assert_eq!((r.user.as_str(), r.password()), ("root", "pw"));
-        assert_eq!(c.clusters[0].replication_credentials.as_deref(), Some("repl"));
+        assert_eq!(
+            c.clusters[0].replication_credentials.as_deref(),
+            Some("repl")
+        );
         assert_eq!(c.clusters[0].failover.mode, crate::FailoverMode::Auto);
         c.check_secrets().unwrap();
     }

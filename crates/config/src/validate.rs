@@ -110,7 +110,10 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         ));
     }
     if node.lease_ttl < std::time::Duration::from_secs(1) {
-        errs.push(ConfigError::invalid("node.lease_ttl", "must be at least 1s"));
+        errs.push(ConfigError::invalid(
+            "node.lease_ttl",
+            "must be at least 1s",
+        ));
     }
 
     match &api.tokens_file {
@@ -220,9 +223,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             if !declared.contains(rc) {
                 errs.push(ConfigError::invalid(
                     format!("{at}.replication_credentials"),
-                    format!(
-                        "cluster {name:?}: credentials {rc:?} is not defined in [credentials]"
-                    ),
+                    format!("cluster {name:?}: credentials {rc:?} is not defined in [credentials]"),
                 ));
             }
         }
@@ -232,7 +233,12 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 "must be more than 0 with mode = \"auto\": a zero window lets failovers flap",
             ));
         }
-        for (hi, h) in failover.pre_failover.iter().chain(&failover.post_failover).enumerate() {
+        for (hi, h) in failover
+            .pre_failover
+            .iter()
+            .chain(&failover.post_failover)
+            .enumerate()
+        {
             if h.trim().is_empty() {
                 errs.push(ConfigError::invalid(
                     format!("{at}.failover"),

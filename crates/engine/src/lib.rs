@@ -318,6 +318,24 @@ impl Engine {
         if self.running_lock().contains(cluster) {
             return;
         }
+        // An operation left running by a crash is resumed, never raced by a new one.
+        match self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![OperationState::Running],
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(ops) if ops.is_empty() => {}
+            Ok(_) => return,
+            Err(e) => {
+                warn!(cluster, error = %e, "cannot check for running operations");
+                return;
+            }
+        }
         self.handled_lock()
             .insert(cluster.to_string(), dead.clone());
         match setup.failover.mode {

@@ -1,4 +1,4 @@
-//! `Stats`: counters the daemon exposes about itself (rounds, probes, errors).
+//! `Stats`: counters the daemon exposes about itself (rounds, probes, errors, the fast path).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +19,18 @@ pub struct Stats {
     pub probe_errors: AtomicU64,
     /// Instances being probed now.
     pub instances: AtomicU64,
+    /// Fast paths started: a first sign that a cluster's primary died was acted on.
+    pub fast_paths: AtomicU64,
+    /// Analyses run by the fast path (one per attempt), besides `rounds`.
+    pub fast_path_rounds: AtomicU64,
+    /// Probe failures right after a success on a cluster's primary, reported as suspects.
+    pub probe_suspects: AtomicU64,
+    /// Liveness connections on primaries that were lost, reported as suspects.
+    pub sentinel_signals: AtomicU64,
+    /// Liveness connections up now.
+    pub sentinels_armed: AtomicU64,
+    /// Cluster rounds not published because the consumer's channel was full or closed.
+    pub rounds_dropped: AtomicU64,
 }
 
 /// A copy of the counters at one moment, for JSON.
@@ -36,6 +48,18 @@ pub struct StatsSnapshot {
     pub probe_errors: u64,
     /// Instances being probed now.
     pub instances: u64,
+    /// Fast paths started.
+    pub fast_paths: u64,
+    /// Analyses run by the fast path.
+    pub fast_path_rounds: u64,
+    /// Probe failures on primaries reported as suspects.
+    pub probe_suspects: u64,
+    /// Lost liveness connections reported as suspects.
+    pub sentinel_signals: u64,
+    /// Liveness connections up now.
+    pub sentinels_armed: u64,
+    /// Cluster rounds not published: the consumer's channel was full or closed.
+    pub rounds_dropped: u64,
 }
 
 impl Stats {
@@ -49,6 +73,12 @@ impl Stats {
             probes: r(&self.probes),
             probe_errors: r(&self.probe_errors),
             instances: r(&self.instances),
+            fast_paths: r(&self.fast_paths),
+            fast_path_rounds: r(&self.fast_path_rounds),
+            probe_suspects: r(&self.probe_suspects),
+            sentinel_signals: r(&self.sentinel_signals),
+            sentinels_armed: r(&self.sentinels_armed),
+            rounds_dropped: r(&self.rounds_dropped),
         }
     }
 }

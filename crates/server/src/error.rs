@@ -26,6 +26,16 @@ pub enum ApiError {
     /// The route exists but not for this method: 405.
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The request conflicts with the cluster's state (busy, refused, or an operation that
+    /// ended other than succeeded): 409, with the operation's record when there is one.
+    #[error("{message}")]
+    Conflict {
+        message: String,
+        operation: Option<serde_json::Value>,
+    },
+    /// This daemon cannot serve the request now (no engine, not the leader): 503.
+    #[error("{0}")]
+    Unavailable(String),
     /// The metadata store failed: 500. The message is logged, never returned.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -40,6 +50,8 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -56,7 +68,11 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(ErrorBody { error })).into_response();
+        let operation = match &self {
+            Self::Conflict { operation, .. } => operation.clone(),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { error, operation })).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -12,6 +12,7 @@
 
 pub mod auth;
 mod error;
+pub mod ops_routes;
 mod query;
 mod routes;
 mod topology;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub auth: Auth,
     /// The daemon's version, e.g. `env!("CARGO_PKG_VERSION")`.
     pub version: &'static str,
+    /// The operations engine; `None` serves 503 on its routes.
+    pub engine: Option<std::sync::Arc<engine::Engine>>,
 }
 
 /// The API's routes, with auth and a JSON 404/405 for everything else.
@@ -61,12 +64,30 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/instances/{addr}", get(routes::instance))
         .route("/api/v1/problems", get(routes::problems))
         .route("/api/v1/events", get(routes::events))
+        .route("/api/v1/operations", get(ops_routes::operations))
+        .route("/api/v1/operations/{id}", get(ops_routes::operation))
+        .route("/api/v1/recoveries", get(ops_routes::recoveries))
+        .route("/api/v1/leader", get(ops_routes::leader))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::read_access,
         ));
     let writes = Router::new()
         .route("/api/v1/events", post(routes::append_note))
+        .route(
+            "/api/v1/clusters/{name}/failover",
+            post(ops_routes::failover),
+        )
+        .route(
+            "/api/v1/clusters/{name}/switchover",
+            post(ops_routes::switchover),
+        )
+        .route("/api/v1/clusters/{name}/rejoin", post(ops_routes::rejoin))
+        .route(
+            "/api/v1/clusters/{name}/recoveries/ack",
+            post(ops_routes::ack),
+        )
+        .route("/api/v1/recoveries/{what}", post(ops_routes::switch))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

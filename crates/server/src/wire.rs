@@ -16,6 +16,9 @@ use store::{ClusterRecord, EventRecord, InstanceRecord, Origin, ProblemRecord};
 pub struct ErrorBody {
     /// What went wrong, naming the parameter, cluster or instance at fault.
     pub error: String,
+    /// The operation the error is about, when an operation ended other than succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<serde_json::Value>,
 }
 
 /// `GET /healthz`.

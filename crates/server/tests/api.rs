@@ -243,6 +243,7 @@ impl TestServer {
             stats,
             auth,
             version: "9.9.9-test",
+            engine: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

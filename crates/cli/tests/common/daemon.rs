@@ -41,21 +41,58 @@ pub fn test_config(sb: &TestSandbox, api_port: u16, edit: impl Fn(String) -> Str
     path
 }
 
+/// How to start a test daemon.
+#[derive(Clone, Debug, Default)]
+pub struct StartOpts {
+    /// Extra environment variables (e.g. `DBFLEET_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
+    /// Run the daemon with this group id (`setpriv --regid`), so firewall rules can match
+    /// its traffic alone with `-m owner --gid-owner`.
+    pub gid: Option<u32>,
+    /// Append to the log instead of truncating it (a restart).
+    pub append_log: bool,
+    /// Do not wait for analysis rounds (a daemon that may crash at once).
+    pub no_wait: bool,
+}
+
 impl Daemon {
     /// Start `dbfleet serve --config config` and wait until `/healthz` answers and one
     /// analysis round has run.
     pub async fn start(config: &Path, api_port: u16) -> Self {
+        Self::start_with(config, api_port, StartOpts::default()).await
+    }
+
+    /// [`Daemon::start`] with options.
+    pub async fn start_with(config: &Path, api_port: u16, opts: StartOpts) -> Self {
         let log = config.with_extension("log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_dbfleet"))
-            .args(["serve", "--config"])
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(opts.append_log)
+            .write(true)
+            .truncate(!opts.append_log)
+            .open(&log)
+            .unwrap();
+        let mut cmd = match opts.gid {
+            Some(gid) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_dbfleet"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_dbfleet")),
+        };
+        cmd.args(["serve", "--config"])
             .arg(config)
             .env("DBFLEET_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start dbfleet serve");
+            .stderr(out);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start dbfleet serve");
         let text = std::fs::read_to_string(config).unwrap();
         let data_dir = text
             .lines()
@@ -69,6 +106,9 @@ impl Daemon {
             log,
             data_dir,
         };
+        if opts.no_wait {
+            return d;
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(v) = d.try_get("/api/v1/status").await {
@@ -173,6 +213,85 @@ impl Daemon {
             assert!(
                 Instant::now() < deadline,
                 "{kind} on {instance:?} did not clear after {within:?}; open: {ps:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The daemon's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Wait up to `within` for the daemon to exit by itself (a failpoint abort); returns
+    /// whether it did.
+    pub fn wait_exit(&mut self, within: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// SIGKILL the daemon, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// POST `body` to `path` with `token`; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .post(format!("{}{path}", self.api))
+            .bearer_auth(token)
+            .json(&body)
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Operations, newest first.
+    pub async fn operations(&self, cluster: &str) -> Vec<Value> {
+        self.get(&format!("/api/v1/operations?cluster={cluster}"))
+            .await["operations"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Wait until `cluster` has `n` operations and the newest is final; returns them.
+    pub async fn wait_operations(&self, cluster: &str, n: usize, within: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(v) = self
+                .try_get(&format!("/api/v1/operations?cluster={cluster}"))
+                .await
+            {
+                let ops = v["operations"].as_array().cloned().unwrap_or_default();
+                let done = ops
+                    .first()
+                    .and_then(|o| o["state"].as_str())
+                    .is_some_and(|s| s != "running" && s != "proposed");
+                if ops.len() >= n && done {
+                    return ops;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} finished operation(s) of {cluster} did not appear in {within:?}:\n{}",
+                self.log_text()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

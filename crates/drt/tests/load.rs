@@ -1,0 +1,471 @@
+//! The write load against real sandboxes: a healthy set, a killed primary with a failover by
+//! hand under semi-sync, a checker that finds deleted rows, and a `read_only` fence with a
+//! split brain. Each test has its own ports (31400..31440) and directory.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use drt::load::{self, LoadOptions, TableName, VerifyOptions};
+use drt::DrtError;
+use model::gtid::MariadbGtidList;
+use model::InstanceAddr;
+use probe::{Credentials, ProbeError, ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::{CredentialSet, Sandbox, UpOptions};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN_TIMEOUTS: ProbeOptions = ProbeOptions {
+    connect_timeout: Duration::from_secs(2),
+    query_timeout: Duration::from_secs(10),
+};
+
+/// A sandbox in a temporary directory; its servers are killed on drop, before the
+/// directory is removed. When the test panicked the directory is kept, so the servers'
+/// error logs can be read.
+struct Set {
+    sb: Sandbox,
+    creds: CredentialSet,
+    _guard: SandboxGuard,
+    root: Option<tempfile::TempDir>,
+}
+
+impl Drop for Set {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(root) = self.root.take() {
+                let _ = root.keep();
+            }
+        }
+    }
+}
+
+impl Set {
+    async fn up(name: &str, base_port: u16, replicas: usize, semi_sync: bool) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix("dbfleet-drt-")
+            .tempdir()
+            .expect("tempdir");
+        let guard = SandboxGuard::new(root.path(), name);
+        let up = UpOptions {
+            name: name.into(),
+            replicas,
+            semi_sync,
+            base_port,
+            root: root.path().to_path_buf(),
+        };
+        // The sandbox bootstraps accounts under a 1 s statement timeout, which a machine
+        // busy with other builds sometimes misses; a failed `up` removes what it made, so
+        // it can be run again.
+        let mut attempt = 1;
+        let sb = loop {
+            match Sandbox::up(&up).await {
+                Ok((sb, _)) => break sb,
+                Err(e) if attempt < 3 => {
+                    eprintln!("sandbox up, attempt {attempt}: {e}");
+                    attempt += 1;
+                }
+                Err(e) => panic!("sandbox up: {e}"),
+            }
+        };
+        let creds = sb.credentials().expect("credentials");
+        Self {
+            sb,
+            creds,
+            _guard: guard,
+            root: Some(root),
+        }
+    }
+
+    fn addr(&self, member: &str) -> InstanceAddr {
+        self.sb.member(member).expect("member").addr()
+    }
+
+    fn admin(&self) -> Credentials {
+        self.creds.admin.credentials()
+    }
+
+    fn app(&self) -> Credentials {
+        self.creds.app.credentials()
+    }
+
+    async fn session(&self, addr: &InstanceAddr) -> Session {
+        Session::connect(addr, &self.admin(), ADMIN_TIMEOUTS)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    async fn exec(&self, addr: &InstanceAddr, sql: &str) {
+        let mut s = self.session(addr).await;
+        s.exec("test statement", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {sql}: {e}"));
+        s.close().await;
+    }
+
+    /// The first column of the first row.
+    async fn value(&self, addr: &InstanceAddr, sql: &str) -> String {
+        let mut s = self.session(addr).await;
+        let rows = s
+            .query_rows("test query", sql)
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {sql}: {e}"));
+        s.close().await;
+        let row = rows.into_iter().next().expect("a row");
+        row.get("v").cloned().flatten().unwrap_or_default()
+    }
+
+    /// Wait until every replica has applied everything `primary` has binlogged.
+    async fn catch_up(&self, primary: &InstanceAddr, replicas: &[InstanceAddr]) {
+        let pos = self.value(primary, "SELECT @@gtid_binlog_pos AS v").await;
+        for r in replicas {
+            let mut s = self.session(r).await;
+            let done = s
+                .wait_for_gtid(&pos, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|e| panic!("{r}: wait for {pos}: {e}"));
+            assert!(done, "{r} did not reach {pos}");
+            s.close().await;
+        }
+    }
+
+    /// Promote by hand the replica that received the most from the dead primary: wait until
+    /// it has applied what it received, detach it and open it for writes. Returns it.
+    async fn promote_most_advanced(&self, replicas: &[InstanceAddr]) -> InstanceAddr {
+        let mut best: Option<(InstanceAddr, String, MariadbGtidList)> = None;
+        for r in replicas {
+            let mut s = self.session(r).await;
+            let rows = s
+                .query_rows("slave status", "SHOW SLAVE STATUS")
+                .await
+                .unwrap();
+            s.close().await;
+            let io = rows[0]
+                .get("Gtid_IO_Pos")
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            let pos: MariadbGtidList = io.parse().unwrap();
+            if best.as_ref().is_none_or(|(_, _, b)| !b.includes(&pos)) {
+                best = Some((r.clone(), io, pos));
+            }
+        }
+        let (addr, io, _) = best.expect("a replica");
+        let mut s = self.session(&addr).await;
+        assert!(
+            s.wait_for_gtid(&io, Duration::from_secs(5)).await.unwrap(),
+            "{addr} did not apply its relay log up to {io}"
+        );
+        s.exec(
+            "promote",
+            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only=0",
+        )
+        .await
+        .unwrap();
+        s.close().await;
+        addr
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn table() -> TableName {
+    "app.drt_ledger".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_set_acks_every_write_everywhere() {
+    let set = Set::up("drt-healthy", 31400, 2, false).await;
+    let (m1, m2, m3) = (set.addr("m1"), set.addr("m2"), set.addr("m3"));
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    // A second prepare leaves the table alone.
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+
+    let mut opts = LoadOptions::new(vec![m2.clone(), m1.clone(), m3.clone()], set.app());
+    opts.writers = 4;
+    opts.rate_per_s = 0;
+    opts.duration = Duration::from_millis(1500);
+    let ledger = load::run(opts, CancellationToken::new()).await;
+
+    eprintln!(
+        "healthy: {} acked in {:?} = {:.0} writes/s, {} in doubt, {} failed",
+        ledger.acked.len(),
+        ledger.elapsed(),
+        ledger.acked_per_s(),
+        ledger.in_doubt.len(),
+        ledger.failed_attempts
+    );
+    assert!(ledger.acked.len() > 50, "{} acked", ledger.acked.len());
+    assert_eq!(ledger.failed_attempts, 0, "{:?}", ledger.failure_reasons);
+    assert!(ledger.in_doubt.is_empty(), "{:?}", ledger.in_doubt);
+    assert!(ledger.outages.is_empty(), "{:?}", ledger.outages);
+    assert!(ledger.split_brain.is_empty());
+    assert_eq!(ledger.max_outage(), Duration::ZERO);
+    assert_eq!(ledger.total_writes(), ledger.acked.len() as u64);
+    let mut ids: Vec<u64> = ledger.acked.iter().map(|a| a.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), ledger.acked.len(), "ids are unique");
+    for a in &ledger.acked {
+        assert_eq!(a.server, m1, "only the primary is writable");
+        assert!(ledger.id_range().contains(&a.id));
+        let gtid = a.gtid.as_deref().expect("a gtid");
+        assert!(gtid.starts_with("0-1-"), "{gtid}");
+    }
+    let round: load::Ledger =
+        serde_json::from_str(&serde_json::to_string(&ledger).unwrap()).unwrap();
+    assert_eq!(round, ledger);
+
+    set.catch_up(&m1, &[m2.clone(), m3.clone()]).await;
+    let v = load::verify(
+        &ledger,
+        &m1,
+        &[m2.clone(), m3.clone()],
+        &set.admin(),
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(v.all_present(), "{v:?}");
+    assert_eq!(v.per_instance.len(), 3);
+    for c in &v.per_instance {
+        assert!(c.reachable, "{c:?}");
+        assert_eq!(c.rows, ledger.acked.len(), "{}", c.addr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_primary_then_promotion_by_hand_loses_no_acked_write_under_semi_sync() {
+    let set = Set::up("drt-failover", 31410, 2, true).await;
+    let (m1, m2, m3) = (set.addr("m1"), set.addr("m2"), set.addr("m3"));
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    let obs = probe::observe(&m1, &set.admin(), ADMIN_TIMEOUTS).await;
+    let ss = &obs.state().expect("m1 reachable").semi_sync;
+    assert!(ss.source_active && ss.source_clients == 2, "{ss:?}");
+
+    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone(), m3.clone()], set.app());
+    opts.writers = 4;
+    opts.rate_per_s = 1000;
+    opts.duration = Duration::from_millis(2500);
+    let load = tokio::spawn(load::run(opts, CancellationToken::new()));
+
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Every commit so far was acknowledged by a replica: semi-sync never fell back.
+    let no_tx = set
+        .value(&m1, "SELECT VARIABLE_VALUE AS v FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME='RPL_SEMI_SYNC_MASTER_NO_TX'")
+        .await;
+    assert_eq!(no_tx, "0", "semi-sync fell back to async");
+    let kill_start = now_ms();
+    let sb = set.sb.clone();
+    assert!(tokio::task::spawn_blocking(move || sb.kill("m1"))
+        .await
+        .unwrap()
+        .unwrap());
+    let kill_done = now_ms();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let promote_start = now_ms();
+    let new = set.promote_most_advanced(&[m2.clone(), m3.clone()]).await;
+    let promoted = now_ms();
+    let ledger = load.await.unwrap();
+
+    assert_eq!(ledger.outages.len(), 1, "{:#?}", ledger.outages);
+    let o = &ledger.outages[0];
+    let recovered = o.recovered_ms.expect("writes recovered");
+    eprintln!(
+        "failover: kill at +{} ms (took {} ms), promotion of {new} at +{} ms (took {} ms); \
+         outage +{}..+{} ms = {:?}; {} acked ({:.0}/s), {} in doubt, {} failed {:?}",
+        kill_start - ledger.started_ms,
+        kill_done - kill_start,
+        promote_start - ledger.started_ms,
+        promoted - promote_start,
+        o.first_failure_ms - ledger.started_ms,
+        recovered - ledger.started_ms,
+        ledger.max_outage(),
+        ledger.acked.len(),
+        ledger.acked_per_s(),
+        ledger.in_doubt.len(),
+        ledger.failed_attempts,
+        ledger.failure_reasons,
+    );
+    // The window covers the gap: it opens around the kill and closes after the promotion.
+    assert!(o.first_failure_ms + 1000 >= kill_start, "{o:?}");
+    assert!(
+        o.first_failure_ms <= kill_done + 500,
+        "{o:?} kill done {kill_done}"
+    );
+    assert!(
+        recovered + 5 >= promote_start,
+        "{o:?} promoted at {promote_start}"
+    );
+    assert_eq!(o.from.as_ref(), Some(&m1));
+    assert_eq!(o.to.as_ref(), Some(&new));
+    assert_eq!(o.writers, vec![0, 1, 2, 3]);
+    assert_eq!(
+        ledger.writer_outages.len(),
+        4,
+        "{:#?}",
+        ledger.writer_outages
+    );
+    assert!(ledger.max_outage() >= Duration::from_millis(300));
+    assert!(ledger.split_brain.is_empty(), "{:?}", ledger.split_brain);
+    assert!(ledger.failure_reasons.contains_key("no writable primary"));
+    assert!(ledger.in_doubt.iter().all(|d| d.server == m1));
+    // The writers moved to the new primary. (A writer's last acks on m1 may come after
+    // another writer's first failure: the merged window opens at the earliest one.)
+    for a in &ledger.acked {
+        if a.server == m1 {
+            assert!(a.at_ms <= kill_done + 5, "{a:?} after the kill");
+        } else {
+            assert_eq!(a.server, new, "{a:?}");
+            assert!(a.at_ms + 5 >= promote_start, "{a:?} before the promotion");
+        }
+    }
+    assert!(ledger.acked.iter().any(|a| a.server == new));
+
+    let other = if new == m2 { m3.clone() } else { m2.clone() };
+    let v = load::verify(
+        &ledger,
+        &new,
+        std::slice::from_ref(&other),
+        &set.admin(),
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap();
+    let writer_check = v.check(&new).unwrap();
+    let other_check = v.check(&other).unwrap();
+    let acked_on_m1: std::collections::HashSet<u64> = ledger
+        .acked
+        .iter()
+        .filter(|a| a.server == m1)
+        .map(|a| a.id)
+        .collect();
+    eprintln!(
+        "verify: {} lost; {new}: {} rows, {} in-doubt present; {other} (still on the dead \
+         primary): {} missing, {} of them acked by m1",
+        v.lost.len(),
+        writer_check.rows,
+        writer_check.present_in_doubt,
+        other_check.missing.len(),
+        other_check
+            .missing
+            .iter()
+            .filter(|id| acked_on_m1.contains(id))
+            .count()
+    );
+    assert!(v.lost.is_empty(), "lost: {:?}", v.lost);
+    assert!(writer_check.missing.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_deleted_rows_and_unreachable_servers() {
+    let set = Set::up("drt-missing", 31420, 1, false).await;
+    let (m1, m2) = (set.addr("m1"), set.addr("m2"));
+    let nobody = InstanceAddr::new("127.0.0.1", 31429);
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
+    opts.writers = 2;
+    opts.rate_per_s = 400;
+    opts.duration = Duration::from_millis(500);
+    let ledger = load::run(opts, CancellationToken::new()).await;
+    assert!(ledger.acked.len() > 10, "{}", ledger.acked.len());
+    set.catch_up(&m1, std::slice::from_ref(&m2)).await;
+
+    // One row disappears from the primary only, another from the replica only.
+    let gone_on_primary = ledger.acked[0].id;
+    let gone_on_replica = ledger.acked[ledger.acked.len() - 1].id;
+    let delete = |id: u64| {
+        format!("SET sql_log_bin=0; DELETE FROM app.drt_ledger WHERE id={id}; SET sql_log_bin=1")
+    };
+    set.exec(&m1, &delete(gone_on_primary)).await;
+    set.exec(&m2, &delete(gone_on_replica)).await;
+
+    let v = load::verify(
+        &ledger,
+        &m1,
+        &[m2.clone(), nobody.clone()],
+        &set.admin(),
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap();
+    assert!(!v.all_present());
+    assert_eq!(v.lost, vec![ledger.acked[0].clone()]);
+    assert_eq!(v.check(&m1).unwrap().missing, vec![gone_on_primary]);
+    assert_eq!(v.check(&m2).unwrap().missing, vec![gone_on_replica]);
+    let n = v.check(&nobody).unwrap();
+    assert!(!n.reachable && n.error.is_some(), "{n:?}");
+
+    // The writer must be readable, or loss cannot be judged.
+    let err = load::verify(
+        &ledger,
+        &nobody,
+        &[],
+        &set.admin(),
+        &VerifyOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, DrtError::Sql { error: ProbeError::Refused, addr, .. } if *addr == nobody),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_fence_is_a_clean_refusal_and_two_writables_a_split_brain() {
+    let set = Set::up("drt-fence", 31430, 1, false).await;
+    let (m1, m2) = (set.addr("m1"), set.addr("m2"));
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    set.catch_up(&m1, std::slice::from_ref(&m2)).await;
+    // Both writable when the writers first probe.
+    set.exec(&m2, "SET GLOBAL read_only=0").await;
+
+    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
+    opts.writers = 2;
+    opts.rate_per_s = 400;
+    opts.duration = Duration::from_millis(1500);
+    let load = tokio::spawn(load::run(opts, CancellationToken::new()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set.exec(&m2, "SET GLOBAL read_only=1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let fenced = now_ms();
+    set.exec(&m1, "SET GLOBAL read_only=1").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let opened = now_ms();
+    set.exec(&m1, "SET GLOBAL read_only=0").await;
+    let ledger = load.await.unwrap();
+
+    eprintln!(
+        "fence: {} acked, {} failed {:?}, outages {:?}",
+        ledger.acked.len(),
+        ledger.failed_attempts,
+        ledger.failure_reasons,
+        ledger
+            .outages
+            .iter()
+            .map(|o| o.length(ledger.ended_ms))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(ledger.split_brain.len(), 2, "{:?}", ledger.split_brain);
+    for s in &ledger.split_brain {
+        assert_eq!(s.writable, vec![m1.clone(), m2.clone()]);
+    }
+    // A read_only refusal is certain: nothing is in doubt.
+    assert!(ledger.in_doubt.is_empty(), "{:?}", ledger.in_doubt);
+    assert!(ledger.failure_reasons["server error 1290 (read_only)"] >= 1);
+    assert!(ledger.failure_reasons["no writable primary"] >= 1);
+    assert_eq!(ledger.outages.len(), 1, "{:?}", ledger.outages);
+    let o = &ledger.outages[0];
+    assert!(o.first_failure_ms + 50 >= fenced && o.recovered_ms.unwrap() + 5 >= opened);
+    assert_eq!((o.from.as_ref(), o.to.as_ref()), (Some(&m1), Some(&m1)));
+    assert!(ledger.acked.iter().all(|a| a.server == m1));
+
+    let v = load::verify(&ledger, &m1, &[], &set.admin(), &VerifyOptions::default())
+        .await
+        .unwrap();
+    assert!(v.all_present(), "{v:?}");
+}
