@@ -7,6 +7,9 @@ PACKAGES=(
   mariadb-server   # mariadbd, mariadb-install-db: the sandbox's servers
   mariadb-client   # mariadb, mariadb-binlog
   mariadb-backup   # mariabackup
+  protobuf-compiler  # protoc: etcd-client compiles etcd's protocol at build time
+  etcd-server      # etcd: the multi-node control plane's store, started by the tests
+  iptables         # firewall rules that cut the control plane from a server in tests
 )
 
 # The first word of each entry is the package name; the rest is its comment.

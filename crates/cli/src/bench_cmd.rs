@@ -44,6 +44,27 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Time automatic failover end to end: a 3-member semi-sync sandbox, the real watch loop
+    /// and engine, a write load with an acknowledged-write ledger; SIGKILL the primary, wait
+    /// for the new one, count lost writes, rejoin the old primary, repeat. Then time planned
+    /// switchovers under the same load.
+    Failover {
+        /// How many kills to time.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// How many switchovers to time after the kills.
+        #[arg(long, default_value_t = 5)]
+        switchovers: usize,
+        /// The probe interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// The primary's port.
+        #[arg(long, default_value_t = 23426)]
+        base_port: u16,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -82,6 +103,53 @@ fn p50_max(mut v: Vec<Duration>) -> (f64, f64) {
 /// Run a benchmark.
 pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
     match cmd {
+        BenchCommand::Failover {
+            runs,
+            switchovers,
+            interval,
+            base_port,
+            json,
+        } => {
+            check_runs(runs)?;
+            if switchovers > 100 {
+                return Err(CliError::usage(anyhow::anyhow!("--switchovers must be 0 to 100")));
+            }
+            let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
+            let result =
+                crate::bench_failover::run(&root, runs, switchovers, interval, base_port, json).await;
+            let _ = Sandbox::down(&root, "benchfo");
+            let _ = std::fs::remove_dir_all(&root);
+            let f = result?;
+            if json {
+                print_json(&f)?;
+            } else {
+                println!(
+                    "failover under semi-sync write load, probe interval {}ms, {} kills:\n  \
+                     kill -> detection       p50 {} ms  max {} ms\n  \
+                     kill -> writable primary p50 {} ms  max {} ms\n  \
+                     client outage            p50 {} ms  max {} ms\n\
+                     switchover, {} runs: write block p50 {} ms  max {} ms\n\
+                     acknowledged writes: {} total, {} lost",
+                    f.interval_ms,
+                    f.failovers.len(),
+                    f.detection_p50_ms,
+                    f.detection_max_ms,
+                    f.writable_p50_ms,
+                    f.writable_max_ms,
+                    f.client_outage_p50_ms,
+                    f.client_outage_max_ms,
+                    f.switchovers.len(),
+                    f.write_block_p50_ms,
+                    f.write_block_max_ms,
+                    f.acked_total,
+                    f.lost_total
+                );
+            }
+            if f.lost_total > 0 {
+                return Err(anyhow::anyhow!("{} acknowledged writes were lost", f.lost_total).into());
+            }
+            Ok(())
+        }
         BenchCommand::Detection {
             runs,
             interval,

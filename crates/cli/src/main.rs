@@ -1,6 +1,7 @@
 //! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
 
 mod bench_cmd;
+mod bench_failover;
 mod client_cmd;
 mod creds;
 mod probe_cmd;

@@ -507,3 +507,17 @@ async fn a_second_daemon_on_etcd_takes_over_and_fails_over() {
     assert_eq!(writable(&sb).len(), 1);
     drop(etcd);
 }
+
+#[test]
+fn the_failover_benchmark_runs_and_loses_nothing() {
+    // A small run, so the benchmark cannot rot; the recorded figures come from --runs 10.
+    let out = ok(dbfleet(&[
+        "bench", "failover", "--runs", "1", "--switchovers", "1", "--base-port", "31760", "--json",
+    ]));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["failovers"].as_array().unwrap().len(), 1);
+    assert_eq!(v["switchovers"].as_array().unwrap().len(), 1);
+    assert_eq!(v["lost_total"], 0, "{v:#}");
+    assert!(v["acked_total"].as_u64().unwrap() > 0);
+    assert!(v["writable_max_ms"].as_u64().unwrap() > 0);
+}

@@ -14,13 +14,14 @@
 //! A connect that fails never signals either: only the loss of a connection that was up.
 //!
 //! While the primary is down the sentinel reconnects with a backoff from 100 ms doubling to
-//! the probe interval. When the analysis names another primary the sentinel moves there;
+//! the probe interval; so it does when its statement keeps failing or returning early (a
+//! server that does not sleep), so that it never spins. When the analysis names another primary the sentinel moves there;
 //! when it names none the sentinel idles. A server thread left sleeping by a move or a
 //! shutdown ends on its own within `n`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use model::{Flavor, InstanceAddr};
 use probe::{ProbeError, ProbeOptions, Session};
@@ -124,10 +125,16 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
                 debug!(cluster = %cell.name, instance = %addr, error = %e, ?backoff, "liveness connect failed")
             }
             Ok(mut session) => {
-                backoff = FIRST_BACKOFF;
+                let up = Instant::now();
                 let armed = Armed::new(&ctx.stats);
                 debug!(cluster = %cell.name, instance = %addr, "liveness connection up");
-                match hold(&mut session, &sql).await {
+                let ended = hold(&mut session, &sql, sleep).await;
+                // A connection that held for a while earns a quick reconnect; one that keeps
+                // failing at once backs off to the interval like a failed connect.
+                if up.elapsed() >= Duration::from_secs(1) {
+                    backoff = FIRST_BACKOFF;
+                }
+                match ended {
                     Ended::Lost(e) => {
                         drop(armed);
                         ctx.stats.sentinel_signals.fetch_add(1, Ordering::Relaxed);
@@ -149,8 +156,9 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
     }
 }
 
-/// Reissue the liveness statement until it fails.
-async fn hold(session: &mut Session, sql: &str) -> Ended {
+/// Reissue the liveness statement until it fails, or until it returns well before its
+/// sleep (a server that does not sleep would make this loop spin).
+async fn hold(session: &mut Session, sql: &str, sleep: Duration) -> Ended {
     // A server-wide statement time limit would end the sleep early; it is not a sign.
     let off = match session.flavor() {
         Flavor::Mariadb => "SET SESSION max_statement_time = 0",
@@ -163,7 +171,14 @@ async fn hold(session: &mut Session, sql: &str) -> Ended {
         debug!(error = %e, "liveness setup");
     }
     loop {
+        let started = Instant::now();
         match session.query_rows("liveness", sql).await {
+            Ok(_) if started.elapsed() < sleep / 2 => {
+                return Ended::Other(ProbeError::Reply {
+                    what: "liveness",
+                    detail: format!("returned after {:?} of {sleep:?}", started.elapsed()),
+                })
+            }
             Ok(_) => continue,
             Err(e) if is_loss(&e) => return Ended::Lost(e),
             Err(e) => return Ended::Other(e),

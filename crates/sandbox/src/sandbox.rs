@@ -727,7 +727,13 @@ impl Sandbox {
 
     async fn root_session(&self, m: &Member) -> Result<Session> {
         let socket = m.socket(&self.dir).display().to_string();
-        Session::connect_socket(&socket, &root_credentials(), ProbeOptions::default())
+        // Setup statements (account bootstrap, CHANGE MASTER) can take seconds on a busy
+        // machine: give them more than a probe's timeouts.
+        let opts = ProbeOptions {
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(15),
+        };
+        Session::connect_socket(&socket, &root_credentials(), opts)
             .await
             .map_err(|e| anyhow::anyhow!("{}: connect as root over {socket}: {e}", m.name).into())
     }

@@ -1,0 +1,390 @@
+//! `dbfleet bench failover`: SIGKILL the primary of a semi-sync sandbox under a write load,
+//! again and again, with the real watch loop and engine, and measure kill → detection, kill →
+//! writable new primary, the client's outage and the acknowledged writes lost; then time
+//! planned switchovers under the same load.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{FailoverConfig, FailoverMode};
+use model::{ClusterSpec, InstanceAddr, InstanceSpec, PromotionRule};
+use sandbox::{Sandbox, UpOptions};
+use serde::Serialize;
+use store::{OperationQuery, Store};
+use tokio_util::sync::CancellationToken;
+
+use crate::CliError;
+
+/// One failover run.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverRun {
+    pub old_primary: String,
+    pub new_primary: String,
+    pub detection_ms: u64,
+    pub writable_ms: u64,
+    pub client_outage_ms: u64,
+    pub acked: usize,
+    pub in_doubt: usize,
+    pub lost: usize,
+}
+
+/// One switchover run.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchoverRun {
+    pub write_block_ms: u64,
+    pub client_outage_ms: u64,
+    pub acked: usize,
+    pub lost: usize,
+}
+
+/// What `bench failover` prints.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverFigures {
+    pub interval_ms: u64,
+    pub semi_sync: bool,
+    pub failovers: Vec<FailoverRun>,
+    pub switchovers: Vec<SwitchoverRun>,
+    pub detection_p50_ms: u64,
+    pub detection_max_ms: u64,
+    pub writable_p50_ms: u64,
+    pub writable_max_ms: u64,
+    pub client_outage_p50_ms: u64,
+    pub client_outage_max_ms: u64,
+    pub write_block_p50_ms: u64,
+    pub write_block_max_ms: u64,
+    pub acked_total: usize,
+    pub lost_total: usize,
+}
+
+fn p50_max(v: impl Iterator<Item = u64>) -> (u64, u64) {
+    let mut v: Vec<u64> = v.collect();
+    v.sort_unstable();
+    (
+        v.get(v.len() / 2).copied().unwrap_or(0),
+        v.last().copied().unwrap_or(0),
+    )
+}
+
+const NAME: &str = "benchfo";
+
+/// Run the benchmark in a sandbox under `root`.
+pub async fn run(
+    root: &Path,
+    runs: usize,
+    switchovers: usize,
+    interval: Duration,
+    base_port: u16,
+    json: bool,
+) -> Result<FailoverFigures, CliError> {
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: NAME.into(),
+        replicas: 2,
+        semi_sync: true,
+        base_port,
+        root: root.to_path_buf(),
+    })
+    .await?;
+    let creds = sb.credentials()?;
+    let admin = creds.admin.credentials();
+    let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
+    let spec = ClusterSpec {
+        name: NAME.into(),
+        instances: sb
+            .manifest()
+            .members
+            .iter()
+            .map(|m| InstanceSpec {
+                addr: m.addr(),
+                promotion: PromotionRule::Neutral,
+                site: None,
+            })
+            .collect(),
+        expected_replicas: 2,
+        semi_sync: true,
+        max_lag: Duration::from_secs(10),
+    };
+    store.upsert_cluster(&spec, engine::now_ms()).await?;
+    store
+        .set_writer(NAME, Some(sb.initial_primary().addr()), engine::now_ms())
+        .await?;
+    let probe_opts = probe::ProbeOptions {
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_millis(500),
+    };
+    let engine = engine::Engine::new(
+        store.clone(),
+        engine::EngineOptions {
+            node_id: "bench".into(),
+            lease_ttl: Duration::from_secs(3),
+            lock_ttl: Duration::from_secs(30),
+            probe: probe::ProbeOptions {
+                connect_timeout: Duration::from_millis(500),
+                query_timeout: Duration::from_secs(5),
+            },
+        },
+        vec![engine::ClusterSetup {
+            spec: spec.clone(),
+            admin: admin.clone(),
+            repl: Some(creds.repl.credentials()),
+            failover: FailoverConfig {
+                mode: FailoverMode::Auto,
+                ..Default::default()
+            },
+        }],
+    );
+    engine.campaign_once().await;
+    let cancel = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let consumer = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                engine
+                    .on_round(&r.cluster, &r.problems, &r.observations, r.at_ms)
+                    .await;
+            }
+        })
+    };
+    let watch = tokio::spawn(monitor::run(
+        monitor::WatchOptions {
+            interval,
+            discovery_interval: Duration::from_secs(10),
+            probe: probe_opts,
+            concurrency: 64,
+            fast_path: monitor::FastPathOptions::default(),
+        },
+        vec![monitor::ClusterWatch {
+            spec,
+            credentials: admin.clone(),
+        }],
+        store.clone(),
+        Arc::new(monitor::Stats::default()),
+        Some(tx),
+        cancel.clone(),
+    ));
+    let result = runs_in(&sb, &store, &engine, runs, switchovers, interval, json).await;
+    cancel.cancel();
+    let _ = watch.await;
+    let _ = consumer.await;
+    result
+}
+
+fn member_name(sb: &Sandbox, addr: &InstanceAddr) -> Result<String, CliError> {
+    sb.manifest()
+        .members
+        .iter()
+        .find(|m| &m.addr() == addr)
+        .map(|m| m.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member").into())
+}
+
+/// Wait until every member was seen reachable after `since_ms` with no open problem, then
+/// one more interval, so the watch loop has named the primary and holds its liveness
+/// connection, as it would in steady state.
+async fn wait_healthy(store: &Arc<dyn Store>, interval: Duration) -> Result<(), CliError> {
+    let since_ms = engine::now_ms();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open = store.open_problems(Some(NAME)).await?;
+        let seen = store.last_observations(Some(NAME)).await?;
+        let fresh = seen.len() == 3
+            && seen
+                .iter()
+                .all(|(_, o)| o.state().is_some() && o.at_unix_ms > since_ms);
+        if open.is_empty() && fresh {
+            tokio::time::sleep(interval + Duration::from_millis(200)).await;
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(anyhow::anyhow!(
+                "the sandbox is not healthy 60 s after the last run: {}",
+                open.iter().map(|p| p.problem.summary.clone()).collect::<Vec<_>>().join("; ")
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn load_opts(sb: &Sandbox, duration: Duration) -> Result<drt::load::LoadOptions, CliError> {
+    let creds = sb.credentials()?;
+    let members = sb.manifest().members.iter().map(|m| m.addr()).collect();
+    let mut o = drt::load::LoadOptions::new(members, creds.app.credentials());
+    o.table = "app.bench_ledger".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    o.writers = 4;
+    o.rate_per_s = 400;
+    o.duration = duration;
+    Ok(o)
+}
+
+async fn lost(
+    sb: &Sandbox,
+    ledger: &drt::load::Ledger,
+    writer: &InstanceAddr,
+) -> Result<usize, CliError> {
+    let admin = sb.credentials()?.admin.credentials();
+    let v = drt::load::verify(ledger, writer, &[], &admin, &Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("verify the ledger on {writer}: {e}"))?;
+    Ok(v.lost.len())
+}
+
+async fn runs_in(
+    sb: &Sandbox,
+    store: &Arc<dyn Store>,
+    engine: &Arc<engine::Engine>,
+    runs: usize,
+    switchovers: usize,
+    interval: Duration,
+    json: bool,
+) -> Result<FailoverFigures, CliError> {
+    let admin = sb.credentials()?.admin.credentials();
+    let table: drt::load::TableName = "app.bench_ledger".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    drt::load::prepare(&admin, &sb.initial_primary().addr(), &table)
+        .await
+        .map_err(|e| anyhow::anyhow!("prepare the ledger table: {e}"))?;
+    let mut failovers = Vec::new();
+    for i in 0..runs {
+        wait_healthy(store, interval).await?;
+        let before = store.operations(&OperationQuery::default()).await?.len();
+        let primary = store
+            .cluster(NAME)
+            .await?
+            .and_then(|c| c.writer)
+            .ok_or_else(|| anyhow::anyhow!("no writer recorded"))?;
+        let old = member_name(sb, &primary)?;
+        let load = tokio::spawn(drt::load::run(
+            load_opts(sb, Duration::from_millis(2500))?,
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let killed_ms = engine::now_ms();
+        sb.kill(&old)?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let op = loop {
+            let ops = store.operations(&OperationQuery::default()).await?;
+            if ops.len() > before && ops[0].state.is_final() {
+                break ops[0].clone();
+            }
+            if Instant::now() > deadline {
+                return Err(anyhow::anyhow!("no finished failover 60 s after the kill").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let ledger = load.await.map_err(|e| anyhow::anyhow!("load task: {e}"))?;
+        if op.state != store::OperationState::Succeeded {
+            return Err(anyhow::anyhow!(
+                "run {}: the failover ended {}: {}",
+                i + 1,
+                op.state,
+                op.error.unwrap_or_default()
+            )
+            .into());
+        }
+        let new: InstanceAddr = op.data["candidate"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("candidate: {e}"))?;
+        let at = |k: &str| op.data[k].as_u64().unwrap_or(0).saturating_sub(killed_ms);
+        let run = FailoverRun {
+            old_primary: primary.to_string(),
+            new_primary: new.to_string(),
+            detection_ms: at("detected_ms"),
+            writable_ms: at("writable_ms"),
+            client_outage_ms: ledger.max_outage().as_millis() as u64,
+            acked: ledger.acked.len(),
+            in_doubt: ledger.in_doubt.len(),
+            lost: lost(sb, &ledger, &new).await?,
+        };
+        if !json {
+            eprintln!(
+                "failover {}/{runs}: {} -> {}: detection {} ms, writable {} ms, client outage {} ms, acked {}, lost {}",
+                i + 1,
+                run.old_primary,
+                run.new_primary,
+                run.detection_ms,
+                run.writable_ms,
+                run.client_outage_ms,
+                run.acked,
+                run.lost
+            );
+        }
+        failovers.push(run);
+        // Bring the old primary back as a replica for the next run.
+        sb.start(&old).await?;
+        engine
+            .ack_recoveries(NAME, "bench")
+            .await
+            .map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match engine.rejoin(NAME, &primary).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "rejoin not yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(anyhow::anyhow!("rejoin {primary}: {e}").into()),
+            }
+        }
+    }
+    let mut sws = Vec::new();
+    for i in 0..switchovers {
+        wait_healthy(store, interval).await?;
+        let load = tokio::spawn(drt::load::run(
+            load_opts(sb, Duration::from_millis(2000))?,
+            CancellationToken::new(),
+        ));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let rec = engine
+            .switchover(NAME, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("switchover: {e}"))?;
+        let ledger = load.await.map_err(|e| anyhow::anyhow!("load task: {e}"))?;
+        let target: InstanceAddr = rec.data["target"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("target: {e}"))?;
+        let run = SwitchoverRun {
+            write_block_ms: rec.data["write_block_ms"].as_u64().unwrap_or(0),
+            client_outage_ms: ledger.max_outage().as_millis() as u64,
+            acked: ledger.acked.len(),
+            lost: lost(sb, &ledger, &target).await?,
+        };
+        if !json {
+            eprintln!(
+                "switchover {}/{switchovers}: write block {} ms, client outage {} ms, acked {}, lost {}",
+                i + 1,
+                run.write_block_ms,
+                run.client_outage_ms,
+                run.acked,
+                run.lost
+            );
+        }
+        sws.push(run);
+    }
+    let (detection_p50_ms, detection_max_ms) = p50_max(failovers.iter().map(|r| r.detection_ms));
+    let (writable_p50_ms, writable_max_ms) = p50_max(failovers.iter().map(|r| r.writable_ms));
+    let (client_outage_p50_ms, client_outage_max_ms) =
+        p50_max(failovers.iter().map(|r| r.client_outage_ms));
+    let (write_block_p50_ms, write_block_max_ms) = p50_max(sws.iter().map(|r| r.write_block_ms));
+    Ok(FailoverFigures {
+        interval_ms: interval.as_millis() as u64,
+        semi_sync: true,
+        acked_total: failovers.iter().map(|r| r.acked).sum::<usize>() + sws.iter().map(|r| r.acked).sum::<usize>(),
+        lost_total: failovers.iter().map(|r| r.lost).sum::<usize>() + sws.iter().map(|r| r.lost).sum::<usize>(),
+        failovers,
+        switchovers: sws,
+        detection_p50_ms,
+        detection_max_ms,
+        writable_p50_ms,
+        writable_max_ms,
+        client_outage_p50_ms,
+        client_outage_max_ms,
+        write_block_p50_ms,
+        write_block_max_ms,
+    })
+}
