@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: installs what is missing, builds dbfleet, starts a 3-member MariaDB replication
-# sandbox on loopback, probes each member, then runs the daemon on the sandbox's config and
-# shows the topology, a killed primary detected as DeadPrimary, and the recovery.
+# semi-sync sandbox on loopback, probes each member, then runs the daemon on the sandbox's
+# config and shows the topology, a killed primary failed over automatically, the old primary
+# fenced when it returns and rejoined by hand, and a planned switchover back.
 # Run it again at any time; it is idempotent. DEMO_KEEP=1 leaves the daemon running.
 # Remove the sandbox with: target/release/dbfleet sandbox down --name demo
 set -euo pipefail
@@ -13,7 +14,7 @@ DBFLEET=target/release/dbfleet
 PORT="${DEMO_BASE_PORT:-23306}"
 
 echo "==> starting sandbox 'demo' (1 primary, 2 replicas) on 127.0.0.1:${PORT}+"
-up_json="$($DBFLEET sandbox up --name demo --replicas 2 --base-port "$PORT" --json)"
+up_json="$($DBFLEET sandbox up --name demo --replicas 2 --semi-sync --base-port "$PORT" --json)"
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); $1" <<<"$up_json"; }
 echo "sandbox demo $(field 'print(d["outcome"])') in $(field 'print(round(d["seconds"],2))')s"
 $DBFLEET sandbox status --name demo
@@ -29,6 +30,12 @@ config="$(field 'print(d["config_file"])')"
 api_port="${DEMO_API_PORT:-7070}"
 sed -i "s/^listen = .*/listen = \"127.0.0.1:${api_port}\"/" "$config"
 export DBFLEET_API="http://127.0.0.1:${api_port}"
+# Mutating API calls (failover, switchover, rejoin) need a token.
+tokens="$(dirname "$config")/tokens.txt"
+[ -s "$tokens" ] || head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$tokens"
+chmod 600 "$tokens"
+grep -q '^tokens_file' "$config" || sed -i "/^listen = /a tokens_file = \"$tokens\"" "$config"
+export DBFLEET_TOKEN_FILE="$tokens"
 echo
 echo "==> dbfleet serve --config $config   (log: $(dirname "$config")/serve.log)"
 $DBFLEET serve --config "$config" >"$(dirname "$config")/serve.log" 2>&1 &
@@ -44,19 +51,30 @@ sleep 2
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet problems"; $DBFLEET problems
 
-echo; echo "==> dbfleet sandbox kill demo m1   (SIGKILL the primary)"
+echo; echo "==> dbfleet sandbox kill demo m1   (SIGKILL the primary; failover mode is auto)"
 $DBFLEET sandbox kill demo m1
-for _ in $(seq 1 50); do
-  $DBFLEET problems demo --json | grep -q '"DeadPrimary"' && break
+for _ in $(seq 1 100); do
+  $DBFLEET operations --cluster demo --json | grep -q '"state": "succeeded"' && break
   sleep 0.1
 done
-echo; echo "==> dbfleet problems demo"; $DBFLEET problems demo
+echo; echo "==> dbfleet operations"; $DBFLEET operations --cluster demo
+op_id="$($DBFLEET operations --cluster demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"][0]["id"])')"
+echo; echo "==> dbfleet operation $op_id"; $DBFLEET operation "$op_id"
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 
-echo; echo "==> dbfleet sandbox start demo m1   (bring it back; dbfleet changes nothing yet)"
+m1="$(field 'print(d["members"][0]["addr"])')"
+echo; echo "==> dbfleet sandbox start demo m1   (the old primary returns: it is fenced, read-only)"
 $DBFLEET sandbox start demo m1
-sleep 3
-echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 10
+sleep 2
+echo; echo "==> dbfleet recoveries status"; $DBFLEET recoveries status
+echo; echo "==> dbfleet rejoin demo $m1   (errant-GTID check, then attach as a replica)"
+$DBFLEET rejoin demo "$m1"
+sleep 1
+echo; echo "==> dbfleet switchover demo --to $m1   (planned: back to m1)"
+$DBFLEET switchover demo --to "$m1"
+sleep 1
+echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
+echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo; echo "daemon left running (pid $serve_pid, API $DBFLEET_API); stop it with: kill $serve_pid"
 fi

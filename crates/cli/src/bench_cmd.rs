@@ -112,11 +112,14 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
         } => {
             check_runs(runs)?;
             if switchovers > 100 {
-                return Err(CliError::usage(anyhow::anyhow!("--switchovers must be 0 to 100")));
+                return Err(CliError::usage(anyhow::anyhow!(
+                    "--switchovers must be 0 to 100"
+                )));
             }
             let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
             let result =
-                crate::bench_failover::run(&root, runs, switchovers, interval, base_port, json).await;
+                crate::bench_failover::run(&root, runs, switchovers, interval, base_port, json)
+                    .await;
             let _ = Sandbox::down(&root, "benchfo");
             let _ = std::fs::remove_dir_all(&root);
             let f = result?;
@@ -146,7 +149,9 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 );
             }
             if f.lost_total > 0 {
-                return Err(anyhow::anyhow!("{} acknowledged writes were lost", f.lost_total).into());
+                return Err(
+                    anyhow::anyhow!("{} acknowledged writes were lost", f.lost_total).into(),
+                );
             }
             Ok(())
         }

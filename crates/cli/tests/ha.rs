@@ -512,7 +512,15 @@ async fn a_second_daemon_on_etcd_takes_over_and_fails_over() {
 fn the_failover_benchmark_runs_and_loses_nothing() {
     // A small run, so the benchmark cannot rot; the recorded figures come from --runs 10.
     let out = ok(dbfleet(&[
-        "bench", "failover", "--runs", "1", "--switchovers", "1", "--base-port", "31760", "--json",
+        "bench",
+        "failover",
+        "--runs",
+        "1",
+        "--switchovers",
+        "1",
+        "--base-port",
+        "31760",
+        "--json",
     ]));
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["failovers"].as_array().unwrap().len(), 1);

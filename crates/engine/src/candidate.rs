@@ -4,8 +4,11 @@
 //! The rules, in order (ARCHITECTURE.md invariant 3):
 //!
 //! 1. **Every transaction any replica legitimately holds must survive.** The *required*
-//!    state is, per (domain, server_id), the highest seq any reachable, relay-applied
-//!    replica holds in its `gtid_binlog_state`, errant entries left out. With semi-sync on,
+//!    position is, per domain, the highest seq any reachable, relay-applied replica holds in
+//!    its `gtid_binlog_state`, errant entries left out. With `gtid_strict_mode`, seqs grow
+//!    in each domain's order, so a replica at a seq holds every transaction before it; this
+//!    also judges rightly a replica whose binlog was reset (`RESET MASTER`) and that holds
+//!    only recent server_ids in its binlog state. With semi-sync on,
 //!    every semi-sync replica must be reachable and relay-applied: an acknowledged
 //!    transaction is on at least one of them, and one we cannot read may be the only copy.
 //! 2. **Never promote** a replica with errant GTIDs, one that has not applied its relay log,
@@ -64,7 +67,8 @@ pub struct NoCandidate {
     pub per_replica: Vec<(InstanceAddr, String)>,
 }
 
-type State = BTreeMap<(u32, u32), u64>;
+/// Per domain, the highest seq held.
+type State = BTreeMap<u32, u64>;
 
 fn legit(r: &ReplicaFacts) -> State {
     let mut s = State::new();
@@ -75,7 +79,8 @@ fn legit(r: &ReplicaFacts) -> State {
                 .iter()
                 .any(|e| e.domain == g.domain && e.server_id == g.server_id);
             if !errant {
-                s.insert((g.domain, g.server_id), g.seq);
+                let e = s.entry(g.domain).or_insert(0);
+                *e = (*e).max(g.seq);
             }
         }
     }
@@ -92,10 +97,10 @@ fn missing(have: &State, required: &State) -> String {
     required
         .iter()
         .filter(|(k, seq)| have.get(*k).is_none_or(|h| h < *seq))
-        .map(|((d, s), seq)| {
+        .map(|(d, seq)| {
             format!(
-                "{d}-{s}-{seq} (has {})",
-                have.get(&(*d, *s)).map_or("none".into(), |h| h.to_string())
+                "domain {d} seq {seq} (has {})",
+                have.get(d).map_or("none".into(), |h| h.to_string())
             )
         })
         .collect::<Vec<_>>()
@@ -183,7 +188,7 @@ pub fn choose(
                 "no errant-free replica holds every transaction the replicas hold (required: {})",
                 required
                     .iter()
-                    .map(|((d, s), q)| format!("{d}-{s}-{q}"))
+                    .map(|(d, q)| format!("domain {d} seq {q}"))
                     .collect::<Vec<_>>()
                     .join(",")
             ),
@@ -319,6 +324,14 @@ mod tests {
         // Without semi-sync the reachable one is promoted.
         let c = choose(&[a, r(3, "0-1-12")], None, false).unwrap();
         assert_eq!(c.candidate.port, 3);
+    }
+
+    #[test]
+    fn a_replica_with_a_reset_binlog_is_judged_by_its_domain_position() {
+        // m1 had its binlog reset and holds only server 2's recent seqs; m3 is behind.
+        let c = choose(&[r(1, "0-2-3230"), r(3, "0-1-2247,0-2-3229")], None, true).unwrap();
+        assert_eq!(c.candidate.port, 1);
+        assert_eq!(c.catch_up_from, None);
     }
 
     #[test]

@@ -122,7 +122,9 @@ impl Conns {
     }
 
     /// Point `addr` at `source` by GTID and start replicating. `from_current_pos` first sets
-    /// `gtid_slave_pos` to the server's own binlog position, for a server that was a primary.
+    /// `gtid_slave_pos` to `@@gtid_current_pos`, for a server that was a primary: its own
+    /// binlog position when it wrote last, else the position it replicated to (which is also
+    /// right after a `RESET MASTER` that removed errant transactions by hand).
     pub(crate) async fn repoint(
         &mut self,
         addr: &InstanceAddr,
@@ -145,8 +147,8 @@ impl Conns {
         s.exec("read only", "SET GLOBAL read_only=ON").await?;
         if from_current_pos {
             s.exec(
-                "gtid_slave_pos from binlog",
-                "SET GLOBAL gtid_slave_pos=@@gtid_binlog_pos",
+                "gtid_slave_pos from current position",
+                "SET GLOBAL gtid_slave_pos=@@gtid_current_pos",
             )
             .await?;
         }

@@ -15,9 +15,9 @@
 //!
 //! While the primary is down the sentinel reconnects with a backoff from 100 ms doubling to
 //! the probe interval; so it does when its statement keeps failing or returning early (a
-//! server that does not sleep), so that it never spins. When the analysis names another primary the sentinel moves there;
-//! when it names none the sentinel idles. A server thread left sleeping by a move or a
-//! shutdown ends on its own within `n`.
+//! server that does not sleep), so that it never spins. When the analysis names another
+//! primary the sentinel moves there; when it names none the sentinel idles. A server thread
+//! left sleeping by a move or a shutdown ends on its own within `n`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
