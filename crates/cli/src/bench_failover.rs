@@ -144,7 +144,13 @@ pub async fn run(
         tokio::spawn(async move {
             while let Some(r) = rx.recv().await {
                 engine
-                    .on_round(&r.cluster, &r.problems, &r.observations, r.at_ms)
+                    .on_round(
+                        &r.cluster,
+                        r.primary.as_ref(),
+                        &r.problems,
+                        &r.observations,
+                        r.at_ms,
+                    )
                     .await;
             }
         })

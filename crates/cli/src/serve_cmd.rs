@@ -135,7 +135,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         engine::EngineOptions {
             node_id: node_id.clone(),
             lease_ttl: cfg.node.lease_ttl,
-            lock_ttl: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(10),
             probe: ProbeOptions {
                 connect_timeout: cfg.probe.connect_timeout,
                 query_timeout: cfg.probe.query_timeout.max(Duration::from_secs(5)),
@@ -203,7 +203,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         tokio::spawn(async move {
             while let Some(r) = rounds_rx.recv().await {
                 engine
-                    .on_round(&r.cluster, &r.problems, &r.observations, r.at_ms)
+                    .on_round(
+                        &r.cluster,
+                        r.primary.as_ref(),
+                        &r.problems,
+                        &r.observations,
+                        r.at_ms,
+                    )
                     .await;
             }
         })

@@ -529,3 +529,57 @@ fn the_failover_benchmark_runs_and_loses_nothing() {
     assert!(v["acked_total"].as_u64().unwrap() > 0);
     assert!(v["writable_max_ms"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test]
+async fn the_daemon_never_promotes_an_errant_replica_and_runs_hooks() {
+    let sb = TestSandbox::up("ha-errant", 31730, &[]);
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let trace = sb.root().join("hooks.log");
+    let t = trace.display().to_string();
+    let cfg = test_config(&sb, 31814, move |text| {
+        text.replace(
+            "block_window = \"10m\"",
+            &format!(
+                "block_window = \"10m\"\npre_failover = [\"echo $DBFLEET_PHASE $DBFLEET_OPERATION $DBFLEET_OLD_PRIMARY $DBFLEET_NEW_PRIMARY >> {t}\"]\npost_failover = [\"echo $DBFLEET_PHASE $DBFLEET_OPERATION_ID >> {t}\"]"
+            ),
+        )
+    });
+    let d = Daemon::start(&cfg, 31814).await;
+    // A root write on m2: an errant transaction, and m2 becomes the "most advanced".
+    let mut s = sb.session("m2").await;
+    s.exec(
+        "errant",
+        "CREATE TABLE app.errant (id INT PRIMARY KEY); INSERT INTO app.errant VALUES (1)",
+    )
+    .await
+    .unwrap();
+    let m2 = sb.addr("m2").to_string();
+    d.wait_problem(&sb.name, "ErrantGtid", &m2, Duration::from_secs(10))
+        .await;
+    sb.open().kill("m1").unwrap();
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(20))
+        .await;
+    let op = &ops[0];
+    assert_eq!(op["state"], "succeeded", "{op:#}");
+    assert_eq!(
+        op["data"]["candidate"],
+        sb.addr("m3").to_string(),
+        "never the errant m2: {op:#}"
+    );
+    let passed = op["data"]["choice"]["passed_over"].to_string();
+    assert!(passed.contains("errant"), "{passed}");
+    assert!(
+        op["data"]["warnings"].to_string().contains("errant"),
+        "m2 is left stopped: {op:#}"
+    );
+    let log = std::fs::read_to_string(&trace).expect("the hooks ran");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("pre failover {} {}", sb.addr("m1"), sb.addr("m3")),
+        "{log}"
+    );
+    assert_eq!(lines[1], format!("post {}", op["id"]), "{log}");
+}

@@ -81,6 +81,8 @@ pub(crate) struct FailoverData {
     pub semi_sync_guarantee: Option<bool>,
     pub resumed: u32,
     pub finished_ms: Option<u64>,
+    /// The old primary's last reachable observation, the errant-GTID baseline.
+    pub old_primary_last: Option<Observation>,
 }
 
 impl FailoverData {
@@ -341,7 +343,17 @@ impl Engine {
 
             // 4. choose
             let before = op.step("choose", &data.json(), conns, &reps).await?;
-            let old_last = self.store.last_observation(&old).await.ok().flatten();
+            // The old primary's last good state is the baseline for errant GTIDs and the
+            // semi-sync guarantee; it is kept with the operation so a resumed run has it.
+            if data.old_primary_last.is_none() {
+                data.old_primary_last = self.last_good(&old).await;
+            }
+            let old_last = data.old_primary_last.clone();
+            if old_last.is_none() {
+                data.warnings.push(format!(
+                    "no reachable observation of {old} is known: errant GTIDs could not be checked against it"
+                ));
+            }
             let now = conns.observe_all(&members).await;
             let mut facts = Vec::new();
             for a in members.iter().filter(|a| **a != old) {
@@ -629,7 +641,7 @@ impl Engine {
             "operation_id": op.rec.id,
             "at_ms": now_ms(),
             "new_primary": cand.to_string(),
-            "last_binlog_pos": self.store.last_observation(&old).await.ok().flatten().as_ref().and_then(binlog_pos),
+            "last_binlog_pos": data.old_primary_last.as_ref().and_then(binlog_pos),
         });
         if let Err(e) = self.store.kv_put(&key_fenced(&cluster, &old), &mark).await {
             data.warnings

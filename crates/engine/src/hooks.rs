@@ -65,7 +65,19 @@ pub async fn run_hooks(
 
 async fn run_one(command: &str, env: &HookEnv, timeout: Duration) -> HookOutcome {
     let started = std::time::Instant::now();
-    let child = Command::new("sh")
+    // The daemon's own environment may hold a password (`password_env`): a hook gets a
+    // clean one, with only PATH, HOME and the locale passed through.
+    let mut cmd = Command::new("sh");
+    cmd.env_clear();
+    for k in ["PATH", "HOME", "LANG", "LC_ALL", "TZ"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    if std::env::var_os("PATH").is_none() {
+        cmd.env("PATH", "/usr/local/bin:/usr/bin:/bin");
+    }
+    let child = cmd
         .arg("-c")
         .arg(command)
         .env("DBFLEET_CLUSTER", &env.cluster)
@@ -160,6 +172,20 @@ mod tests {
         assert_eq!(out[0].output, "c1 7 127.0.0.1:2");
         assert!(!out[1].ok);
         assert_eq!(out[1].status, "exit 3");
+    }
+
+    #[tokio::test]
+    async fn hooks_do_not_inherit_the_daemons_environment() {
+        // SAFETY: this test's process sets one variable no other test reads.
+        unsafe { std::env::set_var("DBFLEET_TEST_SECRET_PASSWORD", "hunter2") };
+        let out = run_hooks(
+            &["echo x${DBFLEET_TEST_SECRET_PASSWORD}x".into()],
+            &env(),
+            Duration::from_secs(5),
+            true,
+        )
+        .await;
+        assert_eq!(out[0].output, "xx");
     }
 
     #[tokio::test]

@@ -140,6 +140,16 @@ pub struct ClusterRecoveries {
 
 const KEY_RECOVERIES_DISABLED: &str = "recoveries/disabled";
 
+/// What the engine decided about a cluster's dead primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Started, proposed, or alerted only: never decided again for the same death.
+    Done,
+    /// Held back by anti-flapping or the fleet-wide switch: decided again each round, so an
+    /// `ack` or `enable` (on any node) lets it run.
+    Blocked,
+}
+
 fn key_ack(cluster: &str) -> String {
     format!("recoveries/ack/{cluster}")
 }
@@ -160,7 +170,9 @@ pub struct Engine {
     running: Mutex<HashSet<String>>,
     /// Per cluster, the dead primary whose episode was already handled (started, proposed
     /// or blocked), so one death makes one decision.
-    handled: Mutex<HashMap<String, InstanceAddr>>,
+    handled: Mutex<HashMap<String, (InstanceAddr, Decision)>>,
+    /// The last reachable observation of each instance, from the rounds.
+    last_good: Mutex<HashMap<InstanceAddr, Observation>>,
     /// Fenced instances already seen returning, so each return is handled once.
     returned: Mutex<HashSet<InstanceAddr>>,
 }
@@ -183,6 +195,7 @@ impl Engine {
             term: AtomicU64::new(0),
             running: Mutex::new(HashSet::new()),
             handled: Mutex::new(HashMap::new()),
+            last_good: Mutex::new(HashMap::new()),
             returned: Mutex::new(HashSet::new()),
         })
     }
@@ -293,32 +306,32 @@ impl Engine {
     pub async fn on_round(
         self: &Arc<Self>,
         cluster: &str,
+        primary: Option<&InstanceAddr>,
         problems: &[Problem],
         observations: &[Observation],
         at_ms: u64,
     ) {
+        // Remember the last reachable observation of every instance, on every node: a dead
+        // primary's errant-GTID baseline is its last good state, not its failed probe.
+        {
+            let mut good = self.last_good.lock().unwrap_or_else(|p| p.into_inner());
+            for o in observations.iter().filter(|o| o.state().is_some()) {
+                good.insert(o.addr.clone(), o.clone());
+            }
+        }
         if !self.is_leader() {
             return;
         }
         let Ok(setup) = self.setup(cluster) else {
             return;
         };
+        self.record_writer(cluster, primary, observations).await;
         self.keep_fenced_out(cluster, observations).await;
-        let dead = problems
-            .iter()
-            .find(|p| p.kind == ProblemKind::DeadPrimary)
-            .and_then(|p| p.instance.clone());
-        let Some(dead) = dead else {
-            self.handled_lock().remove(cluster);
-            return;
-        };
-        if self.handled_lock().get(cluster) == Some(&dead) {
-            return;
-        }
         if self.running_lock().contains(cluster) {
             return;
         }
-        // An operation left running by a crash is resumed, never raced by a new one.
+        // An operation left running (a crash, a lost leader) is resumed, never raced by a
+        // new one; resuming is retried each round until its cluster lock can be taken.
         match self
             .store
             .operations(&OperationQuery {
@@ -330,23 +343,59 @@ impl Engine {
             .await
         {
             Ok(ops) if ops.is_empty() => {}
-            Ok(_) => return,
+            Ok(mut ops) => {
+                let op = ops.remove(0);
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let r = match op.kind.as_str() {
+                        "failover" => me.resume_failover(op).await,
+                        _ => me.interrupted_needs_human(op).await,
+                    };
+                    if let Err(e) = r {
+                        info!(error = %e, "interrupted operation not resumed yet");
+                    }
+                });
+                return;
+            }
             Err(e) => {
                 warn!(cluster, error = %e, "cannot check for running operations");
                 return;
             }
         }
-        self.handled_lock()
-            .insert(cluster.to_string(), dead.clone());
+        let dead = problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::DeadPrimary)
+            .and_then(|p| p.instance.clone());
+        let Some(dead) = dead else {
+            if self.handled_lock().remove(cluster).is_some() {
+                self.withdraw_proposals(cluster).await;
+            }
+            return;
+        };
+        let prior = self.handled_lock().get(cluster).cloned();
+        let was_blocked = match &prior {
+            Some((d, Decision::Blocked)) if *d == dead => true,
+            Some((d, _)) if *d == dead => return,
+            _ => false,
+        };
         match setup.failover.mode {
             FailoverMode::Off => {
+                self.handled_lock()
+                    .insert(cluster.to_string(), (dead.clone(), Decision::Done));
                 info!(cluster, primary = %dead, "dead primary: failover mode is off, alerting only");
             }
             FailoverMode::Approve => {
+                self.handled_lock()
+                    .insert(cluster.to_string(), (dead.clone(), Decision::Done));
                 let _ = self.propose_failover(cluster, &dead).await;
             }
             FailoverMode::Auto => {
                 if let Some(why) = self.auto_blocked(cluster, setup).await {
+                    self.handled_lock()
+                        .insert(cluster.to_string(), (dead.clone(), Decision::Blocked));
+                    if was_blocked {
+                        return;
+                    }
                     warn!(cluster, primary = %dead, reason = %why, "automatic failover blocked");
                     let _ = self
                         .store
@@ -364,6 +413,8 @@ impl Engine {
                         .await;
                     return;
                 }
+                self.handled_lock()
+                    .insert(cluster.to_string(), (dead.clone(), Decision::Done));
                 let me = self.clone();
                 let cluster = cluster.to_string();
                 tokio::spawn(async move {
@@ -375,7 +426,86 @@ impl Engine {
         }
     }
 
-    fn handled_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceAddr>> {
+    /// The last reachable observation of `addr` this node saw, from the rounds or the store.
+    pub(crate) async fn last_good(&self, addr: &InstanceAddr) -> Option<Observation> {
+        if let Some(o) = self
+            .last_good
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .cloned()
+        {
+            return Some(o);
+        }
+        self.store
+            .last_observation(addr)
+            .await
+            .ok()
+            .flatten()
+            .filter(|o| o.state().is_some())
+    }
+
+    /// Record the cluster's writer when none is recorded yet and analysis names a reachable,
+    /// writable primary (operations move it afterwards).
+    async fn record_writer(
+        &self,
+        cluster: &str,
+        primary: Option<&InstanceAddr>,
+        observations: &[Observation],
+    ) {
+        let Some(p) = primary else { return };
+        let writable = observations.iter().any(|o| {
+            &o.addr == p
+                && o.state()
+                    .is_some_and(|s| !s.read_only && s.replication.is_none())
+        });
+        if !writable {
+            return;
+        }
+        if let Ok(Some(c)) = self.store.cluster(cluster).await {
+            if c.writer.is_none() {
+                let _ = self
+                    .store
+                    .set_writer(cluster, Some(p.clone()), now_ms())
+                    .await;
+            }
+        }
+    }
+
+    /// A dead primary that is no longer dead (it answered, or the topology changed):
+    /// proposals made for it are withdrawn.
+    async fn withdraw_proposals(&self, cluster: &str) {
+        let Ok(props) = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![OperationState::Proposed],
+                kind: Some("failover".into()),
+                limit: 0,
+            })
+            .await
+        else {
+            return;
+        };
+        for p in props {
+            let _ = self
+                .store
+                .update_operation(
+                    p.id,
+                    &store::OperationUpdate {
+                        state: OperationState::RolledBack,
+                        step: "withdrawn".into(),
+                        data: None,
+                        error: Some("the primary is no longer dead: proposal withdrawn".into()),
+                        owner: None,
+                        now_ms: now_ms(),
+                    },
+                )
+                .await;
+        }
+    }
+
+    fn handled_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (InstanceAddr, Decision)>> {
         self.handled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -496,7 +626,6 @@ impl Engine {
         self.store
             .kv_put(&key_ack(cluster), &serde_json::json!(now))
             .await?;
-        self.handled_lock().remove(cluster);
         self.store
             .append_event(
                 &NewEvent::new(
@@ -519,10 +648,6 @@ impl Engine {
         self.store
             .kv_put(KEY_RECOVERIES_DISABLED, &serde_json::json!(!enabled))
             .await?;
-        if enabled {
-            // Deaths that were blocked while disabled are decided again.
-            self.handled_lock().clear();
-        }
         self.store
             .append_event(
                 &NewEvent::new(

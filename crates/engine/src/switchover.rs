@@ -18,6 +18,7 @@ use serde_json::json;
 use store::OperationRecord;
 
 use crate::conns::Conns;
+use crate::hooks::{run_hooks, HookEnv};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
@@ -253,6 +254,33 @@ impl Engine {
             .into_iter()
             .chain(others.clone())
             .collect();
+
+        // Pre hooks (the failover hooks, with DBFLEET_OPERATION=switchover): one that fails
+        // stops the switchover before anything changed.
+        let hook_env = |phase: &'static str| HookEnv {
+            cluster: cluster.clone(),
+            operation: "switchover",
+            operation_id: op.rec.id,
+            phase,
+            trigger: "manual".into(),
+            old_primary: old.to_string(),
+            new_primary: target.to_string(),
+        };
+        if !setup.failover.pre_failover.is_empty() {
+            let out = run_hooks(
+                &setup.failover.pre_failover,
+                &hook_env("pre"),
+                setup.failover.hook_timeout,
+                true,
+            )
+            .await;
+            if let Some(h) = out.iter().find(|h| !h.ok) {
+                return Err(Outcome::RolledBack(format!(
+                    "pre hook {:?} failed ({}): switchover not started",
+                    h.command, h.status
+                )));
+            }
+        }
 
         // 2. block_writes
         let before = op.step("block_writes", &data.json(), conns, &all).await?;

@@ -273,7 +273,7 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
         !obs[0].state().unwrap().read_only,
         "restarted writable, as a primary would"
     );
-    e.engine.on_round(&e.cluster, &[], &obs, 0).await;
+    e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
     assert!(
         e.read_only("m1").await,
         "the returning fenced primary was set read-only"
@@ -447,7 +447,7 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
         evidence: vec![],
     };
     e.engine
-        .on_round(&e.cluster, &[dead.clone()], &[], engine::now_ms())
+        .on_round(&e.cluster, None, &[dead.clone()], &[], engine::now_ms())
         .await;
     let first = wait_op(&e, 1).await;
     assert_eq!(
@@ -479,7 +479,7 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
         ..dead.clone()
     };
     e.engine
-        .on_round(&e.cluster, &[dead2.clone()], &[], engine::now_ms())
+        .on_round(&e.cluster, None, &[dead2.clone()], &[], engine::now_ms())
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ops = e
@@ -507,7 +507,7 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     // A human acknowledges: the next round fails over.
     e.engine.ack_recoveries(&e.cluster, "test").await.unwrap();
     e.engine
-        .on_round(&e.cluster, &[dead2], &[], engine::now_ms())
+        .on_round(&e.cluster, None, &[dead2], &[], engine::now_ms())
         .await;
     let ops = wait_op(&e, 2).await;
     assert_eq!(

@@ -79,6 +79,20 @@ fn addr(s: &str, field: &str) -> Result<InstanceAddr, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("field `{field}`: {e}")))
 }
 
+/// Run an operation on its own task and wait for it: a client that disconnects drops this
+/// handler, never the operation, which runs to its end and is recorded.
+async fn detached<F>(op: F) -> Result<Json<OperationRecord>, ApiError>
+where
+    F: std::future::Future<Output = Result<OperationRecord, EngineError>> + Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(r) => r.map(Json).map_err(ended),
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "the operation's task failed: {e}"
+        ))),
+    }
+}
+
 fn ended(e: EngineError) -> ApiError {
     match e {
         EngineError::UnknownCluster(c) => {
@@ -104,8 +118,8 @@ pub async fn failover(
     raw: RawParams,
 ) -> Result<Json<OperationRecord>, ApiError> {
     Params::parse(raw, &[])?;
-    let e = engine(&state)?;
-    e.failover(&name).await.map(Json).map_err(ended)
+    let e = engine(&state)?.clone();
+    detached(async move { e.failover(&name).await }).await
 }
 
 /// `POST /api/v1/clusters/{name}/switchover` with `{"to": "host:port"}` (optional).
