@@ -587,7 +587,12 @@ impl Engine {
 
         // 9. open_writes
         let before = op
-            .step("open_writes", &data.json(), conns, &[cand.clone()])
+            .step(
+                "open_writes",
+                &data.json(),
+                conns,
+                std::slice::from_ref(&cand),
+            )
             .await?;
         conns
             .exec(&cand, "open writes", "SET GLOBAL read_only=OFF")
@@ -606,7 +611,7 @@ impl Engine {
             "open_writes",
             before,
             conns,
-            &[cand.clone()],
+            std::slice::from_ref(&cand),
             json!({ "writable_ms": data.writable_ms }),
         )
         .await?;

@@ -376,7 +376,12 @@ impl Engine {
 
         // 6. open_writes
         let before = op
-            .step("open_writes", &data.json(), conns, &[target.clone()])
+            .step(
+                "open_writes",
+                &data.json(),
+                conns,
+                std::slice::from_ref(&target),
+            )
             .await?;
         conns
             .exec(&target, "open writes", "SET GLOBAL read_only=OFF")
@@ -401,7 +406,7 @@ impl Engine {
             "open_writes",
             before,
             conns,
-            &[target.clone()],
+            std::slice::from_ref(&target),
             json!({ "write_block_ms": data.write_block_ms }),
         )
         .await?;

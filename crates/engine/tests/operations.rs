@@ -447,7 +447,13 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
         evidence: vec![],
     };
     e.engine
-        .on_round(&e.cluster, None, &[dead.clone()], &[], engine::now_ms())
+        .on_round(
+            &e.cluster,
+            None,
+            std::slice::from_ref(&dead),
+            &[],
+            engine::now_ms(),
+        )
         .await;
     let first = wait_op(&e, 1).await;
     assert_eq!(
@@ -479,7 +485,13 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
         ..dead.clone()
     };
     e.engine
-        .on_round(&e.cluster, None, &[dead2.clone()], &[], engine::now_ms())
+        .on_round(
+            &e.cluster,
+            None,
+            std::slice::from_ref(&dead2),
+            &[],
+            engine::now_ms(),
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ops = e
