@@ -60,10 +60,12 @@ done
 echo; echo "==> dbfleet operations"; $DBFLEET operations --cluster demo
 op_id="$($DBFLEET operations --cluster demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"][0]["id"])')"
 echo; echo "==> dbfleet operation $op_id"; $DBFLEET operation "$op_id"
+sleep 1.5   # one probe round, so the topology shows the servers as they are now
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 
 m1="$(field 'print(d["members"][0]["addr"])')"
-echo; echo "==> dbfleet sandbox start demo m1   (the old primary returns: it is fenced, read-only)"
+echo; echo "==> dbfleet sandbox start demo m1   (the old primary returns writable, as its config says;"
+echo "    dbfleet sees two writable primaries, fences m1 read-only and keeps it out)"
 $DBFLEET sandbox start demo m1
 sleep 2
 echo; echo "==> dbfleet recoveries status"; $DBFLEET recoveries status
@@ -72,7 +74,7 @@ $DBFLEET rejoin demo "$m1"
 sleep 1
 echo; echo "==> dbfleet switchover demo --to $m1   (planned: back to m1)"
 $DBFLEET switchover demo --to "$m1"
-sleep 1
+sleep 1.5
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
 if [ "${DEMO_KEEP:-0}" = 1 ]; then

@@ -27,7 +27,10 @@ async fn exec(sb: &TestSandbox, member: &str, sql: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topology_then_dead_primary_within_three_rounds() {
     let sb = TestSandbox::up("dead", 31200, &[]);
-    let cfg = test_config(&sb, 31290, |t| t);
+    // Detection only: this test checks that nothing is changed on the servers.
+    let cfg = test_config(&sb, 31290, |t| {
+        t.replace("mode = \"auto\"", "mode = \"off\"")
+    });
     let d = Daemon::start(&cfg, 31290).await;
 
     // The healthy cluster: no problems, and the topology names the primary.

@@ -585,11 +585,25 @@ async fn probe_once(
     creds: &Credentials,
     opts: ProbeOptions,
 ) -> Result<model::ServerState, probe::ProbeError> {
-    if session.as_ref().is_none_or(|s| s.is_broken()) {
+    let reused = session.as_ref().is_some_and(|s| !s.is_broken());
+    if !reused {
         *session = Some(Session::connect(addr, creds, opts).await?);
     }
-    match session.as_mut() {
+    let first = match session.as_mut() {
         Some(s) => s.observe().await,
-        None => Err(probe::ProbeError::Other("no session".into())),
+        None => return Err(probe::ProbeError::Other("no session".into())),
+    };
+    match first {
+        // A kept connection that the server closed (a `KILL CONNECTION` by an operator or
+        // by fencing, a `wait_timeout`) says nothing about the server: try once more on a
+        // fresh one. A dead server refuses that connect, which is the truer answer.
+        Err(probe::ProbeError::Other(_)) if reused => {
+            *session = Some(Session::connect(addr, creds, opts).await?);
+            match session.as_mut() {
+                Some(s) => s.observe().await,
+                None => Err(probe::ProbeError::Other("no session".into())),
+            }
+        }
+        r => r,
     }
 }
