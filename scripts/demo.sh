@@ -3,7 +3,8 @@
 # semi-sync sandbox on loopback, probes each member, then runs the daemon on the sandbox's
 # config and shows the topology, a killed primary failed over automatically, the old primary
 # fenced when it returns and rejoined by hand, and a planned switchover back.
-# Run it again at any time; it is idempotent. DEMO_KEEP=1 leaves the daemon running.
+# Run it again at any time: each run starts a fresh sandbox. DEMO_KEEP=1 leaves the daemon
+# running.
 # Remove the sandbox with: target/release/dbfleet sandbox down --name demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,10 @@ cargo build --release --quiet --bin dbfleet
 DBFLEET=target/release/dbfleet
 PORT="${DEMO_BASE_PORT:-23306}"
 
-echo "==> starting sandbox 'demo' (1 primary, 2 replicas) on 127.0.0.1:${PORT}+"
+# Each run starts from a fresh sandbox and daemon state: an earlier run's failover would
+# otherwise still hold the anti-flapping window.
+$DBFLEET sandbox down --name demo >/dev/null 2>&1 || true
+echo "==> starting sandbox 'demo' (1 primary, 2 replicas, semi-sync) on 127.0.0.1:${PORT}+"
 up_json="$($DBFLEET sandbox up --name demo --replicas 2 --semi-sync --base-port "$PORT" --json)"
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); $1" <<<"$up_json"; }
 echo "sandbox demo $(field 'print(d["outcome"])') in $(field 'print(round(d["seconds"],2))')s"
@@ -60,7 +64,7 @@ done
 echo; echo "==> dbfleet operations"; $DBFLEET operations --cluster demo
 op_id="$($DBFLEET operations --cluster demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"][0]["id"])')"
 echo; echo "==> dbfleet operation $op_id"; $DBFLEET operation "$op_id"
-sleep 1.5   # one probe round, so the topology shows the servers as they are now
+sleep 2.5   # two probe rounds, so the topology shows the servers as they are now
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 
 m1="$(field 'print(d["members"][0]["addr"])')"
@@ -74,7 +78,7 @@ $DBFLEET rejoin demo "$m1"
 sleep 1
 echo; echo "==> dbfleet switchover demo --to $m1   (planned: back to m1)"
 $DBFLEET switchover demo --to "$m1"
-sleep 1.5
+sleep 2.5
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
