@@ -30,6 +30,16 @@ fn opts() -> ProbeOptions {
 }
 
 async fn env(name: &str, base_port: u16, semi_sync: bool, rules: &[PromotionRule]) -> Env {
+    env_mode(name, base_port, semi_sync, rules, FailoverMode::Auto).await
+}
+
+async fn env_mode(
+    name: &str,
+    base_port: u16,
+    semi_sync: bool,
+    rules: &[PromotionRule],
+    mode: FailoverMode,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let guard = SandboxGuard::new(dir.path(), name);
     let (sb, _) = Sandbox::up(&UpOptions {
@@ -78,7 +88,7 @@ async fn env(name: &str, base_port: u16, semi_sync: bool, rules: &[PromotionRule
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),
             failover: FailoverConfig {
-                mode: FailoverMode::Auto,
+                mode,
                 block_window: Duration::from_secs(600),
                 ..Default::default()
             },
@@ -547,4 +557,44 @@ async fn wait_op(e: &Env, n: usize) -> Vec<store::OperationRecord> {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn policy_approve_proposes_and_a_human_runs_it() {
+    let e = env_mode("fo-approve", 31560, false, &[], FailoverMode::Approve).await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    let dead = model::Problem {
+        kind: model::ProblemKind::DeadPrimary,
+        cluster: e.cluster.clone(),
+        instance: Some(e.addr("m1")),
+        severity: model::Severity::Critical,
+        summary: "dead".into(),
+        evidence: vec![],
+    };
+    for _ in 0..3 {
+        e.engine
+            .on_round(&e.cluster, None, std::slice::from_ref(&dead), &[], engine::now_ms())
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ops = e.store.operations(&OperationQuery::default()).await.unwrap();
+    assert_eq!(ops.len(), 1, "one proposal, nothing run: {ops:?}");
+    assert_eq!(ops[0].state, OperationState::Proposed);
+    assert!(e.read_only("m2").await && e.read_only("m3").await, "nobody promoted");
+    let proposed = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::FAILOVER_PROPOSED.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(proposed.len(), 1, "one page");
+    assert_eq!(proposed[0].level, store::EventLevel::Critical);
+
+    let rec = e.engine.failover(&e.cluster).await.expect("the human runs it");
+    assert_eq!(rec.trigger, "manual");
+    let proposal = e.store.operation(ops[0].id).await.unwrap().unwrap();
+    assert!(proposal.state.is_final(), "the proposal is settled: {proposal:?}");
 }
