@@ -574,14 +574,27 @@ async fn policy_approve_proposes_and_a_human_runs_it() {
     };
     for _ in 0..3 {
         e.engine
-            .on_round(&e.cluster, None, std::slice::from_ref(&dead), &[], engine::now_ms())
+            .on_round(
+                &e.cluster,
+                None,
+                std::slice::from_ref(&dead),
+                &[],
+                engine::now_ms(),
+            )
             .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let ops = e.store.operations(&OperationQuery::default()).await.unwrap();
+    let ops = e
+        .store
+        .operations(&OperationQuery::default())
+        .await
+        .unwrap();
     assert_eq!(ops.len(), 1, "one proposal, nothing run: {ops:?}");
     assert_eq!(ops[0].state, OperationState::Proposed);
-    assert!(e.read_only("m2").await && e.read_only("m3").await, "nobody promoted");
+    assert!(
+        e.read_only("m2").await && e.read_only("m3").await,
+        "nobody promoted"
+    );
     let proposed = e
         .store
         .events(&store::EventQuery {
@@ -593,8 +606,15 @@ async fn policy_approve_proposes_and_a_human_runs_it() {
     assert_eq!(proposed.len(), 1, "one page");
     assert_eq!(proposed[0].level, store::EventLevel::Critical);
 
-    let rec = e.engine.failover(&e.cluster).await.expect("the human runs it");
+    let rec = e
+        .engine
+        .failover(&e.cluster)
+        .await
+        .expect("the human runs it");
     assert_eq!(rec.trigger, "manual");
     let proposal = e.store.operation(ops[0].id).await.unwrap().unwrap();
-    assert!(proposal.state.is_final(), "the proposal is settled: {proposal:?}");
+    assert!(
+        proposal.state.is_final(),
+        "the proposal is settled: {proposal:?}"
+    );
 }

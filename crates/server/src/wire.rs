@@ -56,6 +56,22 @@ pub struct Stats {
     pub probe_errors: u64,
     /// Instances being probed now.
     pub instances: u64,
+    /// Suspect fast paths started (a failed probe of a primary, or a lost liveness
+    /// connection).
+    #[serde(default)]
+    pub fast_paths: u64,
+    /// Analyses run by the fast path.
+    #[serde(default)]
+    pub fast_path_rounds: u64,
+    /// Lost liveness connections reported as suspects.
+    #[serde(default)]
+    pub sentinel_signals: u64,
+    /// Liveness connections up now (one per primary).
+    #[serde(default)]
+    pub sentinels_armed: u64,
+    /// Analysis rounds the engine did not get because it fell behind.
+    #[serde(default)]
+    pub rounds_dropped: u64,
 }
 
 impl From<monitor::StatsSnapshot> for Stats {
@@ -67,6 +83,11 @@ impl From<monitor::StatsSnapshot> for Stats {
             probes: s.probes,
             probe_errors: s.probe_errors,
             instances: s.instances,
+            fast_paths: s.fast_paths,
+            fast_path_rounds: s.fast_path_rounds,
+            sentinel_signals: s.sentinel_signals,
+            sentinels_armed: s.sentinels_armed,
+            rounds_dropped: s.rounds_dropped,
         }
     }
 }
