@@ -138,23 +138,7 @@ pub async fn run(
     );
     engine.campaign_once().await;
     let cancel = CancellationToken::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
-    let consumer = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            while let Some(r) = rx.recv().await {
-                engine
-                    .on_round(
-                        &r.cluster,
-                        r.primary.as_ref(),
-                        &r.problems,
-                        &r.observations,
-                        r.at_ms,
-                    )
-                    .await;
-            }
-        })
-    };
+    let (tx, consumer) = crate::serve_cmd::round_consumer(engine.clone());
     let watch = tokio::spawn(monitor::run(
         monitor::WatchOptions {
             interval,

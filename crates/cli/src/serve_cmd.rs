@@ -197,23 +197,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     engine.campaign_once().await;
     let engine_cancel = CancellationToken::new();
     let leadership = tokio::spawn(engine.clone().run_leadership(engine_cancel.clone()));
-    let (rounds_tx, mut rounds_rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
-    let consumer = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            while let Some(r) = rounds_rx.recv().await {
-                engine
-                    .on_round(
-                        &r.cluster,
-                        r.primary.as_ref(),
-                        &r.problems,
-                        &r.observations,
-                        r.at_ms,
-                    )
-                    .await;
-            }
-        })
-    };
+    let (rounds_tx, consumer) = round_consumer(engine.clone());
     let mut watch = tokio::spawn(monitor::run(
         opts,
         clusters,
@@ -304,4 +288,29 @@ fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>)
         Ok(Err(e)) => e.context(format!("the {what} failed")),
         Err(e) => anyhow::anyhow!("the {what} panicked: {e}"),
     }
+}
+
+/// The channel the watch loop publishes its rounds on, and the task that hands each round to
+/// the engine; the task ends when the watch loop drops the sender.
+pub(crate) fn round_consumer(
+    engine: Arc<engine::Engine>,
+) -> (
+    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let task = tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            engine
+                .on_round(
+                    &r.cluster,
+                    r.primary.as_ref(),
+                    &r.problems,
+                    &r.observations,
+                    r.at_ms,
+                )
+                .await;
+        }
+    });
+    (tx, task)
 }

@@ -85,6 +85,15 @@ pub(crate) struct FailoverData {
     pub old_primary_last: Option<Observation>,
 }
 
+/// What [`Engine::fresh_look`] found.
+pub(crate) struct FreshLook {
+    pub setup: ClusterSetup,
+    pub repl: Credentials,
+    pub conns: Conns,
+    pub observations: Vec<Observation>,
+    pub analysis: model::analysis::Analysis,
+}
+
 impl FailoverData {
     fn json(&self) -> serde_json::Value {
         serde_json::to_value(self).unwrap_or_default()
@@ -105,24 +114,24 @@ impl Engine {
         set.into_iter().collect()
     }
 
-    /// Start a failover of `cluster`: fresh probes must show a dead primary.
-    pub(crate) async fn failover_from(
-        self: &Arc<Self>,
+    /// The first look of a new operation: leadership, the cluster's setup and replication
+    /// account, fresh probes of every member (MariaDB only), and their analysis.
+    pub(crate) async fn fresh_look(
+        &self,
         cluster: &str,
-        trigger: &str,
-        detected_ms: Option<u64>,
-    ) -> Result<OperationRecord, EngineError> {
+        what: &str,
+    ) -> Result<FreshLook, EngineError> {
         self.require_leader()?;
         let setup = self.setup(cluster)?.clone();
         let repl = setup.repl.clone().ok_or_else(|| {
             EngineError::Refused(format!(
-                "cluster {cluster} has no replication_credentials: failover cannot repoint replicas"
+                "cluster {cluster} has no replication_credentials: {what} cannot repoint replicas"
             ))
         })?;
         let members = self.members(&setup).await;
         let mut conns = Conns::new(setup.admin.clone(), self.opts.probe);
-        let obs = conns.observe_all(&members).await;
-        if let Some(o) = obs
+        let observations = conns.observe_all(&members).await;
+        if let Some(o) = observations
             .iter()
             .find(|o| o.state().is_some_and(|s| s.flavor != Flavor::Mariadb))
         {
@@ -133,8 +142,31 @@ impl Engine {
         }
         let analysis = analyze(&ClusterView {
             spec: &setup.spec,
-            observations: &obs,
+            observations: &observations,
         });
+        Ok(FreshLook {
+            setup,
+            repl,
+            conns,
+            observations,
+            analysis,
+        })
+    }
+
+    /// Start a failover of `cluster`: fresh probes must show a dead primary.
+    pub(crate) async fn failover_from(
+        self: &Arc<Self>,
+        cluster: &str,
+        trigger: &str,
+        detected_ms: Option<u64>,
+    ) -> Result<OperationRecord, EngineError> {
+        let FreshLook {
+            setup,
+            repl,
+            conns,
+            observations: obs,
+            analysis,
+        } = self.fresh_look(cluster, "failover").await?;
         let dead = analysis
             .problems
             .iter()

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use model::analysis::{analyze, errant_transactions, ClusterView};
-use model::{Flavor, InstanceAddr, IoThreadState, Observation, PromotionRule};
+use model::analysis::errant_transactions;
+use model::{InstanceAddr, IoThreadState, Observation, PromotionRule};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -61,29 +61,13 @@ impl Engine {
         cluster: &str,
         to: Option<InstanceAddr>,
     ) -> Result<OperationRecord, EngineError> {
-        self.require_leader()?;
-        let setup = self.setup(cluster)?.clone();
-        let repl = setup.repl.clone().ok_or_else(|| {
-            EngineError::Refused(format!(
-                "cluster {cluster} has no replication_credentials: switchover cannot repoint replicas"
-            ))
-        })?;
-        let members = self.members(&setup).await;
-        let mut conns = Conns::new(setup.admin.clone(), self.opts.probe);
-        let obs = conns.observe_all(&members).await;
-        if let Some(o) = obs
-            .iter()
-            .find(|o| o.state().is_some_and(|s| s.flavor != Flavor::Mariadb))
-        {
-            return Err(EngineError::Refused(format!(
-                "{} is not MariaDB: dbfleet's operations support MariaDB only for now",
-                o.addr
-            )));
-        }
-        let analysis = analyze(&ClusterView {
-            spec: &setup.spec,
-            observations: &obs,
-        });
+        let crate::failover::FreshLook {
+            setup,
+            repl,
+            conns,
+            observations: obs,
+            analysis,
+        } = self.fresh_look(cluster, "switchover").await?;
         let primary = analysis
             .primary
             .clone()
