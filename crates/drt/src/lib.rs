@@ -14,6 +14,9 @@
 //! its servers' settings (the admin account only creates the ledger table and reads it).
 
 mod error;
+pub mod faults;
 pub mod load;
+pub mod report;
+pub mod scenario;
 
 pub use error::DrtError;

@@ -1,0 +1,70 @@
+//! The built-in scenarios: TOML files in `crates/drt/scenarios/`, embedded at build time.
+
+use super::{Scenario, ScenarioError};
+
+/// Each built-in's name and text, in the order `dbfleet drt list` shows them.
+const BUILTINS: &[(&str, &str)] = &[
+    (
+        "kill-primary",
+        include_str!("../../scenarios/kill-primary.toml"),
+    ),
+    (
+        "pause-primary",
+        include_str!("../../scenarios/pause-primary.toml"),
+    ),
+    (
+        "partition-primary",
+        include_str!("../../scenarios/partition-primary.toml"),
+    ),
+    (
+        "partition-control-plane",
+        include_str!("../../scenarios/partition-control-plane.toml"),
+    ),
+    (
+        "kill-replica",
+        include_str!("../../scenarios/kill-replica.toml"),
+    ),
+    (
+        "stop-replica-sql",
+        include_str!("../../scenarios/stop-replica-sql.toml"),
+    ),
+    (
+        "slow-replica",
+        include_str!("../../scenarios/slow-replica.toml"),
+    ),
+    (
+        "switchover-under-load",
+        include_str!("../../scenarios/switchover-under-load.toml"),
+    ),
+    (
+        "kill-primary-twice",
+        include_str!("../../scenarios/kill-primary-twice.toml"),
+    ),
+];
+
+/// The built-ins' names, in listing order.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTINS.iter().map(|(name, _)| *name).collect()
+}
+
+/// Every built-in scenario, parsed, in listing order. The test suite proves each one
+/// parses and validates, so a failure here is a bug in a file of this crate.
+pub fn builtins() -> Vec<Scenario> {
+    BUILTINS
+        .iter()
+        .map(|(name, _)| get(name).unwrap_or_else(|e| panic!("built-in scenario {name}: {e}")))
+        .collect()
+}
+
+/// One built-in by name.
+pub(super) fn get(name: &str) -> Result<Scenario, ScenarioError> {
+    let (_, text) =
+        BUILTINS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| ScenarioError::UnknownBuiltin {
+                name: name.to_string(),
+                known: builtin_names(),
+            })?;
+    Scenario::from_toml(text, &format!("builtin:{name}"))
+}

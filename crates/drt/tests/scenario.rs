@@ -1,0 +1,899 @@
+//! Scenarios and reports without servers: every built-in parses; bad files fail naming the
+//! field; `judge` passes and fails as it should; percentiles; the HTML report is one safe,
+//! self-contained page.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drt::load::{Ack, InstanceCheck, Ledger, Outage, SplitBrain, TableName, Verification};
+use drt::report::{
+    aggregate, judge, passed, render_html, render_text, EventKind, FigureSource, Report, RunParts,
+    RunResult, TimelineEvent, Verdict,
+};
+use drt::scenario::{
+    builtin_names, builtins, FailoverExpectation, FaultKind, Heal, Overrides, Scenario,
+    ScenarioError, StepAction, Target,
+};
+use model::InstanceAddr;
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+#[test]
+fn every_builtin_parses_validates_and_round_trips() {
+    let all = builtins();
+    let names = builtin_names();
+    assert_eq!(all.len(), names.len());
+    for want in [
+        "kill-primary",
+        "pause-primary",
+        "partition-primary",
+        "partition-control-plane",
+        "kill-replica",
+        "stop-replica-sql",
+        "slow-replica",
+        "switchover-under-load",
+        "kill-primary-twice",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for (s, name) in all.iter().zip(&names) {
+        assert_eq!(&s.name, name);
+        s.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!s.faults.is_empty(), "{name}");
+        let secs = s.load.duration.as_secs();
+        assert!(
+            (6..=10).contains(&secs),
+            "{name}: a {secs}s load is not test-sized"
+        );
+        assert_eq!(s.expect.lost_writes_allowed, 0, "{name}");
+        assert_eq!(s.cluster, None, "{name}: a built-in names no cluster");
+        // The TOML and the JSON forms give the same scenario back.
+        let again = Scenario::from_toml(&s.to_toml(), "round-trip")
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}", s.to_toml()));
+        assert_eq!(&again, s);
+        let json = serde_json::to_string(s).unwrap();
+        let back: Scenario = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, s);
+        assert_eq!(&Scenario::resolve(name).unwrap(), s);
+    }
+}
+
+#[test]
+fn builtins_say_what_the_issue_asks() {
+    let kp = Scenario::builtin("kill-primary").unwrap();
+    assert_eq!(kp.faults[0].kind, FaultKind::KillPrimary);
+    assert_eq!(kp.faults[0].target, Target::Primary);
+    assert_eq!(kp.faults[0].heal, Heal::AtLoadEnd);
+    assert_eq!(kp.expect.failover, FailoverExpectation::Must);
+
+    let cp = Scenario::builtin("partition-control-plane").unwrap();
+    assert_eq!(
+        cp.faults[0].kind,
+        FaultKind::PartitionControlPlaneFromPrimary
+    );
+    assert_eq!(cp.expect.failover, FailoverExpectation::MustNot);
+
+    let slow = Scenario::builtin("slow-replica").unwrap();
+    assert_eq!(
+        slow.faults[0].kind,
+        FaultKind::SlowReplica {
+            latency: Duration::from_millis(200),
+            jitter: Duration::from_millis(50)
+        }
+    );
+
+    let sw = Scenario::builtin("switchover-under-load").unwrap();
+    assert_eq!(sw.faults[0].heal, Heal::Nothing);
+    assert_eq!(sw.switchovers(), 1);
+    assert_eq!(sw.expect.primary_changes, Some(1));
+
+    // The anti-flapping scenario: two kills, exactly one failover expected.
+    let twice = Scenario::builtin("kill-primary-twice").unwrap();
+    assert_eq!(twice.faults.len(), 2);
+    assert!(twice
+        .faults
+        .iter()
+        .all(|f| f.kind == FaultKind::KillPrimary));
+    assert!(twice.faults[1].at > twice.faults[0].at);
+    assert_eq!(twice.expect.failover, FailoverExpectation::Must);
+    assert_eq!(twice.expect.failovers, Some(1));
+    let plan = twice.plan();
+    assert_eq!(plan.len(), 4);
+    assert_eq!(
+        plan.iter()
+            .map(|s| (s.at.as_millis(), s.fault, s.action))
+            .collect::<Vec<_>>(),
+        vec![
+            (2000, 0, StepAction::Inject),
+            (6000, 1, StepAction::Inject),
+            (8000, 1, StepAction::Heal),
+            (10000, 0, StepAction::Heal),
+        ]
+    );
+}
+
+#[test]
+fn unknown_builtins_list_the_known_ones() {
+    let e = Scenario::builtin("kill-everything").unwrap_err();
+    let shown = e.to_string();
+    assert!(matches!(e, ScenarioError::UnknownBuiltin { .. }));
+    assert!(shown.contains("kill-primary-twice"), "{shown}");
+}
+
+const GOOD: &str = r#"
+name = "custom"
+description = "A scenario for tests."
+cluster = "demo"
+
+[load]
+writers = 2
+rate_per_s = 100
+duration = "20s"
+
+[[fault]]
+kind = "kill_replica"
+target = "127.0.0.1:3307"
+at = "2s"
+heal_after = "3s"
+
+[[fault]]
+kind = "kill_primary"
+at = "10s"
+
+[expect]
+failover = "must"
+max_rto = "15s"
+max_detection = "2s"
+"#;
+
+fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::from_toml(text, "test.toml")
+}
+
+/// The file with one line replaced.
+fn with(from: &str, to: &str) -> String {
+    assert!(GOOD.contains(from), "{from}");
+    GOOD.replacen(from, to, 1)
+}
+
+fn fields(e: &ScenarioError) -> Vec<String> {
+    e.fields().into_iter().map(str::to_string).collect()
+}
+
+#[test]
+fn a_good_file_parses_with_defaults_filled_in() {
+    let s = parse(GOOD).unwrap();
+    assert_eq!(s.cluster.as_deref(), Some("demo"));
+    assert_eq!(s.load.writers, 2);
+    assert_eq!(s.load.duration, Duration::from_secs(20));
+    assert_eq!(s.faults[0].target, Target::Member("127.0.0.1:3307".into()));
+    assert_eq!(s.faults[0].heal, Heal::After(Duration::from_secs(3)));
+    assert_eq!(s.faults[1].target, Target::Primary);
+    assert_eq!(s.expect.lost_writes_allowed, 0);
+    assert_eq!(s.max_duration, Duration::from_secs(120));
+    assert_eq!(
+        s.faults[0].heal_at(s.load.duration),
+        Some(Duration::from_secs(5))
+    );
+    assert_eq!(
+        s.faults[1].heal_at(s.load.duration),
+        Some(Duration::from_secs(20))
+    );
+
+    let mut opts = drt::load::LoadOptions::new(Vec::new(), probe::Credentials::new("a", "b"));
+    s.load.apply_to(&mut opts);
+    assert_eq!(
+        (opts.writers, opts.rate_per_s, opts.duration),
+        (2, 100, Duration::from_secs(20))
+    );
+}
+
+#[test]
+fn a_fault_after_the_load_names_its_field() {
+    let e = parse(&with("at = \"10s\"", "at = \"30s\"")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "fault[1].at: 30s is after the load ends at 20s: a fault must fire during the load"
+    );
+}
+
+#[test]
+fn parse_errors_name_the_field_and_line() {
+    let cases = [
+        // (replace, with, field, words in the message)
+        (
+            "at = \"2s\"",
+            "at = \"2x\"",
+            "fault[0].at",
+            "invalid duration",
+        ),
+        ("at = \"2s\"", "at = 2", "fault[0].at", "needs a unit"),
+        (
+            "kind = \"kill_primary\"",
+            "kind = \"kil_primary\"",
+            "fault[1].kind",
+            "kill_primary",
+        ),
+        (
+            "writers = 2",
+            "writerz = 2",
+            "load.writerz",
+            "unknown field",
+        ),
+        (
+            "max_rto = \"15s\"",
+            "max_rto = true",
+            "expect.max_rto",
+            "duration",
+        ),
+        (
+            "failover = \"must\"",
+            "failover = \"maybe\"",
+            "expect.failover",
+            "must_not",
+        ),
+        (
+            "cluster = \"demo\"",
+            "clusters = \"demo\"",
+            "clusters",
+            "unknown field",
+        ),
+    ];
+    for (from, to, field, words) in cases {
+        let e = parse(&with(from, to)).unwrap_err();
+        let shown = e.to_string();
+        match &e {
+            ScenarioError::Parse {
+                origin,
+                line,
+                field: f,
+                message,
+            } => {
+                assert_eq!(origin, "test.toml");
+                assert!(line.is_some(), "{shown}");
+                assert_eq!(f.as_deref(), Some(field), "{shown}");
+                assert!(message.contains(words), "{shown}");
+            }
+            other => panic!("{to}: not a parse error: {other}"),
+        }
+        assert!(shown.starts_with("test.toml:"), "{shown}");
+        assert!(shown.contains(&format!("{field}: ")), "{shown}");
+    }
+    let e = parse("description = \"x\"\n").unwrap_err();
+    assert!(e.to_string().contains("missing field `name`"), "{e}");
+}
+
+#[test]
+fn invalid_values_name_the_field() {
+    let cases: [(&str, &str, &str, &str); 12] = [
+        ("writers = 2", "writers = 0", "load.writers", "out of range"),
+        (
+            "duration = \"20s\"",
+            "duration = \"0s\"",
+            "load.duration",
+            "zero",
+        ),
+        (
+            "name = \"custom\"",
+            "name = \"has space\"",
+            "name",
+            "not a valid name",
+        ),
+        (
+            "kind = \"kill_primary\"",
+            "kind = \"kill_primary\"\ntarget = \"replica\"",
+            "fault[1].target",
+            "primary",
+        ),
+        (
+            "target = \"127.0.0.1:3307\"",
+            "target = \"primary\"",
+            "fault[0].target",
+            "acts on a replica",
+        ),
+        (
+            "heal_after = \"3s\"",
+            "heal_after = \"30s\"",
+            "fault[0].heal_after",
+            "after the load ends",
+        ),
+        (
+            "heal_after = \"3s\"",
+            "heal_after = \"3s\"\nlatency_ms = 5",
+            "fault[0].latency_ms",
+            "only slow_replica",
+        ),
+        (
+            "kind = \"kill_replica\"",
+            "kind = \"slow_replica\"",
+            "fault[0].latency_ms",
+            "needs the latency",
+        ),
+        (
+            "kind = \"kill_replica\"",
+            "kind = \"switchover\"",
+            "fault[0].heal_after",
+            "nothing to heal",
+        ),
+        (
+            "max_rto = \"15s\"",
+            "max_rto = \"15s\"\nfailovers = 0",
+            "expect.failovers",
+            "contradicts",
+        ),
+        (
+            "cluster = \"demo\"",
+            "cluster = \"demo\"\nmax_duration = \"20s\"",
+            "max_duration",
+            "leaves no time",
+        ),
+        (
+            "max_rto = \"15s\"",
+            "max_rto = \"5m\"",
+            "expect.max_rto",
+            "max_duration",
+        ),
+    ];
+    for (from, to, field, words) in cases {
+        let e = parse(&with(from, to)).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            fields(&e).iter().any(|f| f == field),
+            "{to}: wanted {field}, got {shown}"
+        );
+        assert!(shown.contains(words), "{to}: {shown}");
+    }
+    // Jitter larger than the latency.
+    let slow = with(
+        "kind = \"kill_replica\"",
+        "kind = \"slow_replica\"\nlatency_ms = 10\njitter_ms = 20",
+    );
+    let e = parse(&slow).unwrap_err();
+    assert_eq!(fields(&e), vec!["fault[0].jitter_ms"], "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = with("writers = 2", "writers = 0")
+        .replace("at = \"10s\"", "at = \"30s\"")
+        .replace(
+            "description = \"A scenario for tests.\"",
+            "description = \" \"",
+        );
+    let e = parse(&text).unwrap_err();
+    let mut f = fields(&e);
+    f.sort();
+    assert_eq!(f, vec!["description", "fault[1].at", "load.writers"], "{e}");
+    assert!(e.to_string().starts_with("3 problems:"), "{e}");
+}
+
+#[test]
+fn overrides_apply_and_are_validated() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let o = Overrides {
+        cluster: Some("prod-eu".into()),
+        duration: Some(Duration::from_secs(30)),
+        ..Overrides::default()
+    };
+    let s2 = s.clone().with_overrides(&o).unwrap();
+    assert_eq!(s2.cluster.as_deref(), Some("prod-eu"));
+    assert_eq!(s2.load.duration, Duration::from_secs(30));
+
+    let too_short = Overrides {
+        duration: Some(Duration::from_secs(1)),
+        ..Overrides::default()
+    };
+    let e = s.with_overrides(&too_short).unwrap_err();
+    assert_eq!(fields(&e), vec!["fault[0].at"], "{e}");
+}
+
+#[test]
+fn files_load_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mine.toml");
+    std::fs::write(&path, GOOD).unwrap();
+    assert_eq!(
+        Scenario::resolve(path.to_str().unwrap()).unwrap().name,
+        "custom"
+    );
+    let e = Scenario::load(&dir.path().join("absent.toml")).unwrap_err();
+    assert!(matches!(e, ScenarioError::Io { .. }), "{e}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Results and verdicts
+
+const T0: u64 = 1_780_000_000_000;
+
+fn addr(port: u16) -> InstanceAddr {
+    InstanceAddr::new("127.0.0.1", port)
+}
+
+/// A run's raw material: the ledger of a load, its verification and the timeline.
+struct Sim {
+    ledger: Ledger,
+    verification: Verification,
+    events: Vec<TimelineEvent>,
+    aborted: Option<String>,
+}
+
+impl Sim {
+    /// An 8 s load writing to :3306 every 50 ms; with `outage`, writes stop at its start
+    /// and resume on `to` at its end.
+    fn new(outage: Option<(u64, Option<u64>, u16)>) -> Sim {
+        let mut acked = Vec::new();
+        let mut outages = Vec::new();
+        let mut id = 1;
+        let mut server = addr(3306);
+        for t in (0..8000).step_by(50) {
+            if let Some((from, to, new)) = outage {
+                if t >= from && to.is_none_or(|to| t < to) {
+                    continue;
+                }
+                if to.is_some_and(|to| t >= to) {
+                    server = addr(new);
+                }
+            }
+            acked.push(Ack {
+                id,
+                writer: (id % 4) as usize,
+                at_ms: T0 + t,
+                gtid: Some(format!("0-1-{id}")),
+                server: server.clone(),
+            });
+            id += 1;
+        }
+        if let Some((from, to, new)) = outage {
+            outages.push(Outage {
+                first_failure_ms: T0 + from,
+                recovered_ms: to.map(|t| T0 + t),
+                from: Some(addr(3306)),
+                to: to.map(|_| addr(new)),
+                writers: vec![0, 1, 2, 3],
+            });
+        }
+        let ledger = Ledger {
+            table: TableName::default(),
+            run_tag: 7,
+            writers: 4,
+            started_ms: T0,
+            ended_ms: T0 + 8000,
+            acked,
+            in_doubt: Vec::new(),
+            failed_attempts: 12,
+            failure_reasons: BTreeMap::from([("server error 1290".to_string(), 12)]),
+            outages: outages.clone(),
+            writer_outages: outages,
+            split_brain: Vec::new(),
+        };
+        let writer = ledger.acked.last().unwrap().server.clone();
+        let verification = Verification {
+            writer: writer.clone(),
+            per_instance: vec![InstanceCheck {
+                addr: writer,
+                reachable: true,
+                error: None,
+                rows: ledger.acked.len(),
+                missing: Vec::new(),
+                present_in_doubt: 0,
+            }],
+            lost: Vec::new(),
+        };
+        Sim {
+            ledger,
+            verification,
+            events: Vec::new(),
+            aborted: None,
+        }
+    }
+
+    fn event(mut self, at_ms: u64, kind: EventKind, label: &str) -> Sim {
+        self.events.push(TimelineEvent::new(at_ms, kind, label));
+        self
+    }
+
+    /// Mark the acknowledged write `index` as lost.
+    fn lose(mut self, index: usize) -> Sim {
+        let a = self.ledger.acked[index].clone();
+        self.verification.per_instance[0].missing.push(a.id);
+        self.verification.lost.push(a);
+        self
+    }
+
+    fn build(&self, s: &Scenario) -> RunResult {
+        RunResult::build(RunParts {
+            scenario: s,
+            cluster: "demo".into(),
+            ledger: &self.ledger,
+            verification: Ok(&self.verification),
+            events: self.events.clone(),
+            ended_ms: T0 + 9500,
+            aborted: self.aborted.clone(),
+        })
+    }
+}
+
+/// A kill-primary run as dbfleet does it: an outage from 2.0 s to 4.5 s, with the control
+/// plane's events.
+fn failover_run() -> Sim {
+    Sim::new(Some((2000, Some(4500), 3307)))
+        .event(
+            2000,
+            EventKind::FaultInjected,
+            "SIGKILL 127.0.0.1:3306 (primary)",
+        )
+        .event(2300, EventKind::Detected, "dead primary 127.0.0.1:3306")
+        .event(2350, EventKind::FailoverStarted, "failover 12 started")
+        .event(3000, EventKind::Promoted, "promoted 127.0.0.1:3307")
+        .event(3100, EventKind::Writable, "127.0.0.1:3307 writable")
+        .event(3200, EventKind::Repointed, "127.0.0.1:3308 repointed")
+        .event(8000, EventKind::FaultHealed, "started 127.0.0.1:3306 again")
+}
+
+fn verdict<'a>(vs: &'a [Verdict], starts: &str) -> &'a Verdict {
+    vs.iter()
+        .find(|v| v.expectation.starts_with(starts))
+        .unwrap_or_else(|| panic!("no verdict {starts:?} in {vs:#?}"))
+}
+
+#[test]
+fn a_clean_failover_passes_with_its_figures() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let r = failover_run().build(&s);
+    let f = &r.figures;
+    assert_eq!(f.source, FigureSource::ControlPlane);
+    assert_eq!(f.rto_ms, 2500);
+    assert!(!f.rto_open);
+    assert_eq!(f.detection_ms, Some(300));
+    assert_eq!(f.failover_ms, Some(750));
+    assert_eq!(f.failovers, 1);
+    assert_eq!(f.primary_changes, 1);
+    assert_eq!(f.primaries, vec![addr(3306), addr(3307)]);
+    // The first write after the outage is added from the ledger.
+    let first = r
+        .timeline
+        .iter()
+        .find(|e| e.kind == EventKind::FirstWrite)
+        .unwrap();
+    assert_eq!(first.at_ms, 4500);
+    assert!(first.label.contains("127.0.0.1:3307"), "{}", first.label);
+    assert!(r.timeline.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert_eq!(r.throughput.acked.iter().sum::<u32>() as u64, r.load.acked);
+
+    let vs = judge(&s, &r);
+    assert!(passed(&vs), "{vs:#?}");
+    assert!(verdict(&vs, "at most 0 lost writes")
+        .detail
+        .contains("none of"));
+    assert!(verdict(&vs, "client RTO").detail.contains("2.5s"));
+}
+
+#[test]
+fn a_lost_write_fails_and_is_named_with_its_gtid() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let sim = failover_run().lose(39);
+    let lost = sim.ledger.acked[39].clone();
+    let r = sim.build(&s);
+    assert_eq!(r.lost.len(), 1);
+    assert_eq!(r.lost[0].id, lost.id);
+    assert_eq!(r.lost[0].acked_at_ms, lost.at_ms - T0);
+    let vs = judge(&s, &r);
+    assert!(!passed(&vs));
+    let v = verdict(&vs, "at most 0 lost writes");
+    assert!(!v.pass);
+    assert!(v.detail.contains(&lost.id.to_string()), "{}", v.detail);
+    assert!(v.detail.contains("GTID 0-1-40"), "{}", v.detail);
+
+    // An allowance of one lets it pass.
+    let mut lenient = s.clone();
+    lenient.expect.lost_writes_allowed = 1;
+    assert!(verdict(&judge(&lenient, &r), "at most 1 lost write").pass);
+}
+
+#[test]
+fn unverified_writes_fail_the_lost_writes_verdict() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let sim = failover_run();
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Err("connect on 127.0.0.1:3307: refused".into()),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9000,
+        aborted: None,
+    });
+    let v = verdict(&judge(&s, &r), "at most 0 lost writes").clone();
+    assert!(!v.pass);
+    assert!(v.detail.contains("not verified"), "{}", v.detail);
+}
+
+#[test]
+fn a_failover_where_none_may_happen_fails() {
+    let s = Scenario::builtin("partition-control-plane").unwrap();
+    // Client-side only: the writers moved from :3306 to :3307.
+    let r = Sim::new(Some((2500, Some(3200), 3307))).build(&s);
+    assert_eq!(r.figures.source, FigureSource::ClientOnly);
+    assert_eq!(r.figures.failovers, 1);
+    let vs = judge(&s, &r);
+    let v = verdict(&vs, "no failover");
+    assert!(!v.pass, "{v:?}");
+    assert!(
+        v.detail.contains("127.0.0.1:3306 → 127.0.0.1:3307"),
+        "{}",
+        v.detail
+    );
+    assert!(!verdict(&vs, "the primary moves exactly 0 times").pass);
+    assert!(!passed(&vs));
+
+    // And with no move at all it passes.
+    let r = Sim::new(None).build(&s);
+    let vs = judge(&s, &r);
+    assert!(passed(&vs), "{vs:#?}");
+    assert_eq!(verdict(&vs, "client RTO").detail, "no outage; limit 2s");
+}
+
+#[test]
+fn a_switchover_is_not_a_failover() {
+    let s = Scenario::builtin("switchover-under-load").unwrap();
+    let r = Sim::new(Some((2000, Some(2600), 3307)))
+        .event(
+            2000,
+            EventKind::FaultInjected,
+            "switchover to 127.0.0.1:3307",
+        )
+        .build(&s);
+    assert_eq!(r.figures.primary_changes, 1);
+    assert_eq!(r.figures.failovers, 0);
+    let vs = judge(&s, &r);
+    assert!(passed(&vs), "{vs:#?}");
+}
+
+#[test]
+fn a_second_failover_inside_the_block_window_fails_anti_flapping() {
+    let s = Scenario::builtin("kill-primary-twice").unwrap();
+    let once = failover_run()
+        .event(6000, EventKind::FaultInjected, "SIGKILL 127.0.0.1:3307")
+        .event(6200, EventKind::Detected, "dead primary 127.0.0.1:3307")
+        .event(6210, EventKind::Note, "failover blocked: block window");
+    assert!(passed(&judge(&s, &once.build(&s))));
+    let twice = once.event(6300, EventKind::FailoverStarted, "failover 13 started");
+    let vs = judge(&s, &twice.build(&s));
+    let v = verdict(&vs, "exactly 1 failover");
+    assert!(!v.pass, "{v:?}");
+    assert!(v.detail.starts_with("2 failovers"), "{}", v.detail);
+}
+
+#[test]
+fn an_rto_over_the_limit_fails() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    // 2 s to 7.5 s is 5.5 s: within 10 s.
+    let r = Sim::new(Some((2000, Some(7500), 3307))).build(&s);
+    assert!(verdict(&judge(&s, &r), "client RTO").pass);
+    let mut strict = s.clone();
+    strict.expect.max_rto = Some(Duration::from_secs(5));
+    let v = verdict(&judge(&strict, &r), "client RTO at most 5s").clone();
+    assert!(!v.pass);
+    assert!(v.detail.contains("5.5s"), "{}", v.detail);
+
+    // An outage still open at the end counts to the end of the load.
+    let r = Sim::new(Some((1000, None, 3307))).build(&strict);
+    assert_eq!(r.figures.rto_ms, 7000);
+    assert!(r.figures.rto_open);
+    let v = verdict(&judge(&strict, &r), "client RTO").clone();
+    assert!(!v.pass);
+    assert!(v.detail.contains("still open"), "{}", v.detail);
+}
+
+#[test]
+fn split_brain_abort_and_unmeasured_detection_fail() {
+    let mut s = Scenario::builtin("kill-primary").unwrap();
+    let mut sim = failover_run();
+    sim.ledger.split_brain.push(SplitBrain {
+        at_ms: T0 + 4000,
+        writer: 1,
+        writable: vec![addr(3306), addr(3307)],
+    });
+    sim.aborted = Some("two writable primaries".into());
+    let r = sim.build(&s);
+    assert!(r.timeline.iter().any(|e| e.kind == EventKind::Aborted));
+    let vs = judge(&s, &r);
+    let sb = verdict(&vs, "never two writable primaries");
+    assert!(!sb.pass);
+    assert!(
+        sb.detail.contains("127.0.0.1:3306, 127.0.0.1:3307"),
+        "{}",
+        sb.detail
+    );
+    assert!(!verdict(&vs, "the run completes without abort").pass);
+
+    // A cluster failed over by another tool has no detection figure: a bound on it fails.
+    s.expect.max_detection = Some(Duration::from_secs(1));
+    let r = Sim::new(Some((2000, Some(4500), 3307))).build(&s);
+    assert_eq!(r.figures.detection_ms, None);
+    let v = verdict(&judge(&s, &r), "detection within").clone();
+    assert!(!v.pass);
+    assert!(v.detail.contains("not measured"), "{}", v.detail);
+    // With the control plane's events it is measured and judged.
+    let r = failover_run().build(&s);
+    assert!(verdict(&judge(&s, &r), "detection within 1s").pass);
+}
+
+#[test]
+fn verdicts_line_up_across_runs() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let a = judge(&s, &failover_run().build(&s));
+    let b = judge(&s, &Sim::new(None).build(&s));
+    let names = |v: &[Verdict]| v.iter().map(|v| v.expectation.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&a), names(&b));
+}
+
+#[test]
+fn aggregate_percentiles_on_known_inputs() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let mut runs = Vec::new();
+    // RTOs 500 ms, 1000 ms, …, 5000 ms; detection measured in the even runs only.
+    for i in 1..=10u64 {
+        let mut sim = Sim::new(Some((2000, Some(2000 + 500 * i), 3307)));
+        if i % 2 == 0 {
+            sim = sim.event(2000, EventKind::FaultInjected, "kill").event(
+                2000 + 10 * i,
+                EventKind::Detected,
+                "dead primary",
+            );
+        }
+        if i == 3 {
+            sim = sim.lose(0).lose(1);
+        }
+        runs.push(sim.build(&s));
+    }
+    let agg = aggregate(&runs);
+    assert_eq!(agg.runs, 10);
+    let rto = agg.rto.unwrap();
+    assert_eq!(
+        (rto.samples, rto.min_ms, rto.p50_ms, rto.p95_ms, rto.max_ms),
+        (10, 500, 2500, 5000, 5000)
+    );
+    let det = agg.detection.unwrap();
+    assert_eq!(
+        (det.samples, det.p50_ms, det.p95_ms, det.max_ms),
+        (5, 60, 100, 100)
+    );
+    assert!(agg.failover.is_none());
+    assert_eq!(agg.lost_total, 2);
+    assert_eq!(
+        agg.acked_total,
+        runs.iter().map(|r| r.load.acked).sum::<u64>()
+    );
+    assert_eq!(agg.unverified, 0);
+    assert_eq!(aggregate(&[]).rto, None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Reports
+
+const EVIL: &str = "<script>alert('x')</script> & \"quoted\"";
+
+#[test]
+fn the_html_report_is_self_contained_safe_and_complete() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let good = failover_run().event(5000, EventKind::Note, EVIL).build(&s);
+    let bad = failover_run().lose(10).build(&s);
+    let lost = bad.lost[0].clone();
+    let runs = vec![good, bad];
+    let agg = aggregate(&runs);
+    let html = render_html(&s, &runs, &agg);
+
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.contains(r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#)
+    );
+    assert!(html.contains("<svg"), "no chart");
+    assert_eq!(html.matches("<svg").count(), 2, "one chart per run");
+    assert!(html.contains("<title>DRT kill-primary: FAIL</title>"));
+    assert!(html.contains(r#"<span class="badge fail big">FAIL</span>"#));
+    assert!(html.contains(r#"<span class="badge pass">PASS</span>"#));
+    assert!(html.contains("at most 0 lost writes"));
+    assert!(html.contains("passed in 1 of 2 runs"));
+    // The lost write with its id and GTID.
+    assert!(html.contains(&format!("<code>{}</code>", lost.id)));
+    assert!(html.contains(&format!("<code>{}</code>", lost.gtid.unwrap())));
+    // Markers with labels, and the outage band.
+    for label in [
+        "SIGKILL 127.0.0.1:3306 (primary)",
+        "promoted 127.0.0.1:3307",
+        "load ends",
+    ] {
+        assert!(html.contains(label), "{label}");
+    }
+    assert!(html.contains("outage 2.5s"));
+    // Escaped, everywhere it appears.
+    let lower = html.to_lowercase();
+    assert!(!lower.contains("<script"), "unescaped script");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;quoted&quot;")
+    );
+    // Nothing from elsewhere.
+    for bad in [
+        "http://", "https://", "src=", "href=", "url(", "@import", "<link",
+    ] {
+        assert!(!lower.contains(bad), "{bad} in the report");
+    }
+    // No JavaScript needed.
+    assert!(!lower.contains("javascript") && !lower.contains("onclick"));
+}
+
+#[test]
+fn an_example_report_has_a_sane_size() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let runs: Vec<RunResult> = (0..10).map(|_| failover_run().build(&s)).collect();
+    let report = Report::new(s.clone(), runs);
+    assert!(report.pass, "{:#?}", report.verdicts);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kill-primary.html");
+    std::fs::write(&path, report.html()).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        (10_000..1_000_000).contains(&size),
+        "a 10-run report of {size} bytes"
+    );
+    let one = render_html(&s, &report.runs[..1], &aggregate(&report.runs[..1]));
+    assert!((5_000..200_000).contains(&one.len()), "{}", one.len());
+    // `DRT_EXAMPLE_REPORT=/tmp/x.html` keeps a varied example to look at.
+    if let Ok(dest) = std::env::var("DRT_EXAMPLE_REPORT") {
+        let mut broken = failover_run()
+            .lose(5)
+            .lose(6)
+            .event(4000, EventKind::Note, EVIL);
+        broken.ledger.split_brain.push(SplitBrain {
+            at_ms: T0 + 4600,
+            writer: 2,
+            writable: vec![addr(3306), addr(3307)],
+        });
+        let mut open = Sim::new(Some((5000, None, 3307)))
+            .event(
+                5000,
+                EventKind::FaultInjected,
+                "SIGKILL 127.0.0.1:3306 (primary)",
+            )
+            .event(5200, EventKind::Detected, "dead primary 127.0.0.1:3306");
+        open.aborted = Some("no writable primary after the max RTO (10s)".into());
+        let runs = vec![failover_run().build(&s), broken.build(&s), open.build(&s)];
+        std::fs::write(dest, Report::new(s.clone(), runs).html()).unwrap();
+    }
+
+    // The JSON form reads back the same.
+    let json = serde_json::to_string(&report).unwrap();
+    let back: Report = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn the_text_report_shows_verdicts_figures_and_lost_ids() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    let r = failover_run().lose(3).build(&s);
+    let id = r.lost[0].id;
+    let text = render_text(
+        &s,
+        std::slice::from_ref(&r),
+        &aggregate(std::slice::from_ref(&r)),
+    );
+    assert!(
+        text.starts_with("DRT kill-primary on demo: FAIL (1 run)"),
+        "{text}"
+    );
+    assert!(text.contains("FAIL  at most 0 lost writes"), "{text}");
+    assert!(text.contains("PASS  a failover happens"), "{text}");
+    assert!(text.contains(&format!("id {id}  GTID 0-1-4")), "{text}");
+    assert!(text.contains("detected"), "{text}");
+    assert!(text.contains("RTO        p50 2.5s"), "{text}");
+
+    let many: Vec<RunResult> = vec![failover_run().build(&s), r];
+    let text = render_text(&s, &many, &aggregate(&many));
+    assert!(
+        text.contains("at most 0 lost writes: passed in 1 of 2 runs"),
+        "{text}"
+    );
+}
