@@ -4,6 +4,7 @@ mod bench_cmd;
 mod bench_failover;
 mod client_cmd;
 mod creds;
+mod drt_cmd;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -166,6 +167,9 @@ enum Command {
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(bench_cmd::BenchCommand),
+    /// Disaster-recovery tests: fault scenarios under load, with a report.
+    #[command(subcommand)]
+    Drt(drt_cmd::DrtCommand),
 }
 
 /// An error with the exit code it maps to: 2 for bad input, 1 for everything else.
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd).await,
             Command::Probe(args) => probe_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
+            Command::Drt(cmd) => drt_cmd::run(cmd).await,
             Command::Serve(args) => serve_cmd::serve(args).await,
             Command::Clusters { api, json } => client_cmd::clusters(&api, json).await,
             Command::Topology { cluster, api, json } => {

@@ -17,6 +17,7 @@ mod error;
 pub mod faults;
 pub mod load;
 pub mod report;
+pub mod runner;
 pub mod scenario;
 
 pub use error::DrtError;

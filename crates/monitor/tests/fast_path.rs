@@ -287,7 +287,13 @@ async fn killed_primary_is_a_dead_primary_within_a_fraction_of_the_interval() {
     // How fast is measured by `dbfleet bench detection`, not asserted here: that the
     // DeadPrimary round came from the fast path (trigger Suspect, above) is the behaviour.
     eprintln!("kill -> DeadPrimary round: {took:?} at a 1s interval");
-    let s = f.stats.snapshot();
+    // The counters are bumped just after the round is published: give them a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut s = f.stats.snapshot();
+    while (s.fast_paths < 1 || s.fast_path_rounds < 1) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s = f.stats.snapshot();
+    }
     assert!(s.fast_paths >= 1 && s.fast_path_rounds >= 1, "{s:?}");
     f.stop().await;
 }

@@ -589,7 +589,7 @@ impl Sandbox {
 
     /// The server's command line. `first_boot` leaves semi-sync off on the primary: its first
     /// write would otherwise wait for acks from replicas that are not attached yet.
-    fn server_args(&self, m: &Member, first_boot: bool) -> Vec<String> {
+    fn server_args(&self, m: &Member, first_boot: bool, read_only: bool) -> Vec<String> {
         let d = m.dir(&self.dir);
         let data = m.datadir(&self.dir);
         let mut args = vec![
@@ -621,7 +621,7 @@ impl Sandbox {
         if is_root() {
             args.push("--user=root".into());
         }
-        if m.role == Role::Replica {
+        if m.role == Role::Replica || read_only {
             args.push("--read-only=ON".into());
         }
         if self.manifest.semi_sync {
@@ -640,6 +640,16 @@ impl Sandbox {
     /// Launch a member's server detached from this process, and wait until it accepts
     /// connections.
     async fn start_member(&self, bins: &Binaries, m: &Member, first_boot: bool) -> Result<()> {
+        self.start_member_with(bins, m, first_boot, false).await
+    }
+
+    async fn start_member_with(
+        &self,
+        bins: &Binaries,
+        m: &Member,
+        first_boot: bool,
+        read_only: bool,
+    ) -> Result<()> {
         let d = m.dir(&self.dir);
         let log = d.join("error.log");
         let out = fs::OpenOptions::new()
@@ -649,7 +659,7 @@ impl Sandbox {
             .map_err(|e| anyhow::anyhow!("open {}: {e}", d.join("stdout.log").display()))?;
         let err = out.try_clone().map_err(anyhow::Error::new)?;
         let mut child = Command::new(&bins.mariadbd)
-            .args(self.server_args(m, first_boot))
+            .args(self.server_args(m, first_boot, read_only))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -747,6 +757,21 @@ impl Sandbox {
         }
         ensure_port_free(&m.host, m.port)?;
         self.start_member(&Binaries::find()?, &m, false).await?;
+        Ok(true)
+    }
+
+    /// [`Sandbox::start`], but the server comes up with `read_only=ON` whatever its role, as a
+    /// production server configured to start read-only does: a crashed primary that returns
+    /// takes no writes until the control plane decides. Disaster-recovery tests restart
+    /// killed members this way.
+    pub async fn start_read_only(&self, member: &str) -> Result<bool> {
+        let m = self.member(member)?.clone();
+        if self.pid(&m).is_some() {
+            return Ok(false);
+        }
+        ensure_port_free(&m.host, m.port)?;
+        self.start_member_with(&Binaries::find()?, &m, false, true)
+            .await?;
         Ok(true)
     }
 

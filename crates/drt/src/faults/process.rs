@@ -86,11 +86,12 @@ impl ProcessFault {
                 if !restart_on_heal {
                     return Ok(Some(format!("{name} left stopped")));
                 }
-                let started =
-                    block_on_fresh(sb2.start(&name))?.map_err(|error| FaultError::Sandbox {
+                let started = block_on_fresh(sb2.start_read_only(&name))?.map_err(|error| {
+                    FaultError::Sandbox {
                         member: name.clone(),
                         error,
-                    })?;
+                    }
+                })?;
                 Ok(Some(if started {
                     format!("{name} started again")
                 } else {

@@ -1,0 +1,631 @@
+//! The DRT runner: run one [`Scenario`] against a local sandbox under load, inject and heal
+//! its faults on time, watch the guardrails, verify the ledger and read the control plane's
+//! events, then build a [`RunResult`].
+//!
+//! *Invariant*: every fault injected here is held by a [`FaultSet`]; it is healed explicitly
+//! when the load ends or the run aborts, and again by the set's `Drop` on any other path
+//! (an early return, a panic). A process-wide signal hook ([`faults::install_signal_heal`],
+//! installed by the CLI) heals on Ctrl-C and SIGTERM.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use model::{InstanceAddr, ServerState};
+use probe::{Credentials, ProbeOptions, Session};
+use sandbox::Sandbox;
+use tokio_util::sync::CancellationToken;
+
+use crate::faults::{
+    self, loopback_addr, FaultHandle, FaultSet, NetworkFault, NetworkSpec, ProcessFault,
+    ProcessSpec, ReplicationFault, ReplicationSpec,
+};
+use crate::load::{self, Ledger, LoadOptions, VerifyOptions};
+use crate::report::{EventKind, RunParts, RunResult, TimelineEvent};
+use crate::scenario::{FaultKind as ScenarioFaultKind, Scenario, StepAction, Target};
+
+/// Where a scenario runs: a local sandbox (process faults need its processes).
+#[derive(Clone, Debug)]
+pub struct RunTarget {
+    /// The sandbox that holds the cluster.
+    pub sandbox: Sandbox,
+    /// The cluster's members; the load's candidates and the servers verified.
+    pub members: Vec<InstanceAddr>,
+    /// An account that reads `read_only`, creates the ledger table and reads it back.
+    pub admin: Credentials,
+    /// The application account the writers use.
+    pub app: Credentials,
+    /// The daemon's API base URL, to read its events for detection and failover times;
+    /// `None`: client-side figures only.
+    pub api: Option<String>,
+    /// The group id the control plane runs under, for
+    /// `partition_control_plane_from_primary`.
+    pub control_plane_gid: Option<u32>,
+}
+
+/// Why a run could not be done (a run that ran but failed its expectations is a
+/// [`RunResult`], not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The scenario uses a fault this runner cannot inject.
+    #[error("fault kind {0} is not supported by this runner yet")]
+    Unsupported(String),
+    /// The target lacks something the scenario needs.
+    #[error("{0}")]
+    Target(String),
+    /// No writable primary to prepare the ledger on.
+    #[error("no writable primary among {0}")]
+    NoPrimary(String),
+    /// Preparing the ledger table failed.
+    #[error("prepare the ledger: {0}")]
+    Prepare(#[from] crate::DrtError),
+}
+
+/// Probe timeouts for the runner's own looks at the servers.
+const LOOK: ProbeOptions = ProbeOptions {
+    connect_timeout: Duration::from_millis(400),
+    query_timeout: Duration::from_millis(800),
+};
+/// How often the split-brain guardrail probes every member.
+const GUARD_EVERY: Duration = Duration::from_millis(200);
+/// How long to wait after the load for exactly one writable primary.
+const WRITER_WAIT: Duration = Duration::from_secs(20);
+/// How long replicas get to catch up before verification.
+const CATCH_UP: Duration = Duration::from_secs(8);
+
+/// What one probe of a member found: its state when reachable.
+#[derive(Clone, Debug)]
+pub struct Look {
+    /// The member.
+    pub addr: InstanceAddr,
+    /// Its state, `None` when unreachable.
+    pub state: Option<ServerState>,
+}
+
+impl Look {
+    /// Reachable and `read_only=OFF`.
+    pub fn writable(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| !s.read_only)
+    }
+}
+
+/// Probe every member at once.
+pub async fn look_all(members: &[InstanceAddr], admin: &Credentials) -> Vec<Look> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, a) in members.iter().enumerate() {
+        let a = a.clone();
+        let c = admin.clone();
+        set.spawn(async move {
+            let o = probe::observe(&a, &c, LOOK).await;
+            (i, o.state().cloned(), a)
+        });
+    }
+    let mut looks: Vec<(usize, Look)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, state, addr)) = r {
+            looks.push((i, Look { addr, state }));
+        }
+    }
+    looks.sort_by_key(|(i, _)| *i);
+    looks.into_iter().map(|(_, l)| l).collect()
+}
+
+/// The writable members now.
+pub async fn writable(members: &[InstanceAddr], admin: &Credentials) -> Vec<InstanceAddr> {
+    look_all(members, admin)
+        .await
+        .into_iter()
+        .filter(Look::writable)
+        .map(|l| l.addr)
+        .collect()
+}
+
+/// Wait up to `within` until exactly one member is writable; return it.
+pub async fn wait_one_writable(
+    members: &[InstanceAddr],
+    admin: &Credentials,
+    within: Duration,
+) -> Result<InstanceAddr, Vec<InstanceAddr>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let w = writable(members, admin).await;
+        if w.len() == 1 {
+            return Ok(w[0].clone());
+        }
+        if Instant::now() >= deadline {
+            return Err(w);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn join(addrs: &[InstanceAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuse a scenario this runner cannot run, before anything starts.
+pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), RunError> {
+    for f in &scenario.faults {
+        match f.kind {
+            ScenarioFaultKind::KillPrimary
+            | ScenarioFaultKind::PausePrimary
+            | ScenarioFaultKind::PartitionPrimary
+            | ScenarioFaultKind::KillReplica
+            | ScenarioFaultKind::StopReplicaSqlThread => {}
+            ScenarioFaultKind::PartitionControlPlaneFromPrimary => {
+                if target.control_plane_gid.is_none() {
+                    return Err(RunError::Target(
+                        "partition_control_plane_from_primary needs the control plane's group \
+                         id (--control-plane-gid): the daemon must run under a group of its own"
+                            .into(),
+                    ));
+                }
+            }
+            other => return Err(RunError::Unsupported(other.name().to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// A sandbox member's name from its address or name.
+fn member_name(sb: &Sandbox, who: &str) -> Option<String> {
+    sb.manifest()
+        .members
+        .iter()
+        .find(|m| m.name == who || m.addr().to_string() == who)
+        .map(|m| m.name.clone())
+}
+
+/// The server a fault acts on now, resolved by probing.
+async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr), String> {
+    let looks = look_all(&t.members, &t.admin).await;
+    let addr = match target {
+        Target::Primary => looks
+            .iter()
+            .find(|l| l.writable())
+            .map(|l| l.addr.clone())
+            .ok_or_else(|| "no writable primary to target".to_string())?,
+        Target::Replica => looks
+            .iter()
+            .find(|l| {
+                l.state
+                    .as_ref()
+                    .is_some_and(|s| s.read_only && s.replication.is_some())
+            })
+            .map(|l| l.addr.clone())
+            .ok_or_else(|| "no reachable replica to target".to_string())?,
+        Target::Member(m) => {
+            let name = member_name(&t.sandbox, m)
+                .ok_or_else(|| format!("{m} is not a member of the sandbox"))?;
+            t.sandbox.member(&name).map_err(|e| e.to_string())?.addr()
+        }
+    };
+    let name = member_name(&t.sandbox, &addr.to_string())
+        .ok_or_else(|| format!("{addr} is not a member of the sandbox"))?;
+    Ok((name, addr))
+}
+
+/// Inject one fault into `set`; return its handle and a label.
+async fn inject(
+    kind: &ScenarioFaultKind,
+    target: &Target,
+    t: &RunTarget,
+    set: &mut FaultSet,
+) -> Result<(FaultHandle, String), String> {
+    let (member, addr) = resolve(target, t).await?;
+    let label = format!("{} {member} ({addr})", kind.name());
+    let sb = t.sandbox.clone();
+    let process = |spec: ProcessSpec| {
+        let sb = sb.clone();
+        let member = member.clone();
+        async move {
+            tokio::task::spawn_blocking(move || ProcessFault::inject(&sb, &member, spec))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+        }
+    };
+    let network = |spec: NetworkSpec| async move {
+        tokio::task::spawn_blocking(move || NetworkFault::inject(spec))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
+    };
+    let handle = match kind {
+        ScenarioFaultKind::KillPrimary | ScenarioFaultKind::KillReplica => set.push(
+            process(ProcessSpec::Kill {
+                restart_on_heal: true,
+            })
+            .await?,
+        ),
+        ScenarioFaultKind::PausePrimary => set.push(process(ProcessSpec::Pause).await?),
+        ScenarioFaultKind::PartitionPrimary => {
+            let a = loopback_addr(&addr).map_err(|e| e.to_string())?;
+            set.push(network(NetworkSpec::Partition { addr: a }).await?)
+        }
+        ScenarioFaultKind::PartitionControlPlaneFromPrimary => {
+            let gid = t
+                .control_plane_gid
+                .ok_or("partition_control_plane_from_primary needs control_plane_gid")?;
+            let a = loopback_addr(&addr).map_err(|e| e.to_string())?;
+            set.push(network(NetworkSpec::CutFrom { addr: a, gid }).await?)
+        }
+        ScenarioFaultKind::StopReplicaSqlThread => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::StopSqlThread)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        other => {
+            return Err(format!(
+                "fault kind {} is not supported by this runner yet",
+                other.name()
+            ))
+        }
+    };
+    Ok((handle, label))
+}
+
+/// Run `scenario` once against `target`. Every fault is healed before this returns.
+pub async fn run_once(
+    scenario: &Scenario,
+    target: &RunTarget,
+    cancel: CancellationToken,
+) -> Result<RunResult, RunError> {
+    check_supported(scenario, target)?;
+    let run_started = Instant::now();
+    let deadline = run_started + scenario.max_duration;
+
+    // The ledger table, on the writable primary now.
+    let primary = writable(&target.members, &target.admin)
+        .await
+        .into_iter()
+        .next()
+        .ok_or_else(|| RunError::NoPrimary(join(&target.members)))?;
+    let mut opts = LoadOptions::new(target.members.clone(), target.app.clone());
+    scenario.load.apply_to(&mut opts);
+    load::prepare(&target.admin, &primary, &opts.table).await?;
+
+    // Events at epoch ms, converted once the ledger's start is known.
+    let mut notes: Vec<(u64, EventKind, String, Option<usize>)> = Vec::new();
+    let mut set = FaultSet::new();
+    let mut injected: Vec<(usize, FaultHandle, String)> = Vec::new();
+
+    // The split-brain guardrail: probe every member every GUARD_EVERY during the load.
+    let abort = CancellationToken::new();
+    let abort_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let guard_stop = CancellationToken::new();
+    let guard = {
+        let members = target.members.clone();
+        let admin = target.admin.clone();
+        let abort = abort.clone();
+        let reason = abort_reason.clone();
+        let stop = guard_stop.clone();
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let w = writable(&members, &admin).await;
+                if w.len() > 1 && !stop.is_cancelled() {
+                    let mut r = faults::lock(&reason);
+                    r.get_or_insert_with(|| format!("two writable primaries: {}", join(&w)));
+                    abort.cancel();
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(GUARD_EVERY) => {}
+                }
+            }
+        })
+    };
+
+    let load_cancel = CancellationToken::new();
+    let load_started = Instant::now();
+    let mut load_task = tokio::spawn(load::run(opts, load_cancel.clone()));
+    let plan = scenario.plan();
+    let mut next = 0usize;
+    let mut aborted: Option<String> = None;
+    let mut ledger: Option<Ledger> = None;
+
+    loop {
+        let step_at = plan.get(next).map(|s| load_started + s.at);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => {
+                aborted = Some("cancelled".into());
+                break;
+            }
+            _ = abort.cancelled() => {
+                aborted = faults::lock(&abort_reason).clone().or(Some("guardrail".into()));
+                break;
+            }
+            _ = tokio::time::sleep_until(deadline.into()) => {
+                aborted = Some(format!(
+                    "max duration {} passed",
+                    humantime::format_duration(scenario.max_duration)
+                ));
+                break;
+            }
+            r = &mut load_task => {
+                ledger = r.ok();
+                break;
+            }
+            _ = async {
+                match step_at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                let step = plan[next];
+                next += 1;
+                let f = &scenario.faults[step.fault];
+                match step.action {
+                    StepAction::Inject => match inject(&f.kind, &f.target, target, &mut set).await {
+                        Ok((h, label)) => {
+                            tracing::info!(fault = %label, "fault injected");
+                            injected.push((step.fault, h, label));
+                        }
+                        Err(e) => {
+                            aborted = Some(format!("inject {}: {e}", f.kind.name()));
+                            break;
+                        }
+                    },
+                    StepAction::Heal => {
+                        for (i, h, label) in &injected {
+                            if *i == step.fault {
+                                if let Err(e) = h.heal().await {
+                                    notes.push((faults::now_ms(), EventKind::Note,
+                                        format!("heal {label} failed: {e}"), Some(*i)));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    guard_stop.cancel();
+    let _ = guard.await;
+    if let Some(reason) = &aborted {
+        notes.push((faults::now_ms(), EventKind::Aborted, reason.clone(), None));
+    }
+    load_cancel.cancel();
+    let ledger = match ledger {
+        Some(l) => l,
+        None => load_task
+            .await
+            .map_err(|e| RunError::Target(format!("the load task failed: {e}")))?,
+    };
+    if let Err(e) = set.heal_all().await {
+        notes.push((
+            faults::now_ms(),
+            EventKind::Note,
+            format!("heal failed: {e}"),
+            None,
+        ));
+    }
+    for (i, h, label) in &injected {
+        let ev = h.event();
+        notes.push((
+            ev.injected_ms,
+            EventKind::FaultInjected,
+            label.clone(),
+            Some(*i),
+        ));
+        if let Some(at) = ev.healed_ms {
+            let mut text = format!("healed {label}");
+            if let Some(n) = ev.note {
+                text.push_str(&format!(": {n}"));
+            }
+            notes.push((at, EventKind::FaultHealed, text, Some(*i)));
+        }
+    }
+
+    // Verification: one writer, replicas caught up (bounded), every acknowledged id there.
+    let left = deadline.saturating_duration_since(Instant::now());
+    let last_acked = ledger
+        .acked
+        .iter()
+        .max_by_key(|a| a.at_ms)
+        .map(|a| a.server.clone());
+    let writer =
+        match wait_one_writable(&target.members, &target.admin, WRITER_WAIT.min(left)).await {
+            Ok(w) => Ok(w),
+            Err(w) if !w.is_empty() => {
+                let pick = last_acked
+                    .filter(|a| w.contains(a))
+                    .unwrap_or_else(|| w[0].clone());
+                notes.push((
+                    faults::now_ms(),
+                    EventKind::Note,
+                    format!("{} writable after the run; verifying on {pick}", join(&w)),
+                    None,
+                ));
+                Ok(pick)
+            }
+            Err(_) => Err("no writable primary after the run".to_string()),
+        };
+    let verification = match &writer {
+        Ok(w) => {
+            let others: Vec<InstanceAddr> =
+                target.members.iter().filter(|a| *a != w).cloned().collect();
+            catch_up(w, &others, &target.admin, CATCH_UP.min(left)).await;
+            load::verify(
+                &ledger,
+                w,
+                &others,
+                &target.admin,
+                &VerifyOptions::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    let ended_ms = faults::now_ms();
+
+    if let Some(api) = &target.api {
+        match control_plane_events(api, ledger.started_ms.saturating_sub(1000), ended_ms).await {
+            Ok(evs) => notes.extend(evs.into_iter().map(|(at, k, l)| (at, k, l, None))),
+            Err(e) => notes.push((
+                ended_ms,
+                EventKind::Note,
+                format!("control plane events not read: {e}"),
+                None,
+            )),
+        }
+    }
+
+    let events = notes
+        .into_iter()
+        .map(|(at, kind, label, fault)| {
+            let ev = TimelineEvent::from_epoch(ledger.started_ms, at, kind, label);
+            match fault {
+                Some(i) => ev.for_fault(i),
+                None => ev,
+            }
+        })
+        .collect();
+    let cluster = scenario
+        .cluster
+        .clone()
+        .unwrap_or_else(|| target.sandbox.manifest().name.clone());
+    Ok(RunResult::build(RunParts {
+        scenario,
+        cluster,
+        ledger: &ledger,
+        verification: verification.as_ref().map_err(|e| e.clone()),
+        events,
+        ended_ms,
+        aborted,
+    }))
+}
+
+/// Wait (bounded) until each reachable other server applied the writer's GTID position.
+async fn catch_up(
+    writer: &InstanceAddr,
+    others: &[InstanceAddr],
+    admin: &Credentials,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    let pos = async {
+        let mut s = Session::connect(writer, admin, LOOK).await.ok()?;
+        let rows = s
+            .query_rows("gtid position", "SELECT @@gtid_binlog_pos AS p")
+            .await
+            .ok();
+        s.close().await;
+        rows?.first()?.get("p").cloned().flatten()
+    }
+    .await;
+    let Some(pos) = pos else { return };
+    for o in others {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if let Ok(mut s) = Session::connect(o, admin, LOOK).await {
+            let _ = s.wait_for_gtid(&pos, left).await;
+            s.close().await;
+        }
+    }
+}
+
+/// The control plane's events between `from_ms` and `to_ms` as timeline events (epoch ms).
+async fn control_plane_events(
+    api: &str,
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<Vec<(u64, EventKind, String)>, String> {
+    let url = format!("{}/api/v1/events?limit=500", api.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let body: serde_json::Value = client
+        .get(&url)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| format!("GET {url}: {e}"))?
+        .json()
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    Ok(map_events(&body, from_ms, to_ms))
+}
+
+/// Map the daemon's event list (`{"events": [...]}`) to timeline events inside the window.
+pub fn map_events(
+    body: &serde_json::Value,
+    from_ms: u64,
+    to_ms: u64,
+) -> Vec<(u64, EventKind, String)> {
+    let mut out = Vec::new();
+    let Some(events) = body["events"].as_array() else {
+        return out;
+    };
+    for e in events {
+        let Some(at) = e["at_ms"].as_u64() else {
+            continue;
+        };
+        if at < from_ms || at > to_ms {
+            continue;
+        }
+        let data = &e["data"];
+        let instance = e["instance"].as_str().unwrap_or("?");
+        let op = data["operation_id"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| data["operation_id"].to_string());
+        match e["kind"].as_str().unwrap_or("") {
+            "problem_opened" if data.to_string().contains("DeadPrimary") => {
+                out.push((
+                    at,
+                    EventKind::Detected,
+                    format!("DeadPrimary on {instance}"),
+                ));
+            }
+            "operation_started" => {
+                let kind = data["kind"].as_str().unwrap_or("?");
+                if kind == "failover" {
+                    out.push((
+                        at,
+                        EventKind::FailoverStarted,
+                        format!("failover {op} started"),
+                    ));
+                } else {
+                    out.push((at, EventKind::Note, format!("{kind} {op} started")));
+                }
+            }
+            "operation_step" => match data["step"].as_str().unwrap_or("") {
+                "promote" => {
+                    out.push((at, EventKind::Promoted, format!("operation {op}: promoted")))
+                }
+                "repoint" => out.push((
+                    at,
+                    EventKind::Repointed,
+                    format!("operation {op}: replicas repointed"),
+                )),
+                "open_writes" => out.push((
+                    at,
+                    EventKind::Writable,
+                    format!("operation {op}: writes open"),
+                )),
+                _ => {}
+            },
+            "operation_finished" => {
+                let kind = data["kind"].as_str().unwrap_or("?");
+                let state = data["state"].as_str().unwrap_or("?");
+                out.push((
+                    at,
+                    EventKind::Note,
+                    format!("{kind} {op} finished: {state}"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
+}
