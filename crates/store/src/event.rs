@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::record::ProblemRecord;
 use model::{InstanceAddr, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -200,4 +201,46 @@ impl Default for EventQuery {
             kinds: Vec::new(),
         }
     }
+}
+
+/// The `problem_opened` event of a problem opening; every backend writes this one.
+pub(crate) fn problem_opened_event(rec: &ProblemRecord) -> NewEvent {
+    let mut ev = NewEvent::new(
+        rec.first_seen_ms,
+        kinds::PROBLEM_OPENED,
+        rec.problem.severity.into(),
+        format!("problem {} opened: {}", rec.key, rec.problem.summary),
+    )
+    .with_cluster(rec.cluster.clone())
+    .with_data(serde_json::json!({
+        "problem_id": rec.id,
+        "key": rec.key,
+        "problem": rec.problem,
+    }));
+    ev.instance = rec.problem.instance.clone();
+    ev
+}
+
+/// The `problem_cleared` event of a problem cleared at `now_ms`; every backend writes this one.
+pub(crate) fn problem_cleared_event(rec: &ProblemRecord, now_ms: u64) -> NewEvent {
+    let mut ev = NewEvent::new(
+        now_ms,
+        kinds::PROBLEM_CLEARED,
+        EventLevel::Info,
+        format!(
+            "problem {} cleared after {} s",
+            rec.key,
+            now_ms.saturating_sub(rec.first_seen_ms) / 1000
+        ),
+    )
+    .with_cluster(rec.cluster.clone())
+    .with_data(serde_json::json!({
+        "problem_id": rec.id,
+        "key": rec.key,
+        "first_seen_ms": rec.first_seen_ms,
+        "last_seen_ms": rec.last_seen_ms,
+        "problem": rec.problem,
+    }));
+    ev.instance = rec.problem.instance.clone();
+    ev
 }

@@ -48,7 +48,7 @@ use crate::coord::{
     ClusterLock, Leadership, NewOperation, OperationQuery, OperationRecord, OperationUpdate,
 };
 use crate::error::StoreError;
-use crate::event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
+use crate::event::{EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord};
 
 use keys::{prefix_end, Counter, Keys};
@@ -1121,8 +1121,13 @@ impl EtcdStore {
         let events = changes
             .opened
             .iter()
-            .map(opened_event)
-            .chain(changes.cleared.iter().map(|r| cleared_event(r, now_ms)));
+            .map(crate::event::problem_opened_event)
+            .chain(
+                changes
+                    .cleared
+                    .iter()
+                    .map(|r| crate::event::problem_cleared_event(r, now_ms)),
+            );
         for ev in events {
             next_event += 1;
             ops.push(put_json(
@@ -1235,46 +1240,4 @@ fn event_record(id: i64, ev: NewEvent) -> EventRecord {
         message: ev.message,
         data: ev.data,
     }
-}
-
-/// The `problem_opened` event of a problem opening (the same text and data as SQLite's).
-fn opened_event(rec: &ProblemRecord) -> NewEvent {
-    let mut ev = NewEvent::new(
-        rec.first_seen_ms,
-        kinds::PROBLEM_OPENED,
-        rec.problem.severity.into(),
-        format!("problem {} opened: {}", rec.key, rec.problem.summary),
-    )
-    .with_cluster(rec.cluster.clone())
-    .with_data(serde_json::json!({
-        "problem_id": rec.id,
-        "key": rec.key,
-        "problem": rec.problem,
-    }));
-    ev.instance = rec.problem.instance.clone();
-    ev
-}
-
-/// The `problem_cleared` event of a problem cleared at `now_ms` (as SQLite's).
-fn cleared_event(rec: &ProblemRecord, now_ms: u64) -> NewEvent {
-    let mut ev = NewEvent::new(
-        now_ms,
-        kinds::PROBLEM_CLEARED,
-        EventLevel::Info,
-        format!(
-            "problem {} cleared after {} s",
-            rec.key,
-            now_ms.saturating_sub(rec.first_seen_ms) / 1000
-        ),
-    )
-    .with_cluster(rec.cluster.clone())
-    .with_data(serde_json::json!({
-        "problem_id": rec.id,
-        "key": rec.key,
-        "first_seen_ms": rec.first_seen_ms,
-        "last_seen_ms": rec.last_seen_ms,
-        "problem": rec.problem,
-    }));
-    ev.instance = rec.problem.instance.clone();
-    ev
 }

@@ -24,7 +24,7 @@ use crate::coord::{
     OperationUpdate,
 };
 use crate::error::StoreError;
-use crate::event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
+use crate::event::{EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 use crate::record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
 
 pub use migrations::SCHEMA_VERSION;
@@ -459,42 +459,10 @@ impl Store for SqliteStore {
             changes.cleared = cleared;
 
             for rec in &changes.opened {
-                let mut ev = NewEvent::new(
-                    now_ms,
-                    kinds::PROBLEM_OPENED,
-                    rec.problem.severity.into(),
-                    format!("problem {} opened: {}", rec.key, rec.problem.summary),
-                )
-                .with_cluster(rec.cluster.clone())
-                .with_data(serde_json::json!({
-                    "problem_id": rec.id,
-                    "key": rec.key,
-                    "problem": rec.problem,
-                }));
-                ev.instance = rec.problem.instance.clone();
-                insert_event(&tx, &ev)?;
+                insert_event(&tx, &crate::event::problem_opened_event(rec))?;
             }
             for rec in &changes.cleared {
-                let mut ev = NewEvent::new(
-                    now_ms,
-                    kinds::PROBLEM_CLEARED,
-                    EventLevel::Info,
-                    format!(
-                        "problem {} cleared after {} s",
-                        rec.key,
-                        now_ms.saturating_sub(rec.first_seen_ms) / 1000
-                    ),
-                )
-                .with_cluster(rec.cluster.clone())
-                .with_data(serde_json::json!({
-                    "problem_id": rec.id,
-                    "key": rec.key,
-                    "first_seen_ms": rec.first_seen_ms,
-                    "last_seen_ms": rec.last_seen_ms,
-                    "problem": rec.problem,
-                }));
-                ev.instance = rec.problem.instance.clone();
-                insert_event(&tx, &ev)?;
+                insert_event(&tx, &crate::event::problem_cleared_event(rec, now_ms))?;
             }
             tx.commit()?;
             Ok(changes)
