@@ -28,6 +28,7 @@ pub use schema::{
     MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
+pub use serde_util::duration as serde_duration;
 
 /// The name parse errors give text that did not come from a file.
 const UNNAMED: &str = "dbfleet.toml";

@@ -9,17 +9,19 @@ use std::time::Duration;
 use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
 
-/// A `Duration` written as a humantime string: `"500ms"`, `"1s"`, `"1m 30s"`.
-pub(crate) mod duration {
+/// A `Duration` written as a humantime string: `"500ms"`, `"1s"`, `"1m 30s"`. Public (as
+/// `config::serde_duration`) so other files dbfleet reads, such as DRT scenarios, spell
+/// durations and their errors the same way.
+pub mod duration {
     use super::*;
 
     /// Write `d` as humantime text.
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 
     /// Read humantime text; a bare number is an error that suggests a unit.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         d.deserialize_any(DurationVisitor)
     }
 

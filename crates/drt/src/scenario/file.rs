@@ -353,59 +353,8 @@ fn field_at(text: &str, offset: usize) -> Option<String> {
     None
 }
 
-/// A `Duration` written as humantime text: `"500ms"`, `"8s"`, `"1m 30s"`.
-pub(crate) mod duration {
-    use std::fmt;
-    use std::time::Duration;
-
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    /// Write `d` as humantime text.
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    /// Read humantime text; a bare number is an error that suggests a unit.
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        d.deserialize_any(DurationVisitor)
-    }
-
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration with a unit, like \"500ms\" or \"8s\"")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v.trim()).map_err(|e| {
-                E::custom(format!(
-                    "invalid duration {v:?} ({e}): write it with a unit, like \"500ms\", \
-                     \"8s\" or \"1m 30s\""
-                ))
-            })
-        }
-
-        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "a duration needs a unit: write \"{v}s\" or \"{v}ms\", in quotes"
-            )))
-        }
-
-        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-            self.visit_i64(v as i64)
-        }
-
-        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-            Err(E::custom(format!(
-                "a duration needs a unit: write \"{v}s\", in quotes"
-            )))
-        }
-    }
-}
+/// Durations are read and written as the config file does it.
+pub(crate) use config::serde_duration as duration;
 
 /// An optional [`duration`].
 pub(crate) mod opt_duration {
