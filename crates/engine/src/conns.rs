@@ -205,6 +205,25 @@ impl Conns {
         self.kill_clients(addr).await
     }
 
+    /// Wait (up to 5 s each) until every one of `replicas` replicates from `source`; returns
+    /// a warning per replica that does not.
+    pub(crate) async fn verify_replicating(
+        &mut self,
+        replicas: &[InstanceAddr],
+        source: &InstanceAddr,
+    ) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for r in replicas {
+            if let Err(e) = self
+                .wait_replicating(r, source, Duration::from_secs(5))
+                .await
+            {
+                warnings.push(format!("{r} does not replicate from {source}: {e}"));
+            }
+        }
+        warnings
+    }
+
     /// Wait until `addr` replicates from `source` with both threads running.
     pub(crate) async fn wait_replicating(
         &mut self,

@@ -626,19 +626,12 @@ impl Engine {
                 std::slice::from_ref(&cand),
             )
             .await?;
-        conns
-            .exec(&cand, "open writes", "SET GLOBAL read_only=OFF")
+        let (at, warning) = self
+            .open_writes(conns, &cluster, &cand)
             .await
             .map_err(|e| Outcome::NeedsHuman(format!("set {cand} writable: {e}")))?;
-        data.writable_ms = Some(now_ms());
-        if let Err(e) = self
-            .store
-            .set_writer(&cluster, Some(cand.clone()), now_ms())
-            .await
-        {
-            data.warnings
-                .push(format!("record the new writer in the store: {e}"));
-        }
+        data.writable_ms = Some(at);
+        data.warnings.extend(warning);
         op.done(
             "open_writes",
             before,
@@ -652,15 +645,8 @@ impl Engine {
         let before = op
             .step("verify_replicas", &data.json(), conns, &touched)
             .await?;
-        for r in data.repointed.clone() {
-            if let Err(e) = conns
-                .wait_replicating(&r, &cand, Duration::from_secs(5))
-                .await
-            {
-                data.warnings
-                    .push(format!("{r} does not replicate from {cand}: {e}"));
-            }
-        }
+        let unhealthy = conns.verify_replicating(&data.repointed, &cand).await;
+        data.warnings.extend(unhealthy);
         op.done("verify_replicas", before, conns, &touched, json!({}))
             .await?;
 
@@ -721,6 +707,28 @@ impl Engine {
                 format!("; warnings: {}", data.warnings.join("; "))
             }
         ))
+    }
+
+    /// Make `addr` writable and record it as the cluster's writer. Returns when it became
+    /// writable, and a warning when the store could not record it (the server is writable
+    /// whatever the store says).
+    pub(crate) async fn open_writes(
+        &self,
+        conns: &mut Conns,
+        cluster: &str,
+        addr: &InstanceAddr,
+    ) -> Result<(u64, Option<String>), probe::ProbeError> {
+        conns
+            .exec(addr, "open writes", "SET GLOBAL read_only=OFF")
+            .await?;
+        let at = now_ms();
+        let warning = self
+            .store
+            .set_writer(cluster, Some(addr.clone()), at)
+            .await
+            .err()
+            .map(|e| format!("record the new writer in the store: {e}"));
+        Ok((at, warning))
     }
 
     async fn catch_up(

@@ -8,7 +8,6 @@
 //! A failure before `promote` makes the old primary writable again (`rolled_back`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use model::analysis::errant_transactions;
 use model::{InstanceAddr, IoThreadState, Observation, PromotionRule};
@@ -367,25 +366,17 @@ impl Engine {
                 std::slice::from_ref(&target),
             )
             .await?;
-        conns
-            .exec(&target, "open writes", "SET GLOBAL read_only=OFF")
+        let (now, warning) = self
+            .open_writes(conns, &cluster, &target)
             .await
             .map_err(|e| {
                 Outcome::NeedsHuman(format!(
                     "set {target} writable: {e}; no primary takes writes"
                 ))
             })?;
-        let now = now_ms();
         data.unblocked_ms = Some(now);
         data.write_block_ms = data.blocked_ms.map(|b| now.saturating_sub(b));
-        if let Err(e) = self
-            .store
-            .set_writer(&cluster, Some(target.clone()), now)
-            .await
-        {
-            data.warnings
-                .push(format!("record the new writer in the store: {e}"));
-        }
+        data.warnings.extend(warning);
         op.done(
             "open_writes",
             before,
@@ -399,15 +390,8 @@ impl Engine {
         let before = op
             .step("verify_replicas", &data.json(), conns, &all)
             .await?;
-        for r in data.repointed.clone() {
-            if let Err(e) = conns
-                .wait_replicating(&r, &target, Duration::from_secs(5))
-                .await
-            {
-                data.warnings
-                    .push(format!("{r} does not replicate from {target}: {e}"));
-            }
-        }
+        let unhealthy = conns.verify_replicating(&data.repointed, &target).await;
+        data.warnings.extend(unhealthy);
         op.done("verify_replicas", before, conns, &all, json!({}))
             .await?;
         Ok(format!(
