@@ -139,33 +139,20 @@ pub async fn recoveries(
     json: bool,
 ) -> Result<(), CliError> {
     let c = Client::new(api)?;
-    let answer = match &action {
-        RecoveriesAction::Status => c.get(&["api", "v1", "recoveries"], &[]).await?,
+    let path: &[&str] = match &action {
+        RecoveriesAction::Status => {
+            let answer = c.get(&["api", "v1", "recoveries"], &[]).await?;
+            return show(&answer, json, render_recoveries);
+        }
         RecoveriesAction::Ack { cluster } => {
-            c.post(
-                &["api", "v1", "clusters", cluster, "recoveries", "ack"],
-                Some(serde_json::json!({ "by": who() })),
-                TIMEOUT,
-            )
-            .await?
+            &["api", "v1", "clusters", cluster, "recoveries", "ack"]
         }
-        RecoveriesAction::Enable => {
-            c.post(
-                &["api", "v1", "recoveries", "enable"],
-                Some(serde_json::json!({ "by": who() })),
-                TIMEOUT,
-            )
-            .await?
-        }
-        RecoveriesAction::Disable => {
-            c.post(
-                &["api", "v1", "recoveries", "disable"],
-                Some(serde_json::json!({ "by": who() })),
-                TIMEOUT,
-            )
-            .await?
-        }
+        RecoveriesAction::Enable => &["api", "v1", "recoveries", "enable"],
+        RecoveriesAction::Disable => &["api", "v1", "recoveries", "disable"],
     };
+    let answer = c
+        .post(path, Some(serde_json::json!({ "by": who() })), TIMEOUT)
+        .await?;
     show(&answer, json, render_recoveries)
 }
 
