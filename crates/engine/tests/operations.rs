@@ -154,6 +154,18 @@ impl Env {
         }
     }
 
+    /// The `DeadPrimary` problem a monitor round would carry for `addr`.
+    fn dead_primary(&self, addr: &InstanceAddr) -> model::Problem {
+        model::Problem {
+            kind: model::ProblemKind::DeadPrimary,
+            cluster: self.cluster.clone(),
+            instance: Some(addr.clone()),
+            severity: model::Severity::Critical,
+            summary: "dead".into(),
+            evidence: vec![],
+        }
+    }
+
     async fn write(&self, m: &str, sql: &str) {
         self.session(m).await.exec("write", sql).await.unwrap();
     }
@@ -448,14 +460,7 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     e.observe_into_store().await;
     e.kill_and_wait("m1").await;
     // As the monitor would: a round with DeadPrimary.
-    let dead = model::Problem {
-        kind: model::ProblemKind::DeadPrimary,
-        cluster: e.cluster.clone(),
-        instance: Some(e.addr("m1")),
-        severity: model::Severity::Critical,
-        summary: "dead".into(),
-        evidence: vec![],
-    };
+    let dead = e.dead_primary(&e.addr("m1"));
     e.engine
         .on_round(
             &e.cluster,
@@ -490,10 +495,7 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     // The new primary dies too, inside the block window.
     e.observe_into_store().await;
     e.kill_and_wait(&new_name).await;
-    let dead2 = model::Problem {
-        instance: Some(new.clone()),
-        ..dead.clone()
-    };
+    let dead2 = e.dead_primary(&new);
     e.engine
         .on_round(
             &e.cluster,
@@ -564,14 +566,7 @@ async fn policy_approve_proposes_and_a_human_runs_it() {
     let e = env_mode("fo-approve", 31560, false, &[], FailoverMode::Approve).await;
     e.observe_into_store().await;
     e.kill_and_wait("m1").await;
-    let dead = model::Problem {
-        kind: model::ProblemKind::DeadPrimary,
-        cluster: e.cluster.clone(),
-        instance: Some(e.addr("m1")),
-        severity: model::Severity::Critical,
-        summary: "dead".into(),
-        evidence: vec![],
-    };
+    let dead = e.dead_primary(&e.addr("m1"));
     for _ in 0..3 {
         e.engine
             .on_round(
