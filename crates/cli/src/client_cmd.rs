@@ -220,13 +220,13 @@ fn show(answer: &Answer, json: bool, render: impl Fn(&Value) -> String) -> Resul
 
 /// A successful JSON answer of the daemon: as parsed, and as received.
 #[derive(Debug)]
-struct Answer {
-    value: Value,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) value: Value,
+    pub(crate) body: Vec<u8>,
 }
 
 /// A client of the daemon's API.
-struct Client {
+pub(crate) struct Client {
     /// The base URL as given, for messages.
     shown: String,
     base: reqwest::Url,
@@ -237,7 +237,7 @@ struct Client {
 
 impl Client {
     /// A client for `api`; reads the token file now, if one is given.
-    fn new(api: &ApiArgs) -> Result<Self, CliError> {
+    pub(crate) fn new(api: &ApiArgs) -> Result<Self, CliError> {
         let shown = api.api.trim_end_matches('/').to_string();
         let base = reqwest::Url::parse(&api.api)
             .map_err(|e| CliError::usage(anyhow!("--api {:?} is not a URL: {e}", api.api)))?;
@@ -274,13 +274,13 @@ impl Client {
     }
 
     /// GET a JSON document; a non-2xx answer is an error with the API's own text.
-    async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
+    pub(crate) async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
         self.call(reqwest::Method::GET, segments, query, None, TIMEOUT)
             .await
     }
 
     /// POST a JSON body (or none) and wait up to `timeout` for the answer.
-    async fn post(
+    pub(crate) async fn post(
         &self,
         segments: &[&str],
         body: Option<Value>,
@@ -1165,6 +1165,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             auth: server::Auth::default(),
             version: "test",
             engine: None,
+            drt: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());

@@ -18,6 +18,7 @@ use sandbox::Sandbox;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_cmd::{ApiArgs, Client};
 use crate::{print_json, CliError};
 
 /// DRT subcommands.
@@ -31,6 +32,44 @@ pub enum DrtCommand {
     },
     /// Run a scenario (a built-in's name or a TOML file) against a local sandbox.
     Run(Box<RunArgs>),
+    /// Stop a running DRT: its faults are healed at once and its report records the abort.
+    /// With --sandbox, the `dbfleet drt run` on that sandbox; without, the daemon's
+    /// scheduled DRT (through --api).
+    Abort {
+        /// The sandbox a `dbfleet drt run` is running on.
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// The directory that holds sandboxes.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// List the DRT runs stored in the daemon, newest first.
+    Runs {
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a past run: a stored run's id (from the daemon), or a report directory or
+    /// report.json written by `dbfleet drt run`.
+    Report {
+        /// The run's id, or a report directory or file.
+        id: String,
+        /// Also write the HTML report (with its timeline chart) to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// `dbfleet drt run`.
@@ -48,6 +87,10 @@ pub struct RunArgs {
     /// The cluster's name in the daemon (default: the scenario's, else the sandbox's name).
     #[arg(long)]
     cluster: Option<String>,
+    /// The config that declares the cluster; it must allow DRTs (`drt_allowed = true` in
+    /// its `[[cluster]]`). Default: the sandbox's own dbfleet.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// The daemon's API base URL, for detection and failover times from its events.
     /// Without it the report has client-side figures only.
     #[arg(long, value_name = "URL")]
@@ -104,6 +147,14 @@ pub async fn run(cmd: DrtCommand) -> Result<(), CliError> {
             }
         }
         DrtCommand::Run(a) => run_scenario(*a).await,
+        DrtCommand::Abort { sandbox, dir, api } => abort(sandbox, dir, &api).await,
+        DrtCommand::Runs { limit, json, api } => list_runs(&api, limit, json).await,
+        DrtCommand::Report {
+            id,
+            html,
+            json,
+            api,
+        } => show_report(&api, &id, html, json).await,
     }
 }
 
@@ -125,21 +176,16 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         .map_err(CliError::usage)?;
     let root = a.dir.clone().unwrap_or_else(sandbox::default_root);
     let sb = Sandbox::open(&root, &a.sandbox).map_err(CliError::usage)?;
-    let creds = sb.credentials()?;
-    let target = RunTarget {
-        members: sb.manifest().members.iter().map(|m| m.addr()).collect(),
-        admin: creds.admin.credentials(),
-        app: creds.app.credentials(),
-        api: a.api.clone(),
-        control_plane_gid: a.control_plane_gid,
-        sandbox: sb.clone(),
-    };
-    drt::runner::check_supported(&scenario, &target).map_err(CliError::usage)?;
-    drt::faults::install_signal_heal().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cluster = scenario
+    let cluster_name = scenario
         .cluster
         .clone()
         .unwrap_or_else(|| sb.manifest().name.clone());
+    let config_path = a
+        .config
+        .clone()
+        .unwrap_or_else(|| sb.dir().join("dbfleet.toml"));
+    check_allowed(&config_path, &cluster_name)?;
+    let creds = sb.credentials()?;
     let token = match &a.token_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -153,9 +199,25 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         None => None,
     };
 
+    let target = RunTarget {
+        members: sb.manifest().members.iter().map(|m| m.addr()).collect(),
+        admin: creds.admin.credentials(),
+        app: creds.app.credentials(),
+        api: a.api.clone(),
+        control_plane_gid: a.control_plane_gid,
+        token: token.clone(),
+        sandbox: sb.clone(),
+    };
+    drt::runner::check_supported(&scenario, &target).map_err(CliError::usage)?;
+    let cluster = cluster_name;
     let cancel = CancellationToken::new();
+    abort_on_signals(cancel.clone())?;
+    let _active = ActiveRun::write(&sb, &scenario.name)?;
     let mut runs = Vec::new();
     for i in 0..a.repeat {
+        if cancel.is_cancelled() {
+            break;
+        }
         if i > 0 {
             restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await?;
         }
@@ -182,16 +244,266 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         serde_json::to_string_pretty(&report)?,
     )?;
     std::fs::write(dir.join("report.html"), report.html())?;
+    // Stored with the daemon's events when it is given, with a token.
+    let stored = match (&a.api, &a.token_file) {
+        (Some(api), Some(token_file)) => {
+            let client = Client::new(&ApiArgs {
+                api: api.clone(),
+                token_file: Some(token_file.clone()),
+            })?;
+            match client
+                .post(
+                    &["api", "v1", "drt", "runs"],
+                    Some(serde_json::to_value(&report)?),
+                    Duration::from_secs(30),
+                )
+                .await
+            {
+                Ok(answer) => answer.value["id"].as_str().map(str::to_string),
+                Err(e) => {
+                    eprintln!("warning: the report was not stored in the daemon: {:#}", e.error);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if a.json {
-        print_json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["id"] = serde_json::json!(stored);
+        print_json(&v)?;
     } else {
         print!("{}", report.text());
         println!("report: {}", dir.join("report.html").display());
+        if let Some(id) = &stored {
+            println!("stored as {id}: dbfleet drt report {id}");
+        }
     }
     if report.pass {
         Ok(())
     } else {
         Err(anyhow::anyhow!("{}: at least one expectation failed", scenario.name).into())
+    }
+}
+
+/// Ctrl-C, SIGTERM (`dbfleet drt abort`) or SIGHUP aborts the run: the runner heals every
+/// fault at once and the report records the abort. A second signal heals what is still
+/// registered and exits at once.
+fn abort_on_signals(cancel: CancellationToken) -> Result<(), CliError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).map_err(anyhow::Error::from)?;
+    let mut term = signal(SignalKind::terminate()).map_err(anyhow::Error::from)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(anyhow::Error::from)?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+                _ = hup.recv() => "SIGHUP",
+            };
+            seen += 1;
+            if seen == 1 {
+                eprintln!("{name}: aborting the DRT; healing every fault (again to exit at once)");
+                cancel.cancel();
+            } else {
+                let n = drt::faults::registered_count();
+                eprintln!("{name}: healing {n} fault(s) and exiting");
+                for f in drt::faults::heal_registered() {
+                    eprintln!("NOT HEALED: {}: {}", f.description, f.error);
+                }
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The file that marks a `dbfleet drt run` in progress on a sandbox, for `drt abort`.
+const ACTIVE_FILE: &str = "drt-run.json";
+
+/// A running DRT's marker file, removed when the run ends.
+struct ActiveRun {
+    path: PathBuf,
+}
+
+impl ActiveRun {
+    fn write(sb: &Sandbox, scenario: &str) -> Result<Self, CliError> {
+        let path = sb.dir().join(ACTIVE_FILE);
+        if let Some(pid) = active_pid(&path) {
+            return Err(CliError::usage(anyhow::anyhow!(
+                "a DRT is already running on this sandbox (pid {pid}); stop it with `dbfleet \
+                 drt abort --sandbox {}`",
+                sb.manifest().name
+            )));
+        }
+        let v = serde_json::json!({
+            "pid": std::process::id(),
+            "scenario": scenario,
+            "started_ms": drt::faults::now_ms(),
+        });
+        std::fs::write(&path, serde_json::to_vec_pretty(&v)?)
+            .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for ActiveRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The pid in a marker file, when that process is alive and is a `dbfleet drt run`.
+fn active_pid(path: &std::path::Path) -> Option<i32> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    let pid = i32::try_from(v["pid"].as_u64()?).ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_run = args.iter().any(|a| *a == b"drt") && args.iter().any(|a| *a == b"run");
+    is_run.then_some(pid)
+}
+
+/// `dbfleet drt abort`.
+async fn abort(sandbox: Option<String>, dir: Option<PathBuf>, api: &ApiArgs) -> Result<(), CliError> {
+    let Some(name) = sandbox else {
+        let answer = Client::new(api)?
+            .post(&["api", "v1", "drt", "abort"], None, Duration::from_secs(10))
+            .await?;
+        let r = &answer.value["aborted"];
+        println!(
+            "aborted the daemon's DRT {} on {}",
+            r["scenario"].as_str().unwrap_or("?"),
+            r["cluster"].as_str().unwrap_or("?")
+        );
+        return Ok(());
+    };
+    let root = dir.unwrap_or_else(sandbox::default_root);
+    let sb = Sandbox::open(&root, &name).map_err(CliError::usage)?;
+    let path = sb.dir().join(ACTIVE_FILE);
+    let Some(pid) = active_pid(&path) else {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "no DRT is running on the sandbox {name}"
+        )));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| anyhow::anyhow!("signal the DRT run (pid {pid}): {e}"))?;
+    eprintln!("asked the DRT run (pid {pid}) to abort; waiting for it to heal its faults");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while path.exists() && std::time::Instant::now() < deadline {
+        if active_pid(&path).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if active_pid(&path).is_some() {
+        return Err(anyhow::anyhow!("the DRT run (pid {pid}) is still running after 120 s").into());
+    }
+    println!("aborted: the run healed its faults and wrote its report");
+    Ok(())
+}
+
+/// `dbfleet drt runs`.
+async fn list_runs(api: &ApiArgs, limit: usize, json: bool) -> Result<(), CliError> {
+    let answer = Client::new(api)?
+        .get(&["api", "v1", "drt", "runs"], &[("limit", limit.to_string())])
+        .await?;
+    if json {
+        return print_json(&answer.value["runs"]);
+    }
+    let runs = answer.value["runs"].as_array().cloned().unwrap_or_default();
+    if runs.is_empty() {
+        println!("no DRT runs stored");
+        return Ok(());
+    }
+    println!(
+        "{:<44} {:<10} {:<6} {:>4} {:>10} {:>10} {:>5}",
+        "ID", "CLUSTER", "RESULT", "RUNS", "RTO P50", "RTO MAX", "LOST"
+    );
+    let ms = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(|m| format!("{m}ms"))
+            .unwrap_or_else(|| "-".into())
+    };
+    for r in runs {
+        println!(
+            "{:<44} {:<10} {:<6} {:>4} {:>10} {:>10} {:>5}",
+            r["id"].as_str().unwrap_or("?"),
+            r["cluster"].as_str().unwrap_or("?"),
+            if r["pass"] == true { "PASS" } else { "FAIL" },
+            r["runs"],
+            ms(&r["rto_p50_ms"]),
+            ms(&r["rto_max_ms"]),
+            r["lost_total"]
+        );
+    }
+    Ok(())
+}
+
+/// `dbfleet drt report ID`.
+async fn show_report(
+    api: &ApiArgs,
+    id: &str,
+    html: Option<PathBuf>,
+    json: bool,
+) -> Result<(), CliError> {
+    let local = std::path::Path::new(id);
+    let (label, report): (String, Report) = if local.exists() {
+        let file = if local.is_dir() {
+            local.join("report.json")
+        } else {
+            local.to_path_buf()
+        };
+        let bytes = std::fs::read(&file)
+            .map_err(|e| CliError::usage(anyhow::anyhow!("read {}: {e}", file.display())))?;
+        let report = serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::usage(anyhow::anyhow!("{} is not a DRT report: {e}", file.display()))
+        })?;
+        (file.display().to_string(), report)
+    } else {
+        let answer = Client::new(api)?
+            .get(&["api", "v1", "drt", "runs", id], &[])
+            .await?;
+        let report = serde_json::from_value(answer.value["report"].clone())
+            .map_err(|e| anyhow::anyhow!("the daemon's run {id} is not a DRT report: {e}"))?;
+        (id.to_string(), report)
+    };
+    if let Some(path) = &html {
+        std::fs::write(path, report.html())
+            .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
+    }
+    if json {
+        print_json(&report)?;
+    } else {
+        println!("run {label}");
+        print!("{}", report.text());
+        if let Some(path) = &html {
+            println!("report: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Guardrail: refuse unless `config` declares `cluster` with `drt_allowed = true`.
+pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliError> {
+    let cfg = config::Config::load(config).map_err(|e| {
+        CliError::usage(anyhow::anyhow!(
+            "DRTs run only on clusters whose config allows them, and the config could not \
+             be read: {e}"
+        ))
+    })?;
+    match cfg.clusters.iter().find(|c| c.name == cluster) {
+        Some(c) if c.drt_allowed => Ok(()),
+        Some(_) => Err(CliError::usage(anyhow::anyhow!(
+            "cluster {cluster:?} does not allow DRTs: set `drt_allowed = true` in its \
+             [[cluster]] section of {}",
+            config.display()
+        ))),
+        None => Err(CliError::usage(anyhow::anyhow!(
+            "cluster {cluster:?} is not declared in {}: DRTs run only on declared clusters \
+             that set `drt_allowed = true` (pass --config or --cluster)",
+            config.display()
+        ))),
     }
 }
 

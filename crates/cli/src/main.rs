@@ -176,7 +176,7 @@ enum Command {
 #[derive(Debug)]
 pub struct CliError {
     code: u8,
-    error: anyhow::Error,
+    pub(crate) error: anyhow::Error,
 }
 
 impl CliError {

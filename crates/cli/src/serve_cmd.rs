@@ -191,6 +191,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         version: env!("CARGO_PKG_VERSION"),
         engine: Some(engine.clone()),
+        drt: Default::default(),
     };
     let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
     // Leadership first, so a lone node acts from its first round.

@@ -66,7 +66,7 @@ pub(crate) struct FileCluster {
     /// Lag above which a replica is lagging.
     #[serde(default = "default_max_lag", with = "serde_util::duration")]
     pub max_lag: Duration,
-    /// Reserved for a later feature.
+    /// Whether DRTs may run on this cluster.
     #[serde(default)]
     pub drt_allowed: bool,
     pub replication_credentials: Option<String>,

@@ -69,8 +69,8 @@ expected_replicas = {replicas}
 semi_sync = {semi_sync}
 # A replica further behind than this is lagging.
 max_lag = "10s"
-# Reserved for a later feature.
-drt_allowed = false
+# A sandbox is made for disaster-recovery tests: `dbfleet drt run` may break it on purpose.
+drt_allowed = true
 # Replicas replicate with [credentials.repl].
 replication_credentials = "repl"
 

@@ -276,8 +276,8 @@ pub struct ClusterConfig {
     /// Replication lag above which a replica counts as lagging. Default `10s`.
     #[serde(with = "serde_util::duration")]
     pub max_lag: Duration,
-    /// Whether the cluster may be used for DRT (reserved for a later feature). Default
-    /// `false`.
+    /// Whether disaster-recovery tests may break this cluster on purpose (`dbfleet drt
+    /// run`, scheduled DRTs). Default `false`: a DRT refuses the cluster.
     pub drt_allowed: bool,
     /// The `[credentials]` entry replicas use to replicate (`CHANGE MASTER ... MASTER_USER`)
     /// when failover or switchover repoints them. Without it, those operations refuse.

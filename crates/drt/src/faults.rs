@@ -15,6 +15,8 @@
 //!   (the kernel has no `netem`), changeable at run time through [`ProxyControl`].
 //! - [`ReplicationFault`]: `STOP SLAVE SQL_THREAD` (heal: start it again), or an errant write
 //!   on a replica (recorded; it cannot be healed).
+//! - [`SlowReplica`]: a replica pointed at its source through a [`LatencyProxy`] (heal:
+//!   point it back, then close the proxy).
 //! - [`CustomFault`]: a heal action of the caller's own, e.g. "point the replica back at its
 //!   source", so it is healed in order with the rest.
 //!
@@ -45,6 +47,7 @@ mod network;
 mod process;
 mod proxy;
 mod replication;
+mod slow;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -61,6 +64,7 @@ pub use network::{loopback_addr, sweep, NetworkFault, NetworkSpec, SweepReport, 
 pub use process::{ProcessFault, ProcessSpec};
 pub use proxy::{LatencyProxy, ProxyControl, ProxyFaults, ProxyOptions, ProxyStats};
 pub use replication::{ReplicationFault, ReplicationSpec, ERRANT_SCHEMA};
+pub use slow::SlowReplica;
 
 /// Why a fault could not be injected or healed. Every message says what to do or what was
 /// refused.
@@ -185,6 +189,8 @@ pub enum FaultKind {
     StopSqlThread,
     /// A write was made on a replica with the binlog on.
     ErrantWrite,
+    /// A replica replicated through a latency proxy.
+    SlowReplica,
     /// A caller's own fault.
     Custom,
 }

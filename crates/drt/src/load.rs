@@ -87,6 +87,10 @@ pub struct LoadOptions {
     pub write_timeout: Duration,
     /// Pause after a failure before probing again. Default 20 ms.
     pub retry_pause: Duration,
+    /// Each acknowledged id is also sent here as it is acknowledged, for a watcher that
+    /// checks the ledger during the run (the DRT runner's lost-write guardrail). Default
+    /// none.
+    pub ack_feed: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
 }
 
 impl LoadOptions {
@@ -103,6 +107,7 @@ impl LoadOptions {
             connect_timeout: Duration::from_millis(500),
             write_timeout: Duration::from_secs(2),
             retry_pause: Duration::from_millis(20),
+            ack_feed: None,
         }
     }
 }

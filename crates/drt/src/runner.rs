@@ -7,7 +7,6 @@
 //! (an early return, a panic). A process-wide signal hook ([`faults::install_signal_heal`],
 //! installed by the CLI) heals on Ctrl-C and SIGTERM.
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use model::{InstanceAddr, ServerState};
@@ -17,11 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::faults::{
     self, loopback_addr, FaultHandle, FaultSet, NetworkFault, NetworkSpec, ProcessFault,
-    ProcessSpec, ReplicationFault, ReplicationSpec,
+    ProcessSpec, ProxyFaults, ReplicationFault, ReplicationSpec, SlowReplica,
 };
 use crate::load::{self, Ledger, LoadOptions, VerifyOptions};
 use crate::report::{EventKind, RunParts, RunResult, TimelineEvent};
 use crate::scenario::{FaultKind as ScenarioFaultKind, Scenario, StepAction, Target};
+
+mod guard;
 
 /// Where a scenario runs: a local sandbox (process faults need its processes).
 #[derive(Clone, Debug)]
@@ -40,15 +41,15 @@ pub struct RunTarget {
     /// The group id the control plane runs under, for
     /// `partition_control_plane_from_primary`.
     pub control_plane_gid: Option<u32>,
+    /// An API token, for faults that ask the control plane to act (`switchover`). Never
+    /// logged or reported.
+    pub token: Option<String>,
 }
 
 /// Why a run could not be done (a run that ran but failed its expectations is a
 /// [`RunResult`], not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The scenario uses a fault this runner cannot inject.
-    #[error("fault kind {0} is not supported by this runner yet")]
-    Unsupported(String),
     /// The target lacks something the scenario needs.
     #[error("{0}")]
     Target(String),
@@ -65,8 +66,6 @@ const LOOK: ProbeOptions = ProbeOptions {
     connect_timeout: Duration::from_millis(400),
     query_timeout: Duration::from_millis(800),
 };
-/// How often the split-brain guardrail probes every member.
-const GUARD_EVERY: Duration = Duration::from_millis(200);
 /// How long to wait after the load for exactly one writable primary.
 const WRITER_WAIT: Duration = Duration::from_secs(20);
 /// How long replicas get to catch up before verification.
@@ -154,7 +153,18 @@ pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), Ru
             | ScenarioFaultKind::PausePrimary
             | ScenarioFaultKind::PartitionPrimary
             | ScenarioFaultKind::KillReplica
-            | ScenarioFaultKind::StopReplicaSqlThread => {}
+            | ScenarioFaultKind::StopReplicaSqlThread
+            | ScenarioFaultKind::SlowReplica { .. }
+            | ScenarioFaultKind::ErrantWriteOnReplica => {}
+            ScenarioFaultKind::Switchover => {
+                if target.api.is_none() || target.token.is_none() {
+                    return Err(RunError::Target(
+                        "a switchover is asked of the control plane: it needs --api and \
+                         --token-file"
+                            .into(),
+                    ));
+                }
+            }
             ScenarioFaultKind::PartitionControlPlaneFromPrimary => {
                 if target.control_plane_gid.is_none() {
                     return Err(RunError::Target(
@@ -164,7 +174,6 @@ pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), Ru
                     ));
                 }
             }
-            other => return Err(RunError::Unsupported(other.name().to_string())),
         }
     }
     Ok(())
@@ -208,13 +217,23 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
     Ok((name, addr))
 }
 
-/// Inject one fault into `set`; return its handle and a label.
+/// What injecting a fault left behind.
+enum Injected {
+    /// A fault that holds until healed, in the run's [`FaultSet`].
+    Held(FaultHandle, String),
+    /// An action that heals nothing (a switchover), running on its own task; it reports
+    /// how it ended when it does.
+    Done(String, tokio::task::JoinHandle<(u64, String)>),
+}
+
+/// Inject one fault into `set`.
 async fn inject(
     kind: &ScenarioFaultKind,
     target: &Target,
     t: &RunTarget,
+    cluster: &str,
     set: &mut FaultSet,
-) -> Result<(FaultHandle, String), String> {
+) -> Result<Injected, String> {
     let (member, addr) = resolve(target, t).await?;
     let label = format!("{} {member} ({addr})", kind.name());
     let sb = t.sandbox.clone();
@@ -258,14 +277,72 @@ async fn inject(
                 .await
                 .map_err(|e| e.to_string())?,
         ),
-        other => {
-            return Err(format!(
-                "fault kind {} is not supported by this runner yet",
-                other.name()
-            ))
+        ScenarioFaultKind::ErrantWriteOnReplica => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::ErrantWrite)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::SlowReplica { latency, jitter } => {
+            // `latency` is added to the round trip: half each way.
+            let faults = ProxyFaults {
+                to_target: *latency / 2,
+                to_client: *latency - *latency / 2,
+                jitter: *jitter,
+                drop_probability: 0.0,
+            };
+            set.push(
+                SlowReplica::inject(&sb, &member, faults)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        ScenarioFaultKind::Switchover => {
+            let api = t.api.clone().ok_or("a switchover needs the control plane's API")?;
+            let token = t.token.clone().ok_or("a switchover needs an API token")?;
+            let cluster = cluster.to_string();
+            let to = addr.to_string();
+            let task = tokio::spawn(async move {
+                let r = switchover(&api, &token, &cluster, &to).await;
+                let text = match r {
+                    Ok(state) => format!("switchover to {to} ended: {state}"),
+                    Err(e) => format!("switchover to {to} failed: {e}"),
+                };
+                (faults::now_ms(), text)
+            });
+            return Ok(Injected::Done(label, task));
         }
     };
-    Ok((handle, label))
+    Ok(Injected::Held(handle, label))
+}
+
+/// Ask the control plane for a switchover to `to` and wait for it; the operation's final
+/// state, or why it was refused.
+async fn switchover(api: &str, token: &str, cluster: &str, to: &str) -> Result<String, String> {
+    let url = format!(
+        "{}/api/v1/clusters/{cluster}/switchover",
+        api.trim_end_matches('/')
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .post(&url)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if !status.is_success() {
+        let msg = body["error"]
+            .as_str()
+            .or_else(|| body["message"].as_str())
+            .unwrap_or("no detail");
+        return Err(format!("{status}: {msg}"));
+    }
+    Ok(body["state"].as_str().unwrap_or("unknown").to_string())
 }
 
 /// Run `scenario` once against `target`. Every fault is healed before this returns.
@@ -288,37 +365,34 @@ pub async fn run_once(
     scenario.load.apply_to(&mut opts);
     load::prepare(&target.admin, &primary, &opts.table).await?;
 
+    let cluster = scenario
+        .cluster
+        .clone()
+        .unwrap_or_else(|| target.sandbox.manifest().name.clone());
+
     // Events at epoch ms, converted once the ledger's start is known.
     let mut notes: Vec<(u64, EventKind, String, Option<usize>)> = Vec::new();
     let mut set = FaultSet::new();
     let mut injected: Vec<(usize, FaultHandle, String)> = Vec::new();
+    let mut actions: Vec<(usize, tokio::task::JoinHandle<(u64, String)>)> = Vec::new();
 
-    // The split-brain guardrail: probe every member every GUARD_EVERY during the load.
-    let abort = CancellationToken::new();
-    let abort_reason: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    // The guardrails, checked while the load runs: two writable primaries, acknowledged
+    // writes missing beyond the allowance, no writable primary for longer than the max RTO.
+    let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
+    opts.ack_feed = Some(ack_tx);
     let guard_stop = CancellationToken::new();
-    let guard = {
-        let members = target.members.clone();
-        let admin = target.admin.clone();
-        let abort = abort.clone();
-        let reason = abort_reason.clone();
-        let stop = guard_stop.clone();
-        tokio::spawn(async move {
-            while !stop.is_cancelled() {
-                let w = writable(&members, &admin).await;
-                if w.len() > 1 && !stop.is_cancelled() {
-                    let mut r = faults::lock(&reason);
-                    r.get_or_insert_with(|| format!("two writable primaries: {}", join(&w)));
-                    abort.cancel();
-                    return;
-                }
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(GUARD_EVERY) => {}
-                }
-            }
-        })
-    };
+    let mut guard_task = tokio::spawn(guard::watch(
+        guard::Guardrails {
+            members: target.members.clone(),
+            admin: target.admin.clone(),
+            table: opts.table.quoted(),
+            lost_allowed: scenario.expect.lost_writes_allowed,
+            max_rto: scenario.expect.max_rto,
+        },
+        ack_rx,
+        guard_stop.clone(),
+    ));
+    let mut guard_done = false;
 
     let load_cancel = CancellationToken::new();
     let load_started = Instant::now();
@@ -333,16 +407,19 @@ pub async fn run_once(
         tokio::select! {
             biased;
             _ = cancel.cancelled() => {
-                aborted = Some("cancelled".into());
+                aborted = Some("aborted by the operator".into());
                 break;
             }
-            _ = abort.cancelled() => {
-                aborted = faults::lock(&abort_reason).clone().or(Some("guardrail".into()));
-                break;
+            r = &mut guard_task, if !guard_done => {
+                guard_done = true;
+                if let Ok(Some(reason)) = r {
+                    aborted = Some(format!("guardrail: {reason}"));
+                    break;
+                }
             }
             _ = tokio::time::sleep_until(deadline.into()) => {
                 aborted = Some(format!(
-                    "max duration {} passed",
+                    "guardrail: max duration {} passed",
                     humantime::format_duration(scenario.max_duration)
                 ));
                 break;
@@ -361,16 +438,24 @@ pub async fn run_once(
                 next += 1;
                 let f = &scenario.faults[step.fault];
                 match step.action {
-                    StepAction::Inject => match inject(&f.kind, &f.target, target, &mut set).await {
-                        Ok((h, label)) => {
-                            tracing::info!(fault = %label, "fault injected");
-                            injected.push((step.fault, h, label));
+                    StepAction::Inject => {
+                        match inject(&f.kind, &f.target, target, &cluster, &mut set).await {
+                            Ok(Injected::Held(h, label)) => {
+                                tracing::info!(fault = %label, "fault injected");
+                                injected.push((step.fault, h, label));
+                            }
+                            Ok(Injected::Done(label, task)) => {
+                                tracing::info!(fault = %label, "action started");
+                                notes.push((faults::now_ms(), EventKind::FaultInjected, label,
+                                    Some(step.fault)));
+                                actions.push((step.fault, task));
+                            }
+                            Err(e) => {
+                                aborted = Some(format!("inject {}: {e}", f.kind.name()));
+                                break;
+                            }
                         }
-                        Err(e) => {
-                            aborted = Some(format!("inject {}: {e}", f.kind.name()));
-                            break;
-                        }
-                    },
+                    }
                     StepAction::Heal => {
                         for (i, h, label) in &injected {
                             if *i == step.fault {
@@ -386,17 +471,15 @@ pub async fn run_once(
         }
     }
     guard_stop.cancel();
-    let _ = guard.await;
+    if !guard_done {
+        let _ = guard_task.await;
+    }
     if let Some(reason) = &aborted {
+        tracing::warn!(%reason, "run aborted; healing every fault");
         notes.push((faults::now_ms(), EventKind::Aborted, reason.clone(), None));
     }
     load_cancel.cancel();
-    let ledger = match ledger {
-        Some(l) => l,
-        None => load_task
-            .await
-            .map_err(|e| RunError::Target(format!("the load task failed: {e}")))?,
-    };
+    // Heal first: an abort heals at once, before the load's last writes are collected.
     if let Err(e) = set.heal_all().await {
         notes.push((
             faults::now_ms(),
@@ -404,6 +487,30 @@ pub async fn run_once(
             format!("heal failed: {e}"),
             None,
         ));
+    }
+    let ledger = match ledger {
+        Some(l) => l,
+        None => load_task
+            .await
+            .map_err(|e| RunError::Target(format!("the load task failed: {e}")))?,
+    };
+    for (i, task) in actions {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.max(Duration::from_secs(1)), task).await {
+            Ok(Ok((at, text))) => notes.push((at, EventKind::Note, text, Some(i))),
+            Ok(Err(e)) => notes.push((
+                faults::now_ms(),
+                EventKind::Note,
+                format!("the action's task failed: {e}"),
+                Some(i),
+            )),
+            Err(_) => notes.push((
+                faults::now_ms(),
+                EventKind::Note,
+                "the action had not ended when the run did".into(),
+                Some(i),
+            )),
+        }
     }
     for (i, h, label) in &injected {
         let ev = h.event();
@@ -487,10 +594,6 @@ pub async fn run_once(
             }
         })
         .collect();
-    let cluster = scenario
-        .cluster
-        .clone()
-        .unwrap_or_else(|| target.sandbox.manifest().name.clone());
     Ok(RunResult::build(RunParts {
         scenario,
         cluster,

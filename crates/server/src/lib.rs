@@ -11,6 +11,7 @@
 //! [`auth::require_token`], and never logs or echoes a token.
 
 pub mod auth;
+pub mod drt_routes;
 mod error;
 pub mod ops_routes;
 mod query;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub version: &'static str,
     /// The operations engine; `None` serves 503 on its routes.
     pub engine: Option<std::sync::Arc<engine::Engine>>,
+    /// The daemon's scheduled DRT in progress, for `/api/v1/drt/running` and `abort`.
+    pub drt: drt_routes::DrtControl,
 }
 
 /// The API's routes, with auth and a JSON 404/405 for everything else.
@@ -68,6 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operations/{id}", get(ops_routes::operation))
         .route("/api/v1/recoveries", get(ops_routes::recoveries))
         .route("/api/v1/leader", get(ops_routes::leader))
+        .route("/api/v1/drt/runs", get(drt_routes::runs))
+        .route("/api/v1/drt/runs/{id}", get(drt_routes::run))
+        .route("/api/v1/drt/runs/{id}/report.html", get(drt_routes::run_html))
+        .route("/api/v1/drt/running", get(drt_routes::running))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::read_access,
@@ -88,6 +95,8 @@ pub fn router(state: AppState) -> Router {
             post(ops_routes::ack),
         )
         .route("/api/v1/recoveries/{what}", post(ops_routes::switch))
+        .route("/api/v1/drt/runs", post(drt_routes::post_run))
+        .route("/api/v1/drt/abort", post(drt_routes::abort))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

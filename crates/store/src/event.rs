@@ -42,6 +42,11 @@ pub mod kinds {
     pub const RECOVERIES_SWITCHED: &str = "recoveries_switched";
     /// This node became, or stopped being, the leader.
     pub const LEADERSHIP_CHANGED: &str = "leadership_changed";
+    /// A disaster-recovery test started (a scheduled one, by the daemon).
+    pub const DRT_STARTED: &str = "drt_started";
+    /// A disaster-recovery test's report was stored: level `info` when every expectation
+    /// held, `error` when one failed.
+    pub const DRT_FINISHED: &str = "drt_finished";
 }
 
 /// How much an event matters. A problem's [`Severity`] maps onto the same-named level; `Info`

@@ -370,6 +370,9 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
                         None
                     }
                 };
+                if let Some(feed) = &sh.opts.ack_feed {
+                    let _ = feed.send(id);
+                }
                 log.ack(Ack {
                     id,
                     writer: w,

@@ -1,0 +1,167 @@
+//! The runner's guardrails, checked while the load runs. A broken invariant ends the run at
+//! once (the runner then heals every fault):
+//!
+//! - **two writable primaries**: every member is probed every [`EVERY`]; more than one with
+//!   `read_only=OFF` is a split brain;
+//! - **lost writes above the allowance**: about every [`LOST_EVERY`], the acknowledged ids
+//!   not yet checked are looked up on the one writable primary (all of them again when the
+//!   primary changed). An acknowledged id it lacks is lost: a writable primary must hold every
+//!   write any primary acknowledged;
+//! - **no writable primary after the max RTO**: with `max_rto` set, no writable member for
+//!   longer than `max_rto` plus [`RTO_GRACE`] (two probe periods, so that the guard's own
+//!   sampling cannot abort a run the judge would pass).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use model::InstanceAddr;
+use probe::{Credentials, Session};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::{join, writable, LOOK};
+
+/// How often every member is probed.
+pub(crate) const EVERY: Duration = Duration::from_millis(200);
+/// How often acknowledged ids are checked on the primary.
+pub(crate) const LOST_EVERY: Duration = Duration::from_secs(1);
+/// Slack on the max RTO, for the guard's sampling.
+pub(crate) const RTO_GRACE: Duration = Duration::from_millis(400);
+/// Ids per lookup query.
+const CHUNK: usize = 1000;
+/// Lost ids named in an abort reason.
+const NAMED: usize = 10;
+
+/// What the guard watches and the bounds it enforces.
+pub(crate) struct Guardrails {
+    pub members: Vec<InstanceAddr>,
+    pub admin: Credentials,
+    /// The ledger table, quoted for SQL.
+    pub table: String,
+    pub lost_allowed: u64,
+    pub max_rto: Option<Duration>,
+}
+
+/// Watch until `stop`; return why the run must abort, if it must.
+pub(crate) async fn watch(
+    g: Guardrails,
+    mut acks: UnboundedReceiver<u64>,
+    stop: CancellationToken,
+) -> Option<String> {
+    let mut acked: Vec<u64> = Vec::new();
+    // `acked[..checked]` were found on `checked_on`.
+    let mut checked = 0usize;
+    let mut checked_on: Option<InstanceAddr> = None;
+    let mut lost: HashSet<u64> = HashSet::new();
+    let mut last_lost_check = Instant::now();
+    let mut last_writable = Instant::now();
+    loop {
+        if stop.is_cancelled() {
+            return None;
+        }
+        // Ids acknowledged before this look: whichever member is the one writable primary
+        // now must hold them all. (Ids acknowledged after it may be on a newer primary.)
+        let due = last_lost_check.elapsed() >= LOST_EVERY;
+        if due {
+            while let Ok(id) = acks.try_recv() {
+                acked.push(id);
+            }
+        }
+        let w = writable(&g.members, &g.admin).await;
+        if stop.is_cancelled() {
+            return None;
+        }
+        match w.len() {
+            0 => {
+                if let Some(max) = g.max_rto {
+                    let none_for = last_writable.elapsed();
+                    if none_for > max + RTO_GRACE {
+                        return Some(format!(
+                            "no writable primary for {} (max RTO {})",
+                            humantime::format_duration(round_ms(none_for)),
+                            humantime::format_duration(max)
+                        ));
+                    }
+                }
+            }
+            1 => {
+                last_writable = Instant::now();
+                if due {
+                    last_lost_check = Instant::now();
+                    let primary = &w[0];
+                    let from = if checked_on.as_ref() == Some(primary) {
+                        checked
+                    } else {
+                        0
+                    };
+                    let upto = acked.len();
+                    // A failed lookup is tried again at the next check.
+                    if let Ok(missing) = missing(primary, &g, &acked[from..upto]).await {
+                        lost.extend(missing);
+                        checked = upto;
+                        checked_on = Some(primary.clone());
+                        if lost.len() as u64 > g.lost_allowed {
+                            let mut ids: Vec<u64> = lost.iter().copied().collect();
+                            ids.sort_unstable();
+                            let named: Vec<String> =
+                                ids.iter().take(NAMED).map(u64::to_string).collect();
+                            return Some(format!(
+                                "{} acknowledged write(s) missing on the primary {primary} \
+                                 (allowed {}): ids {}{}",
+                                ids.len(),
+                                g.lost_allowed,
+                                named.join(", "),
+                                if ids.len() > NAMED { ", …" } else { "" }
+                            ));
+                        }
+                    }
+                }
+            }
+            _ => return Some(format!("two writable primaries: {}", join(&w))),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+/// The ids among `ids` that `primary` lacks.
+async fn missing(primary: &InstanceAddr, g: &Guardrails, ids: &[u64]) -> Result<Vec<u64>, ()> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut s = Session::connect(primary, &g.admin, LOOK)
+        .await
+        .map_err(|_| ())?;
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for chunk in ids.chunks(CHUNK) {
+        let list: Vec<String> = chunk.iter().map(u64::to_string).collect();
+        let sql = format!(
+            "SELECT id FROM {} WHERE id IN ({})",
+            g.table,
+            list.join(",")
+        );
+        match s.query_rows("ledger lookup", &sql).await {
+            Ok(rows) => {
+                let present: HashSet<u64> = rows
+                    .iter()
+                    .filter_map(|r| r.get("id").cloned().flatten())
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                out.extend(chunk.iter().copied().filter(|id| !present.contains(id)));
+            }
+            Err(_) => {
+                result = Err(());
+                break;
+            }
+        }
+    }
+    s.close().await;
+    result.map(|()| out)
+}
