@@ -10,6 +10,8 @@ PACKAGES=(
   protobuf-compiler  # protoc: etcd-client compiles etcd's protocol at build time
   etcd-server      # etcd: the multi-node control plane's store, started by the tests
   iptables         # firewall rules that cut the control plane from a server in tests
+  prometheus       # promtool: the /metrics test runs `promtool check metrics`
+  prometheus-mysqld-exporter  # `dbfleet bench monitor --compare-exporter`: the CPU baseline
 )
 
 # The first word of each entry is the package name; the rest is its comment.

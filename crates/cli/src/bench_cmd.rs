@@ -9,9 +9,66 @@ use serde::Serialize;
 
 use crate::{print_json, CliError};
 
+#[path = "bench_monitor.rs"]
+mod bench_monitor;
+
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// Measure the real watch loop against a simulated fleet of N MariaDB servers (the `sim`
+    /// crate, in a child process): probes per second against N / interval, the control
+    /// plane's CPU and RSS, probe latency p50/p99, and intervals a healthy server went
+    /// unprobed. Optionally compare the CPU per probed instance with mysqld_exporter.
+    Monitor {
+        /// Simulated servers (rounded up to whole clusters).
+        #[arg(long, default_value_t = 1000)]
+        instances: usize,
+        /// Replicas per cluster, beside the primary.
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        /// The probe interval.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// How long to measure, after a warm-up of three intervals (at least 3s).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// The share of servers that hang (accept, then never answer), 0 to 1.
+        #[arg(long, default_value_t = 0.0)]
+        hang_fraction: f64,
+        /// How many probes may run at once (the daemon's `probe.concurrency`).
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// The first simulated server's address, in 127.0.0.0/8.
+        #[arg(long, default_value = "127.1.0.1")]
+        first_ip: std::net::Ipv4Addr,
+        /// The port every simulated server listens on.
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
+        /// Also start K real sandbox MariaDB servers and one mysqld_exporter each (Debian
+        /// `prometheus-mysqld-exporter`), and compare CPU per probed instance.
+        #[arg(long, default_value_t = 0)]
+        compare_exporter: usize,
+        /// The first sandbox server's port for --compare-exporter; exporters listen 200 above.
+        #[arg(long, default_value_t = 23436)]
+        exporter_base_port: u16,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a simulated fleet and take fault requests on stdin (for `bench monitor`).
+    #[command(hide = true)]
+    SimServe {
+        #[arg(long)]
+        clusters: usize,
+        #[arg(long, default_value_t = 2)]
+        replicas: usize,
+        #[arg(long, default_value = "127.1.0.1")]
+        first_ip: std::net::Ipv4Addr,
+        #[arg(long, default_value_t = 3306)]
+        port: u16,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Time `sandbox up` (make, start, replicate) and `sandbox down` of a fresh sandbox.
     Sandbox {
         /// How many up/down cycles to time.
@@ -103,6 +160,67 @@ fn p50_max(mut v: Vec<Duration>) -> (f64, f64) {
 /// Run a benchmark.
 pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
     match cmd {
+        BenchCommand::Monitor {
+            instances,
+            replicas,
+            interval,
+            duration,
+            hang_fraction,
+            concurrency,
+            first_ip,
+            port,
+            compare_exporter,
+            exporter_base_port,
+            json,
+        } => {
+            if instances == 0 || !(0.0..=1.0).contains(&hang_fraction) || concurrency == 0 {
+                return Err(CliError::usage(anyhow::anyhow!(
+                    "--instances and --concurrency must be positive, --hang-fraction 0 to 1"
+                )));
+            }
+            if compare_exporter == 1 || compare_exporter > 20 {
+                return Err(CliError::usage(anyhow::anyhow!(
+                    "--compare-exporter must be 0 or 2 to 20 (a primary and its replicas)"
+                )));
+            }
+            let f = bench_monitor::run(bench_monitor::MonitorBench {
+                instances,
+                replicas,
+                interval,
+                duration,
+                hang_fraction,
+                concurrency,
+                first_ip,
+                port,
+                compare_exporter,
+                exporter_base_port,
+                json,
+            })
+            .await?;
+            if json {
+                print_json(&f)?;
+            } else {
+                bench_monitor::print(&f);
+            }
+            Ok(())
+        }
+        BenchCommand::SimServe {
+            clusters,
+            replicas,
+            first_ip,
+            port,
+            seed,
+        } => {
+            bench_monitor::sim_serve(sim::FleetOptions {
+                clusters,
+                replicas,
+                first_ip,
+                port,
+                semi_sync: false,
+                seed,
+            })
+            .await
+        }
         BenchCommand::Failover {
             runs,
             switchovers,

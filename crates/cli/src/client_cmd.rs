@@ -207,7 +207,11 @@ pub async fn operation(api: &ApiArgs, id: &str, json: bool) -> Result<(), CliErr
 
 /// Print the API's JSON unchanged (pretty, keys in the order the API sent them), or its
 /// rendering.
-fn show(answer: &Answer, json: bool, render: impl Fn(&Value) -> String) -> Result<(), CliError> {
+pub(crate) fn show(
+    answer: &Answer,
+    json: bool,
+    render: impl Fn(&Value) -> String,
+) -> Result<(), CliError> {
     if json {
         let doc: Ordered =
             serde_json::from_slice(&answer.body).context("read the daemon's answer")?;
@@ -274,7 +278,11 @@ impl Client {
     }
 
     /// GET a JSON document; a non-2xx answer is an error with the API's own text.
-    pub(crate) async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Answer, CliError> {
+    pub(crate) async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Answer, CliError> {
         self.call(reqwest::Method::GET, segments, query, None, TIMEOUT)
             .await
     }
@@ -287,6 +295,12 @@ impl Client {
         timeout: Duration,
     ) -> Result<Answer, CliError> {
         self.call(reqwest::Method::POST, segments, &[], body, timeout)
+            .await
+    }
+
+    /// DELETE a resource; the answer is JSON like the others.
+    pub(crate) async fn delete(&self, segments: &[&str]) -> Result<Answer, CliError> {
+        self.call(reqwest::Method::DELETE, segments, &[], None, TIMEOUT)
             .await
     }
 
@@ -1166,6 +1180,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             version: "test",
             engine: None,
             drt: Default::default(),
+            alerts: None,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());

@@ -261,7 +261,10 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
             {
                 Ok(answer) => answer.value["id"].as_str().map(str::to_string),
                 Err(e) => {
-                    eprintln!("warning: the report was not stored in the daemon: {:#}", e.error);
+                    eprintln!(
+                        "warning: the report was not stored in the daemon: {:#}",
+                        e.error
+                    );
                     None
                 }
             }
@@ -365,10 +368,18 @@ fn active_pid(path: &std::path::Path) -> Option<i32> {
 }
 
 /// `dbfleet drt abort`.
-async fn abort(sandbox: Option<String>, dir: Option<PathBuf>, api: &ApiArgs) -> Result<(), CliError> {
+async fn abort(
+    sandbox: Option<String>,
+    dir: Option<PathBuf>,
+    api: &ApiArgs,
+) -> Result<(), CliError> {
     let Some(name) = sandbox else {
         let answer = Client::new(api)?
-            .post(&["api", "v1", "drt", "abort"], None, Duration::from_secs(10))
+            .post(
+                &["api", "v1", "drt", "abort"],
+                None,
+                Duration::from_secs(10),
+            )
             .await?;
         let r = &answer.value["aborted"];
         println!(
@@ -386,8 +397,11 @@ async fn abort(sandbox: Option<String>, dir: Option<PathBuf>, api: &ApiArgs) -> 
             "no DRT is running on the sandbox {name}"
         )));
     };
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM)
-        .map_err(|e| anyhow::anyhow!("signal the DRT run (pid {pid}): {e}"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .map_err(|e| anyhow::anyhow!("signal the DRT run (pid {pid}): {e}"))?;
     eprintln!("asked the DRT run (pid {pid}) to abort; waiting for it to heal its faults");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while path.exists() && std::time::Instant::now() < deadline {
@@ -406,7 +420,10 @@ async fn abort(sandbox: Option<String>, dir: Option<PathBuf>, api: &ApiArgs) -> 
 /// `dbfleet drt runs`.
 async fn list_runs(api: &ApiArgs, limit: usize, json: bool) -> Result<(), CliError> {
     let answer = Client::new(api)?
-        .get(&["api", "v1", "drt", "runs"], &[("limit", limit.to_string())])
+        .get(
+            &["api", "v1", "drt", "runs"],
+            &[("limit", limit.to_string())],
+        )
         .await?;
     if json {
         return print_json(&answer.value["runs"]);
@@ -457,7 +474,10 @@ async fn show_report(
         let bytes = std::fs::read(&file)
             .map_err(|e| CliError::usage(anyhow::anyhow!("read {}: {e}", file.display())))?;
         let report = serde_json::from_slice(&bytes).map_err(|e| {
-            CliError::usage(anyhow::anyhow!("{} is not a DRT report: {e}", file.display()))
+            CliError::usage(anyhow::anyhow!(
+                "{} is not a DRT report: {e}",
+                file.display()
+            ))
         })?;
         (file.display().to_string(), report)
     } else {
@@ -508,7 +528,7 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
 }
 
 /// Start every member whose process is not running.
-async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
+pub(crate) async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
     for m in sb.status() {
         if !m.running {
             sb.start(&m.name)
@@ -521,7 +541,7 @@ async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
 
 /// Between repeats: members running, a fenced old primary rejoined (with a token), exactly
 /// one writable primary, every replica replicating.
-async fn restore(
+pub(crate) async fn restore(
     sb: &Sandbox,
     target: &RunTarget,
     api: Option<&str>,

@@ -1,10 +1,13 @@
 //! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
 
+mod alert_cmd;
+mod alerting;
 mod bench_cmd;
 mod bench_failover;
 mod client_cmd;
 mod creds;
 mod drt_cmd;
+mod drt_schedule;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -161,6 +164,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the open alerts (pending and firing), with whether a downtime silences them.
+    Alerts {
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a downtime (maintenance window): alerts of TARGET still open and are recorded,
+    /// but are not paged until it ends. Needs an API token.
+    Downtime {
+        /// A cluster's name, or an instance as host:port.
+        target: String,
+        /// How long, e.g. `2h`, `30m`.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why, e.g. "kernel upgrade".
+        #[arg(long)]
+        reason: String,
+        /// Who asks; default $USER.
+        #[arg(long)]
+        who: Option<String>,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the downtimes in force.
+    Downtimes {
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a downtime now; alerts it silenced that still fire are paged. Needs an API token.
+    DowntimeRemove {
+        /// The downtime's id (see `dbfleet downtimes`).
+        id: u64,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check config files.
     #[command(subcommand)]
     Config(serve_cmd::ConfigCommand),
@@ -277,6 +326,22 @@ fn main() -> ExitCode {
                     .await
             }
             Command::Operation { id, api, json } => client_cmd::operation(&api, &id, json).await,
+            Command::Alerts { api, json } => alert_cmd::alerts(&api, json).await,
+            Command::Downtime {
+                target,
+                duration,
+                reason,
+                who,
+                api,
+                json,
+            } => {
+                alert_cmd::add_downtime(&api, &target, &duration, &reason, who.as_deref(), json)
+                    .await
+            }
+            Command::Downtimes { api, json } => alert_cmd::downtimes(&api, json).await,
+            Command::DowntimeRemove { id, api, json } => {
+                alert_cmd::remove_downtime(&api, id, json).await
+            }
         }
     });
     match result {

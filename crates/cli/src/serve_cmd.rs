@@ -17,6 +17,8 @@ use crate::{print_json, CliError};
 
 /// How long each part may take to stop after SIGTERM.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a scheduled DRT in progress gets to heal and verify at shutdown.
+const DRT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Arguments of `dbfleet serve`.
 #[derive(clap::Args, Debug)]
@@ -154,6 +156,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 
     let stats = Arc::new(Stats::default());
     stats.started_ms.store(monitor::now_ms(), Ordering::Relaxed);
+    stats
+        .fleet
+        .set_history_samples(cfg.monitor.history_samples(cfg.probe.interval));
     let instances: usize = clusters.iter().map(|c| c.spec.instances.len()).sum();
     store
         .append_event(&NewEvent::new(
@@ -180,8 +185,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         concurrency: cfg.probe.concurrency,
         fast_path: monitor::FastPathOptions::default(),
     };
+    // Alerting starts before the API, which lists its alerts and downtimes.
+    let alerting = crate::alerting::start(&cfg.alert, store.clone(), engine.clone())
+        .await
+        .map_err(CliError::usage)?;
     let api_cancel = CancellationToken::new();
     let watch_cancel = CancellationToken::new();
+    let own_token = tokens.own();
+    let drt_control = server::drt_routes::DrtControl::default();
     let state = server::AppState {
         store: store.clone(),
         stats: stats.clone(),
@@ -191,22 +202,39 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         version: env!("CARGO_PKG_VERSION"),
         engine: Some(engine.clone()),
-        drt: Default::default(),
+        drt: drt_control.clone(),
+        alerts: Some(alerting.alerting.clone()),
     };
     let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
     // Leadership first, so a lone node acts from its first round.
     engine.campaign_once().await;
     let engine_cancel = CancellationToken::new();
     let leadership = tokio::spawn(engine.clone().run_leadership(engine_cancel.clone()));
-    let (rounds_tx, consumer) = round_consumer(engine.clone());
-    let mut watch = tokio::spawn(monitor::run(
+    let (rounds_tx, consumer) = round_consumer_with(engine.clone(), Some(alerting.rounds.clone()));
+    let mut watch = tokio::spawn(monitor::run_with(
         opts,
+        monitor::HeartbeatOptions {
+            enabled: cfg.monitor.heartbeat,
+        },
         clusters,
         store.clone(),
         stats.clone(),
         Some(rounds_tx),
         watch_cancel.clone(),
     ));
+    let drt_cancel = CancellationToken::new();
+    let drt_tasks = crate::drt_schedule::spawn(
+        &cfg.drt.schedule,
+        crate::drt_schedule::Scheduler {
+            store: store.clone(),
+            engine: engine.clone(),
+            drt: drt_control,
+            api: format!("http://{}", cfg.api.listen),
+            token: own_token,
+            on_failure: Some(alerting.on_drt_failure.clone()),
+        },
+        drt_cancel.clone(),
+    );
     println!(
         "dbfleet serve: node {node_id}, API on http://{}, watching {} clusters, probing every {}, {}",
         cfg.api.listen,
@@ -233,6 +261,17 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         }
     }
 
+    // A scheduled DRT in progress is aborted first: it heals its faults while the API and
+    // the probes still run.
+    drt_cancel.cancel();
+    for t in drt_tasks {
+        if tokio::time::timeout(DRT_SHUTDOWN_DEADLINE, t)
+            .await
+            .is_err()
+        {
+            error!("a scheduled DRT did not stop within {DRT_SHUTDOWN_DEADLINE:?}");
+        }
+    }
     // Stop the API first, then the probe tasks, each under a deadline.
     api_cancel.cancel();
     if !api_done
@@ -255,6 +294,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     // The round channel closed with the watch loop: the consumer ends; then leadership
     // is given up so another node can take over at once.
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, consumer).await;
+    // With the rounds over, the alerting task ends; the notifiers get a grace period to
+    // deliver what is queued (a resolve, a last page).
+    let crate::alerting::Running {
+        alerting,
+        rounds: alert_rounds,
+        task: alert_task,
+        ..
+    } = alerting;
+    drop(alert_rounds);
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, alert_task)
+        .await
+        .is_err()
+    {
+        error!("the alerting task did not stop within {SHUTDOWN_DEADLINE:?}");
+    }
+    alerting.shutdown(SHUTDOWN_DEADLINE / 2).await;
     engine_cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
     let reason = match &failure {
@@ -299,9 +354,28 @@ pub(crate) fn round_consumer(
     tokio::sync::mpsc::Sender<monitor::ClusterRound>,
     tokio::task::JoinHandle<()>,
 ) {
+    round_consumer_with(engine, None)
+}
+
+/// [`round_consumer`], also handing a copy of each round to `tap` (the alerting task) with
+/// `try_send` before the engine sees it: a slow or full tap never delays the engine.
+pub(crate) fn round_consumer_with(
+    engine: Arc<engine::Engine>,
+    tap: Option<tokio::sync::mpsc::Sender<monitor::ClusterRound>>,
+) -> (
+    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
+            if let Some(tap) = &tap {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                    tap.try_send(r.clone())
+                {
+                    tracing::warn!(cluster = %r.cluster, "the alerting task is behind: a round is skipped");
+                }
+            }
             engine
                 .on_round(
                     &r.cluster,

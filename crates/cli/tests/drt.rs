@@ -1,12 +1,16 @@
-//! `dbfleet drt`: the built-in list, and real runs against sandboxes: kill-primary with the
-//! daemon failing over, stop-replica-sql with client-side figures only. Every fault must be
-//! healed afterwards. Sandboxes use ports 32600..32620, the API 32630.
+//! `dbfleet drt`: the built-in list, and every built-in scenario run for real against a
+//! sandbox (most with the daemon failing over), stored runs and `drt report`, the
+//! `drt_allowed` refusal, an aborted run, and a scheduled game day. Every fault must be
+//! healed afterwards: no firewall chain, no stopped or missing server, no replica left on a
+//! proxy. Sandboxes use ports 32600..32620 and 32700..32790, the APIs 32630 and 32791..32799.
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
-use common::daemon::{test_config, Daemon};
+use common::daemon::{test_config, Daemon, StartOpts};
 use common::{dbfleet, TestSandbox};
 use serde_json::Value;
 
@@ -156,4 +160,415 @@ async fn stop_replica_sql_heals_without_a_daemon() {
         assert!(r.sql_running, "{m}'s SQL thread is not running again");
     }
     no_drt_chain(pid);
+}
+
+const TOKEN: &str = "drt-test-token-0123456789";
+
+/// A sandbox (semi-sync), a daemon on `api` with a tokens file and `extra` config appended,
+/// and the token file's path.
+async fn with_daemon(
+    name: &str,
+    base: u16,
+    api: u16,
+    extra: &str,
+    opts: StartOpts,
+) -> (TestSandbox, Daemon, PathBuf) {
+    let sb = TestSandbox::up(name, base, &["--semi-sync"]);
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let extra = extra.to_string();
+    let tokens_text = tokens.display().to_string();
+    let cfg = test_config(&sb, api, move |t| {
+        let t = t.replace(
+            &format!("listen = \"127.0.0.1:{api}\""),
+            &format!("listen = \"127.0.0.1:{api}\"\ntokens_file = {tokens_text:?}"),
+        );
+        format!("{t}\n{extra}\n")
+    });
+    let d = Daemon::start_with(&cfg, api, opts).await;
+    (sb, d, tokens)
+}
+
+/// `dbfleet drt run SCENARIO` on `sb` with the daemon's API and token, as JSON.
+fn drt_run(
+    sb: &TestSandbox,
+    d: Option<(&Daemon, &PathBuf)>,
+    scenario: &str,
+    extra: &[&str],
+) -> (bool, Value, String, u32) {
+    let reports = sb.root().join(format!("reports-{scenario}"));
+    let dir = sb.dir_arg();
+    let mut args: Vec<String> = [
+        "drt",
+        "run",
+        scenario,
+        "--sandbox",
+        &sb.name,
+        "--dir",
+        &dir,
+        "--json",
+        "--report-dir",
+        reports.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some((d, tokens)) = d {
+        args.extend([
+            "--api".to_string(),
+            d.api.clone(),
+            "--token-file".to_string(),
+            tokens.display().to_string(),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, v, stderr, pid) = run_json(&refs);
+    let run = &v["runs"][0];
+    eprintln!(
+        "{scenario}: rto {} ms, detection {} ms, failovers {}, primary changes {}, acked {}, \
+         lost {}, aborted {}",
+        run["figures"]["rto_ms"],
+        run["figures"]["detection_ms"],
+        run["figures"]["failovers"],
+        run["figures"]["primary_changes"],
+        run["load"]["acked"],
+        run["lost"].as_array().map(|l| l.len()).unwrap_or(99),
+        run["aborted"]
+    );
+    for e in run["timeline"].as_array().into_iter().flatten() {
+        eprintln!(
+            "  {:>6} ms  {:<16} {}",
+            e["at_ms"],
+            e["kind"].as_str().unwrap_or(""),
+            e["label"]
+        );
+    }
+    (ok, v, stderr, pid)
+}
+
+/// Every member runs (started again if a fault stopped it) and none is SIGSTOPped.
+fn all_running_and_none_paused(sb: &TestSandbox) {
+    for m in sb.open().status() {
+        assert!(m.running, "{} is not running after the run", m.name);
+        let pid = m.pid.unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
+        assert_ne!(state, "T", "{} (pid {pid}) is still stopped", m.name);
+    }
+}
+
+/// Every reachable replica replicates from a member of the sandbox (not from a proxy).
+fn replicas_on_members(sb: &TestSandbox) {
+    let members: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .map(|m| sb.addr(m).to_string())
+        .collect();
+    for m in ["m1", "m2", "m3"] {
+        let o = sb.probe(m);
+        if let Some(r) = o.state().and_then(|s| s.replication.as_ref()) {
+            assert!(
+                members.contains(&r.source.to_string()),
+                "{m} replicates from {}, not a member",
+                r.source
+            );
+        }
+    }
+}
+
+fn healed(sb: &TestSandbox, pid: u32) {
+    no_drt_chain(pid);
+    all_running_and_none_paused(sb);
+    replicas_on_members(sb);
+}
+
+#[tokio::test]
+async fn pause_primary_never_leaves_two_writable_primaries() {
+    let (sb, d, tokens) = with_daemon("drtpause", 32700, 32791, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "pause-primary", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["lost"].as_array().unwrap().len(), 0);
+    assert!(v["runs"][0]["aborted"].is_null(), "{v:#}");
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn partition_primary_fails_over_and_heals_the_firewall() {
+    let (sb, d, tokens) = with_daemon("drtpart", 32710, 32792, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) =
+        drt_run(&sb, Some((&d, &tokens)), "partition-primary", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["figures"]["failovers"], 1);
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn a_control_plane_partition_causes_no_failover() {
+    let gid = 47_312;
+    let (sb, d, tokens) = with_daemon(
+        "drtcpcut",
+        32720,
+        32793,
+        "",
+        StartOpts {
+            gid: Some(gid),
+            ..Default::default()
+        },
+    )
+    .await;
+    let gid_s = gid.to_string();
+    let (ok, v, stderr, pid) = drt_run(
+        &sb,
+        Some((&d, &tokens)),
+        "partition-control-plane",
+        &["--control-plane-gid", &gid_s],
+    );
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["figures"]["failovers"], 0);
+    assert_eq!(v["runs"][0]["figures"]["primary_changes"], 0);
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn kill_replica_restarts_it_and_never_fails_over() {
+    let (sb, d, tokens) = with_daemon("drtkrep", 32730, 32794, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "kill-replica", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["figures"]["failovers"], 0);
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn slow_replica_goes_through_the_proxy_and_back() {
+    let (sb, d, tokens) = with_daemon("drtslow", 32740, 32795, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "slow-replica", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    let timeline = v["runs"][0]["timeline"].as_array().unwrap();
+    let healed_note = timeline
+        .iter()
+        .find(|e| e["kind"] == "fault_healed")
+        .expect("the slow link was healed");
+    let label = healed_note["label"].as_str().unwrap();
+    assert!(label.contains("points at") && label.contains("proxy closed"), "{label}");
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn switchover_under_load_moves_the_primary_once() {
+    let (sb, d, tokens) = with_daemon("drtswitch", 32750, 32796, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "switchover-under-load", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["figures"]["primary_changes"], 1);
+    assert_eq!(v["runs"][0]["figures"]["failovers"], 0);
+    let ops = d.operations(&sb.name).await;
+    assert!(
+        ops.iter().any(|o| o["kind"] == "switchover" && o["state"] == "succeeded"),
+        "{ops:#?}"
+    );
+    healed(&sb, pid);
+}
+
+#[tokio::test]
+async fn kill_primary_twice_fails_over_once() {
+    let (sb, d, tokens) = with_daemon("drttwice", 32760, 32797, "", StartOpts::default()).await;
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "kill-primary-twice", &[]);
+    assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    assert_eq!(v["runs"][0]["figures"]["failovers"], 1);
+    healed(&sb, pid);
+}
+
+/// Stored with the daemon's events, listed, and shown again by id.
+#[tokio::test]
+async fn a_run_is_stored_with_the_daemon_and_shown_by_id() {
+    let (sb, d, tokens) = with_daemon("drtstore", 32770, 32798, "", StartOpts::default()).await;
+    let (ok, v, stderr, _) =
+        drt_run(&sb, Some((&d, &tokens)), "stop-replica-sql", &["--duration", "6s"]);
+    assert!(ok, "{v:#}\n{stderr}");
+    let id = v["id"].as_str().expect("the run was stored").to_string();
+    assert!(id.ends_with("-stop-replica-sql"), "{id}");
+    let runs = d.get("/api/v1/drt/runs").await;
+    assert_eq!(runs["runs"][0]["id"], id.as_str(), "{runs:#}");
+    assert_eq!(runs["runs"][0]["pass"], true);
+    let events = d.get("/api/v1/events?kind=drt_finished").await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events:#}");
+    // `drt report ID` from the daemon, text and HTML.
+    let html = sb.root().join("again.html");
+    let out = dbfleet(&[
+        "drt",
+        "report",
+        &id,
+        "--api",
+        &d.api,
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&id) && text.contains("stop-replica-sql"), "{text}");
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+    // `drt runs` lists it; an unknown id is a clear 404.
+    let out = dbfleet(&["drt", "runs", "--api", &d.api]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = dbfleet(&["drt", "report", "19700101T000000Z-nothing", "--api", &d.api]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no DRT run"));
+}
+
+/// A cluster whose config does not allow DRTs is refused before anything is touched; an
+/// aborted run heals at once and says so in its report.
+#[tokio::test]
+async fn refused_without_drt_allowed_and_an_aborted_run_heals() {
+    let sb = TestSandbox::up("drtabort", 32780, &[]);
+    let own = sb.open().dir().join("dbfleet.toml");
+    let denied = sb.root().join("denied.toml");
+    std::fs::write(
+        &denied,
+        std::fs::read_to_string(&own)
+            .unwrap()
+            .replace("drt_allowed = true", "drt_allowed = false"),
+    )
+    .unwrap();
+    let dir = sb.dir_arg();
+    let out = dbfleet(&[
+        "drt",
+        "run",
+        "partition-primary",
+        "--sandbox",
+        &sb.name,
+        "--dir",
+        &dir,
+        "--config",
+        denied.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not allow DRTs"), "{err}");
+
+    // A partition with no daemon to fail over: the run would last 30 s; abort it after 3 s.
+    let reports = sb.root().join("reports-abort");
+    let child = Command::new(env!("CARGO_BIN_EXE_dbfleet"))
+        .args([
+            "drt",
+            "run",
+            "partition-primary",
+            "--sandbox",
+            &sb.name,
+            "--dir",
+            &dir,
+            "--duration",
+            "30s",
+            "--json",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ])
+        .env_remove("DBFLEET_SANDBOX_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let started = Instant::now();
+    // Wait until the fault is in: the primary stops answering the test's probes.
+    loop {
+        let o = sb.probe("m1");
+        if o.state().is_none() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "the partition never came");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = dbfleet(&["drt", "abort", "--sandbox", &sb.name, "--dir", &dir]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = child.wait_with_output().unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+    });
+    assert!(!out.status.success(), "an aborted run does not pass");
+    let reason = v["runs"][0]["aborted"].as_str().unwrap();
+    assert!(reason.contains("aborted by the operator"), "{reason}");
+    assert!(sb.probe("m1").state().is_some(), "m1 reachable again");
+    healed(&sb, pid);
+    assert!(!sb.open().dir().join("drt-run.json").exists());
+}
+
+/// The daemon runs a scheduled scenario by itself; one whose expectation fails is stored as
+/// FAIL and raises an error event.
+#[tokio::test]
+async fn a_scheduled_drt_runs_and_its_failure_raises_an_alert() {
+    let sb_name = "drtsched";
+    // kill-replica, but expecting a failover that never comes: the run must FAIL.
+    let scenario_dir = tempfile::tempdir().unwrap();
+    let failing = scenario_dir.path().join("must-fail.toml");
+    std::fs::write(
+        &failing,
+        r#"name = "must-fail"
+description = "kill a replica but demand a failover: fails on purpose"
+[load]
+writers = 2
+rate_per_s = 100
+duration = "3s"
+[[fault]]
+kind = "kill_replica"
+target = "replica"
+at = "1s"
+heal_after = "1s"
+[expect]
+failover = "must"
+"#,
+    )
+    .unwrap();
+    // The sandbox directory is only known after `up`; the schedule is appended by the edit.
+    let extra = format!(
+        r#"[[drt.schedule]]
+scenario = {:?}
+cluster = "{sb_name}"
+every = "1h"
+first_after = "1s"
+sandbox = "{sb_name}"
+sandbox_dir = "SANDBOX_DIR"
+"#,
+        failing.display().to_string()
+    );
+    let sb = TestSandbox::up(sb_name, 32785, &["--semi-sync"]);
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let tokens_text = tokens.display().to_string();
+    let dir = sb.dir_arg();
+    let cfg = test_config(&sb, 32799, move |t| {
+        let t = t.replace(
+            "listen = \"127.0.0.1:32799\"",
+            &format!("listen = \"127.0.0.1:32799\"\ntokens_file = {tokens_text:?}"),
+        );
+        format!("{t}\n{}\n", extra.replace("SANDBOX_DIR", &dir))
+    });
+    let d = Daemon::start(&cfg, 32799).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let events = d.get("/api/v1/events?kind=drt_finished").await;
+        if let Some(e) = events["events"].as_array().and_then(|a| a.first()).cloned() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no scheduled run finished\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(finished["level"], "error", "{finished:#}");
+    let runs = d.get("/api/v1/drt/runs").await;
+    let run = &runs["runs"][0];
+    assert_eq!(run["origin"], "schedule", "{runs:#}");
+    assert_eq!(run["pass"], false);
+    let started = d.get("/api/v1/events?kind=drt_started").await;
+    assert_eq!(started["events"].as_array().unwrap().len(), 1);
+    all_running_and_none_paused(&sb);
 }

@@ -33,6 +33,41 @@ pub(crate) struct FileConfig {
     /// `[[cluster]]` entries.
     #[serde(default)]
     pub cluster: Vec<FileCluster>,
+    /// `[drt]`: scheduled disaster-recovery tests.
+    #[serde(default)]
+    pub drt: FileDrt,
+    /// `[monitor]`. Optional; every key has a default.
+    #[serde(default)]
+    pub monitor: crate::schema::MonitorConfig,
+    /// `[alert]`: alert rules and notifiers. Optional; the default rules apply.
+    #[serde(default)]
+    pub alert: alert::AlertConfig,
+}
+
+/// `[drt]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileDrt {
+    /// `[[drt.schedule]]` entries.
+    #[serde(default)]
+    pub schedule: Vec<FileDrtSchedule>,
+}
+
+/// `[[drt.schedule]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileDrtSchedule {
+    pub scenario: String,
+    pub cluster: String,
+    #[serde(with = "serde_util::duration")]
+    pub every: Duration,
+    #[serde(default, with = "serde_util::opt_duration")]
+    pub first_after: Option<Duration>,
+    pub sandbox: String,
+    #[serde(default)]
+    pub sandbox_dir: Option<PathBuf>,
+    #[serde(default, with = "serde_util::opt_duration")]
+    pub duration: Option<Duration>,
 }
 
 /// `[credentials.NAME]` as written: exactly one of `credentials_file`, or `user` with one of

@@ -23,9 +23,9 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use sandbox::sandbox_config;
 pub use schema::{
-    ApiConfig, ClusterConfig, Config, CredentialsConfig, FailoverConfig, FailoverMode,
-    InstanceConfig, NodeConfig, PasswordSource, ProbeConfig, StoreBackend, StoreConfig,
-    MIN_PROBE_INTERVAL,
+    ApiConfig, ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, FailoverConfig,
+    FailoverMode, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource, ProbeConfig,
+    StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;
@@ -86,6 +86,10 @@ impl Config {
             .collect();
         if let Err(e) = self.api.load_tokens() {
             errs.push(e);
+        }
+        // The notifiers' secret files (paths already resolved at load).
+        if let Err(e) = self.alert.build_notifiers(std::path::Path::new("/")) {
+            errs.push(ConfigError::invalid(e.field, e.message));
         }
         match ConfigError::from_list(errs) {
             Some(e) => Err(e),

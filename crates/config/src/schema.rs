@@ -19,7 +19,7 @@ use crate::serde_util;
 pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The whole of `dbfleet.toml`, validated.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
     /// `[store]`: where dbfleet keeps its state.
     pub store: StoreConfig,
@@ -35,6 +35,78 @@ pub struct Config {
     /// `[[cluster]]`: the clusters dbfleet manages, in file order.
     #[serde(rename = "cluster")]
     pub clusters: Vec<ClusterConfig>,
+    /// `[drt]`: scheduled disaster-recovery tests.
+    pub drt: DrtConfig,
+    /// `[monitor]`: heartbeat lag and the in-memory metrics history.
+    pub monitor: MonitorConfig,
+    /// `[alert]`: alert rules, notifiers and their queue (docs/ALERTING.md). Secret file
+    /// paths are resolved against the config file's directory; the files are read only by
+    /// `check_secrets` and when the daemon builds its notifiers.
+    pub alert: alert::AlertConfig,
+}
+
+/// `[monitor]`: what the watch loop measures besides the probe itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Write a heartbeat row (`dbfleet.heartbeat`) on each cluster's primary every probe
+    /// interval and read it in every probe, for replication lag below a second that keeps
+    /// growing while replication is stopped. The schema is created on the primary on
+    /// demand. Default `true`.
+    pub heartbeat: bool,
+    /// How much probe history each instance keeps in memory for the API, at probe
+    /// resolution (`history / probe.interval` samples of 16 bytes). Default `1h`; at least
+    /// `probe.interval`.
+    #[serde(with = "serde_util::duration")]
+    pub history: Duration,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: true,
+            history: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl MonitorConfig {
+    /// How many samples per instance `history` is at a probe `interval`.
+    pub fn history_samples(&self, interval: Duration) -> usize {
+        let n = self.history.as_nanos() / interval.as_nanos().max(1);
+        usize::try_from(n).unwrap_or(usize::MAX).max(1)
+    }
+}
+
+/// `[drt]`: disaster-recovery tests the daemon runs by itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DrtConfig {
+    /// `[[drt.schedule]]`: game days, in file order.
+    pub schedule: Vec<DrtSchedule>,
+}
+
+/// `[[drt.schedule]]`: run a scenario on a cluster every so often. Only the leader runs
+/// them, one at a time; a run that fails an expectation raises an alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DrtSchedule {
+    /// A built-in scenario's name, or a scenario file (relative to the config's directory).
+    pub scenario: String,
+    /// The cluster, which must be declared with `drt_allowed = true`.
+    pub cluster: String,
+    /// How often, e.g. `"168h"` for a weekly game day. At least 1s.
+    #[serde(with = "serde_util::duration")]
+    pub every: Duration,
+    /// The first run this long after the daemon starts. Default: `every`.
+    #[serde(with = "serde_util::opt_duration")]
+    pub first_after: Option<Duration>,
+    /// The local sandbox that holds the cluster: process faults need its processes.
+    pub sandbox: String,
+    /// The directory that holds sandboxes. Default: dbfleet's default sandbox directory.
+    #[serde(serialize_with = "serde_util::opt_path")]
+    pub sandbox_dir: Option<PathBuf>,
+    /// Overrides the scenario's load duration.
+    #[serde(with = "serde_util::opt_duration")]
+    pub duration: Option<Duration>,
 }
 
 /// `[store]`: dbfleet's own state on disk.

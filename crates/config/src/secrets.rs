@@ -77,6 +77,12 @@ impl ApiTokens {
         self.tokens.len()
     }
 
+    /// One of the tokens, for the daemon's calls to its own API (a scheduled DRT's
+    /// switchover). Never log it.
+    pub fn own(&self) -> Option<String> {
+        self.tokens.first().cloned()
+    }
+
     /// Whether `presented` is one of the tokens. Compares every token in full, so the time
     /// taken does not tell how much of a token matched.
     pub fn accepts(&self, presented: &str) -> bool {

@@ -58,6 +58,24 @@ pub mod duration {
     }
 }
 
+/// An optional `Duration` as humantime text (`#[serde(default, with = ...)]`).
+pub mod opt_duration {
+    use super::*;
+
+    /// Write `d` as humantime text, or nothing.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Read humantime text, as [`super::duration`] does.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
 /// A socket address written as `"IP:port"`.
 pub(crate) mod listen {
     use super::*;

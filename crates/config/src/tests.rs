@@ -754,3 +754,40 @@ fn sandbox_config_round_trips() {
         c.check_secrets().unwrap();
     }
 }
+
+#[test]
+fn drt_schedule_needs_a_cluster_that_allows_drts() {
+    let base = r#"
+[store]
+data_dir = "/tmp/x"
+[credentials.a]
+user = "u"
+password_env = "P"
+[[cluster]]
+name = "c1"
+credentials = "a"
+drt_allowed = DRT
+[[cluster.instance]]
+addr = "127.0.0.1:3306"
+[[drt.schedule]]
+scenario = "kill-primary"
+cluster = "CLUSTER"
+every = "EVERY"
+sandbox = "c1"
+"#;
+    let text = |drt: &str, cluster: &str, every: &str| {
+        base.replace("DRT", drt)
+            .replace("CLUSTER", cluster)
+            .replace("EVERY", every)
+    };
+    let c = parse(&text("true", "c1", "168h")).unwrap();
+    assert_eq!(c.drt.schedule.len(), 1);
+    assert_eq!(c.drt.schedule[0].every, std::time::Duration::from_secs(168 * 3600));
+    assert_eq!(c.drt.schedule[0].first_after, None);
+    let e = parse(&text("false", "c1", "1h")).unwrap_err().to_string();
+    assert!(e.contains("drt.schedule[0].cluster") && e.contains("does not allow DRTs"), "{e}");
+    let e = parse(&text("true", "nope", "1h")).unwrap_err().to_string();
+    assert!(e.contains("no [[cluster]] is named \"nope\""), "{e}");
+    let e = parse(&text("true", "c1", "10ms")).unwrap_err().to_string();
+    assert!(e.contains("drt.schedule[0].every"), "{e}");
+}

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 
 use model::InstanceAddr;
 
-use crate::file::{FileCluster, FileConfig, FileCredentials};
+use crate::file::{FileCluster, FileConfig, FileCredentials, FileDrt};
 use crate::schema::{
-    ClusterConfig, Config, CredentialsConfig, InstanceConfig, PasswordSource, MIN_PROBE_INTERVAL,
+    ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, InstanceConfig,
+    PasswordSource, MIN_PROBE_INTERVAL,
 };
 use crate::ConfigError;
 
@@ -97,6 +98,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         credentials,
         node,
         cluster,
+        drt,
+        monitor,
+        mut alert,
     } = file;
 
     if store.data_dir.as_os_str().is_empty() {
@@ -293,6 +297,19 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         });
     }
 
+    let drt = validate_drt(drt, &clusters, base, &mut errs);
+    if monitor.history < probe.interval {
+        errs.push(ConfigError::invalid(
+            "monitor.history",
+            format!(
+                "must be at least probe.interval ({})",
+                humantime::format_duration(probe.interval)
+            ),
+        ));
+    }
+
+    validate_alert(&mut alert, base, &mut errs);
+
     if let Some(e) = ConfigError::from_list(errs) {
         return Err(e);
     }
@@ -303,7 +320,94 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         credentials: creds,
         node,
         clusters,
+        drt,
+        monitor,
+        alert,
     })
+}
+
+/// Check `[alert]` (every error under an `alert.` path) and resolve its secret files
+/// against the config's directory. The files are not read here.
+fn validate_alert(alert: &mut alert::AlertConfig, base: &Path, errs: &mut Vec<ConfigError>) {
+    if let Err(es) = alert.validate() {
+        errs.extend(
+            es.into_iter()
+                .map(|e| ConfigError::invalid(e.field, e.message)),
+        );
+    }
+    for n in &mut alert.notifier {
+        match n {
+            alert::NotifierSpec::Webhook(w) => {
+                if let Some(f) = &w.headers_file {
+                    w.headers_file = Some(resolve(base, f));
+                }
+            }
+            alert::NotifierSpec::Pagerduty(p) => {
+                if !p.routing_key_file.as_os_str().is_empty() {
+                    p.routing_key_file = resolve(base, &p.routing_key_file);
+                }
+            }
+        }
+    }
+}
+
+/// Check `[[drt.schedule]]`: a known cluster that allows DRTs, a sane period, a sandbox.
+fn validate_drt(
+    drt: FileDrt,
+    clusters: &[ClusterConfig],
+    base: &Path,
+    errs: &mut Vec<ConfigError>,
+) -> DrtConfig {
+    let mut schedule = Vec::new();
+    for (i, s) in drt.schedule.into_iter().enumerate() {
+        let field = |f: &str| format!("drt.schedule[{i}].{f}");
+        if s.scenario.trim().is_empty() {
+            errs.push(ConfigError::invalid(
+                field("scenario"),
+                "must name a built-in scenario or a scenario file",
+            ));
+        }
+        match clusters.iter().find(|c| c.name == s.cluster) {
+            None => errs.push(ConfigError::invalid(
+                field("cluster"),
+                format!("no [[cluster]] is named {:?}", s.cluster),
+            )),
+            Some(c) if !c.drt_allowed => errs.push(ConfigError::invalid(
+                field("cluster"),
+                format!(
+                    "the cluster {:?} does not allow DRTs: set drt_allowed = true in its \
+                     [[cluster]] section",
+                    s.cluster
+                ),
+            )),
+            Some(_) => {}
+        }
+        if s.every < std::time::Duration::from_secs(1) {
+            errs.push(ConfigError::invalid(field("every"), "must be at least 1s"));
+        }
+        if s.sandbox.trim().is_empty() {
+            errs.push(ConfigError::invalid(
+                field("sandbox"),
+                "must name the local sandbox that holds the cluster",
+            ));
+        }
+        let scenario_path = Path::new(&s.scenario);
+        let scenario = if s.scenario.ends_with(".toml") && scenario_path.is_relative() {
+            resolve(base, scenario_path).to_string_lossy().into_owned()
+        } else {
+            s.scenario
+        };
+        schedule.push(DrtSchedule {
+            scenario,
+            cluster: s.cluster,
+            every: s.every,
+            first_after: s.first_after,
+            sandbox: s.sandbox,
+            sandbox_dir: s.sandbox_dir.map(|d| resolve(base, &d)),
+            duration: s.duration,
+        });
+    }
+    DrtConfig { schedule }
 }
 
 /// Check one `[credentials.NAME]` entry (`field` is its path) and resolve its paths.

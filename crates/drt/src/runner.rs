@@ -551,7 +551,32 @@ pub async fn run_once(
                 ));
                 Ok(pick)
             }
-            Err(_) => Err("no writable primary after the run".to_string()),
+            Err(_) => {
+                // No writable primary (e.g. a second failover was blocked on purpose): judge
+                // the writes on the reachable member that acknowledged the last one, else on
+                // any reachable member. Reading needs no write access.
+                let reachable: Vec<InstanceAddr> = look_all(&target.members, &target.admin)
+                    .await
+                    .into_iter()
+                    .filter(|l| l.state.is_some())
+                    .map(|l| l.addr)
+                    .collect();
+                let pick = last_acked
+                    .filter(|a| reachable.contains(a))
+                    .or_else(|| reachable.first().cloned());
+                match pick {
+                    Some(p) => {
+                        notes.push((
+                            faults::now_ms(),
+                            EventKind::Note,
+                            format!("no writable primary after the run; verifying on {p} (read-only)"),
+                            None,
+                        ));
+                        Ok(p)
+                    }
+                    None => Err("no member reachable after the run".to_string()),
+                }
+            }
         };
     let verification = match &writer {
         Ok(w) => {

@@ -2,9 +2,11 @@
 
 pub mod addr;
 pub mod gtid;
+pub mod metrics;
 pub mod observation;
 
 pub use addr::{AddrError, InstanceAddr};
+pub use metrics::{alert_values, HeartbeatReading, InstanceMetrics, Rates, Role};
 pub use observation::{
     Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind, Reachability,
     ReplicationStatus, SemiSyncState, ServerState,

@@ -147,6 +147,10 @@ pub struct ServerState {
     pub threads_connected: u64,
     /// `Threads_running`.
     pub threads_running: u64,
+    /// Counters and gauges for monitoring, and the heartbeat row; `None` in observations
+    /// stored before they were collected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::InstanceMetrics>,
 }
 
 /// Replication from one source, as `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS` reports it.

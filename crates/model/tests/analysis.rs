@@ -59,6 +59,7 @@ fn server(a: &str) -> Obs {
             uptime_s: 86_400,
             threads_connected: 3,
             threads_running: 1,
+            metrics: None,
         })),
     })
 }

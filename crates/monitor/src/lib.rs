@@ -46,6 +46,7 @@
 //! one interval.
 
 mod fast;
+pub mod heartbeat;
 mod round;
 mod sentinel;
 mod stats;
@@ -54,4 +55,5 @@ pub use round::{ClusterRound, RoundTrigger};
 pub use stats::{Stats, StatsSnapshot};
 pub mod watch;
 
-pub use watch::{now_ms, run, ClusterWatch, FastPathOptions, WatchOptions};
+pub use heartbeat::HeartbeatOptions;
+pub use watch::{now_ms, run, run_with, ClusterWatch, FastPathOptions, WatchOptions};

@@ -1,4 +1,5 @@
-//! `Stats`: counters the daemon exposes about itself (rounds, probes, errors, the fast path).
+//! `Stats`: counters the daemon exposes about itself (rounds, probes, errors, the fast path,
+//! missed intervals, heartbeats), and the fleet's metrics the watch loop records.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,6 +32,17 @@ pub struct Stats {
     pub sentinels_armed: AtomicU64,
     /// Cluster rounds not published because the consumer's channel was full or closed.
     pub rounds_dropped: AtomicU64,
+    /// Whole probe intervals missed: a probe that started that many intervals late.
+    pub probe_missed_intervals: AtomicU64,
+    /// Whole analysis intervals missed: a round that started that many intervals late.
+    pub round_missed_intervals: AtomicU64,
+    /// Heartbeat rows written on primaries.
+    pub heartbeat_writes: AtomicU64,
+    /// Heartbeat writes that failed (connect, read-only check or write).
+    pub heartbeat_write_errors: AtomicU64,
+    /// Every instance's latest probe and recent history, and the probe latency histogram,
+    /// for `/metrics` and the history API. The watch loop records every probe here.
+    pub fleet: metrics::FleetMetrics,
 }
 
 /// A copy of the counters at one moment, for JSON.
@@ -60,6 +72,14 @@ pub struct StatsSnapshot {
     pub sentinels_armed: u64,
     /// Cluster rounds not published: the consumer's channel was full or closed.
     pub rounds_dropped: u64,
+    /// Whole probe intervals missed.
+    pub probe_missed_intervals: u64,
+    /// Whole analysis intervals missed.
+    pub round_missed_intervals: u64,
+    /// Heartbeat rows written on primaries.
+    pub heartbeat_writes: u64,
+    /// Heartbeat writes that failed.
+    pub heartbeat_write_errors: u64,
 }
 
 impl Stats {
@@ -79,6 +99,28 @@ impl Stats {
             sentinel_signals: r(&self.sentinel_signals),
             sentinels_armed: r(&self.sentinels_armed),
             rounds_dropped: r(&self.rounds_dropped),
+            probe_missed_intervals: r(&self.probe_missed_intervals),
+            round_missed_intervals: r(&self.round_missed_intervals),
+            heartbeat_writes: r(&self.heartbeat_writes),
+            heartbeat_write_errors: r(&self.heartbeat_write_errors),
+        }
+    }
+
+    /// The daemon's own counters for the Prometheus exposition.
+    pub fn health(&self) -> metrics::DaemonHealth {
+        let s = self.snapshot();
+        metrics::DaemonHealth {
+            probes: s.probes,
+            probe_errors: s.probe_errors,
+            probe_missed_intervals: s.probe_missed_intervals,
+            rounds: s.rounds,
+            round_missed_intervals: s.round_missed_intervals,
+            rounds_dropped: s.rounds_dropped,
+            instances: s.instances,
+            heartbeat_writes: s.heartbeat_writes,
+            heartbeat_write_errors: s.heartbeat_write_errors,
+            fast_paths: s.fast_paths,
+            started_ms: s.started_ms,
         }
     }
 }

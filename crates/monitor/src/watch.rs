@@ -22,7 +22,7 @@ use model::{
     ClusterSpec, Evidence, InstanceAddr, Observation, ProbeFailure, ProbeFailureKind, Problem,
     ProblemKind, Reachability,
 };
-use probe::{Credentials, ProbeOptions, Session};
+use probe::{Credentials, ObserveOptions, ProbeOptions, Session};
 use store::{kinds, EventLevel, InstanceRecord, NewEvent, Origin, Store};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -30,8 +30,9 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::heartbeat::HeartbeatOptions;
 use crate::round::{ClusterRound, RoundTrigger};
-use crate::{fast, sentinel, Stats};
+use crate::{fast, heartbeat, sentinel, Stats};
 
 /// Timing and concurrency of the watch loop.
 #[derive(Clone, Copy, Debug)]
@@ -124,9 +125,20 @@ pub(crate) struct Ctx {
     found: mpsc::UnboundedSender<Found>,
     pub(crate) suspects: mpsc::UnboundedSender<Suspect>,
     rounds: Option<mpsc::Sender<ClusterRound>>,
+    /// Heartbeat writes on primaries and reads in every probe.
+    pub(crate) heartbeat: HeartbeatOptions,
 }
 
 impl Ctx {
+    /// Whether the latest observation of `addr` shows a writable server with no source.
+    pub(crate) fn observed_writable_primary(&self, addr: &InstanceAddr) -> bool {
+        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
+        latest
+            .get(addr)
+            .and_then(Observation::state)
+            .is_some_and(|s| !s.read_only && s.replication.is_none())
+    }
+
     /// Record an observation unless a newer one of the same instance is there already (the
     /// fast path and the probe tasks both write).
     pub(crate) fn record(&self, obs: Observation) {
@@ -210,6 +222,30 @@ pub async fn run(
     rounds: Option<mpsc::Sender<ClusterRound>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with(
+        opts,
+        HeartbeatOptions::default(),
+        clusters,
+        store,
+        stats,
+        rounds,
+        cancel,
+    )
+    .await
+}
+
+/// [`run`], with heartbeats: when `heartbeat.enabled`, one more task per cluster stamps the
+/// heartbeat row on its primary every interval (see [`crate::heartbeat`]) and every probe
+/// reads the row back. `run` is this with heartbeats off.
+pub async fn run_with(
+    opts: WatchOptions,
+    heartbeat: HeartbeatOptions,
+    clusters: Vec<ClusterWatch>,
+    store: Arc<dyn Store>,
+    stats: Arc<Stats>,
+    rounds: Option<mpsc::Sender<ClusterRound>>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (suspect_tx, mut suspect_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
@@ -223,6 +259,7 @@ pub async fn run(
         found: found_tx,
         suspects: suspect_tx,
         rounds,
+        heartbeat,
     });
     let mut tasks = JoinSet::new();
     let mut fast_paths = JoinSet::new();
@@ -264,6 +301,9 @@ pub async fn run(
         }
         if opts.fast_path.enabled && opts.fast_path.sentinel {
             tasks.spawn(sentinel::run(ctx.clone(), cell.clone(), cancel.clone()));
+        }
+        if heartbeat.enabled {
+            tasks.spawn(heartbeat::run(ctx.clone(), cell.clone(), cancel.clone()));
         }
         cells.insert(name, cell);
     }
@@ -313,7 +353,11 @@ pub async fn run(
                     warn!(error = %e, "fast path task failed");
                 }
             }
-            _ = ticker.tick() => {
+            scheduled = ticker.tick() => {
+                let missed = missed_intervals(scheduled, opts.interval);
+                if missed > 0 {
+                    stats.round_missed_intervals.fetch_add(missed, Ordering::Relaxed);
+                }
                 if let Err(e) = tick(&ctx, &cells).await {
                     warn!(error = %e, "analysis round failed");
                 }
@@ -507,18 +551,24 @@ async fn probe_loop(
     let mut next_discovery = Instant::now();
     let mut was_reachable = false;
     loop {
-        tokio::select! {
+        let scheduled = tokio::select! {
             _ = cancel.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
+            t = ticker.tick() => t,
+        };
         let Ok(_permit) = ctx.permits.acquire().await else {
             break;
         };
+        let missed = missed_intervals(scheduled, ctx.opts.interval);
+        if missed > 0 {
+            ctx.stats
+                .probe_missed_intervals
+                .fetch_add(missed, Ordering::Relaxed);
+        }
         let at_unix_ms = now_ms();
         let started = Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = probe_once(&mut session, &addr, &cell.watch.credentials, ctx.opts.probe) => r,
+            r = probe_once(&mut session, &addr, &cell.watch.credentials, ctx.opts.probe, ObserveOptions { heartbeat: ctx.heartbeat.enabled }) => r,
         };
         let reachability = match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),
@@ -543,12 +593,14 @@ async fn probe_loop(
             }
         }
         was_reachable = reachable;
-        ctx.record(Observation {
+        let obs = Observation {
             addr: addr.clone(),
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
             reachability,
-        });
+        };
+        ctx.stats.fleet.record(&cell.name, &obs);
+        ctx.record(obs);
         ctx.stats.probes.fetch_add(1, Ordering::Relaxed);
         if reachable && Instant::now() >= next_discovery {
             next_discovery = Instant::now() + ctx.opts.discovery_interval;
@@ -572,6 +624,12 @@ async fn probe_loop(
     }
 }
 
+/// How many whole intervals late a tick scheduled for `scheduled` is running now.
+fn missed_intervals(scheduled: tokio::time::Instant, interval: Duration) -> u64 {
+    let late = tokio::time::Instant::now().saturating_duration_since(scheduled);
+    (late.as_nanos() / interval.as_nanos().max(1)) as u64
+}
+
 fn reachability_failure(r: &Reachability) -> Option<&ProbeFailure> {
     match r {
         Reachability::Reachable(_) => None,
@@ -584,13 +642,14 @@ async fn probe_once(
     addr: &InstanceAddr,
     creds: &Credentials,
     opts: ProbeOptions,
+    observe: ObserveOptions,
 ) -> Result<model::ServerState, probe::ProbeError> {
     let reused = session.as_ref().is_some_and(|s| !s.is_broken());
     if !reused {
         *session = Some(Session::connect(addr, creds, opts).await?);
     }
     let first = match session.as_mut() {
-        Some(s) => s.observe().await,
+        Some(s) => s.observe_with(observe).await,
         None => return Err(probe::ProbeError::Other("no session".into())),
     };
     match first {
@@ -600,7 +659,7 @@ async fn probe_once(
         Err(probe::ProbeError::Other(_)) if reused => {
             *session = Some(Session::connect(addr, creds, opts).await?);
             match session.as_mut() {
-                Some(s) => s.observe().await,
+                Some(s) => s.observe_with(observe).await,
                 None => Err(probe::ProbeError::Other("no session".into())),
             }
         }

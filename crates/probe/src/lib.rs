@@ -7,4 +7,6 @@ pub mod parse;
 mod session;
 
 pub use error::ProbeError;
-pub use session::{observe, sql_escape, ChangeSource, Credentials, ProbeOptions, Session};
+pub use session::{
+    now_us, observe, sql_escape, ChangeSource, Credentials, ObserveOptions, ProbeOptions, Session,
+};

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use model::gtid::{MariadbBinlogState, MariadbGtidList, MysqlGtidSet};
 use model::{
-    Flavor, GtidState, InstanceAddr, IoThreadState, ReplicationStatus, SemiSyncState, ServerState,
+    Flavor, GtidState, InstanceAddr, InstanceMetrics, IoThreadState, ReplicationStatus,
+    SemiSyncState, ServerState,
 };
 
 /// One row as column name → text value (`None` for SQL NULL).
@@ -39,6 +40,8 @@ pub const VARIABLES: &[&str] = &[
     "rpl_semi_sync_source_enabled",
     "rpl_semi_sync_replica_enabled",
     "rpl_semi_sync_source_timeout",
+    "max_connections",
+    "innodb_page_size",
 ];
 
 /// The global status counters the probe reads, both flavors' names.
@@ -52,7 +55,30 @@ pub const STATUS: &[&str] = &[
     "rpl_semi_sync_source_status",
     "rpl_semi_sync_source_clients",
     "rpl_semi_sync_replica_status",
+    "questions",
+    "queries",
+    "com_commit",
+    "com_rollback",
+    "connections",
+    "aborted_connects",
+    "aborted_clients",
+    "slow_queries",
+    "bytes_received",
+    "bytes_sent",
+    "innodb_buffer_pool_pages_total",
+    "innodb_buffer_pool_pages_free",
+    "innodb_buffer_pool_pages_data",
+    "innodb_buffer_pool_pages_dirty",
+    "innodb_buffer_pool_read_requests",
+    "innodb_buffer_pool_reads",
+    "innodb_row_lock_waits",
+    "innodb_row_lock_time",
+    "innodb_log_waits",
 ];
+
+/// The statement that reads the heartbeat row the daemon writes on each cluster's primary
+/// (see `monitor::heartbeat`). Appended to the probe's batch when heartbeats are on.
+pub const HEARTBEAT_READ_SQL: &str = "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1";
 
 /// `SHOW GLOBAL VARIABLES WHERE Variable_name IN (…)` for `names`.
 pub fn show_where(what: &str, names: &[&str]) -> String {
@@ -220,7 +246,49 @@ pub fn server_state(
         uptime_s: num_var(status, &["uptime"])?.unwrap_or(0),
         threads_connected: num_var(status, &["threads_connected"])?.unwrap_or(0),
         threads_running: num_var(status, &["threads_running"])?.unwrap_or(0),
+        metrics: Some(instance_metrics(vars, status)),
     })
+}
+
+/// The monitoring counters and gauges of a probe's reply. Lenient: a value that is missing or
+/// not a whole number is `None`, never an error, since no decision depends on it. The
+/// heartbeat is read by another statement and left `None` here.
+pub fn instance_metrics(vars: &Vars, status: &Vars) -> InstanceMetrics {
+    let n = |map: &Vars, name: &str| map.get(name).and_then(|v| v.trim().parse::<u64>().ok());
+    InstanceMetrics {
+        max_connections: n(vars, "max_connections"),
+        innodb_page_size: n(vars, "innodb_page_size"),
+        questions: n(status, "questions"),
+        queries: n(status, "queries"),
+        com_commit: n(status, "com_commit"),
+        com_rollback: n(status, "com_rollback"),
+        threads_connected: n(status, "threads_connected"),
+        threads_running: n(status, "threads_running"),
+        connections: n(status, "connections"),
+        aborted_connects: n(status, "aborted_connects"),
+        aborted_clients: n(status, "aborted_clients"),
+        slow_queries: n(status, "slow_queries"),
+        bytes_received: n(status, "bytes_received"),
+        bytes_sent: n(status, "bytes_sent"),
+        innodb_buffer_pool_pages_total: n(status, "innodb_buffer_pool_pages_total"),
+        innodb_buffer_pool_pages_free: n(status, "innodb_buffer_pool_pages_free"),
+        innodb_buffer_pool_pages_data: n(status, "innodb_buffer_pool_pages_data"),
+        innodb_buffer_pool_pages_dirty: n(status, "innodb_buffer_pool_pages_dirty"),
+        innodb_buffer_pool_read_requests: n(status, "innodb_buffer_pool_read_requests"),
+        innodb_buffer_pool_reads: n(status, "innodb_buffer_pool_reads"),
+        innodb_row_lock_waits: n(status, "innodb_row_lock_waits"),
+        innodb_row_lock_time_ms: n(status, "innodb_row_lock_time"),
+        innodb_log_waits: n(status, "innodb_log_waits"),
+        heartbeat: None,
+    }
+}
+
+/// The heartbeat row's `ts_us` from the rows of [`HEARTBEAT_READ_SQL`]; `None` when there is
+/// no row or the value is not a number.
+pub fn heartbeat_ts_us(rows: &[RowMap]) -> Option<u64> {
+    rows.first()
+        .and_then(|r| col(r, &["ts_us"]))
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 fn mariadb_list(vars: &Vars, name: &str) -> Result<MariadbGtidList, String> {
@@ -366,6 +434,51 @@ mod tests {
             replica_status_sql(Flavor::Mariadb, "10.11.6-MariaDB"),
             "SHOW SLAVE STATUS"
         );
+    }
+
+    #[test]
+    fn metrics_from_status_and_variables() {
+        let vars: Vars = [("max_connections", "151"), ("innodb_page_size", "16384")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let status: Vars = [
+            ("queries", "1200"),
+            ("questions", "1000"),
+            ("com_commit", "40"),
+            ("com_rollback", "2"),
+            ("threads_connected", "15"),
+            ("threads_running", "3"),
+            ("aborted_connects", "7"),
+            ("innodb_buffer_pool_pages_total", "2048"),
+            ("innodb_buffer_pool_pages_free", "512"),
+            ("innodb_row_lock_waits", "9"),
+            ("innodb_log_waits", "not a number"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let m = instance_metrics(&vars, &status);
+        assert_eq!(m.max_connections, Some(151));
+        assert_eq!(m.queries, Some(1200));
+        assert_eq!(m.com_commit, Some(40));
+        assert_eq!(m.innodb_row_lock_waits, Some(9));
+        assert_eq!(m.innodb_log_waits, None, "garbage is unknown, not an error");
+        assert_eq!(m.bytes_sent, None, "missing is unknown");
+        assert_eq!(m.connections_used_ratio(), Some(15.0 / 151.0));
+        assert_eq!(m.buffer_pool_used_ratio(), Some(0.75));
+        let mut later = m.clone();
+        later.queries = Some(1700);
+        later.com_commit = Some(140);
+        later.com_rollback = Some(1); // went down: a restart, no rate
+        let r = model::Rates::between(&m, &later, 2_000);
+        assert_eq!(r.queries, Some(250.0));
+        assert_eq!(r.commits, Some(50.0));
+        assert_eq!(r.rollbacks, None);
+        let mut row = RowMap::new();
+        row.insert("ts_us".into(), Some("1700000000123456".into()));
+        assert_eq!(heartbeat_ts_us(&[row]), Some(1_700_000_000_123_456));
+        assert_eq!(heartbeat_ts_us(&[]), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, Value};
 
-use model::{Flavor, InstanceAddr, Observation, Reachability, ServerState};
+use model::{Flavor, HeartbeatReading, InstanceAddr, Observation, Reachability, ServerState};
 
 use crate::parse::{self, RowMap, Vars};
 use crate::ProbeError;
@@ -178,23 +178,48 @@ impl Session {
 
     /// Observe the server: variables, status counters and replica status, in one round trip.
     pub async fn observe(&mut self) -> Result<ServerState, ProbeError> {
-        let sql = format!(
+        self.observe_with(ObserveOptions::default()).await
+    }
+
+    /// Observe the server as [`observe`](Self::observe) does, and with `heartbeat` also read
+    /// the heartbeat row in the same round trip (a fourth statement). A missing table, schema
+    /// or row, or any server error on that statement alone, is "no heartbeat yet":
+    /// `metrics.heartbeat` is `None` and the probe still succeeds.
+    pub async fn observe_with(&mut self, opts: ObserveOptions) -> Result<ServerState, ProbeError> {
+        let mut sql = format!(
             "{}; {}; {}",
             parse::show_where("VARIABLES", parse::VARIABLES),
             parse::show_where("STATUS", parse::STATUS),
             parse::replica_status_sql(self.flavor, &self.version),
         );
-        let (vars, status, replica) = self
+        if opts.heartbeat {
+            sql.push_str("; ");
+            sql.push_str(parse::HEARTBEAT_READ_SQL);
+        }
+        let heartbeat = opts.heartbeat;
+        let (vars, status, replica, beat) = self
             .call("observe", async move |c| {
                 let mut result = c.query_iter(sql).await?;
                 let vars: Vec<Row> = result.collect().await?;
                 let status: Vec<Row> = result.collect().await?;
                 let replica: Vec<Row> = result.collect().await?;
-                Ok((vars, status, replica))
+                let beat: Option<Vec<Row>> = if heartbeat {
+                    match result.collect::<Row>().await {
+                        Ok(rows) => Some(rows),
+                        // The statement alone failed (no table yet): the batch is over and
+                        // the connection is fine.
+                        Err(mysql_async::Error::Server(_)) => None,
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    None
+                };
+                Ok((vars, status, replica, beat))
             })
             .await?;
+        let read_at_us = now_us();
         let replica: Vec<RowMap> = replica.iter().map(row_map).collect();
-        parse::server_state(
+        let mut state = parse::server_state(
             self.flavor,
             &name_values(&vars),
             &name_values(&status),
@@ -203,7 +228,15 @@ impl Session {
         .map_err(|detail| ProbeError::Reply {
             what: "observe",
             detail,
-        })
+        })?;
+        let ts_us = beat.and_then(|rows| {
+            let rows: Vec<RowMap> = rows.iter().map(row_map).collect();
+            parse::heartbeat_ts_us(&rows)
+        });
+        if let (Some(m), Some(ts_us)) = (state.metrics.as_mut(), ts_us) {
+            m.heartbeat = Some(HeartbeatReading { ts_us, read_at_us });
+        }
+        Ok(state)
     }
 
     /// The replicas registered with this server (`SHOW SLAVE HOSTS`, MySQL 8.0.22+ `SHOW
@@ -277,6 +310,21 @@ impl Session {
             let _ = tokio::time::timeout(self.opts.query_timeout, conn.disconnect()).await;
         }
     }
+}
+
+/// What [`Session::observe_with`] reads besides the server's state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ObserveOptions {
+    /// Also read the heartbeat row (`SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1`).
+    pub heartbeat: bool,
+}
+
+/// The local clock in microseconds since the Unix epoch: the heartbeat's time base.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Where and how a replica connects to its source.

@@ -236,7 +236,9 @@ pub async fn post_run(
     let report: Report = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed DRT report: {e}")))?;
     if report.runs.is_empty() {
-        return Err(ApiError::BadRequest("a DRT report needs at least one run".into()));
+        return Err(ApiError::BadRequest(
+            "a DRT report needs at least one run".into(),
+        ));
     }
     let id = save_run(state.store.as_ref(), &report, "cli").await?;
     let run = load_run(state.store.as_ref(), &id).await?;

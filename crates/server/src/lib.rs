@@ -10,9 +10,11 @@
 //! Invariant: the API never writes the store except through a route behind
 //! [`auth::require_token`], and never logs or echoes a token.
 
+pub mod alert_routes;
 pub mod auth;
 pub mod drt_routes;
 mod error;
+pub mod metrics_routes;
 pub mod ops_routes;
 mod query;
 mod routes;
@@ -51,6 +53,8 @@ pub struct AppState {
     pub engine: Option<std::sync::Arc<engine::Engine>>,
     /// The daemon's scheduled DRT in progress, for `/api/v1/drt/running` and `abort`.
     pub drt: drt_routes::DrtControl,
+    /// The daemon's alerting (open alerts, downtimes); `None` serves 503 on its routes.
+    pub alerts: Option<alert_routes::AlertHandle>,
 }
 
 /// The API's routes, with auth and a JSON 404/405 for everything else.
@@ -65,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/instances", get(routes::instances))
         .route("/api/v1/instances/{addr}", get(routes::instance))
+        .route(
+            "/api/v1/instances/{addr}/metrics",
+            get(metrics_routes::instance_metrics),
+        )
+        .route("/metrics", get(metrics_routes::metrics))
         .route("/api/v1/problems", get(routes::problems))
         .route("/api/v1/events", get(routes::events))
         .route("/api/v1/operations", get(ops_routes::operations))
@@ -73,8 +82,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/leader", get(ops_routes::leader))
         .route("/api/v1/drt/runs", get(drt_routes::runs))
         .route("/api/v1/drt/runs/{id}", get(drt_routes::run))
-        .route("/api/v1/drt/runs/{id}/report.html", get(drt_routes::run_html))
+        .route(
+            "/api/v1/drt/runs/{id}/report.html",
+            get(drt_routes::run_html),
+        )
         .route("/api/v1/drt/running", get(drt_routes::running))
+        .route("/api/v1/alerts", get(alert_routes::alerts))
+        .route("/api/v1/downtimes", get(alert_routes::downtimes))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::read_access,
@@ -97,6 +111,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/recoveries/{what}", post(ops_routes::switch))
         .route("/api/v1/drt/runs", post(drt_routes::post_run))
         .route("/api/v1/drt/abort", post(drt_routes::abort))
+        .route("/api/v1/downtimes", post(alert_routes::post_downtime))
+        .route(
+            "/api/v1/downtimes/{id}",
+            axum::routing::delete(alert_routes::delete_downtime),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -196,6 +196,7 @@ mod tests {
                 uptime_s: 1,
                 threads_connected: 1,
                 threads_running: 1,
+                metrics: None,
             })),
         }
     }

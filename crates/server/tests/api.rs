@@ -84,6 +84,7 @@ fn mariadb(a: &str, server_id: u32, binlog_state: &str) -> Observation {
             uptime_s: 3_600,
             threads_connected: 4,
             threads_running: 1,
+            metrics: None,
         })),
     }
 }
@@ -244,6 +245,8 @@ impl TestServer {
             auth,
             version: "9.9.9-test",
             engine: None,
+            drt: Default::default(),
+            alerts: None,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

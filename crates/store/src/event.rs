@@ -47,6 +47,16 @@ pub mod kinds {
     /// A disaster-recovery test's report was stored: level `info` when every expectation
     /// held, `error` when one failed.
     pub const DRT_FINISHED: &str = "drt_finished";
+    /// An alert started firing, level from its severity. `data.silenced` is true when a
+    /// downtime covered it and it was not paged; `data.transition = "downtime_ended"` when
+    /// its downtime ended while it still fires, and it is paged now.
+    pub const ALERT_FIRED: &str = "alert_fired";
+    /// An alert stopped firing (level `info`); `data.paged` says whether a resolve was sent.
+    pub const ALERT_RESOLVED: &str = "alert_resolved";
+    /// A downtime (maintenance window) was added; `data` holds it.
+    pub const DOWNTIME_ADDED: &str = "downtime_added";
+    /// A downtime was ended early; `data` holds it.
+    pub const DOWNTIME_REMOVED: &str = "downtime_removed";
 }
 
 /// How much an event matters. A problem's [`Severity`] maps onto the same-named level; `Info`

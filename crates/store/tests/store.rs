@@ -93,6 +93,7 @@ fn replica(a: &InstanceAddr, source: &InstanceAddr, at: u64, lag: u64) -> Observ
             uptime_s: 3_600,
             threads_connected: 4,
             threads_running: 1,
+            metrics: None,
         })),
     }
 }

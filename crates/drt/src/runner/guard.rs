@@ -4,8 +4,8 @@
 //! - **two writable primaries**: every member is probed every [`EVERY`]; more than one with
 //!   `read_only=OFF` is a split brain;
 //! - **lost writes above the allowance**: about every [`LOST_EVERY`], the acknowledged ids
-//!   not yet checked are looked up on the one writable primary (all of them again when the
-//!   primary changed). An acknowledged id it lacks is lost: a writable primary must hold every
+//!   not yet checked are looked up on the one writable primary; all of them again when the
+//!   primary changed and every [`FULL_EVERY`]. An acknowledged id it lacks is lost: a writable primary must hold every
 //!   write any primary acknowledged;
 //! - **no writable primary after the max RTO**: with `max_rto` set, no writable member for
 //!   longer than `max_rto` plus [`RTO_GRACE`] (two probe periods, so that the guard's own
@@ -25,6 +25,8 @@ use super::{join, writable, LOOK};
 pub(crate) const EVERY: Duration = Duration::from_millis(200);
 /// How often acknowledged ids are checked on the primary.
 pub(crate) const LOST_EVERY: Duration = Duration::from_secs(1);
+/// How often every acknowledged id is checked again, not only the new ones.
+pub(crate) const FULL_EVERY: Duration = Duration::from_secs(3);
 /// Slack on the max RTO, for the guard's sampling.
 pub(crate) const RTO_GRACE: Duration = Duration::from_millis(400);
 /// Ids per lookup query.
@@ -54,6 +56,7 @@ pub(crate) async fn watch(
     let mut checked_on: Option<InstanceAddr> = None;
     let mut lost: HashSet<u64> = HashSet::new();
     let mut last_lost_check = Instant::now();
+    let mut last_full_check = Instant::now();
     let mut last_writable = Instant::now();
     loop {
         if stop.is_cancelled() {
@@ -89,14 +92,16 @@ pub(crate) async fn watch(
                 if due {
                     last_lost_check = Instant::now();
                     let primary = &w[0];
-                    let from = if checked_on.as_ref() == Some(primary) {
-                        checked
-                    } else {
-                        0
-                    };
+                    let full = checked_on.as_ref() != Some(primary)
+                        || last_full_check.elapsed() >= FULL_EVERY;
+                    let from = if full { 0 } else { checked };
                     let upto = acked.len();
                     // A failed lookup is tried again at the next check.
                     if let Ok(missing) = missing(primary, &g, &acked[from..upto]).await {
+                        if full {
+                            lost.clear();
+                            last_full_check = Instant::now();
+                        }
                         lost.extend(missing);
                         checked = upto;
                         checked_on = Some(primary.clone());

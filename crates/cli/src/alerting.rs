@@ -1,0 +1,538 @@
+//! The daemon's alerting task: turns each monitor round into an `alert::Observed`, evaluates
+//! the `[alert]` rules, records every transition as an event, hands pages to the notifiers
+//! (on the leader only) and keeps the evaluator's state (open alerts, downtimes) in the
+//! store under [`STATE_KEY`], so a restart neither pages again nor forgets a downtime.
+//!
+//! Followers evaluate too (their `GET /api/v1/alerts` is live) but record, page and persist
+//! nothing; they reload the leader's state from the store now and then, and at once when
+//! they become leader.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use alert::{
+    AlertState, ClusterSnapshot, DispatchOptions, Dispatcher, Evaluator, EvaluatorState,
+    InstanceSnapshot, Observed, ProblemSnapshot, Severity, Transition, TransitionKind,
+};
+use anyhow::Context;
+use model::{InstanceAddr, Observation};
+use monitor::ClusterRound;
+use server::alert_routes::{AlertControl, DowntimeRefused};
+use store::{kinds, EventLevel, NewEvent, Store, StoreError};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// Where the evaluator's state lives in the store's key-value space.
+pub(crate) const STATE_KEY: &str = "alert/state";
+/// The rule name of a failed scheduled DRT's page.
+pub(crate) const DRT_FAILED_RULE: &str = "drt_failed";
+/// How often a follower reloads the leader's state.
+const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);
+/// Rounds waiting for the alerting task before new ones are dropped (the next round says
+/// it all again).
+const ROUND_QUEUE: usize = 1024;
+
+/// A scheduled DRT that failed: `(cluster, scenario, text)`.
+type DrtFailure = (String, String, String);
+
+/// The alerting shared by its task, the API and the DRT scheduler.
+pub(crate) struct Alerting {
+    evaluator: Mutex<Evaluator>,
+    /// `None` once shut down.
+    dispatcher: Mutex<Option<Dispatcher>>,
+    /// The state last written to the store; its lock orders the writes.
+    persisted: tokio::sync::Mutex<Option<serde_json::Value>>,
+    store: Arc<dyn Store>,
+    engine: Arc<engine::Engine>,
+}
+
+/// The running alerting: the shared part, the inputs of its task, and the task.
+pub(crate) struct Running {
+    pub alerting: Arc<Alerting>,
+    /// Give the monitor's rounds here (`try_send`).
+    pub rounds: mpsc::Sender<ClusterRound>,
+    /// The DRT scheduler's failure hook.
+    pub on_drt_failure: Arc<dyn Fn(&str, &str, String) + Send + Sync>,
+    /// Ends when every round sender is dropped.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+fn now_ms() -> u64 {
+    monitor::now_ms()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Start alerting from `[alert]`: build the notifiers (reading their secret files), load the
+/// persisted state, start the dispatcher and the task.
+pub(crate) async fn start(
+    cfg: &alert::AlertConfig,
+    store: Arc<dyn Store>,
+    engine: Arc<engine::Engine>,
+) -> anyhow::Result<Running> {
+    let rules = cfg.validate().map_err(|es| {
+        let lines: Vec<String> = es.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid [alert] section: {}", lines.join("; "))
+    })?;
+    // Secret file paths were resolved against the config's directory at load.
+    let notifiers = cfg
+        .build_notifiers(Path::new("/"))
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("build the alert notifiers")?;
+    let state = load_state(store.as_ref()).await;
+    let names: Vec<String> = notifiers.iter().map(|n| n.name().to_string()).collect();
+    info!(rules = rules.len(), notifiers = ?names, "alerting started");
+    let dispatcher = Dispatcher::start(
+        notifiers,
+        DispatchOptions {
+            queue_capacity: cfg.queue_capacity,
+        },
+    );
+    let alerting = Arc::new(Alerting {
+        evaluator: Mutex::new(Evaluator::with_state(rules, state)),
+        dispatcher: Mutex::new(Some(dispatcher)),
+        persisted: tokio::sync::Mutex::new(None),
+        store,
+        engine,
+    });
+    let (rounds, rounds_rx) = mpsc::channel(ROUND_QUEUE);
+    let (drt_tx, drt_rx) = mpsc::channel::<DrtFailure>(64);
+    let on_drt_failure: Arc<dyn Fn(&str, &str, String) + Send + Sync> =
+        Arc::new(move |cluster: &str, scenario: &str, text: String| {
+            if drt_tx
+                .try_send((cluster.to_string(), scenario.to_string(), text))
+                .is_err()
+            {
+                warn!(
+                    cluster,
+                    scenario, "the alerting task is gone or busy: a DRT failure is not paged"
+                );
+            }
+        });
+    let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx));
+    Ok(Running {
+        alerting,
+        rounds,
+        on_drt_failure,
+        task,
+    })
+}
+
+/// The persisted state, or an empty one (logged) when there is none or it does not parse.
+async fn load_state(store: &dyn Store) -> EvaluatorState {
+    match store.kv_get(STATE_KEY).await {
+        Ok(Some(v)) => match serde_json::from_value(v) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, key = STATE_KEY, "the stored alert state does not parse; starting with no open alerts and no downtimes");
+                EvaluatorState::default()
+            }
+        },
+        Ok(None) => EvaluatorState::default(),
+        Err(e) => {
+            warn!(error = %e, key = STATE_KEY, "cannot read the stored alert state; starting with none");
+            EvaluatorState::default()
+        }
+    }
+}
+
+/// What decides whether the state must be written: the open alerts' keys, states, silence
+/// and page marks, and the downtimes. Values and summaries refresh every round and are not
+/// worth a write.
+fn fingerprint(ev: &Evaluator) -> (Vec<(String, AlertState, bool, bool)>, Vec<u64>) {
+    (
+        ev.alerts()
+            .map(|a| (a.key.clone(), a.state, a.silenced, a.paged_at.is_some()))
+            .collect(),
+        ev.downtimes(0).iter().map(|d| d.id).collect(),
+    )
+}
+
+/// The role label of an observation: what its own state shows, else what the round named.
+fn role_of(o: &Observation, primary: Option<&InstanceAddr>) -> String {
+    match o.state() {
+        Some(s) => model::Role::of(s).as_str().to_string(),
+        None if primary == Some(&o.addr) => "primary".into(),
+        None => "unknown".into(),
+    }
+}
+
+/// One round as the evaluator sees it; `prev` holds each instance's previous observation
+/// (for rates) and is updated.
+pub(crate) fn observed_of(
+    round: &ClusterRound,
+    prev: &mut HashMap<InstanceAddr, Observation>,
+) -> Observed {
+    let mut instances = Vec::with_capacity(round.observations.len());
+    for o in &round.observations {
+        let metrics: BTreeMap<String, f64> = model::alert_values(prev.get(&o.addr), o);
+        let problems = round
+            .problems
+            .iter()
+            .filter(|p| p.instance.as_ref() == Some(&o.addr))
+            .map(ProblemSnapshot::from)
+            .collect();
+        instances.push(InstanceSnapshot {
+            cluster: round.cluster.clone(),
+            instance: o.addr.to_string(),
+            role: role_of(o, round.primary.as_ref()),
+            metrics,
+            problems,
+        });
+    }
+    prev.retain(|a, _| round.observations.iter().any(|o| &o.addr == a));
+    for o in &round.observations {
+        prev.insert(o.addr.clone(), o.clone());
+    }
+    let cluster_problems = round
+        .problems
+        .iter()
+        .filter(|p| p.instance.is_none())
+        .map(ProblemSnapshot::from)
+        .collect();
+    Observed {
+        instances,
+        clusters: vec![ClusterSnapshot {
+            cluster: round.cluster.clone(),
+            problems: cluster_problems,
+        }],
+    }
+}
+
+fn level_of(s: Severity) -> EventLevel {
+    match s {
+        Severity::Critical => EventLevel::Critical,
+        Severity::Error => EventLevel::Error,
+        Severity::Warning => EventLevel::Warning,
+        Severity::Info => EventLevel::Info,
+    }
+}
+
+/// The event that records a transition.
+fn event_of(t: &Transition, downtime: Option<u64>) -> NewEvent {
+    let a = &t.alert;
+    let (kind, level, message) = match t.kind {
+        TransitionKind::Fired => (
+            kinds::ALERT_FIRED,
+            level_of(a.severity),
+            format!("alert {} firing: {}", a.rule, a.summary),
+        ),
+        TransitionKind::FiredSilenced => (
+            kinds::ALERT_FIRED,
+            level_of(a.severity),
+            format!(
+                "alert {} firing, silenced by downtime {}: {}",
+                a.rule,
+                downtime.map_or_else(|| "?".to_string(), |d| d.to_string()),
+                a.summary
+            ),
+        ),
+        TransitionKind::DowntimeEnded => (
+            kinds::ALERT_FIRED,
+            level_of(a.severity),
+            format!(
+                "alert {} still firing after its downtime ended, paged now: {}",
+                a.rule, a.summary
+            ),
+        ),
+        TransitionKind::Resolved => (
+            kinds::ALERT_RESOLVED,
+            EventLevel::Info,
+            format!(
+                "alert {} resolved ({}): {}",
+                a.rule,
+                a.resolve_reason
+                    .map(|r| serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default())
+                    .unwrap_or_default(),
+                a.summary
+            ),
+        ),
+    };
+    let mut ev = NewEvent::new(now_ms(), kind, level, message)
+        .with_cluster(a.cluster.clone())
+        .with_data(serde_json::json!({
+            "key": a.key,
+            "rule": a.rule,
+            "severity": a.severity.to_string(),
+            "transition": t.kind.to_string(),
+            "silenced": t.kind == TransitionKind::FiredSilenced,
+            "paged": t.pages(),
+            "downtime_id": downtime,
+            "value": a.value.filter(|v| v.is_finite()),
+            "labels": a.labels,
+        }));
+    if let Some(addr) = a.instance.as_deref().and_then(|i| i.parse().ok()) {
+        ev = ev.with_instance(addr);
+    }
+    ev
+}
+
+impl Alerting {
+    async fn run(
+        self: Arc<Self>,
+        mut rounds: mpsc::Receiver<ClusterRound>,
+        mut drt: mpsc::Receiver<DrtFailure>,
+    ) {
+        let mut prev: HashMap<String, HashMap<InstanceAddr, Observation>> = HashMap::new();
+        // The state was loaded at start: the first round takes it as is.
+        let mut was_leader: Option<bool> = None;
+        let mut last_reload = std::time::Instant::now();
+        let mut drt_open = true;
+        loop {
+            tokio::select! {
+                r = rounds.recv() => {
+                    let Some(r) = r else { break };
+                    let leader = self.engine.is_leader();
+                    if leader && was_leader == Some(false) {
+                        info!("leader now: taking over the stored alert state");
+                        self.reload().await;
+                    } else if !leader && last_reload.elapsed() >= FOLLOWER_RELOAD {
+                        self.reload().await;
+                        last_reload = std::time::Instant::now();
+                    }
+                    was_leader = Some(leader);
+                    let observed = observed_of(&r, prev.entry(r.cluster.clone()).or_default());
+                    self.evaluate(r.at_ms, &r.cluster, &observed, leader).await;
+                }
+                f = drt.recv(), if drt_open => match f {
+                    Some((cluster, scenario, text)) => self.drt_failed(&cluster, &scenario, text).await,
+                    None => drt_open = false,
+                },
+            }
+        }
+    }
+
+    /// Replace the in-memory state with the stored one (a follower mirrors the leader).
+    async fn reload(&self) {
+        let state = load_state(self.store.as_ref()).await;
+        let mut ev = lock(&self.evaluator);
+        let rules = ev.rules().to_vec();
+        *ev = Evaluator::with_state(rules, state);
+    }
+
+    /// Evaluate one cluster; on the leader record, page and persist what changed.
+    pub(crate) async fn evaluate(
+        &self,
+        now: u64,
+        cluster: &str,
+        observed: &Observed,
+        leader: bool,
+    ) {
+        let (transitions, changed, downtimes) = {
+            let mut ev = lock(&self.evaluator);
+            let before = fingerprint(&ev);
+            let transitions = ev.evaluate_cluster(now, cluster, observed);
+            let changed = fingerprint(&ev) != before;
+            let downtimes: Vec<Option<u64>> = transitions
+                .iter()
+                .map(|t| {
+                    ev.downtime_covering(now, &t.alert.cluster, t.alert.instance.as_deref())
+                        .map(|d| d.id)
+                })
+                .collect();
+            (transitions, changed, downtimes)
+        };
+        if !leader {
+            return;
+        }
+        if !transitions.is_empty() {
+            self.submit(&transitions);
+        }
+        for (t, d) in transitions.iter().zip(downtimes) {
+            info!(key = %t.alert.key, transition = %t.kind, pages = t.pages(), "alert transition");
+            if let Err(e) = self.store.append_event(&event_of(t, d)).await {
+                warn!(error = %e, key = %t.alert.key, "cannot record an alert transition");
+            }
+        }
+        if changed {
+            if let Err(e) = self.persist().await {
+                warn!(error = %e, "cannot persist the alert state");
+            }
+        }
+    }
+
+    fn submit(&self, transitions: &[Transition]) {
+        if let Some(d) = lock(&self.dispatcher).as_ref() {
+            d.submit(transitions);
+        }
+    }
+
+    /// Write the state if it differs from what was last written.
+    async fn persist(&self) -> Result<(), StoreError> {
+        let mut last = self.persisted.lock().await;
+        let value = serde_json::to_value(lock(&self.evaluator).state())
+            .expect("the evaluator state serializes: string keys only");
+        if last.as_ref() == Some(&value) {
+            return Ok(());
+        }
+        self.store.kv_put(STATE_KEY, &value).await?;
+        *last = Some(value);
+        Ok(())
+    }
+
+    /// Page a failed scheduled DRT: rule `drt_failed`, severity error, key
+    /// `drt_failed/CLUSTER/SCENARIO` (so repeats group into one incident), silenced by a
+    /// downtime on the cluster. It is not an evaluated alert: it never resolves by itself.
+    async fn drt_failed(&self, cluster: &str, scenario: &str, text: String) {
+        let now = now_ms();
+        let downtime = lock(&self.evaluator)
+            .downtime_covering(now, cluster, None)
+            .map(|d| d.id);
+        let alert = alert::Alert {
+            key: format!("{DRT_FAILED_RULE}/{cluster}/{scenario}"),
+            rule: DRT_FAILED_RULE.into(),
+            severity: Severity::Error,
+            cluster: cluster.into(),
+            instance: None,
+            role: None,
+            labels: BTreeMap::from([
+                ("scenario".to_string(), scenario.to_string()),
+                ("source".to_string(), "drt_schedule".to_string()),
+            ]),
+            summary: text,
+            value: None,
+            state: AlertState::Firing,
+            pending_since: now,
+            window_value: None,
+            started_at: Some(now),
+            resolved_at: None,
+            resolve_reason: None,
+            silenced: downtime.is_some(),
+            paged_at: if downtime.is_some() { None } else { Some(now) },
+        };
+        let t = Transition {
+            kind: if downtime.is_some() {
+                TransitionKind::FiredSilenced
+            } else {
+                TransitionKind::Fired
+            },
+            alert,
+        };
+        if self.engine.is_leader() {
+            self.submit(std::slice::from_ref(&t));
+        }
+        if let Err(e) = self.store.append_event(&event_of(&t, downtime)).await {
+            warn!(error = %e, "cannot record a DRT failure alert");
+        }
+    }
+
+    /// Stop the notifiers, letting them deliver what is queued for up to `grace`, and write
+    /// the state a last time.
+    pub(crate) async fn shutdown(&self, grace: Duration) {
+        let dispatcher = lock(&self.dispatcher).take();
+        if let Some(d) = dispatcher {
+            let stats = d.stats();
+            d.shutdown(grace).await;
+            for s in stats.snapshot() {
+                info!(notifier = %s.name, sent = s.sent, failed = s.failed, dropped = s.dropped, "notifier stopped");
+            }
+        }
+        if self.engine.is_leader() {
+            if let Err(e) = self.persist().await {
+                warn!(error = %e, "cannot persist the alert state at shutdown");
+            }
+        }
+    }
+
+    async fn downtime_event(&self, kind: &str, message: String, d: &alert::Downtime) {
+        let mut ev = NewEvent::new(now_ms(), kind, EventLevel::Info, message)
+            .with_data(serde_json::to_value(d).unwrap_or(serde_json::Value::Null));
+        match &d.target {
+            alert::DowntimeTarget::Cluster(c) => ev = ev.with_cluster(c.clone()),
+            alert::DowntimeTarget::Instance(i) => {
+                if let Ok(a) = i.parse() {
+                    ev = ev.with_instance(a);
+                }
+            }
+        }
+        if let Err(e) = self.store.append_event(&ev).await {
+            warn!(error = %e, "cannot record a downtime event");
+        }
+    }
+}
+
+fn target_text(t: &alert::DowntimeTarget) -> String {
+    match t {
+        alert::DowntimeTarget::Cluster(c) => format!("cluster {c}"),
+        alert::DowntimeTarget::Instance(i) => format!("instance {i}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl AlertControl for Alerting {
+    fn alerts(&self) -> Vec<(alert::Alert, Option<u64>)> {
+        let now = now_ms();
+        let ev = lock(&self.evaluator);
+        ev.alerts()
+            .map(|a| {
+                let d = ev
+                    .downtime_covering(now, &a.cluster, a.instance.as_deref())
+                    .map(|d| d.id);
+                (a.clone(), d)
+            })
+            .collect()
+    }
+
+    fn downtimes(&self) -> Vec<alert::Downtime> {
+        lock(&self.evaluator)
+            .downtimes(now_ms())
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    async fn add_downtime(
+        &self,
+        request: alert::NewDowntime,
+    ) -> Result<alert::Downtime, DowntimeRefused> {
+        if !self.engine.is_leader() {
+            return Err(DowntimeRefused::NotLeader);
+        }
+        let d = lock(&self.evaluator).add_downtime(now_ms(), request)?;
+        self.persist().await?;
+        let until = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(d.ends_at),
+        );
+        self.downtime_event(
+            kinds::DOWNTIME_ADDED,
+            format!(
+                "downtime {} on {} until {until} by {}: {}",
+                d.id,
+                target_text(&d.target),
+                d.who,
+                d.reason
+            ),
+            &d,
+        )
+        .await;
+        Ok(d)
+    }
+
+    async fn remove_downtime(&self, id: u64) -> Result<Option<alert::Downtime>, DowntimeRefused> {
+        if !self.engine.is_leader() {
+            return Err(DowntimeRefused::NotLeader);
+        }
+        let removed = lock(&self.evaluator).remove_downtime(id);
+        if let Some(d) = &removed {
+            self.persist().await?;
+            self.downtime_event(
+                kinds::DOWNTIME_REMOVED,
+                format!(
+                    "downtime {} on {} ended early",
+                    d.id,
+                    target_text(&d.target)
+                ),
+                d,
+            )
+            .await;
+        }
+        Ok(removed)
+    }
+}

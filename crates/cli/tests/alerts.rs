@@ -1,0 +1,399 @@
+//! Alerting through the real daemon: a stopped SQL thread fires an alert that reaches a
+//! webhook receiver the test runs, and resolves when the thread starts again; a downtime set
+//! with the CLI silences the page; `config validate` names a bad alert field. Sandboxes use
+//! ports 33100..33130, APIs and receivers 33150..33170.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Json;
+use common::daemon::{test_config, Daemon};
+use common::{dbfleet, ok, TestSandbox};
+use serde_json::Value;
+
+const TOKEN: &str = "alert-test-token-0123456789";
+
+/// A webhook receiver on loopback that keeps every body it gets.
+struct Receiver {
+    got: Arc<Mutex<Vec<Value>>>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Receiver {
+    async fn start(port: u16) -> Self {
+        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let app = axum::Router::new()
+            .route(
+                "/hook",
+                post(
+                    |State(got): State<Arc<Mutex<Vec<Value>>>>, Json(v): Json<Value>| async move {
+                        got.lock().unwrap().push(v);
+                        "ok"
+                    },
+                ),
+            )
+            .with_state(got.clone());
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the receiver");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(c.cancelled_owned())
+                .await
+                .unwrap();
+        });
+        Self { got, cancel }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Wait until a body with `status` for `key` arrives.
+    async fn wait(&self, key: &str, status: &str, within: Duration, d: &Daemon) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = self
+                .bodies()
+                .into_iter()
+                .find(|v| v["key"] == key && v["status"] == status)
+            {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {status} notification for {key}; got {:#?}\nalerts: {:#}\n{}",
+                self.bodies(),
+                d.get("/api/v1/alerts").await,
+                d.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A sandbox, a tokens file, and a daemon config with `[alert]` rules on a stopped SQL
+/// thread and heartbeat lag, and a webhook to `hook_port`.
+fn setup(name: &str, base: u16, api: u16, hook_port: u16) -> (TestSandbox, PathBuf, String) {
+    let sb = TestSandbox::up(name, base, &[]);
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let tokens_text = tokens.display().to_string();
+    let t2 = tokens_text.clone();
+    let cfg = test_config(&sb, api, move |t| {
+        let t = t.replace(
+            &format!("listen = \"127.0.0.1:{api}\""),
+            &format!("listen = \"127.0.0.1:{api}\"\ntokens_file = {t2:?}"),
+        );
+        format!(
+            r#"{t}
+[alert]
+
+[[alert.rule]]
+name = "replication_sql_stopped"
+metric = "replication_sql_running"
+op = "=="
+threshold = 0.0
+for = "1s"
+severity = "error"
+
+[[alert.rule]]
+name = "heartbeat_lag_high"
+metric = "heartbeat_lag_seconds"
+op = ">"
+threshold = 2.0
+rising = true
+for = "1s"
+severity = "error"
+
+[[alert.notifier]]
+kind = "webhook"
+url = "http://127.0.0.1:{hook_port}/hook"
+retry = {{ max_attempts = 5, initial_backoff = "100ms", max_backoff = "1s", max_total = "10s" }}
+"#
+        )
+    });
+    (sb, cfg, tokens_text)
+}
+
+async fn exec(sb: &TestSandbox, member: &str, sql: &str) {
+    let mut s = sb.session(member).await;
+    s.exec("test statement", sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    s.close().await;
+}
+
+fn cli(d: &Daemon, args: &[&str], token_file: &str) -> std::process::Output {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--api", d.api.as_str(), "--token-file", token_file]);
+    dbfleet(&all)
+}
+
+/// The open alert of `key` once it is firing.
+async fn wait_firing(d: &Daemon, key: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = d.get("/api/v1/alerts").await;
+        if let Some(a) = v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key && a["state"] == "firing")
+        {
+            return a.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} does not fire: {v:#}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Events of `kind` about `key`.
+async fn events(d: &Daemon, kind: &str, key: &str) -> Vec<Value> {
+    let v = d.get("/api/v1/events?limit=1000").await;
+    v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == kind && e["data"]["key"] == key)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
+    let hook = Receiver::start(33151).await;
+    let (sb, cfg, _tokens) = setup("alerts-fire", 33100, 33150, 33151);
+    let d = Daemon::start(&cfg, 33150).await;
+    let m2 = sb.addr("m2").to_string();
+    let sql_key = format!("replication_sql_stopped/{}/{m2}", sb.name);
+    let lag_key = format!("heartbeat_lag_high/{}/{m2}", sb.name);
+
+    // The heartbeat row has reached m2 (the daemon creates it on the primary at start).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut s = sb.session("m2").await;
+    while s
+        .query_rows(
+            "heartbeat",
+            "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1",
+        )
+        .await
+        .map_or(true, |rows| rows.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat row on m2\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.close().await;
+
+    exec(&sb, "m2", "STOP SLAVE SQL_THREAD").await;
+    let fired = hook
+        .wait(&sql_key, "firing", Duration::from_secs(30), &d)
+        .await;
+    assert_eq!(fired["rule"], "replication_sql_stopped");
+    assert_eq!(fired["severity"], "error");
+    assert_eq!(fired["instance"], m2.as_str());
+    assert_eq!(fired["cluster"], sb.name.as_str());
+    let a = wait_firing(&d, &sql_key, Duration::from_secs(5)).await;
+    assert_eq!(a["silenced"], false, "{a}");
+    // The heartbeat lag keeps growing while the SQL thread is stopped.
+    hook.wait(&lag_key, "firing", Duration::from_secs(30), &d)
+        .await;
+
+    exec(&sb, "m2", "START SLAVE SQL_THREAD").await;
+    let resolved = hook
+        .wait(&sql_key, "resolved", Duration::from_secs(30), &d)
+        .await;
+    assert!(resolved["resolved_at"].is_string(), "{resolved}");
+    hook.wait(&lag_key, "resolved", Duration::from_secs(30), &d)
+        .await;
+
+    // Both transitions are in the event log, fired at the rule's severity.
+    let fired_ev = events(&d, "alert_fired", &sql_key).await;
+    assert_eq!(fired_ev.len(), 1, "{fired_ev:#?}");
+    assert_eq!(fired_ev[0]["level"], "error");
+    assert_eq!(fired_ev[0]["data"]["silenced"], false);
+    assert_eq!(events(&d, "alert_resolved", &sql_key).await.len(), 1);
+    // Paged once each: no repeats while it fired.
+    let n = hook
+        .bodies()
+        .iter()
+        .filter(|v| v["key"] == sql_key.as_str())
+        .count();
+    assert_eq!(n, 2, "{:#?}", hook.bodies());
+}
+
+#[tokio::test]
+async fn a_downtime_set_with_the_cli_silences_the_page() {
+    let hook = Receiver::start(33161).await;
+    let (sb, cfg, tokens) = setup("alerts-dt", 33120, 33160, 33161);
+    let d = Daemon::start(&cfg, 33160).await;
+    let m3 = sb.addr("m3").to_string();
+    let key = format!("replication_sql_stopped/{}/{m3}", sb.name);
+
+    // Bad requests are refused with the field named.
+    let bad = cli(
+        &d,
+        &["downtime", "nosuch:1", "--for", "2h", "--reason", "x"],
+        &tokens,
+    );
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("target"),
+        "{bad:?}"
+    );
+    let bad = cli(
+        &d,
+        &["downtime", &m3, "--for", "soon", "--reason", "x"],
+        &tokens,
+    );
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("for:"),
+        "{bad:?}"
+    );
+    let (status, _) = d
+        .post(
+            "/api/v1/downtimes",
+            "wrong-token",
+            serde_json::json!({"target": m3, "for": "2h", "reason": "x", "who": "t"}),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    let out = ok(cli(
+        &d,
+        &[
+            "downtime",
+            &m3,
+            "--for",
+            "2h",
+            "--reason",
+            "replica rebuild",
+            "--who",
+            "alice",
+            "--json",
+        ],
+        &tokens,
+    ));
+    let dt: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(dt["target_kind"], "instance");
+    assert_eq!(dt["target"], m3.as_str());
+    let list = ok(cli(&d, &["downtimes"], &tokens));
+    assert!(
+        list.contains("replica rebuild") && list.contains("alice"),
+        "{list}"
+    );
+
+    exec(&sb, "m3", "STOP SLAVE SQL_THREAD").await;
+    let a = wait_firing(&d, &key, Duration::from_secs(30)).await;
+    assert_eq!(a["silenced"], true, "{a}");
+    assert_eq!(a["downtime_id"], dt["id"], "{a}");
+    assert!(a["paged_ms"].is_null(), "{a}");
+    let text = ok(cli(&d, &["alerts"], &tokens));
+    assert!(
+        text.contains("replication_sql_stopped") && text.contains("yes"),
+        "{text}"
+    );
+    let fired = events(&d, "alert_fired", &key).await;
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["data"]["silenced"], true);
+
+    // A page that is not silenced would have been sent by now: the heartbeat alert on the
+    // same instance is silenced too, so the receiver has nothing about m3.
+    exec(&sb, "m3", "START SLAVE SQL_THREAD").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while events(&d, "alert_resolved", &key).await.len() != 1 {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let about_m3: Vec<Value> = hook
+        .bodies()
+        .into_iter()
+        .filter(|v| v["instance"] == m3.as_str())
+        .collect();
+    assert!(about_m3.is_empty(), "{about_m3:#?}");
+
+    // The downtime survives a restart, and can be removed through the CLI.
+    drop(d);
+    let d = Daemon::start(&cfg, 33160).await;
+    let listed = d.get("/api/v1/downtimes").await;
+    assert_eq!(listed["downtimes"][0]["id"], dt["id"], "{listed}");
+    let id = dt["id"].to_string();
+    ok(cli(&d, &["downtime-remove", &id], &tokens));
+    let listed = d.get("/api/v1/downtimes").await;
+    assert!(
+        listed["downtimes"].as_array().unwrap().is_empty(),
+        "{listed}"
+    );
+}
+
+#[test]
+fn config_validate_names_a_bad_alert_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbfleet.toml");
+    std::fs::write(
+        &path,
+        r#"
+[store]
+data_dir = "data"
+
+[[alert.rule]]
+name = "lag"
+metric = "heartbeat_lag_seconds"
+op = ">"
+for = "10s"
+
+[[alert.notifier]]
+kind = "webhook"
+url = "ftp://relay.internal/hook"
+"#,
+    )
+    .unwrap();
+    let out = dbfleet(&["config", "validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("alert.rule[0].threshold"), "{err}");
+    assert!(err.contains("alert.notifier[0].url"), "{err}");
+
+    // A PagerDuty key file that cannot be read is named too.
+    std::fs::write(
+        &path,
+        r#"
+[store]
+data_dir = "data"
+
+[[alert.notifier]]
+kind = "pagerduty"
+url = "http://127.0.0.1:33199/v2/enqueue"
+routing_key_file = "missing.key"
+"#,
+    )
+    .unwrap();
+    let out = dbfleet(&["config", "validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("alert.notifier[0].routing_key_file") && err.contains("missing.key"),
+        "{err}"
+    );
+}

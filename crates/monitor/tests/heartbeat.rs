@@ -1,0 +1,199 @@
+//! Heartbeat lag against a real sandbox: the watch loop stamps the primary, every probe
+//! reads the row back; a replica whose SQL thread is stopped shows a heartbeat lag that
+//! keeps growing while `Seconds_Behind_Master` is NULL, and the lag falls back near zero
+//! once the thread runs again. The stamps come from the primary only, so no replica gets an
+//! errant transaction.
+//!
+//! The sandbox uses ports 33000–33002, in a temporary directory. Waits poll with generous
+//! deadlines; nothing asserts how fast anything happens.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::{ClusterSpec, InstanceAddr, InstanceSpec};
+use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
+use probe::{ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::{Sandbox, UpOptions};
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// Poll the alert values of `addr` until `ok` holds, or panic after `within` with the last
+/// values seen.
+async fn wait_values(
+    stats: &Stats,
+    addr: &InstanceAddr,
+    within: Duration,
+    what: &str,
+    ok: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    let deadline = Instant::now() + within;
+    loop {
+        let v = stats.fleet.alert_values(addr).unwrap_or_default();
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: last values {v:?}");
+        tokio::time::sleep(INTERVAL / 2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
+    let root = tempfile::Builder::new()
+        .prefix("dbfleet-heartbeat-test-")
+        .tempdir()
+        .expect("tempdir");
+    let name = "hb";
+    let _guard = SandboxGuard::new(root.path(), name);
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 2,
+        semi_sync: false,
+        base_port: 33000,
+        root: root.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().expect("credentials").admin.credentials();
+    let addr = |m: &str| sb.member(m).expect("member").addr();
+    let (m1, m2, m3) = (addr("m1"), addr("m2"), addr("m3"));
+    let instances: Vec<InstanceSpec> = [&m1, &m2, &m3]
+        .iter()
+        .map(|a| {
+            serde_json::from_value(serde_json::json!({
+                "addr": a.to_string(), "promotion": "neutral",
+            }))
+            .expect("instance spec")
+        })
+        .collect();
+    let spec = ClusterSpec {
+        name: name.into(),
+        instances,
+        expected_replicas: 2,
+        semi_sync: false,
+        max_lag: Duration::from_secs(10),
+    };
+    let stats = Arc::new(Stats::default());
+    let cancel = CancellationToken::new();
+    let watch = tokio::spawn(monitor::run_with(
+        WatchOptions {
+            interval: INTERVAL,
+            discovery_interval: Duration::from_secs(60),
+            probe: ProbeOptions {
+                connect_timeout: Duration::from_millis(500),
+                query_timeout: Duration::from_millis(500),
+            },
+            concurrency: 16,
+            fast_path: FastPathOptions {
+                enabled: false,
+                ..FastPathOptions::default()
+            },
+        },
+        HeartbeatOptions { enabled: true },
+        vec![ClusterWatch {
+            spec,
+            credentials: creds.clone(),
+        }],
+        Arc::new(store::SqliteStore::open_in_memory().expect("store")),
+        stats.clone(),
+        None,
+        cancel.clone(),
+    ));
+
+    // Both replicas read a fresh heartbeat once the primary is stamped.
+    for r in [&m2, &m3] {
+        wait_values(
+            &stats,
+            r,
+            Duration::from_secs(30),
+            "heartbeat lag near 0",
+            |v| v.get("heartbeat_lag_seconds").is_some_and(|l| *l < 1.0),
+        )
+        .await;
+    }
+    let primary = stats.fleet.alert_values(&m1).expect("primary probed");
+    assert_eq!(primary.get("up"), Some(&1.0));
+    assert!(
+        !primary.contains_key("heartbeat_lag_seconds"),
+        "a primary has no replication lag: {primary:?}"
+    );
+
+    // Stop m2's SQL thread: heartbeat lag grows, Seconds_Behind_Master says nothing.
+    let mut s2 = Session::connect(&m2, &creds, ProbeOptions::default())
+        .await
+        .expect("connect m2");
+    s2.exec("stop sql thread", "STOP SLAVE SQL_THREAD")
+        .await
+        .expect("stop sql thread");
+    let stopped = wait_values(&stats, &m2, Duration::from_secs(30), "lag grows", |v| {
+        v.get("replication_sql_running") == Some(&0.0)
+            && v.get("heartbeat_lag_seconds").is_some_and(|l| *l >= 1.5)
+    })
+    .await;
+    assert_eq!(
+        stopped.get("replication_lag_seconds"),
+        None,
+        "Seconds_Behind_Master is NULL with the SQL thread stopped: {stopped:?}"
+    );
+    let first = stopped["heartbeat_lag_seconds"];
+    wait_values(
+        &stats,
+        &m2,
+        Duration::from_secs(30),
+        "lag keeps growing",
+        |v| {
+            v.get("heartbeat_lag_seconds")
+                .is_some_and(|l| *l >= first + 1.0)
+        },
+    )
+    .await;
+    // m3 still replicates: its lag stays small.
+    let v3 = stats.fleet.alert_values(&m3).expect("m3");
+    assert!(v3["heartbeat_lag_seconds"] < first, "{v3:?}");
+    // The history says the same, from the heartbeat.
+    let h = stats.fleet.history(&m2, 0).expect("m2 history");
+    let last = h.points.last().expect("points");
+    assert_eq!(
+        last.lag_seconds.map(|(_, s)| s),
+        Some(metrics::LagSource::Heartbeat)
+    );
+    assert_eq!(last.replication_sql_running, Some(false));
+
+    // Start it again: the lag falls back near 0.
+    s2.exec("start sql thread", "START SLAVE SQL_THREAD")
+        .await
+        .expect("start sql thread");
+    wait_values(&stats, &m2, Duration::from_secs(30), "lag recovers", |v| {
+        v.get("replication_sql_running") == Some(&1.0)
+            && v.get("heartbeat_lag_seconds").is_some_and(|l| *l < 1.0)
+    })
+    .await;
+
+    // The row came from the primary, and no replica wrote a transaction of its own.
+    let rows = s2
+        .query_rows(
+            "read heartbeat",
+            "SELECT server_id, @@gtid_binlog_state AS state FROM dbfleet.heartbeat WHERE id = 1",
+        )
+        .await
+        .expect("read heartbeat row");
+    let m1_id = sb.member("m1").expect("m1").server_id;
+    assert_eq!(
+        rows[0]["server_id"].as_deref(),
+        Some(m1_id.to_string().as_str())
+    );
+    let state = rows[0]["state"].clone().unwrap_or_default();
+    for gtid in state.split(',').filter(|g| !g.is_empty()) {
+        let server = gtid.split('-').nth(1).unwrap_or("");
+        assert_eq!(server, m1_id.to_string(), "errant GTID on m2: {state}");
+    }
+    assert!(stats.heartbeat_writes.load(Ordering::Relaxed) > 0);
+    s2.close().await;
+
+    cancel.cancel();
+    watch.await.expect("join").expect("watch loop");
+}
