@@ -333,7 +333,15 @@ async fn runs_in(
                     if !json {
                         eprintln!("  rejoin refused: {message}; removing the unacknowledged write by hand");
                     }
-                    remove_phantom(sb, &primary, &new, &ledger).await?;
+                    let admin = sb.credentials()?.admin.credentials();
+                    drt::runner::discard_unacknowledged(
+                        &primary,
+                        &new,
+                        &admin,
+                        &ledger.table.quoted(),
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 }
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!(error = %e, "rejoin not yet");
@@ -403,76 +411,4 @@ async fn runs_in(
         write_block_p50_ms,
         write_block_max_ms,
     })
-}
-
-/// Remove the writes the old primary committed but never acknowledged (ledger ids in doubt
-/// that the new primary lacks), reset its binlog, and set its replication position to the
-/// last of its own transactions the new primary has: what a DBA does before a rejoin.
-async fn remove_phantom(
-    sb: &Sandbox,
-    old: &InstanceAddr,
-    new: &InstanceAddr,
-    ledger: &drt::load::Ledger,
-) -> Result<(), CliError> {
-    let admin = sb.credentials()?.admin.credentials();
-    let opts = probe::ProbeOptions {
-        connect_timeout: Duration::from_secs(2),
-        query_timeout: Duration::from_secs(10),
-    };
-    let o = probe::observe(new, &admin, opts).await;
-    let old_obs = probe::observe(old, &admin, opts).await;
-    let (Some(n), Some(od)) = (o.state(), old_obs.state()) else {
-        return Err(anyhow::anyhow!("{new} or {old} is unreachable").into());
-    };
-    let model::GtidState::Mariadb { binlog_state, .. } = &n.gtid else {
-        return Err(anyhow::anyhow!("not MariaDB").into());
-    };
-    let fork: Vec<String> = binlog_state
-        .iter()
-        .filter(|g| g.server_id == od.server_id)
-        .map(|g| g.to_string())
-        .collect();
-    let all: Vec<String> = ledger.in_doubt.iter().map(|d| d.id.to_string()).collect();
-    let mut ids = all.clone();
-    if !all.is_empty() {
-        let mut ns = probe::Session::connect(new, &admin, opts)
-            .await
-            .map_err(|e| anyhow::anyhow!("connect {new}: {e}"))?;
-        let rows = ns
-            .query_rows(
-                "in-doubt ids",
-                &format!(
-                    "SELECT id FROM {} WHERE id IN ({})",
-                    ledger.table.quoted(),
-                    all.join(",")
-                ),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{new}: read in-doubt ids: {e}"))?;
-        let present: Vec<String> = rows
-            .iter()
-            .filter_map(|r| r.get("id").cloned().flatten())
-            .collect();
-        ids.retain(|i| !present.contains(i));
-    }
-    let mut s = probe::Session::connect(old, &admin, opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("connect {old}: {e}"))?;
-    let mut sql = vec!["STOP SLAVE".to_string(), "SET sql_log_bin=0".to_string()];
-    if !ids.is_empty() {
-        sql.push(format!(
-            "DELETE FROM {} WHERE id IN ({})",
-            ledger.table.quoted(),
-            ids.join(",")
-        ));
-    }
-    sql.push("SET sql_log_bin=1".into());
-    sql.push("RESET MASTER".into());
-    sql.push(format!("SET GLOBAL gtid_slave_pos='{}'", fork.join(",")));
-    for q in sql {
-        s.exec("remove phantom write", &q)
-            .await
-            .map_err(|e| anyhow::anyhow!("{old}: {q}: {e}"))?;
-    }
-    Ok(())
 }

@@ -549,7 +549,29 @@ pub(crate) async fn restore(
     token: Option<&str>,
 ) -> Result<(), CliError> {
     start_stopped(sb).await?;
-    wait_one_writable(&target.members, &target.admin, Duration::from_secs(60))
+    let client = match (api, token) {
+        (Some(api), Some(token)) => Some((api.trim_end_matches('/').to_string(), token)),
+        _ => None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(anyhow::Error::from)?;
+    // The runs break the cluster on purpose: lift the anti-flapping block window the last
+    // failover opened, or the next run's failover would be blocked.
+    if let Some((api, token)) = &client {
+        let url = format!("{api}/api/v1/clusters/{cluster}/recoveries/ack");
+        if let Err(e) = http
+            .post(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+        {
+            eprintln!("warning: recoveries ack failed: {e}");
+        }
+    }
+    let writer = wait_one_writable(&target.members, &target.admin, Duration::from_secs(60))
         .await
         .map_err(|w| {
             anyhow::anyhow!(
@@ -557,29 +579,56 @@ pub(crate) async fn restore(
                 w.len()
             )
         })?;
-    if let (Some(api), Some(token)) = (api, token) {
+    if let Some((api, token)) = &client {
         // A reachable read-only member without replication is a fenced old primary.
         for l in look_all(&target.members, &target.admin).await {
             let fenced = l
                 .state
                 .as_ref()
                 .is_some_and(|s| s.read_only && s.replication.is_none());
-            if fenced {
-                let url = format!(
-                    "{}/api/v1/clusters/{cluster}/rejoin",
-                    api.trim_end_matches('/')
-                );
-                let r = reqwest::Client::new()
+            if !fenced {
+                continue;
+            }
+            let url = format!("{api}/api/v1/clusters/{cluster}/rejoin");
+            let body = serde_json::json!({ "instance": l.addr.to_string() });
+            for attempt in 0..2 {
+                let r = http
                     .post(&url)
                     .bearer_auth(token)
-                    .json(&serde_json::json!({ "instance": l.addr.to_string() }))
-                    .timeout(Duration::from_secs(60))
+                    .json(&body)
                     .send()
                     .await
-                    .and_then(|r| r.error_for_status());
-                if let Err(e) = r {
-                    eprintln!("warning: rejoin {} failed: {e}", l.addr);
+                    .map_err(anyhow::Error::from)?;
+                if r.status().is_success() {
+                    break;
                 }
+                let status = r.status();
+                let text = r.text().await.unwrap_or_default();
+                if attempt == 0 && text.contains("errant GTIDs") {
+                    // Killed mid-commit under semi-sync AFTER_SYNC: a write in its binlog
+                    // that no client was told about. Remove it, as a DBA would, then rejoin.
+                    match drt::runner::discard_unacknowledged(
+                        &l.addr,
+                        &writer,
+                        &target.admin,
+                        &drt::load::TableName::default().quoted(),
+                    )
+                    .await
+                    {
+                        Ok(n) => eprintln!(
+                            "{} held an unacknowledged write ({n} ledger row(s)); removed it \
+                             before the rejoin",
+                            l.addr
+                        ),
+                        Err(e) => {
+                            eprintln!("warning: {}: {e}", l.addr);
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                eprintln!("warning: rejoin {} failed: {status}: {text}", l.addr);
+                break;
             }
         }
     }

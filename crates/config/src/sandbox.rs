@@ -104,6 +104,16 @@ promotion = "neutral"
             addr = quote(&addr.to_string()),
         );
     }
+    out.push_str(
+        r#"
+# Alerting (docs/ALERTING.md): the default rules apply and nothing is sent. To page, add a
+# notifier, for example a webhook to a local receiver:
+#
+# [[alert.notifier]]
+# kind = "webhook"
+# url = "http://127.0.0.1:9000/hooks/dbfleet"
+"#,
+    );
     out
 }
 

@@ -23,6 +23,9 @@ use crate::report::{EventKind, RunParts, RunResult, TimelineEvent};
 use crate::scenario::{FaultKind as ScenarioFaultKind, Scenario, StepAction, Target};
 
 mod guard;
+mod repair;
+
+pub use repair::discard_unacknowledged;
 
 /// Where a scenario runs: a local sandbox (process faults need its processes).
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@
 //! - opensrv-mysql 0.7 advertises `CLIENT_DEPRECATE_EOF`, and then ends every result set with
 //!   an OK packet whose status never carries `SERVER_MORE_RESULTS_EXISTS`: a client reading a
 //!   multi-statement reply stops after the first result set. With the classic EOF packets it
-//!   sets the flag right. So the greeting is patched on its way out ([`GreetingPatch`]): it
+//!   sets the flag right. So the greeting is patched on its way out ([`ReplyBuffer`]): it
 //!   withdraws `CLIENT_DEPRECATE_EOF` and offers `CLIENT_MULTI_STATEMENTS` and
 //!   `CLIENT_MULTI_RESULTS`, as a real MariaDB does.
 //! - Column lists must outlive the reply writer, so the few that depend on the query (`SELECT
@@ -774,7 +774,7 @@ async fn serve(
         shared,
         conn_id,
     };
-    let w = GreetingPatch::new(w, format!("5.5.5-{VERSION}").len());
+    let w = ReplyBuffer::new(w, format!("5.5.5-{VERSION}").len());
     let started = Instant::now();
     tokio::select! {
         _ = cancel.cancelled() => {}
@@ -804,63 +804,100 @@ async fn client_gone(stream: &TcpStream) {
     }
 }
 
-/// Rewrites the capability flags of the server greeting (the first packet written) on the
-/// way out; see the module docs.
-struct GreetingPatch<W> {
+/// The writer under opensrv-mysql: it patches the server greeting (see the module docs) and
+/// holds every packet until opensrv flushes, which it does once per reply. opensrv writes
+/// each packet (each row, each column definition) with its own call; unbuffered, the probe's
+/// batch would cost some 150 system calls and TCP segments on each side.
+struct ReplyBuffer<W> {
     inner: W,
-    written: usize,
+    buf: Vec<u8>,
+    /// How much of `buf` the socket has taken.
+    sent: usize,
+    /// Bytes accepted since the connection opened.
+    total: usize,
     /// Offset of the upper two capability bytes in the greeting.
     at: usize,
 }
 
-impl<W> GreetingPatch<W> {
+impl<W> ReplyBuffer<W> {
     fn new(inner: W, version_len: usize) -> Self {
         // header 4, protocol 1, version + NUL, connection id 4, scramble 8, filler 1,
         // capabilities (low) 2, charset 1, status 2.
         Self {
             inner,
-            written: 0,
+            buf: Vec::with_capacity(4096),
+            sent: 0,
+            total: 0,
             at: 4 + 1 + version_len + 1 + 4 + 8 + 1 + 2 + 1 + 2,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        let (from, to) = (self.total, self.total + data.len());
+        self.total = to;
+        for k in [self.at, self.at + 1] {
+            if (from..to).contains(&k) {
+                let b = &mut self.buf[start + (k - from)];
+                if k == self.at {
+                    // bits 16, 17: CLIENT_MULTI_STATEMENTS, CLIENT_MULTI_RESULTS
+                    *b |= 0b11;
+                } else {
+                    // bit 24: CLIENT_DEPRECATE_EOF
+                    *b &= !0b1;
+                }
+            }
         }
     }
 }
 
-impl<W: AsyncWrite + Unpin> AsyncWrite for GreetingPatch<W> {
+impl<W: AsyncWrite + Unpin> AsyncWrite for ReplyBuffer<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let end = this.at + 2;
-        let r = if this.written < end && this.written + buf.len() > this.at {
-            let mut patched = buf.to_vec();
-            for k in this.at..end {
-                if let Some(b) = k.checked_sub(this.written).and_then(|i| patched.get_mut(i)) {
-                    if k == this.at {
-                        // bits 16, 17: CLIENT_MULTI_STATEMENTS, CLIENT_MULTI_RESULTS
-                        *b |= 0b11;
-                    } else {
-                        // bit 24: CLIENT_DEPRECATE_EOF
-                        *b &= !0b1;
-                    }
-                }
-            }
-            Pin::new(&mut this.inner).poll_write(cx, &patched)
-        } else {
-            Pin::new(&mut this.inner).poll_write(cx, buf)
-        };
-        if let Poll::Ready(Ok(n)) = &r {
-            this.written = this.written.saturating_add(*n);
+        self.push(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let mut n = 0;
+        for b in bufs {
+            self.push(b);
+            n += b.len();
         }
-        r
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        while this.sent < this.buf.len() {
+            match Pin::new(&mut this.inner).poll_write(cx, &this.buf[this.sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => this.sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.buf.clear();
+        this.sent = 0;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match self.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }

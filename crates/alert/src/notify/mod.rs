@@ -225,18 +225,13 @@ impl Notifier {
     }
 }
 
-/// Check a notifier URL: it must parse and be `http`. `https` needs a TLS backend, which the
-/// workspace's `reqwest` is built without; see docs/ALERTING.md.
+/// Check a notifier URL: it must parse and be `http` or `https` (reqwest's `rustls-tls`,
+/// with the bundled web PKI roots); see docs/ALERTING.md.
 pub(crate) fn check_url(url: &str) -> Result<Url, String> {
     let parsed = Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
     match parsed.scheme() {
-        "http" => Ok(parsed),
-        "https" => Err(
-            "https needs TLS support, which this build of dbfleet lacks (reqwest is built \
-             without a TLS backend); use an http relay or see docs/ALERTING.md"
-                .into(),
-        ),
-        other => Err(format!("unsupported scheme {other:?}: use http")),
+        "http" | "https" => Ok(parsed),
+        other => Err(format!("unsupported scheme {other:?}: use http or https")),
     }
 }
 
@@ -254,7 +249,7 @@ pub(crate) fn client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .user_agent(concat!("dbfleet-alert/", env!("CARGO_PKG_VERSION")))
         .build()
-        // Only TLS backend initialisation can fail, and this build has none.
+        // Only TLS backend initialisation can fail (rustls with bundled roots does not).
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
