@@ -1,7 +1,7 @@
 //! Alerting through the real daemon: a stopped SQL thread fires an alert that reaches a
 //! webhook receiver the test runs, and resolves when the thread starts again; a downtime set
 //! with the CLI silences the page; `config validate` names a bad alert field. Sandboxes use
-//! ports 33100..33130, APIs and receivers 33150..33170.
+//! ports 30100..30130, APIs and receivers 30150..30170.
 
 mod common;
 
@@ -179,9 +179,9 @@ async fn events(d: &Daemon, kind: &str, key: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
-    let hook = Receiver::start(33151).await;
-    let (sb, cfg, _tokens) = setup("alerts-fire", 33100, 33150, 33151);
-    let d = Daemon::start(&cfg, 33150).await;
+    let hook = Receiver::start(30151).await;
+    let (sb, cfg, _tokens) = setup("alerts-fire", 30100, 30150, 30151);
+    let d = Daemon::start(&cfg, 30150).await;
     let m2 = sb.addr("m2").to_string();
     let sql_key = format!("replication_sql_stopped/{}/{m2}", sb.name);
     let lag_key = format!("heartbeat_lag_high/{}/{m2}", sb.name);
@@ -245,9 +245,9 @@ async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
 
 #[tokio::test]
 async fn a_downtime_set_with_the_cli_silences_the_page() {
-    let hook = Receiver::start(33161).await;
-    let (sb, cfg, tokens) = setup("alerts-dt", 33120, 33160, 33161);
-    let d = Daemon::start(&cfg, 33160).await;
+    let hook = Receiver::start(30161).await;
+    let (sb, cfg, tokens) = setup("alerts-dt", 30120, 30160, 30161);
+    let d = Daemon::start(&cfg, 30160).await;
     let m3 = sb.addr("m3").to_string();
     let key = format!("replication_sql_stopped/{}/{m3}", sb.name);
 
@@ -335,7 +335,7 @@ async fn a_downtime_set_with_the_cli_silences_the_page() {
 
     // The downtime survives a restart, and can be removed through the CLI.
     drop(d);
-    let d = Daemon::start(&cfg, 33160).await;
+    let d = Daemon::start(&cfg, 30160).await;
     let listed = d.get("/api/v1/downtimes").await;
     assert_eq!(listed["downtimes"][0]["id"], dt["id"], "{listed}");
     let id = dt["id"].to_string();
@@ -384,7 +384,7 @@ data_dir = "data"
 
 [[alert.notifier]]
 kind = "pagerduty"
-url = "http://127.0.0.1:33199/v2/enqueue"
+url = "http://127.0.0.1:30199/v2/enqueue"
 routing_key_file = "missing.key"
 "#,
     )

@@ -2,7 +2,7 @@
 //! sandbox (most with the daemon failing over), stored runs and `drt report`, the
 //! `drt_allowed` refusal, an aborted run, and a scheduled game day. Every fault must be
 //! healed afterwards: no firewall chain, no stopped or missing server, no replica left on a
-//! proxy. Sandboxes use ports 32600..32620 and 32700..32790, the APIs 32630 and 32791..32799.
+//! proxy. Sandboxes use ports 32600..32620 and 30700..30790, the APIs 32630 and 30791..30799.
 
 mod common;
 
@@ -269,7 +269,7 @@ fn healed(sb: &TestSandbox, pid: u32) {
 
 #[tokio::test]
 async fn pause_primary_never_leaves_two_writable_primaries() {
-    let (sb, d, tokens) = with_daemon("drtpause", 32700, 32791, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtpause", 30700, 30791, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "pause-primary", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
@@ -280,7 +280,7 @@ async fn pause_primary_never_leaves_two_writable_primaries() {
 
 #[tokio::test]
 async fn partition_primary_fails_over_and_heals_the_firewall() {
-    let (sb, d, tokens) = with_daemon("drtpart", 32710, 32792, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtpart", 30710, 30792, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) =
         drt_run(&sb, Some((&d, &tokens)), "partition-primary", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
@@ -294,8 +294,8 @@ async fn a_control_plane_partition_causes_no_failover() {
     let gid = 47_312;
     let (sb, d, tokens) = with_daemon(
         "drtcpcut",
-        32720,
-        32793,
+        30720,
+        30793,
         "",
         StartOpts {
             gid: Some(gid),
@@ -319,7 +319,7 @@ async fn a_control_plane_partition_causes_no_failover() {
 
 #[tokio::test]
 async fn kill_replica_restarts_it_and_never_fails_over() {
-    let (sb, d, tokens) = with_daemon("drtkrep", 32730, 32794, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtkrep", 30730, 30794, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "kill-replica", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
@@ -329,7 +329,7 @@ async fn kill_replica_restarts_it_and_never_fails_over() {
 
 #[tokio::test]
 async fn slow_replica_goes_through_the_proxy_and_back() {
-    let (sb, d, tokens) = with_daemon("drtslow", 32740, 32795, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtslow", 30740, 30795, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "slow-replica", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
@@ -345,7 +345,7 @@ async fn slow_replica_goes_through_the_proxy_and_back() {
 
 #[tokio::test]
 async fn switchover_under_load_moves_the_primary_once() {
-    let (sb, d, tokens) = with_daemon("drtswitch", 32750, 32796, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtswitch", 30750, 30796, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "switchover-under-load", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
@@ -361,7 +361,7 @@ async fn switchover_under_load_moves_the_primary_once() {
 
 #[tokio::test]
 async fn kill_primary_twice_fails_over_once() {
-    let (sb, d, tokens) = with_daemon("drttwice", 32760, 32797, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drttwice", 30760, 30797, "", StartOpts::default()).await;
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "kill-primary-twice", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
@@ -372,7 +372,7 @@ async fn kill_primary_twice_fails_over_once() {
 /// Stored with the daemon's events, listed, and shown again by id.
 #[tokio::test]
 async fn a_run_is_stored_with_the_daemon_and_shown_by_id() {
-    let (sb, d, tokens) = with_daemon("drtstore", 32770, 32798, "", StartOpts::default()).await;
+    let (sb, d, tokens) = with_daemon("drtstore", 30770, 30798, "", StartOpts::default()).await;
     let (ok, v, stderr, _) =
         drt_run(&sb, Some((&d, &tokens)), "stop-replica-sql", &["--duration", "6s"]);
     assert!(ok, "{v:#}\n{stderr}");
@@ -410,7 +410,7 @@ async fn a_run_is_stored_with_the_daemon_and_shown_by_id() {
 /// aborted run heals at once and says so in its report.
 #[tokio::test]
 async fn refused_without_drt_allowed_and_an_aborted_run_heals() {
-    let sb = TestSandbox::up("drtabort", 32780, &[]);
+    let sb = TestSandbox::up("drtabort", 30780, &[]);
     let own = sb.open().dir().join("dbfleet.toml");
     let denied = sb.root().join("denied.toml");
     std::fs::write(
@@ -526,19 +526,19 @@ sandbox_dir = "SANDBOX_DIR"
 "#,
         failing.display().to_string()
     );
-    let sb = TestSandbox::up(sb_name, 32785, &["--semi-sync"]);
+    let sb = TestSandbox::up(sb_name, 30785, &["--semi-sync"]);
     let tokens = sb.root().join("tokens.txt");
     std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
     let tokens_text = tokens.display().to_string();
     let dir = sb.dir_arg();
-    let cfg = test_config(&sb, 32799, move |t| {
+    let cfg = test_config(&sb, 30799, move |t| {
         let t = t.replace(
-            "listen = \"127.0.0.1:32799\"",
-            &format!("listen = \"127.0.0.1:32799\"\ntokens_file = {tokens_text:?}"),
+            "listen = \"127.0.0.1:30799\"",
+            &format!("listen = \"127.0.0.1:30799\"\ntokens_file = {tokens_text:?}"),
         );
         format!("{t}\n{}\n", extra.replace("SANDBOX_DIR", &dir))
     });
-    let d = Daemon::start(&cfg, 32799).await;
+    let d = Daemon::start(&cfg, 30799).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let finished = loop {
         let events = d.get("/api/v1/events?kind=drt_finished").await;

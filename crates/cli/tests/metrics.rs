@@ -4,7 +4,7 @@
 //! `GET /api/v1/instances/{addr}/metrics` serves the history with heartbeat lag, with clear
 //! 4xx answers on bad input.
 //!
-//! The sandbox uses ports 33010–33012 and the API 33020.
+//! The sandbox uses ports 30010–30012 and the API 30020.
 
 mod common;
 
@@ -63,9 +63,9 @@ fn promtool_check(text: &str) -> (bool, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_history_is_served() {
-    let sb = TestSandbox::up("metrics", 33010, &[]);
-    let cfg = test_config(&sb, 33020, |t| t);
-    let d = Daemon::start(&cfg, 33020).await;
+    let sb = TestSandbox::up("metrics", 30010, &[]);
+    let cfg = test_config(&sb, 30020, |t| t);
+    let d = Daemon::start(&cfg, 30020).await;
     let (m1, m2) = (sb.addr("m1"), sb.addr("m2"));
 
     // Wait for a replica's history to show heartbeat lag and a query rate.

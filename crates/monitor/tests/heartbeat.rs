@@ -4,7 +4,7 @@
 //! once the thread runs again. The stamps come from the primary only, so no replica gets an
 //! errant transaction.
 //!
-//! The sandbox uses ports 33000–33002, in a temporary directory. Waits poll with generous
+//! The sandbox uses ports 30050–30052, in a temporary directory. Waits poll with generous
 //! deadlines; nothing asserts how fast anything happens.
 
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
         name: name.into(),
         replicas: 2,
         semi_sync: false,
-        base_port: 33000,
+        base_port: 30050,
         root: root.path().to_path_buf(),
     })
     .await

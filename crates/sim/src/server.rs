@@ -97,12 +97,12 @@ impl ClusterState {
                     server_id,
                     stopped: Mutex::new(None),
                     lag_base: 0.02 + 0.25 * values::unit(seed, 100 + i as u64),
-                    lag_phase: values::unit(seed, 200 + i as u64) * 6.283,
+                    lag_phase: values::unit(seed, 200 + i as u64) * std::f64::consts::TAU,
                 })
                 .collect(),
             gtid_base: 1_000 + (values::unit(seed, 1) * 5e7) as u64,
             tx_rate: 20.0 + 200.0 * values::unit(seed, 2),
-            tx_phase: values::unit(seed, 3) * 6.283,
+            tx_phase: values::unit(seed, 3) * std::f64::consts::TAU,
             heartbeat_us: AtomicU64::new(0),
             semi_sync,
         }

@@ -37,7 +37,7 @@ pub(crate) fn counter(base: u64, rate: f64, t: f64, period: f64, phase: f64) -> 
 
 /// A gauge that wanders around `mid` by ±`amp`, smoothly, with a little noise per second.
 pub(crate) fn gauge(mid: f64, amp: f64, t: f64, seed: u64, salt: u64) -> f64 {
-    let phase = unit(seed, salt) * 6.283;
+    let phase = unit(seed, salt) * std::f64::consts::TAU;
     let slow = (t / 47.0 + phase).sin() * 0.7 + (t / 11.0 + phase * 1.3).sin() * 0.2;
     let noise = unit(seed ^ (t as u64), salt) * 0.2 - 0.1;
     (mid + amp * (slow + noise)).max(0.0)
@@ -384,7 +384,7 @@ pub(crate) fn value(t: Table, name: &str, v: &View<'_>) -> Option<Cow<'static, s
             let rate = if v.primary { p } else { r } * (0.5 + 1.5 * unit(v.seed, i as u64));
             let base = (rate * v.uptime.saturating_sub(v.t as u64) as f64) as u64;
             let period = 30.0 + 90.0 * unit(v.seed, 1000 + i as u64);
-            let phase = unit(v.seed, 2000 + i as u64) * 6.283;
+            let phase = unit(v.seed, 2000 + i as u64) * std::f64::consts::TAU;
             Cow::Owned(counter(base, rate, v.t, period, phase).to_string())
         }
         Slot::Dynamic => match t {
