@@ -54,7 +54,7 @@ pub(crate) struct Running {
     /// Give the monitor's rounds here (`try_send`).
     pub rounds: mpsc::Sender<ClusterRound>,
     /// The DRT scheduler's failure hook.
-    pub on_drt_failure: Arc<dyn Fn(&str, &str, String) + Send + Sync>,
+    pub on_drt_failure: crate::drt_schedule::FailureHook,
     /// Ends when every round sender is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -101,7 +101,7 @@ pub(crate) async fn start(
     });
     let (rounds, rounds_rx) = mpsc::channel(ROUND_QUEUE);
     let (drt_tx, drt_rx) = mpsc::channel::<DrtFailure>(64);
-    let on_drt_failure: Arc<dyn Fn(&str, &str, String) + Send + Sync> =
+    let on_drt_failure: crate::drt_schedule::FailureHook =
         Arc::new(move |cluster: &str, scenario: &str, text: String| {
             if drt_tx
                 .try_send((cluster.to_string(), scenario.to_string(), text))
@@ -143,7 +143,9 @@ async fn load_state(store: &dyn Store) -> EvaluatorState {
 /// What decides whether the state must be written: the open alerts' keys, states, silence
 /// and page marks, and the downtimes. Values and summaries refresh every round and are not
 /// worth a write.
-fn fingerprint(ev: &Evaluator) -> (Vec<(String, AlertState, bool, bool)>, Vec<u64>) {
+type Fingerprint = (Vec<(String, AlertState, bool, bool)>, Vec<u64>);
+
+fn fingerprint(ev: &Evaluator) -> Fingerprint {
     (
         ev.alerts()
             .map(|a| (a.key.clone(), a.state, a.silenced, a.paged_at.is_some()))

@@ -18,6 +18,9 @@ use store::{kinds, EventLevel, NewEvent, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+/// Told about a failed scheduled run: `(cluster, scenario, text)`.
+pub(crate) type FailureHook = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
+
 /// What a scheduled run needs from the daemon.
 #[derive(Clone)]
 pub(crate) struct Scheduler {
@@ -29,7 +32,7 @@ pub(crate) struct Scheduler {
     /// A token of the daemon's own, for switchovers and rejoins. Never logged.
     pub token: Option<String>,
     /// Told about a failed scheduled run, to page (the alert notifiers).
-    pub on_failure: Option<Arc<dyn Fn(&str, &str, String) + Send + Sync>>,
+    pub on_failure: Option<FailureHook>,
 }
 
 /// One task per schedule entry; they end when `cancel` is cancelled.

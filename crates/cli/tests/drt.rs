@@ -238,7 +238,13 @@ fn all_running_and_none_paused(sb: &TestSandbox) {
         assert!(m.running, "{} is not running after the run", m.name);
         let pid = m.pid.unwrap();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let state = stat.rsplit(')').next().unwrap().split_whitespace().next().unwrap();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
         assert_ne!(state, "T", "{} (pid {pid}) is still stopped", m.name);
     }
 }
@@ -281,8 +287,7 @@ async fn pause_primary_never_leaves_two_writable_primaries() {
 #[tokio::test]
 async fn partition_primary_fails_over_and_heals_the_firewall() {
     let (sb, d, tokens) = with_daemon("drtpart", 30710, 30792, "", StartOpts::default()).await;
-    let (ok, v, stderr, pid) =
-        drt_run(&sb, Some((&d, &tokens)), "partition-primary", &[]);
+    let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "partition-primary", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
     assert_eq!(v["runs"][0]["figures"]["failovers"], 1);
@@ -339,7 +344,10 @@ async fn slow_replica_goes_through_the_proxy_and_back() {
         .find(|e| e["kind"] == "fault_healed")
         .expect("the slow link was healed");
     let label = healed_note["label"].as_str().unwrap();
-    assert!(label.contains("points at") && label.contains("proxy closed"), "{label}");
+    assert!(
+        label.contains("points at") && label.contains("proxy closed"),
+        "{label}"
+    );
     healed(&sb, pid);
 }
 
@@ -353,7 +361,8 @@ async fn switchover_under_load_moves_the_primary_once() {
     assert_eq!(v["runs"][0]["figures"]["failovers"], 0);
     let ops = d.operations(&sb.name).await;
     assert!(
-        ops.iter().any(|o| o["kind"] == "switchover" && o["state"] == "succeeded"),
+        ops.iter()
+            .any(|o| o["kind"] == "switchover" && o["state"] == "succeeded"),
         "{ops:#?}"
     );
     healed(&sb, pid);
@@ -373,8 +382,12 @@ async fn kill_primary_twice_fails_over_once() {
 #[tokio::test]
 async fn a_run_is_stored_with_the_daemon_and_shown_by_id() {
     let (sb, d, tokens) = with_daemon("drtstore", 30770, 30798, "", StartOpts::default()).await;
-    let (ok, v, stderr, _) =
-        drt_run(&sb, Some((&d, &tokens)), "stop-replica-sql", &["--duration", "6s"]);
+    let (ok, v, stderr, _) = drt_run(
+        &sb,
+        Some((&d, &tokens)),
+        "stop-replica-sql",
+        &["--duration", "6s"],
+    );
     assert!(ok, "{v:#}\n{stderr}");
     let id = v["id"].as_str().expect("the run was stored").to_string();
     assert!(id.ends_with("-stop-replica-sql"), "{id}");
@@ -395,8 +408,15 @@ async fn a_run_is_stored_with_the_daemon_and_shown_by_id() {
         html.to_str().unwrap(),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains(&id) && text.contains("stop-replica-sql"), "{text}");
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&id) && text.contains("stop-replica-sql"),
+        "{text}"
+    );
     assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
     // `drt runs` lists it; an unknown id is a clear 404.
     let out = dbfleet(&["drt", "runs", "--api", &d.api]);
@@ -466,7 +486,10 @@ async fn refused_without_drt_allowed_and_an_aborted_run_heals() {
         if o.state().is_none() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the partition never came");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the partition never came"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let out = dbfleet(&["drt", "abort", "--sandbox", &sb.name, "--dir", &dir]);
@@ -545,7 +568,11 @@ sandbox_dir = "SANDBOX_DIR"
         if let Some(e) = events["events"].as_array().and_then(|a| a.first()).cloned() {
             break e;
         }
-        assert!(Instant::now() < deadline, "no scheduled run finished\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled run finished\n{}",
+            d.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     assert_eq!(finished["level"], "error", "{finished:#}");

@@ -782,10 +782,16 @@ sandbox = "c1"
     };
     let c = parse(&text("true", "c1", "168h")).unwrap();
     assert_eq!(c.drt.schedule.len(), 1);
-    assert_eq!(c.drt.schedule[0].every, std::time::Duration::from_secs(168 * 3600));
+    assert_eq!(
+        c.drt.schedule[0].every,
+        std::time::Duration::from_secs(168 * 3600)
+    );
     assert_eq!(c.drt.schedule[0].first_after, None);
     let e = parse(&text("false", "c1", "1h")).unwrap_err().to_string();
-    assert!(e.contains("drt.schedule[0].cluster") && e.contains("does not allow DRTs"), "{e}");
+    assert!(
+        e.contains("drt.schedule[0].cluster") && e.contains("does not allow DRTs"),
+        "{e}"
+    );
     let e = parse(&text("true", "nope", "1h")).unwrap_err().to_string();
     assert!(e.contains("no [[cluster]] is named \"nope\""), "{e}");
     let e = parse(&text("true", "c1", "10ms")).unwrap_err().to_string();

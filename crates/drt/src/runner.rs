@@ -300,7 +300,10 @@ async fn inject(
             )
         }
         ScenarioFaultKind::Switchover => {
-            let api = t.api.clone().ok_or("a switchover needs the control plane's API")?;
+            let api = t
+                .api
+                .clone()
+                .ok_or("a switchover needs the control plane's API")?;
             let token = t.token.clone().ok_or("a switchover needs an API token")?;
             let cluster = cluster.to_string();
             let to = addr.to_string();
@@ -539,48 +542,49 @@ pub async fn run_once(
         .iter()
         .max_by_key(|a| a.at_ms)
         .map(|a| a.server.clone());
-    let writer =
-        match wait_one_writable(&target.members, &target.admin, WRITER_WAIT.min(left)).await {
-            Ok(w) => Ok(w),
-            Err(w) if !w.is_empty() => {
-                let pick = last_acked
-                    .filter(|a| w.contains(a))
-                    .unwrap_or_else(|| w[0].clone());
-                notes.push((
-                    faults::now_ms(),
-                    EventKind::Note,
-                    format!("{} writable after the run; verifying on {pick}", join(&w)),
-                    None,
-                ));
-                Ok(pick)
-            }
-            Err(_) => {
-                // No writable primary (e.g. a second failover was blocked on purpose): judge
-                // the writes on the reachable member that acknowledged the last one, else on
-                // any reachable member. Reading needs no write access.
-                let reachable: Vec<InstanceAddr> = look_all(&target.members, &target.admin)
-                    .await
-                    .into_iter()
-                    .filter(|l| l.state.is_some())
-                    .map(|l| l.addr)
-                    .collect();
-                let pick = last_acked
-                    .filter(|a| reachable.contains(a))
-                    .or_else(|| reachable.first().cloned());
-                match pick {
-                    Some(p) => {
-                        notes.push((
-                            faults::now_ms(),
-                            EventKind::Note,
-                            format!("no writable primary after the run; verifying on {p} (read-only)"),
-                            None,
-                        ));
-                        Ok(p)
-                    }
-                    None => Err("no member reachable after the run".to_string()),
+    let writer = match wait_one_writable(&target.members, &target.admin, WRITER_WAIT.min(left))
+        .await
+    {
+        Ok(w) => Ok(w),
+        Err(w) if !w.is_empty() => {
+            let pick = last_acked
+                .filter(|a| w.contains(a))
+                .unwrap_or_else(|| w[0].clone());
+            notes.push((
+                faults::now_ms(),
+                EventKind::Note,
+                format!("{} writable after the run; verifying on {pick}", join(&w)),
+                None,
+            ));
+            Ok(pick)
+        }
+        Err(_) => {
+            // No writable primary (e.g. a second failover was blocked on purpose): judge
+            // the writes on the reachable member that acknowledged the last one, else on
+            // any reachable member. Reading needs no write access.
+            let reachable: Vec<InstanceAddr> = look_all(&target.members, &target.admin)
+                .await
+                .into_iter()
+                .filter(|l| l.state.is_some())
+                .map(|l| l.addr)
+                .collect();
+            let pick = last_acked
+                .filter(|a| reachable.contains(a))
+                .or_else(|| reachable.first().cloned());
+            match pick {
+                Some(p) => {
+                    notes.push((
+                        faults::now_ms(),
+                        EventKind::Note,
+                        format!("no writable primary after the run; verifying on {p} (read-only)"),
+                        None,
+                    ));
+                    Ok(p)
                 }
+                None => Err("no member reachable after the run".to_string()),
             }
-        };
+        }
+    };
     let verification = match &writer {
         Ok(w) => {
             let others: Vec<InstanceAddr> =

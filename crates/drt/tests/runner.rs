@@ -59,10 +59,7 @@ async fn a_planted_lost_write_fails_the_run_with_its_ids() {
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let mut s = Session::connect(&primary, &admin, ADMIN).await.unwrap();
         let rows = s
-            .query_rows(
-                "pick",
-                "SELECT id FROM app.drt_ledger ORDER BY id LIMIT 5",
-            )
+            .query_rows("pick", "SELECT id FROM app.drt_ledger ORDER BY id LIMIT 5")
             .await
             .unwrap();
         let ids: Vec<u64> = rows
@@ -91,7 +88,10 @@ async fn a_planted_lost_write_fails_the_run_with_its_ids() {
     let report = Report::new(scenario, vec![run]);
     let run = &report.runs[0];
     eprintln!("aborted: {:?}", run.aborted);
-    eprintln!("lost: {:?}", run.lost.iter().map(|l| l.id).collect::<Vec<_>>());
+    eprintln!(
+        "lost: {:?}",
+        run.lost.iter().map(|l| l.id).collect::<Vec<_>>()
+    );
     assert!(!report.pass, "the report must FAIL");
     let lost: Vec<u64> = run.lost.iter().map(|l| l.id).collect();
     for id in &deleted {
