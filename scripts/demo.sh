@@ -2,7 +2,8 @@
 # The demo: installs what is missing, builds dbfleet, starts a 3-member MariaDB replication
 # semi-sync sandbox on loopback, probes each member, then runs the daemon on the sandbox's
 # config and shows the topology, a killed primary failed over automatically, the old primary
-# fenced when it returns and rejoined by hand, and a planned switchover back.
+# fenced when it returns and rejoined by hand, a planned switchover back, the Prometheus
+# metrics and alerts, and a disaster-recovery test (kill the primary under a write load).
 # Run it again at any time: each run starts a fresh sandbox. DEMO_KEEP=1 leaves the daemon
 # running.
 # Remove the sandbox with: target/release/dbfleet sandbox down --name demo
@@ -81,6 +82,21 @@ $DBFLEET switchover demo --to "$m1"
 sleep 2.5
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
+
+echo; echo "==> GET $DBFLEET_API/metrics   (Prometheus; heartbeat lag from the dbfleet.heartbeat row)"
+python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode())' "$DBFLEET_API" \
+  | grep -E '^dbfleet_mysql_(up|heartbeat_lag_seconds|threads_running)\{' || true
+echo; echo "==> dbfleet alerts"; $DBFLEET alerts
+
+# A disaster-recovery test: the earlier failover opened the anti-flapping window, which the
+# DRT's kill would hit; acknowledge it first, as an operator starting a game day would.
+$DBFLEET recoveries ack demo >/dev/null
+echo; echo "==> dbfleet drt run kill-primary --sandbox demo   (SIGKILL the primary under a write"
+echo "    load, measure RTO, check every acknowledged write on every server, write a report)"
+$DBFLEET drt run kill-primary --sandbox demo --api "$DBFLEET_API" --token-file "$tokens" \
+  --duration 6s --report-dir "$(dirname "$config")/drt-report"
+echo "open $(dirname "$config")/drt-report/report.html in a browser for the timeline"
+echo; echo "==> dbfleet drt runs"; $DBFLEET drt runs
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo; echo "daemon left running (pid $serve_pid, API $DBFLEET_API); stop it with: kill $serve_pid"
 fi
