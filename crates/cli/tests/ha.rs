@@ -583,11 +583,15 @@ async fn the_daemon_never_promotes_an_errant_replica_and_runs_hooks() {
         )
     });
     let d = Daemon::start(&cfg, 31814).await;
-    // A root write on m2: an errant transaction, and m2 becomes the "most advanced".
+    // A root write on m2: an errant transaction, and m2 becomes the "most advanced". It is
+    // made in a GTID domain of its own: in domain 0, `gtid_strict_mode` would stop m2's SQL
+    // thread at the primary's next heartbeat write (a lower sequence number than m2's own),
+    // and m2 would be passed over for its stopped replication before its errant GTID.
     let mut s = sb.session("m2").await;
     s.exec(
         "errant",
-        "CREATE TABLE app.errant (id INT PRIMARY KEY); INSERT INTO app.errant VALUES (1)",
+        "SET SESSION gtid_domain_id = 9; \
+         CREATE TABLE app.errant (id INT PRIMARY KEY); INSERT INTO app.errant VALUES (1)",
     )
     .await
     .unwrap();

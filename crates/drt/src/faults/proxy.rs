@@ -10,7 +10,7 @@
 //! before it), so a stream is delayed, not slowed to one chunk per delay.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -353,15 +353,14 @@ async fn serve(client: TcpStream, shared: Arc<Shared>, n: u64) {
     let (cr, cw) = client.into_split();
     let (sr, sw) = server.into_split();
     let seed = splitmix(shared.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let up = pipe(cr, sw, Direction::ToTarget, &shared, seed);
-    let down = pipe(sr, cw, Direction::ToClient, &shared, splitmix(seed));
+    // Counted when the drop is decided, before the sockets close, so a client that sees the
+    // close already sees the count; once per connection, whichever direction drops first.
+    let dropped = AtomicBool::new(false);
+    let up = pipe(cr, sw, Direction::ToTarget, &shared, seed, &dropped);
+    let down = pipe(sr, cw, Direction::ToClient, &shared, splitmix(seed), &dropped);
     tokio::select! {
         _ = shared.cancel.cancelled() => {}
-        r = async { tokio::try_join!(up, down) } => {
-            if let Err(Cut::Dropped) = r {
-                c.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        _ = async { tokio::try_join!(up, down) } => {}
     }
 }
 
@@ -373,6 +372,7 @@ async fn pipe(
     dir: Direction,
     shared: &Shared,
     seed: u64,
+    dropped: &AtomicBool,
 ) -> Result<(), Cut> {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT);
     let mut faults = shared.faults.clone();
@@ -389,6 +389,9 @@ async fn pipe(
             buf.truncate(n);
             let f = *faults.borrow_and_update();
             if f.drop_probability > 0.0 && unit(&mut rng) < f.drop_probability {
+                if !dropped.swap(true, Ordering::Relaxed) {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
                 return Err(Cut::Dropped);
             }
             let mut delay = match dir {
