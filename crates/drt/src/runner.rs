@@ -27,8 +27,9 @@ mod repair;
 
 pub use repair::discard_unacknowledged;
 
-/// Where a scenario runs: a local sandbox (process faults need its processes).
-#[derive(Clone, Debug)]
+/// Where a scenario runs: a local sandbox (process faults need its processes). Its `Debug`
+/// leaves the token out.
+#[derive(Clone)]
 pub struct RunTarget {
     /// The sandbox that holds the cluster.
     pub sandbox: Sandbox,
@@ -47,6 +48,20 @@ pub struct RunTarget {
     /// An API token, for faults that ask the control plane to act (`switchover`). Never
     /// logged or reported.
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for RunTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunTarget")
+            .field("sandbox", &self.sandbox.manifest().name)
+            .field("members", &self.members)
+            .field("admin", &self.admin)
+            .field("app", &self.app)
+            .field("api", &self.api)
+            .field("control_plane_gid", &self.control_plane_gid)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Why a run could not be done (a run that ran but failed its expectations is a
