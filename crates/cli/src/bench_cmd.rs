@@ -7,10 +7,7 @@ use clap::Subcommand;
 use sandbox::{Sandbox, UpOptions};
 use serde::Serialize;
 
-use crate::{print_json, CliError};
-
-#[path = "bench_monitor.rs"]
-mod bench_monitor;
+use crate::{bench_monitor, print_json, CliError};
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]

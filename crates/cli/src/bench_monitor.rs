@@ -5,7 +5,9 @@
 //!
 //! # How it measures
 //!
-//! - The simulated fleet runs in a child process (`dbfleet bench sim-serve`, hidden), so this
+//! - The simulated fleet runs in child processes (`dbfleet bench sim-serve`, hidden; at most
+//!   4,000 servers each, so that each stays within an open-file limit of 20,000 with a
+//!   listener, a probe connection and the primaries' liveness connections), so this
 //!   process is the control plane alone: the watch loop, the SQLite store (in a temporary
 //!   directory, as the daemon keeps it), and the bench's own bookkeeping (a consumer of the
 //!   published rounds that keeps probe latencies, as the engine would consume them). Its CPU
@@ -113,6 +115,11 @@ pub struct MonitorFigures {
     /// Statements the simulation did not know; anything but 0 means the probe sent
     /// something new that `sim` must learn.
     pub sim_unknown_statements: u64,
+    /// Child processes the simulated fleet ran in (at most 4,000 servers each).
+    pub sim_processes: usize,
+    /// Connections the simulated servers failed to accept (out of file descriptors); anything
+    /// but 0 means the harness, not the watch loop, limited the run.
+    pub sim_accept_errors: u64,
     /// The watch loop's own counters at the end.
     pub monitor_stats: serde_json::Value,
     /// The comparison with mysqld_exporter, when asked.
@@ -285,6 +292,111 @@ impl SimChild {
     }
 }
 
+/// Servers per simulated-fleet process: each holds a listener and at least one connection
+/// per server (two for primaries, with the liveness connection) within its open-file limit,
+/// which a container may cap (20,000 on the benchmark VM, where 10,000 servers in one
+/// process could not accept the liveness connections).
+const SERVERS_PER_SIM: usize = 4_000;
+
+/// The simulated fleet, split over child processes by whole clusters.
+struct SimFleet {
+    children: Vec<SimChild>,
+    /// Clusters per child (the last may have fewer).
+    clusters_per: usize,
+}
+
+impl SimFleet {
+    async fn start(opts: &sim::FleetOptions, layout: &[sim::SimCluster]) -> anyhow::Result<Self> {
+        let per = opts.replicas + 1;
+        let servers = opts.clusters * per;
+        let k = servers.div_ceil(SERVERS_PER_SIM).max(1);
+        let clusters_per = opts.clusters.div_ceil(k);
+        let mut children = Vec::new();
+        for (i, chunk) in layout.chunks(clusters_per).enumerate() {
+            let first_ip = chunk[0]
+                .primary
+                .host
+                .parse()
+                .context("a simulated server's address")?;
+            children.push(
+                SimChild::start(&sim::FleetOptions {
+                    clusters: chunk.len(),
+                    first_ip,
+                    seed: opts.seed + i as u64,
+                    ..opts.clone()
+                })
+                .await?,
+            );
+        }
+        Ok(Self {
+            children,
+            clusters_per,
+        })
+    }
+
+    /// Hang the server at `index` in the layout's order.
+    async fn hang(&mut self, index: usize, per: usize, addr: &InstanceAddr) -> anyhow::Result<()> {
+        let child = (index / per) / self.clusters_per;
+        self.children[child]
+            .request(&format!("hang {addr}"))
+            .await
+            .map(drop)
+    }
+
+    async fn track(&mut self, interval: Duration) -> anyhow::Result<()> {
+        for c in &mut self.children {
+            c.request(&format!("track {}", interval.as_millis()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn cpu(&self) -> Duration {
+        self.children.iter().map(|c| pid_cpu(c.pid())).sum()
+    }
+
+    async fn report(&mut self) -> anyhow::Result<sim::ProbeReport> {
+        let mut all: Option<sim::ProbeReport> = None;
+        for c in &mut self.children {
+            let r: sim::ProbeReport = serde_json::from_str(&c.request("report").await?)?;
+            all = Some(match all {
+                None => r,
+                Some(a) => sim::ProbeReport {
+                    interval_ms: a.interval_ms,
+                    healthy: a.healthy + r.healthy,
+                    observes: a.observes + r.observes,
+                    missed_intervals: a.missed_intervals + r.missed_intervals,
+                    servers_with_misses: a.servers_with_misses + r.servers_with_misses,
+                    max_gap_ms: a.max_gap_ms.max(r.max_gap_ms),
+                    faulty: a.faulty + r.faulty,
+                },
+            });
+        }
+        all.context("no simulated fleet")
+    }
+
+    async fn stats(&mut self) -> anyhow::Result<sim::SimStats> {
+        let mut all = sim::SimStats::default();
+        for c in &mut self.children {
+            let s: sim::SimStats = serde_json::from_str(&c.request("stats").await?)?;
+            all.servers += s.servers;
+            all.connections += s.connections;
+            all.accept_errors += s.accept_errors;
+            all.queries += s.queries;
+            all.heartbeats += s.heartbeats;
+            all.unknown_statements += s.unknown_statements;
+            all.unknown_recent.extend(s.unknown_recent);
+        }
+        Ok(all)
+    }
+
+    async fn stop(self) {
+        for c in self.children {
+            c.stop().await;
+        }
+    }
+}
+
 /// Collects what the published rounds say about probes: latency of every new observation.
 #[derive(Default)]
 struct Latencies {
@@ -384,10 +496,12 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
     say(format!(
         "bench monitor: starting {instances} simulated servers ({clusters_n} clusters of {per})"
     ));
-    let mut sim = SimChild::start(&opts).await?;
+    let mut sim = SimFleet::start(&opts, &layout).await?;
     let hung = hang_set(&all, b.hang_fraction.clamp(0.0, 1.0));
-    for a in &hung {
-        sim.request(&format!("hang {a}")).await?;
+    for (i, a) in all.iter().enumerate() {
+        if hung.contains(a) {
+            sim.hang(i, per, a).await?;
+        }
     }
 
     let dir = std::env::temp_dir().join(format!("dbfleet-benchmon-store-{}", std::process::id()));
@@ -428,20 +542,19 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         b.interval.as_millis()
     ));
     tokio::time::sleep(warmup.saturating_sub(started.elapsed())).await;
-    sim.request(&format!("track {}", b.interval.as_millis()))
-        .await?;
+    sim.track(b.interval).await?;
     lat.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .recording = true;
     let s0 = stats.snapshot();
-    let (cpu0, sim_cpu0, t0) = (self_cpu(), pid_cpu(sim.pid()), Instant::now());
+    let (cpu0, sim_cpu0, t0) = (self_cpu(), sim.cpu(), Instant::now());
     tokio::time::sleep(b.duration).await;
     let window = t0.elapsed();
-    let (cpu1, sim_cpu1) = (self_cpu(), pid_cpu(sim.pid()));
+    let (cpu1, sim_cpu1) = (self_cpu(), sim.cpu());
     let s1 = stats.snapshot();
-    let report: sim::ProbeReport = serde_json::from_str(&sim.request("report").await?)?;
+    let report = sim.report().await?;
     let rss_end = vm_mib("self", "VmRSS:");
-    let sim_stats: sim::SimStats = serde_json::from_str(&sim.request("stats").await?)?;
+    let sim_stats = sim.stats().await?;
 
     cancel.cancel();
     match tokio::time::timeout(Duration::from_secs(30), watch).await {
@@ -451,6 +564,7 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         Err(_) => return Err(anyhow::anyhow!("the watch loop did not stop within 30s").into()),
     }
     let _ = consumer.await;
+    let sim_processes = sim.children.len();
     sim.stop().await;
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -506,6 +620,8 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         rounds_expected: (secs / b.interval.as_secs_f64()).floor() as u64,
         probe_errors: s1.probe_errors - s0.probe_errors,
         sim_unknown_statements: sim_stats.unknown_statements,
+        sim_processes,
+        sim_accept_errors: sim_stats.accept_errors,
         monitor_stats: serde_json::to_value(&s1)?,
         exporter,
         method: METHOD,
@@ -705,7 +821,7 @@ pub fn print(f: &MonitorFigures) {
          missed intervals  {} ({} servers; longest gap {} ms)\n  \
          probe latency     p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms\n  \
          control plane     {:.3} cores ({:.1} us/probe), RSS peak {:.0} MiB, end {:.0} MiB\n  \
-         simulated fleet   {:.3} cores (separate process, not counted above)\n  \
+         simulated fleet   {:.3} cores ({} processes, not counted above; {} failed accepts)\n  \
          rounds            {} of {} expected; probe errors {}; unknown sim statements {}",
         f.instances,
         f.clusters,
@@ -727,6 +843,8 @@ pub fn print(f: &MonitorFigures) {
         f.control_plane_rss_peak_mib,
         f.control_plane_rss_end_mib,
         f.sim_cpu_cores,
+        f.sim_processes,
+        f.sim_accept_errors,
         f.rounds,
         f.rounds_expected,
         f.probe_errors,

@@ -71,7 +71,9 @@ pub(crate) async fn run(
         for obs in fresh {
             ctx.record(obs);
         }
-        let round = match analyse(&ctx, &cell, trigger.clone()).await {
+        let round = analyse(&ctx, &cell, trigger.clone()).await;
+        cell.suspect_handled();
+        let round = match round {
             Ok(round) => round,
             Err(e) => {
                 warn!(cluster = %cell.name, error = %e, "fast-path analysis failed");

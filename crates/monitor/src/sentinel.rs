@@ -13,6 +13,8 @@
 //! client-side timeout (`n` plus the probe query timeout: a hang is the probes' business).
 //! A connect that fails never signals either: only the loss of a connection that was up.
 //!
+//! At most [`CONNECTS_AT_ONCE`] liveness connects run at once, fleet-wide; the wait for one
+//! comes before the connect timeout starts.
 //! While the primary is down the sentinel reconnects with a backoff from 100 ms doubling to
 //! the probe interval; so it does when its statement keeps failing or returning early (a
 //! server that does not sleep), so that it never spins. When the analysis names another
@@ -28,7 +30,7 @@ use probe::{ProbeError, ProbeOptions, Session};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::watch::{ClusterCell, Ctx, PrimaryView, Suspect};
+use crate::watch::{ClusterCell, Ctx, PrimaryView};
 use crate::Stats;
 
 /// The first reconnect delay after a loss or a failed connect.
@@ -37,6 +39,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Server errors that mean the connection is going away, not that the statement failed:
 /// `ER_SERVER_SHUTDOWN`, MariaDB's `ER_CONNECTION_KILLED`, MySQL's `ER_SESSION_WAS_KILLED`.
 const GOING_AWAY: [u16; 3] = [1053, 1927, 3169];
+
+/// How many liveness connections may be opening at once, fleet-wide. A connect (handshake,
+/// authentication, two queries) costs the control plane several probes' worth of CPU, and a
+/// start with thousands of clusters would otherwise open thousands at once, on top of the
+/// probes' own connects; on a loaded machine they then outlast the connect timeout and are
+/// retried. Queued here, a start's liveness connections arm one batch after another.
+pub(crate) const CONNECTS_AT_ONCE: usize = 32;
 
 /// How long one liveness statement sleeps.
 pub(crate) fn sleep_for(interval: Duration) -> Duration {
@@ -120,7 +129,13 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
     );
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match Session::connect(addr, &cell.watch.credentials, opts).await {
+        // At most CONNECTS_AT_ONCE liveness connects run at once; the statement itself holds
+        // no permit.
+        let connected = {
+            let _permit = ctx.sentinel_connects.acquire().await;
+            Session::connect(addr, &cell.watch.credentials, opts).await
+        };
+        match connected {
             Err(e) => {
                 debug!(cluster = %cell.name, instance = %addr, error = %e, ?backoff, "liveness connect failed")
             }
@@ -139,11 +154,7 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
                         drop(armed);
                         ctx.stats.sentinel_signals.fetch_add(1, Ordering::Relaxed);
                         debug!(cluster = %cell.name, instance = %addr, error = %e, "liveness connection lost");
-                        let _ = ctx.suspects.send(Suspect {
-                            cluster: cell.name.clone(),
-                            instance: addr.clone(),
-                            reason: format!("liveness connection lost: {e}"),
-                        });
+                        cell.suspect(ctx, addr, format!("liveness connection lost: {e}"));
                     }
                     Ended::Other(e) => {
                         debug!(cluster = %cell.name, instance = %addr, error = %e, "liveness statement ended; reconnecting")

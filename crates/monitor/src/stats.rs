@@ -40,6 +40,12 @@ pub struct Stats {
     pub heartbeat_writes: AtomicU64,
     /// Heartbeat writes that failed (connect, read-only check or write).
     pub heartbeat_write_errors: AtomicU64,
+    /// Probes that may run at once now: `max(probe.concurrency, instances / 4)`.
+    pub probe_permits: AtomicU64,
+    /// Analyses whose problems were synced to the store.
+    pub problem_syncs: AtomicU64,
+    /// Analyses whose problems were unchanged since the last sync, not synced again.
+    pub problem_syncs_skipped: AtomicU64,
     /// Every instance's latest probe and recent history, and the probe latency histogram,
     /// for `/metrics` and the history API. The watch loop records every probe here.
     pub fleet: metrics::FleetMetrics,
@@ -80,6 +86,12 @@ pub struct StatsSnapshot {
     pub heartbeat_writes: u64,
     /// Heartbeat writes that failed.
     pub heartbeat_write_errors: u64,
+    /// Probes that may run at once now.
+    pub probe_permits: u64,
+    /// Analyses whose problems were synced to the store.
+    pub problem_syncs: u64,
+    /// Analyses whose unchanged problems were not synced again.
+    pub problem_syncs_skipped: u64,
 }
 
 impl Stats {
@@ -103,6 +115,9 @@ impl Stats {
             round_missed_intervals: r(&self.round_missed_intervals),
             heartbeat_writes: r(&self.heartbeat_writes),
             heartbeat_write_errors: r(&self.heartbeat_write_errors),
+            probe_permits: r(&self.probe_permits),
+            problem_syncs: r(&self.problem_syncs),
+            problem_syncs_skipped: r(&self.problem_syncs_skipped),
         }
     }
 

@@ -11,8 +11,29 @@
 //! Every analysis of a cluster, tick or fast path, goes through one function ([`analyse`])
 //! under the cluster's own lock, so the store and the published [`ClusterRound`]s see the
 //! cluster's rounds one at a time and in order.
+//!
+//! # At scale
+//!
+//! - The probe budget grows with the fleet: the semaphore holds
+//!   `max(concurrency, instances / 4)` permits ([`probe_permits`]), raised when discovery
+//!   adds instances, so a fleet of thousands is not capped by queueing latency and by the
+//!   permits that probes of hanging servers hold until their timeout.
+//! - The tick runs on a thread of its own with a single-threaded runtime (`spawn_ticks`):
+//!   it never queues behind thousands of ready probe tasks, and a long round never delays
+//!   the main loop's handling of a suspect (the fast path) or of a discovered instance.
+//!   The fast path's analyses stay on the daemon's runtime; the cluster's analysis lock
+//!   orders them with the tick's. Between a sign of the primary's death and the fast
+//!   path's first analysis, the tick leaves that cluster alone, so the first round after
+//!   the sign is the fast path's, from fresh probes (as when the tick ran on the main loop).
+//! - A cluster's problems are synced to the store only when they differ from what this loop
+//!   last synced for it, or at least every [`PROBLEM_REFRESH`] (spread over the clusters),
+//!   which keeps `last_seen_ms` fresh and brings back in line what another control-plane
+//!   node wrote. An opening or a clearing is therefore recorded in the round that sees it,
+//!   while thousands of healthy clusters cost no store call per tick.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,7 +64,8 @@ pub struct WatchOptions {
     pub discovery_interval: Duration,
     /// Connect and query timeouts of every probe.
     pub probe: ProbeOptions,
-    /// How many probes may run at once (the fast path has its own budget of as many).
+    /// How many probes may run at once, at least (the fast path has its own budget of as
+    /// many): the loop allows `max(concurrency, instances / 4)`, see [`probe_permits`].
     pub concurrency: usize,
     /// The suspect fast path and the primary's liveness connection.
     pub fast_path: FastPathOptions,
@@ -98,6 +120,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How long a cluster's problems may go unsynced to the store while they do not change.
+pub const PROBLEM_REFRESH: Duration = Duration::from_secs(10);
+
+/// The probe budget for a fleet of `instances`: the configured `concurrency`, or a quarter
+/// of the fleet when that is more. At 10,000 servers and 1 s a probe may wait ~25 ms for a
+/// loaded machine, and a hanging server holds its permit for the whole timeout: 256 permits
+/// capped the loop near 6,000 probes/s (docs/BENCHMARKS.md).
+pub fn probe_permits(concurrency: usize, instances: usize) -> usize {
+    concurrency.max(instances / 4).max(1)
+}
+
 /// What a probe task reports besides its observation: replicas a source says it has.
 struct Found {
     cluster: String,
@@ -120,8 +153,12 @@ pub(crate) struct Ctx {
     latest: Mutex<HashMap<InstanceAddr, Observation>>,
     ever_reached: Mutex<HashSet<InstanceAddr>>,
     permits: Semaphore,
+    /// Liveness connections being opened at once (`sentinel::CONNECTS_AT_ONCE`).
+    pub(crate) sentinel_connects: Semaphore,
     /// The fast path's own probe budget, so that it never queues behind the ticks' probes.
     pub(crate) fast_permits: Semaphore,
+    /// How many permits each of the two semaphores holds now ([`probe_permits`]).
+    permits_total: std::sync::atomic::AtomicUsize,
     found: mpsc::UnboundedSender<Found>,
     pub(crate) suspects: mpsc::UnboundedSender<Suspect>,
     rounds: Option<mpsc::Sender<ClusterRound>>,
@@ -130,6 +167,20 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Grow both probe budgets to [`probe_permits`] for a fleet of `instances` (they never
+    /// shrink: the loop never drops an instance).
+    fn size_permits(&self, instances: usize) {
+        let want = probe_permits(self.opts.concurrency, instances);
+        let had = self.permits_total.fetch_max(want, Ordering::AcqRel);
+        if want > had {
+            self.permits.add_permits(want - had);
+            self.fast_permits.add_permits(want - had);
+            self.stats
+                .probe_permits
+                .store(want as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the latest observation of `addr` shows a writable server with no source.
     pub(crate) fn observed_writable_primary(&self, addr: &InstanceAddr) -> bool {
         let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
@@ -182,9 +233,43 @@ pub(crate) struct ClusterCell {
     pub(crate) primary: tokio::sync::watch::Sender<PrimaryView>,
     /// Whether a fast path runs for this cluster now.
     fast_running: AtomicBool,
+    /// A sign of the primary's death was sent to the main loop and its fast path has not
+    /// analysed the cluster yet: the tick leaves the cluster alone meanwhile, so the fast
+    /// path's fresh probes, not the tick, give the first round after the sign.
+    suspect_pending: AtomicBool,
+    /// The problems this loop last synced to the store for the cluster, and when they are
+    /// due again unchanged; `None` before the first sync and after a failed one.
+    synced: Mutex<Option<Synced>>,
+    /// When the first unchanged re-sync is due after the first sync: the clusters' offsets
+    /// spread those re-syncs over [`PROBLEM_REFRESH`].
+    first_refresh: Duration,
+}
+
+/// What [`ClusterCell::synced`] remembers.
+struct Synced {
+    problems: Vec<Problem>,
+    refresh_at: Instant,
 }
 
 impl ClusterCell {
+    /// Hand the main loop a sign that the primary died (see `suspect_pending`).
+    pub(crate) fn suspect(&self, ctx: &Ctx, instance: &InstanceAddr, reason: String) {
+        self.suspect_pending.store(true, Ordering::Release);
+        let sent = ctx.suspects.send(Suspect {
+            cluster: self.name.clone(),
+            instance: instance.clone(),
+            reason,
+        });
+        if sent.is_err() {
+            self.suspect_pending.store(false, Ordering::Release);
+        }
+    }
+
+    /// The fast path analysed the cluster, or the sign was dropped: the ticks resume.
+    pub(crate) fn suspect_handled(&self) {
+        self.suspect_pending.store(false, Ordering::Release);
+    }
+
     pub(crate) fn members(&self) -> BTreeSet<InstanceAddr> {
         self.members
             .lock()
@@ -203,6 +288,7 @@ pub(crate) struct FastRunning(pub(crate) Arc<ClusterCell>);
 
 impl Drop for FastRunning {
     fn drop(&mut self) {
+        self.0.suspect_pending.store(false, Ordering::Release);
         self.0.fast_running.store(false, Ordering::Release);
     }
 }
@@ -246,6 +332,8 @@ pub async fn run_with(
     rounds: Option<mpsc::Sender<ClusterRound>>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Our own child token, so that the loop can stop its tasks when the analysis thread dies.
+    let cancel = cancel.child_token();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (suspect_tx, mut suspect_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
@@ -256,6 +344,8 @@ pub async fn run_with(
         ever_reached: Mutex::default(),
         permits: Semaphore::new(opts.concurrency.max(1)),
         fast_permits: Semaphore::new(opts.concurrency.max(1)),
+        permits_total: opts.concurrency.max(1).into(),
+        sentinel_connects: Semaphore::new(sentinel::CONNECTS_AT_ONCE),
         found: found_tx,
         suspects: suspect_tx,
         rounds,
@@ -265,8 +355,12 @@ pub async fn run_with(
     let mut fast_paths = JoinSet::new();
     let mut owner: HashMap<InstanceAddr, String> = HashMap::new();
     let mut cells: BTreeMap<String, Arc<ClusterCell>> = BTreeMap::new();
+    stats
+        .probe_permits
+        .store(opts.concurrency.max(1) as u64, Ordering::Relaxed);
 
-    for c in clusters {
+    let n_clusters = clusters.len().max(1) as u32;
+    for (i, c) in clusters.into_iter().enumerate() {
         let name = c.spec.name.clone();
         let mut members: BTreeSet<InstanceAddr> =
             c.spec.instances.iter().map(|i| i.addr.clone()).collect();
@@ -294,6 +388,9 @@ pub async fn run_with(
             analysis: tokio::sync::Mutex::new(()),
             primary: tokio::sync::watch::Sender::new(PrimaryView::default()),
             fast_running: AtomicBool::new(false),
+            suspect_pending: AtomicBool::new(false),
+            synced: Mutex::new(None),
+            first_refresh: PROBLEM_REFRESH * (i as u32 + 1) / n_clusters,
         });
         for addr in members {
             owner.insert(addr.clone(), name.clone());
@@ -308,12 +405,21 @@ pub async fn run_with(
         cells.insert(name, cell);
     }
     stats.instances.store(owner.len() as u64, Ordering::Relaxed);
+    ctx.size_permits(owner.len());
+    let cells = Arc::new(cells);
+    let (ticks_alive, mut ticks_ended) = tokio::sync::oneshot::channel::<()>();
+    let ticks = spawn_ticks(ctx.clone(), cells.clone(), cancel.clone(), ticks_alive)?;
+    let mut ticks_failed = false;
 
-    let mut ticker = tokio::time::interval(opts.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = &mut ticks_ended => {
+                // The thread dropped its sender without being cancelled: it panicked.
+                ticks_failed = !cancel.is_cancelled();
+                cancel.cancel();
+                break;
+            }
             Some(found) = found_rx.recv() => {
                 for addr in found.addrs {
                     if owner.contains_key(&addr) {
@@ -330,6 +436,7 @@ pub async fn run_with(
                         .insert(addr.clone());
                     tasks.spawn(probe_loop(ctx.clone(), cell.clone(), addr, cancel.clone()));
                     stats.instances.store(owner.len() as u64, Ordering::Relaxed);
+                    ctx.size_permits(owner.len());
                 }
             }
             Some(suspect) = suspect_rx.recv() => {
@@ -337,9 +444,13 @@ pub async fn run_with(
                 let view = cell.primary.borrow().clone();
                 if view.addr.as_ref() != Some(&suspect.instance) || view.dead {
                     // Not the primary any more, or already confirmed dead.
+                    if !cell.fast_running.load(Ordering::Acquire) {
+                        cell.suspect_handled();
+                    }
                     continue;
                 }
                 if cell.fast_running.swap(true, Ordering::AcqRel) {
+                    // The running fast path clears the pending sign when it ends.
                     debug!(cluster = %cell.name, instance = %suspect.instance, reason = %suspect.reason, "fast path already running");
                     continue;
                 }
@@ -353,21 +464,18 @@ pub async fn run_with(
                     warn!(error = %e, "fast path task failed");
                 }
             }
-            scheduled = ticker.tick() => {
-                let missed = missed_intervals(scheduled, opts.interval);
-                if missed > 0 {
-                    stats.round_missed_intervals.fetch_add(missed, Ordering::Relaxed);
-                }
-                if let Err(e) = tick(&ctx, &cells).await {
-                    warn!(error = %e, "analysis round failed");
-                }
-            }
         }
     }
     drop(found_rx);
     drop(suspect_rx);
     while fast_paths.join_next().await.is_some() {}
     while tasks.join_next().await.is_some() {}
+    match tokio::task::spawn_blocking(move || ticks.join()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => ticks_failed = true,
+        Err(e) => warn!(error = %e, "join the analysis thread"),
+    }
+    anyhow::ensure!(!ticks_failed, "the analysis thread panicked");
     Ok(())
 }
 
@@ -406,10 +514,65 @@ async fn add_discovered(
     Ok(())
 }
 
+/// Start the periodic rounds on a thread of their own, with its own single-threaded
+/// runtime: with thousands of probe tasks ready on the daemon's runtime, a round that
+/// yields (tokio's cooperative budget, a store call) waited a whole pass of that run queue
+/// each time, and 3,334 clusters took 2–6 s per round. On its own thread the round competes
+/// with the probes only for the CPU, and the main loop still reacts to suspects during it.
+fn spawn_ticks(
+    ctx: Arc<Ctx>,
+    cells: Arc<BTreeMap<String, Arc<ClusterCell>>>,
+    cancel: CancellationToken,
+    alive: tokio::sync::oneshot::Sender<()>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("dbfleet-analysis")
+        .build()
+        .context("start the analysis runtime")?;
+    std::thread::Builder::new()
+        .name("dbfleet-analysis".into())
+        .spawn(move || {
+            // Dropped when the thread ends, by cancel or by a panic: the main loop watches.
+            let _alive = alive;
+            rt.block_on(tick_loop(ctx, cells, cancel))
+        })
+        .context("start the analysis thread")
+}
+
+/// The periodic rounds, one per interval until cancelled.
+async fn tick_loop(
+    ctx: Arc<Ctx>,
+    cells: Arc<BTreeMap<String, Arc<ClusterCell>>>,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(ctx.opts.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        let scheduled = tokio::select! {
+            _ = cancel.cancelled() => break,
+            t = ticker.tick() => t,
+        };
+        let missed = missed_intervals(scheduled, ctx.opts.interval);
+        if missed > 0 {
+            ctx.stats
+                .round_missed_intervals
+                .fetch_add(missed, Ordering::Relaxed);
+        }
+        if let Err(e) = tick(&ctx, &cells).await {
+            warn!(error = %e, "analysis round failed");
+        }
+    }
+}
+
 /// The periodic round: every cluster in turn, then the observations in one batch.
 async fn tick(ctx: &Ctx, cells: &BTreeMap<String, Arc<ClusterCell>>) -> anyhow::Result<()> {
     let mut batch = Vec::new();
     for (name, cell) in cells {
+        if cell.suspect_pending.load(Ordering::Acquire) {
+            // Its fast path is about to analyse it with fresh probes.
+            continue;
+        }
         let round = analyse(ctx, cell, RoundTrigger::Tick).await?;
         batch.extend(round.observations.into_iter().map(|o| (name.clone(), o)));
     }
@@ -503,13 +666,7 @@ pub(crate) async fn analyse(
             }
         }
     }
-    let changes = ctx.store.sync_problems(name, &problems, now).await?;
-    for p in &changes.opened {
-        info!(cluster = %name, problem = %p.key, summary = %p.problem.summary, "problem opened");
-    }
-    for p in &changes.cleared {
-        info!(cluster = %name, problem = %p.key, "problem cleared");
-    }
+    sync_problems(ctx, cell, &problems, now).await?;
     let view = PrimaryView {
         dead: analysis.primary.is_some()
             && problems
@@ -534,6 +691,50 @@ pub(crate) async fn analyse(
     };
     ctx.publish(&round);
     Ok(round)
+}
+
+/// Sync the cluster's problems to the store, unless they are what this loop last synced and
+/// no refresh is due (see the module docs). Called under the cluster's analysis lock.
+async fn sync_problems(
+    ctx: &Ctx,
+    cell: &ClusterCell,
+    problems: &[Problem],
+    now: u64,
+) -> anyhow::Result<()> {
+    let name = &cell.name;
+    let first_refresh = {
+        let synced = cell.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        match &*synced {
+            Some(s) if s.problems == problems && Instant::now() < s.refresh_at => {
+                ctx.stats
+                    .problem_syncs_skipped
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+            Some(_) => false,
+            None => true,
+        }
+    };
+    // Forget the last sync first: if this one fails, the next round syncs whatever it sees.
+    *cell.synced.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    let changes = ctx.store.sync_problems(name, problems, now).await?;
+    ctx.stats.problem_syncs.fetch_add(1, Ordering::Relaxed);
+    let refresh_after = if first_refresh {
+        cell.first_refresh
+    } else {
+        PROBLEM_REFRESH
+    };
+    *cell.synced.lock().unwrap_or_else(PoisonError::into_inner) = Some(Synced {
+        problems: problems.to_vec(),
+        refresh_at: Instant::now() + refresh_after,
+    });
+    for p in &changes.opened {
+        info!(cluster = %name, problem = %p.key, summary = %p.problem.summary, "problem opened");
+    }
+    for p in &changes.cleared {
+        info!(cluster = %name, problem = %p.key, "problem cleared");
+    }
+    Ok(())
 }
 
 /// Probe one instance every interval until cancelled, keeping one connection open between
@@ -585,11 +786,11 @@ async fn probe_loop(
         if let (true, Some(f)) = (was_reachable, reachability_failure(&reachability)) {
             if ctx.opts.fast_path.enabled && cell.is_primary(&addr) {
                 ctx.stats.probe_suspects.fetch_add(1, Ordering::Relaxed);
-                let _ = ctx.suspects.send(Suspect {
-                    cluster: cell.name.clone(),
-                    instance: addr.clone(),
-                    reason: format!("probe failed: {}: {}", f.kind, f.message),
-                });
+                cell.suspect(
+                    &ctx,
+                    &addr,
+                    format!("probe failed: {}: {}", f.kind, f.message),
+                );
             }
         }
         was_reachable = reachable;
@@ -664,5 +865,19 @@ async fn probe_once(
             }
         }
         r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_permits;
+
+    #[test]
+    fn probe_permits_grow_with_the_fleet() {
+        assert_eq!(probe_permits(256, 0), 256);
+        assert_eq!(probe_permits(256, 1_000), 256);
+        assert_eq!(probe_permits(256, 10_002), 2_500);
+        assert_eq!(probe_permits(4_096, 10_002), 4_096);
+        assert_eq!(probe_permits(0, 0), 1);
     }
 }

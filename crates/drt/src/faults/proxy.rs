@@ -357,7 +357,14 @@ async fn serve(client: TcpStream, shared: Arc<Shared>, n: u64) {
     // close already sees the count; once per connection, whichever direction drops first.
     let dropped = AtomicBool::new(false);
     let up = pipe(cr, sw, Direction::ToTarget, &shared, seed, &dropped);
-    let down = pipe(sr, cw, Direction::ToClient, &shared, splitmix(seed), &dropped);
+    let down = pipe(
+        sr,
+        cw,
+        Direction::ToClient,
+        &shared,
+        splitmix(seed),
+        &dropped,
+    );
     tokio::select! {
         _ = shared.cancel.cancelled() => {}
         _ = async { tokio::try_join!(up, down) } => {}
