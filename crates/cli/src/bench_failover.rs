@@ -313,8 +313,10 @@ async fn runs_in(
             );
         }
         failovers.push(run);
-        // Bring the old primary back as a replica for the next run.
-        sb.start(&old).await?;
+        // Bring the old primary back as a replica for the next run. It starts read-only, as
+        // a production server configured to start read-only would (and as DRT heals do), so
+        // it is never a second writable primary, and a repair of it is safe.
+        sb.start_read_only(&old).await?;
         engine
             .ack_recoveries(NAME, "bench")
             .await
