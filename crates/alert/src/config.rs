@@ -71,7 +71,7 @@ pub struct WebhookSpec {
     /// Its name in logs and stats; defaults to `webhook`. Unique among notifiers.
     #[serde(default)]
     pub name: Option<String>,
-    /// Where to POST (http only in this build).
+    /// Where to POST (http or https).
     pub url: String,
     /// Extra headers that are not secrets.
     #[serde(default)]

@@ -59,7 +59,7 @@ pub struct PagerDutyNotifier {
 }
 
 impl PagerDutyNotifier {
-    /// A notifier posting to `url` (http only in this build; tests point it at a local
+    /// A notifier posting to `url` (http or https; tests point it at a local
     /// receiver).
     pub fn new(
         name: impl Into<String>,

@@ -22,7 +22,7 @@ pub struct WebhookNotifier {
 }
 
 impl WebhookNotifier {
-    /// A webhook to `url` (http only in this build), sending `headers` with each request.
+    /// A webhook to `url` (http or https), sending `headers` with each request.
     pub fn new(
         name: impl Into<String>,
         url: &str,
