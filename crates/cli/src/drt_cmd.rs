@@ -404,10 +404,7 @@ async fn abort(
     .map_err(|e| anyhow::anyhow!("signal the DRT run (pid {pid}): {e}"))?;
     eprintln!("asked the DRT run (pid {pid}) to abort; waiting for it to heal its faults");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while path.exists() && std::time::Instant::now() < deadline {
-        if active_pid(&path).is_none() {
-            break;
-        }
+    while active_pid(&path).is_some() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     if active_pid(&path).is_some() {

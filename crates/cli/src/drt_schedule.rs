@@ -173,7 +173,7 @@ impl Scheduler {
         self.drt.finished();
         let run = result?;
         let report = Report::new(scenario.clone(), vec![run]);
-        let id = save_run(self.store.as_ref(), &report, "schedule").await?;
+        let id = save_run(self.store.as_ref(), &report, "schedule").await?.id;
         info!(%id, pass = report.pass, "scheduled DRT finished");
         // Put the cluster back together for the next game day.
         if let Err(e) = crate::drt_cmd::restore(

@@ -107,12 +107,13 @@ fn run_id(started_ms: u64, scenario: &str) -> String {
     format!("{stamp}-{scenario}")
 }
 
-/// Store `report` under a new id and append its `drt_finished` event; return the id.
+/// Store `report` under a new id and append its `drt_finished` event; return its summary
+/// (with the id).
 pub async fn save_run(
     store: &dyn Store,
     report: &Report,
     origin: &str,
-) -> Result<String, StoreError> {
+) -> Result<RunSummary, StoreError> {
     let started = report
         .runs
         .first()
@@ -159,7 +160,7 @@ pub async fn save_run(
     .with_cluster(summary.cluster.clone())
     .with_data(serde_json::to_value(&summary).unwrap_or_default());
     store.append_event(&ev).await?;
-    Ok(id)
+    Ok(summary)
 }
 
 /// Every stored run, newest first, at most `limit`.
@@ -240,9 +241,8 @@ pub async fn post_run(
             "a DRT report needs at least one run".into(),
         ));
     }
-    let id = save_run(state.store.as_ref(), &report, "cli").await?;
-    let run = load_run(state.store.as_ref(), &id).await?;
-    Ok((StatusCode::CREATED, Json(RunSummary::of(&run))))
+    let summary = save_run(state.store.as_ref(), &report, "cli").await?;
+    Ok((StatusCode::CREATED, Json(summary)))
 }
 
 /// The daemon's scheduled DRT in progress, if any, so it can be shown and aborted.
