@@ -411,6 +411,7 @@ async fn detection(
             },
             concurrency: 64,
             fast_path: monitor::FastPathOptions::default(),
+            persist_every: Duration::ZERO,
         },
         vec![monitor::ClusterWatch {
             spec,

@@ -146,6 +146,8 @@ pub async fn run(
             probe: probe_opts,
             concurrency: 64,
             fast_path: monitor::FastPathOptions::default(),
+            // wait_healthy reads the store's observations for freshness.
+            persist_every: Duration::ZERO,
         },
         vec![monitor::ClusterWatch {
             spec,

@@ -458,6 +458,7 @@ fn watch_options(b: &MonitorBench) -> monitor::WatchOptions {
         },
         concurrency: b.concurrency,
         fast_path: monitor::FastPathOptions::default(),
+        persist_every: monitor::watch::PERSIST_EVERY,
     }
 }
 

@@ -184,6 +184,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         },
         concurrency: cfg.probe.concurrency,
         fast_path: monitor::FastPathOptions::default(),
+        persist_every: cfg.monitor.persist_every,
     };
     // Alerting starts before the API, which lists its alerts and downtimes.
     let alerting = crate::alerting::start(&cfg.alert, store.clone(), engine.clone())

@@ -59,6 +59,14 @@ pub struct MonitorConfig {
     /// `probe.interval`.
     #[serde(with = "serde_util::duration")]
     pub history: Duration,
+    /// How long an instance's stored observation may go without being written again while
+    /// nothing that matters changed: role, source, threads, errors, a lag class, GTID mode,
+    /// semi-sync, reachability. Such a change is written at the round that sees it. The
+    /// API serves the watch loop's own fresh observations; the store's copy is what a
+    /// restart or another node reads. Default `10s`; `0s` writes every round (costly at
+    /// thousands of instances).
+    #[serde(with = "serde_util::duration")]
+    pub persist_every: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -66,6 +74,7 @@ impl Default for MonitorConfig {
         Self {
             heartbeat: true,
             history: Duration::from_secs(3600),
+            persist_every: Duration::from_secs(10),
         }
     }
 }

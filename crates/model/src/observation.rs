@@ -253,7 +253,7 @@ pub enum GtidState {
 }
 
 /// Semi-sync replication, from both roles' variables and status counters.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SemiSyncState {
     /// `rpl_semi_sync_master_enabled` (`source` on MySQL): this server waits for acks.
     pub source_enabled: bool,
@@ -267,4 +267,73 @@ pub struct SemiSyncState {
     pub replica_enabled: bool,
     /// `Rpl_semi_sync_slave_status`: the IO thread acks now.
     pub replica_active: bool,
+}
+
+impl Observation {
+    /// A hash of what this observation says about the server's shape: reachable or not (and
+    /// how it failed), identity, `read_only`, binlog settings, the replication source, its
+    /// threads and error numbers, a coarse lag bucket, GTID modes and semi-sync. It leaves out
+    /// what changes on every probe of a busy server: GTID positions, counters, metrics,
+    /// timestamps, exact lag and error texts. The watch loop persists an observation at once
+    /// when this changes, and otherwise only now and then.
+    pub fn shape_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        self.addr.hash(&mut h);
+        match &self.reachability {
+            Reachability::Unreachable(f) => {
+                0u8.hash(&mut h);
+                f.kind.hash(&mut h);
+            }
+            Reachability::Reachable(s) => {
+                1u8.hash(&mut h);
+                s.shape_hash(&mut h);
+            }
+        }
+        h.finish()
+    }
+}
+
+impl ServerState {
+    fn shape_hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        use std::hash::Hash;
+        self.flavor.hash(h);
+        self.version.hash(h);
+        self.server_id.hash(h);
+        self.read_only.hash(h);
+        self.log_bin.hash(h);
+        self.log_replica_updates.hash(h);
+        match &self.replication {
+            None => 0u8.hash(h),
+            Some(r) => {
+                1u8.hash(h);
+                r.source.hash(h);
+                r.io_thread.hash(h);
+                r.sql_running.hash(h);
+                r.last_io_errno.hash(h);
+                r.last_sql_errno.hash(h);
+                r.sql_delay_s.hash(h);
+                r.using_gtid.hash(h);
+                lag_bucket(r.seconds_behind_source).hash(h);
+            }
+        }
+        match &self.gtid {
+            GtidState::Mariadb { strict_mode, .. } => (0u8, *strict_mode).hash(h),
+            GtidState::Mysql { enabled, .. } => (1u8, *enabled).hash(h),
+        }
+        self.semi_sync.hash(h);
+    }
+}
+
+/// `Seconds_Behind_Master` coarsened so that a lag that starts or ends counts as a change of
+/// shape, but a lag that wobbles by a second does not.
+fn lag_bucket(lag: Option<u64>) -> u8 {
+    match lag {
+        None => 0,
+        Some(0) => 1,
+        Some(1..=4) => 2,
+        Some(5..=29) => 3,
+        Some(30..=299) => 4,
+        Some(_) => 5,
+    }
 }

@@ -1094,3 +1094,33 @@ fn problems_carry_cluster_severity_and_a_stable_order() {
     assert_eq!(severity(ProblemKind::DeadPrimary), Severity::Critical);
     assert_eq!(severity(ProblemKind::UnreachableSeed), Severity::Warning);
 }
+
+#[test]
+fn shape_key_ignores_what_moves_every_probe_and_sees_what_matters() {
+    let base = replica("r1").of("p").gtid("0-1-10").lag(0);
+    let key = base.0.shape_key();
+    // Positions, timestamps, a lag of a second or two, an error's text: same shape.
+    assert_eq!(base.clone().gtid("0-1-99").0.shape_key(), key);
+    assert_eq!(base.clone().at(9_999).0.shape_key(), key);
+    assert_eq!(
+        base.clone().lag(1).0.shape_key(),
+        base.clone().lag(3).0.shape_key()
+    );
+    // A change of role, source, thread, lag class, or reachability: another shape.
+    for changed in [
+        base.clone().writable(),
+        base.clone().of("q"),
+        base.clone().io(No),
+        base.clone().sql_error(1062, "duplicate"),
+        base.clone().lag(60),
+        base.clone().id(7),
+        down("r1", Refused),
+    ] {
+        assert_ne!(changed.0.shape_key(), key, "{:?}", changed.0);
+    }
+    assert_ne!(
+        down("r1", Refused).0.shape_key(),
+        down("r1", Timeout).0.shape_key()
+    );
+    assert_ne!(replica("r2").0.shape_key(), replica("r1").0.shape_key());
+}

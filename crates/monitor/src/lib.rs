@@ -52,7 +52,7 @@ mod sentinel;
 mod stats;
 
 pub use round::{ClusterRound, RoundTrigger};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{LatestObservations, Stats, StatsSnapshot};
 pub mod watch;
 
 pub use heartbeat::HeartbeatOptions;

@@ -4,8 +4,10 @@
 //!
 //! mysql_async reads a socket only while a statement runs, so an idle connection cannot tell
 //! that the server went away. The sentinel therefore sits in
-//! `SELECT /* dbfleet liveness */ SLEEP(n)` (n = three probe intervals, clamped to 1–30 s)
-//! and reissues it when it returns. A killed server's kernel closes the socket, the pending
+//! `SELECT /* dbfleet liveness */ SLEEP(n)` (n = thirty probe intervals, clamped to 5–60 s)
+//! and reissues it when it returns. Death is seen when the socket closes, whatever n is, so
+//! n only sets how often the statement is sent: at 10,000 servers (3,334 primaries) and a
+//! 1 s interval, n = 3 s cost 1,100 statements a second, n = 30 s costs 110. A killed server's kernel closes the socket, the pending
 //! read fails at once, and the sentinel reports a suspect to the main loop. What does not
 //! count as a sign of death: the sentinel being moved or cancelled (the statement's future
 //! is dropped), the statement ending normally, a server error on it (for example a
@@ -49,7 +51,7 @@ pub(crate) const CONNECTS_AT_ONCE: usize = 32;
 
 /// How long one liveness statement sleeps.
 pub(crate) fn sleep_for(interval: Duration) -> Duration {
-    (interval * 3).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    (interval * 30).clamp(Duration::from_secs(5), Duration::from_secs(60))
 }
 
 /// Follow the cluster's primary until cancelled, holding a liveness connection on it.

@@ -1,8 +1,11 @@
 //! `Stats`: counters the daemon exposes about itself (rounds, probes, errors, the fast path,
 //! missed intervals, heartbeats), and the fleet's metrics the watch loop records.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
+use model::{InstanceAddr, Observation};
 use serde::Serialize;
 
 /// Live counters of the watch loop, shared with the API.
@@ -46,9 +49,51 @@ pub struct Stats {
     pub problem_syncs: AtomicU64,
     /// Analyses whose problems were unchanged since the last sync, not synced again.
     pub problem_syncs_skipped: AtomicU64,
+    /// Observations written to the store by the analysis rounds.
+    pub observations_persisted: AtomicU64,
+    /// Observations the rounds did not write because their shape was unchanged and their
+    /// stored copy younger than `monitor.persist_every`.
+    pub observations_persist_skipped: AtomicU64,
     /// Every instance's latest probe and recent history, and the probe latency histogram,
     /// for `/metrics` and the history API. The watch loop records every probe here.
     pub fleet: metrics::FleetMetrics,
+    /// Every instance's latest observation, which the watch loop analyses and the API
+    /// prefers to the store's copy when it is newer.
+    pub latest: LatestObservations,
+}
+
+/// Each instance's latest observation, shared by the probe tasks, the analysis and the API.
+#[derive(Debug, Default)]
+pub struct LatestObservations(Mutex<HashMap<InstanceAddr, Observation>>);
+
+impl LatestObservations {
+    /// Keep `obs` unless a newer observation of the same instance is there already (the
+    /// fast path and the probe tasks both write).
+    pub fn record(&self, obs: Observation) {
+        let mut latest = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match latest.get(&obs.addr) {
+            Some(prev) if prev.at_unix_ms > obs.at_unix_ms => {}
+            _ => {
+                latest.insert(obs.addr.clone(), obs);
+            }
+        }
+    }
+
+    /// Run `f` on the map, under its lock; keep `f` short.
+    pub fn with<T>(&self, f: impl FnOnce(&HashMap<InstanceAddr, Observation>) -> T) -> T {
+        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replace each observation in `rows` by the one held here when that is newer.
+    pub fn refresh<K>(&self, rows: &mut [(K, Observation)]) {
+        self.with(|latest| {
+            for (_, o) in rows.iter_mut() {
+                if let Some(newer) = latest.get(&o.addr).filter(|n| n.at_unix_ms > o.at_unix_ms) {
+                    *o = newer.clone();
+                }
+            }
+        });
+    }
 }
 
 /// A copy of the counters at one moment, for JSON.
@@ -92,6 +137,10 @@ pub struct StatsSnapshot {
     pub problem_syncs: u64,
     /// Analyses whose unchanged problems were not synced again.
     pub problem_syncs_skipped: u64,
+    /// Observations written to the store.
+    pub observations_persisted: u64,
+    /// Observations not written: same shape, stored copy not yet due.
+    pub observations_persist_skipped: u64,
 }
 
 impl Stats {
@@ -118,6 +167,8 @@ impl Stats {
             probe_permits: r(&self.probe_permits),
             problem_syncs: r(&self.problem_syncs),
             problem_syncs_skipped: r(&self.problem_syncs_skipped),
+            observations_persisted: r(&self.observations_persisted),
+            observations_persist_skipped: r(&self.observations_persist_skipped),
         }
     }
 

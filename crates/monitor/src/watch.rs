@@ -69,7 +69,16 @@ pub struct WatchOptions {
     pub concurrency: usize,
     /// The suspect fast path and the primary's liveness connection.
     pub fast_path: FastPathOptions,
+    /// How long an observation whose shape ([`Observation::shape_key`]) is unchanged may go
+    /// without being written to the store again. A change of shape is written at the round
+    /// that sees it; zero writes every observation every round. The API serves the watch
+    /// loop's own latest observations, so this bounds only how stale the store's copy (a
+    /// restart, another node) may be.
+    pub persist_every: Duration,
 }
+
+/// The default of [`WatchOptions::persist_every`].
+pub const PERSIST_EVERY: Duration = Duration::from_secs(10);
 
 /// How the watch loop reacts between ticks to a first sign that a cluster's primary died.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +159,6 @@ pub(crate) struct Ctx {
     pub(crate) opts: WatchOptions,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) stats: Arc<Stats>,
-    latest: Mutex<HashMap<InstanceAddr, Observation>>,
     ever_reached: Mutex<HashSet<InstanceAddr>>,
     permits: Semaphore,
     /// Liveness connections being opened at once (`sentinel::CONNECTS_AT_ONCE`).
@@ -183,23 +191,18 @@ impl Ctx {
 
     /// Whether the latest observation of `addr` shows a writable server with no source.
     pub(crate) fn observed_writable_primary(&self, addr: &InstanceAddr) -> bool {
-        let latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        latest
-            .get(addr)
-            .and_then(Observation::state)
-            .is_some_and(|s| !s.read_only && s.replication.is_none())
+        self.stats.latest.with(|latest| {
+            latest
+                .get(addr)
+                .and_then(Observation::state)
+                .is_some_and(|s| !s.read_only && s.replication.is_none())
+        })
     }
 
     /// Record an observation unless a newer one of the same instance is there already (the
     /// fast path and the probe tasks both write).
     pub(crate) fn record(&self, obs: Observation) {
-        let mut latest = self.latest.lock().unwrap_or_else(PoisonError::into_inner);
-        match latest.get(&obs.addr) {
-            Some(prev) if prev.at_unix_ms > obs.at_unix_ms => {}
-            _ => {
-                latest.insert(obs.addr.clone(), obs);
-            }
-        }
+        self.stats.latest.record(obs);
     }
 
     /// Hand a round to the caller without ever waiting: a full or closed channel drops it.
@@ -340,7 +343,6 @@ pub async fn run_with(
         opts,
         store: store.clone(),
         stats: stats.clone(),
-        latest: Mutex::default(),
         ever_reached: Mutex::default(),
         permits: Semaphore::new(opts.concurrency.max(1)),
         fast_permits: Semaphore::new(opts.concurrency.max(1)),
@@ -548,6 +550,7 @@ async fn tick_loop(
 ) {
     let mut ticker = tokio::time::interval(ctx.opts.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut persisted = Persisted::default();
     loop {
         let scheduled = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -559,24 +562,75 @@ async fn tick_loop(
                 .round_missed_intervals
                 .fetch_add(missed, Ordering::Relaxed);
         }
-        if let Err(e) = tick(&ctx, &cells).await {
+        if let Err(e) = tick(&ctx, &cells, &mut persisted).await {
             warn!(error = %e, "analysis round failed");
         }
     }
 }
 
-/// The periodic round: every cluster in turn, then the observations in one batch.
-async fn tick(ctx: &Ctx, cells: &BTreeMap<String, Arc<ClusterCell>>) -> anyhow::Result<()> {
+/// What the rounds last wrote to the store, per instance: its shape and when it is due
+/// again.
+#[derive(Default)]
+struct Persisted(HashMap<InstanceAddr, (u64, u64)>);
+
+impl Persisted {
+    /// Whether `o` should be written now: never written, another shape, or due.
+    fn wants(&self, o: &Observation, shape: u64, now: u64) -> bool {
+        self.0
+            .get(&o.addr)
+            .is_none_or(|&(had, due)| had != shape || now >= due)
+    }
+
+    /// `o` was written now. The first write of an instance is due again after a share of
+    /// `every` taken from its shape, so that a fleet that starts together does not come due
+    /// together.
+    fn written(&mut self, o: &Observation, shape: u64, now: u64, every: Duration) {
+        let every_ms = every.as_millis() as u64;
+        let next = match self.0.get(&o.addr) {
+            None if every_ms > 0 => now + shape % every_ms,
+            _ => now + every_ms,
+        };
+        self.0.insert(o.addr.clone(), (shape, next));
+    }
+}
+
+/// The periodic round: every cluster in turn, then the observations whose shape changed or
+/// whose stored copy is due, in one batch.
+async fn tick(
+    ctx: &Ctx,
+    cells: &BTreeMap<String, Arc<ClusterCell>>,
+    persisted: &mut Persisted,
+) -> anyhow::Result<()> {
     let mut batch = Vec::new();
+    let mut shapes = Vec::new();
+    let now = now_ms();
+    let mut skipped = 0u64;
     for (name, cell) in cells {
         if cell.suspect_pending.load(Ordering::Acquire) {
             // Its fast path is about to analyse it with fresh probes.
             continue;
         }
         let round = analyse(ctx, cell, RoundTrigger::Tick).await?;
-        batch.extend(round.observations.into_iter().map(|o| (name.clone(), o)));
+        for o in round.observations {
+            let shape = o.shape_key();
+            if persisted.wants(&o, shape, now) {
+                shapes.push(shape);
+                batch.push((name.clone(), o));
+            } else {
+                skipped += 1;
+            }
+        }
     }
     ctx.store.save_observations(&batch).await?;
+    for ((_, o), shape) in batch.iter().zip(shapes) {
+        persisted.written(o, shape, now, ctx.opts.persist_every);
+    }
+    ctx.stats
+        .observations_persisted
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    ctx.stats
+        .observations_persist_skipped
+        .fetch_add(skipped, Ordering::Relaxed);
     ctx.stats.rounds.fetch_add(1, Ordering::Relaxed);
     ctx.stats.last_round_ms.store(now_ms(), Ordering::Relaxed);
     Ok(())
@@ -594,13 +648,12 @@ pub(crate) async fn analyse(
     let spec = &cell.watch.spec;
     let now = now_ms();
     let members = cell.members();
-    let mut observations: Vec<Observation> = {
-        let latest = ctx.latest.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut observations: Vec<Observation> = ctx.stats.latest.with(|latest| {
         members
             .iter()
             .filter_map(|a| latest.get(a).cloned())
             .collect()
-    };
+    });
     // An observation older than this means the probe task is stuck past its timeouts.
     let stale_after =
         ctx.opts.interval * 3 + ctx.opts.probe.connect_timeout + ctx.opts.probe.query_timeout;

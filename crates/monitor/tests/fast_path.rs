@@ -86,6 +86,7 @@ impl Fixture {
                 },
                 concurrency: 16,
                 fast_path: fast,
+                persist_every: Duration::ZERO,
             },
             vec![ClusterWatch {
                 spec,

@@ -92,6 +92,7 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
                 enabled: false,
                 ..FastPathOptions::default()
             },
+            persist_every: Duration::ZERO,
         },
         HeartbeatOptions { enabled: true },
         vec![ClusterWatch {

@@ -76,6 +76,31 @@ pub const STATUS: &[&str] = &[
     "innodb_log_waits",
 ];
 
+/// The columns of `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS` that
+/// [`replication_status`] reads, both dialects' names. The probe keeps only these of the
+/// 50–60 the server sends.
+pub const REPLICA_COLUMNS: &[&str] = &[
+    "Source_Host",
+    "Master_Host",
+    "Source_Port",
+    "Master_Port",
+    "Replica_IO_Running",
+    "Slave_IO_Running",
+    "Replica_SQL_Running",
+    "Slave_SQL_Running",
+    "Using_Gtid",
+    "Auto_Position",
+    "Last_IO_Errno",
+    "Last_IO_Error",
+    "Last_SQL_Errno",
+    "Last_SQL_Error",
+    "Seconds_Behind_Source",
+    "Seconds_Behind_Master",
+    "SQL_Delay",
+    "Gtid_IO_Pos",
+    "Retrieved_Gtid_Set",
+];
+
 /// The statement that reads the heartbeat row the daemon writes on each cluster's primary
 /// (see `monitor::heartbeat`). Appended to the probe's batch when heartbeats are on.
 pub const HEARTBEAT_READ_SQL: &str = "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1";

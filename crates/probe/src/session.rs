@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mysql_async::prelude::Queryable;
@@ -186,12 +187,23 @@ impl Session {
     /// or row, or any server error on that statement alone, is "no heartbeat yet":
     /// `metrics.heartbeat` is `None` and the probe still succeeds.
     pub async fn observe_with(&mut self, opts: ObserveOptions) -> Result<ServerState, ProbeError> {
-        let mut sql = format!(
-            "{}; {}; {}",
-            parse::show_where("VARIABLES", parse::VARIABLES),
-            parse::show_where("STATUS", parse::STATUS),
-            parse::replica_status_sql(self.flavor, &self.version),
+        // The two long statements are the same for every server: built once.
+        static SHOW_VARIABLES_AND_STATUS: LazyLock<String> = LazyLock::new(|| {
+            format!(
+                "{}; {}; ",
+                parse::show_where("VARIABLES", parse::VARIABLES),
+                parse::show_where("STATUS", parse::STATUS),
+            )
+        });
+        let replica_sql = parse::replica_status_sql(self.flavor, &self.version);
+        let mut sql = String::with_capacity(
+            SHOW_VARIABLES_AND_STATUS.len()
+                + replica_sql.len()
+                + 2
+                + parse::HEARTBEAT_READ_SQL.len(),
         );
+        sql.push_str(&SHOW_VARIABLES_AND_STATUS);
+        sql.push_str(replica_sql);
         if opts.heartbeat {
             sql.push_str("; ");
             sql.push_str(parse::HEARTBEAT_READ_SQL);
@@ -218,7 +230,10 @@ impl Session {
             })
             .await?;
         let read_at_us = now_us();
-        let replica: Vec<RowMap> = replica.iter().map(row_map).collect();
+        let replica: Vec<RowMap> = replica
+            .iter()
+            .map(|r| row_map_only(r, parse::REPLICA_COLUMNS))
+            .collect();
         let mut state = parse::server_state(
             self.flavor,
             &name_values(&vars),
@@ -405,13 +420,27 @@ fn row_map(row: &Row) -> RowMap {
         .collect()
 }
 
+/// The columns of `row` named in `keep`, as name → text; the rest are never decoded.
+fn row_map_only(row: &Row, keep: &[&str]) -> RowMap {
+    row.columns_ref()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| {
+            let name = c.name_ref();
+            let kept = keep.iter().find(|k| k.as_bytes() == name)?;
+            Some(((*kept).to_string(), row.as_ref(i).and_then(text)))
+        })
+        .collect()
+}
+
 /// `SHOW VARIABLES`-shaped rows (name, value) as a lowercased map.
 fn name_values(rows: &[Row]) -> Vars {
     rows.iter()
         .filter_map(|r| {
-            let name = r.as_ref(0).and_then(text)?;
+            let mut name = r.as_ref(0).and_then(text)?;
+            name.make_ascii_lowercase();
             let value = r.as_ref(1).and_then(text).unwrap_or_default();
-            Some((name.to_ascii_lowercase(), value))
+            Some((name, value))
         })
         .collect()
 }

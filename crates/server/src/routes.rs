@@ -44,6 +44,18 @@ async fn known_cluster(state: &AppState, name: &str) -> Result<store::ClusterRec
         .ok_or_else(|| ApiError::NotFound(format!("no cluster named {name:?}")))
 }
 
+/// The last observation of each instance (of one cluster, or all): the store's copy, or the
+/// watch loop's own when that is newer (the loop writes to the store only when an
+/// instance's shape changes or its copy is due, `monitor.persist_every`).
+async fn last_observations(
+    state: &AppState,
+    cluster: Option<&str>,
+) -> Result<Vec<(String, Observation)>, ApiError> {
+    let mut rows = state.store.last_observations(cluster).await?;
+    state.stats.latest.refresh(&mut rows);
+    Ok(rows)
+}
+
 /// The observations of a cluster, without the cluster names.
 fn observations_only(rows: Vec<(String, Observation)>) -> Vec<Observation> {
     rows.into_iter().map(|(_, o)| o).collect()
@@ -82,7 +94,7 @@ pub async fn clusters(
         *instance_counts.entry(i.cluster).or_default() += 1;
     }
     let mut observations: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-    for (cluster, o) in state.store.last_observations(None).await? {
+    for (cluster, o) in last_observations(&state, None).await? {
         observations.entry(cluster).or_default().push(o);
     }
     let open = state.store.open_problems(None).await?;
@@ -112,7 +124,7 @@ pub async fn cluster(
     Params::parse(raw, &[])?;
     let record = known_cluster(&state, &name).await?;
     let instances = state.store.instances(Some(&name)).await?;
-    let observations = observations_only(state.store.last_observations(Some(&name)).await?);
+    let observations = observations_only(last_observations(&state, Some(&name)).await?);
     let open = state.store.open_problems(Some(&name)).await?;
     let summary = ClusterSummary::build(
         &record,
@@ -137,7 +149,7 @@ pub async fn cluster_topology(
     Params::parse(raw, &[])?;
     known_cluster(&state, &name).await?;
     let instances = state.store.instances(Some(&name)).await?;
-    let observations = observations_only(state.store.last_observations(Some(&name)).await?);
+    let observations = observations_only(last_observations(&state, Some(&name)).await?);
     Ok(Json(topology::build(&name, &instances, &observations)))
 }
 
@@ -151,9 +163,7 @@ pub async fn instances(
     if let Some(name) = cluster {
         known_cluster(&state, name).await?;
     }
-    let mut observations: BTreeMap<InstanceAddr, Observation> = state
-        .store
-        .last_observations(cluster)
+    let mut observations: BTreeMap<InstanceAddr, Observation> = last_observations(&state, cluster)
         .await?
         .into_iter()
         .map(|(_, o)| (o.addr.clone(), o))

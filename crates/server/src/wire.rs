@@ -72,6 +72,13 @@ pub struct Stats {
     /// Analysis rounds the engine did not get because it fell behind.
     #[serde(default)]
     pub rounds_dropped: u64,
+    /// Observations the rounds wrote to the store.
+    #[serde(default)]
+    pub observations_persisted: u64,
+    /// Observations the rounds did not write: shape unchanged and the stored copy younger
+    /// than `monitor.persist_every`.
+    #[serde(default)]
+    pub observations_persist_skipped: u64,
 }
 
 impl From<monitor::StatsSnapshot> for Stats {
@@ -88,6 +95,8 @@ impl From<monitor::StatsSnapshot> for Stats {
             sentinel_signals: s.sentinel_signals,
             sentinels_armed: s.sentinels_armed,
             rounds_dropped: s.rounds_dropped,
+            observations_persisted: s.observations_persisted,
+            observations_persist_skipped: s.observations_persist_skipped,
         }
     }
 }

@@ -1,0 +1,158 @@
+//! How often the watch loop writes observations to the store, against a real sandbox: with
+//! `persist_every` long, an instance whose shape does not change keeps its first stored copy
+//! while the loop's own latest observation moves on every probe; a change of shape (a
+//! replica's SQL thread stopped) reaches the store at the next round.
+//!
+//! The sandbox uses ports 30070–30072, in a temporary directory. Waits poll with generous
+//! deadlines; nothing asserts how fast anything happens.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use model::{ClusterSpec, InstanceAddr, InstanceSpec, Observation};
+use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
+use probe::{ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::{Sandbox, UpOptions};
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+
+async fn stored(store: &dyn Store, addr: &InstanceAddr) -> Option<Observation> {
+    store
+        .last_observations(Some("pe"))
+        .await
+        .expect("read observations")
+        .into_iter()
+        .map(|(_, o)| o)
+        .find(|o| &o.addr == addr)
+}
+
+fn latest(stats: &Stats, addr: &InstanceAddr) -> Option<Observation> {
+    stats.latest.with(|l| l.get(addr).cloned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
+    let root = tempfile::Builder::new()
+        .prefix("dbfleet-persist-test-")
+        .tempdir()
+        .expect("tempdir");
+    let name = "pe";
+    let _guard = SandboxGuard::new(root.path(), name);
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 1,
+        semi_sync: false,
+        base_port: 30070,
+        root: root.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().expect("credentials").admin.credentials();
+    let addr = |m: &str| sb.member(m).expect("member").addr();
+    let (m1, m2) = (addr("m1"), addr("m2"));
+    let instances: Vec<InstanceSpec> = [&m1, &m2]
+        .iter()
+        .map(|a| {
+            serde_json::from_value(serde_json::json!({
+                "addr": a.to_string(), "promotion": "neutral",
+            }))
+            .expect("instance spec")
+        })
+        .collect();
+    let spec = ClusterSpec {
+        name: name.into(),
+        instances,
+        expected_replicas: 1,
+        semi_sync: false,
+        max_lag: Duration::from_secs(10),
+    };
+    let stats = Arc::new(Stats::default());
+    let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open_in_memory().expect("store"));
+    let cancel = CancellationToken::new();
+    let watch = tokio::spawn(monitor::run_with(
+        WatchOptions {
+            interval: INTERVAL,
+            discovery_interval: Duration::from_secs(60),
+            probe: ProbeOptions {
+                connect_timeout: Duration::from_millis(500),
+                query_timeout: Duration::from_millis(500),
+            },
+            concurrency: 16,
+            fast_path: FastPathOptions {
+                enabled: false,
+                ..FastPathOptions::default()
+            },
+            persist_every: Duration::from_secs(3600),
+        },
+        HeartbeatOptions { enabled: false },
+        vec![ClusterWatch {
+            spec,
+            credentials: creds.clone(),
+        }],
+        store.clone(),
+        stats.clone(),
+        None,
+        cancel.clone(),
+    ));
+
+    // The first observation of each instance is stored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(o) = stored(store.as_ref(), &m2)
+            .await
+            .filter(|o| o.state().is_some())
+        {
+            break o;
+        }
+        assert!(Instant::now() < deadline, "m2 never stored");
+        tokio::time::sleep(INTERVAL).await;
+    };
+    // Ten more rounds: the loop's own copy moves on, the stored one stays.
+    let rounds = stats.rounds.load(Ordering::Relaxed);
+    while stats.rounds.load(Ordering::Relaxed) < rounds + 10 {
+        tokio::time::sleep(INTERVAL / 2).await;
+    }
+    let live = latest(&stats, &m2).expect("m2 probed");
+    assert!(live.at_unix_ms > first.at_unix_ms, "the loop probes on");
+    let still = stored(store.as_ref(), &m2).await.expect("m2 stored");
+    assert_eq!(
+        still.at_unix_ms, first.at_unix_ms,
+        "unchanged shape, not rewritten"
+    );
+    assert!(stats.observations_persist_skipped.load(Ordering::Relaxed) >= 10);
+
+    // Stop m2's SQL thread: the stored copy shows it within a few rounds.
+    let mut s2 = Session::connect(&m2, &creds, ProbeOptions::default())
+        .await
+        .expect("connect m2");
+    s2.exec("stop sql thread", "STOP SLAVE SQL_THREAD")
+        .await
+        .expect("stop sql thread");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = stored(store.as_ref(), &m2).await.expect("m2 stored");
+        let sql_running = o
+            .state()
+            .and_then(|s| s.replication.as_ref())
+            .map(|r| r.sql_running);
+        if sql_running == Some(false) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stopped SQL thread never reached the store: {sql_running:?}"
+        );
+        tokio::time::sleep(INTERVAL).await;
+    }
+    s2.exec("start sql thread", "START SLAVE SQL_THREAD")
+        .await
+        .expect("start sql thread");
+    s2.close().await;
+
+    cancel.cancel();
+    watch.await.expect("join").expect("watch loop");
+}
