@@ -224,6 +224,7 @@ struct TestServer {
     http: reqwest::Client,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
+    stats: Arc<monitor::Stats>,
     _dir: tempfile::TempDir,
 }
 
@@ -241,7 +242,7 @@ impl TestServer {
         stats.instances.store(4, Ordering::Relaxed);
         let state = AppState {
             store: Arc::new(store),
-            stats,
+            stats: stats.clone(),
             auth,
             version: "9.9.9-test",
             engine: None,
@@ -260,6 +261,7 @@ impl TestServer {
                 .unwrap(),
             shutdown,
             task,
+            stats,
             _dir: dir,
         }
     }
@@ -341,6 +343,7 @@ async fn healthz_and_status() {
             "probes": 8, "probe_errors": 1, "instances": 4,
             "fast_paths": 0, "fast_path_rounds": 0, "sentinel_signals": 0,
             "sentinels_armed": 0, "rounds_dropped": 0,
+            "observations_persisted": 0, "observations_persist_skipped": 0,
         })
     );
     assert!(body["now_ms"].as_u64().unwrap() > T1);
@@ -413,6 +416,53 @@ async fn cluster_list_and_detail() {
     assert_eq!(code, StatusCode::NOT_FOUND);
     assert!(error_of(&body).contains("\"nope\""));
     s.stop().await;
+}
+
+/// The watch loop writes an unchanged observation to the store only now and then; the API
+/// serves the loop's own copy when it is newer, and never an older one.
+#[tokio::test]
+async fn api_prefers_the_watch_loops_newer_observations() {
+    let s = TestServer::open().await;
+    let mut obs = observations();
+    for o in &mut obs {
+        if o.addr == addr(HEALTHY) {
+            o.at_unix_ms = T1 + 500;
+            if let Reachability::Reachable(st) = &mut o.reachability {
+                st.replication.as_mut().unwrap().seconds_behind_source = Some(7);
+            }
+        } else if o.addr == addr(PRIMARY) {
+            // Older than the stored copy: ignored.
+            o.at_unix_ms = T0;
+            if let Reachability::Reachable(st) = &mut o.reachability {
+                st.read_only = true;
+            }
+        }
+        s.stats.latest.record(o.clone());
+    }
+    let (code, body) = s.get("/api/v1/clusters/main/topology").await;
+    assert_eq!(code, StatusCode::OK);
+    let node = |a: &str| {
+        body["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["addr"] == a)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(node(HEALTHY)["observed_at_ms"], T1 + 500);
+    assert_eq!(node(HEALTHY)["seconds_behind_source"], 7);
+    assert_eq!(node(PRIMARY)["observed_at_ms"], T1);
+    assert_eq!(node(PRIMARY)["read_only"], false);
+    let (_, list) = s.get("/api/v1/instances?cluster=main").await;
+    let healthy = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["addr"] == HEALTHY)
+        .unwrap()
+        .clone();
+    assert_eq!(healthy["observation"]["at_unix_ms"], T1 + 500, "{healthy}");
 }
 
 #[tokio::test]
