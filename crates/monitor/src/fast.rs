@@ -69,6 +69,9 @@ pub(crate) async fn run(
             fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), &suspect.instance) => fresh,
         };
         for obs in fresh {
+            // Into the metrics history too: these probes are what the fleet looked like
+            // while its primary was in doubt.
+            ctx.stats.fleet.record(&cell.name, &obs);
             ctx.record(obs);
         }
         let round = analyse(&ctx, &cell, trigger.clone()).await;

@@ -285,6 +285,17 @@ async fn killed_primary_is_a_dead_primary_within_a_fraction_of_the_interval() {
         Some(ProbeFailureKind::Refused),
         "a fresh probe of a killed server is refused: {obs:?}"
     );
+    // The fast path's probes are in the metrics history as well.
+    let history = f.stats.fleet.history(&m1, 0).expect("m1 has history");
+    assert!(
+        history
+            .points
+            .iter()
+            .any(|p| p.at_ms == obs.at_unix_ms && !p.up),
+        "the fast path's probe of m1 at {} is in its history: {:?}",
+        obs.at_unix_ms,
+        history.points.iter().rev().take(5).collect::<Vec<_>>()
+    );
     // How fast is measured by `dbfleet bench detection`, not asserted here: that the
     // DeadPrimary round came from the fast path (trigger Suspect, above) is the behaviour.
     eprintln!("kill -> DeadPrimary round: {took:?} at a 1s interval");
