@@ -822,7 +822,7 @@ async fn probe_loop(
         let started = Instant::now();
         let result = tokio::select! {
             _ = cancel.cancelled() => break,
-            r = probe_once(&mut session, &addr, &cell.watch.credentials, ctx.opts.probe, ObserveOptions { heartbeat: ctx.heartbeat.enabled }) => r,
+            r = probe_once(&mut session, &addr, &cell.watch.credentials, ctx.opts.probe, ObserveOptions { heartbeat: ctx.heartbeat.enabled, lazy_replica_status: true }) => r,
         };
         let reachability = match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),

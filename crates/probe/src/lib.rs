@@ -9,4 +9,5 @@ mod session;
 pub use error::ProbeError;
 pub use session::{
     now_us, observe, sql_escape, ChangeSource, Credentials, ObserveOptions, ProbeOptions, Session,
+    FULL_REPLICA_READ_EVERY,
 };

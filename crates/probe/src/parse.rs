@@ -55,6 +55,8 @@ pub const STATUS: &[&str] = &[
     "rpl_semi_sync_source_status",
     "rpl_semi_sync_source_clients",
     "rpl_semi_sync_replica_status",
+    "slaves_running",
+    "slave_heartbeat_period",
     "questions",
     "queries",
     "com_commit",

@@ -73,6 +73,11 @@ pub struct Session {
     flavor: Flavor,
     version: String,
     opts: ProbeOptions,
+    /// With [`ObserveOptions::lazy_replica_status`]: set when a full read found no
+    /// replication and no SQL thread running.
+    replica_idle: Option<ReplicaIdle>,
+    /// Replica-status reads skipped, for tests and the bench.
+    replica_reads_skipped: u64,
 }
 
 impl fmt::Debug for Session {
@@ -127,6 +132,8 @@ impl Session {
             flavor: Flavor::Mariadb,
             version: String::new(),
             opts,
+            replica_idle: None,
+            replica_reads_skipped: 0,
         };
         let version: Option<String> = session
             .call("select version", async |c| {
@@ -196,6 +203,11 @@ impl Session {
             )
         });
         let replica_sql = parse::replica_status_sql(self.flavor, &self.version);
+        let skip_replica = opts.lazy_replica_status
+            && self
+                .replica_idle
+                .as_ref()
+                .is_some_and(|i| i.skipped + 1 < FULL_REPLICA_READ_EVERY);
         let mut sql = String::with_capacity(
             SHOW_VARIABLES_AND_STATUS.len()
                 + replica_sql.len()
@@ -203,10 +215,17 @@ impl Session {
                 + parse::HEARTBEAT_READ_SQL.len(),
         );
         sql.push_str(&SHOW_VARIABLES_AND_STATUS);
-        sql.push_str(replica_sql);
+        if !skip_replica {
+            sql.push_str(replica_sql);
+        }
         if opts.heartbeat {
-            sql.push_str("; ");
+            if !skip_replica {
+                sql.push_str("; ");
+            }
             sql.push_str(parse::HEARTBEAT_READ_SQL);
+        } else if skip_replica {
+            // No trailing statement separator: drop the "; " after STATUS.
+            sql.truncate(sql.trim_end_matches([';', ' ']).len());
         }
         let heartbeat = opts.heartbeat;
         let (vars, status, replica, beat) = self
@@ -214,7 +233,11 @@ impl Session {
                 let mut result = c.query_iter(sql).await?;
                 let vars: Vec<Row> = result.collect().await?;
                 let status: Vec<Row> = result.collect().await?;
-                let replica: Vec<Row> = result.collect().await?;
+                let replica: Vec<Row> = if skip_replica {
+                    Vec::new()
+                } else {
+                    result.collect().await?
+                };
                 let beat: Option<Vec<Row>> = if heartbeat {
                     match result.collect::<Row>().await {
                         Ok(rows) => Some(rows),
@@ -230,20 +253,33 @@ impl Session {
             })
             .await?;
         let read_at_us = now_us();
+        let status = name_values(&status);
+        let hint = ReplicaHint::of(&status);
+        let quiet = skip_replica
+            && hint.as_ref().is_some_and(|h| {
+                h.sql_threads == 0
+                    && self
+                        .replica_idle
+                        .as_ref()
+                        .is_some_and(|i| i.heartbeat_period == h.heartbeat_period)
+            });
+        let replica = if skip_replica && !quiet {
+            // The counters moved since the last full read: read the replica status now.
+            self.call("replica status", async move |c| c.query(replica_sql).await)
+                .await?
+        } else {
+            replica
+        };
         let replica: Vec<RowMap> = replica
             .iter()
             .map(|r| row_map_only(r, parse::REPLICA_COLUMNS))
             .collect();
-        let mut state = parse::server_state(
-            self.flavor,
-            &name_values(&vars),
-            &name_values(&status),
-            replica.first(),
-        )
-        .map_err(|detail| ProbeError::Reply {
-            what: "observe",
-            detail,
-        })?;
+        let mut state =
+            parse::server_state(self.flavor, &name_values(&vars), &status, replica.first())
+                .map_err(|detail| ProbeError::Reply {
+                    what: "observe",
+                    detail,
+                })?;
         let ts_us = beat.and_then(|rows| {
             let rows: Vec<RowMap> = rows.iter().map(row_map).collect();
             parse::heartbeat_ts_us(&rows)
@@ -251,7 +287,30 @@ impl Session {
         if let (Some(m), Some(ts_us)) = (state.metrics.as_mut(), ts_us) {
             m.heartbeat = Some(HeartbeatReading { ts_us, read_at_us });
         }
+        self.replica_idle = match (self.replica_idle.take(), hint) {
+            (_, None) => None,
+            _ if !opts.lazy_replica_status || state.replication.is_some() => None,
+            (_, Some(h)) if h.sql_threads != 0 => None,
+            (Some(mut idle), Some(_)) if quiet => {
+                idle.skipped += 1;
+                Some(idle)
+            }
+            // A full read found no replication: skip from here while the counters stay.
+            (_, Some(h)) => Some(ReplicaIdle {
+                skipped: 0,
+                heartbeat_period: h.heartbeat_period,
+            }),
+        };
+        if quiet {
+            self.replica_reads_skipped += 1;
+        }
         Ok(state)
+    }
+
+    /// How many times [`observe_with`](Self::observe_with) left the replica status out
+    /// ([`ObserveOptions::lazy_replica_status`]).
+    pub fn replica_reads_skipped(&self) -> u64 {
+        self.replica_reads_skipped
     }
 
     /// The replicas registered with this server (`SHOW SLAVE HOSTS`, MySQL 8.0.22+ `SHOW
@@ -332,6 +391,45 @@ impl Session {
 pub struct ObserveOptions {
     /// Also read the heartbeat row (`SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1`).
     pub heartbeat: bool,
+    /// Leave `SHOW SLAVE STATUS` out of the batch while this MariaDB server has no
+    /// replication: after a full read found none with `Slaves_running` = 0, as long as
+    /// `Slaves_running` stays 0 and `Slave_heartbeat_period` keeps the value it had then
+    /// (a first `CHANGE MASTER` sets it). When a batch's counters moved, the replica status
+    /// is read at once, in a second round trip; and every [`FULL_REPLICA_READ_EVERY`]th
+    /// probe reads it anyway. What can go unseen until then: a source configured without
+    /// starting its SQL thread on a server that had one before (the period is kept across
+    /// `RESET SLAVE ALL`). The replica status is half of a probe's packets, on the primaries,
+    /// where it is empty.
+    pub lazy_replica_status: bool,
+}
+
+/// With [`ObserveOptions::lazy_replica_status`], a server with no replication still has its
+/// replica status read every this many probes.
+pub const FULL_REPLICA_READ_EVERY: u32 = 10;
+
+/// What a full read of a server with no replication saw, and the reads skipped since.
+#[derive(Debug)]
+struct ReplicaIdle {
+    skipped: u32,
+    heartbeat_period: String,
+}
+
+/// MariaDB's status counters that tell whether replication changed without reading it:
+/// `Slaves_running` (SQL threads running) and `Slave_heartbeat_period` (0 until a first
+/// `CHANGE MASTER` sets it, then kept until restart, even by `RESET SLAVE ALL`). MySQL has
+/// neither: `None`, and the replica status is always read.
+struct ReplicaHint {
+    sql_threads: u64,
+    heartbeat_period: String,
+}
+
+impl ReplicaHint {
+    fn of(status: &Vars) -> Option<Self> {
+        Some(Self {
+            sql_threads: status.get("slaves_running")?.trim().parse().ok()?,
+            heartbeat_period: status.get("slave_heartbeat_period")?.trim().to_string(),
+        })
+    }
 }
 
 /// The local clock in microseconds since the Unix epoch: the heartbeat's time base.

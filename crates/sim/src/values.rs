@@ -279,8 +279,10 @@ const DYNAMIC_STATUS: &[&str] = &[
     "Rpl_semi_sync_master_status",
     "Rpl_semi_sync_master_yes_tx",
     "Rpl_semi_sync_slave_status",
+    "Slave_heartbeat_period",
     "Slave_running",
     "Slaves_connected",
+    "Slaves_running",
     "Threads_cached",
     "Threads_connected",
     "Threads_running",
@@ -458,6 +460,10 @@ fn status(lower: &str, v: &View<'_>) -> Cow<'static, str> {
         }
         "rpl_semi_sync_slave_status" => on_off(v.semi_sync && !v.primary && v.replicating),
         "slave_running" => on_off(!v.primary && v.replicating),
+        // SQL threads running; a replica's configured heartbeat period, 0 on a primary
+        // that never had a source.
+        "slaves_running" => n(u64::from(!v.primary && v.replicating)),
+        "slave_heartbeat_period" => Cow::Borrowed(if v.primary { "0.000" } else { "1.000" }),
         "slaves_connected" => n(if v.primary { v.replicas_connected } else { 0 }),
         _ => Cow::Borrowed(""),
     }

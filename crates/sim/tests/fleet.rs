@@ -120,7 +120,10 @@ async fn discovery_and_heartbeat() {
         .await
         .unwrap();
     let st = r
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(st.metrics.unwrap().heartbeat.is_none());
@@ -144,7 +147,10 @@ async fn discovery_and_heartbeat() {
     .await
     .unwrap();
     let st = r
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let beat = st.metrics.unwrap().heartbeat.expect("a heartbeat reading");
@@ -154,7 +160,10 @@ async fn discovery_and_heartbeat() {
         ts - beat.ts_us
     );
     let st = s
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(st.metrics.unwrap().heartbeat.unwrap().ts_us, ts);
@@ -165,7 +174,10 @@ async fn discovery_and_heartbeat() {
     // Stopped replication: threads No, lag unknown, heartbeat frozen, no longer listed.
     fleet.stop_replication(&c.replicas[0]).unwrap();
     let frozen = r
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let rep = frozen.replication.clone().unwrap();
@@ -181,7 +193,10 @@ async fn discovery_and_heartbeat() {
     .await
     .unwrap();
     let later = r
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -194,7 +209,10 @@ async fn discovery_and_heartbeat() {
     );
     fleet.heal(&c.replicas[0]).unwrap();
     let healed = r
-        .observe_with(ObserveOptions { heartbeat: true })
+        .observe_with(ObserveOptions {
+            heartbeat: true,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(healed.replication.unwrap().sql_running);
