@@ -188,6 +188,10 @@ pub struct EvaluatorState {
     downtimes: BTreeMap<u64, Downtime>,
     /// The next downtime id.
     next_downtime_id: u64,
+    /// Open alerts raised by the daemon rather than by a rule (a failed scheduled DRT), by
+    /// key. No evaluation touches them; they end with [`Evaluator::resolve_raised`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    raised: BTreeMap<String, Alert>,
 }
 
 /// Rules plus state. See the module docs.
@@ -297,6 +301,56 @@ impl Evaluator {
             .values()
             .filter(|d| d.is_active(now))
             .collect()
+    }
+
+    /// Raise an alert that no rule evaluates (e.g. `drt_failed`): `alert` firing now,
+    /// silenced when a downtime covers its target at `now`. An open raised alert of the same
+    /// key is replaced but keeps its start, and its page mark (so its resolve is still sent).
+    /// Returns the transition to record and page.
+    pub fn raise(&mut self, now: UnixMs, mut alert: Alert) -> Transition {
+        let previous = self.state.raised.remove(&alert.key);
+        alert.state = AlertState::Firing;
+        alert.resolved_at = None;
+        alert.resolve_reason = None;
+        alert.silenced = covering(
+            &self.state.downtimes,
+            now,
+            &alert.cluster,
+            alert.instance.as_deref(),
+        )
+        .is_some();
+        let kind = if alert.silenced {
+            TransitionKind::FiredSilenced
+        } else {
+            TransitionKind::Fired
+        };
+        alert.paged_at = (!alert.silenced).then_some(now);
+        alert.started_at = Some(now);
+        if let Some(p) = previous {
+            alert.pending_since = p.pending_since;
+            alert.started_at = p.started_at.or(alert.started_at);
+            alert.paged_at = alert.paged_at.or(p.paged_at);
+        }
+        self.state.raised.insert(alert.key.clone(), alert.clone());
+        Transition { kind, alert }
+    }
+
+    /// Resolve the open raised alert `key` at `now` with a new `summary` (why it ended);
+    /// `None` when none is open. The transition pages when the alert was paged.
+    pub fn resolve_raised(
+        &mut self,
+        now: UnixMs,
+        key: &str,
+        summary: String,
+    ) -> Option<Transition> {
+        let mut a = self.state.raised.remove(key)?;
+        a.summary = summary;
+        Some(resolve(a, now, ResolveReason::ConditionCleared))
+    }
+
+    /// The open raised alerts, by key.
+    pub fn raised(&self) -> impl Iterator<Item = &Alert> {
+        self.state.raised.values()
     }
 
     /// End a downtime early. Firing alerts it silenced are paged at the next evaluation

@@ -1,5 +1,6 @@
 //! The evaluator, driven by fixtures of observations and times: for-durations, dedup,
-//! resolve, vanished instances, problem rules, `rising`, downtimes and persistence.
+//! resolve, vanished instances, problem rules, `rising`, downtimes, persistence, and alerts
+//! raised by the daemon (a failed scheduled DRT) that a later pass resolves.
 
 use std::collections::BTreeMap;
 
@@ -608,4 +609,86 @@ fn default_rules_fire_on_the_monitors_metrics() {
         t[2].alert.summary,
         "r:3306 (c1) uses 0.95 of max_connections"
     );
+}
+
+/// An alert raised by the daemon, as `drt_failed` is.
+fn drt_failed(cluster: &str, summary: &str) -> Alert {
+    Alert {
+        key: format!("drt_failed/{cluster}/kill-primary"),
+        rule: "drt_failed".into(),
+        severity: alert::Severity::Error,
+        cluster: cluster.into(),
+        instance: None,
+        role: None,
+        labels: BTreeMap::from([("scenario".to_string(), "kill-primary".to_string())]),
+        summary: summary.into(),
+        value: None,
+        state: AlertState::Firing,
+        pending_since: 0,
+        window_value: None,
+        started_at: None,
+        resolved_at: None,
+        resolve_reason: None,
+        silenced: false,
+        paged_at: None,
+    }
+}
+
+#[test]
+fn a_raised_alert_stays_open_through_evaluations_and_resolves_when_asked() {
+    let mut ev = Evaluator::new(vec![down_rule()]);
+    let key = "drt_failed/c1/kill-primary";
+    assert!(ev.resolve_raised(0, key, "passed".into()).is_none());
+    let t = ev.raise(10 * S, drt_failed("c1", "run 1 FAILED"));
+    assert_eq!(t.kind, TransitionKind::Fired);
+    assert!(t.pages());
+    assert_eq!(t.alert.paged_at, Some(10 * S));
+    // Evaluations of its cluster neither resolve it (no rule names it) nor list it.
+    assert!(ev.evaluate(20 * S, &up(1.0)).is_empty());
+    assert!(ev.evaluate_cluster(25 * S, "c1", &up(1.0)).is_empty());
+    assert_eq!(ev.alerts().count(), 0);
+    assert_eq!(ev.raised().count(), 1);
+
+    // A second failure inside a downtime keeps the first start and page mark.
+    ev.add_downtime(
+        30 * S,
+        downtime(DowntimeTarget::Cluster("c1".into()), 100 * S),
+    )
+    .unwrap();
+    let t = ev.raise(40 * S, drt_failed("c1", "run 2 FAILED"));
+    assert_eq!(t.kind, TransitionKind::FiredSilenced);
+    assert_eq!(t.alert.started_at, Some(10 * S));
+    assert_eq!(t.alert.paged_at, Some(10 * S));
+    assert_eq!(t.alert.summary, "run 2 FAILED");
+
+    // It survives persistence, and a pass resolves it once, paging the resolve.
+    let json = serde_json::to_string(ev.state()).unwrap();
+    let mut ev = Evaluator::with_state(vec![down_rule()], serde_json::from_str(&json).unwrap());
+    let r = ev
+        .resolve_raised(50 * S, key, "run 3 passed".into())
+        .unwrap();
+    assert_eq!(r.kind, TransitionKind::Resolved);
+    assert_eq!(r.alert.resolved_at, Some(50 * S));
+    assert_eq!(
+        r.alert.resolve_reason,
+        Some(ResolveReason::ConditionCleared)
+    );
+    assert_eq!(r.alert.summary, "run 3 passed");
+    assert!(r.pages());
+    assert!(ev
+        .resolve_raised(60 * S, key, "run 4 passed".into())
+        .is_none());
+
+    // One raised only inside a downtime was never paged: its resolve is not sent either.
+    let t = ev.raise(70 * S, drt_failed("c1", "run 5 FAILED"));
+    assert_eq!(t.kind, TransitionKind::FiredSilenced);
+    let r = ev
+        .resolve_raised(80 * S, key, "run 6 passed".into())
+        .unwrap();
+    assert!(!r.pages());
+
+    // A state written before raised alerts existed still loads.
+    let old = r#"{"alerts":{},"downtimes":{},"next_downtime_id":1}"#;
+    let state: EvaluatorState = serde_json::from_str(old).unwrap();
+    assert_eq!(Evaluator::with_state(vec![], state).raised().count(), 0);
 }

@@ -6,6 +6,11 @@
 //! Followers evaluate too (their `GET /api/v1/alerts` is live) but record, page and persist
 //! nothing; they reload the leader's state from the store now and then, and at once when
 //! they become leader.
+//!
+//! A failed scheduled DRT raises `drt_failed/CLUSTER/SCENARIO`, which no rule evaluates: it
+//! stays open in the stored state until a later scheduled run of the same scenario on the
+//! same cluster passes, which resolves it. The notifiers' delivery counts are served at
+//! `/metrics` through [`AlertControl::notifier_stats`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,8 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use alert::{
-    AlertState, ClusterSnapshot, DispatchOptions, Dispatcher, Evaluator, EvaluatorState,
-    InstanceSnapshot, Observed, ProblemSnapshot, Severity, Transition, TransitionKind,
+    AlertState, ClusterSnapshot, DispatchOptions, DispatchStats, Dispatcher, Evaluator,
+    EvaluatorState, InstanceSnapshot, Observed, ProblemSnapshot, Severity, Transition,
+    TransitionKind,
 };
 use anyhow::Context;
 use model::{InstanceAddr, Observation};
@@ -23,6 +29,8 @@ use server::alert_routes::{AlertControl, DowntimeRefused};
 use store::{kinds, EventLevel, NewEvent, Store, StoreError};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
+
+use crate::drt_schedule::DrtOutcome;
 
 /// Where the evaluator's state lives in the store's key-value space.
 pub(crate) const STATE_KEY: &str = "alert/state";
@@ -34,14 +42,16 @@ const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);
 /// it all again).
 const ROUND_QUEUE: usize = 1024;
 
-/// A scheduled DRT that failed: `(cluster, scenario, text)`.
-type DrtFailure = (String, String, String);
+/// A scheduled DRT's outcome: `(cluster, scenario, outcome, text)`.
+type DrtReport = (String, String, DrtOutcome, String);
 
 /// The alerting shared by its task, the API and the DRT scheduler.
 pub(crate) struct Alerting {
     evaluator: Mutex<Evaluator>,
     /// `None` once shut down.
     dispatcher: Mutex<Option<Dispatcher>>,
+    /// The dispatcher's counts, kept past its shutdown.
+    dispatch_stats: DispatchStats,
     /// The state last written to the store; its lock orders the writes.
     persisted: tokio::sync::Mutex<Option<serde_json::Value>>,
     store: Arc<dyn Store>,
@@ -53,8 +63,9 @@ pub(crate) struct Running {
     pub alerting: Arc<Alerting>,
     /// Give the monitor's rounds here (`try_send`).
     pub rounds: mpsc::Sender<ClusterRound>,
-    /// The DRT scheduler's failure hook.
-    pub on_drt_failure: crate::drt_schedule::FailureHook,
+    /// The DRT scheduler's outcome hook: pages a failed run, resolves that page after a
+    /// pass.
+    pub on_drt_failure: crate::drt_schedule::OutcomeHook,
     /// Ends when every round sender is dropped.
     pub task: tokio::task::JoinHandle<()>,
 }
@@ -94,25 +105,29 @@ pub(crate) async fn start(
     );
     let alerting = Arc::new(Alerting {
         evaluator: Mutex::new(Evaluator::with_state(rules, state)),
+        dispatch_stats: dispatcher.stats(),
         dispatcher: Mutex::new(Some(dispatcher)),
         persisted: tokio::sync::Mutex::new(None),
         store,
         engine,
     });
     let (rounds, rounds_rx) = mpsc::channel(ROUND_QUEUE);
-    let (drt_tx, drt_rx) = mpsc::channel::<DrtFailure>(64);
-    let on_drt_failure: crate::drt_schedule::FailureHook =
-        Arc::new(move |cluster: &str, scenario: &str, text: String| {
+    let (drt_tx, drt_rx) = mpsc::channel::<DrtReport>(64);
+    let on_drt_failure: crate::drt_schedule::OutcomeHook = Arc::new(
+        move |cluster: &str, scenario: &str, outcome: DrtOutcome, text: String| {
             if drt_tx
-                .try_send((cluster.to_string(), scenario.to_string(), text))
+                .try_send((cluster.to_string(), scenario.to_string(), outcome, text))
                 .is_err()
             {
                 warn!(
                     cluster,
-                    scenario, "the alerting task is gone or busy: a DRT failure is not paged"
+                    scenario,
+                    ?outcome,
+                    "the alerting task is gone or busy: a DRT outcome is not paged"
                 );
             }
-        });
+        },
+    );
     let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx));
     Ok(Running {
         alerting,
@@ -280,7 +295,7 @@ impl Alerting {
     async fn run(
         self: Arc<Self>,
         mut rounds: mpsc::Receiver<ClusterRound>,
-        mut drt: mpsc::Receiver<DrtFailure>,
+        mut drt: mpsc::Receiver<DrtReport>,
     ) {
         let mut prev: HashMap<String, HashMap<InstanceAddr, Observation>> = HashMap::new();
         // The state was loaded at start: the first round takes it as is.
@@ -304,7 +319,12 @@ impl Alerting {
                     self.evaluate(r.at_ms, &r.cluster, &observed, leader).await;
                 }
                 f = drt.recv(), if drt_open => match f {
-                    Some((cluster, scenario, text)) => self.drt_failed(&cluster, &scenario, text).await,
+                    Some((cluster, scenario, DrtOutcome::Failed, text)) => {
+                        self.drt_failed(&cluster, &scenario, text).await
+                    }
+                    Some((cluster, scenario, DrtOutcome::Passed, text)) => {
+                        self.drt_passed(&cluster, &scenario, text).await
+                    }
                     None => drt_open = false,
                 },
             }
@@ -381,14 +401,12 @@ impl Alerting {
 
     /// Page a failed scheduled DRT: rule `drt_failed`, severity error, key
     /// `drt_failed/CLUSTER/SCENARIO` (so repeats group into one incident), silenced by a
-    /// downtime on the cluster. It is not an evaluated alert: it never resolves by itself.
+    /// downtime on the cluster. No rule evaluates it: it stays open (in the stored state)
+    /// until [`Alerting::drt_passed`] resolves it.
     async fn drt_failed(&self, cluster: &str, scenario: &str, text: String) {
         let now = now_ms();
-        let downtime = lock(&self.evaluator)
-            .downtime_covering(now, cluster, None)
-            .map(|d| d.id);
         let alert = alert::Alert {
-            key: format!("{DRT_FAILED_RULE}/{cluster}/{scenario}"),
+            key: drt_failed_key(cluster, scenario),
             rule: DRT_FAILED_RULE.into(),
             severity: Severity::Error,
             cluster: cluster.into(),
@@ -406,22 +424,42 @@ impl Alerting {
             started_at: Some(now),
             resolved_at: None,
             resolve_reason: None,
-            silenced: downtime.is_some(),
-            paged_at: if downtime.is_some() { None } else { Some(now) },
+            silenced: false,
+            paged_at: None,
         };
-        let t = Transition {
-            kind: if downtime.is_some() {
-                TransitionKind::FiredSilenced
-            } else {
-                TransitionKind::Fired
-            },
-            alert,
+        let (t, downtime) = {
+            let mut ev = lock(&self.evaluator);
+            let t = ev.raise(now, alert);
+            let downtime = ev.downtime_covering(now, cluster, None).map(|d| d.id);
+            (t, downtime)
         };
-        if self.engine.is_leader() {
-            self.submit(std::slice::from_ref(&t));
+        self.record_raised(&t, downtime).await;
+    }
+
+    /// A scheduled DRT passed: resolve the open `drt_failed` alert of its cluster and
+    /// scenario, if any, and send the resolve to the notifiers when it was paged.
+    async fn drt_passed(&self, cluster: &str, scenario: &str, text: String) {
+        let key = drt_failed_key(cluster, scenario);
+        let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text);
+        if let Some(t) = t {
+            self.record_raised(&t, None).await;
         }
-        if let Err(e) = self.store.append_event(&event_of(&t, downtime)).await {
-            warn!(error = %e, "cannot record a DRT failure alert");
+    }
+
+    /// Record a raised alert's transition; on the leader also page it and persist the state.
+    async fn record_raised(&self, t: &Transition, downtime: Option<u64>) {
+        info!(key = %t.alert.key, transition = %t.kind, pages = t.pages(), "alert transition");
+        let leader = self.engine.is_leader();
+        if leader {
+            self.submit(std::slice::from_ref(t));
+        }
+        if let Err(e) = self.store.append_event(&event_of(t, downtime)).await {
+            warn!(error = %e, key = %t.alert.key, "cannot record a DRT alert transition");
+        }
+        if leader {
+            if let Err(e) = self.persist().await {
+                warn!(error = %e, "cannot persist the alert state");
+            }
         }
     }
 
@@ -458,6 +496,11 @@ impl Alerting {
             warn!(error = %e, "cannot record a downtime event");
         }
     }
+}
+
+/// The key of a scheduled DRT's failure alert.
+fn drt_failed_key(cluster: &str, scenario: &str) -> String {
+    alert::alert_key(DRT_FAILED_RULE, cluster, Some(scenario))
 }
 
 fn target_text(t: &alert::DowntimeTarget) -> String {
@@ -515,6 +558,10 @@ impl AlertControl for Alerting {
         )
         .await;
         Ok(d)
+    }
+
+    fn notifier_stats(&self) -> Vec<alert::NotifierStats> {
+        self.dispatch_stats.snapshot()
     }
 
     async fn remove_downtime(&self, id: u64) -> Result<Option<alert::Downtime>, DowntimeRefused> {

@@ -1,7 +1,8 @@
 //! Scheduled DRTs ("game days"): the daemon runs each `[[drt.schedule]]` scenario every
 //! `every`, on the leader only and one at a time, stores the report with its events, and
 //! raises an alert (an `error` event, and the alert notifiers when configured) when the run
-//! fails an expectation or cannot run at all.
+//! fails an expectation or cannot run at all. A later run of the same scenario on the same
+//! cluster that passes resolves that alert.
 //!
 //! After each run the cluster is put back together as `dbfleet drt run --repeat` does
 //! between runs: stopped members started, a fenced old primary rejoined through the
@@ -18,8 +19,17 @@ use store::{kinds, EventLevel, NewEvent, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// Told about a failed scheduled run: `(cluster, scenario, text)`.
-pub(crate) type FailureHook = Arc<dyn Fn(&str, &str, String) + Send + Sync>;
+/// How a scheduled run ended, as the outcome hook is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DrtOutcome {
+    /// It failed an expectation or could not run: page.
+    Failed,
+    /// It passed: resolve the page of an earlier failure, if one is open.
+    Passed,
+}
+
+/// Told about every scheduled run's outcome: `(cluster, scenario, outcome, text)`.
+pub(crate) type OutcomeHook = Arc<dyn Fn(&str, &str, DrtOutcome, String) + Send + Sync>;
 
 /// What a scheduled run needs from the daemon.
 #[derive(Clone)]
@@ -31,8 +41,9 @@ pub(crate) struct Scheduler {
     pub api: String,
     /// A token of the daemon's own, for switchovers and rejoins. Never logged.
     pub token: Option<String>,
-    /// Told about a failed scheduled run, to page (the alert notifiers).
-    pub on_failure: Option<FailureHook>,
+    /// Told about each scheduled run's outcome: a failure pages (the alert notifiers), a
+    /// pass resolves that page.
+    pub on_failure: Option<OutcomeHook>,
 }
 
 /// One task per schedule entry; they end when `cancel` is cancelled.
@@ -88,21 +99,28 @@ impl Scheduler {
     async fn run(&self, sched: &config::DrtSchedule, daemon_cancel: &CancellationToken) {
         let cluster = sched.cluster.as_str();
         match self.try_run(sched, daemon_cancel).await {
-            Ok((id, report)) => {
-                if !report.pass {
-                    let why = report
-                        .runs
-                        .iter()
-                        .find_map(|r| r.aborted.clone())
-                        .unwrap_or_else(|| "an expectation failed".into());
+            Ok((id, report)) if report.pass => {
+                if let Some(f) = &self.on_failure {
                     let text = format!(
-                        "scheduled DRT {} on {cluster} FAILED ({why}); see dbfleet drt report {id}",
+                        "scheduled DRT {} on {cluster} passed; see dbfleet drt report {id}",
                         sched.scenario
                     );
-                    warn!("{text}");
-                    if let Some(f) = &self.on_failure {
-                        f(cluster, &sched.scenario, text);
-                    }
+                    f(cluster, &sched.scenario, DrtOutcome::Passed, text);
+                }
+            }
+            Ok((id, report)) => {
+                let why = report
+                    .runs
+                    .iter()
+                    .find_map(|r| r.aborted.clone())
+                    .unwrap_or_else(|| "an expectation failed".into());
+                let text = format!(
+                    "scheduled DRT {} on {cluster} FAILED ({why}); see dbfleet drt report {id}",
+                    sched.scenario
+                );
+                warn!("{text}");
+                if let Some(f) = &self.on_failure {
+                    f(cluster, &sched.scenario, DrtOutcome::Failed, text);
                 }
             }
             Err(e) => {
@@ -119,7 +137,7 @@ impl Scheduler {
                 )
                 .await;
                 if let Some(f) = &self.on_failure {
-                    f(cluster, &sched.scenario, text);
+                    f(cluster, &sched.scenario, DrtOutcome::Failed, text);
                 }
             }
         }

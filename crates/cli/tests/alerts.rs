@@ -1,11 +1,14 @@
 //! Alerting through the real daemon: a stopped SQL thread fires an alert that reaches a
-//! webhook receiver the test runs, and resolves when the thread starts again; a downtime set
-//! with the CLI silences the page; `config validate` names a bad alert field. Sandboxes use
-//! ports 30100..30130, APIs and receivers 30150..30170.
+//! webhook receiver the test runs, and resolves when the thread starts again, counted at
+//! `/metrics`; a downtime set with the CLI silences the page; a failed scheduled DRT pages
+//! and a later pass resolves it; `config validate` names a bad alert field. Sandboxes use
+//! ports 30100..30130 and 29100..29102, APIs and receivers 30150..30170 and 29110..29111.
 
 mod common;
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -143,6 +146,68 @@ fn cli(d: &Daemon, args: &[&str], token_file: &str) -> std::process::Output {
     dbfleet(&all)
 }
 
+/// `GET /metrics` as text (the Prometheus text format 0.0.4).
+async fn metrics_text(d: &Daemon) -> String {
+    let resp = reqwest::get(format!("{}/metrics", d.api))
+        .await
+        .expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.expect("body")
+}
+
+/// The value of the sample named exactly `series` (name and labels) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `promtool check metrics` on `text`: its findings, or a panic when it fails.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool (Debian package `prometheus`) is required by this test: {e}")
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && msg.trim().is_empty(),
+        "promtool check metrics:\n{msg}\n--- exposition ---\n{text}"
+    );
+}
+
+/// Wait until `/metrics` counts as `sent` by the notifier `webhook` every body `hook` got
+/// (a delivery is counted once the receiver has answered), and return the exposition.
+async fn wait_sent(d: &Daemon, hook: &Receiver, within: Duration) -> String {
+    let series = "dbfleet_notifications_total{notifier=\"webhook\",outcome=\"sent\"}";
+    let deadline = Instant::now() + within;
+    loop {
+        let text = metrics_text(d).await;
+        let got = hook.bodies().len();
+        if got > 0 && sample(&text, series) == Some(got as f64) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "{series} is not {got}:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The open alert of `key` once it is firing.
 async fn wait_firing(d: &Daemon, key: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
@@ -241,6 +306,20 @@ async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
         .filter(|v| v["key"] == sql_key.as_str())
         .count();
     assert_eq!(n, 2, "{:#?}", hook.bodies());
+
+    // Every body the receiver got is counted as sent at /metrics, none failed or dropped,
+    // and the exposition still passes promtool.
+    let text = wait_sent(&d, &hook, Duration::from_secs(5)).await;
+    for outcome in ["failed", "dropped"] {
+        let series =
+            format!("dbfleet_notifications_total{{notifier=\"webhook\",outcome=\"{outcome}\"}}");
+        assert_eq!(sample(&text, &series), Some(0.0), "{series}:\n{text}");
+    }
+    assert!(
+        text.contains("# TYPE dbfleet_notifications_total counter\n"),
+        "{text}"
+    );
+    promtool_check(&text);
 }
 
 #[tokio::test]
@@ -345,6 +424,128 @@ async fn a_downtime_set_with_the_cli_silences_the_page() {
         listed["downtimes"].as_array().unwrap().is_empty(),
         "{listed}"
     );
+}
+
+/// Write a game-day scenario that stops a replica's SQL thread briefly and expects
+/// `failover` (`"must"` fails on purpose: nothing fails over), atomically, as the daemon
+/// reads the file afresh at each run.
+fn write_scenario(path: &std::path::Path, failover: &str) {
+    let text = format!(
+        r#"name = "game-day"
+description = "stop a replica's SQL thread; failover = {failover}"
+[load]
+writers = 2
+rate_per_s = 100
+duration = "2s"
+[[fault]]
+kind = "stop_replica_sql_thread"
+target = "replica"
+at = "500ms"
+heal_after = "500ms"
+[expect]
+failover = "{failover}"
+lost_writes_allowed = 0
+"#
+    );
+    let tmp = path.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The first webhook body of rule `drt_failed` with `status`.
+async fn wait_drt_page(hook: &Receiver, status: &str, within: Duration, d: &Daemon) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = hook
+            .bodies()
+            .into_iter()
+            .find(|v| v["rule"] == "drt_failed" && v["status"] == status)
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {status} drt_failed notification; got {:#?}\nruns: {:#}\n{}",
+            hook.bodies(),
+            d.get("/api/v1/drt/runs").await,
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A scheduled DRT that fails pages `drt_failed/CLUSTER/SCENARIO`; once the scenario passes
+/// (the test rewrites its file after the failure), a later run resolves that page: an
+/// `alert_resolved` event and a `resolved` notification.
+#[tokio::test]
+async fn a_failed_scheduled_drt_pages_and_a_later_pass_resolves_it() {
+    let hook = Receiver::start(29111).await;
+    let sb = TestSandbox::up("alerts-drt", 29100, &["--semi-sync"]);
+    let scenario = sb.root().join("game-day.toml");
+    write_scenario(&scenario, "must");
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let tokens_text = tokens.display().to_string();
+    let (name, dir) = (sb.name.clone(), sb.dir_arg());
+    let scenario_text = scenario.display().to_string();
+    let key = format!("drt_failed/{}/{scenario_text}", sb.name);
+    let cfg = test_config(&sb, 29110, move |t| {
+        let t = t.replace(
+            "listen = \"127.0.0.1:29110\"",
+            &format!("listen = \"127.0.0.1:29110\"\ntokens_file = {tokens_text:?}"),
+        );
+        format!(
+            r#"{t}
+[[drt.schedule]]
+scenario = {scenario_text:?}
+cluster = "{name}"
+every = "5s"
+first_after = "1s"
+sandbox = "{name}"
+sandbox_dir = {dir:?}
+
+[alert]
+
+[[alert.notifier]]
+kind = "webhook"
+url = "http://127.0.0.1:29111/hook"
+retry = {{ max_attempts = 5, initial_backoff = "100ms", max_backoff = "1s", max_total = "10s" }}
+"#
+        )
+    });
+    let d = Daemon::start(&cfg, 29110).await;
+
+    let fired = wait_drt_page(&hook, "firing", Duration::from_secs(90), &d).await;
+    assert_eq!(fired["key"], key.as_str(), "{fired}");
+    assert_eq!(fired["severity"], "error");
+    assert!(
+        fired["summary"].as_str().unwrap().contains("FAILED"),
+        "{fired}"
+    );
+    // The next runs pass.
+    write_scenario(&scenario, "must_not");
+
+    let resolved = wait_drt_page(&hook, "resolved", Duration::from_secs(90), &d).await;
+    assert_eq!(resolved["key"], key.as_str(), "{resolved}");
+    assert!(resolved["resolved_at"].is_string(), "{resolved}");
+    let ev = events(&d, "alert_resolved", &key).await;
+    assert_eq!(ev.len(), 1, "{ev:#?}");
+    let message = ev[0]["message"].as_str().unwrap();
+    assert!(message.contains("passed"), "{message}");
+    assert!(!events(&d, "alert_fired", &key).await.is_empty());
+    let runs = d.get("/api/v1/drt/runs").await;
+    let passes: Vec<bool> = runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pass"].as_bool().unwrap())
+        .collect();
+    assert!(
+        passes.contains(&true) && passes.contains(&false),
+        "{runs:#}"
+    );
+    // Both the page and its resolve were delivered and counted.
+    wait_sent(&d, &hook, Duration::from_secs(5)).await;
 }
 
 #[test]

@@ -23,9 +23,29 @@ pub enum DrtError {
         /// The typed failure.
         error: ProbeError,
     },
+    /// A server's rows could not be read, nor on the retry after a pause (see
+    /// [`crate::load::VerifyOptions::retry_pause`]).
+    #[error("{first}; retried after {} ms: {last}", pause.as_millis())]
+    Retried {
+        /// The first attempt's failure.
+        first: Box<DrtError>,
+        /// The retry's failure.
+        last: Box<DrtError>,
+        /// The pause between them.
+        pause: std::time::Duration,
+    },
 }
 
 impl DrtError {
+    /// The typed failure of the last attempt, when a statement failed.
+    pub fn probe_error(&self) -> Option<&ProbeError> {
+        match self {
+            Self::Sql { error, .. } => Some(error),
+            Self::Retried { last, .. } => last.probe_error(),
+            Self::BadTable(_) => None,
+        }
+    }
+
     pub(crate) fn sql(step: &'static str, addr: &InstanceAddr) -> impl FnOnce(ProbeError) -> Self {
         let addr = addr.clone();
         move |error| Self::Sql { step, addr, error }

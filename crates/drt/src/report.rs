@@ -145,6 +145,9 @@ pub struct InstanceSummary {
     pub reachable: bool,
     /// Why not.
     pub error: Option<String>,
+    /// Why the first read failed, when it was read again (see [`crate::load::verify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<String>,
     /// Rows of the run it holds.
     pub rows: usize,
     /// Acknowledged ids it lacks.
@@ -402,6 +405,7 @@ impl RunResult {
                             addr: c.addr.clone(),
                             reachable: c.reachable,
                             error: c.error.clone(),
+                            retried: c.retried.clone(),
                             rows: c.rows,
                             missing: c.missing.len(),
                             present_in_doubt: c.present_in_doubt,

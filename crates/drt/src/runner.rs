@@ -618,6 +618,22 @@ pub async fn run_once(
         Err(e) => Err(e.clone()),
     };
     let ended_ms = faults::now_ms();
+    if let Ok(v) = &verification {
+        for c in v.per_instance.iter() {
+            if let Some(first) = &c.retried {
+                let outcome = if c.reachable { "read" } else { "failed again" };
+                notes.push((
+                    ended_ms,
+                    EventKind::Note,
+                    format!(
+                        "verification of {} retried ({outcome}) after: {first}",
+                        c.addr
+                    ),
+                    None,
+                ));
+            }
+        }
+    }
 
     if let Some(api) = &target.api {
         match control_plane_events(api, ledger.started_ms.saturating_sub(1000), ended_ms).await {

@@ -1,6 +1,7 @@
 //! The write load against real sandboxes: a healthy set, a killed primary with a failover by
-//! hand under semi-sync, a checker that finds deleted rows, and a `read_only` fence with a
-//! split brain. Each test has its own ports (31400..31440) and directory.
+//! hand under semi-sync, a checker that finds deleted rows, a checker whose connections are
+//! killed mid-read and retries, and a `read_only` fence with a split brain. Each test has its
+//! own ports (31400..31440, 29000..29009) and directory.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -400,6 +401,8 @@ async fn verify_names_deleted_rows_and_unreachable_servers() {
     assert!(!n.reachable && n.error.is_some(), "{n:?}");
 
     // The writer must be readable, or loss cannot be judged.
+    // It is tried twice, 500 ms apart, and the error says so.
+    let started = std::time::Instant::now();
     let err = load::verify(
         &ledger,
         &nobody,
@@ -410,9 +413,98 @@ async fn verify_names_deleted_rows_and_unreachable_servers() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, DrtError::Sql { error: ProbeError::Refused, addr, .. } if *addr == nobody),
+        started.elapsed() >= Duration::from_millis(500),
+        "no pause before the retry"
+    );
+    assert!(
+        matches!(&err, DrtError::Retried { last, .. }
+            if matches!(&**last, DrtError::Sql { error: ProbeError::Refused, addr, .. } if *addr == nobody)),
         "{err}"
     );
+    assert!(
+        matches!(err.probe_error(), Some(ProbeError::Refused)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("retried after 500 ms"), "{err}");
+    // An unreachable other server was tried twice too.
+    assert!(n.retried.is_some(), "{n:?}");
+}
+
+/// Wait until `addr` runs the verifier's `SELECT` of the ledger (blocked behind a table
+/// lock), then kill that connection from the server side. Returns the killed id.
+async fn kill_verifier(set: &Set, addr: &InstanceAddr) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let id = set
+            .value(
+                addr,
+                "SELECT COALESCE(MAX(ID), '') AS v FROM information_schema.PROCESSLIST \
+                 WHERE INFO LIKE 'SELECT id FROM `app`.`drt_ledger`%'",
+            )
+            .await;
+        if !id.is_empty() {
+            set.exec(addr, &format!("KILL CONNECTION {id}")).await;
+            return id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verifier never read {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_retries_a_server_whose_connection_was_killed() {
+    let set = Set::up("drt-verify-retry", 29000, 1, false).await;
+    let (m1, m2) = (set.addr("m1"), set.addr("m2"));
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
+    opts.writers = 2;
+    opts.rate_per_s = 400;
+    opts.duration = Duration::from_millis(500);
+    let ledger = load::run(opts, CancellationToken::new()).await;
+    assert!(ledger.acked.len() > 10, "{}", ledger.acked.len());
+    set.catch_up(&m1, std::slice::from_ref(&m2)).await;
+
+    // Hold the ledger table on both servers, so the verifier's reads wait where the test
+    // can find and kill them, as a fencing of the old primary would.
+    let mut locks = Vec::new();
+    for addr in [&m1, &m2] {
+        let mut s = set.session(addr).await;
+        s.exec("lock ledger", "LOCK TABLES app.drt_ledger WRITE")
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: lock: {e}"));
+        locks.push(s);
+    }
+    let verifying = {
+        let (ledger, m1, m2, admin) = (ledger.clone(), m1.clone(), m2.clone(), set.admin());
+        tokio::spawn(async move {
+            load::verify(&ledger, &m1, &[m2], &admin, &VerifyOptions::default()).await
+        })
+    };
+    for (addr, mut lock) in [&m1, &m2].into_iter().zip(locks) {
+        let id = kill_verifier(&set, addr).await;
+        eprintln!("killed the verifier's connection {id} on {addr}");
+        lock.exec("unlock ledger", "UNLOCK TABLES").await.unwrap();
+        lock.close().await;
+    }
+    let v = tokio::time::timeout(Duration::from_secs(30), verifying)
+        .await
+        .expect("verify ends")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("verify after a killed connection: {e}"));
+    assert!(v.all_present(), "{v:?}");
+    for addr in [&m1, &m2] {
+        let c = v.check(addr).unwrap();
+        assert!(c.reachable && c.error.is_none(), "{c:?}");
+        assert_eq!(c.rows, ledger.acked.len(), "{addr}");
+        let first = c
+            .retried
+            .as_deref()
+            .unwrap_or_else(|| panic!("{addr} not retried: {c:?}"));
+        assert!(first.contains("read ledger ids"), "{first}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

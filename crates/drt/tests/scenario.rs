@@ -474,6 +474,7 @@ impl Sim {
                 addr: writer,
                 reachable: true,
                 error: None,
+                retried: None,
                 rows: ledger.acked.len(),
                 missing: Vec::new(),
                 present_in_doubt: 0,

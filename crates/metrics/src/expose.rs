@@ -90,6 +90,19 @@ pub struct DaemonHealth {
     pub started_ms: u64,
 }
 
+/// One alert notifier's delivery counts, for `dbfleet_notifications_total`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NotifierCounts {
+    /// The notifier's configured name.
+    pub notifier: String,
+    /// Notifications delivered.
+    pub sent: u64,
+    /// Notifications given up on: rejected, out of retries, or cancelled by shutdown.
+    pub failed: u64,
+    /// Notifications dropped because the notifier's queue was full.
+    pub dropped: u64,
+}
+
 /// What the exposition needs of one instance, copied out of the lock.
 pub(crate) struct InstanceSnapshot {
     pub(crate) cluster: String,
@@ -152,6 +165,7 @@ pub(crate) fn encode(
     instances: &[InstanceSnapshot],
     probe_duration: &Histogram,
     health: &DaemonHealth,
+    notifiers: &[NotifierCounts],
 ) -> String {
     let mut reg = Registry::default();
     let secs = Some(Unit::Seconds);
@@ -515,6 +529,27 @@ pub(crate) fn encode(
         "When the daemon started, seconds since the Unix epoch",
         Unit::Seconds,
         started,
+    );
+    let notifications: Family<[(&'static str, String); 2], Counter<u64>> = Family::default();
+    for n in notifiers {
+        for (outcome, v) in [
+            ("sent", n.sent),
+            ("failed", n.failed),
+            ("dropped", n.dropped),
+        ] {
+            notifications
+                .get_or_create(&[
+                    ("notifier", n.notifier.clone()),
+                    ("outcome", outcome.into()),
+                ])
+                .inc_by(v);
+        }
+    }
+    reg.register(
+        "dbfleet_notifications",
+        "Alert notifications by notifier and outcome: sent (delivered), failed (given up \
+         on) or dropped (its queue was full)",
+        notifications,
     );
 
     let mut out = String::new();

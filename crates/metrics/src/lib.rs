@@ -21,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use model::{InstanceAddr, Observation, Rates, Role};
 use prometheus_client::metrics::histogram::Histogram;
 
-pub use expose::{DaemonHealth, Format};
+pub use expose::{DaemonHealth, Format, NotifierCounts};
 pub use history::{HistoryPoint, LagSource};
 
 /// Samples kept per instance by default: one hour at a 1 s interval.
@@ -174,6 +174,17 @@ impl FleetMetrics {
     /// The whole exposition in `format`: every instance's series and the daemon's own,
     /// `health` included.
     pub fn encode(&self, health: &DaemonHealth, format: Format) -> String {
+        self.encode_with(health, &[], format)
+    }
+
+    /// [`FleetMetrics::encode`], plus the alert notifiers' delivery counts as
+    /// `dbfleet_notifications_total{notifier,outcome}`.
+    pub fn encode_with(
+        &self,
+        health: &DaemonHealth,
+        notifiers: &[NotifierCounts],
+        format: Format,
+    ) -> String {
         let snapshot: Vec<expose::InstanceSnapshot> = {
             let map = self.lock();
             map.iter()
@@ -185,7 +196,7 @@ impl FleetMetrics {
                 })
                 .collect()
         };
-        let text = expose::encode(&snapshot, &self.probe_duration, health);
+        let text = expose::encode(&snapshot, &self.probe_duration, health, notifiers);
         match format {
             Format::OpenMetrics => text,
             Format::PrometheusText => expose::to_prometheus_text(&text),

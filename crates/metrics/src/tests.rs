@@ -159,3 +159,28 @@ fn exposition_has_labelled_series_and_daemon_health() {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
 }
+
+#[test]
+fn exposition_counts_notifications_by_notifier_and_outcome() {
+    let m = FleetMetrics::default();
+    let notifiers = [NotifierCounts {
+        notifier: "ops-webhook".into(),
+        sent: 3,
+        failed: 1,
+        dropped: 0,
+    }];
+    let text = m.encode_with(&DaemonHealth::default(), &notifiers, Format::OpenMetrics);
+    for want in [
+        "# TYPE dbfleet_notifications counter",
+        "dbfleet_notifications_total{notifier=\"ops-webhook\",outcome=\"sent\"} 3",
+        "dbfleet_notifications_total{notifier=\"ops-webhook\",outcome=\"failed\"} 1",
+        "dbfleet_notifications_total{notifier=\"ops-webhook\",outcome=\"dropped\"} 0",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    let classic = m.encode_with(&DaemonHealth::default(), &notifiers, Format::PrometheusText);
+    assert!(classic.contains("# TYPE dbfleet_notifications_total counter\n"));
+    // Without notifiers the family is there, empty.
+    let none = m.encode(&DaemonHealth::default(), Format::PrometheusText);
+    assert!(!none.contains("dbfleet_notifications_total{"));
+}

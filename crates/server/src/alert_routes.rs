@@ -41,6 +41,10 @@ pub trait AlertControl: Send + Sync + 'static {
     ) -> Result<alert::Downtime, DowntimeRefused>;
     /// End a downtime early and persist that; `None` when there is no such downtime.
     async fn remove_downtime(&self, id: u64) -> Result<Option<alert::Downtime>, DowntimeRefused>;
+    /// Each notifier's delivery counts since start, for `/metrics`; none by default.
+    fn notifier_stats(&self) -> Vec<alert::NotifierStats> {
+        Vec::new()
+    }
 }
 
 /// Why a downtime could not be added or removed.

@@ -1,13 +1,14 @@
 //! `GET /metrics` (the Prometheus exposition) and `GET /api/v1/instances/{addr}/metrics`
 //! (an instance's recent history), with their wire types. Both read
-//! [`monitor::Stats::fleet`], which the watch loop fills after every probe.
+//! [`monitor::Stats::fleet`], which the watch loop fills after every probe; `/metrics` adds
+//! the alert notifiers' delivery counts from [`AppState::alerts`].
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use metrics::{Format, HistoryPoint, LagSource};
+use metrics::{Format, HistoryPoint, LagSource, NotifierCounts};
 use model::InstanceAddr;
 use serde::{Deserialize, Serialize};
 
@@ -33,7 +34,23 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
     } else {
         (Format::PrometheusText, PROMETHEUS_TEXT)
     };
-    let body = state.stats.fleet.encode(&state.stats.health(), format);
+    let notifiers: Vec<NotifierCounts> = state
+        .alerts
+        .as_ref()
+        .map(|a| a.notifier_stats())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| NotifierCounts {
+            notifier: s.name,
+            sent: s.sent,
+            failed: s.failed,
+            dropped: s.dropped,
+        })
+        .collect();
+    let body = state
+        .stats
+        .fleet
+        .encode_with(&state.stats.health(), &notifiers, format);
     let mut response = body.into_response();
     response
         .headers_mut()

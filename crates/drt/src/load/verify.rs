@@ -1,8 +1,10 @@
 //! `verify`: read a load's rows back from servers and name every acknowledged id that is
-//! missing.
+//! missing; a server whose read fails is read once more on a fresh connection.
 
 use std::collections::HashSet;
 use std::time::Duration;
+
+use tracing::warn;
 
 use model::InstanceAddr;
 use probe::{Credentials, ProbeOptions, Session};
@@ -19,6 +21,10 @@ pub struct VerifyOptions {
     /// Longest time reading one server's ids may take. Default 30 s, enough for a million
     /// rows.
     pub query_timeout: Duration,
+    /// How long to wait before the one retry of a server whose read failed (on a fresh
+    /// connection). Default 500 ms: long enough for a fencing or a restart that closed the
+    /// connection to settle.
+    pub retry_pause: Duration,
 }
 
 impl Default for VerifyOptions {
@@ -26,6 +32,7 @@ impl Default for VerifyOptions {
         Self {
             connect_timeout: Duration::from_secs(1),
             query_timeout: Duration::from_secs(30),
+            retry_pause: Duration::from_millis(500),
         }
     }
 }
@@ -39,6 +46,10 @@ pub struct InstanceCheck {
     pub reachable: bool,
     /// Why its rows could not be read.
     pub error: Option<String>,
+    /// Why the first read failed, when a retry was needed (the retry's own failure, if
+    /// any, is `error`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried: Option<String>,
     /// Rows of this run it holds.
     pub rows: usize,
     /// Acknowledged ids it does not hold, ascending.
@@ -80,7 +91,10 @@ impl Verification {
 /// have caught up first (e.g. `MASTER_GTID_WAIT` on the writer's `@@gtid_binlog_pos`).
 ///
 /// Each server's ids of this run are read with one `SELECT` into memory, which suits up to
-/// a few million rows.
+/// a few million rows. A server whose connect or read fails (e.g. the old primary's fencing
+/// killed the connection) is read once more, on a fresh connection, after
+/// [`VerifyOptions::retry_pause`]; the first failure is kept in [`InstanceCheck::retried`].
+/// When the writer fails twice the error is [`DrtError::Retried`].
 pub async fn verify(
     ledger: &Ledger,
     writer: &InstanceAddr,
@@ -88,8 +102,9 @@ pub async fn verify(
     admin: &Credentials,
     opts: &VerifyOptions,
 ) -> Result<Verification, DrtError> {
-    let ids = read_ids(ledger, writer, admin, opts).await?;
-    let first = check(ledger, writer, Ok(ids));
+    let (ids, retried) = read_ids_twice(ledger, writer, admin, opts).await;
+    let mut first = check(ledger, writer, Ok(ids?));
+    first.retried = retried;
     let lost = ledger
         .acked
         .iter()
@@ -98,8 +113,15 @@ pub async fn verify(
         .collect();
     let mut per_instance = vec![first];
     for addr in others {
-        let ids = read_ids(ledger, addr, admin, opts).await;
-        per_instance.push(check(ledger, addr, ids));
+        let (ids, retried) = read_ids_twice(ledger, addr, admin, opts).await;
+        let ids = ids.map_err(|e| match e {
+            // The check keeps the first failure in `retried`; its error is the retry's.
+            DrtError::Retried { last, .. } => *last,
+            e => e,
+        });
+        let mut c = check(ledger, addr, ids);
+        c.retried = retried;
+        per_instance.push(c);
     }
     Ok(Verification {
         writer: writer.clone(),
@@ -126,6 +148,7 @@ fn check(
                 addr: addr.clone(),
                 reachable: true,
                 error: None,
+                retried: None,
                 rows: ids.len(),
                 missing,
                 present_in_doubt: ledger
@@ -139,10 +162,39 @@ fn check(
             addr: addr.clone(),
             reachable: false,
             error: Some(e.to_string()),
+            retried: None,
             rows: 0,
             missing: Vec::new(),
             present_in_doubt: 0,
         },
+    }
+}
+
+/// [`read_ids`], and once more after [`VerifyOptions::retry_pause`] when it fails. Also
+/// returns the first failure's text when a retry was made.
+async fn read_ids_twice(
+    ledger: &Ledger,
+    addr: &InstanceAddr,
+    admin: &Credentials,
+    opts: &VerifyOptions,
+) -> (Result<HashSet<u64>, DrtError>, Option<String>) {
+    let first = match read_ids(ledger, addr, admin, opts).await {
+        Ok(ids) => return (Ok(ids), None),
+        Err(e) => e,
+    };
+    warn!(instance = %addr, error = %first, pause = ?opts.retry_pause, "verification read failed; retrying");
+    tokio::time::sleep(opts.retry_pause).await;
+    let text = first.to_string();
+    match read_ids(ledger, addr, admin, opts).await {
+        Ok(ids) => (Ok(ids), Some(text)),
+        Err(last) => (
+            Err(DrtError::Retried {
+                first: Box::new(first),
+                last: Box::new(last),
+                pause: opts.retry_pause,
+            }),
+            Some(text),
+        ),
     }
 }
 

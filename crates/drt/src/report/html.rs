@@ -344,13 +344,19 @@ fn run_section(h: &mut String, n: usize, r: &RunResult, verdicts: &[Verdict], ru
              <th class=\"num\">in-doubt present</th><th>note</th></tr></thead><tbody>\n",
         );
         for (i, c) in instances.iter().enumerate() {
-            let note = match (&c.error, c.reachable, i) {
+            let mut note = match (&c.error, c.reachable, i) {
                 (Some(e), _, _) => format!("unreachable: {e}"),
                 (None, false, _) => "unreachable".into(),
                 (None, true, 0) => "primary".into(),
                 (None, true, _) if c.missing > 0 => "behind or diverged".into(),
                 _ => String::new(),
             };
+            if let Some(first) = &c.retried {
+                if !note.is_empty() {
+                    note.push_str("; ");
+                }
+                note.push_str(&format!("read again after: {first}"));
+            }
             let _ = writeln!(
                 h,
                 "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
