@@ -48,6 +48,11 @@ pub enum BenchCommand {
         /// The first sandbox server's port for --compare-exporter; exporters listen 200 above.
         #[arg(long, default_value_t = 23436)]
         exporter_base_port: u16,
+        /// Run without heartbeats: no heartbeat row written on the primaries, none read in
+        /// the probes (the daemon's `[monitor] heartbeat = false`). By default the bench
+        /// runs them, as the daemon does.
+        #[arg(long)]
+        no_heartbeat: bool,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -168,6 +173,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             port,
             compare_exporter,
             exporter_base_port,
+            no_heartbeat,
             json,
         } => {
             if instances == 0 || !(0.0..=1.0).contains(&hang_fraction) || concurrency == 0 {
@@ -191,6 +197,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 port,
                 compare_exporter,
                 exporter_base_port,
+                heartbeat: !no_heartbeat,
                 json,
             })
             .await?;

@@ -66,6 +66,8 @@ pub struct MonitorBench {
     pub compare_exporter: usize,
     /// The first sandbox server's port for the comparison.
     pub exporter_base_port: u16,
+    /// Write and read heartbeats, as the daemon does by default.
+    pub heartbeat: bool,
     /// Print nothing but the JSON at the end.
     pub json: bool,
 }
@@ -80,6 +82,10 @@ pub struct MonitorFigures {
     pub warmup_s: f64,
     pub window_s: f64,
     pub concurrency: usize,
+    /// Whether heartbeats were written and read.
+    pub heartbeat: bool,
+    /// Heartbeat rows written on the primaries per second.
+    pub heartbeat_writes_per_s: f64,
     /// Servers hung on purpose.
     pub hung: usize,
     /// N / interval.
@@ -526,8 +532,11 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         })
     };
     let started = Instant::now();
-    let watch = tokio::spawn(monitor::run(
+    let watch = tokio::spawn(monitor::run_with(
         watch_options(&b),
+        monitor::HeartbeatOptions {
+            enabled: b.heartbeat,
+        },
         specs(&layout, b.replicas),
         store.clone(),
         stats.clone(),
@@ -598,6 +607,8 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         warmup_s: warmup.as_secs_f64(),
         window_s: secs,
         concurrency: b.concurrency,
+        heartbeat: b.heartbeat,
+        heartbeat_writes_per_s: (s1.heartbeat_writes - s0.heartbeat_writes) as f64 / secs,
         hung: hung.len(),
         target_probes_per_s: instances as f64 / b.interval.as_secs_f64(),
         probes_per_s: probes as f64 / secs,
@@ -685,8 +696,11 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         semi_sync: false,
         max_lag: Duration::from_secs(10),
     };
-    let watch = tokio::spawn(monitor::run(
+    let watch = tokio::spawn(monitor::run_with(
         watch_options(b),
+        monitor::HeartbeatOptions {
+            enabled: b.heartbeat,
+        },
         vec![monitor::ClusterWatch {
             spec,
             credentials: admin.clone(),
@@ -823,7 +837,8 @@ pub fn print(f: &MonitorFigures) {
          probe latency     p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms\n  \
          control plane     {:.3} cores ({:.1} us/probe), RSS peak {:.0} MiB, end {:.0} MiB\n  \
          simulated fleet   {:.3} cores ({} processes, not counted above; {} failed accepts)\n  \
-         rounds            {} of {} expected; probe errors {}; unknown sim statements {}",
+         rounds            {} of {} expected; probe errors {}; unknown sim statements {}\n  \
+         heartbeats        {}",
         f.instances,
         f.clusters,
         f.replicas_per_cluster + 1,
@@ -850,6 +865,11 @@ pub fn print(f: &MonitorFigures) {
         f.rounds_expected,
         f.probe_errors,
         f.sim_unknown_statements,
+        if f.heartbeat {
+            format!("{:.0} rows written/s, read in every probe", f.heartbeat_writes_per_s)
+        } else {
+            "off (--no-heartbeat)".to_string()
+        },
     );
     if let Some(e) = &f.exporter {
         println!(

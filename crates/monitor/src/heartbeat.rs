@@ -6,12 +6,15 @@
 //!
 //! The writer is one task per cluster with its own connection, so a write that blocks (a
 //! semi-sync primary waiting for an acknowledgement) never delays a probe. It writes only on
-//! the primary the last analysis named, while that analysis does not find it dead, its last
-//! observation shows it writable with no source, and `@@read_only` is off when checked on
-//! the writer's own connection right before the write: the admin account ignores
-//! `read_only` on MariaDB, and a stamp written on a replica or on a demoted primary would be
-//! an errant transaction. A switchover sets `read_only` and then kills client connections,
-//! this one included, so no stamp lands after its position is read.
+//! the primary the last analysis named, while that analysis does not find it dead and its last
+//! observation shows it writable with no source, and the write itself is conditional:
+//! `REPLACE … SELECT … WHERE @@read_only = 0` writes nothing (0 rows affected) on a
+//! read-only server. The admin account ignores `read_only` on MariaDB, and a stamp written on
+//! a replica or on a demoted primary would be an errant transaction; the condition is read
+//! by the write itself, in one round trip, so no `SET GLOBAL read_only = 1` can fall between
+//! a check and the write. A switchover sets `read_only` and then kills client connections,
+//! this one included, so no stamp lands after its position is read. The connection is kept
+//! while the server is read-only; the schema is created at the first writable moment.
 //!
 //! Schema, created on the primary when the writer connects (and so replicated):
 //!
@@ -43,10 +46,12 @@ pub const SCHEMA_SQL: &str = "CREATE DATABASE IF NOT EXISTS dbfleet; \
 /// The statement that reads the row; the probe appends it to its batch.
 pub const READ_SQL: &str = probe::parse::HEARTBEAT_READ_SQL;
 
-/// The write, for a stamp of `ts_us` µs since the Unix epoch on the daemon's clock.
+/// The write, for a stamp of `ts_us` µs since the Unix epoch on the daemon's clock: a row
+/// only when the server is writable (0 rows affected when it is read-only).
 pub fn write_sql(ts_us: u64) -> String {
     format!(
-        "REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) VALUES (1, {ts_us}, @@server_id)"
+        "REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) \
+         SELECT 1, {ts_us}, @@server_id FROM DUAL WHERE @@read_only = 0"
     )
 }
 
@@ -71,26 +76,22 @@ pub enum WriteOutcome {
 pub struct HeartbeatWriter {
     addr: InstanceAddr,
     session: Session,
+    schema_ready: bool,
 }
 
 impl HeartbeatWriter {
-    /// Connect to `addr` and create the schema, unless the server is read-only (then the
-    /// schema is left to the primary, and `Ok(None)` is returned).
+    /// Connect to `addr`. The schema is created by the first write that finds the server
+    /// writable.
     pub async fn connect(
         addr: &InstanceAddr,
         creds: &Credentials,
         opts: ProbeOptions,
-    ) -> Result<Option<Self>, ProbeError> {
-        let mut session = Session::connect(addr, creds, opts).await?;
-        if read_only(&mut session).await? {
-            session.close().await;
-            return Ok(None);
-        }
-        session.exec("create heartbeat schema", SCHEMA_SQL).await?;
-        Ok(Some(Self {
+    ) -> Result<Self, ProbeError> {
+        Ok(Self {
             addr: addr.clone(),
-            session,
-        }))
+            session: Session::connect(addr, creds, opts).await?,
+            schema_ready: false,
+        })
     }
 
     /// The server this writer stamps.
@@ -98,14 +99,23 @@ impl HeartbeatWriter {
         &self.addr
     }
 
-    /// Check `@@read_only`, then stamp the row with the daemon's clock now.
+    /// Stamp the row with the daemon's clock now, unless the server is read-only.
     pub async fn write(&mut self) -> Result<WriteOutcome, ProbeError> {
-        if read_only(&mut self.session).await? {
-            return Ok(WriteOutcome::ReadOnly);
+        if !self.schema_ready {
+            // Creating the schema on a read-only server would be an errant transaction.
+            if read_only(&mut self.session).await? {
+                return Ok(WriteOutcome::ReadOnly);
+            }
+            self.session
+                .exec("create heartbeat schema", SCHEMA_SQL)
+                .await?;
+            self.schema_ready = true;
         }
         let sql = write_sql(probe::now_us());
-        self.session.exec("write heartbeat", &sql).await?;
-        Ok(WriteOutcome::Written)
+        match self.session.exec_affected("write heartbeat", &sql).await? {
+            0 => Ok(WriteOutcome::ReadOnly),
+            _ => Ok(WriteOutcome::Written),
+        }
     }
 
     /// Close the connection.
@@ -185,10 +195,7 @@ async fn write_once(
     opts: ProbeOptions,
 ) -> Result<WriteOutcome, ProbeError> {
     if writer.is_none() {
-        match HeartbeatWriter::connect(target, creds, opts).await? {
-            Some(w) => *writer = Some(w),
-            None => return Ok(WriteOutcome::ReadOnly),
-        }
+        *writer = Some(HeartbeatWriter::connect(target, creds, opts).await?);
     }
     match writer.as_mut() {
         Some(w) => w.write().await,

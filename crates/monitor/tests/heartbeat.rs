@@ -198,3 +198,83 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
     cancel.cancel();
     watch.await.expect("join").expect("watch loop");
 }
+
+/// The writer's conditional write: a stamp on the primary; on a read-only server nothing,
+/// not even the schema, and so no transaction of its own; and nothing on a primary once it
+/// was made read-only, on the same connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_never_writes_on_a_read_only_server() {
+    use monitor::heartbeat::{HeartbeatWriter, WriteOutcome};
+    let root = tempfile::Builder::new()
+        .prefix("dbfleet-heartbeat-ro-test-")
+        .tempdir()
+        .expect("tempdir");
+    let name = "hbro";
+    let _guard = SandboxGuard::new(root.path(), name);
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 1,
+        semi_sync: false,
+        base_port: 30090,
+        root: root.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().expect("credentials").admin.credentials();
+    let m1 = sb.member("m1").expect("m1").addr();
+    let m2 = sb.member("m2").expect("m2").addr();
+    let opts = ProbeOptions::default();
+    let binlog_state = |addr: InstanceAddr| {
+        let creds = creds.clone();
+        async move {
+            let mut s = Session::connect(&addr, &creds, opts)
+                .await
+                .expect("connect");
+            let rows = s
+                .query_rows("gtid", "SELECT @@gtid_binlog_state AS s")
+                .await
+                .expect("read gtid");
+            s.close().await;
+            rows[0]["s"].clone().unwrap_or_default()
+        }
+    };
+
+    let before = binlog_state(m2.clone()).await;
+    let mut w2 = HeartbeatWriter::connect(&m2, &creds, opts)
+        .await
+        .expect("connect m2");
+    for _ in 0..3 {
+        assert_eq!(w2.write().await.expect("write m2"), WriteOutcome::ReadOnly);
+    }
+    w2.close().await;
+    assert_eq!(
+        binlog_state(m2.clone()).await,
+        before,
+        "no transaction on the replica"
+    );
+
+    let mut w1 = HeartbeatWriter::connect(&m1, &creds, opts)
+        .await
+        .expect("connect m1");
+    assert_eq!(w1.write().await.expect("write m1"), WriteOutcome::Written);
+    let mut admin = Session::connect(&m1, &creds, opts).await.expect("admin m1");
+    admin
+        .exec("read only", "SET GLOBAL read_only = 1")
+        .await
+        .expect("set read_only");
+    let stamped = binlog_state(m1.clone()).await;
+    assert_eq!(w1.write().await.expect("write m1"), WriteOutcome::ReadOnly);
+    assert_eq!(
+        binlog_state(m1.clone()).await,
+        stamped,
+        "no stamp once read-only"
+    );
+    admin
+        .exec("writable", "SET GLOBAL read_only = 0")
+        .await
+        .expect("clear read_only");
+    assert_eq!(w1.write().await.expect("write m1"), WriteOutcome::Written);
+    assert_ne!(binlog_state(m1.clone()).await, stamped);
+    w1.close().await;
+    admin.close().await;
+}

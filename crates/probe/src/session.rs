@@ -329,6 +329,20 @@ impl Session {
             .await
     }
 
+    /// Run one statement that returns no rows, and return how many rows it affected.
+    pub async fn exec_affected(
+        &mut self,
+        what: &'static str,
+        sql: &str,
+    ) -> Result<u64, ProbeError> {
+        let sql = sql.to_string();
+        self.call(what, async move |c| {
+            c.query_drop(sql).await?;
+            Ok(c.affected_rows())
+        })
+        .await
+    }
+
     /// Run a query and return its rows as name → text maps.
     pub async fn query_rows(
         &mut self,

@@ -464,7 +464,9 @@ impl Shim {
         self.while_hung().await;
         self.shared.queries.fetch_add(1, Ordering::Relaxed);
         let parts = sql::split(query);
-        if parts.len() >= 3 && matches!(sql::parse(parts[0]), Statement::Show { status: false, .. })
+        // An observe batch: variables, then status, then (unless the probe skips it on a
+        // server with no replication) the replica status and the heartbeat row.
+        if parts.len() >= 2 && matches!(sql::parse(parts[0]), Statement::Show { status: false, .. })
         {
             self.shared.observed(&self.inst);
         }
@@ -547,6 +549,12 @@ impl Shim {
                         .map(|(name, _)| {
                             values::lookup(Table::Variables, name)
                                 .map(|n| self.show_value(Table::Variables, n, t))
+                                // `SELECT @@read_only` is 0 or 1 where SHOW says OFF or ON.
+                                .map(|v| match v.as_str() {
+                                    "ON" => "1".to_string(),
+                                    "OFF" => "0".to_string(),
+                                    _ => v,
+                                })
                         })
                         .collect();
                     let mut rw = w.start(cols).await?;
@@ -577,12 +585,14 @@ impl Shim {
                 }
                 Statement::HeartbeatWrite(ts) => {
                     if self.inst.role != Role::Primary {
-                        return w
-                            .error(
-                                ErrorKind::ER_OPTION_PREVENTS_STATEMENT,
-                                b"The MariaDB server is running with the --read-only option so it cannot execute this statement",
-                            )
-                            .await;
+                        // A replica is read-only: `… WHERE @@read_only = 0` selects nothing.
+                        w = w
+                            .complete_one(OkResponse {
+                                affected_rows: 0,
+                                ..ok()
+                            })
+                            .await?;
+                        continue;
                     }
                     self.inst.cluster.heartbeat_us.store(ts, Ordering::Relaxed);
                     self.shared.heartbeats.fetch_add(1, Ordering::Relaxed);

@@ -212,9 +212,11 @@ fn select(lower: &str) -> Statement {
 }
 
 fn heartbeat_write(lower: &str) -> Statement {
-    // `… VALUES (1, <ts_us>, @@server_id)`: the second value is the timestamp.
+    // `… VALUES (1, <ts_us>, @@server_id)` or `… SELECT 1, <ts_us>, @@server_id FROM DUAL
+    // WHERE @@read_only = 0`: the second value is the timestamp.
     let values = lower
-        .split_once("values")
+        .split_once(" values")
+        .or_else(|| lower.split_once(" select "))
         .map(|(_, v)| v.trim().trim_start_matches('('))
         .unwrap_or("");
     match values.split(',').nth(1).map(|v| v.trim().parse::<u64>()) {
@@ -277,6 +279,10 @@ mod tests {
     fn heartbeat() {
         assert_eq!(
             parse("REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) VALUES (1, 1700000000123456, @@server_id)"),
+            Statement::HeartbeatWrite(1_700_000_000_123_456)
+        );
+        assert_eq!(
+            parse("REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) SELECT 1, 1700000000123456, @@server_id FROM DUAL WHERE @@read_only = 0"),
             Statement::HeartbeatWrite(1_700_000_000_123_456)
         );
         assert_eq!(

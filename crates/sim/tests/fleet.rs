@@ -168,8 +168,10 @@ async fn discovery_and_heartbeat() {
         .unwrap();
     assert_eq!(st.metrics.unwrap().heartbeat.unwrap().ts_us, ts);
 
-    // A replica refuses the write, as a read-only server does.
-    assert!(r.exec("heartbeat", &format!("REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) VALUES (1, {ts}, @@server_id)")).await.is_err());
+    // The daemon's conditional write: a row on the primary, none on a read-only replica.
+    let write = monitor::heartbeat::write_sql(ts + 1);
+    assert_eq!(s.exec_affected("heartbeat", &write).await.unwrap(), 2);
+    assert_eq!(r.exec_affected("heartbeat", &write).await.unwrap(), 0);
 
     // Stopped replication: threads No, lag unknown, heartbeat frozen, no longer listed.
     fleet.stop_replication(&c.replicas[0]).unwrap();
