@@ -322,6 +322,52 @@ struct Shim {
     inst: Arc<Instance>,
     shared: Arc<Shared>,
     conn_id: u32,
+    /// The last query's plan, reused when the same text comes again (a probe sends the same
+    /// batch every interval): parsing it anew each time was most of the fleet's CPU.
+    plan: Option<(String, Arc<Vec<Step>>)>,
+}
+
+/// One statement of a query, parsed, with a `SHOW`'s rows resolved.
+struct Step {
+    text: String,
+    stmt: Statement,
+    /// For `SHOW`: the table and the names it lists, in order.
+    show: Option<(Table, Vec<&'static str>)>,
+}
+
+impl Step {
+    fn new(part: &str) -> Self {
+        let stmt = sql::parse(part);
+        let show = match &stmt {
+            Statement::Show { status, filter } => {
+                let table = if *status {
+                    Table::Status
+                } else {
+                    Table::Variables
+                };
+                let names: Vec<&'static str> = match filter {
+                    Filter::All => values::names(table, |_| true),
+                    Filter::Like(p) => values::names(table, |n| sql::like(n, p)),
+                    Filter::In(list) => {
+                        let mut v: Vec<&'static str> = list
+                            .iter()
+                            .filter_map(|n| values::lookup(table, n))
+                            .collect();
+                        v.sort_by_key(|n| n.to_ascii_lowercase());
+                        v.dedup();
+                        v
+                    }
+                };
+                Some((table, names))
+            }
+            _ => None,
+        };
+        Self {
+            text: part.to_string(),
+            stmt,
+            show,
+        }
+    }
 }
 
 /// Binlog coordinates for a byte offset: `mysql-bin.NNNNNN` and a position in it.
@@ -463,19 +509,33 @@ impl Shim {
     ) -> io::Result<()> {
         self.while_hung().await;
         self.shared.queries.fetch_add(1, Ordering::Relaxed);
-        let parts = sql::split(query);
+        let steps = match &self.plan {
+            Some((text, steps)) if text == query => steps.clone(),
+            _ => {
+                let steps: Arc<Vec<Step>> =
+                    Arc::new(sql::split(query).into_iter().map(Step::new).collect());
+                // A heartbeat write carries a new timestamp each time: not worth keeping.
+                if !steps
+                    .iter()
+                    .any(|s| matches!(s.stmt, Statement::HeartbeatWrite(_)))
+                {
+                    self.plan = Some((query.to_string(), steps.clone()));
+                }
+                steps
+            }
+        };
         // An observe batch: variables, then status, then (unless the probe skips it on a
         // server with no replication) the replica status and the heartbeat row.
-        if parts.len() >= 2 && matches!(sql::parse(parts[0]), Statement::Show { status: false, .. })
-        {
+        if steps.len() >= 2 && matches!(steps[0].stmt, Statement::Show { status: false, .. }) {
             self.shared.observed(&self.inst);
         }
-        if parts.is_empty() {
+        if steps.is_empty() {
             return results.completed(OkResponse::default()).await;
         }
         let mut w = results;
-        let n = parts.len();
-        for (i, part) in parts.into_iter().enumerate() {
+        let n = steps.len();
+        for (i, step) in steps.iter().enumerate() {
+            let part = step.text.as_str();
             let more = i + 1 < n;
             let ok = || OkResponse {
                 status_flags: if more {
@@ -486,28 +546,14 @@ impl Shim {
                 ..OkResponse::default()
             };
             let t = self.t();
-            match sql::parse(part) {
-                Statement::Show { status, filter } => {
-                    let table = if status {
-                        Table::Status
-                    } else {
-                        Table::Variables
+            match &step.stmt {
+                Statement::Show { .. } => {
+                    let Some((table, names)) = &step.show else {
+                        unreachable!("a SHOW step has its names")
                     };
-                    let names: Vec<&'static str> = match &filter {
-                        Filter::All => values::names(table, |_| true),
-                        Filter::Like(p) => values::names(table, |n| sql::like(n, p)),
-                        Filter::In(list) => {
-                            let mut v: Vec<&'static str> = list
-                                .iter()
-                                .filter_map(|n| values::lookup(table, n))
-                                .collect();
-                            v.sort_by_key(|n| n.to_ascii_lowercase());
-                            v.dedup();
-                            v
-                        }
-                    };
+                    let table = *table;
                     let mut rw = w.start(&SHOW_COLS).await?;
-                    for name in names {
+                    for &name in names {
                         let value = self.show_value(table, name, t);
                         rw.write_row([name, value.as_str()]).await?;
                     }
@@ -567,7 +613,7 @@ impl Shim {
                     w = rw.finish_one().await?;
                 }
                 Statement::SelectConst(v) => {
-                    let Some(cols) = interned(std::slice::from_ref(&v)) else {
+                    let Some(cols) = interned(std::slice::from_ref(v)) else {
                         return w
                             .error(ErrorKind::ER_NOT_SUPPORTED_YET, b"too many column lists")
                             .await;
@@ -577,7 +623,7 @@ impl Shim {
                     w = rw.finish_one().await?;
                 }
                 Statement::Sleep(d) => {
-                    tokio::time::sleep(d).await;
+                    tokio::time::sleep(*d).await;
                     self.while_hung().await;
                     let mut rw = w.start(&SLEEP_COLS).await?;
                     rw.write_row(["0"]).await?;
@@ -594,7 +640,7 @@ impl Shim {
                             .await?;
                         continue;
                     }
-                    self.inst.cluster.heartbeat_us.store(ts, Ordering::Relaxed);
+                    self.inst.cluster.heartbeat_us.store(*ts, Ordering::Relaxed);
                     self.shared.heartbeats.fetch_add(1, Ordering::Relaxed);
                     w = w
                         .complete_one(OkResponse {
@@ -609,7 +655,7 @@ impl Shim {
                         None => c.heartbeat_us.load(Ordering::Relaxed),
                         Some(r) => self.replica_state(r, t).2,
                     };
-                    let Some(cols) = interned(&columns) else {
+                    let Some(cols) = interned(columns) else {
                         return w
                             .error(ErrorKind::ER_NOT_SUPPORTED_YET, b"too many column lists")
                             .await;
@@ -783,6 +829,7 @@ async fn serve(
         inst: inst.clone(),
         shared,
         conn_id,
+        plan: None,
     };
     let w = ReplyBuffer::new(w, format!("5.5.5-{VERSION}").len());
     let started = Instant::now();
