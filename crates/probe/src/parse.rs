@@ -116,6 +116,34 @@ pub fn show_where(what: &str, names: &[&str]) -> String {
     )
 }
 
+/// MariaDB: the status counters `names` as one row and one column,
+/// `NAME=value,NAME=value,…` (upper-case names, in no promised order; NULL when none
+/// exists). A probe then decodes one row instead of one per counter. The counters the probe
+/// reads are numbers, `ON`/`OFF` and decimals, so neither `,` nor `=` can occur in a value.
+pub fn status_concat_sql(names: &[&str]) -> String {
+    let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+    format!(
+        "SELECT GROUP_CONCAT(VARIABLE_NAME, '=', VARIABLE_VALUE SEPARATOR ',') \
+         FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ({})",
+        list.join(",")
+    )
+}
+
+/// Run once per session before [`status_concat_sql`]: room for every counter whatever the
+/// server's `group_concat_max_len`.
+pub const CONCAT_SETUP_SQL: &str = "SET SESSION group_concat_max_len = 65536";
+
+/// Parse [`status_concat_sql`]'s value into lower-cased names and values.
+pub fn status_concat(text: Option<&str>) -> Vars {
+    text.unwrap_or("")
+        .split(',')
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            Some((name.trim().to_ascii_lowercase(), value.to_string()))
+        })
+        .collect()
+}
+
 /// The statement that shows replica status for this flavor and version: MySQL 8.0.22 renamed
 /// it `SHOW REPLICA STATUS` (with `Source_*` columns); MariaDB accepts `SHOW SLAVE STATUS`
 /// everywhere.
@@ -441,6 +469,27 @@ pub fn parse_vertical(text: &str) -> Vec<RowMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_concat_splits_pairs() {
+        let v = status_concat(Some(
+            "UPTIME=25,RPL_SEMI_SYNC_MASTER_STATUS=OFF,SLAVE_HEARTBEAT_PERIOD=2.000",
+        ));
+        assert_eq!(v.get("uptime").map(String::as_str), Some("25"));
+        assert_eq!(
+            v.get("rpl_semi_sync_master_status").map(String::as_str),
+            Some("OFF")
+        );
+        assert_eq!(
+            v.get("slave_heartbeat_period").map(String::as_str),
+            Some("2.000")
+        );
+        assert_eq!(v.len(), 3);
+        assert!(status_concat(None).is_empty());
+        assert!(status_concat(Some("")).is_empty());
+        assert!(status_concat_sql(&["uptime", "threads_running"])
+            .ends_with("WHERE VARIABLE_NAME IN ('uptime','threads_running')"));
+    }
 
     #[test]
     fn versions() {

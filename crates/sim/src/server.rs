@@ -256,6 +256,8 @@ static HOSTS_COLS: LazyLock<Vec<Column>> =
     LazyLock::new(|| cols(&["Server_id", "Host", "Port", "Master_id"]));
 static SLEEP_COLS: LazyLock<Vec<Column>> = LazyLock::new(|| cols(&["SLEEP"]));
 static VERSION_COLS: LazyLock<Vec<Column>> = LazyLock::new(|| cols(&["VERSION()"]));
+static CONCAT_COLS: LazyLock<Vec<Column>> =
+    LazyLock::new(|| cols(&["GROUP_CONCAT(VARIABLE_NAME, '=', VARIABLE_VALUE SEPARATOR ',')"]));
 
 /// The columns of MariaDB 10.11's `SHOW SLAVE STATUS`, in order.
 const REPLICA_STATUS: &[&str] = &[
@@ -331,7 +333,7 @@ struct Shim {
 struct Step {
     text: String,
     stmt: Statement,
-    /// For `SHOW`: the table and the names it lists, in order.
+    /// For `SHOW` and the one-row status: the table and the names it lists, in order.
     show: Option<(Table, Vec<&'static str>)>,
 }
 
@@ -360,6 +362,12 @@ impl Step {
                 };
                 Some((table, names))
             }
+            Statement::StatusConcat(list) => Some((
+                Table::Status,
+                list.iter()
+                    .filter_map(|n| values::lookup(Table::Status, n))
+                    .collect(),
+            )),
             _ => None,
         };
         Self {
@@ -526,7 +534,14 @@ impl Shim {
         };
         // An observe batch: variables, then status, then (unless the probe skips it on a
         // server with no replication) the replica status and the heartbeat row.
-        if steps.len() >= 2 && matches!(steps[0].stmt, Statement::Show { status: false, .. }) {
+        // (After a `SET` on a session's first batch.)
+        let first = match steps.first().map(|s| &s.stmt) {
+            Some(Statement::Ok) => 1,
+            _ => 0,
+        };
+        if steps.len() >= first + 2
+            && matches!(steps[first].stmt, Statement::Show { status: false, .. })
+        {
             self.shared.observed(&self.inst);
         }
         if steps.is_empty() {
@@ -672,6 +687,22 @@ impl Shim {
                     if ts != 0 {
                         rw.write_row(row).await?;
                     }
+                    w = rw.finish_one().await?;
+                }
+                Statement::StatusConcat(_) => {
+                    let Some((_, names)) = &step.show else {
+                        unreachable!("a status step has its names")
+                    };
+                    let pairs: Vec<String> = names
+                        .iter()
+                        .map(|&n| {
+                            let v = self.show_value(Table::Status, n, t);
+                            format!("{}={v}", n.to_ascii_uppercase())
+                        })
+                        .collect();
+                    let value = (!pairs.is_empty()).then(|| pairs.join(","));
+                    let mut rw = w.start(&CONCAT_COLS).await?;
+                    rw.write_row([value]).await?;
                     w = rw.finish_one().await?;
                 }
                 Statement::Ok => {

@@ -25,6 +25,9 @@ pub(crate) enum Statement {
     HeartbeatWrite(u64),
     /// `SELECT <cols> FROM dbfleet.heartbeat …`: the columns asked for.
     HeartbeatRead(Vec<String>),
+    /// `SELECT GROUP_CONCAT(VARIABLE_NAME, '=', VARIABLE_VALUE SEPARATOR ',') FROM
+    /// information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN (…)`: the names, lower case.
+    StatusConcat(Vec<String>),
     /// Statements answered with OK and no effect: `SET`, `CREATE … IF NOT EXISTS`, `BEGIN`,
     /// `COMMIT`, `ROLLBACK`, `DO`, `USE`.
     Ok,
@@ -183,6 +186,14 @@ fn select(lower: &str) -> Statement {
             let cols = cols.split(',').map(|c| c.trim().to_string()).collect();
             return Statement::HeartbeatRead(cols);
         }
+        if table == "information_schema.global_status" && cols.starts_with("group_concat(") {
+            return match from.split_once(" where ") {
+                Some((_, cond)) if cond.trim_start().starts_with("variable_name in") => {
+                    Statement::StatusConcat(quoted(cond))
+                }
+                _ => Statement::Unknown,
+            };
+        }
         return Statement::Unknown;
     }
     if body.starts_with("@@") {
@@ -273,6 +284,14 @@ mod tests {
             Statement::Sleep(Duration::from_secs(3))
         );
         assert_eq!(parse("SET SESSION max_statement_time = 0"), Statement::Ok);
+    }
+
+    #[test]
+    fn status_concat() {
+        assert_eq!(
+            parse("SELECT GROUP_CONCAT(VARIABLE_NAME, '=', VARIABLE_VALUE SEPARATOR ',') FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ('uptime','Threads_running')"),
+            Statement::StatusConcat(vec!["uptime".into(), "threads_running".into()])
+        );
     }
 
     #[test]
