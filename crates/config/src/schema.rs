@@ -289,7 +289,7 @@ pub struct ProbeConfig {
     #[serde(with = "serde_util::duration")]
     pub query_timeout: Duration,
     /// How many probes may run at once, across all clusters, at least. Default `256`; at
-    /// least 1. The watch loop allows `max(concurrency, instances / 4)`, raised as discovery
+    /// least 1. The watch loop allows `max(concurrency, instances / 2)`, raised as discovery
     /// adds instances (`monitor::watch::probe_permits`).
     pub concurrency: usize,
     /// How often the topology is crawled again from the declared instances, to find

@@ -43,7 +43,7 @@ pub struct Stats {
     pub heartbeat_writes: AtomicU64,
     /// Heartbeat writes that failed (connect, read-only check or write).
     pub heartbeat_write_errors: AtomicU64,
-    /// Probes that may run at once now: `max(probe.concurrency, instances / 4)`.
+    /// Probes that may run at once now: `max(probe.concurrency, instances / 2)`.
     pub probe_permits: AtomicU64,
     /// Analyses whose problems were synced to the store.
     pub problem_syncs: AtomicU64,

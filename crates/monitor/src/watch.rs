@@ -15,7 +15,7 @@
 //! # At scale
 //!
 //! - The probe budget grows with the fleet: the semaphore holds
-//!   `max(concurrency, instances / 4)` permits ([`probe_permits`]), raised when discovery
+//!   `max(concurrency, instances / 2)` permits ([`probe_permits`]), raised when discovery
 //!   adds instances, so a fleet of thousands is not capped by queueing latency and by the
 //!   permits that probes of hanging servers hold until their timeout.
 //! - The tick runs on a thread of its own with a single-threaded runtime (`spawn_ticks`):
@@ -65,7 +65,7 @@ pub struct WatchOptions {
     /// Connect and query timeouts of every probe.
     pub probe: ProbeOptions,
     /// How many probes may run at once, at least (the fast path has its own budget of as
-    /// many): the loop allows `max(concurrency, instances / 4)`, see [`probe_permits`].
+    /// many): the loop allows `max(concurrency, instances / 2)`, see [`probe_permits`].
     pub concurrency: usize,
     /// The suspect fast path and the primary's liveness connection.
     pub fast_path: FastPathOptions,
@@ -132,12 +132,13 @@ pub fn now_ms() -> u64 {
 /// How long a cluster's problems may go unsynced to the store while they do not change.
 pub const PROBLEM_REFRESH: Duration = Duration::from_secs(10);
 
-/// The probe budget for a fleet of `instances`: the configured `concurrency`, or a quarter
-/// of the fleet when that is more. At 10,000 servers and 1 s a probe may wait ~25 ms for a
-/// loaded machine, and a hanging server holds its permit for the whole timeout: 256 permits
-/// capped the loop near 6,000 probes/s (docs/BENCHMARKS.md).
+/// The probe budget for a fleet of `instances`: the configured `concurrency`, or half the
+/// fleet when that is more. Every probe starts at the tick, and a hanging server holds its
+/// permit for the whole timeout: at 10,000 servers 256 permits capped the loop near 6,000
+/// probes/s, and with 5 % hanging and heartbeats on a quarter of the fleet (2,500) still
+/// left healthy servers queued past an interval (docs/BENCHMARKS.md).
 pub fn probe_permits(concurrency: usize, instances: usize) -> usize {
-    concurrency.max(instances / 4).max(1)
+    concurrency.max(instances / 2).max(1)
 }
 
 /// What a probe task reports besides its observation: replicas a source says it has.
@@ -928,9 +929,10 @@ mod tests {
     #[test]
     fn probe_permits_grow_with_the_fleet() {
         assert_eq!(probe_permits(256, 0), 256);
-        assert_eq!(probe_permits(256, 1_000), 256);
-        assert_eq!(probe_permits(256, 10_002), 2_500);
-        assert_eq!(probe_permits(4_096, 10_002), 4_096);
+        assert_eq!(probe_permits(256, 400), 256);
+        assert_eq!(probe_permits(256, 1_000), 500);
+        assert_eq!(probe_permits(256, 10_002), 5_001);
+        assert_eq!(probe_permits(8_192, 10_002), 8_192);
         assert_eq!(probe_permits(0, 0), 1);
     }
 }
