@@ -111,6 +111,15 @@ pub struct MonitorFigures {
     pub control_plane_rss_peak_mib: f64,
     /// RSS of this process at the end of the window, MiB.
     pub control_plane_rss_end_mib: f64,
+    /// The metrics history held at the end of the window, MiB (rings grow as samples
+    /// arrive: a 30 s window holds 30 samples an instance).
+    pub history_mib: f64,
+    /// The history once every ring is full (`[monitor] history` / interval samples an
+    /// instance), MiB.
+    pub history_full_mib: f64,
+    /// `control_plane_rss_end_mib` plus what the rings still have to grow: the RSS to expect
+    /// after an hour (the default history), MiB.
+    pub control_plane_rss_projected_mib: f64,
     /// CPU cores the simulated fleet (the child process) used over the window.
     pub sim_cpu_cores: f64,
     /// Analysis rounds completed over the window, and how many one per interval would be.
@@ -564,6 +573,11 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
     let s1 = stats.snapshot();
     let report = sim.report().await?;
     let rss_end = vm_mib("self", "VmRSS:");
+    let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+    let history_mib = mib(stats.fleet.history_bytes());
+    let history_full_mib = mib(stats.fleet.history_samples()
+        * metrics::HISTORY_SAMPLE_BYTES
+        * stats.fleet.instance_count());
     let sim_stats = sim.stats().await?;
 
     cancel.cancel();
@@ -627,6 +641,9 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
         },
         control_plane_rss_peak_mib: vm_mib("self", "VmHWM:"),
         control_plane_rss_end_mib: rss_end,
+        history_mib,
+        history_full_mib,
+        control_plane_rss_projected_mib: rss_end + (history_full_mib - history_mib).max(0.0),
         sim_cpu_cores: (sim_cpu1.saturating_sub(sim_cpu0)).as_secs_f64() / secs,
         rounds: s1.rounds - s0.rounds,
         rounds_expected: (secs / b.interval.as_secs_f64()).floor() as u64,
@@ -836,6 +853,7 @@ pub fn print(f: &MonitorFigures) {
          missed intervals  {} ({} servers; longest gap {} ms)\n  \
          probe latency     p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms\n  \
          control plane     {:.3} cores ({:.1} us/probe), RSS peak {:.0} MiB, end {:.0} MiB\n  \
+         history           {:.0} MiB now, {:.0} MiB once full: RSS then about {:.0} MiB\n  \
          simulated fleet   {:.3} cores ({} processes, not counted above; {} failed accepts)\n  \
          rounds            {} of {} expected; probe errors {}; unknown sim statements {}\n  \
          heartbeats        {}",
@@ -858,6 +876,9 @@ pub fn print(f: &MonitorFigures) {
         f.control_plane_cpu_us_per_probe,
         f.control_plane_rss_peak_mib,
         f.control_plane_rss_end_mib,
+        f.history_mib,
+        f.history_full_mib,
+        f.control_plane_rss_projected_mib,
         f.sim_cpu_cores,
         f.sim_processes,
         f.sim_accept_errors,

@@ -55,7 +55,7 @@ pub struct MonitorConfig {
     /// demand. Default `true`.
     pub heartbeat: bool,
     /// How much probe history each instance keeps in memory for the API, at probe
-    /// resolution (`history / probe.interval` samples of 16 bytes). Default `1h`; at least
+    /// resolution (`history / probe.interval` samples of 12 bytes). Default `1h`; at least
     /// `probe.interval`.
     #[serde(with = "serde_util::duration")]
     pub history: Duration,

@@ -1,26 +1,28 @@
-//! `History`: one instance's recent samples in a fixed-size ring of 16-byte records.
+//! `History`: one instance's recent samples in a fixed-size ring of 12-byte records.
 //!
-//! 10,000 instances × 3,600 samples (one hour at a 1 s interval) × 16 bytes is 576 MB
-//! (0.54 GiB) once every ring is full; rings grow as samples arrive, so a daemon that
-//! started a minute ago holds a minute. Values are stored compactly and saturate: the
-//! lag in whole milliseconds up to 49 days, `threads_connected` up to 65,535,
-//! `threads_running` up to 255, queries per second as an `f32`.
+//! 10,000 instances × 3,600 samples (one hour at a 1 s interval) × 12 bytes is 432 MB
+//! (0.40 GiB) once every ring is full; rings grow as samples arrive, so a daemon that
+//! started a minute ago holds a minute. Values are stored compactly and saturate:
+//! `threads_connected` up to 65,535, `threads_running` up to 255. Queries per second and the
+//! lag in seconds are `bfloat16` (an `f32` with its low 16 mantissa bits rounded off: the
+//! `f32` range, 2–3 significant digits, so 0.4 % at most off), which is plenty for a chart and
+//! takes 2 bytes each instead of 4.
 
 use std::collections::VecDeque;
 
 use model::{IoThreadState, Observation, Rates};
 
-/// One probe, compacted. 16 bytes, no padding.
+/// One probe, compacted. 12 bytes, no padding.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[repr(C)]
 pub(crate) struct Sample {
     /// Milliseconds after the ring's `base_ms`.
     at_offset_ms: u32,
-    /// Queries per second since the previous probe; NaN when unknown.
-    queries_per_s: f32,
-    /// Replication lag in ms (from the heartbeat when `LAG_HEARTBEAT`, else
-    /// `Seconds_Behind_Master`); `u32::MAX` when unknown.
-    lag_ms: u32,
+    /// Queries per second since the previous probe, `bfloat16`; NaN when unknown.
+    queries_per_s: Bf16,
+    /// Replication lag in seconds (from the heartbeat when `LAG_HEARTBEAT`, else
+    /// `Seconds_Behind_Master`), `bfloat16`; NaN when unknown.
+    lag_s: Bf16,
     /// `Threads_connected`, saturating.
     threads_connected: u16,
     /// `Threads_running`, saturating.
@@ -37,7 +39,33 @@ const F_LAG_HEARTBEAT: u8 = 1 << 4;
 const F_SEMI_SYNC_PRIMARY: u8 = 1 << 5;
 const F_SEMI_SYNC_ON: u8 = 1 << 6;
 
-const _: () = assert!(std::mem::size_of::<Sample>() == 16);
+const _: () = assert!(std::mem::size_of::<Sample>() == 12);
+
+/// The bytes one history sample takes.
+pub const SAMPLE_BYTES: usize = std::mem::size_of::<Sample>();
+
+/// A `bfloat16`: the top half of an `f32`. Hand-rolled (two shifts) rather than a crate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(transparent)]
+struct Bf16(u16);
+
+impl Bf16 {
+    const NAN: Self = Self(0x7FC0);
+
+    /// Round to nearest, ties to even; NaN stays NaN.
+    fn from_f32(v: f32) -> Self {
+        if v.is_nan() {
+            return Self::NAN;
+        }
+        let bits = v.to_bits();
+        let round = 0x7FFF + ((bits >> 16) & 1);
+        Self((bits.wrapping_add(round) >> 16) as u16)
+    }
+
+    fn to_f32(self) -> f32 {
+        f32::from_bits(u32::from(self.0) << 16)
+    }
+}
 
 /// Where a point's lag comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +141,8 @@ impl History {
         }
         let mut s = Sample {
             at_offset_ms: (obs.at_unix_ms - self.base_ms) as u32,
-            queries_per_s: f32::NAN,
-            lag_ms: u32::MAX,
+            queries_per_s: Bf16::NAN,
+            lag_s: Bf16::NAN,
             threads_connected: 0,
             threads_running: 0,
             flags: 0,
@@ -124,7 +152,7 @@ impl History {
             s.threads_connected = state.threads_connected.min(u64::from(u16::MAX)) as u16;
             s.threads_running = state.threads_running.min(u64::from(u8::MAX)) as u8;
             if let Some(q) = rates.and_then(|r| r.queries) {
-                s.queries_per_s = q as f32;
+                s.queries_per_s = Bf16::from_f32(q as f32);
             }
             if let Some(m) = &state.metrics {
                 if m.max_connections.is_some() {
@@ -143,9 +171,9 @@ impl History {
                 if let Some(h) = beat {
                     s.flags |= F_LAG_HEARTBEAT;
                     let ms = h.read_at_us.saturating_sub(h.ts_us) / 1000;
-                    s.lag_ms = ms.min(u64::from(u32::MAX - 1)) as u32;
+                    s.lag_s = Bf16::from_f32(ms as f32 / 1000.0);
                 } else if let Some(sbm) = r.seconds_behind_source {
-                    s.lag_ms = sbm.saturating_mul(1000).min(u64::from(u32::MAX - 1)) as u32;
+                    s.lag_s = Bf16::from_f32(sbm as f32);
                 }
             }
             if state.semi_sync.source_enabled {
@@ -207,15 +235,17 @@ impl History {
         HistoryPoint {
             at_ms,
             up,
-            queries_per_second: (up && !s.queries_per_s.is_nan()).then_some(s.queries_per_s),
-            lag_seconds: (replica && s.lag_ms != u32::MAX).then(|| {
-                let source = if s.flags & F_LAG_HEARTBEAT != 0 {
-                    LagSource::Heartbeat
-                } else {
-                    LagSource::SecondsBehindMaster
-                };
-                (f64::from(s.lag_ms) / 1000.0, source)
-            }),
+            queries_per_second: Some(s.queries_per_s.to_f32()).filter(|q| up && !q.is_nan()),
+            lag_seconds: Some(s.lag_s.to_f32())
+                .filter(|l| replica && !l.is_nan())
+                .map(|lag| {
+                    let source = if s.flags & F_LAG_HEARTBEAT != 0 {
+                        LagSource::Heartbeat
+                    } else {
+                        LagSource::SecondsBehindMaster
+                    };
+                    (f64::from(lag), source)
+                }),
             threads_connected: up.then_some(u32::from(s.threads_connected)),
             threads_running: up.then_some(u32::from(s.threads_running)),
             connections_used_ratio: match self.max_connections {
@@ -226,5 +256,23 @@ impl History {
             replication_sql_running: when(replica, s.flags & F_SQL_RUNNING != 0),
             semi_sync_primary_on: when(semi, s.flags & F_SEMI_SYNC_ON != 0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Bf16;
+
+    #[test]
+    fn bfloat16_round_trips_within_half_a_percent() {
+        for v in [
+            0.0f32, 0.001, 0.25, 1.0, 2.5, 200.0, 1234.5, 3_600.0, 99_999.0, 1e9,
+        ] {
+            let back = Bf16::from_f32(v).to_f32();
+            assert!((back - v).abs() <= v.abs() * 0.004, "{v} -> {back}");
+        }
+        assert!(Bf16::from_f32(f32::NAN).to_f32().is_nan());
+        assert_eq!(Bf16::from_f32(200.0).to_f32(), 200.0);
+        assert_eq!(Bf16::from_f32(2.5).to_f32(), 2.5);
     }
 }

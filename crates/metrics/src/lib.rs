@@ -6,7 +6,7 @@
 //! [`FleetMetrics::history`], [`FleetMetrics::alert_values`] and [`FleetMetrics::encode`].
 //! Nothing here does IO or knows HTTP: `encode` returns text, and the server sends it.
 //!
-//! Invariant: recording is a short critical section (a map lookup and a 16-byte push), so a
+//! Invariant: recording is a short critical section (a map lookup and a 12-byte push), so a
 //! scrape or a history read never holds up the probes for long: both copy what they need
 //! under the lock and format outside it.
 
@@ -22,7 +22,7 @@ use model::{InstanceAddr, Observation, Rates, Role};
 use prometheus_client::metrics::histogram::Histogram;
 
 pub use expose::{DaemonHealth, Format, NotifierCounts};
-pub use history::{HistoryPoint, LagSource};
+pub use history::{HistoryPoint, LagSource, SAMPLE_BYTES as HISTORY_SAMPLE_BYTES};
 
 /// Samples kept per instance by default: one hour at a 1 s interval.
 pub const DEFAULT_HISTORY_SAMPLES: usize = 3600;
@@ -164,6 +164,11 @@ impl FleetMetrics {
             .collect();
         out.sort();
         out
+    }
+
+    /// How many instances have been recorded.
+    pub fn instance_count(&self) -> usize {
+        self.lock().len()
     }
 
     /// Bytes held by the history rings' buffers (not counting the latest observations).
