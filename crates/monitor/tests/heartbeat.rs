@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use model::{ClusterSpec, InstanceAddr, InstanceSpec};
 use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
 use probe::{ProbeOptions, Session};
-use sandbox::testing::SandboxGuard;
-use sandbox::{Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
 use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -43,24 +42,10 @@ async fn wait_values(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
-    let root = tempfile::Builder::new()
-        .prefix("dbfleet-heartbeat-test-")
-        .tempdir()
-        .expect("tempdir");
     let name = "hb";
-    let _guard = SandboxGuard::new(root.path(), name);
-    let (sb, _) = Sandbox::up(&UpOptions {
-        name: name.into(),
-        replicas: 2,
-        semi_sync: false,
-        base_port: 30050,
-        root: root.path().to_path_buf(),
-    })
-    .await
-    .expect("sandbox up");
-    let creds = sb.credentials().expect("credentials").admin.credentials();
-    let addr = |m: &str| sb.member(m).expect("member").addr();
-    let (m1, m2, m3) = (addr("m1"), addr("m2"), addr("m3"));
+    let sb = TestSandbox::up(name, 2, 30050).await;
+    let creds = sb.admin();
+    let (m1, m2, m3) = (sb.addr("m1"), sb.addr("m2"), sb.addr("m3"));
     let instances: Vec<InstanceSpec> = [&m1, &m2, &m3]
         .iter()
         .map(|a| {
@@ -205,24 +190,9 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_writer_never_writes_on_a_read_only_server() {
     use monitor::heartbeat::{HeartbeatWriter, WriteOutcome};
-    let root = tempfile::Builder::new()
-        .prefix("dbfleet-heartbeat-ro-test-")
-        .tempdir()
-        .expect("tempdir");
-    let name = "hbro";
-    let _guard = SandboxGuard::new(root.path(), name);
-    let (sb, _) = Sandbox::up(&UpOptions {
-        name: name.into(),
-        replicas: 1,
-        semi_sync: false,
-        base_port: 30090,
-        root: root.path().to_path_buf(),
-    })
-    .await
-    .expect("sandbox up");
-    let creds = sb.credentials().expect("credentials").admin.credentials();
-    let m1 = sb.member("m1").expect("m1").addr();
-    let m2 = sb.member("m2").expect("m2").addr();
+    let sb = TestSandbox::up("hbro", 1, 30090).await;
+    let creds = sb.admin();
+    let (m1, m2) = (sb.addr("m1"), sb.addr("m2"));
     let opts = ProbeOptions::default();
     let binlog_state = |addr: InstanceAddr| {
         let creds = creds.clone();

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use model::{ClusterSpec, InstanceAddr, InstanceSpec, Observation};
 use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
 use probe::{ProbeOptions, Session};
-use sandbox::testing::SandboxGuard;
-use sandbox::{Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
 use store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -36,24 +35,10 @@ fn latest(stats: &Stats, addr: &InstanceAddr) -> Option<Observation> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
-    let root = tempfile::Builder::new()
-        .prefix("dbfleet-persist-test-")
-        .tempdir()
-        .expect("tempdir");
     let name = "pe";
-    let _guard = SandboxGuard::new(root.path(), name);
-    let (sb, _) = Sandbox::up(&UpOptions {
-        name: name.into(),
-        replicas: 1,
-        semi_sync: false,
-        base_port: 30070,
-        root: root.path().to_path_buf(),
-    })
-    .await
-    .expect("sandbox up");
-    let creds = sb.credentials().expect("credentials").admin.credentials();
-    let addr = |m: &str| sb.member(m).expect("member").addr();
-    let (m1, m2) = (addr("m1"), addr("m2"));
+    let sb = TestSandbox::up(name, 1, 30070).await;
+    let creds = sb.admin();
+    let (m1, m2) = (sb.addr("m1"), sb.addr("m2"));
     let instances: Vec<InstanceSpec> = [&m1, &m2]
         .iter()
         .map(|a| {

@@ -7,8 +7,7 @@
 
 use model::IoThreadState;
 use probe::{ObserveOptions, ProbeOptions, Session, FULL_REPLICA_READ_EVERY};
-use sandbox::testing::SandboxGuard;
-use sandbox::{Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
 
 const LAZY: ObserveOptions = ObserveOptions {
     heartbeat: false,
@@ -17,24 +16,9 @@ const LAZY: ObserveOptions = ObserveOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_status_is_skipped_only_while_the_server_has_no_replication() {
-    let root = tempfile::Builder::new()
-        .prefix("dbfleet-replica-status-test-")
-        .tempdir()
-        .expect("tempdir");
-    let name = "rs";
-    let _guard = SandboxGuard::new(root.path(), name);
-    let (sb, _) = Sandbox::up(&UpOptions {
-        name: name.into(),
-        replicas: 1,
-        semi_sync: false,
-        base_port: 30080,
-        root: root.path().to_path_buf(),
-    })
-    .await
-    .expect("sandbox up");
-    let creds = sb.credentials().expect("credentials").admin.credentials();
-    let m1 = sb.member("m1").expect("m1").addr();
-    let m2 = sb.member("m2").expect("m2").addr();
+    let sb = TestSandbox::up("rs", 1, 30080).await;
+    let creds = sb.admin();
+    let (m1, m2) = (sb.addr("m1"), sb.addr("m2"));
     let opts = ProbeOptions::default();
 
     // The primary: one full read, then nine skipped, then a full one again.

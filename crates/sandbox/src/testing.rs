@@ -1,8 +1,13 @@
-//! Test support: a guard that kills a sandbox's servers when a test ends, even by panic.
+//! Test support: a guard that kills a sandbox's servers when a test ends, even by panic, and
+//! a sandbox made for one test in a temporary directory under that guard.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-use crate::Sandbox;
+use model::InstanceAddr;
+use probe::Credentials;
+
+use crate::{Sandbox, UpOptions};
 
 /// Kills every server of the sandbox `name` under `root` on drop, by PID, and removes the
 /// directory. When the test panicked, the directory is kept and its path printed, so the
@@ -38,5 +43,72 @@ impl Drop for SandboxGuard {
         } else {
             let _ = std::fs::remove_dir_all(sb.dir());
         }
+    }
+}
+
+/// A sandbox for one test: made in a temporary directory, its servers killed and the directory
+/// removed when it is dropped (kept, with the path printed, when the test panicked).
+pub struct TestSandbox {
+    sb: Sandbox,
+    _guard: SandboxGuard,
+    root: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestSandbox {
+    fn drop(&mut self) {
+        // The guard (dropped after this) kills the servers; on a panic the directory stays.
+        if std::thread::panicking() {
+            if let Some(root) = self.root.take() {
+                let _ = root.keep();
+            }
+        }
+    }
+}
+
+impl TestSandbox {
+    /// Make and start the sandbox `name`: a primary on `base_port` and `replicas` replicas
+    /// on the ports after it, no semi-sync. Panics when it cannot, as a test would.
+    pub async fn up(name: &str, replicas: usize, base_port: u16) -> Self {
+        let root = tempfile::Builder::new()
+            .prefix(&format!("dbfleet-test-{name}-"))
+            .tempdir()
+            .expect("tempdir");
+        let guard = SandboxGuard::new(root.path(), name);
+        let (sb, _) = Sandbox::up(&UpOptions {
+            name: name.into(),
+            replicas,
+            semi_sync: false,
+            base_port,
+            root: root.path().to_path_buf(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("sandbox {name} up: {e:#}"));
+        Self {
+            sb,
+            _guard: guard,
+            root: Some(root),
+        }
+    }
+
+    /// The address of member `name` (`m1` is the first primary).
+    pub fn addr(&self, member: &str) -> InstanceAddr {
+        self.sb.member(member).expect("member").addr()
+    }
+
+    /// The admin account.
+    pub fn admin(&self) -> Credentials {
+        self.sb
+            .credentials()
+            .expect("credentials")
+            .admin
+            .credentials()
+    }
+}
+
+impl Deref for TestSandbox {
+    type Target = Sandbox;
+
+    fn deref(&self) -> &Sandbox {
+        &self.sb
     }
 }
