@@ -515,7 +515,9 @@ impl AlertControl for Alerting {
     fn alerts(&self) -> Vec<(alert::Alert, Option<u64>)> {
         let now = now_ms();
         let ev = lock(&self.evaluator);
+        // Rule alerts and the ones the daemon raises itself (a failed scheduled DRT).
         ev.alerts()
+            .chain(ev.raised())
             .map(|a| {
                 let d = ev
                     .downtime_covering(now, &a.cluster, a.instance.as_deref())

@@ -522,6 +522,9 @@ retry = {{ max_attempts = 5, initial_backoff = "100ms", max_backoff = "1s", max_
         fired["summary"].as_str().unwrap().contains("FAILED"),
         "{fired}"
     );
+    // It is listed with the open alerts, as rule alerts are.
+    let listed = wait_firing(&d, &key, Duration::from_secs(10)).await;
+    assert_eq!(listed["severity"], "error", "{listed}");
     // The next runs pass.
     write_scenario(&scenario, "must_not");
 
@@ -533,6 +536,15 @@ retry = {{ max_attempts = 5, initial_backoff = "100ms", max_backoff = "1s", max_
     let message = ev[0]["message"].as_str().unwrap();
     assert!(message.contains("passed"), "{message}");
     assert!(!events(&d, "alert_fired", &key).await.is_empty());
+    let open = d.get("/api/v1/alerts").await;
+    assert!(
+        !open["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["key"] == key.as_str()),
+        "resolved, so no longer listed: {open:#}"
+    );
     let runs = d.get("/api/v1/drt/runs").await;
     let passes: Vec<bool> = runs["runs"]
         .as_array()
