@@ -376,7 +376,7 @@ async fn detection(
 ) -> Result<Vec<u64>, CliError> {
     use std::sync::Arc;
 
-    use model::{ClusterSpec, InstanceSpec, ProblemKind, PromotionRule};
+    use model::ProblemKind;
     use store::Store;
 
     let name = "benchdet";
@@ -390,22 +390,7 @@ async fn detection(
     .await?;
     let creds = sb.credentials()?.admin.credentials();
     let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
-    let spec = ClusterSpec {
-        name: name.into(),
-        instances: sb
-            .manifest()
-            .members
-            .iter()
-            .map(|m| InstanceSpec {
-                addr: m.addr(),
-                promotion: PromotionRule::Neutral,
-                site: None,
-            })
-            .collect(),
-        expected_replicas: 2,
-        semi_sync: false,
-        max_lag: Duration::from_secs(10),
-    };
+    let spec = sb.cluster_spec();
     let stats = Arc::new(monitor::Stats::default());
     let cancel = tokio_util::sync::CancellationToken::new();
     let watch = tokio::spawn(monitor::run(
@@ -418,7 +403,7 @@ async fn detection(
             },
             concurrency: 64,
             fast_path: monitor::FastPathOptions::default(),
-            persist_every: Duration::ZERO,
+            persist_every: monitor::watch::PERSIST_EVERY,
         },
         vec![monitor::ClusterWatch {
             spec,

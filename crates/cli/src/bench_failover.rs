@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, PromotionRule};
+use model::InstanceAddr;
 use sandbox::{Sandbox, UpOptions};
 use serde::Serialize;
 use store::{OperationQuery, Store};
@@ -91,22 +91,7 @@ pub async fn run(
     let creds = sb.credentials()?;
     let admin = creds.admin.credentials();
     let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
-    let spec = ClusterSpec {
-        name: NAME.into(),
-        instances: sb
-            .manifest()
-            .members
-            .iter()
-            .map(|m| InstanceSpec {
-                addr: m.addr(),
-                promotion: PromotionRule::Neutral,
-                site: None,
-            })
-            .collect(),
-        expected_replicas: 2,
-        semi_sync: true,
-        max_lag: Duration::from_secs(10),
-    };
+    let spec = sb.cluster_spec();
     store.upsert_cluster(&spec, engine::now_ms()).await?;
     store
         .set_writer(NAME, Some(sb.initial_primary().addr()), engine::now_ms())
@@ -139,6 +124,7 @@ pub async fn run(
     engine.campaign_once().await;
     let cancel = CancellationToken::new();
     let (tx, consumer) = crate::serve_cmd::round_consumer(engine.clone());
+    let stats = Arc::new(monitor::Stats::default());
     let watch = tokio::spawn(monitor::run(
         monitor::WatchOptions {
             interval,
@@ -146,19 +132,28 @@ pub async fn run(
             probe: probe_opts,
             concurrency: 64,
             fast_path: monitor::FastPathOptions::default(),
-            // wait_healthy reads the store's observations for freshness.
-            persist_every: Duration::ZERO,
+            persist_every: monitor::watch::PERSIST_EVERY,
         },
         vec![monitor::ClusterWatch {
             spec,
             credentials: admin.clone(),
         }],
         store.clone(),
-        Arc::new(monitor::Stats::default()),
+        stats.clone(),
         Some(tx),
         cancel.clone(),
     ));
-    let result = runs_in(&sb, &store, &engine, runs, switchovers, interval, json).await;
+    let result = runs_in(
+        &sb,
+        &store,
+        &stats,
+        &engine,
+        runs,
+        switchovers,
+        interval,
+        json,
+    )
+    .await;
     cancel.cancel();
     let _ = watch.await;
     let _ = consumer.await;
@@ -174,19 +169,26 @@ fn member_name(sb: &Sandbox, addr: &InstanceAddr) -> Result<String, CliError> {
         .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member").into())
 }
 
-/// Wait until every member was seen reachable after `since_ms` with no open problem, then
-/// one more interval, so the watch loop has named the primary and holds its liveness
-/// connection, as it would in steady state.
-async fn wait_healthy(store: &Arc<dyn Store>, interval: Duration) -> Result<(), CliError> {
+/// Wait until every member was seen reachable after `since_ms` (by the watch loop's own
+/// latest observations) with no open problem, then one more interval, so the watch loop has
+/// named the primary and holds its liveness connection, as it would in steady state.
+async fn wait_healthy(
+    sb: &Sandbox,
+    store: &Arc<dyn Store>,
+    stats: &monitor::Stats,
+    interval: Duration,
+) -> Result<(), CliError> {
     let since_ms = engine::now_ms();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let open = store.open_problems(Some(NAME)).await?;
-        let seen = store.last_observations(Some(NAME)).await?;
-        let fresh = seen.len() == 3
-            && seen
-                .iter()
-                .all(|(_, o)| o.state().is_some() && o.at_unix_ms > since_ms);
+        let fresh = stats.latest.with(|latest| {
+            sb.manifest().members.iter().all(|m| {
+                latest
+                    .get(&m.addr())
+                    .is_some_and(|o| o.state().is_some() && o.at_unix_ms > since_ms)
+            })
+        });
         if open.is_empty() && fresh {
             tokio::time::sleep(interval + Duration::from_millis(200)).await;
             return Ok(());
@@ -230,9 +232,11 @@ async fn lost(
     Ok(v.lost.len())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn runs_in(
     sb: &Sandbox,
     store: &Arc<dyn Store>,
+    stats: &monitor::Stats,
     engine: &Arc<engine::Engine>,
     runs: usize,
     switchovers: usize,
@@ -249,7 +253,7 @@ async fn runs_in(
     let mut failovers = Vec::new();
     let mut errant_rejoins = 0usize;
     for i in 0..runs {
-        wait_healthy(store, interval).await?;
+        wait_healthy(sb, store, stats, interval).await?;
         let before = store.operations(&OperationQuery::default()).await?.len();
         let primary = store
             .cluster(NAME)
@@ -357,7 +361,7 @@ async fn runs_in(
     }
     let mut sws = Vec::new();
     for i in 0..switchovers {
-        wait_healthy(store, interval).await?;
+        wait_healthy(sb, store, stats, interval).await?;
         let load = tokio::spawn(drt::load::run(
             load_opts(sb, Duration::from_millis(2000))?,
             CancellationToken::new(),

@@ -15,8 +15,7 @@ use drt::faults::{
 };
 use model::{InstanceAddr, Observation, ProbeFailureKind, Reachability, ServerState};
 use probe::{Credentials, ProbeOptions, Session};
-use sandbox::testing::SandboxGuard;
-use sandbox::{Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
 
 /// Short timeouts, so that a paused or cut server is seen quickly.
 const QUICK: ProbeOptions = ProbeOptions {
@@ -30,62 +29,21 @@ const SLOW_OK: ProbeOptions = ProbeOptions {
     query_timeout: Duration::from_secs(3),
 };
 
-/// A sandbox in a temporary directory; its servers are killed on drop. When the test
-/// panicked the directory is kept, so the servers' error logs can be read.
+/// A test sandbox ([`TestSandbox`]) and its admin account.
 struct Set {
-    sb: Sandbox,
+    sb: TestSandbox,
     admin: Credentials,
-    _guard: SandboxGuard,
-    root: Option<tempfile::TempDir>,
-}
-
-impl Drop for Set {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(root) = self.root.take() {
-                let _ = root.keep();
-            }
-        }
-    }
 }
 
 impl Set {
     async fn up(name: &str, base_port: u16, replicas: usize) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("dbfleet-faults-")
-            .tempdir()
-            .expect("tempdir");
-        let guard = SandboxGuard::new(root.path(), name);
-        let up = UpOptions {
-            name: name.into(),
-            replicas,
-            semi_sync: false,
-            base_port,
-            root: root.path().to_path_buf(),
-        };
-        // A busy machine sometimes misses a bootstrap timeout; a failed `up` cleans up.
-        let mut attempt = 1;
-        let sb = loop {
-            match Sandbox::up(&up).await {
-                Ok((sb, _)) => break sb,
-                Err(e) if attempt < 3 => {
-                    eprintln!("sandbox up, attempt {attempt}: {e}");
-                    attempt += 1;
-                }
-                Err(e) => panic!("sandbox up: {e}"),
-            }
-        };
-        let admin = sb.credentials().expect("credentials").admin.credentials();
-        Self {
-            sb,
-            admin,
-            _guard: guard,
-            root: Some(root),
-        }
+        let sb = TestSandbox::up(name, replicas, base_port).await;
+        let admin = sb.admin();
+        Self { sb, admin }
     }
 
     fn addr(&self, member: &str) -> InstanceAddr {
-        self.sb.member(member).expect("member").addr()
+        self.sb.addr(member)
     }
 
     async fn observe(&self, addr: &InstanceAddr, opts: ProbeOptions) -> Observation {

@@ -10,8 +10,8 @@ use drt::DrtError;
 use model::gtid::MariadbGtidList;
 use model::InstanceAddr;
 use probe::{Credentials, ProbeError, ProbeOptions, Session};
-use sandbox::testing::SandboxGuard;
-use sandbox::{CredentialSet, Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
+use sandbox::CredentialSet;
 use tokio_util::sync::CancellationToken;
 
 const ADMIN_TIMEOUTS: ProbeOptions = ProbeOptions {
@@ -19,65 +19,21 @@ const ADMIN_TIMEOUTS: ProbeOptions = ProbeOptions {
     query_timeout: Duration::from_secs(10),
 };
 
-/// A sandbox in a temporary directory; its servers are killed on drop, before the
-/// directory is removed. When the test panicked the directory is kept, so the servers'
-/// error logs can be read.
+/// A test sandbox ([`TestSandbox`]) and its accounts.
 struct Set {
-    sb: Sandbox,
+    sb: TestSandbox,
     creds: CredentialSet,
-    _guard: SandboxGuard,
-    root: Option<tempfile::TempDir>,
-}
-
-impl Drop for Set {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(root) = self.root.take() {
-                let _ = root.keep();
-            }
-        }
-    }
 }
 
 impl Set {
     async fn up(name: &str, base_port: u16, replicas: usize, semi_sync: bool) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("dbfleet-drt-")
-            .tempdir()
-            .expect("tempdir");
-        let guard = SandboxGuard::new(root.path(), name);
-        let up = UpOptions {
-            name: name.into(),
-            replicas,
-            semi_sync,
-            base_port,
-            root: root.path().to_path_buf(),
-        };
-        // The sandbox bootstraps accounts under a 1 s statement timeout, which a machine
-        // busy with other builds sometimes misses; a failed `up` removes what it made, so
-        // it can be run again.
-        let mut attempt = 1;
-        let sb = loop {
-            match Sandbox::up(&up).await {
-                Ok((sb, _)) => break sb,
-                Err(e) if attempt < 3 => {
-                    eprintln!("sandbox up, attempt {attempt}: {e}");
-                    attempt += 1;
-                }
-                Err(e) => panic!("sandbox up: {e}"),
-            }
-        };
+        let sb = TestSandbox::up_with(name, replicas, base_port, semi_sync).await;
         let creds = sb.credentials().expect("credentials");
-        Self {
-            sb,
-            creds,
-            _guard: guard,
-            root: Some(root),
-        }
+        Self { sb, creds }
     }
 
     fn addr(&self, member: &str) -> InstanceAddr {
-        self.sb.member(member).expect("member").addr()
+        self.sb.addr(member)
     }
 
     fn admin(&self) -> Credentials {

@@ -11,18 +11,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, ProbeFailureKind, ProblemKind};
+use model::{InstanceAddr, ProbeFailureKind, ProblemKind};
 use monitor::{ClusterRound, ClusterWatch, FastPathOptions, RoundTrigger, Stats, WatchOptions};
 use probe::{Credentials, ProbeOptions, Session};
-use sandbox::testing::SandboxGuard;
-use sandbox::{Sandbox, UpOptions};
+use sandbox::testing::TestSandbox;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// A sandbox and the watch loop over it; both stop on drop.
 struct Fixture {
-    sb: Sandbox,
+    sb: TestSandbox,
     creds: Credentials,
     stats: Arc<Stats>,
     rounds: mpsc::Receiver<ClusterRound>,
@@ -30,47 +29,13 @@ struct Fixture {
     seen: Vec<ClusterRound>,
     cancel: CancellationToken,
     watch: Option<JoinHandle<anyhow::Result<()>>>,
-    // Dropped last, after the guard killed the servers.
-    _guard: SandboxGuard,
-    _root: tempfile::TempDir,
 }
 
 impl Fixture {
     async fn start(name: &str, base_port: u16, interval: Duration, fast: FastPathOptions) -> Self {
-        let root = tempfile::Builder::new()
-            .prefix("dbfleet-monitor-test-")
-            .tempdir()
-            .expect("tempdir");
-        let guard = SandboxGuard::new(root.path(), name);
-        let (sb, _) = Sandbox::up(&UpOptions {
-            name: name.into(),
-            replicas: 2,
-            semi_sync: false,
-            base_port,
-            root: root.path().to_path_buf(),
-        })
-        .await
-        .expect("sandbox up");
-        let creds = sb.credentials().expect("credentials").admin.credentials();
-        let instances: Vec<InstanceSpec> = sb
-            .manifest()
-            .members
-            .iter()
-            .map(|m| {
-                serde_json::from_value(serde_json::json!({
-                    "addr": m.addr().to_string(),
-                    "promotion": "neutral",
-                }))
-                .expect("instance spec")
-            })
-            .collect();
-        let spec = ClusterSpec {
-            name: name.into(),
-            instances,
-            expected_replicas: 2,
-            semi_sync: false,
-            max_lag: Duration::from_secs(10),
-        };
+        let sb = TestSandbox::up(name, 2, base_port).await;
+        let creds = sb.admin();
+        let spec = sb.cluster_spec();
         let store: Arc<dyn store::Store> =
             Arc::new(store::SqliteStore::open_in_memory().expect("store"));
         let stats = Arc::new(Stats::default());
@@ -105,13 +70,11 @@ impl Fixture {
             seen: Vec::new(),
             cancel,
             watch: Some(watch),
-            _guard: guard,
-            _root: root,
         }
     }
 
     fn addr(&self, member: &str) -> InstanceAddr {
-        self.sb.member(member).expect("member").addr()
+        self.sb.addr(member)
     }
 
     /// The next round, or a panic after `within`.

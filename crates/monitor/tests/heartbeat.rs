@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::{ClusterSpec, InstanceAddr, InstanceSpec};
+use model::InstanceAddr;
 use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
 use probe::{ProbeOptions, Session};
 use sandbox::testing::TestSandbox;
@@ -42,26 +42,10 @@ async fn wait_values(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
-    let name = "hb";
-    let sb = TestSandbox::up(name, 2, 30050).await;
+    let sb = TestSandbox::up("hb", 2, 30050).await;
     let creds = sb.admin();
     let (m1, m2, m3) = (sb.addr("m1"), sb.addr("m2"), sb.addr("m3"));
-    let instances: Vec<InstanceSpec> = [&m1, &m2, &m3]
-        .iter()
-        .map(|a| {
-            serde_json::from_value(serde_json::json!({
-                "addr": a.to_string(), "promotion": "neutral",
-            }))
-            .expect("instance spec")
-        })
-        .collect();
-    let spec = ClusterSpec {
-        name: name.into(),
-        instances,
-        expected_replicas: 2,
-        semi_sync: false,
-        max_lag: Duration::from_secs(10),
-    };
+    let spec = sb.cluster_spec();
     let stats = Arc::new(Stats::default());
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(monitor::run_with(

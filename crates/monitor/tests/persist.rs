@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, Observation};
+use model::{InstanceAddr, Observation};
 use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
 use probe::{ProbeOptions, Session};
 use sandbox::testing::TestSandbox;
@@ -35,26 +35,10 @@ fn latest(stats: &Stats, addr: &InstanceAddr) -> Option<Observation> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
-    let name = "pe";
-    let sb = TestSandbox::up(name, 1, 30070).await;
+    let sb = TestSandbox::up("pe", 1, 30070).await;
     let creds = sb.admin();
-    let (m1, m2) = (sb.addr("m1"), sb.addr("m2"));
-    let instances: Vec<InstanceSpec> = [&m1, &m2]
-        .iter()
-        .map(|a| {
-            serde_json::from_value(serde_json::json!({
-                "addr": a.to_string(), "promotion": "neutral",
-            }))
-            .expect("instance spec")
-        })
-        .collect();
-    let spec = ClusterSpec {
-        name: name.into(),
-        instances,
-        expected_replicas: 1,
-        semi_sync: false,
-        max_lag: Duration::from_secs(10),
-    };
+    let m2 = sb.addr("m2");
+    let spec = sb.cluster_spec();
     let stats = Arc::new(Stats::default());
     let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open_in_memory().expect("store"));
     let cancel = CancellationToken::new();

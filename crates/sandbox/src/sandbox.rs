@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use model::InstanceAddr;
+use model::{ClusterSpec, InstanceAddr, InstanceSpec, PromotionRule};
 use nix::sys::signal::Signal;
 use probe::{ChangeSource, Credentials, ProbeOptions, Session};
 use serde::{Deserialize, Serialize};
@@ -224,6 +224,26 @@ impl Sandbox {
     /// The manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The sandbox as a cluster to watch: every member with neutral promotion, all but one
+    /// expected as replicas, the sandbox's semi-sync, a 10 s lag threshold.
+    pub fn cluster_spec(&self) -> ClusterSpec {
+        let members = &self.manifest.members;
+        ClusterSpec {
+            name: self.manifest.name.clone(),
+            instances: members
+                .iter()
+                .map(|m| InstanceSpec {
+                    addr: m.addr(),
+                    promotion: PromotionRule::Neutral,
+                    site: None,
+                })
+                .collect(),
+            expected_replicas: members.len().saturating_sub(1),
+            semi_sync: self.manifest.semi_sync,
+            max_lag: Duration::from_secs(10),
+        }
     }
 
     /// The accounts made on every member.

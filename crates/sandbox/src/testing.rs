@@ -69,20 +69,37 @@ impl TestSandbox {
     /// Make and start the sandbox `name`: a primary on `base_port` and `replicas` replicas
     /// on the ports after it, no semi-sync. Panics when it cannot, as a test would.
     pub async fn up(name: &str, replicas: usize, base_port: u16) -> Self {
+        Self::up_with(name, replicas, base_port, false).await
+    }
+
+    /// [`TestSandbox::up`], with semi-sync replication on or off.
+    pub async fn up_with(name: &str, replicas: usize, base_port: u16, semi_sync: bool) -> Self {
         let root = tempfile::Builder::new()
             .prefix(&format!("dbfleet-test-{name}-"))
             .tempdir()
             .expect("tempdir");
         let guard = SandboxGuard::new(root.path(), name);
-        let (sb, _) = Sandbox::up(&UpOptions {
+        let up = UpOptions {
             name: name.into(),
             replicas,
-            semi_sync: false,
+            semi_sync,
             base_port,
             root: root.path().to_path_buf(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("sandbox {name} up: {e:#}"));
+        };
+        // The sandbox bootstraps accounts under a 1 s statement timeout, which a machine
+        // busy with other builds sometimes misses; a failed `up` removes what it made, so it
+        // can be run again.
+        let mut attempt = 1;
+        let sb = loop {
+            match Sandbox::up(&up).await {
+                Ok((sb, _)) => break sb,
+                Err(e) if attempt < 3 => {
+                    eprintln!("sandbox {name} up, attempt {attempt}: {e:#}");
+                    attempt += 1;
+                }
+                Err(e) => panic!("sandbox {name} up: {e:#}"),
+            }
+        };
         Self {
             sb,
             _guard: guard,
