@@ -213,6 +213,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     let cancel = CancellationToken::new();
     abort_on_signals(cancel.clone())?;
     let _active = ActiveRun::write(&sb, &scenario.name)?;
+    sweep_stale_partitions(&scenario);
     let mut runs = Vec::new();
     for i in 0..a.repeat {
         if cancel.is_cancelled() {
@@ -286,6 +287,32 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(anyhow::anyhow!("{}: at least one expectation failed", scenario.name).into())
+    }
+}
+
+/// A run killed with SIGKILL (or a crashed host process) cannot heal its partitions, and
+/// its iptables chains would cut the cluster off for good. Before a scenario that
+/// partitions, remove the chains of runs whose process is gone; a failure to sweep is a
+/// warning, since the run's own faults are still healed by it.
+fn sweep_stale_partitions(scenario: &Scenario) {
+    use drt::scenario::FaultKind;
+    let partitions = scenario.faults.iter().any(|f| {
+        matches!(
+            f.kind,
+            FaultKind::PartitionPrimary | FaultKind::PartitionControlPlaneFromPrimary
+        )
+    });
+    if !partitions {
+        return;
+    }
+    match drt::faults::sweep() {
+        Ok(r) if !r.removed.is_empty() => eprintln!(
+            "removed {} iptables chain(s) left by earlier runs that did not finish: {}",
+            r.removed.len(),
+            r.removed.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: sweeping chains of earlier runs: {e}"),
     }
 }
 

@@ -287,11 +287,59 @@ async fn pause_primary_never_leaves_two_writable_primaries() {
 #[tokio::test]
 async fn partition_primary_fails_over_and_heals_the_firewall() {
     let (sb, d, tokens) = with_daemon("drtpart", 30710, 30792, "", StartOpts::default()).await;
+    // What a SIGKILLed run leaves: a chain named for a process that is gone, jumped to
+    // from OUTPUT. It holds no rule, so it cuts nothing while it waits.
+    let stale = stale_chain();
     let (ok, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "partition-primary", &[]);
     assert!(ok, "{v:#}\n{stderr}\n{}", d.log_text());
     assert_all_pass(&v, &stderr);
     assert_eq!(v["runs"][0]["figures"]["failovers"], 1);
     healed(&sb, pid);
+    let rules = iptables_s();
+    assert!(!rules.contains(&stale), "{stale} left:\n{rules}\n{stderr}");
+    if !stderr.contains(&stale) {
+        eprintln!("note: {stale} was swept by another process first");
+    }
+}
+
+/// `iptables -S`, or nothing when it cannot run.
+fn iptables_s() -> String {
+    Command::new("iptables")
+        .arg("-S")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// An empty `DBFLEET-DRT-<dead pid>-1` chain with a jump from OUTPUT on `lo`.
+fn stale_chain() -> String {
+    let mut child = Command::new("true").spawn().expect("run true");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let name = format!("DBFLEET-DRT-{dead}-1");
+    for args in [
+        vec!["-N", &name],
+        vec![
+            "-I",
+            "OUTPUT",
+            "1",
+            "-o",
+            "lo",
+            "-d",
+            "127.0.0.0/8",
+            "-j",
+            &name,
+        ],
+    ] {
+        let st = Command::new("iptables")
+            .args(["-w", "5"])
+            .args(&args)
+            .status()
+            .expect("run iptables");
+        assert!(st.success(), "iptables {args:?}");
+    }
+    assert!(iptables_s().contains(&name));
+    name
 }
 
 #[tokio::test]
