@@ -69,8 +69,8 @@ sleep 2.5   # two probe rounds, so the topology shows the servers as they are no
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 
 m1="$(field 'print(d["members"][0]["addr"])')"
-echo; echo "==> dbfleet sandbox start demo m1   (the old primary returns writable, as its config says;"
-echo "    dbfleet sees two writable primaries, fences m1 read-only and keeps it out)"
+echo; echo "==> dbfleet sandbox start demo m1   (m2 is writable now, so the old primary returns"
+echo "    read-only; dbfleet keeps it fenced out until it rejoins)"
 $DBFLEET sandbox start demo m1
 sleep 2
 echo; echo "==> dbfleet recoveries status"; $DBFLEET recoveries status

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
-use sandbox::{MemberStatus, Sandbox, SandboxError, UpOptions};
+use sandbox::{MemberStatus, Sandbox, SandboxError, Started, UpOptions};
 use serde::Serialize;
 
 use crate::{print_json, CliError};
@@ -62,6 +62,10 @@ pub enum SandboxCommand {
     /// Stop a member cleanly (SIGTERM).
     Stop(MemberArgs),
     /// Start a stopped member; a replica resumes replication.
+    ///
+    /// Replicas come up read-only. The first primary comes up writable only when every
+    /// other running member is read-only: after a failover it comes back read-only, for
+    /// `dbfleet rejoin` to make it a replica, and never as a second writable primary.
     Start(MemberArgs),
     /// Kill a member with SIGKILL, as a crash would.
     Kill(MemberArgs),
@@ -192,15 +196,18 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         SandboxCommand::Start(a) => {
             let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
             let started = sb.start(&a.member).await.map_err(usage_or_runtime)?;
-            println!(
-                "{} {}",
-                a.member,
-                if started {
-                    "started"
-                } else {
-                    "already running"
+            match started {
+                Started::AlreadyRunning => println!("{} already running", a.member),
+                Started::Writable => println!("{} started writable", a.member),
+                Started::ReadOnly { writable } if writable.is_empty() => {
+                    println!("{} started read-only", a.member)
                 }
-            );
+                Started::ReadOnly { writable } => println!(
+                    "{} started read-only, not as the primary it was: {}",
+                    a.member,
+                    writable.join("; ")
+                ),
+            }
             Ok(())
         }
         SandboxCommand::Down { name, root } => {

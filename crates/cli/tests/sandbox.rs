@@ -174,7 +174,7 @@ async fn killed_replica_catches_up_after_start() {
     let want = current_pos(&sb.probe("m1"));
 
     let out = sb.member_cmd("start", "m2");
-    assert!(out.contains("started"), "{out}");
+    assert!(out.contains("started read-only"), "{out}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let obs = sb.probe("m2");
@@ -202,6 +202,45 @@ async fn killed_replica_catches_up_after_start() {
     assert!(sb.member_cmd("stop", "m3").contains("stopped"));
     assert!(sb.member_cmd("start", "m3").contains("started"));
     assert!(sb.member_cmd("start", "m3").contains("already running"));
+}
+
+/// `sandbox start` never makes a second writable primary: the first primary, started
+/// while another member is writable (as after a failover), comes back read-only and says
+/// why; started when every other member is read-only, it is the writable primary again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_primary_starts_read_only_while_another_member_is_writable() {
+    let sb = TestSandbox::up("startro", 31170, &["--replicas", "1"]);
+    let read_only = |m: &'static str| {
+        let obs = sb.probe(m);
+        obs.state().expect("reachable").read_only
+    };
+    assert!(sb.member_cmd("kill", "m1").contains("killed"));
+    // What a failover leaves: the replica promoted, writable.
+    let mut m2 = sb.session("m2").await;
+    m2.exec("promote", "STOP SLAVE; SET GLOBAL read_only = 0")
+        .await
+        .unwrap();
+
+    let out = sb.member_cmd("start", "m1");
+    assert!(
+        out.contains("started read-only") && out.contains("m2 is writable"),
+        "{out}"
+    );
+    assert!(read_only("m1"), "a second writable primary");
+    assert!(!read_only("m2"));
+
+    // Put the set back as `up` made it: the first primary returns writable.
+    assert!(sb.member_cmd("stop", "m1").contains("stopped"));
+    m2.exec("demote", "SET GLOBAL read_only = 1").await.unwrap();
+    m2.close().await;
+    let out = sb.member_cmd("start", "m1");
+    assert!(out.contains("started writable"), "{out}");
+    assert!(!read_only("m1"));
+
+    // A replica is read-only whatever the others are.
+    assert!(sb.member_cmd("stop", "m2").contains("stopped"));
+    assert!(sb.member_cmd("start", "m2").contains("started read-only"));
+    assert!(read_only("m2"));
 }
 
 #[test]

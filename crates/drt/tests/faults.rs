@@ -166,7 +166,7 @@ async fn a_paused_primary_times_out_and_answers_after_heal_and_a_killed_one_rest
     // must not signal whatever runs under the old one.
     let pause = ProcessFault::inject(&set.sb, "m1", ProcessSpec::Pause).expect("pause");
     assert!(set.sb.kill("m1").expect("kill"));
-    assert!(set.sb.start("m1").await.expect("start"));
+    assert!(set.sb.start("m1").await.expect("start").started());
     pause.heal().await.expect("heal");
     let note = pause.event().note.unwrap_or_default();
     assert!(note.contains("no longer runs"), "{note}");

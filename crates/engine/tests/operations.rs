@@ -289,7 +289,7 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
         .is_some_and(|m| !m.is_empty()));
 
     // The old primary comes back writable (its command line says primary): it is kept out.
-    e.sb.start("m1").await.unwrap();
+    e.sb.start_as_configured("m1").await.unwrap();
     let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
     assert!(
         !obs[0].state().unwrap().read_only,

@@ -13,5 +13,5 @@ pub mod testing;
 pub use binaries::Binaries;
 pub use manifest::{Manifest, Member, Role};
 pub use sandbox::{
-    default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, UpOptions, UpOutcome,
+    default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, Started, UpOptions, UpOutcome,
 };

@@ -770,7 +770,37 @@ impl Sandbox {
 
     /// Start a stopped member and wait until it accepts connections. A running member is
     /// left alone.
-    pub async fn start(&self, member: &str) -> Result<bool> {
+    ///
+    /// *Invariant*: this never makes a second writable primary. A replica comes up
+    /// read-only, and so does the sandbox's first primary when another member is writable
+    /// now (a failover happened while it was down) or cannot be asked. It comes up
+    /// writable only when every other running member answers `read_only = 1`, which puts
+    /// back the set `up` made.
+    pub async fn start(&self, member: &str) -> Result<Started> {
+        let m = self.member(member)?.clone();
+        if self.pid(&m).is_some() {
+            return Ok(Started::AlreadyRunning);
+        }
+        ensure_port_free(&m.host, m.port)?;
+        let writable = if m.role == Role::Primary {
+            self.writable_or_unknown(&m.name).await
+        } else {
+            Vec::new()
+        };
+        let read_only = m.role == Role::Replica || !writable.is_empty();
+        self.start_member_with(&Binaries::find()?, &m, false, read_only)
+            .await?;
+        Ok(if read_only {
+            Started::ReadOnly { writable }
+        } else {
+            Started::Writable
+        })
+    }
+
+    /// [`Sandbox::start`] with the member's command line as its manifest role says, as a
+    /// production server whose configuration still names it primary would come back: a
+    /// former primary returns writable. Tests of fencing use it; nothing else should.
+    pub async fn start_as_configured(&self, member: &str) -> Result<bool> {
         let m = self.member(member)?.clone();
         if self.pid(&m).is_some() {
             return Ok(false);
@@ -778,6 +808,31 @@ impl Sandbox {
         ensure_port_free(&m.host, m.port)?;
         self.start_member(&Binaries::find()?, &m, false).await?;
         Ok(true)
+    }
+
+    /// The running members other than `except` that are writable, or that could not be
+    /// asked (named with the reason): either keeps a starting primary read-only.
+    async fn writable_or_unknown(&self, except: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for m in &self.manifest.members {
+            if m.name == except || self.pid(m).is_none() {
+                continue;
+            }
+            let answer = match self.root_session(m).await {
+                Ok(mut s) => {
+                    let rows = s.query_rows("read_only", "SELECT @@read_only AS ro").await;
+                    s.close().await;
+                    rows.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match answer {
+                Ok(rows) if first_value(&rows, "ro") == Some("1") => {}
+                Ok(_) => found.push(format!("{} is writable", m.name)),
+                Err(e) => found.push(format!("{} did not answer ({e})", m.name)),
+            }
+        }
+        found
     }
 
     /// [`Sandbox::start`], but the server comes up with `read_only=ON` whatever its role, as a
@@ -959,4 +1014,31 @@ async fn futures_join_all<F: std::future::Future>(
     })
     .await;
     outs.into_iter().flatten().collect()
+}
+
+/// How [`Sandbox::start`] brought a member up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Started {
+    /// Its process already ran; nothing was done.
+    AlreadyRunning,
+    /// Writable: the sandbox's first primary, with every other member read-only.
+    Writable,
+    /// Read-only: a replica, or a primary kept read-only for the reasons given (another
+    /// member is writable, or did not answer).
+    ReadOnly {
+        /// Why a primary was kept read-only; empty for a replica.
+        writable: Vec<String>,
+    },
+}
+
+impl Started {
+    /// Whether a process was started.
+    pub fn started(&self) -> bool {
+        !matches!(self, Self::AlreadyRunning)
+    }
+}
+
+/// The first row's `column`, when it is there and not NULL.
+fn first_value<'a>(rows: &'a [probe::parse::RowMap], column: &str) -> Option<&'a str> {
+    rows.first()?.get(column)?.as_deref()
 }
