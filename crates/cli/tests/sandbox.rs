@@ -243,6 +243,77 @@ async fn a_former_primary_starts_read_only_while_another_member_is_writable() {
     assert!(read_only("m2"));
 }
 
+/// A semi-sync primary killed while a write waits for its ack holds that write in its
+/// binlog, prepared but not committed. Started again after a replica took over, it boots as
+/// a replica (`--init-rpl-role=SLAVE`): crash recovery rolls the write back and cuts it from
+/// the binlog, so the old primary has no errant transaction and may rejoin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_primary_drops_the_write_it_never_acknowledged() {
+    let sb = TestSandbox::up("unacked", 31180, &["--replicas", "1", "--semi-sync"]);
+    let mut m1 = sb.session("m1").await;
+    m1.exec(
+        "acked write",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    m1.close().await;
+    let acked = current_pos(&sb.probe("m1"));
+
+    // No ack can come: the only replica stops receiving.
+    let mut m2 = sb.session("m2").await;
+    m2.exec("stop io", "STOP SLAVE IO_THREAD").await.unwrap();
+    let mut waiting = sb.session("m1").await;
+    let write = tokio::spawn(async move {
+        waiting
+            .exec("unacknowledged write", "INSERT INTO app.t VALUES (2)")
+            .await
+    });
+    // The write is in m1's binlog, waiting for the ack (the timeout is 5 s).
+    let deadline = Instant::now() + Duration::from_secs(4);
+    loop {
+        if current_pos(&sb.probe("m1")) != acked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write never reached the binlog"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sb.member_cmd("kill", "m1").contains("killed"));
+    assert!(
+        write.await.unwrap().is_err(),
+        "the client was told of a write no replica has"
+    );
+
+    // The replica takes over, as a failover would.
+    m2.exec(
+        "promote",
+        "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0",
+    )
+    .await
+    .unwrap();
+    m2.close().await;
+    let out = sb.member_cmd("start", "m1");
+    assert!(
+        out.contains("started read-only") && out.contains("m2 is writable"),
+        "{out}"
+    );
+    assert_eq!(
+        current_pos(&sb.probe("m1")),
+        acked,
+        "the unacknowledged write is still in m1's binlog"
+    );
+    let mut m1 = sb.session("m1").await;
+    let rows = m1
+        .query_rows("count", "SELECT COUNT(*) AS n FROM app.t")
+        .await
+        .unwrap();
+    assert_eq!(rows[0]["n"].as_deref(), Some("1"));
+    m1.close().await;
+}
+
 #[test]
 fn semi_sync_sandbox_acks() {
     let sb = TestSandbox::up("semisync", 31130, &["--replicas", "1", "--semi-sync"]);

@@ -505,7 +505,15 @@ impl Sandbox {
         for m in &down {
             ensure_port_free(&m.host, m.port)?;
         }
-        for r in futures_join_all(down.iter().map(|m| self.start_member(bins, m, false))).await {
+        let mut boots = Vec::new();
+        for m in &down {
+            boots.push(self.safe_boot(m, false).await.0);
+        }
+        let starts = down
+            .iter()
+            .zip(boots)
+            .map(|(m, boot)| self.start_member_with(bins, m, boot));
+        for r in futures_join_all(starts).await {
             r?;
         }
         self.wait_replicating().await?;
@@ -609,7 +617,12 @@ impl Sandbox {
 
     /// The server's command line. `first_boot` leaves semi-sync off on the primary: its first
     /// write would otherwise wait for acks from replicas that are not attached yet.
-    fn server_args(&self, m: &Member, first_boot: bool, read_only: bool) -> Vec<String> {
+    fn server_args(&self, m: &Member, boot: Boot) -> Vec<String> {
+        let Boot {
+            first: first_boot,
+            read_only,
+            as_replica,
+        } = boot;
         let d = m.dir(&self.dir);
         let data = m.datadir(&self.dir);
         let mut args = vec![
@@ -644,6 +657,13 @@ impl Sandbox {
         if m.role == Role::Replica || read_only {
             args.push("--read-only=ON".into());
         }
+        if as_replica {
+            // Crash recovery as a replica: a transaction prepared in the engine but never
+            // committed (semi-sync AFTER_SYNC, killed waiting for the ack that would have
+            // let it answer its client) is rolled back and cut from the binlog, instead of
+            // committed and left as an errant GTID. MariaDB 10.6.18/10.11.8 and later.
+            args.push("--init-rpl-role=SLAVE".into());
+        }
         if self.manifest.semi_sync {
             args.push("--rpl-semi-sync-slave-enabled=ON".into());
             args.push("--rpl-semi-sync-master-wait-point=AFTER_SYNC".into());
@@ -660,16 +680,14 @@ impl Sandbox {
     /// Launch a member's server detached from this process, and wait until it accepts
     /// connections.
     async fn start_member(&self, bins: &Binaries, m: &Member, first_boot: bool) -> Result<()> {
-        self.start_member_with(bins, m, first_boot, false).await
+        let boot = Boot {
+            first: first_boot,
+            ..Boot::default()
+        };
+        self.start_member_with(bins, m, boot).await
     }
 
-    async fn start_member_with(
-        &self,
-        bins: &Binaries,
-        m: &Member,
-        first_boot: bool,
-        read_only: bool,
-    ) -> Result<()> {
+    async fn start_member_with(&self, bins: &Binaries, m: &Member, boot: Boot) -> Result<()> {
         let d = m.dir(&self.dir);
         let log = d.join("error.log");
         let out = fs::OpenOptions::new()
@@ -679,7 +697,7 @@ impl Sandbox {
             .map_err(|e| anyhow::anyhow!("open {}: {e}", d.join("stdout.log").display()))?;
         let err = out.try_clone().map_err(anyhow::Error::new)?;
         let mut child = Command::new(&bins.mariadbd)
-            .args(self.server_args(m, first_boot, read_only))
+            .args(self.server_args(m, boot))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -782,19 +800,42 @@ impl Sandbox {
             return Ok(Started::AlreadyRunning);
         }
         ensure_port_free(&m.host, m.port)?;
-        let writable = if m.role == Role::Primary {
-            self.writable_or_unknown(&m.name).await
-        } else {
-            Vec::new()
-        };
-        let read_only = m.role == Role::Replica || !writable.is_empty();
-        self.start_member_with(&Binaries::find()?, &m, false, read_only)
-            .await?;
-        Ok(if read_only {
-            Started::ReadOnly { writable }
+        let (boot, why) = self.safe_boot(&m, false).await;
+        self.start_member_with(&Binaries::find()?, &m, boot).await?;
+        Ok(if boot.read_only || m.role == Role::Replica {
+            Started::ReadOnly { writable: why }
         } else {
             Started::Writable
         })
+    }
+
+    /// How to boot `m` so that it is never a second writable primary (see
+    /// [`Sandbox::start`]), and why a primary is kept read-only. A former primary that
+    /// another member has replaced boots as a replica (`--init-rpl-role=SLAVE`), so that
+    /// a write it never acknowledged is not kept as an errant transaction.
+    async fn safe_boot(&self, m: &Member, read_only: bool) -> (Boot, Vec<String>) {
+        if m.role == Role::Replica {
+            return (
+                Boot {
+                    read_only: true,
+                    ..Boot::default()
+                },
+                Vec::new(),
+            );
+        }
+        let others = self.others_writable(&m.name).await;
+        let boot = Boot {
+            first: false,
+            read_only: read_only || !others.writable.is_empty() || !others.unanswered.is_empty(),
+            as_replica: !others.writable.is_empty(),
+        };
+        let why = others
+            .writable
+            .iter()
+            .map(|n| format!("{n} is writable"))
+            .chain(others.unanswered.iter().cloned())
+            .collect();
+        (boot, why)
     }
 
     /// [`Sandbox::start`] with the member's command line as its manifest role says, as a
@@ -810,10 +851,10 @@ impl Sandbox {
         Ok(true)
     }
 
-    /// The running members other than `except` that are writable, or that could not be
-    /// asked (named with the reason): either keeps a starting primary read-only.
-    async fn writable_or_unknown(&self, except: &str) -> Vec<String> {
-        let mut found = Vec::new();
+    /// The running members other than `except` that are writable, and those that could
+    /// not be asked (with the reason): either keeps a starting primary read-only.
+    async fn others_writable(&self, except: &str) -> Others {
+        let mut found = Others::default();
         for m in &self.manifest.members {
             if m.name == except || self.pid(m).is_none() {
                 continue;
@@ -828,8 +869,10 @@ impl Sandbox {
             };
             match answer {
                 Ok(rows) if first_value(&rows, "ro") == Some("1") => {}
-                Ok(_) => found.push(format!("{} is writable", m.name)),
-                Err(e) => found.push(format!("{} did not answer ({e})", m.name)),
+                Ok(_) => found.writable.push(m.name.clone()),
+                Err(e) => found
+                    .unanswered
+                    .push(format!("{} did not answer ({e})", m.name)),
             }
         }
         found
@@ -838,15 +881,16 @@ impl Sandbox {
     /// [`Sandbox::start`], but the server comes up with `read_only=ON` whatever its role, as a
     /// production server configured to start read-only does: a crashed primary that returns
     /// takes no writes until the control plane decides. Disaster-recovery tests restart
-    /// killed members this way.
+    /// killed members this way. A former primary another member has replaced boots as a
+    /// replica, as in [`Sandbox::start`].
     pub async fn start_read_only(&self, member: &str) -> Result<bool> {
         let m = self.member(member)?.clone();
         if self.pid(&m).is_some() {
             return Ok(false);
         }
         ensure_port_free(&m.host, m.port)?;
-        self.start_member_with(&Binaries::find()?, &m, false, true)
-            .await?;
+        let (boot, _) = self.safe_boot(&m, true).await;
+        self.start_member_with(&Binaries::find()?, &m, boot).await?;
         Ok(true)
     }
 
@@ -1041,4 +1085,24 @@ impl Started {
 /// The first row's `column`, when it is there and not NULL.
 fn first_value<'a>(rows: &'a [probe::parse::RowMap], column: &str) -> Option<&'a str> {
     rows.first()?.get(column)?.as_deref()
+}
+
+/// How a member's server is started.
+#[derive(Clone, Copy, Debug, Default)]
+struct Boot {
+    /// The set's first boot: semi-sync stays off on the primary until replicas attach.
+    first: bool,
+    /// `read_only=ON` whatever the member's role (a replica is always read-only).
+    read_only: bool,
+    /// Crash recovery as a replica (`--init-rpl-role=SLAVE`).
+    as_replica: bool,
+}
+
+/// What the other running members said when asked for `@@read_only`.
+#[derive(Debug, Default)]
+struct Others {
+    /// Names of the writable ones.
+    writable: Vec<String>,
+    /// Those that did not answer, with the reason.
+    unanswered: Vec<String>,
 }
