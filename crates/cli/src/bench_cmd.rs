@@ -254,7 +254,8 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                      kill -> writable primary p50 {} ms  max {} ms\n  \
                      client outage            p50 {} ms  max {} ms\n\
                      switchover, {} runs: write block p50 {} ms  max {} ms\n\
-                     acknowledged writes: {} total, {} lost",
+                     acknowledged writes: {} total, {} lost\n\
+                     rejoins refused for an unacknowledged write: {}",
                     f.interval_ms,
                     f.failovers.len(),
                     f.detection_p50_ms,
@@ -267,7 +268,8 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                     f.write_block_p50_ms,
                     f.write_block_max_ms,
                     f.acked_total,
-                    f.lost_total
+                    f.lost_total,
+                    f.errant_rejoins
                 );
             }
             if f.lost_total > 0 {

@@ -810,25 +810,24 @@ impl Sandbox {
     }
 
     /// How to boot `m` so that it is never a second writable primary (see
-    /// [`Sandbox::start`]), and why a primary is kept read-only. A former primary that
-    /// another member has replaced boots as a replica (`--init-rpl-role=SLAVE`), so that
-    /// a write it never acknowledged is not kept as an errant transaction.
+    /// [`Sandbox::start`]), and why a primary is kept read-only. A member boots as a
+    /// replica (`--init-rpl-role=SLAVE`) whenever another member is writable, so that a
+    /// former primary does not keep a write it never acknowledged as an errant transaction.
     async fn safe_boot(&self, m: &Member, read_only: bool) -> (Boot, Vec<String>) {
-        if m.role == Role::Replica {
-            return (
-                Boot {
-                    read_only: true,
-                    ..Boot::default()
-                },
-                Vec::new(),
-            );
-        }
         let others = self.others_writable(&m.name).await;
         let boot = Boot {
             first: false,
-            read_only: read_only || !others.writable.is_empty() || !others.unanswered.is_empty(),
+            read_only: read_only
+                || m.role == Role::Replica
+                || !others.writable.is_empty()
+                || !others.unanswered.is_empty(),
+            // Whatever its first role: a replica promoted by a failover and then killed is
+            // a former primary too.
             as_replica: !others.writable.is_empty(),
         };
+        if m.role == Role::Replica {
+            return (boot, Vec::new());
+        }
         let why = others
             .writable
             .iter()
