@@ -886,13 +886,14 @@ pub fn render_recoveries(v: &Value) -> String {
                     } else {
                         fenced.join(",")
                     },
+                    text(&c["rejoin"]),
                 ],
                 Vec::new(),
             )
         })
         .collect();
     out.push_str(&table(
-        &["CLUSTER", "MODE", "WINDOW", "BLOCK", "FENCED"],
+        &["CLUSTER", "MODE", "WINDOW", "BLOCK", "FENCED", "REJOIN"],
         &rows,
     ));
     out

@@ -1,6 +1,6 @@
 //! High availability through the real daemon: automatic failover, a control plane cut from
 //! the primary, crashes of the daemon at failpoints, switchover and recoveries through the
-//! CLI, and leader loss on etcd. Sandboxes use ports 31600..31800 and 32000..32220, APIs
+//! CLI, automatic rejoin, and leader loss on etcd. Sandboxes use ports 31600..31800 and 32000..32220, APIs
 //! 31800..31880, etcd 32450..32460.
 
 mod common;
@@ -86,6 +86,56 @@ async fn the_daemon_fails_over_a_killed_primary_by_itself() {
     // The topology now names the new primary, and the writer endpoint moved.
     let c = d.get(&format!("/api/v1/clusters/{}", sb.name)).await;
     assert_eq!(c["writer"], sb.addr(&new).to_string(), "{c:#}");
+}
+
+/// Policy `rejoin = "auto"`: the killed primary, started again after the failover, comes
+/// back read-only and with no errant GTIDs (it boots as a replica), and the daemon rejoins
+/// it as a replica of the new primary without a human; `recoveries status` shows the policy.
+#[tokio::test]
+async fn a_returning_old_primary_rejoins_by_itself_with_rejoin_auto() {
+    let (sb, cfg) = setup("ha-rejoin", 31630, 31802, true, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[cluster.failover]\n",
+            "[cluster.failover]\nrejoin = \"auto\"\n",
+        ),
+    )
+    .unwrap();
+    let tokens = sb.root().join("tokens.txt").display().to_string();
+    let d = Daemon::start(&cfg, 31802).await;
+    sb.open().kill("m1").unwrap();
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(ops[0]["kind"], "failover");
+    assert_eq!(ops[0]["state"], "succeeded", "{:#}", ops[0]);
+    let new = member_of(&sb, ops[0]["data"]["candidate"].as_str().unwrap());
+
+    let out = sb.member_cmd("start", "m1");
+    assert!(out.contains("started read-only"), "{out}");
+    let ops = d
+        .wait_operations(&sb.name, 2, Duration::from_secs(20))
+        .await;
+    let rejoin = &ops[0];
+    assert_eq!(rejoin["kind"], "rejoin", "{ops:#?}");
+    assert_eq!(rejoin["trigger"], "auto");
+    assert_eq!(rejoin["state"], "succeeded", "{rejoin:#}\n{}", d.log_text());
+    let r = sb.probe("m1").state().unwrap().replication.clone().unwrap();
+    assert_eq!(r.source, sb.addr(&new));
+    assert!(r.is_healthy(), "{r:?}");
+    assert_eq!(writable(&sb), vec![new], "exactly one writable primary");
+    let status = ok(cli(&d, &["recoveries", "status"], &tokens));
+    assert!(
+        status.contains("REJOIN") && status.contains("auto"),
+        "{status}"
+    );
+    let v: Value =
+        serde_json::from_str(&ok(cli(&d, &["recoveries", "status", "--json"], &tokens))).unwrap();
+    assert_eq!(v["clusters"][0]["fenced"].as_array().map(Vec::len), Some(0));
+    let ev = d.get("/api/v1/events?limit=200").await.to_string();
+    assert!(ev.contains("rejoining it to"), "{ev}");
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, FailoverConfig,
     FailoverMode, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource, ProbeConfig,
-    StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
+    RejoinMode, StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

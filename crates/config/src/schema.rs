@@ -198,6 +198,27 @@ impl std::fmt::Display for FailoverMode {
     }
 }
 
+/// What the control plane does with a fenced former primary that answers again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejoinMode {
+    /// Keep it read-only and out; a human runs `dbfleet rejoin CLUSTER HOST:PORT`.
+    #[default]
+    Manual,
+    /// Rejoin it as a replica of the writer when it has no errant GTIDs; one with errant
+    /// GTIDs is kept out for a human, as in `manual`.
+    Auto,
+}
+
+impl std::fmt::Display for RejoinMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Manual => "manual",
+            Self::Auto => "auto",
+        })
+    }
+}
+
 /// `[cluster.failover]`: the cluster's failover policy and hooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -227,6 +248,9 @@ pub struct FailoverConfig {
     /// How long one hook may run before it is killed.
     #[serde(with = "serde_util::duration")]
     pub hook_timeout: Duration,
+    /// `manual` (the default) or `auto`: whether a fenced former primary that answers
+    /// again, with no errant GTIDs, is rejoined as a replica without a human.
+    pub rejoin: RejoinMode,
 }
 
 impl Default for FailoverConfig {
@@ -240,6 +264,7 @@ impl Default for FailoverConfig {
             pre_failover: Vec::new(),
             post_failover: Vec::new(),
             hook_timeout: Duration::from_secs(10),
+            rejoin: RejoinMode::default(),
         }
     }
 }

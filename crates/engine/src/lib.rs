@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use config::{FailoverConfig, FailoverMode};
+use config::{FailoverConfig, FailoverMode, RejoinMode};
 use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,8 @@ pub struct ClusterRecoveries {
     pub acked_ms: Option<u64>,
     /// Instances fenced after a failover, waiting for `dbfleet rejoin`.
     pub fenced: Vec<String>,
+    /// `manual` or `auto`: how a fenced instance that answers again is rejoined.
+    pub rejoin: String,
 }
 
 const KEY_RECOVERIES_DISABLED: &str = "recoveries/disabled";
@@ -175,7 +177,15 @@ pub struct Engine {
     last_good: Mutex<HashMap<InstanceAddr, Observation>>,
     /// Fenced instances already seen returning, so each return is handled once.
     returned: Mutex<HashSet<InstanceAddr>>,
+    /// Automatic rejoins tried per fenced instance (policy `rejoin = "auto"`): attempts
+    /// made and when the next may start, in ms since the Unix epoch.
+    auto_rejoins: Mutex<HashMap<InstanceAddr, (u32, u64)>>,
 }
+
+/// Automatic rejoins of one instance before it is left to a human.
+const AUTO_REJOIN_ATTEMPTS: u32 = 3;
+/// The wait between automatic rejoin attempts.
+const AUTO_REJOIN_RETRY: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub fn new(
@@ -197,6 +207,7 @@ impl Engine {
             handled: Mutex::new(HashMap::new()),
             last_good: Mutex::new(HashMap::new()),
             returned: Mutex::new(HashSet::new()),
+            auto_rejoins: Mutex::new(HashMap::new()),
         })
     }
 
@@ -700,6 +711,7 @@ impl Engine {
                 blocked_until_ms: blocking.map(|(_, u)| u),
                 acked_ms,
                 fenced,
+                rejoin: setup.failover.rejoin.to_string(),
             });
         }
         Ok(RecoveriesStatus { enabled, clusters })
@@ -742,7 +754,7 @@ impl Engine {
 
     /// Keep fenced instances that answer again out of the cluster: read-only, semi-sync
     /// off, clients killed, and one event with their errant GTIDs.
-    async fn keep_fenced_out(&self, cluster: &str, observations: &[Observation]) {
+    async fn keep_fenced_out(self: &Arc<Self>, cluster: &str, observations: &[Observation]) {
         let fenced = match self.store.kv_list(&format!("fenced/{cluster}/")).await {
             Ok(f) => f,
             Err(_) => return,
@@ -753,6 +765,7 @@ impl Engine {
         let Ok(setup) = self.setup(cluster) else {
             return;
         };
+        let auto = setup.failover.rejoin == RejoinMode::Auto;
         for (key, _) in fenced {
             let Some(addr) = key
                 .rsplit('/')
@@ -778,6 +791,10 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(addr.clone());
             if !needs && !first {
+                // A retry, for an instance whose errant-GTID check came back clean.
+                if auto && self.auto_rejoin_pending(&addr) {
+                    self.auto_rejoin(cluster, &addr).await;
+                }
                 continue;
             }
             let mut conns = conns::Conns::new(setup.admin.clone(), self.opts.probe);
@@ -788,6 +805,9 @@ impl Engine {
             };
             let errant = ops::errant_against_writer(&*self.store, cluster, obs, &mut conns).await;
             let msg = match (&fenced, &errant) {
+                (Ok(()), Ok(e)) if e.is_empty() && auto => format!(
+                    "fenced instance {addr} answers again with no errant GTIDs; rejoining it to {cluster} as a replica (rejoin = \"auto\")"
+                ),
                 (Ok(()), Ok(e)) if e.is_empty() => format!(
                     "fenced instance {addr} answers again; kept read-only and out of {cluster}. It has no errant GTIDs: `dbfleet rejoin {cluster} {addr}` can attach it"
                 ),
@@ -818,7 +838,108 @@ impl Engine {
                         })),
                 )
                 .await;
+            if auto && fenced.is_ok() && errant.as_ref().is_ok_and(|e| e.is_empty()) {
+                self.auto_rejoin(cluster, &addr).await;
+            }
         }
+    }
+
+    /// Whether an automatic rejoin of `addr` was started and may be tried again.
+    fn auto_rejoin_pending(&self, addr: &InstanceAddr) -> bool {
+        self.auto_rejoins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .is_some_and(|&(n, _)| n < AUTO_REJOIN_ATTEMPTS)
+    }
+
+    /// Policy `rejoin = "auto"`: start a rejoin of the fenced instance `addr` on its own
+    /// task, unless recoveries are off, an operation holds the cluster, the last attempt is
+    /// too recent, or [`AUTO_REJOIN_ATTEMPTS`] failed already (the last failure pages). The
+    /// rejoin checks errant GTIDs again itself and refuses an instance that has any.
+    async fn auto_rejoin(self: &Arc<Self>, cluster: &str, addr: &InstanceAddr) {
+        if self.running_lock().contains(cluster) {
+            return;
+        }
+        let now = now_ms();
+        {
+            let tried = self.auto_rejoins.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(&(n, next)) = tried.get(addr) {
+                if n >= AUTO_REJOIN_ATTEMPTS || now < next {
+                    return;
+                }
+            }
+        }
+        let disabled = self
+            .store
+            .kv_get(KEY_RECOVERIES_DISABLED)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        if disabled {
+            return;
+        }
+        let attempt = {
+            let mut tried = self.auto_rejoins.lock().unwrap_or_else(|p| p.into_inner());
+            let e = tried.entry(addr.clone()).or_insert((0, 0));
+            e.0 += 1;
+            e.1 = now + AUTO_REJOIN_RETRY.as_millis() as u64;
+            e.0
+        };
+        let me = self.clone();
+        let cluster = cluster.to_string();
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let r = me.rejoin_by(&cluster, &addr, "auto").await;
+            // Errant GTIDs found by the rejoin's own check are final: no retry.
+            let errant = r
+                .as_ref()
+                .is_ok_and(|rec| rec.data["errant"].as_array().is_some_and(|a| !a.is_empty()));
+            let failure = match &r {
+                Ok(rec) if rec.state == OperationState::Succeeded => None,
+                Ok(rec) => Some(rec.error.clone().unwrap_or_else(|| rec.state.to_string())),
+                Err(e) => Some(e.to_string()),
+            };
+            let Some(why) = failure else {
+                me.auto_rejoins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&addr);
+                info!(cluster = %cluster, instance = %addr, "automatic rejoin succeeded");
+                return;
+            };
+            warn!(cluster = %cluster, instance = %addr, attempt, error = %why, "automatic rejoin failed");
+            if attempt < AUTO_REJOIN_ATTEMPTS && !errant {
+                return;
+            }
+            if let Some(e) = me
+                .auto_rejoins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&addr)
+            {
+                e.0 = AUTO_REJOIN_ATTEMPTS;
+            }
+            let msg = format!(
+                "automatic rejoin of {addr} to {cluster} failed {attempt} times, last: {why}; it stays read-only and out until `dbfleet rejoin {cluster} {addr}`"
+            );
+            let _ = me
+                .store
+                .append_event(
+                    &NewEvent::new(
+                        now_ms(),
+                        kinds::AUTO_REJOIN_FAILED,
+                        EventLevel::Critical,
+                        msg,
+                    )
+                    .with_cluster(&cluster)
+                    .with_instance(addr.clone())
+                    .with_data(serde_json::json!({ "attempts": attempt, "error": why })),
+                )
+                .await;
+        });
     }
 
     /// On becoming leader: judge operations left `running` by a crash.

@@ -384,6 +384,16 @@ impl Engine {
         cluster: &str,
         addr: &InstanceAddr,
     ) -> Result<OperationRecord, EngineError> {
+        self.rejoin_by(cluster, addr, "manual").await
+    }
+
+    /// [`Engine::rejoin`], recorded with `trigger` (`manual`, or `auto` by policy).
+    pub(crate) async fn rejoin_by(
+        self: &Arc<Self>,
+        cluster: &str,
+        addr: &InstanceAddr,
+        trigger: &str,
+    ) -> Result<OperationRecord, EngineError> {
         let setup = self.setup(cluster)?.clone();
         let repl = setup.repl.clone().ok_or_else(|| {
             EngineError::Refused(format!(
@@ -407,7 +417,7 @@ impl Engine {
             self,
             cluster,
             "rejoin",
-            "manual",
+            trigger,
             "check",
             json!({ "instance": addr.to_string(), "writer": writer.to_string() }),
         )

@@ -1,10 +1,11 @@
 //! The engine's operations against real MariaDB sandboxes: failover, errant candidates,
-//! switchover and its rollback, rejoin, anti-flapping. Ports 31500..31600.
+//! switchover and its rollback, rejoin (by hand and by policy), anti-flapping. Ports
+//! 31500..31600.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config::{FailoverConfig, FailoverMode};
+use config::{FailoverConfig, FailoverMode, RejoinMode};
 use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
 use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
 use probe::{Credentials, ProbeOptions, Session};
@@ -39,6 +40,21 @@ async fn env_mode(
     semi_sync: bool,
     rules: &[PromotionRule],
     mode: FailoverMode,
+) -> Env {
+    let failover = FailoverConfig {
+        mode,
+        block_window: Duration::from_secs(600),
+        ..Default::default()
+    };
+    env_failover(name, base_port, semi_sync, rules, failover).await
+}
+
+async fn env_failover(
+    name: &str,
+    base_port: u16,
+    semi_sync: bool,
+    rules: &[PromotionRule],
+    failover: FailoverConfig,
 ) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let guard = SandboxGuard::new(dir.path(), name);
@@ -87,11 +103,7 @@ async fn env_mode(
             spec,
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),
-            failover: FailoverConfig {
-                mode,
-                block_window: Duration::from_secs(600),
-                ..Default::default()
-            },
+            failover,
         }],
     );
     assert!(engine.campaign_once().await, "a lone node leads");
@@ -611,5 +623,62 @@ async fn policy_approve_proposes_and_a_human_runs_it() {
     assert!(
         proposal.state.is_final(),
         "the proposal is settled: {proposal:?}"
+    );
+}
+
+/// Policy `rejoin = "auto"` never rejoins an old primary with errant GTIDs: it comes back
+/// writable (as configured) and takes a write no replica has; the leader fences it, names
+/// the errant GTID and starts no rejoin, round after round.
+#[tokio::test]
+async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
+    let failover = FailoverConfig {
+        mode: FailoverMode::Auto,
+        block_window: Duration::from_secs(600),
+        rejoin: RejoinMode::Auto,
+        ..Default::default()
+    };
+    let e = env_failover("rj-errant", 31570, false, &[], failover).await;
+    e.write("m1", "CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded);
+
+    e.sb.start_as_configured("m1").await.unwrap();
+    e.write("m1", "INSERT INTO app.t VALUES (99)").await;
+    for _ in 0..3 {
+        let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(e.read_only("m1").await, "fenced");
+    assert_eq!(e.source_of("m1").await, None, "not attached");
+    let ops = e
+        .store
+        .operations(&OperationQuery {
+            cluster: Some(e.cluster.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        ops.iter().all(|o| o.kind != "rejoin"),
+        "no rejoin of an errant instance: {ops:?}"
+    );
+    let returned = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::FENCED_INSTANCE_RETURNED.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        returned
+            .iter()
+            .any(|ev| ev.message.contains("errant GTIDs") && ev.message.contains("must not rejoin")),
+        "{returned:?}"
     );
 }

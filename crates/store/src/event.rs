@@ -36,6 +36,9 @@ pub mod kinds {
     pub const FAILOVER_BLOCKED: &str = "failover_blocked";
     /// A fenced instance answered again and was kept out (set read-only).
     pub const FENCED_INSTANCE_RETURNED: &str = "fenced_instance_returned";
+    /// Policy `rejoin = "auto"` tried to rejoin a fenced instance the allowed number of
+    /// times and failed each time; a human must act (level `critical`).
+    pub const AUTO_REJOIN_FAILED: &str = "auto_rejoin_failed";
     /// A human acknowledged a cluster's recoveries, lifting its block window.
     pub const RECOVERIES_ACKNOWLEDGED: &str = "recoveries_acknowledged";
     /// Automatic recoveries were switched off or on fleet-wide.
