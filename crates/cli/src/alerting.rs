@@ -11,6 +11,11 @@
 //! stays open in the stored state until a later scheduled run of the same scenario on the
 //! same cluster passes, which resolves it. The notifiers' delivery counts are served at
 //! `/metrics` through [`AlertControl::notifier_stats`].
+//!
+//! An operation that ends without success raises `operation_failed/CLUSTER/KIND` when a
+//! human was not there to see it: one that needs a human, or an automatic one that failed or
+//! rolled back (critical for a failover, error otherwise). The next operation of the same
+//! kind on the same cluster that succeeds resolves it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -26,7 +31,7 @@ use anyhow::Context;
 use model::{InstanceAddr, Observation};
 use monitor::ClusterRound;
 use server::alert_routes::{AlertControl, DowntimeRefused};
-use store::{kinds, EventLevel, NewEvent, Store, StoreError};
+use store::{kinds, EventLevel, NewEvent, OperationRecord, OperationState, Store, StoreError};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -36,6 +41,8 @@ use crate::drt_schedule::DrtOutcome;
 pub(crate) const STATE_KEY: &str = "alert/state";
 /// The rule name of a failed scheduled DRT's page.
 pub(crate) const DRT_FAILED_RULE: &str = "drt_failed";
+/// The rule name of an operation's page: it needs a human, or an automatic one failed.
+pub(crate) const OPERATION_FAILED_RULE: &str = "operation_failed";
 /// How often a follower reloads the leader's state.
 const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);
 /// Rounds waiting for the alerting task before new ones are dropped (the next round says
@@ -128,7 +135,8 @@ pub(crate) async fn start(
             }
         },
     );
-    let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx));
+    let ops_rx = alerting.engine.finished_operations();
+    let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx, ops_rx));
     Ok(Running {
         alerting,
         rounds,
@@ -296,12 +304,14 @@ impl Alerting {
         self: Arc<Self>,
         mut rounds: mpsc::Receiver<ClusterRound>,
         mut drt: mpsc::Receiver<DrtReport>,
+        mut ops: tokio::sync::broadcast::Receiver<OperationRecord>,
     ) {
         let mut prev: HashMap<String, HashMap<InstanceAddr, Observation>> = HashMap::new();
         // The state was loaded at start: the first round takes it as is.
         let mut was_leader: Option<bool> = None;
         let mut last_reload = std::time::Instant::now();
         let mut drt_open = true;
+        let mut ops_open = true;
         loop {
             tokio::select! {
                 r = rounds.recv() => {
@@ -326,6 +336,13 @@ impl Alerting {
                         self.drt_passed(&cluster, &scenario, text).await
                     }
                     None => drt_open = false,
+                },
+                op = ops.recv(), if ops_open => match op {
+                    Ok(rec) => self.operation_finished(&rec).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "the alerting task fell behind: finished operations not judged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => ops_open = false,
                 },
             }
         }
@@ -404,19 +421,36 @@ impl Alerting {
     /// downtime on the cluster. No rule evaluates it: it stays open (in the stored state)
     /// until [`Alerting::drt_passed`] resolves it.
     async fn drt_failed(&self, cluster: &str, scenario: &str, text: String) {
+        let labels = BTreeMap::from([
+            ("scenario".to_string(), scenario.to_string()),
+            ("source".to_string(), "drt_schedule".to_string()),
+        ]);
+        let key = drt_failed_key(cluster, scenario);
+        self.raise(key, DRT_FAILED_RULE, Severity::Error, cluster, labels, text)
+            .await;
+    }
+
+    /// Raise an alert that no rule evaluates, firing at once (silenced by a downtime on
+    /// the cluster), and record it; a repeat of an open key updates it without paging again.
+    async fn raise(
+        &self,
+        key: String,
+        rule: &str,
+        severity: Severity,
+        cluster: &str,
+        labels: BTreeMap<String, String>,
+        summary: String,
+    ) {
         let now = now_ms();
         let alert = alert::Alert {
-            key: drt_failed_key(cluster, scenario),
-            rule: DRT_FAILED_RULE.into(),
-            severity: Severity::Error,
+            key,
+            rule: rule.into(),
+            severity,
             cluster: cluster.into(),
             instance: None,
             role: None,
-            labels: BTreeMap::from([
-                ("scenario".to_string(), scenario.to_string()),
-                ("source".to_string(), "drt_schedule".to_string()),
-            ]),
-            summary: text,
+            labels,
+            summary,
             value: None,
             state: AlertState::Firing,
             pending_since: now,
@@ -434,6 +468,49 @@ impl Alerting {
             (t, downtime)
         };
         self.record_raised(&t, downtime).await;
+    }
+
+    /// Judge a finished operation: page one that needs a human or an automatic one that did
+    /// not succeed; a success resolves the open page of the same kind on the same cluster.
+    async fn operation_finished(&self, rec: &OperationRecord) {
+        let key = operation_failed_key(&rec.cluster, &rec.kind);
+        let text = format!(
+            "{} {} of {} ({}) {}{}",
+            rec.kind,
+            rec.id,
+            rec.cluster,
+            rec.trigger,
+            rec.state,
+            rec.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        );
+        if rec.state == OperationState::Succeeded {
+            let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text);
+            if let Some(t) = t {
+                self.record_raised(&t, None).await;
+            }
+            return;
+        }
+        let Some(severity) = operation_severity(rec) else {
+            return;
+        };
+        let labels = BTreeMap::from([
+            ("kind".to_string(), rec.kind.clone()),
+            ("operation_id".to_string(), rec.id.to_string()),
+            ("state".to_string(), rec.state.to_string()),
+            ("trigger".to_string(), rec.trigger.clone()),
+        ]);
+        self.raise(
+            key,
+            OPERATION_FAILED_RULE,
+            severity,
+            &rec.cluster,
+            labels,
+            text,
+        )
+        .await;
     }
 
     /// A scheduled DRT passed: resolve the open `drt_failed` alert of its cluster and
@@ -495,6 +572,25 @@ impl Alerting {
         if let Err(e) = self.store.append_event(&ev).await {
             warn!(error = %e, "cannot record a downtime event");
         }
+    }
+}
+
+/// The key of an operation's page: one per cluster and kind, so a retry that fails again
+/// updates it and the next success resolves it.
+fn operation_failed_key(cluster: &str, kind: &str) -> String {
+    alert::alert_key(OPERATION_FAILED_RULE, cluster, Some(kind))
+}
+
+/// How loud an operation that did not succeed pages, if at all. One that needs a human
+/// always pages; a manual one that failed or rolled back was seen by the person who ran it
+/// (and a dead primary still pages through its problem).
+fn operation_severity(rec: &OperationRecord) -> Option<Severity> {
+    match rec.state {
+        OperationState::Succeeded | OperationState::Running | OperationState::Proposed => None,
+        OperationState::NeedsHuman => Some(Severity::Critical),
+        _ if rec.trigger == "manual" => None,
+        _ if rec.kind == "failover" => Some(Severity::Critical),
+        _ => Some(Severity::Error),
     }
 }
 

@@ -138,6 +138,90 @@ async fn a_returning_old_primary_rejoins_by_itself_with_rejoin_auto() {
     assert!(ev.contains("rejoining it to"), "{ev}");
 }
 
+/// An automatic operation that fails pages: the automatic rejoin fails once (failpoint
+/// `rejoin.check.before=error_once`), `operation_failed/CLUSTER/rejoin` fires with severity
+/// error, and the rejoin a human then runs resolves it.
+#[tokio::test]
+async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
+    let (sb, cfg) = setup("ha-rjfail", 31640, 31803, false, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "[cluster.failover]\n",
+            "[cluster.failover]\nrejoin = \"auto\"\n",
+        ),
+    )
+    .unwrap();
+    let tokens = sb.root().join("tokens.txt").display().to_string();
+    let d = Daemon::start_with(
+        &cfg,
+        31803,
+        StartOpts {
+            env: vec![(
+                "DBFLEET_FAILPOINTS".into(),
+                "rejoin.check.before=error_once".into(),
+            )],
+            ..Default::default()
+        },
+    )
+    .await;
+    sb.open().kill("m1").unwrap();
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(ops[0]["state"], "succeeded", "{:#}", ops[0]);
+    assert!(sb.member_cmd("start", "m1").contains("started read-only"));
+    let ops = d
+        .wait_operations(&sb.name, 2, Duration::from_secs(20))
+        .await;
+    assert_eq!(ops[0]["kind"], "rejoin");
+    assert_eq!(ops[0]["trigger"], "auto");
+    assert_eq!(ops[0]["state"], "failed", "{:#}", ops[0]);
+
+    let key = format!("operation_failed/{}/rejoin", sb.name);
+    let listed = |v: &Value| {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key.as_str())
+            .cloned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        if let Some(a) = listed(&d.get("/api/v1/alerts").await) {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {key} alert\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page["severity"], "error", "{page:#}");
+    assert_eq!(page["labels"]["trigger"], "auto", "{page:#}");
+    assert!(
+        page["summary"].as_str().unwrap().contains("failpoint"),
+        "{page:#}"
+    );
+
+    let m1 = sb.addr("m1").to_string();
+    let out = ok(cli(&d, &["rejoin", &sb.name, &m1], &tokens));
+    assert!(out.contains("succeeded"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(&d.get("/api/v1/alerts").await).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "{key} not resolved by the rejoin"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ev = d.get("/api/v1/events?limit=200").await.to_string();
+    assert!(ev.contains("alert_resolved") && ev.contains(&key), "{ev}");
+}
+
 #[tokio::test]
 async fn kill_9_under_semi_sync_load_loses_no_acknowledged_write() {
     let (sb, cfg) = setup("ha-load", 31720, 31813, true, "");

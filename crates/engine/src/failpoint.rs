@@ -7,7 +7,8 @@
 //!
 //! Actions:
 //! - `abort`: the process aborts on the spot (SIGABRT, no cleanup), like a crash;
-//! - `error`: the step fails with an error, as if the server had refused it.
+//! - `error`: the step fails with an error, as if the server had refused it;
+//! - `error_once`: as `error` the first time it is reached, then the failpoint is cleared.
 //!
 //! Every step of every operation has two: `<kind>.<step>.before` (the step is recorded as
 //! started but has not run) and `<kind>.<step>.after` (it ran but the next step is not
@@ -24,6 +25,8 @@ pub enum Action {
     Abort,
     /// Fail the step.
     Error,
+    /// Fail the step once, then clear the failpoint.
+    ErrorOnce,
 }
 
 fn registry() -> &'static Mutex<HashMap<String, Action>> {
@@ -41,9 +44,10 @@ pub fn parse(spec: &str) -> Result<Vec<(String, Action)>, String> {
         let action = match action.trim() {
             "abort" => Action::Abort,
             "error" => Action::Error,
+            "error_once" => Action::ErrorOnce,
             other => {
                 return Err(format!(
-                    "failpoint {name:?}: unknown action {other:?} (expected abort or error)"
+                    "failpoint {name:?}: unknown action {other:?} (expected abort, error or error_once)"
                 ))
             }
         };
@@ -82,14 +86,17 @@ pub fn clear() {
 
 /// Reach the failpoint `name`: abort, fail, or (unarmed) go on.
 pub(crate) fn hit(name: &str) -> Result<(), String> {
-    let action = registry()
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(name)
-        .copied();
+    let action = {
+        let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+        let action = r.get(name).copied();
+        if action == Some(Action::ErrorOnce) {
+            r.remove(name);
+        }
+        action
+    };
     match action {
         None => Ok(()),
-        Some(Action::Error) => Err(format!("failpoint {name} fired")),
+        Some(Action::Error | Action::ErrorOnce) => Err(format!("failpoint {name} fired")),
         Some(Action::Abort) => {
             eprintln!("dbfleet: failpoint {name}: aborting the process");
             std::process::abort()
@@ -118,5 +125,16 @@ mod tests {
         assert!(hit("test.y.before").is_ok());
         clear();
         assert!(hit("test.x.before").is_ok());
+    }
+
+    #[test]
+    fn an_error_once_failpoint_fails_the_first_time_only() {
+        assert_eq!(
+            parse("a.b=error_once").unwrap(),
+            vec![("a.b".into(), Action::ErrorOnce)]
+        );
+        set("test.once.before", Action::ErrorOnce);
+        assert!(hit("test.once.before").is_err());
+        assert!(hit("test.once.before").is_ok());
     }
 }

@@ -180,7 +180,12 @@ pub struct Engine {
     /// Automatic rejoins tried per fenced instance (policy `rejoin = "auto"`): attempts
     /// made and when the next may start, in ms since the Unix epoch.
     auto_rejoins: Mutex<HashMap<InstanceAddr, (u32, u64)>>,
+    /// Every operation this node finishes, as recorded (see [`Engine::finished_operations`]).
+    pub(crate) finished: tokio::sync::broadcast::Sender<OperationRecord>,
 }
+
+/// Finished operations a slow subscriber may fall behind by before it misses some.
+const FINISHED_QUEUE: usize = 64;
 
 /// Automatic rejoins of one instance before it is left to a human.
 const AUTO_REJOIN_ATTEMPTS: u32 = 3;
@@ -208,7 +213,15 @@ impl Engine {
             last_good: Mutex::new(HashMap::new()),
             returned: Mutex::new(HashSet::new()),
             auto_rejoins: Mutex::new(HashMap::new()),
+            finished: tokio::sync::broadcast::channel(FINISHED_QUEUE).0,
         })
+    }
+
+    /// Every operation this node finishes from now on (succeeded, rolled back, failed or
+    /// needing a human), as stored. The daemon's alerting pages the ones that did not
+    /// succeed. A subscriber more than 64 behind misses the oldest.
+    pub fn finished_operations(&self) -> tokio::sync::broadcast::Receiver<OperationRecord> {
+        self.finished.subscribe()
     }
 
     pub fn node_id(&self) -> &str {

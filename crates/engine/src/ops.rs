@@ -322,6 +322,8 @@ impl<'e> Op<'e> {
             .await;
         let rec = rec?;
         self.rec = rec.clone();
+        // No subscriber is fine: nobody is listening.
+        let _ = self.engine.finished.send(rec.clone());
         if state == OperationState::Succeeded {
             Ok(rec)
         } else {
