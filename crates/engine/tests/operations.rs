@@ -682,3 +682,49 @@ async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
         "{returned:?}"
     );
 }
+
+/// Two failovers in a row: the second comes before any observation of the first's new
+/// primary shows a write of its own. The remaining replica has that write (under the new
+/// primary's server_id, which the dead primary's last observation has never seen): it is
+/// not errant, and it is promoted.
+#[tokio::test]
+async fn a_second_failover_right_after_the_first_promotes_the_last_replica() {
+    let e = env("fo-twice", 31580, false, &[]).await;
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.observe_into_store().await;
+    e.kill_and_wait("m1").await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded);
+    let first: InstanceAddr = rec.data["candidate"].as_str().unwrap().parse().unwrap();
+    let (new, other) = if first == e.addr("m2") {
+        ("m2", "m3")
+    } else {
+        ("m3", "m2")
+    };
+
+    // The new primary's first own write reaches the other replica; nobody observes it.
+    e.write(new, "INSERT INTO app.t VALUES (2)").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.count(other, "app.t").await < 2 {
+        assert!(Instant::now() < deadline, "{other} never got the write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.kill_and_wait(new).await;
+    let rec = e
+        .engine
+        .failover(&e.cluster)
+        .await
+        .expect("second failover");
+    assert_eq!(rec.state, OperationState::Succeeded);
+    assert_eq!(
+        rec.data["candidate"].as_str().unwrap(),
+        e.addr(other).to_string()
+    );
+    assert!(!e.read_only(other).await, "the last replica is writable");
+    assert_eq!(e.count(other, "app.t").await, 2, "no write lost");
+}

@@ -61,9 +61,11 @@
 //!   lags by design, and the spec's `max_lag` must allow for it if that is wanted.
 //! - `ErrantGtid` (Error): only with a reachable primary, for every reachable member of its
 //!   tree (direct or chained), by [`errant_transactions`]. MariaDB: the
-//!   [`errant_gtids`] of the binlog states, minus entries *ahead* on the primary's own
+//!   [`errant_gtids`] of the binlog states, minus every entry under the primary's own
 //!   server_id (observations are taken at slightly different moments, so a replica may have
-//!   applied a newer primary transaction than the primary's observation shows). MySQL:
+//!   applied a newer primary transaction than the primary's observation shows, even the
+//!   first one a newly promoted primary wrote; and failover compares with the dead
+//!   primary's *last* observation). MySQL:
 //!   `gtid_executed` of the replica minus that of the primary; the same timing race exists
 //!   and MySQL observations carry no `server_uuid`, so for a *direct* replica the
 //!   transactions it received from the primary (`Retrieved_Gtid_Set`) are also subtracted:
@@ -253,11 +255,13 @@ pub fn errant_transactions(replica: &Observation, primary: &Observation) -> Opti
                 ..
             },
         ) => Some(Errant::Mariadb(
+            // An entry under the primary's own server_id came from the primary, whatever
+            // its observation shows: it may be newer than that observation (ahead), or the
+            // first the primary wrote since it was observed (unknown), e.g. a primary
+            // promoted a moment ago whose last observation predates its first write.
             errant_gtids(mine, theirs)
                 .into_iter()
-                .filter(|e| {
-                    !(e.reason == ErrantReason::AheadOfPrimary && e.server_id == p.server_id)
-                })
+                .filter(|e| e.server_id != p.server_id)
                 .collect(),
         )),
         (

@@ -791,6 +791,19 @@ fn errant_gtid_mysql() {
     );
 }
 
+/// A primary promoted a moment ago, last observed before its first own write: a replica
+/// that already applied that write is not errant. A write under any other server_id is.
+#[test]
+fn the_primarys_first_own_writes_are_not_errant_on_its_replicas() {
+    let promoted = primary("p").id(2).gtid("0-1-6").0;
+    let replica_ok = replica("r").of("p").gtid("0-1-6,0-2-9").0;
+    let none = errant_transactions(&replica_ok, &promoted).unwrap();
+    assert!(none.is_empty(), "{none}");
+    let replica_bad = replica("r").of("p").gtid("0-1-6,0-2-9,0-3-7").0;
+    let errant = errant_transactions(&replica_bad, &promoted).unwrap();
+    assert_eq!(errant.to_string(), "0-3-7 (primary has no 0-3-*)");
+}
+
 #[test]
 fn errant_transactions_need_comparable_states() {
     let mariadb = primary("p").gtid("0-1-5").0;
