@@ -65,7 +65,7 @@ done
 echo; echo "==> dbfleet operations"; $DBFLEET operations --cluster demo
 op_id="$($DBFLEET operations --cluster demo --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["operations"][0]["id"])')"
 echo; echo "==> dbfleet operation $op_id"; $DBFLEET operation "$op_id"
-sleep 2.5   # two probe rounds, so the topology shows the servers as they are now
+sleep 0.5   # the daemon probes the cluster again as soon as an operation ends
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 
 m1="$(field 'print(d["members"][0]["addr"])')"
@@ -79,7 +79,7 @@ $DBFLEET rejoin demo "$m1"
 sleep 1
 echo; echo "==> dbfleet switchover demo --to $m1   (planned: back to m1)"
 $DBFLEET switchover demo --to "$m1"
-sleep 2.5
+sleep 0.5
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
 

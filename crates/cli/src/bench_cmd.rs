@@ -407,10 +407,7 @@ async fn detection(
             fast_path: monitor::FastPathOptions::default(),
             persist_every: monitor::watch::PERSIST_EVERY,
         },
-        vec![monitor::ClusterWatch {
-            spec,
-            credentials: creds,
-        }],
+        vec![monitor::ClusterWatch::new(spec, creds)],
         store.clone(),
         stats,
         None,

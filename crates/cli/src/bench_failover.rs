@@ -134,10 +134,7 @@ pub async fn run(
             fast_path: monitor::FastPathOptions::default(),
             persist_every: monitor::watch::PERSIST_EVERY,
         },
-        vec![monitor::ClusterWatch {
-            spec,
-            credentials: admin.clone(),
-        }],
+        vec![monitor::ClusterWatch::new(spec, admin.clone())],
         store.clone(),
         stats.clone(),
         Some(tx),

@@ -443,8 +443,8 @@ impl Latencies {
 fn specs(clusters: &[sim::SimCluster], replicas: usize) -> Vec<monitor::ClusterWatch> {
     clusters
         .iter()
-        .map(|c| monitor::ClusterWatch {
-            spec: ClusterSpec {
+        .map(|c| {
+            let spec = ClusterSpec {
                 name: c.name.clone(),
                 instances: c
                     .members()
@@ -457,8 +457,8 @@ fn specs(clusters: &[sim::SimCluster], replicas: usize) -> Vec<monitor::ClusterW
                 expected_replicas: replicas,
                 semi_sync: false,
                 max_lag: Duration::from_secs(10),
-            },
-            credentials: probe::Credentials::new("dbfleet", "sim"),
+            };
+            monitor::ClusterWatch::new(spec, probe::Credentials::new("dbfleet", "sim"))
         })
         .collect()
 }
@@ -718,10 +718,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         monitor::HeartbeatOptions {
             enabled: b.heartbeat,
         },
-        vec![monitor::ClusterWatch {
-            spec,
-            credentials: admin.clone(),
-        }],
+        vec![monitor::ClusterWatch::new(spec, admin.clone())],
         store,
         stats.clone(),
         None,

@@ -99,6 +99,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let tokens = cfg.api.load_tokens().map_err(CliError::usage)?;
     let mut clusters = Vec::new();
     let mut setups = Vec::new();
+    // Per cluster, the trigger that probes and analyses it at once (an operation ended).
+    let mut refreshes = std::collections::HashMap::new();
     for c in &cfg.clusters {
         let creds = cfg
             .resolve_credentials(&c.credentials)
@@ -121,10 +123,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             repl,
             failover: c.failover.clone(),
         });
-        clusters.push(ClusterWatch {
-            spec: c.spec(),
-            credentials: admin,
-        });
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        refreshes.insert(c.name.clone(), refresh.clone());
+        clusters.push(ClusterWatch::new(c.spec(), admin).with_refresh(refresh));
     }
     let node_id = cfg.node.id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -207,6 +208,27 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         alerts: Some(alerting.alerting.clone()),
     };
     let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
+    // When an operation ends, look at its cluster again at once: the topology shows the
+    // new primary and the repointed replicas without waiting for the probes' next turn.
+    let mut finished = engine.finished_operations();
+    let refresher = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match finished.recv().await {
+                Ok(op) => {
+                    if let Some(r) = refreshes.get(&op.cluster) {
+                        r.notify_one();
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    for r in refreshes.values() {
+                        r.notify_one();
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
     // Leadership first, so a lone node acts from its first round.
     engine.campaign_once().await;
     let engine_cancel = CancellationToken::new();
@@ -292,6 +314,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         error!("the watch loop did not stop within {SHUTDOWN_DEADLINE:?}");
         watch.abort();
     }
+    // Nothing left to refresh.
+    refresher.abort();
     // The round channel closed with the watch loop: the consumer ends; then leadership
     // is given up so another node can take over at once.
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, consumer).await;

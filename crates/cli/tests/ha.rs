@@ -86,6 +86,39 @@ async fn the_daemon_fails_over_a_killed_primary_by_itself() {
     // The topology now names the new primary, and the writer endpoint moved.
     let c = d.get(&format!("/api/v1/clusters/{}", sb.name)).await;
     assert_eq!(c["writer"], sb.addr(&new).to_string(), "{c:#}");
+    // The finished operation made the daemon probe the cluster again at once: the topology
+    // shows the other replica repointed, from a probe made after the operation ended.
+    let finished_ms = op["finished_ms"].as_u64().expect("finished_ms");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let shown = loop {
+        let t = d
+            .get(&format!("/api/v1/clusters/{}/topology", sb.name))
+            .await;
+        let node = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["addr"] == sb.addr(other).to_string())
+            .cloned()
+            .unwrap();
+        if t["primary"] == sb.addr(&new).to_string()
+            && node["source"] == sb.addr(&new).to_string()
+            && node["observed_at_ms"].as_u64() >= Some(finished_ms)
+        {
+            break monitor::now_ms();
+        }
+        assert!(Instant::now() < deadline, "stale topology: {t:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!(
+        "operation finished -> topology current: {} ms",
+        shown.saturating_sub(finished_ms)
+    );
+    let status = d.get("/api/v1/status").await;
+    assert!(
+        status["stats"]["refresh_rounds"].as_u64() >= Some(1),
+        "{status:#}"
+    );
 }
 
 /// Policy `rejoin = "auto"`: the killed primary, started again after the failover, comes

@@ -66,7 +66,7 @@ pub(crate) async fn run(
     for attempt in 1.. {
         let fresh = tokio::select! {
             _ = cancel.cancelled() => return,
-            fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), &suspect.instance) => fresh,
+            fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), Some(&suspect.instance)) => fresh,
         };
         for obs in fresh {
             // Into the metrics history too: these probes are what the fleet looked like
@@ -122,6 +122,48 @@ pub(crate) async fn run(
     }
 }
 
+/// Wait for `refresh` and then probe every member of the cluster at once with fresh
+/// connections and analyse it (trigger [`RoundTrigger::Refresh`]), until `cancel`. Several
+/// notifications while one refresh runs make one more.
+pub(crate) async fn refresh(
+    ctx: Arc<Ctx>,
+    cell: Arc<crate::watch::ClusterCell>,
+    refresh: Arc<tokio::sync::Notify>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = refresh.notified() => {}
+        }
+        let fresh = tokio::select! {
+            _ = cancel.cancelled() => return,
+            fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), None) => fresh,
+        };
+        for obs in fresh {
+            ctx.stats.fleet.record(&cell.name, &obs);
+            ctx.record(obs);
+        }
+        let round = match analyse(&ctx, &cell, RoundTrigger::Refresh).await {
+            Ok(round) => round,
+            Err(e) => {
+                warn!(cluster = %cell.name, error = %e, "refresh analysis failed");
+                continue;
+            }
+        };
+        ctx.stats.refresh_rounds.fetch_add(1, Ordering::Relaxed);
+        let batch: Vec<_> = round
+            .observations
+            .iter()
+            .map(|o| (cell.name.clone(), o.clone()))
+            .collect();
+        if let Err(e) = ctx.store.save_observations(&batch).await {
+            warn!(cluster = %cell.name, error = %e, "save refreshed observations");
+        }
+        debug!(cluster = %cell.name, primary = ?round.primary, "cluster refreshed");
+    }
+}
+
 /// Probe every member at once, each with a fresh connection (so that a killed server shows
 /// as refused, not as a closed connection), under the fast path's probe budget and the
 /// probe timeouts.
@@ -134,7 +176,7 @@ async fn probe_members(
     ctx: &Arc<Ctx>,
     creds: &probe::Credentials,
     members: impl IntoIterator<Item = InstanceAddr>,
-    suspect: &InstanceAddr,
+    suspect: Option<&InstanceAddr>,
 ) -> Vec<Observation> {
     let popts = ctx.opts.probe;
     // Connect, version, observe and close: the last two can be cut short here.
@@ -143,7 +185,7 @@ async fn probe_members(
     for addr in members {
         let ctx = ctx.clone();
         let creds = creds.clone();
-        let tries = if &addr == suspect {
+        let tries = if Some(&addr) == suspect {
             1 + SUSPECT_RETRIES
         } else {
             1

@@ -8,7 +8,8 @@
 //! Every analysis of a cluster syncs its problems to the store and is offered to the caller
 //! as a [`ClusterRound`] on the channel given to [`run`] (`try_send`: a full channel drops
 //! the round and counts it in [`Stats::rounds_dropped`], so a slow consumer never slows
-//! probing). A round says why it ran ([`RoundTrigger::Tick`] or [`RoundTrigger::Suspect`]),
+//! probing). A round says why it ran ([`RoundTrigger::Tick`], [`RoundTrigger::Suspect`], or
+//! [`RoundTrigger::Refresh`] when the caller notified the cluster's refresh trigger),
 //! what it read, the primary it named and every problem. Rounds of one cluster are analysed
 //! and published one at a time, in order.
 //!

@@ -16,6 +16,9 @@ pub enum RoundTrigger {
         /// The sign, for humans: `probe failed: …` or `liveness connection lost: …`.
         reason: String,
     },
+    /// Asked for: every member was probed again at once, e.g. after an operation on the
+    /// cluster finished (see [`crate::ClusterWatch::refresh`]).
+    Refresh,
 }
 
 impl RoundTrigger {

@@ -27,6 +27,8 @@ pub struct Stats {
     pub fast_paths: AtomicU64,
     /// Analyses run by the fast path (one per attempt), besides `rounds`.
     pub fast_path_rounds: AtomicU64,
+    /// Analyses asked for through a cluster's refresh trigger, besides `rounds`.
+    pub refresh_rounds: AtomicU64,
     /// Probe failures right after a success on a cluster's primary, reported as suspects.
     pub probe_suspects: AtomicU64,
     /// Liveness connections on primaries that were lost, reported as suspects.
@@ -115,6 +117,8 @@ pub struct StatsSnapshot {
     pub fast_paths: u64,
     /// Analyses run by the fast path.
     pub fast_path_rounds: u64,
+    /// Analyses asked for through a refresh trigger.
+    pub refresh_rounds: u64,
     /// Probe failures on primaries reported as suspects.
     pub probe_suspects: u64,
     /// Lost liveness connections reported as suspects.
@@ -156,6 +160,7 @@ impl Stats {
             instances: r(&self.instances),
             fast_paths: r(&self.fast_paths),
             fast_path_rounds: r(&self.fast_path_rounds),
+            refresh_rounds: r(&self.refresh_rounds),
             probe_suspects: r(&self.probe_suspects),
             sentinel_signals: r(&self.sentinel_signals),
             sentinels_armed: r(&self.sentinels_armed),

@@ -119,6 +119,27 @@ pub struct ClusterWatch {
     pub spec: ClusterSpec,
     /// The account used on every instance of the cluster.
     pub credentials: Credentials,
+    /// When notified, every member is probed again at once and the cluster analysed, as
+    /// the fast path does, without waiting for the next tick: the daemon notifies it when
+    /// an operation on the cluster finishes, so the topology shows its result at once.
+    pub refresh: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl ClusterWatch {
+    /// A cluster to watch, with no refresh trigger.
+    pub fn new(spec: ClusterSpec, credentials: Credentials) -> Self {
+        Self {
+            spec,
+            credentials,
+            refresh: None,
+        }
+    }
+
+    /// Probe and analyse the cluster at once whenever `refresh` is notified.
+    pub fn with_refresh(mut self, refresh: Arc<tokio::sync::Notify>) -> Self {
+        self.refresh = Some(refresh);
+        self
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -404,6 +425,14 @@ pub async fn run_with(
         }
         if heartbeat.enabled {
             tasks.spawn(heartbeat::run(ctx.clone(), cell.clone(), cancel.clone()));
+        }
+        if let Some(refresh) = cell.watch.refresh.clone() {
+            tasks.spawn(fast::refresh(
+                ctx.clone(),
+                cell.clone(),
+                refresh,
+                cancel.clone(),
+            ));
         }
         cells.insert(name, cell);
     }

@@ -53,10 +53,7 @@ impl Fixture {
                 fast_path: fast,
                 persist_every: Duration::ZERO,
             },
-            vec![ClusterWatch {
-                spec,
-                credentials: creds.clone(),
-            }],
+            vec![ClusterWatch::new(spec, creds.clone())],
             store,
             stats.clone(),
             Some(tx),
@@ -215,6 +212,7 @@ fn trigger_name(t: &RoundTrigger) -> &'static str {
     match t {
         RoundTrigger::Tick => "tick",
         RoundTrigger::Suspect { .. } => "suspect",
+        RoundTrigger::Refresh => "refresh",
     }
 }
 
@@ -224,7 +222,12 @@ fn assert_suspect_on(r: &ClusterRound, addr: &InstanceAddr) -> String {
             assert_eq!(instance, addr, "the suspect is the primary");
             reason.clone()
         }
-        RoundTrigger::Tick => panic!("DeadPrimary came from a tick, not the fast path: {r:#?}"),
+        RoundTrigger::Tick | RoundTrigger::Refresh => {
+            panic!(
+                "DeadPrimary came from a {}, not the fast path: {r:#?}",
+                trigger_name(&r.trigger)
+            )
+        }
     }
 }
 

@@ -64,10 +64,7 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
             persist_every: Duration::ZERO,
         },
         HeartbeatOptions { enabled: true },
-        vec![ClusterWatch {
-            spec,
-            credentials: creds.clone(),
-        }],
+        vec![ClusterWatch::new(spec, creds.clone())],
         Arc::new(store::SqliteStore::open_in_memory().expect("store")),
         stats.clone(),
         None,

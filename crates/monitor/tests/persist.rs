@@ -58,10 +58,7 @@ async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
             persist_every: Duration::from_secs(3600),
         },
         HeartbeatOptions { enabled: false },
-        vec![ClusterWatch {
-            spec,
-            credentials: creds.clone(),
-        }],
+        vec![ClusterWatch::new(spec, creds.clone())],
         store.clone(),
         stats.clone(),
         None,

@@ -63,6 +63,9 @@ pub struct Stats {
     /// Analyses run by the fast path.
     #[serde(default)]
     pub fast_path_rounds: u64,
+    /// Analyses run at once after an operation on the cluster finished.
+    #[serde(default)]
+    pub refresh_rounds: u64,
     /// Lost liveness connections reported as suspects.
     #[serde(default)]
     pub sentinel_signals: u64,
@@ -92,6 +95,7 @@ impl From<monitor::StatsSnapshot> for Stats {
             instances: s.instances,
             fast_paths: s.fast_paths,
             fast_path_rounds: s.fast_path_rounds,
+            refresh_rounds: s.refresh_rounds,
             sentinel_signals: s.sentinel_signals,
             sentinels_armed: s.sentinels_armed,
             rounds_dropped: s.rounds_dropped,

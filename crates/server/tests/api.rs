@@ -341,7 +341,7 @@ async fn healthz_and_status() {
         json!({
             "started_ms": T0, "rounds": 2, "last_round_ms": T1,
             "probes": 8, "probe_errors": 1, "instances": 4,
-            "fast_paths": 0, "fast_path_rounds": 0, "sentinel_signals": 0,
+            "fast_paths": 0, "fast_path_rounds": 0, "refresh_rounds": 0, "sentinel_signals": 0,
             "sentinels_armed": 0, "rounds_dropped": 0,
             "observations_persisted": 0, "observations_persist_skipped": 0,
         })
