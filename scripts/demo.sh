@@ -83,6 +83,7 @@ sleep 0.5
 echo; echo "==> dbfleet topology demo"; $DBFLEET topology demo
 echo; echo "==> dbfleet events --cluster demo"; $DBFLEET events --cluster demo --limit 15
 
+sleep 2   # the heartbeat writer follows the new primary; its first stamps reach the replicas
 echo; echo "==> GET $DBFLEET_API/metrics   (Prometheus; heartbeat lag from the dbfleet.heartbeat row)"
 python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1] + "/metrics").read().decode())' "$DBFLEET_API" \
   | grep -E '^dbfleet_mysql_(up|heartbeat_lag_seconds|threads_running)\{' || true
