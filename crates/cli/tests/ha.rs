@@ -255,6 +255,73 @@ async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
     assert!(ev.contains("alert_resolved") && ev.contains(&key), "{ev}");
 }
 
+/// A failover that must stop for a human pages, critical: m3 may never be promoted and m2
+/// holds an errant write, so nobody is safe; `operation_failed/CLUSTER/failover` fires with
+/// state `needs_human`, and nobody is promoted.
+#[tokio::test]
+async fn a_failover_left_for_a_human_pages_critical() {
+    let (sb, cfg) = setup("ha-human", 31650, 31804, false, "");
+    let m3 = sb.addr("m3").to_string();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let rule = |r: &str| format!("addr = \"{m3}\"\npromotion = \"{r}\"");
+    assert!(text.contains(&rule("neutral")), "{text}");
+    std::fs::write(&cfg, text.replace(&rule("neutral"), &rule("must_not"))).unwrap();
+    let mut m1 = sb.session("m1").await;
+    m1.exec(
+        "write",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await
+    .unwrap();
+    m1.close().await;
+    let mut m2 = sb.session("m2").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m2
+        .query_rows("count", "SELECT COUNT(*) AS n FROM app.t")
+        .await
+        .map_or(true, |r| r[0]["n"].as_deref() != Some("1"))
+    {
+        assert!(Instant::now() < deadline, "m2 never got the table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    m2.exec("errant write", "INSERT INTO app.t VALUES (100)")
+        .await
+        .unwrap();
+    m2.close().await;
+
+    let d = Daemon::start(&cfg, 31804).await;
+    sb.open().kill("m1").unwrap();
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(20))
+        .await;
+    assert_eq!(ops[0]["state"], "needs_human", "{:#}", ops[0]);
+    let key = format!("operation_failed/{}/failover", sb.name);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let alerts = d.get("/api/v1/alerts").await;
+        if let Some(a) = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key.as_str())
+        {
+            break a.clone();
+        }
+        assert!(Instant::now() < deadline, "no {key}: {alerts:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(page["severity"], "critical", "{page:#}");
+    assert_eq!(page["labels"]["state"], "needs_human", "{page:#}");
+    assert!(
+        page["summary"]
+            .as_str()
+            .unwrap()
+            .contains("no safe candidate"),
+        "{page:#}"
+    );
+    assert!(writable(&sb).is_empty(), "nobody was promoted");
+}
+
 #[tokio::test]
 async fn kill_9_under_semi_sync_load_loses_no_acknowledged_write() {
     let (sb, cfg) = setup("ha-load", 31720, 31813, true, "");
@@ -519,6 +586,18 @@ async fn crash_at(failpoint: &str, base: u16, api: u16) {
         );
     } else {
         assert!(w.len() <= 1, "never two writable primaries: {w:?}");
+        // Left for a human: it pages, critical.
+        let key = format!("operation_failed/{}/failover", sb.name);
+        let alerts = d.get("/api/v1/alerts").await;
+        let page = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == key.as_str())
+            .unwrap_or_else(|| panic!("no {key}: {alerts:#}"))
+            .clone();
+        assert_eq!(page["severity"], "critical", "{page:#}");
+        assert_eq!(page["labels"]["state"], "needs_human", "{page:#}");
     }
     eprintln!("crash at {failpoint}: {state}, writable {w:?}");
 }
