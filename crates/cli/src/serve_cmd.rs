@@ -19,6 +19,8 @@ use crate::{print_json, CliError};
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a scheduled DRT in progress gets to heal and verify at shutdown.
 const DRT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a reload waits for this node's running operations to end before it gives up.
+const RELOAD_OPERATION_WAIT: Duration = Duration::from_secs(60);
 
 /// Arguments of `dbfleet serve`.
 #[derive(clap::Args, Debug)]
@@ -268,19 +270,52 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("install the SIGTERM handler")?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("install the SIGHUP handler")?;
     let mut failure: Option<anyhow::Error> = None;
     let mut api_done = false;
     let mut watch_done = false;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
-        _ = sigterm.recv() => info!("SIGTERM: shutting down"),
-        r = &mut api => {
-            api_done = true;
-            failure = Some(task_error("API server", r));
-        }
-        r = &mut watch => {
-            watch_done = true;
-            failure = Some(task_error("watch loop", r));
+    let mut reload = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                info!("SIGINT: shutting down");
+                break;
+            }
+            _ = sigterm.recv() => {
+                info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = sighup.recv() => {
+                match reload_ready(&args.config, &engine).await {
+                    Ok(()) => {
+                        info!(config = %args.config.display(), "SIGHUP: the config is valid; restarting to apply it");
+                        reload = true;
+                        break;
+                    }
+                    Err(why) => {
+                        error!("SIGHUP: {why}; going on with the running config");
+                        let _ = store
+                            .append_event(&NewEvent::new(
+                                monitor::now_ms(),
+                                kinds::CONFIG_RELOAD_REFUSED,
+                                EventLevel::Error,
+                                format!("config reload refused: {why}"),
+                            ))
+                            .await;
+                    }
+                }
+            }
+            r = &mut api => {
+                api_done = true;
+                failure = Some(task_error("API server", r));
+                break;
+            }
+            r = &mut watch => {
+                watch_done = true;
+                failure = Some(task_error("watch loop", r));
+                break;
+            }
         }
     }
 
@@ -339,28 +374,62 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
     let reason = match &failure {
         Some(e) => format!("stopped after an internal failure: {e:#}"),
+        None if reload => "stopped to start again with its changed config (SIGHUP)".to_string(),
         None => "stopped by signal".to_string(),
     };
     store
-        .append_event(&NewEvent::new(
-            monitor::now_ms(),
-            kinds::DAEMON_STOPPED,
-            if failure.is_some() {
-                EventLevel::Error
-            } else {
-                EventLevel::Info
-            },
-            format!("dbfleet {reason}"),
-        ))
+        .append_event(
+            &NewEvent::new(
+                monitor::now_ms(),
+                kinds::DAEMON_STOPPED,
+                if failure.is_some() {
+                    EventLevel::Error
+                } else {
+                    EventLevel::Info
+                },
+                format!("dbfleet {reason}"),
+            )
+            .with_data(serde_json::json!({ "reload": reload })),
+        )
         .await?;
     store.flush().await.context("flush the store")?;
     match failure {
+        None if reload => Err(reexec().into()),
         None => {
             println!("dbfleet serve: stopped");
             Ok(())
         }
         Some(e) => Err(e.into()),
     }
+}
+
+/// Whether a SIGHUP may restart the daemon: the config file loads, validates and its
+/// secrets read, and no operation runs on this node (waited for, up to
+/// [`RELOAD_OPERATION_WAIT`]). The reason when not.
+async fn reload_ready(path: &std::path::Path, engine: &engine::Engine) -> Result<(), String> {
+    load(path).map_err(|e| format!("{} is not valid: {:#}", path.display(), e.error))?;
+    if !engine.wait_idle(RELOAD_OPERATION_WAIT).await {
+        return Err(format!(
+            "an operation still runs after {}",
+            humantime::format_duration(RELOAD_OPERATION_WAIT)
+        ));
+    }
+    Ok(())
+}
+
+/// Replace this process with a fresh `dbfleet serve`, same binary, arguments and
+/// environment, so the same PID runs the changed config. Returns only on failure.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    println!("dbfleet serve: restarting to apply the changed config");
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return anyhow::anyhow!("reload: cannot find this program: {e}"),
+    };
+    let err = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("reload: cannot run {} again: {err}", exe.display())
 }
 
 fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {

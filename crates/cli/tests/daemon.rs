@@ -324,3 +324,81 @@ async fn unreachable_seed_bad_config_and_graceful_shutdown() {
         assert!(err.contains("probe.interval"), "{err}");
     }
 }
+
+/// SIGHUP reloads the config: an invalid file is refused (event `config_reload_refused`)
+/// and the daemon goes on as it was; a valid one with a change makes the same process start
+/// again with it (the PID stays, `recoveries status` shows the change).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_valid_config_and_refuses_a_bad_one() {
+    let sb = TestSandbox::up("reload", 31280, &["--replicas", "1"]);
+    let cfg = test_config(&sb, 31298, |t| t);
+    let good = std::fs::read_to_string(&cfg).unwrap();
+    let d = Daemon::start(&cfg, 31298).await;
+    let pid = d.pid().expect("running");
+    let hup = || kill(Pid::from_raw(pid as i32), Signal::SIGHUP).expect("SIGHUP");
+    let rejoin_of = |v: &serde_json::Value| v["clusters"][0]["rejoin"].as_str().map(String::from);
+    assert_eq!(
+        rejoin_of(&d.get("/api/v1/recoveries").await).as_deref(),
+        Some("manual")
+    );
+
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "[cluster.failover]\n",
+            "[cluster.failover]\nrejoin = \"sometimes\"\n",
+        ),
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        let ev = d.get("/api/v1/events?kind=config_reload_refused").await;
+        if let Some(e) = ev["events"].as_array().and_then(|a| a.first()).cloned() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no refusal:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let msg = refused["message"].as_str().unwrap();
+    assert!(
+        msg.contains("sometimes") && msg.contains("`manual` or `auto`"),
+        "{msg}"
+    );
+    assert_eq!(d.pid(), Some(pid), "still running");
+    assert_eq!(
+        rejoin_of(&d.get("/api/v1/recoveries").await).as_deref(),
+        Some("manual")
+    );
+
+    std::fs::write(
+        &cfg,
+        good.replace(
+            "[cluster.failover]\n",
+            "[cluster.failover]\nrejoin = \"auto\"\n",
+        ),
+    )
+    .unwrap();
+    hup();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(v) = d.try_get("/api/v1/recoveries").await {
+            if rejoin_of(&v).as_deref() == Some("auto") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not reloaded:\n{}", d.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.pid(), Some(pid), "the same process runs the new config");
+    let stopped = d.get("/api/v1/events?kind=daemon_stopped").await;
+    assert_eq!(stopped["events"][0]["data"]["reload"], true, "{stopped:#}");
+    // And it watches again.
+    let rounds = |v: serde_json::Value| v["stats"]["rounds"].as_u64().unwrap_or(0);
+    let before = rounds(d.get("/api/v1/status").await);
+    let deadline = Instant::now() + WAIT;
+    while rounds(d.get("/api/v1/status").await) < before + 2 {
+        assert!(Instant::now() < deadline, "no rounds after the reload");
+        tokio::time::sleep(Duration::from_millis(INTERVAL_MS)).await;
+    }
+}

@@ -533,6 +533,20 @@ impl Engine {
         self.handled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wait up to `within` until no operation runs on this node. Returns whether none does.
+    pub async fn wait_idle(&self, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if self.running_lock().is_empty() {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub(crate) fn running_lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }

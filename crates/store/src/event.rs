@@ -20,8 +20,12 @@ pub mod kinds {
     pub const INSTANCE_DISCOVERED: &str = "instance_discovered";
     /// The daemon started.
     pub const DAEMON_STARTED: &str = "daemon_started";
-    /// The daemon stopped cleanly.
+    /// The daemon stopped cleanly (`data.reload` is true when it stopped to start again
+    /// with a changed config, on SIGHUP).
     pub const DAEMON_STOPPED: &str = "daemon_stopped";
+    /// SIGHUP came but the config file is not valid, or an operation did not end in time:
+    /// the daemon goes on with the config it runs (level `error`).
+    pub const CONFIG_RELOAD_REFUSED: &str = "config_reload_refused";
     /// A note an operator added through the API.
     pub const OPERATOR_NOTE: &str = "operator_note";
     /// An operation started (failover, switchover, rejoin).
