@@ -325,6 +325,7 @@ impl Alerting {
                         last_reload = std::time::Instant::now();
                     }
                     was_leader = Some(leader);
+                    let r = self.without_handled_death(r).await;
                     let observed = observed_of(&r, prev.entry(r.cluster.clone()).or_default());
                     self.evaluate(r.at_ms, &r.cluster, &observed, leader).await;
                 }
@@ -346,6 +347,28 @@ impl Alerting {
                 },
             }
         }
+    }
+
+    /// The round without its `DeadPrimary` when automation takes care of that death
+    /// (failover `auto`, not blocked): a human is paged only when automation cannot act,
+    /// and a failover that fails pages as `operation_failed`.
+    async fn without_handled_death(&self, mut r: ClusterRound) -> ClusterRound {
+        let dead = r
+            .problems
+            .iter()
+            .find(|p| p.kind == model::ProblemKind::DeadPrimary)
+            .and_then(|p| p.instance.clone());
+        if let Some(dead) = dead {
+            if self
+                .engine
+                .automation_handles_dead_primary(&r.cluster, &dead)
+                .await
+            {
+                r.problems
+                    .retain(|p| p.kind != model::ProblemKind::DeadPrimary);
+            }
+        }
+        r
     }
 
     /// Replace the in-memory state with the stored one (a follower mirrors the leader).

@@ -119,6 +119,12 @@ async fn the_daemon_fails_over_a_killed_primary_by_itself() {
         status["stats"]["refresh_rounds"].as_u64() >= Some(1),
         "{status:#}"
     );
+    // Automation took care of the death: nobody was paged for it.
+    let fired = d.get("/api/v1/events?kind=alert_fired").await;
+    assert!(
+        !fired.to_string().contains("page_worthy_problem"),
+        "{fired:#}"
+    );
 }
 
 /// Policy `rejoin = "auto"`: the killed primary, started again after the failover, comes
@@ -691,6 +697,17 @@ async fn switchover_recoveries_and_rejoin_through_the_cli() {
         ev.to_string().contains("failover_blocked"),
         "a blocked failover pages"
     );
+    // Automation may not act, so the dead primary pages.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d
+        .get("/api/v1/events?kind=alert_fired")
+        .await
+        .to_string()
+        .contains("page_worthy_problem")
+    {
+        assert!(Instant::now() < deadline, "the dead primary did not page");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // Enabled again: the daemon fails over at once.
     ok(cli(&d, &["recoveries", "enable"], &tokens));
     let ops = d

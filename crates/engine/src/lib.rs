@@ -533,6 +533,29 @@ impl Engine {
         self.handled.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether automation takes care of `dead`, the dead primary of `cluster`, so that its
+    /// death need not page a human: policy `auto`, and this node started a failover for this
+    /// death, or (not having judged it yet) would start one now, with recoveries on and no
+    /// block window in the way. A failover that then fails pages as `operation_failed`.
+    pub async fn automation_handles_dead_primary(
+        &self,
+        cluster: &str,
+        dead: &InstanceAddr,
+    ) -> bool {
+        let Ok(setup) = self.setup(cluster) else {
+            return false;
+        };
+        if setup.failover.mode != FailoverMode::Auto || !self.is_leader() {
+            return false;
+        }
+        let judged = self.handled_lock().get(cluster).cloned();
+        match judged {
+            Some((d, Decision::Done)) if &d == dead => true,
+            Some((d, Decision::Blocked)) if &d == dead => false,
+            _ => self.auto_blocked(cluster, setup).await.is_none(),
+        }
+    }
+
     /// Wait up to `within` until no operation runs on this node. Returns whether none does.
     pub async fn wait_idle(&self, within: Duration) -> bool {
         let deadline = std::time::Instant::now() + within;
