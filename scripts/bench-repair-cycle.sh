@@ -48,3 +48,4 @@ PY
   sleep 2
 done
 curl -s "$API/api/v1/alerts"; echo
+echo "alert_fired events: $(curl -s "$API/api/v1/events?kind=alert_fired&limit=1000" | python3 -c "import json,sys; print(len(json.load(sys.stdin)[\"events\"]))")"
