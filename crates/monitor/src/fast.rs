@@ -225,7 +225,14 @@ async fn probe_one(
 ) -> Observation {
     let at_unix_ms = now_ms();
     let started = Instant::now();
-    let obs = match tokio::time::timeout(limit, probe::observe(addr, creds, ctx.opts.probe)).await {
+    // The heartbeat row too, as the regular probes read it: these observations replace
+    // theirs, in the API and in the metrics history.
+    let what = probe::ObserveOptions {
+        heartbeat: ctx.heartbeat.enabled,
+        lazy_replica_status: false,
+    };
+    let observed = probe::observe_with(addr, creds, ctx.opts.probe, what);
+    let obs = match tokio::time::timeout(limit, observed).await {
         Ok(obs) => obs,
         Err(_) => Observation {
             addr: addr.clone(),

@@ -4,7 +4,7 @@
 //! once the thread runs again. The stamps come from the primary only, so no replica gets an
 //! errant transaction.
 //!
-//! The sandbox uses ports 30050–30052, in a temporary directory. Waits poll with generous
+//! The sandboxes use ports 30050–30052, 30090–30091 and 30200–30201, in temporary directories. Waits poll with generous
 //! deadlines; nothing asserts how fast anything happens.
 
 use std::collections::BTreeMap;
@@ -228,4 +228,104 @@ async fn the_writer_never_writes_on_a_read_only_server() {
     assert_ne!(binlog_state(m1.clone()).await, stamped);
     w1.close().await;
     admin.close().await;
+}
+
+/// A refresh (and the fast path, which probes the same way) reads the heartbeat row too:
+/// its observations replace the regular probes' ones, so without it the heartbeat lag
+/// vanished from the API and `/metrics` right after every operation. The interval is long,
+/// so between the first probes and the next tick only the refresh probes the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_reads_the_heartbeat_row() {
+    let sb = TestSandbox::up("hbrf", 1, 30200).await;
+    let creds = sb.admin();
+    let m2 = sb.addr("m2");
+    let stats = Arc::new(Stats::default());
+    let cancel = CancellationToken::new();
+    let refresh = Arc::new(tokio::sync::Notify::new());
+    let interval = Duration::from_secs(30);
+    let watch = tokio::spawn(monitor::run_with(
+        WatchOptions {
+            interval,
+            discovery_interval: Duration::from_secs(60),
+            probe: ProbeOptions {
+                connect_timeout: Duration::from_millis(500),
+                query_timeout: Duration::from_millis(500),
+            },
+            concurrency: 16,
+            fast_path: FastPathOptions {
+                enabled: false,
+                ..FastPathOptions::default()
+            },
+            persist_every: Duration::ZERO,
+        },
+        HeartbeatOptions { enabled: true },
+        vec![ClusterWatch::new(sb.cluster_spec(), creds.clone()).with_refresh(refresh.clone())],
+        Arc::new(store::SqliteStore::open_in_memory().expect("store")),
+        stats.clone(),
+        None,
+        cancel.clone(),
+    ));
+    // A stamp as the writer makes it (its own ticks are 30 s apart) reaches the replica,
+    // read directly: no probe is due for 30 s either.
+    let rounds = |n: u64| {
+        let stats = stats.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while stats.refresh_rounds.load(Ordering::Relaxed) < n {
+                assert!(Instant::now() < deadline, "no refresh round {n}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let mut p = Session::connect(&sb.addr("m1"), &creds, ProbeOptions::default())
+        .await
+        .expect("connect m1");
+    let stamp = format!(
+        "CREATE DATABASE IF NOT EXISTS dbfleet; \
+         CREATE TABLE IF NOT EXISTS dbfleet.heartbeat (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, \
+         ts_us BIGINT UNSIGNED NOT NULL, server_id INT UNSIGNED NOT NULL); \
+         REPLACE INTO dbfleet.heartbeat VALUES (1, {}, @@server_id)",
+        probe::now_us()
+    );
+    p.exec("stamp", &stamp).await.expect("stamp");
+    p.close().await;
+    let mut s = Session::connect(&m2, &creds, ProbeOptions::default())
+        .await
+        .expect("connect m2");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = s
+            .query_rows(
+                "heartbeat",
+                "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1",
+            )
+            .await;
+        if rows.is_ok_and(|r| !r.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat row on m2");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.close().await;
+
+    refresh.notify_one();
+    rounds(1).await;
+    let seen = stats
+        .latest
+        .with(|l| l.get(&m2).cloned())
+        .expect("m2 observed");
+    let heartbeat = seen
+        .state()
+        .expect("reachable")
+        .metrics
+        .as_ref()
+        .and_then(|m| m.heartbeat);
+    assert!(
+        heartbeat.is_some(),
+        "the refresh read no heartbeat: {seen:?}"
+    );
+    let v = stats.fleet.alert_values(&m2).expect("m2 values");
+    assert!(v.contains_key("heartbeat_lag_seconds"), "{v:?}");
+    cancel.cancel();
+    watch.await.expect("join").expect("watch loop");
 }

@@ -8,6 +8,6 @@ mod session;
 
 pub use error::ProbeError;
 pub use session::{
-    now_us, observe, sql_escape, ChangeSource, Credentials, ObserveOptions, ProbeOptions, Session,
-    FULL_REPLICA_READ_EVERY,
+    now_us, observe, observe_with, sql_escape, ChangeSource, Credentials, ObserveOptions,
+    ProbeOptions, Session, FULL_REPLICA_READ_EVERY,
 };

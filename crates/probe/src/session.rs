@@ -490,6 +490,16 @@ pub struct ChangeSource<'a> {
 /// Probe one server once: connect, observe, disconnect. Never fails: a failure is recorded
 /// in the observation.
 pub async fn observe(addr: &InstanceAddr, creds: &Credentials, opts: ProbeOptions) -> Observation {
+    observe_with(addr, creds, opts, ObserveOptions::default()).await
+}
+
+/// [`observe`], reading what `what` asks for besides the state (e.g. the heartbeat row).
+pub async fn observe_with(
+    addr: &InstanceAddr,
+    creds: &Credentials,
+    opts: ProbeOptions,
+    what: ObserveOptions,
+) -> Observation {
     let at_unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -497,7 +507,7 @@ pub async fn observe(addr: &InstanceAddr, creds: &Credentials, opts: ProbeOption
     let started = Instant::now();
     let result = async {
         let mut session = Session::connect(addr, creds, opts).await?;
-        let state = session.observe().await;
+        let state = session.observe_with(what).await;
         session.close().await;
         state
     }
