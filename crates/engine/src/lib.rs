@@ -944,9 +944,13 @@ impl Engine {
         tokio::spawn(async move {
             let r = me.rejoin_by(&cluster, &addr, "auto").await;
             // Errant GTIDs found by the rejoin's own check are final: no retry.
-            let errant = r
-                .as_ref()
-                .is_ok_and(|rec| rec.data["errant"].as_array().is_some_and(|a| !a.is_empty()));
+            let record = match &r {
+                Ok(rec) => Some(rec),
+                Err(EngineError::Ended { record, .. }) => Some(&**record),
+                Err(_) => None,
+            };
+            let errant = record
+                .is_some_and(|rec| rec.data["errant"].as_array().is_some_and(|a| !a.is_empty()));
             let failure = match &r {
                 Ok(rec) if rec.state == OperationState::Succeeded => None,
                 Ok(rec) => Some(rec.error.clone().unwrap_or_else(|| rec.state.to_string())),

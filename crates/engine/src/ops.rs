@@ -459,6 +459,11 @@ impl Engine {
                 .await
                 .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
             let _ = self.store.kv_delete(&key_fenced(cluster, addr)).await;
+            // Fenced again one day, its return is news again.
+            self.returned
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(addr);
             op.done("attach", before, &mut conns, &addrs, json!({})).await?;
             Ok(format!("{addr} rejoined {cluster} as a replica of {writer}"))
         }
