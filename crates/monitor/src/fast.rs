@@ -64,17 +64,10 @@ pub(crate) async fn run(
         reason: suspect.reason,
     };
     for attempt in 1.. {
-        let fresh = tokio::select! {
+        let round = tokio::select! {
             _ = cancel.cancelled() => return,
-            fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), Some(&suspect.instance)) => fresh,
+            r = probe_and_analyse(&ctx, &cell, Some(&suspect.instance), trigger.clone()) => r,
         };
-        for obs in fresh {
-            // Into the metrics history too: these probes are what the fleet looked like
-            // while its primary was in doubt.
-            ctx.stats.fleet.record(&cell.name, &obs);
-            ctx.record(obs);
-        }
-        let round = analyse(&ctx, &cell, trigger.clone()).await;
         cell.suspect_handled();
         let round = match round {
             Ok(round) => round,
@@ -84,19 +77,6 @@ pub(crate) async fn run(
             }
         };
         ctx.stats.fast_path_rounds.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = ctx
-            .store
-            .save_observations(
-                &round
-                    .observations
-                    .iter()
-                    .map(|o| (cell.name.clone(), o.clone()))
-                    .collect::<Vec<_>>(),
-            )
-            .await
-        {
-            warn!(cluster = %cell.name, error = %e, "save fast-path observations");
-        }
         let elapsed = started.elapsed();
         let (instance, after_ms) = (&suspect.instance, elapsed.as_millis() as u64);
         match verdict(&round, instance) {
@@ -136,32 +116,44 @@ pub(crate) async fn refresh(
             _ = cancel.cancelled() => return,
             _ = refresh.notified() => {}
         }
-        let fresh = tokio::select! {
+        let round = tokio::select! {
             _ = cancel.cancelled() => return,
-            fresh = probe_members(&ctx, &cell.watch.credentials, cell.members(), None) => fresh,
+            r = probe_and_analyse(&ctx, &cell, None, RoundTrigger::Refresh) => r,
         };
-        for obs in fresh {
-            ctx.stats.fleet.record(&cell.name, &obs);
-            ctx.record(obs);
-        }
-        let round = match analyse(&ctx, &cell, RoundTrigger::Refresh).await {
-            Ok(round) => round,
-            Err(e) => {
-                warn!(cluster = %cell.name, error = %e, "refresh analysis failed");
-                continue;
+        match round {
+            Ok(round) => {
+                ctx.stats.refresh_rounds.fetch_add(1, Ordering::Relaxed);
+                debug!(cluster = %cell.name, primary = ?round.primary, "cluster refreshed");
             }
-        };
-        ctx.stats.refresh_rounds.fetch_add(1, Ordering::Relaxed);
-        let batch: Vec<_> = round
-            .observations
-            .iter()
-            .map(|o| (cell.name.clone(), o.clone()))
-            .collect();
-        if let Err(e) = ctx.store.save_observations(&batch).await {
-            warn!(cluster = %cell.name, error = %e, "save refreshed observations");
+            Err(e) => warn!(cluster = %cell.name, error = %e, "refresh analysis failed"),
         }
-        debug!(cluster = %cell.name, primary = ?round.primary, "cluster refreshed");
     }
+}
+
+/// Probe every member of the cluster afresh ([`probe_members`]), record what they said (the
+/// live view and the metrics history: this is what the fleet looked like at that moment),
+/// analyse the cluster with `trigger`, and save the round's observations to the store.
+async fn probe_and_analyse(
+    ctx: &Arc<Ctx>,
+    cell: &crate::watch::ClusterCell,
+    suspect: Option<&InstanceAddr>,
+    trigger: RoundTrigger,
+) -> anyhow::Result<ClusterRound> {
+    let fresh = probe_members(ctx, &cell.watch.credentials, cell.members(), suspect).await;
+    for obs in fresh {
+        ctx.stats.fleet.record(&cell.name, &obs);
+        ctx.record(obs);
+    }
+    let round = analyse(ctx, cell, trigger).await?;
+    let batch: Vec<_> = round
+        .observations
+        .iter()
+        .map(|o| (cell.name.clone(), o.clone()))
+        .collect();
+    if let Err(e) = ctx.store.save_observations(&batch).await {
+        warn!(cluster = %cell.name, error = %e, "save the observations of a fresh round");
+    }
+    Ok(round)
 }
 
 /// Probe every member at once, each with a fresh connection (so that a killed server shows
