@@ -39,6 +39,17 @@ fn setup(name: &str, base: u16, api: u16, semi_sync: bool, extra: &str) -> (Test
     (sb, cfg)
 }
 
+/// Add `line` to the config's `[cluster.failover]` table.
+fn set_failover_key(cfg: &std::path::Path, line: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    assert!(text.contains("[cluster.failover]\n"), "{text}");
+    let text = text.replace(
+        "[cluster.failover]\n",
+        &format!("[cluster.failover]\n{line}\n"),
+    );
+    std::fs::write(cfg, text).unwrap();
+}
+
 /// Reachable members that take writes (`read_only=OFF`).
 fn writable(sb: &TestSandbox) -> Vec<String> {
     ["m1", "m2", "m3"]
@@ -133,15 +144,7 @@ async fn the_daemon_fails_over_a_killed_primary_by_itself() {
 #[tokio::test]
 async fn a_returning_old_primary_rejoins_by_itself_with_rejoin_auto() {
     let (sb, cfg) = setup("ha-rejoin", 31630, 31802, true, "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "[cluster.failover]\n",
-            "[cluster.failover]\nrejoin = \"auto\"\n",
-        ),
-    )
-    .unwrap();
+    set_failover_key(&cfg, "rejoin = \"auto\"");
     let tokens = sb.root().join("tokens.txt").display().to_string();
     let d = Daemon::start(&cfg, 31802).await;
     sb.open().kill("m1").unwrap();
@@ -183,15 +186,7 @@ async fn a_returning_old_primary_rejoins_by_itself_with_rejoin_auto() {
 #[tokio::test]
 async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
     let (sb, cfg) = setup("ha-rjfail", 31640, 31803, false, "");
-    let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(
-        &cfg,
-        text.replace(
-            "[cluster.failover]\n",
-            "[cluster.failover]\nrejoin = \"auto\"\n",
-        ),
-    )
-    .unwrap();
+    set_failover_key(&cfg, "rejoin = \"auto\"");
     let tokens = sb.root().join("tokens.txt").display().to_string();
     let d = Daemon::start_with(
         &cfg,

@@ -166,6 +166,27 @@ impl Env {
         }
     }
 
+    /// Create `app.t` with one row on m1, record a round, kill m1 and fail over by hand.
+    /// Returns the promoted member and the other replica.
+    async fn fail_over_m1(&self) -> (&'static str, &'static str) {
+        self.write(
+            "m1",
+            "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.observe_into_store().await;
+        self.kill_and_wait("m1").await;
+        let rec = self.engine.failover(&self.cluster).await.expect("failover");
+        assert_eq!(rec.state, OperationState::Succeeded);
+        let cand: InstanceAddr = rec.data["candidate"].as_str().unwrap().parse().unwrap();
+        if cand == self.addr("m2") {
+            ("m2", "m3")
+        } else {
+            ("m3", "m2")
+        }
+    }
+
     /// The `DeadPrimary` problem a monitor round would carry for `addr`.
     fn dead_primary(&self, addr: &InstanceAddr) -> model::Problem {
         model::Problem {
@@ -638,13 +659,7 @@ async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
         ..Default::default()
     };
     let e = env_failover("rj-errant", 31570, false, &[], failover).await;
-    e.write("m1", "CREATE TABLE app.t (id INT PRIMARY KEY)")
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    e.observe_into_store().await;
-    e.kill_and_wait("m1").await;
-    let rec = e.engine.failover(&e.cluster).await.expect("failover");
-    assert_eq!(rec.state, OperationState::Succeeded);
+    e.fail_over_m1().await;
 
     e.sb.start_as_configured("m1").await.unwrap();
     e.write("m1", "INSERT INTO app.t VALUES (99)").await;
@@ -690,22 +705,7 @@ async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
 #[tokio::test]
 async fn a_second_failover_right_after_the_first_promotes_the_last_replica() {
     let e = env("fo-twice", 31580, false, &[]).await;
-    e.write(
-        "m1",
-        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    e.observe_into_store().await;
-    e.kill_and_wait("m1").await;
-    let rec = e.engine.failover(&e.cluster).await.expect("failover");
-    assert_eq!(rec.state, OperationState::Succeeded);
-    let first: InstanceAddr = rec.data["candidate"].as_str().unwrap().parse().unwrap();
-    let (new, other) = if first == e.addr("m2") {
-        ("m2", "m3")
-    } else {
-        ("m3", "m2")
-    };
+    let (new, other) = e.fail_over_m1().await;
 
     // The new primary's first own write reaches the other replica; nobody observes it.
     e.write(new, "INSERT INTO app.t VALUES (2)").await;

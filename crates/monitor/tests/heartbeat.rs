@@ -20,6 +20,24 @@ use tokio_util::sync::CancellationToken;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
+/// The loop's options: `interval`, no fast path, every observation persisted.
+fn watch_options(interval: Duration) -> WatchOptions {
+    WatchOptions {
+        interval,
+        discovery_interval: Duration::from_secs(60),
+        probe: ProbeOptions {
+            connect_timeout: Duration::from_millis(500),
+            query_timeout: Duration::from_millis(500),
+        },
+        concurrency: 16,
+        fast_path: FastPathOptions {
+            enabled: false,
+            ..FastPathOptions::default()
+        },
+        persist_every: Duration::ZERO,
+    }
+}
+
 /// Poll the alert values of `addr` until `ok` holds, or panic after `within` with the last
 /// values seen.
 async fn wait_values(
@@ -49,20 +67,7 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
     let stats = Arc::new(Stats::default());
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(monitor::run_with(
-        WatchOptions {
-            interval: INTERVAL,
-            discovery_interval: Duration::from_secs(60),
-            probe: ProbeOptions {
-                connect_timeout: Duration::from_millis(500),
-                query_timeout: Duration::from_millis(500),
-            },
-            concurrency: 16,
-            fast_path: FastPathOptions {
-                enabled: false,
-                ..FastPathOptions::default()
-            },
-            persist_every: Duration::ZERO,
-        },
+        watch_options(INTERVAL),
         HeartbeatOptions { enabled: true },
         vec![ClusterWatch::new(spec, creds.clone())],
         Arc::new(store::SqliteStore::open_in_memory().expect("store")),
@@ -244,20 +249,7 @@ async fn a_refresh_reads_the_heartbeat_row() {
     let refresh = Arc::new(tokio::sync::Notify::new());
     let interval = Duration::from_secs(30);
     let watch = tokio::spawn(monitor::run_with(
-        WatchOptions {
-            interval,
-            discovery_interval: Duration::from_secs(60),
-            probe: ProbeOptions {
-                connect_timeout: Duration::from_millis(500),
-                query_timeout: Duration::from_millis(500),
-            },
-            concurrency: 16,
-            fast_path: FastPathOptions {
-                enabled: false,
-                ..FastPathOptions::default()
-            },
-            persist_every: Duration::ZERO,
-        },
+        watch_options(interval),
         HeartbeatOptions { enabled: true },
         vec![ClusterWatch::new(sb.cluster_spec(), creds.clone()).with_refresh(refresh.clone())],
         Arc::new(store::SqliteStore::open_in_memory().expect("store")),
