@@ -269,19 +269,26 @@ async fn a_former_primary_drops_the_write_it_never_acknowledged() {
             .exec("unacknowledged write", "INSERT INTO app.t VALUES (2)")
             .await
     });
-    // The write is in m1's binlog, waiting for the ack (the timeout is 5 s).
+    // The write is in m1's binlog, waiting for the ack (the timeout is 5 s): watched and
+    // killed in-process, so no process start eats into those 5 s.
+    let mut watch = sb.session("m1").await;
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
-        if current_pos(&sb.probe("m1")) != acked {
+        let rows = watch
+            .query_rows("position", "SELECT @@gtid_binlog_pos AS pos")
+            .await
+            .unwrap();
+        if rows[0]["pos"].as_deref() != Some(acked.to_string().as_str()) {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "the write never reached the binlog"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(sb.member_cmd("kill", "m1").contains("killed"));
+    assert!(sb.open().kill("m1").unwrap(), "m1 was running");
+    drop(watch);
     assert!(
         write.await.unwrap().is_err(),
         "the client was told of a write no replica has"
