@@ -251,6 +251,12 @@ pub struct FailoverConfig {
     /// `manual` (the default) or `auto`: whether a fenced former primary that answers
     /// again, with no errant GTIDs, is rejoined as a replica without a human.
     pub rejoin: RejoinMode,
+    /// With `rejoin = "auto"`: how many automatic rejoins of one instance are tried
+    /// before it is left to a human.
+    pub rejoin_attempts: u32,
+    /// With `rejoin = "auto"`: the wait between two automatic rejoins of one instance.
+    #[serde(with = "serde_util::duration")]
+    pub rejoin_retry: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -265,6 +271,8 @@ impl Default for FailoverConfig {
             post_failover: Vec::new(),
             hook_timeout: Duration::from_secs(10),
             rejoin: RejoinMode::default(),
+            rejoin_attempts: 3,
+            rejoin_retry: Duration::from_secs(30),
         }
     }
 }

@@ -237,6 +237,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 "must be more than 0 with mode = \"auto\": a zero window lets failovers flap",
             ));
         }
+        if failover.rejoin_attempts == 0 {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.rejoin_attempts"),
+                "must be at least 1 (use rejoin = \"manual\" for none)",
+            ));
+        }
+        if failover.rejoin_retry.is_zero() {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.rejoin_retry"),
+                "must be more than 0: a failing rejoin would be retried every round",
+            ));
+        }
         for (hi, h) in failover
             .pre_failover
             .iter()

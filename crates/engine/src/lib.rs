@@ -187,11 +187,6 @@ pub struct Engine {
 /// Finished operations a slow subscriber may fall behind by before it misses some.
 const FINISHED_QUEUE: usize = 64;
 
-/// Automatic rejoins of one instance before it is left to a human.
-const AUTO_REJOIN_ATTEMPTS: u32 = 3;
-/// The wait between automatic rejoin attempts.
-const AUTO_REJOIN_RETRY: Duration = Duration::from_secs(30);
-
 impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
@@ -842,7 +837,7 @@ impl Engine {
                 .insert(addr.clone());
             if !needs && !first {
                 // A retry, for an instance whose errant-GTID check came back clean.
-                if auto && self.auto_rejoin_pending(&addr) {
+                if auto && self.auto_rejoin_pending(&addr, setup.failover.rejoin_attempts) {
                     self.auto_rejoin(cluster, &addr).await;
                 }
                 continue;
@@ -895,27 +890,32 @@ impl Engine {
     }
 
     /// Whether an automatic rejoin of `addr` was started and may be tried again.
-    fn auto_rejoin_pending(&self, addr: &InstanceAddr) -> bool {
+    fn auto_rejoin_pending(&self, addr: &InstanceAddr, attempts: u32) -> bool {
         self.auto_rejoins
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(addr)
-            .is_some_and(|&(n, _)| n < AUTO_REJOIN_ATTEMPTS)
+            .is_some_and(|&(n, _)| n < attempts)
     }
 
     /// Policy `rejoin = "auto"`: start a rejoin of the fenced instance `addr` on its own
     /// task, unless recoveries are off, an operation holds the cluster, the last attempt is
-    /// too recent, or [`AUTO_REJOIN_ATTEMPTS`] failed already (the last failure pages). The
-    /// rejoin checks errant GTIDs again itself and refuses an instance that has any.
+    /// too recent (`rejoin_retry`), or `rejoin_attempts` failed already (the last failure
+    /// pages). The rejoin checks errant GTIDs again itself and refuses an instance that has
+    /// any.
     async fn auto_rejoin(self: &Arc<Self>, cluster: &str, addr: &InstanceAddr) {
         if self.running_lock().contains(cluster) {
             return;
         }
+        let Ok(setup) = self.setup(cluster) else {
+            return;
+        };
+        let (max, retry) = (setup.failover.rejoin_attempts, setup.failover.rejoin_retry);
         let now = now_ms();
         {
             let tried = self.auto_rejoins.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(&(n, next)) = tried.get(addr) {
-                if n >= AUTO_REJOIN_ATTEMPTS || now < next {
+                if n >= max || now < next {
                     return;
                 }
             }
@@ -935,7 +935,7 @@ impl Engine {
             let mut tried = self.auto_rejoins.lock().unwrap_or_else(|p| p.into_inner());
             let e = tried.entry(addr.clone()).or_insert((0, 0));
             e.0 += 1;
-            e.1 = now + AUTO_REJOIN_RETRY.as_millis() as u64;
+            e.1 = now + retry.as_millis() as u64;
             e.0
         };
         let me = self.clone();
@@ -965,7 +965,7 @@ impl Engine {
                 return;
             };
             warn!(cluster = %cluster, instance = %addr, attempt, error = %why, "automatic rejoin failed");
-            if attempt < AUTO_REJOIN_ATTEMPTS && !errant {
+            if attempt < max && !errant {
                 return;
             }
             if let Some(e) = me
@@ -974,7 +974,7 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .get_mut(&addr)
             {
-                e.0 = AUTO_REJOIN_ATTEMPTS;
+                e.0 = max;
             }
             let msg = format!(
                 "automatic rejoin of {addr} to {cluster} failed {attempt} times, last: {why}; it stays read-only and out until `dbfleet rejoin {cluster} {addr}`"

@@ -728,3 +728,75 @@ async fn a_second_failover_right_after_the_first_promotes_the_last_replica() {
     assert!(!e.read_only(other).await, "the last replica is writable");
     assert_eq!(e.count(other, "app.t").await, 2, "no write lost");
 }
+
+/// An automatic rejoin that keeps failing (failpoint `rejoin.check.before=error`) is tried
+/// `rejoin_attempts` times, `rejoin_retry` apart, then left to a human with a critical
+/// `auto_rejoin_failed` event; later rounds start no more.
+#[tokio::test]
+async fn automatic_rejoin_gives_up_after_its_attempts() {
+    let failover = FailoverConfig {
+        mode: FailoverMode::Auto,
+        block_window: Duration::from_secs(600),
+        rejoin: RejoinMode::Auto,
+        rejoin_attempts: 2,
+        rejoin_retry: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let e = env_failover("rj-giveup", 31590, false, &[], failover).await;
+    e.fail_over_m1().await;
+    assert!(e.sb.start("m1").await.unwrap().started());
+    engine::failpoint::set("rejoin.check.before", engine::failpoint::Action::Error);
+
+    let rejoins = || async {
+        e.store
+            .operations(&OperationQuery {
+                cluster: Some(e.cluster.clone()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|o| o.kind == "rejoin")
+            .collect::<Vec<_>>()
+    };
+    let gave_up = || async {
+        e.store
+            .events(&store::EventQuery {
+                kinds: vec![store::kinds::AUTO_REJOIN_FAILED.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gave_up().await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no auto_rejoin_failed: {:?}",
+            rejoins().await
+        );
+        let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ev = gave_up().await;
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0].level, store::EventLevel::Critical);
+    assert!(
+        ev[0].message.contains("failed 2 times"),
+        "{}",
+        ev[0].message
+    );
+    // No third attempt, however many rounds come.
+    for _ in 0..5 {
+        let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ops = rejoins().await;
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert!(ops
+        .iter()
+        .all(|o| o.trigger == "auto" && o.state == OperationState::Failed));
+    assert!(e.read_only("m1").await, "left fenced");
+}
