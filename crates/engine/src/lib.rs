@@ -618,16 +618,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether automatic recoveries are switched off fleet-wide (`dbfleet recoveries
+    /// disable`).
+    async fn recoveries_disabled(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .kv_get(KEY_RECOVERIES_DISABLED)
+            .await?
+            .and_then(|v| v.as_bool())
+            == Some(true))
+    }
+
     /// Why an automatic failover of `cluster` may not run now, if it may not.
     async fn auto_blocked(&self, cluster: &str, setup: &ClusterSetup) -> Option<String> {
-        match self.store.kv_get(KEY_RECOVERIES_DISABLED).await {
-            Ok(Some(v)) if v.as_bool() == Some(true) => {
+        match self.recoveries_disabled().await {
+            Ok(true) => {
                 return Some(
                     "automatic recoveries are disabled fleet-wide (`dbfleet recoveries enable`)"
                         .into(),
                 )
             }
-            Ok(_) => {}
+            Ok(false) => {}
             Err(e) => return Some(format!("cannot read the recovery switch: {e}")),
         }
         match self.blocking_failover(cluster, setup).await {
@@ -727,12 +738,7 @@ impl Engine {
 
     /// The recovery switches and block windows.
     pub async fn recoveries(&self) -> Result<RecoveriesStatus, EngineError> {
-        let enabled = self
-            .store
-            .kv_get(KEY_RECOVERIES_DISABLED)
-            .await?
-            .and_then(|v| v.as_bool())
-            != Some(true);
+        let enabled = !self.recoveries_disabled().await?;
         let mut clusters = Vec::new();
         for (name, setup) in &self.clusters {
             let blocking = self.blocking_failover(name, setup).await?;
@@ -920,15 +926,8 @@ impl Engine {
                 }
             }
         }
-        let disabled = self
-            .store
-            .kv_get(KEY_RECOVERIES_DISABLED)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|v| v.as_bool())
-            == Some(true);
-        if disabled {
+        // A switch that cannot be read holds it back, as it holds back a failover.
+        if self.recoveries_disabled().await.unwrap_or(true) {
             return;
         }
         let attempt = {
