@@ -199,13 +199,13 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             match started {
                 Started::AlreadyRunning => println!("{} already running", a.member),
                 Started::Writable => println!("{} started writable", a.member),
-                Started::ReadOnly { writable } if writable.is_empty() => {
+                Started::ReadOnly { why } if why.is_empty() => {
                     println!("{} started read-only", a.member)
                 }
-                Started::ReadOnly { writable } => println!(
+                Started::ReadOnly { why } => println!(
                     "{} started read-only, not as the primary it was: {}",
                     a.member,
-                    writable.join("; ")
+                    why.join("; ")
                 ),
             }
             Ok(())

@@ -795,18 +795,29 @@ impl Sandbox {
     /// writable only when every other running member answers `read_only = 1`, which puts
     /// back the set `up` made.
     pub async fn start(&self, member: &str) -> Result<Started> {
+        Ok(match self.start_by(member, StartRule::Safe).await? {
+            None => Started::AlreadyRunning,
+            Some((boot, why)) if boot.read_only => Started::ReadOnly { why },
+            Some(_) => Started::Writable,
+        })
+    }
+
+    /// Start `member` if it is stopped, booted as `rule` says, and wait until it accepts
+    /// connections. `None` when it already ran; else how it booted and why a primary was
+    /// kept read-only.
+    async fn start_by(&self, member: &str, rule: StartRule) -> Result<Option<(Boot, Vec<String>)>> {
         let m = self.member(member)?.clone();
         if self.pid(&m).is_some() {
-            return Ok(Started::AlreadyRunning);
+            return Ok(None);
         }
         ensure_port_free(&m.host, m.port)?;
-        let (boot, why) = self.safe_boot(&m, false).await;
+        let (boot, why) = match rule {
+            StartRule::Safe => self.safe_boot(&m, false).await,
+            StartRule::ReadOnly => self.safe_boot(&m, true).await,
+            StartRule::AsConfigured => (Boot::default(), Vec::new()),
+        };
         self.start_member_with(&Binaries::find()?, &m, boot).await?;
-        Ok(if boot.read_only || m.role == Role::Replica {
-            Started::ReadOnly { writable: why }
-        } else {
-            Started::Writable
-        })
+        Ok(Some((boot, why)))
     }
 
     /// How to boot `m` so that it is never a second writable primary (see
@@ -841,13 +852,10 @@ impl Sandbox {
     /// production server whose configuration still names it primary would come back: a
     /// former primary returns writable. Tests of fencing use it; nothing else should.
     pub async fn start_as_configured(&self, member: &str) -> Result<bool> {
-        let m = self.member(member)?.clone();
-        if self.pid(&m).is_some() {
-            return Ok(false);
-        }
-        ensure_port_free(&m.host, m.port)?;
-        self.start_member(&Binaries::find()?, &m, false).await?;
-        Ok(true)
+        Ok(self
+            .start_by(member, StartRule::AsConfigured)
+            .await?
+            .is_some())
     }
 
     /// The running members other than `except` that are writable, and those that could
@@ -883,14 +891,7 @@ impl Sandbox {
     /// killed members this way. A former primary another member has replaced boots as a
     /// replica, as in [`Sandbox::start`].
     pub async fn start_read_only(&self, member: &str) -> Result<bool> {
-        let m = self.member(member)?.clone();
-        if self.pid(&m).is_some() {
-            return Ok(false);
-        }
-        ensure_port_free(&m.host, m.port)?;
-        let (boot, _) = self.safe_boot(&m, true).await;
-        self.start_member_with(&Binaries::find()?, &m, boot).await?;
-        Ok(true)
+        Ok(self.start_by(member, StartRule::ReadOnly).await?.is_some())
     }
 
     /// Stop a member with SIGTERM (SIGKILL after a grace period). Returns whether it ran.
@@ -1070,7 +1071,7 @@ pub enum Started {
     /// member is writable, or did not answer).
     ReadOnly {
         /// Why a primary was kept read-only; empty for a replica.
-        writable: Vec<String>,
+        why: Vec<String>,
     },
 }
 
@@ -1084,6 +1085,17 @@ impl Started {
 /// The first row's `column`, when it is there and not NULL.
 fn first_value<'a>(rows: &'a [probe::parse::RowMap], column: &str) -> Option<&'a str> {
     rows.first()?.get(column)?.as_deref()
+}
+
+/// Which boot a stopped member gets from [`Sandbox::start_by`].
+#[derive(Clone, Copy, Debug)]
+enum StartRule {
+    /// Never a second writable primary ([`Sandbox::safe_boot`]).
+    Safe,
+    /// As `Safe`, and read-only whatever its role.
+    ReadOnly,
+    /// As its manifest role says: a former primary returns writable.
+    AsConfigured,
 }
 
 /// How a member's server is started.
