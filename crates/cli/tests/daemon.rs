@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::daemon::{test_config, Daemon, INTERVAL_MS};
+use common::daemon::{set_failover_key, test_config, Daemon, INTERVAL_MS};
 use common::{dbfleet, dbfleet_env, ok, TestSandbox};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -335,22 +335,19 @@ async fn sighup_reloads_a_valid_config_and_refuses_a_bad_one() {
     let good = std::fs::read_to_string(&cfg).unwrap();
     let d = Daemon::start(&cfg, 31298).await;
     let pid = d.pid().expect("running");
-    let hup = || kill(Pid::from_raw(pid as i32), Signal::SIGHUP).expect("SIGHUP");
+    // The config as written, with `line` in [cluster.failover], then SIGHUP.
+    let reload_with = |line: &str| {
+        std::fs::write(&cfg, &good).unwrap();
+        set_failover_key(&cfg, line);
+        kill(Pid::from_raw(pid as i32), Signal::SIGHUP).expect("SIGHUP");
+    };
     let rejoin_of = |v: &serde_json::Value| v["clusters"][0]["rejoin"].as_str().map(String::from);
     assert_eq!(
         rejoin_of(&d.get("/api/v1/recoveries").await).as_deref(),
         Some("manual")
     );
 
-    std::fs::write(
-        &cfg,
-        good.replace(
-            "[cluster.failover]\n",
-            "[cluster.failover]\nrejoin = \"sometimes\"\n",
-        ),
-    )
-    .unwrap();
-    hup();
+    reload_with("rejoin = \"sometimes\"");
     let deadline = Instant::now() + WAIT;
     let refused = loop {
         let ev = d.get("/api/v1/events?kind=config_reload_refused").await;
@@ -371,15 +368,7 @@ async fn sighup_reloads_a_valid_config_and_refuses_a_bad_one() {
         Some("manual")
     );
 
-    std::fs::write(
-        &cfg,
-        good.replace(
-            "[cluster.failover]\n",
-            "[cluster.failover]\nrejoin = \"auto\"\n",
-        ),
-    )
-    .unwrap();
-    hup();
+    reload_with("rejoin = \"auto\"");
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(v) = d.try_get("/api/v1/recoveries").await {

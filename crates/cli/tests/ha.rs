@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::daemon::{test_config, Daemon, StartOpts};
+use common::daemon::{set_failover_key, test_config, Daemon, StartOpts};
 use common::{dbfleet, ok, TestSandbox};
 use serde_json::Value;
 
@@ -37,17 +37,6 @@ fn setup(name: &str, base: u16, api: u16, semi_sync: bool, extra: &str) -> (Test
         }
     });
     (sb, cfg)
-}
-
-/// Add `line` to the config's `[cluster.failover]` table.
-fn set_failover_key(cfg: &std::path::Path, line: &str) {
-    let text = std::fs::read_to_string(cfg).unwrap();
-    assert!(text.contains("[cluster.failover]\n"), "{text}");
-    let text = text.replace(
-        "[cluster.failover]\n",
-        &format!("[cluster.failover]\n{line}\n"),
-    );
-    std::fs::write(cfg, text).unwrap();
 }
 
 /// Reachable members that take writes (`read_only=OFF`).

@@ -7,6 +7,8 @@
 //! Each test runs its own sandbox on its own ports (31300–31359) in a temporary directory,
 //! and the watch loop in-process, reading the rounds it publishes.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +20,8 @@ use sandbox::testing::TestSandbox;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use common::watch_options;
 
 /// A sandbox and the watch loop over it; both stop on drop.
 struct Fixture {
@@ -43,15 +47,8 @@ impl Fixture {
         let (tx, rx) = mpsc::channel(1024);
         let watch = tokio::spawn(monitor::run(
             WatchOptions {
-                interval,
-                discovery_interval: Duration::from_secs(60),
-                probe: ProbeOptions {
-                    connect_timeout: Duration::from_millis(500),
-                    query_timeout: Duration::from_millis(500),
-                },
-                concurrency: 16,
                 fast_path: fast,
-                persist_every: Duration::ZERO,
+                ..watch_options(interval)
             },
             vec![ClusterWatch::new(spec, creds.clone())],
             store,

@@ -7,36 +7,22 @@
 //! The sandboxes use ports 30050–30052, 30090–30091 and 30200–30201, in temporary directories. Waits poll with generous
 //! deadlines; nothing asserts how fast anything happens.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::InstanceAddr;
-use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
+use monitor::{ClusterWatch, HeartbeatOptions, Stats};
 use probe::{ProbeOptions, Session};
 use sandbox::testing::TestSandbox;
 use tokio_util::sync::CancellationToken;
 
-const INTERVAL: Duration = Duration::from_millis(200);
+use common::watch_options;
 
-/// The loop's options: `interval`, no fast path, every observation persisted.
-fn watch_options(interval: Duration) -> WatchOptions {
-    WatchOptions {
-        interval,
-        discovery_interval: Duration::from_secs(60),
-        probe: ProbeOptions {
-            connect_timeout: Duration::from_millis(500),
-            query_timeout: Duration::from_millis(500),
-        },
-        concurrency: 16,
-        fast_path: FastPathOptions {
-            enabled: false,
-            ..FastPathOptions::default()
-        },
-        persist_every: Duration::ZERO,
-    }
-}
+const INTERVAL: Duration = Duration::from_millis(200);
 
 /// Poll the alert values of `addr` until `ok` holds, or panic after `within` with the last
 /// values seen.

@@ -6,16 +6,20 @@
 //! The sandbox uses ports 30070–30072, in a temporary directory. Waits poll with generous
 //! deadlines; nothing asserts how fast anything happens.
 
+mod common;
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use model::{InstanceAddr, Observation};
-use monitor::{ClusterWatch, FastPathOptions, HeartbeatOptions, Stats, WatchOptions};
+use monitor::{ClusterWatch, HeartbeatOptions, Stats, WatchOptions};
 use probe::{ProbeOptions, Session};
 use sandbox::testing::TestSandbox;
 use store::Store;
 use tokio_util::sync::CancellationToken;
+
+use common::watch_options;
 
 const INTERVAL: Duration = Duration::from_millis(200);
 
@@ -44,18 +48,8 @@ async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(monitor::run_with(
         WatchOptions {
-            interval: INTERVAL,
-            discovery_interval: Duration::from_secs(60),
-            probe: ProbeOptions {
-                connect_timeout: Duration::from_millis(500),
-                query_timeout: Duration::from_millis(500),
-            },
-            concurrency: 16,
-            fast_path: FastPathOptions {
-                enabled: false,
-                ..FastPathOptions::default()
-            },
             persist_every: Duration::from_secs(3600),
+            ..watch_options(INTERVAL)
         },
         HeartbeatOptions { enabled: false },
         vec![ClusterWatch::new(spec, creds.clone())],

@@ -41,6 +41,17 @@ pub fn test_config(sb: &TestSandbox, api_port: u16, edit: impl Fn(String) -> Str
     path
 }
 
+/// Add `line` to the config's `[cluster.failover]` table.
+pub fn set_failover_key(cfg: &Path, line: &str) {
+    let text = std::fs::read_to_string(cfg).unwrap();
+    assert!(text.contains("[cluster.failover]\n"), "{text}");
+    let text = text.replace(
+        "[cluster.failover]\n",
+        &format!("[cluster.failover]\n{line}\n"),
+    );
+    std::fs::write(cfg, text).unwrap();
+}
+
 /// How to start a test daemon.
 #[derive(Clone, Debug, Default)]
 pub struct StartOpts {
