@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +14,7 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::Json;
 use common::daemon::{test_config, Daemon};
-use common::{dbfleet, ok, TestSandbox};
+use common::{assert_promtool_clean, dbfleet, ok, TestSandbox};
 use serde_json::Value;
 
 const TOKEN: &str = "alert-test-token-0123456789";
@@ -166,32 +164,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
-/// `promtool check metrics` on `text`: its findings, or a panic when it fails.
-fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool (Debian package `prometheus`) is required by this test: {e}")
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
-    msg.push_str(&String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success() && msg.trim().is_empty(),
-        "promtool check metrics:\n{msg}\n--- exposition ---\n{text}"
-    );
-}
-
 /// Wait until `/metrics` counts as `sent` by the notifier `webhook` every body `hook` got
 /// (a delivery is counted once the receiver has answered), and return the exposition.
 async fn wait_sent(d: &Daemon, hook: &Receiver, within: Duration) -> String {
@@ -319,7 +291,7 @@ async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
         text.contains("# TYPE dbfleet_notifications_total counter\n"),
         "{text}"
     );
-    promtool_check(&text);
+    assert_promtool_clean(&text);
 }
 
 #[tokio::test]

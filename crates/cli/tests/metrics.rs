@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{test_config, Daemon};
-use common::TestSandbox;
+use common::{assert_promtool_clean, TestSandbox};
 use serde_json::Value;
 
 async fn get_text(d: &Daemon, path: &str, accept: Option<&str>) -> (u16, String, String) {
@@ -32,33 +30,6 @@ async fn get_text(d: &Daemon, path: &str, accept: Option<&str>) -> (u16, String,
         .unwrap_or("")
         .to_string();
     (status, ct, resp.text().await.expect("body"))
-}
-
-/// Run `promtool check metrics` on `text`; its exit status and output.
-fn promtool_check(text: &str) -> (bool, String) {
-    let mut child = match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "promtool is required by this test and could not be run ({e}): install the Debian \
-             package `prometheus` (scripts/install-deps.sh does)"
-        ),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
-    msg.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), msg)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,12 +115,7 @@ async fn metrics_pass_promtool_and_history_is_served() {
     let (code, ct, text) = get_text(&d, "/metrics", None).await;
     assert_eq!(code, 200);
     assert!(ct.starts_with("text/plain; version=0.0.4"), "{ct}");
-    let (ok, msg) = promtool_check(&text);
-    assert!(
-        ok,
-        "promtool check metrics failed:\n{msg}\n--- exposition ---\n{text}"
-    );
-    assert!(msg.trim().is_empty(), "promtool found problems:\n{msg}");
+    assert_promtool_clean(&text);
     for want in [
         format!("dbfleet_mysql_up{{cluster=\"metrics\",instance=\"{m1}\",role=\"primary\"}} 1"),
         format!("dbfleet_mysql_up{{cluster=\"metrics\",instance=\"{m2}\",role=\"replica\"}} 1"),

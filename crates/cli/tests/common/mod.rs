@@ -129,3 +129,36 @@ impl TestSandbox {
             .expect("connect")
     }
 }
+
+/// `promtool check metrics` on `text` (Debian package `prometheus`): it must pass and find
+/// nothing to say.
+pub fn assert_promtool_clean(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is required by this test and could not be run ({e}): install the \
+                 Debian package `prometheus` (scripts/install-deps.sh does)"
+            )
+        });
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let mut msg = String::from_utf8_lossy(&out.stdout).into_owned();
+    msg.push_str(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{msg}\n--- exposition ---\n{text}"
+    );
+    assert!(msg.trim().is_empty(), "promtool found problems:\n{msg}");
+}
