@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use drt::load::{self, LoadOptions, TableName, VerifyOptions};
+use drt::load::{self, Ledger, LoadOptions, TableName, VerifyOptions};
 use drt::DrtError;
 use model::gtid::MariadbGtidList;
 use model::InstanceAddr;
@@ -68,6 +68,22 @@ impl Set {
         s.close().await;
         let row = rows.into_iter().next().expect("a row");
         row.get("v").cloned().flatten().unwrap_or_default()
+    }
+
+    /// Half a second of load (2 writers, 400 writes/s) on `primary`, with `replica` then
+    /// caught up: a ledger of more than 10 acknowledged writes on both.
+    async fn short_load(&self, primary: &InstanceAddr, replica: &InstanceAddr) -> Ledger {
+        load::prepare(&self.admin(), primary, &table())
+            .await
+            .unwrap();
+        let mut opts = LoadOptions::new(vec![primary.clone(), replica.clone()], self.app());
+        opts.writers = 2;
+        opts.rate_per_s = 400;
+        opts.duration = Duration::from_millis(500);
+        let ledger = load::run(opts, CancellationToken::new()).await;
+        assert!(ledger.acked.len() > 10, "{}", ledger.acked.len());
+        self.catch_up(primary, std::slice::from_ref(replica)).await;
+        ledger
     }
 
     /// Wait until every replica has applied everything `primary` has binlogged.
@@ -322,14 +338,7 @@ async fn verify_names_deleted_rows_and_unreachable_servers() {
     let set = Set::up("drt-missing", 31420, 1, false).await;
     let (m1, m2) = (set.addr("m1"), set.addr("m2"));
     let nobody = InstanceAddr::new("127.0.0.1", 31429);
-    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
-    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
-    opts.writers = 2;
-    opts.rate_per_s = 400;
-    opts.duration = Duration::from_millis(500);
-    let ledger = load::run(opts, CancellationToken::new()).await;
-    assert!(ledger.acked.len() > 10, "{}", ledger.acked.len());
-    set.catch_up(&m1, std::slice::from_ref(&m2)).await;
+    let ledger = set.short_load(&m1, &m2).await;
 
     // One row disappears from the primary only, another from the replica only.
     let gone_on_primary = ledger.acked[0].id;
@@ -414,14 +423,7 @@ async fn kill_verifier(set: &Set, addr: &InstanceAddr) -> String {
 async fn verify_retries_a_server_whose_connection_was_killed() {
     let set = Set::up("drt-verify-retry", 29000, 1, false).await;
     let (m1, m2) = (set.addr("m1"), set.addr("m2"));
-    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
-    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
-    opts.writers = 2;
-    opts.rate_per_s = 400;
-    opts.duration = Duration::from_millis(500);
-    let ledger = load::run(opts, CancellationToken::new()).await;
-    assert!(ledger.acked.len() > 10, "{}", ledger.acked.len());
-    set.catch_up(&m1, std::slice::from_ref(&m2)).await;
+    let ledger = set.short_load(&m1, &m2).await;
 
     // Hold the ledger table on both servers, so the verifier's reads wait where the test
     // can find and kill them, as a fencing of the old primary would.
