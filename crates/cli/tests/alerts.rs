@@ -180,28 +180,6 @@ async fn wait_sent(d: &Daemon, hook: &Receiver, within: Duration) -> String {
     }
 }
 
-/// The open alert of `key` once it is firing.
-async fn wait_firing(d: &Daemon, key: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let v = d.get("/api/v1/alerts").await;
-        if let Some(a) = v["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["key"] == key && a["state"] == "firing")
-        {
-            return a.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{key} does not fire: {v:#}\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Events of `kind` about `key`.
 async fn events(d: &Daemon, kind: &str, key: &str) -> Vec<Value> {
     let v = d.get("/api/v1/events?limit=1000").await;
@@ -251,7 +229,7 @@ async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
     assert_eq!(fired["severity"], "error");
     assert_eq!(fired["instance"], m2.as_str());
     assert_eq!(fired["cluster"], sb.name.as_str());
-    let a = wait_firing(&d, &sql_key, Duration::from_secs(5)).await;
+    let a = d.wait_firing(&sql_key, Duration::from_secs(5)).await;
     assert_eq!(a["silenced"], false, "{a}");
     // The heartbeat lag keeps growing while the SQL thread is stopped.
     hook.wait(&lag_key, "firing", Duration::from_secs(30), &d)
@@ -356,7 +334,7 @@ async fn a_downtime_set_with_the_cli_silences_the_page() {
     );
 
     exec(&sb, "m3", "STOP SLAVE SQL_THREAD").await;
-    let a = wait_firing(&d, &key, Duration::from_secs(30)).await;
+    let a = d.wait_firing(&key, Duration::from_secs(30)).await;
     assert_eq!(a["silenced"], true, "{a}");
     assert_eq!(a["downtime_id"], dt["id"], "{a}");
     assert!(a["paged_ms"].is_null(), "{a}");
@@ -495,7 +473,7 @@ retry = {{ max_attempts = 5, initial_backoff = "100ms", max_backoff = "1s", max_
         "{fired}"
     );
     // It is listed with the open alerts, as rule alerts are.
-    let listed = wait_firing(&d, &key, Duration::from_secs(10)).await;
+    let listed = d.wait_firing(&key, Duration::from_secs(10)).await;
     assert_eq!(listed["severity"], "error", "{listed}");
     // The next runs pass.
     write_scenario(&scenario, "must_not");

@@ -203,26 +203,7 @@ async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
     assert_eq!(ops[0]["state"], "failed", "{:#}", ops[0]);
 
     let key = format!("operation_failed/{}/rejoin", sb.name);
-    let listed = |v: &Value| {
-        v["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["key"] == key.as_str())
-            .cloned()
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let page = loop {
-        if let Some(a) = listed(&d.get("/api/v1/alerts").await) {
-            break a;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {key} alert\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let page = d.wait_firing(&key, Duration::from_secs(10)).await;
     assert_eq!(page["severity"], "error", "{page:#}");
     assert_eq!(page["labels"]["trigger"], "auto", "{page:#}");
     assert!(
@@ -233,14 +214,7 @@ async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
     let m1 = sb.addr("m1").to_string();
     let out = ok(cli(&d, &["rejoin", &sb.name, &m1], &tokens));
     assert!(out.contains("succeeded"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while listed(&d.get("/api/v1/alerts").await).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "{key} not resolved by the rejoin"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_alert_gone(&key, Duration::from_secs(10)).await;
     let ev = d.get("/api/v1/events?limit=200").await.to_string();
     assert!(ev.contains("alert_resolved") && ev.contains(&key), "{ev}");
 }
@@ -286,20 +260,7 @@ async fn a_failover_left_for_a_human_pages_critical() {
         .await;
     assert_eq!(ops[0]["state"], "needs_human", "{:#}", ops[0]);
     let key = format!("operation_failed/{}/failover", sb.name);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let page = loop {
-        let alerts = d.get("/api/v1/alerts").await;
-        if let Some(a) = alerts["alerts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["key"] == key.as_str())
-        {
-            break a.clone();
-        }
-        assert!(Instant::now() < deadline, "no {key}: {alerts:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let page = d.wait_firing(&key, Duration::from_secs(10)).await;
     assert_eq!(page["severity"], "critical", "{page:#}");
     assert_eq!(page["labels"]["state"], "needs_human", "{page:#}");
     assert!(

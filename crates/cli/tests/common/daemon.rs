@@ -283,6 +283,46 @@ impl Daemon {
     }
 
     /// Wait until `cluster` has `n` operations and the newest is final; returns them.
+    /// The open alert of `key` once it is firing (`GET /api/v1/alerts`).
+    pub async fn wait_firing(&self, key: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.get("/api/v1/alerts").await;
+            if let Some(a) = v["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["key"] == key && a["state"] == "firing")
+            {
+                return a.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key} does not fire: {v:#}\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until `key` is no longer among the open alerts.
+    pub async fn wait_alert_gone(&self, key: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.get("/api/v1/alerts").await;
+            if !v["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["key"] == key)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{key} still open: {v:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn wait_operations(&self, cluster: &str, n: usize, within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         loop {
