@@ -159,7 +159,8 @@ pub async fn recoveries(
 /// What `dbfleet recoveries` does.
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum RecoveriesAction {
-    /// Show the fleet-wide switch, each cluster's policy and block window, fenced instances.
+    /// Show the fleet-wide switch, each cluster's policy, block window and rejoin policy,
+    /// and fenced instances.
     Status,
     /// Lift a cluster's block window: its next automatic failover may run.
     Ack {

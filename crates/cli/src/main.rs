@@ -48,7 +48,8 @@ enum Command {
     /// Observe one server once and print what it reports.
     Probe(probe_cmd::ProbeArgs),
     /// Run the control-plane daemon: discover and probe every server, name problems, serve
-    /// the HTTP API. Stops cleanly on SIGTERM or SIGINT.
+    /// the HTTP API. Stops cleanly on SIGTERM or SIGINT; SIGHUP reloads the config (an invalid
+    /// file is refused and the daemon goes on as it was).
     Serve(serve_cmd::ServeArgs),
     /// List the clusters the daemon watches: primary, instances, open problems.
     Clusters {

@@ -65,7 +65,9 @@ pub enum SandboxCommand {
     ///
     /// Replicas come up read-only. The first primary comes up writable only when every
     /// other running member is read-only: after a failover it comes back read-only, for
-    /// `dbfleet rejoin` to make it a replica, and never as a second writable primary.
+    /// `dbfleet rejoin` to make it a replica, and never as a second writable primary. While
+    /// another member is writable, a member boots as a replica (`--init-rpl-role=SLAVE`),
+    /// so crash recovery drops a write it never acknowledged.
     Start(MemberArgs),
     /// Kill a member with SIGKILL, as a crash would.
     Kill(MemberArgs),

@@ -72,8 +72,9 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
     }
 }
 
-/// Run the daemon until SIGTERM or SIGINT, then shut down in order: stop the API, cancel
-/// the probe tasks, flush the store, exit 0.
+/// Run the daemon until SIGTERM or SIGINT (or a SIGHUP with a valid config, which restarts
+/// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
+/// store, exit 0.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     let cfg = load(&args.config)?;
     let failpoints = engine::failpoint::init_from_env()
