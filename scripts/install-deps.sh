@@ -8,6 +8,7 @@ PACKAGES=(
   mariadb-client   # mariadb, mariadb-binlog
   mariadb-backup   # mariabackup
   protobuf-compiler  # protoc: etcd-client compiles etcd's protocol at build time
+  libprotobuf-dev  # protoc's well-known types (google/protobuf/*.proto): only a Recommends of protobuf-compiler
   etcd-server      # etcd: the multi-node control plane's store, started by the tests
   iptables         # firewall rules that cut the control plane from a server in tests
   prometheus       # promtool: the /metrics test runs `promtool check metrics`
