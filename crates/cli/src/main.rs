@@ -7,6 +7,7 @@ mod bench_failover;
 mod bench_monitor;
 mod client_cmd;
 mod creds;
+mod doctor_cmd;
 mod drt_cmd;
 mod drt_schedule;
 mod probe_cmd;
@@ -47,6 +48,11 @@ enum Command {
     Sandbox(sandbox_cmd::SandboxCommand),
     /// Observe one server once and print what it reports.
     Probe(probe_cmd::ProbeArgs),
+    /// Check that the programs a running dbfleet needs are installed (MariaDB's for the
+    /// sandbox, iptables for DRT network faults, the backup tools), naming the Debian package
+    /// for each one missing. Exit code 1 when any is missing. The list is scripts/deps.list,
+    /// the one scripts/install-deps.sh installs and checks.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Run the control-plane daemon: discover and probe every server, name problems, serve
     /// the HTTP API. Stops cleanly on SIGTERM or SIGINT; SIGHUP reloads the config (an invalid
     /// file is refused and the daemon goes on as it was).
@@ -288,6 +294,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sandbox(cmd) => sandbox_cmd::run(cmd).await,
             Command::Probe(args) => probe_cmd::run(args).await,
+            Command::Doctor(args) => doctor_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
             Command::Drt(cmd) => drt_cmd::run(cmd).await,
             Command::Serve(args) => serve_cmd::serve(args).await,

@@ -26,24 +26,30 @@ impl Binaries {
 }
 
 fn find_program(name: &str) -> Result<PathBuf, SandboxError> {
-    let dirs: Vec<PathBuf> = match std::env::var_os("DBFLEET_MARIADB_BINDIR") {
-        Some(dir) => vec![PathBuf::from(dir)],
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain(
-                    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-                        .map(PathBuf::from),
-                )
-                .collect()
-        }
-    };
-    dirs.into_iter()
+    locate(name).ok_or_else(|| SandboxError::MissingProgram {
+        program: name.to_string(),
+    })
+}
+
+/// Where the MariaDB program `name` is, looked up as [`Binaries::find`] does: in
+/// `$DBFLEET_MARIADB_BINDIR` when it is set (and only there), else as [`locate_in_path`].
+/// `None` when it is nowhere, or not executable.
+pub fn locate(name: &str) -> Option<PathBuf> {
+    match std::env::var_os("DBFLEET_MARIADB_BINDIR") {
+        Some(dir) => Some(PathBuf::from(dir).join(name)).filter(|p| is_executable(p)),
+        None => locate_in_path(name),
+    }
+}
+
+/// Where the program `name` is in `PATH`, then in `/usr/sbin`, `/usr/bin` and
+/// `/usr/local`'s, where Debian puts programs (root's `PATH` has `/usr/sbin`; a user's may
+/// not). `None` when it is nowhere, or not executable.
+pub fn locate_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"].map(PathBuf::from))
         .map(|dir| dir.join(name))
         .find(|p| is_executable(p))
-        .ok_or_else(|| SandboxError::MissingProgram {
-            program: name.to_string(),
-        })
 }
 
 fn is_executable(p: &Path) -> bool {

@@ -10,7 +10,7 @@ mod process;
 mod sandbox;
 pub mod testing;
 
-pub use binaries::Binaries;
+pub use binaries::{locate, locate_in_path, Binaries};
 pub use manifest::{Manifest, Member, Role};
 pub use sandbox::{
     default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, Started, UpOptions, UpOutcome,
