@@ -286,7 +286,7 @@ pub fn choose(replicas: &[ReplicaFacts], old_site: Option<&str>) -> Result<Choic
         .map(|r| {
             (
                 r.addr.clone(),
-                format!("unreachable, last seen {} ms before", r.seen_ago_ms),
+                format!("unreachable, last observed {} ms before", r.seen_ago_ms),
             )
         })
         .collect();

@@ -81,6 +81,8 @@ pub(crate) struct FailoverData {
     /// Replicas whose `MASTER_DELAY` was lifted for the catch-up, with the delay to put
     /// back.
     pub delays_lifted: Vec<(InstanceAddr, u64)>,
+    /// Every replica's `MASTER_DELAY` (seconds) when it was read, kept when it is repointed.
+    pub delays: Vec<(InstanceAddr, u64)>,
     /// Transactions only an unusable replica holds (see `on_possible_loss`).
     pub possible_loss: Vec<PossibleLoss>,
     /// The candidate was promoted while its IO thread was still stopping: its `RESET SLAVE
@@ -615,6 +617,11 @@ impl Engine {
             let mut facts = self
                 .replica_facts(setup, &members, &old, &now, old_last.as_ref())
                 .await;
+            data.delays = facts
+                .iter()
+                .filter(|(f, _)| f.delay_s > 0)
+                .map(|(f, _)| (f.addr.clone(), f.delay_s))
+                .collect();
             let positions: serde_json::Map<String, serde_json::Value> = facts
                 .iter()
                 .map(|(f, _)| {
@@ -933,7 +940,7 @@ impl Engine {
                 targets.push(r.clone());
             }
         }
-        let lifted = data.delays_lifted.clone();
+        let lifted = data.delays.clone();
         let creds = setup.admin.clone();
         let opts = probe::ProbeOptions {
             connect_timeout: st,
@@ -1020,11 +1027,7 @@ impl Engine {
             }
         }
         for r in std::mem::take(&mut data.repoint_pending) {
-            let delay = data
-                .delays_lifted
-                .iter()
-                .find(|(a, _)| *a == r)
-                .map(|(_, d)| *d);
+            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
             match tokio::time::timeout(
                 slow,
                 conns.repoint_delayed(&r, &cand, repl, setup.spec.semi_sync, false, delay),
