@@ -556,39 +556,54 @@ impl Engine {
             // From here on the old primary is tried all along, and fenced if it answers.
             *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
 
-            // 2. stop_io: every replica at once, each within the statement deadline. A
-            // replica whose IO thread is stuck on a frozen primary takes up to 2 s to stop;
-            // once asked it queues (and acknowledges) nothing more, so it is not waited for.
+            // 2. stop_io: every replica at once. A replica whose IO thread is stuck on a
+            // frozen primary takes up to 2 s to stop; once the statement runs it queues
+            // (and acknowledges) nothing more, so after a short grace it is left to finish
+            // on its own (within STOP_CAP).
             let before = op.step("stop_io", &data.json(), conns, &reps).await?;
-            let creds = setup.admin.clone();
-            let opts = probe::ProbeOptions {
-                connect_timeout: st,
-                query_timeout: st,
-            };
-            let stops = reps.iter().map(|r| {
-                let creds = creds.clone();
-                async move {
-                    let mut c = Conns::new(creds, opts);
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            for r in &reps {
+                let mut c = Conns::new(
+                    setup.admin.clone(),
+                    probe::ProbeOptions {
+                        connect_timeout: st,
+                        query_timeout: STOP_CAP,
+                    },
+                );
+                let (r, tx) = (r.clone(), tx.clone());
+                tokio::spawn(async move {
                     let res = c
-                        .exec_within(r, "stop io thread", "STOP SLAVE IO_THREAD", st)
+                        .exec_within(&r, "stop io thread", "STOP SLAVE IO_THREAD", STOP_CAP)
                         .await;
-                    (r.clone(), res)
-                }
-            });
-            data.io_stopping.clear();
-            for (r, res) in futures_util::future::join_all(stops).await {
-                match res {
-                    Ok(()) => {
-                        if !data.io_stopped.contains(&r) {
-                            data.io_stopped.push(r);
+                    let _ = tx.send((r, res));
+                });
+            }
+            drop(tx);
+            let grace = tokio::time::sleep(st.min(STOP_GRACE));
+            tokio::pin!(grace);
+            let mut answered = BTreeSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut grace => break,
+                    got = rx.recv() => {
+                        let Some((r, res)) = got else { break };
+                        answered.insert(r.clone());
+                        match res {
+                            Ok(()) => {
+                                if !data.io_stopped.contains(&r) {
+                                    data.io_stopped.push(r);
+                                }
+                            }
+                            Err(e) => data.warnings.push(format!("stop IO thread on {r}: {e}")),
                         }
                     }
-                    Err(probe::ProbeError::Timeout { what, .. }) if what != "connect" => {
-                        data.io_stopping.push(r)
-                    }
-                    Err(e) => data.warnings.push(format!("stop IO thread on {r}: {e}")),
                 }
             }
+            data.io_stopping = reps
+                .iter()
+                .filter(|r| !answered.contains(*r))
+                .cloned()
+                .collect();
             op.done(
                 "stop_io",
                 before,
@@ -865,10 +880,18 @@ impl Engine {
             .await?;
         data.promote_started = true;
         let before = op.step("promote", &data.json(), conns, &touched).await?;
-        match conns
-            .exec_within(&cand, "stop slave", "STOP SLAVE", st)
-            .await
-        {
+        let stop = if data.io_stopping.contains(&cand) {
+            // Its IO thread is still stopping: STOP SLAVE would wait for it.
+            Err(probe::ProbeError::Timeout {
+                what: "stop slave",
+                after: Duration::ZERO,
+            })
+        } else {
+            conns
+                .exec_within(&cand, "stop slave", "STOP SLAVE", st)
+                .await
+        };
+        match stop {
             Ok(()) => match conns
                 .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", st)
                 .await
@@ -932,7 +955,10 @@ impl Engine {
         data.repoint_pending.clear();
         let mut targets = Vec::new();
         for r in &others {
-            if errant.contains(r) {
+            if data.io_stopping.contains(r) {
+                // Its IO thread is still stopping: STOP SLAVE would wait for it.
+                data.repoint_pending.push(r.clone());
+            } else if errant.contains(r) {
                 data.warnings.push(format!(
                     "{r} has errant GTIDs or a broken SQL thread: left stopped, not repointed"
                 ));
@@ -1408,6 +1434,13 @@ impl Engine {
         }
     }
 }
+
+/// How long stop_io waits for `STOP SLAVE IO_THREAD` before it goes on (at most the
+/// statement deadline): enough for the statement to reach a server and start, which is
+/// what stops anything more from being queued.
+const STOP_GRACE: Duration = Duration::from_millis(50);
+/// How long a stop left running in the background may take.
+const STOP_CAP: Duration = Duration::from_secs(5);
 
 /// Observe `addrs` at once, each within a few statement deadlines: fresh connections, so
 /// one slow server delays no other.

@@ -286,6 +286,20 @@ async fn a_frozen_old_primary_is_not_waited_for_and_is_fenced_when_it_answers() 
     let new = e.member_of(&candidate(&rec));
     assert!(!e.state(new).await.read_only, "the new primary is writable");
     assert_eq!(e.count(new).await, 50);
+    // The other replica, whose IO thread was stuck, was repointed once it stopped: a write
+    // on the new primary is acknowledged (lossless semi-sync) and replicates.
+    let other = if new == "m2" { "m3" } else { "m2" };
+    let t = Instant::now();
+    e.session(new)
+        .await
+        .exec("write", "INSERT INTO app.t VALUES (51)")
+        .await
+        .unwrap();
+    eprintln!(
+        "first write on the new primary acknowledged in {:?}",
+        t.elapsed()
+    );
+    e.wait_rows(other, 51).await;
 
     // The old primary resumes: the leader's round fences it.
     frozen.resume();
