@@ -108,8 +108,9 @@ pub enum BenchCommand {
     /// for the new one, count lost writes, rejoin the old primary, repeat. Then time planned
     /// switchovers under the same load.
     Failover {
-        /// What happens to the primary: `kill` (SIGKILL) or `pause` (SIGSTOP until the
-        /// failover finished, then SIGCONT, as a frozen VM comes back).
+        /// What happens to the primary: `kill` (SIGKILL), `pause` (SIGSTOP until the
+        /// failover finished, then SIGCONT, as a frozen VM comes back) or `blackhole` (its
+        /// traffic dropped by iptables until the failover finished; needs root).
         #[arg(long, value_enum, default_value = "kill")]
         fault: crate::bench_failover::Fault,
         /// How many kills to time.

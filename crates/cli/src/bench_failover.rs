@@ -25,6 +25,9 @@ pub enum Fault {
     Kill,
     /// SIGSTOP until the failover finished, then SIGCONT: a frozen VM or process.
     Pause,
+    /// Every packet to and from its port dropped (iptables) until the failover finished:
+    /// a host gone silent, no RST.
+    Blackhole,
 }
 
 /// One failover run.
@@ -298,16 +301,31 @@ async fn runs_in(
         ));
         tokio::time::sleep(Duration::from_millis(700)).await;
         let killed_ms = engine::now_ms();
-        let paused = match fault {
+        let mut paused = None;
+        let mut cut = None;
+        match fault {
             Fault::Kill => {
                 sb.kill(&old)?;
-                None
             }
-            Fault::Pause => Some(
-                drt::faults::ProcessFault::inject(sb, &old, drt::faults::ProcessSpec::Pause)
-                    .map_err(|e| anyhow::anyhow!("pause {old}: {e}"))?,
-            ),
-        };
+            Fault::Pause => {
+                paused = Some(
+                    drt::faults::ProcessFault::inject(sb, &old, drt::faults::ProcessSpec::Pause)
+                        .map_err(|e| anyhow::anyhow!("pause {old}: {e}"))?,
+                )
+            }
+            Fault::Blackhole => {
+                let ip = primary
+                    .host
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{primary}: {e}"))?;
+                cut = Some(
+                    drt::faults::NetworkFault::inject(drt::faults::NetworkSpec::Partition {
+                        addr: std::net::SocketAddr::new(ip, primary.port),
+                    })
+                    .map_err(|e| anyhow::anyhow!("cut {old}: {e}"))?,
+                )
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         let op = loop {
             let ops = store.operations(&OperationQuery::default()).await?;
@@ -323,6 +341,11 @@ async fn runs_in(
             p.heal()
                 .await
                 .map_err(|e| anyhow::anyhow!("resume {old}: {e}"))?;
+        }
+        if let Some(c) = cut {
+            c.heal()
+                .await
+                .map_err(|e| anyhow::anyhow!("heal the cut of {old}: {e}"))?;
         }
         let ledger = load.await.map_err(|e| anyhow::anyhow!("load task: {e}"))?;
         if op.state != store::OperationState::Succeeded {

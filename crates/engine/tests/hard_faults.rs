@@ -1,5 +1,5 @@
 //! Failover under the faults that really happen, against real MariaDB sandboxes: a frozen
-//! (SIGSTOP) old primary, a delayed replica, a replica whose SQL thread broke, the primary
+//! (SIGSTOP) or silently cut (iptables) old primary, a delayed replica, a replica whose SQL thread broke, the primary
 //! and the most advanced replica lost together, and a required STONITH that fails. Ports
 //! 25500..25700.
 
@@ -313,6 +313,36 @@ async fn a_frozen_old_primary_is_not_waited_for_and_is_fenced_when_it_answers() 
         assert!(Instant::now() < deadline, "m1 never answered after SIGCONT");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(e.state("m1").await.read_only, "the old primary was fenced");
+}
+
+#[tokio::test]
+async fn a_silently_cut_old_primary_is_not_waited_for_and_is_fenced_when_it_heals() {
+    let e = env("hf-blackhole", 25580, policy()).await;
+    e.insert(1, 20).await;
+    e.wait_rows("m2", 20).await;
+    e.wait_rows("m3", 20).await;
+    e.observe_into_store().await;
+    let m1 = e.addr("m1");
+    let cut = drt::faults::NetworkFault::inject(drt::faults::NetworkSpec::Partition {
+        addr: std::net::SocketAddr::new(m1.host.parse().unwrap(), m1.port),
+    })
+    .expect("iptables partition");
+    e.wait_lost("m1", Duration::from_secs(15)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    let started = rec.data["started_ms"].as_u64().unwrap();
+    let writable = rec.data["writable_ms"].as_u64().unwrap();
+    eprintln!(
+        "silently cut old primary: writable {} ms after the failover started",
+        writable - started
+    );
+    let new = e.member_of(&candidate(&rec));
+    assert!(!e.state(new).await.read_only);
+    cut.heal().await.unwrap();
+    let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+    assert!(obs[0].state().is_some(), "m1 answers after the heal");
+    e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
     assert!(e.state("m1").await.read_only, "the old primary was fenced");
 }
 
