@@ -108,6 +108,11 @@ pub enum BenchCommand {
     /// for the new one, count lost writes, rejoin the old primary, repeat. Then time planned
     /// switchovers under the same load.
     Failover {
+        /// What happens to the primary: `kill` (SIGKILL), `pause` (SIGSTOP until the
+        /// failover finished, then SIGCONT, as a frozen VM comes back) or `blackhole` (its
+        /// traffic dropped by iptables until the failover finished; needs root).
+        #[arg(long, value_enum, default_value = "kill")]
+        fault: crate::bench_failover::Fault,
         /// How many kills to time.
         #[arg(long, default_value_t = 10)]
         runs: usize,
@@ -226,6 +231,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             .await
         }
         BenchCommand::Failover {
+            fault,
             runs,
             switchovers,
             interval,
@@ -239,9 +245,16 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 )));
             }
             let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
-            let result =
-                crate::bench_failover::run(&root, runs, switchovers, interval, base_port, json)
-                    .await;
+            let result = crate::bench_failover::run(
+                &root,
+                fault,
+                runs,
+                switchovers,
+                interval,
+                base_port,
+                json,
+            )
+            .await;
             let _ = Sandbox::down(&root, "benchfo");
             let _ = std::fs::remove_dir_all(&root);
             let f = result?;
@@ -249,19 +262,23 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 print_json(&f)?;
             } else {
                 println!(
-                    "failover under semi-sync write load, probe interval {}ms, {} kills:\n  \
-                     kill -> detection       p50 {} ms  max {} ms\n  \
-                     kill -> writable primary p50 {} ms  max {} ms\n  \
+                    "failover under semi-sync write load, probe interval {}ms, {} runs of fault {:?}:\n  \
+                     fault -> detection       p50 {} ms  max {} ms\n  \
+                     fault -> writable primary p50 {} ms  max {} ms\n  \
+                     decision -> writable     p50 {} ms  max {} ms\n  \
                      client outage            p50 {} ms  max {} ms\n\
                      switchover, {} runs: write block p50 {} ms  max {} ms\n\
                      acknowledged writes: {} total, {} lost\n\
                      rejoins refused for an unacknowledged write: {}",
                     f.interval_ms,
                     f.failovers.len(),
+                    f.fault,
                     f.detection_p50_ms,
                     f.detection_max_ms,
                     f.writable_p50_ms,
                     f.writable_max_ms,
+                    f.decision_to_writable_p50_ms,
+                    f.decision_to_writable_max_ms,
                     f.client_outage_p50_ms,
                     f.client_outage_max_ms,
                     f.switchovers.len(),

@@ -1,7 +1,8 @@
-//! `dbfleet bench failover`: SIGKILL the primary of a semi-sync sandbox under a write load,
-//! again and again, with the real watch loop and engine, and measure kill → detection, kill →
-//! writable new primary, the client's outage and the acknowledged writes lost; then time
-//! planned switchovers under the same load.
+//! `dbfleet bench failover`: SIGKILL (or SIGSTOP) the primary of a semi-sync sandbox under a
+//! write load, again and again, with the real watch loop and engine, and measure fault →
+//! detection, fault → writable new primary, the failover's own decision → writable, the
+//! client's outage and the acknowledged writes lost; then time planned switchovers under the
+//! same load.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +17,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::CliError;
 
+/// What happens to the primary in a failover run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Fault {
+    /// SIGKILL: the kernel closes its sockets at once.
+    Kill,
+    /// SIGSTOP until the failover finished, then SIGCONT: a frozen VM or process.
+    Pause,
+    /// Every packet to and from its port dropped (iptables) until the failover finished:
+    /// a host gone silent, no RST.
+    Blackhole,
+}
+
 /// One failover run.
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverRun {
@@ -23,6 +37,8 @@ pub struct FailoverRun {
     pub new_primary: String,
     pub detection_ms: u64,
     pub writable_ms: u64,
+    /// From the failover's start (its decision) to the new primary writable.
+    pub decision_to_writable_ms: u64,
     pub client_outage_ms: u64,
     pub acked: usize,
     pub in_doubt: usize,
@@ -41,6 +57,7 @@ pub struct SwitchoverRun {
 /// What `bench failover` prints.
 #[derive(Clone, Debug, Serialize)]
 pub struct FailoverFigures {
+    pub fault: Fault,
     pub interval_ms: u64,
     pub semi_sync: bool,
     pub failovers: Vec<FailoverRun>,
@@ -49,6 +66,8 @@ pub struct FailoverFigures {
     pub detection_max_ms: u64,
     pub writable_p50_ms: u64,
     pub writable_max_ms: u64,
+    pub decision_to_writable_p50_ms: u64,
+    pub decision_to_writable_max_ms: u64,
     pub client_outage_p50_ms: u64,
     pub client_outage_max_ms: u64,
     pub write_block_p50_ms: u64,
@@ -72,8 +91,10 @@ fn p50_max(v: impl Iterator<Item = u64>) -> (u64, u64) {
 const NAME: &str = "benchfo";
 
 /// Run the benchmark in a sandbox under `root`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     root: &Path,
+    fault: Fault,
     runs: usize,
     switchovers: usize,
     interval: Duration,
@@ -90,6 +111,20 @@ pub async fn run(
     .await?;
     let creds = sb.credentials()?;
     let admin = creds.admin.credentials();
+    // Lossless semi-sync on every member (each may become the primary): a primary never
+    // acknowledges alone.
+    for m in &sb.manifest().members {
+        let mut s = probe::Session::connect(&m.addr(), &admin, probe::ProbeOptions::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", m.name))?;
+        s.exec(
+            "lossless semi-sync",
+            "SET GLOBAL rpl_semi_sync_master_timeout=4294967295, rpl_semi_sync_master_wait_no_slave=ON",
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", m.name))?;
+        s.close().await;
+    }
     let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
     let spec = sb.cluster_spec();
     store.upsert_cluster(&spec, engine::now_ms()).await?;
@@ -142,6 +177,7 @@ pub async fn run(
     ));
     let result = runs_in(
         &sb,
+        fault,
         &store,
         &stats,
         &engine,
@@ -232,6 +268,7 @@ async fn lost(
 #[allow(clippy::too_many_arguments)]
 async fn runs_in(
     sb: &Sandbox,
+    fault: Fault,
     store: &Arc<dyn Store>,
     stats: &monitor::Stats,
     engine: &Arc<engine::Engine>,
@@ -264,7 +301,31 @@ async fn runs_in(
         ));
         tokio::time::sleep(Duration::from_millis(700)).await;
         let killed_ms = engine::now_ms();
-        sb.kill(&old)?;
+        let mut paused = None;
+        let mut cut = None;
+        match fault {
+            Fault::Kill => {
+                sb.kill(&old)?;
+            }
+            Fault::Pause => {
+                paused = Some(
+                    drt::faults::ProcessFault::inject(sb, &old, drt::faults::ProcessSpec::Pause)
+                        .map_err(|e| anyhow::anyhow!("pause {old}: {e}"))?,
+                )
+            }
+            Fault::Blackhole => {
+                let ip = primary
+                    .host
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{primary}: {e}"))?;
+                cut = Some(
+                    drt::faults::NetworkFault::inject(drt::faults::NetworkSpec::Partition {
+                        addr: std::net::SocketAddr::new(ip, primary.port),
+                    })
+                    .map_err(|e| anyhow::anyhow!("cut {old}: {e}"))?,
+                )
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(60);
         let op = loop {
             let ops = store.operations(&OperationQuery::default()).await?;
@@ -276,6 +337,16 @@ async fn runs_in(
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
+        if let Some(p) = paused {
+            p.heal()
+                .await
+                .map_err(|e| anyhow::anyhow!("resume {old}: {e}"))?;
+        }
+        if let Some(c) = cut {
+            c.heal()
+                .await
+                .map_err(|e| anyhow::anyhow!("heal the cut of {old}: {e}"))?;
+        }
         let ledger = load.await.map_err(|e| anyhow::anyhow!("load task: {e}"))?;
         if op.state != store::OperationState::Succeeded {
             return Err(anyhow::anyhow!(
@@ -297,6 +368,10 @@ async fn runs_in(
             new_primary: new.to_string(),
             detection_ms: at("detected_ms"),
             writable_ms: at("writable_ms"),
+            decision_to_writable_ms: op.data["writable_ms"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(op.data["started_ms"].as_u64().unwrap_or(0)),
             client_outage_ms: ledger.max_outage().as_millis() as u64,
             acked: ledger.acked.len(),
             in_doubt: ledger.in_doubt.len(),
@@ -304,12 +379,13 @@ async fn runs_in(
         };
         if !json {
             eprintln!(
-                "failover {}/{runs}: {} -> {}: detection {} ms, writable {} ms, client outage {} ms, acked {}, lost {}",
+                "failover {}/{runs}: {} -> {}: detection {} ms, writable {} ms (decision -> writable {} ms), client outage {} ms, acked {}, lost {}",
                 i + 1,
                 run.old_primary,
                 run.new_primary,
                 run.detection_ms,
                 run.writable_ms,
+                run.decision_to_writable_ms,
                 run.client_outage_ms,
                 run.acked,
                 run.lost
@@ -319,7 +395,9 @@ async fn runs_in(
         // Bring the old primary back as a replica for the next run. It starts read-only, as
         // a production server configured to start read-only would (and as DRT heals do), so
         // it is never a second writable primary, and a repair of it is safe.
-        sb.start_read_only(&old).await?;
+        if fault == Fault::Kill {
+            sb.start_read_only(&old).await?;
+        }
         engine
             .ack_recoveries(NAME, "bench")
             .await
@@ -394,10 +472,15 @@ async fn runs_in(
     }
     let (detection_p50_ms, detection_max_ms) = p50_max(failovers.iter().map(|r| r.detection_ms));
     let (writable_p50_ms, writable_max_ms) = p50_max(failovers.iter().map(|r| r.writable_ms));
+    let (decision_to_writable_p50_ms, decision_to_writable_max_ms) =
+        p50_max(failovers.iter().map(|r| r.decision_to_writable_ms));
     let (client_outage_p50_ms, client_outage_max_ms) =
         p50_max(failovers.iter().map(|r| r.client_outage_ms));
     let (write_block_p50_ms, write_block_max_ms) = p50_max(sws.iter().map(|r| r.write_block_ms));
     Ok(FailoverFigures {
+        fault,
+        decision_to_writable_p50_ms,
+        decision_to_writable_max_ms,
         errant_rejoins,
         interval_ms: interval.as_millis() as u64,
         semi_sync: true,

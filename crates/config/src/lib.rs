@@ -24,8 +24,9 @@ pub use error::ConfigError;
 pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, FailoverConfig,
-    FailoverMode, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource, ProbeConfig,
-    RejoinMode, StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
+    FailoverMode, FencePolicy, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource,
+    PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy, StoreBackend,
+    StoreConfig, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

@@ -219,6 +219,73 @@ impl std::fmt::Display for RejoinMode {
     }
 }
 
+/// Whether a failover waits for its `fence_command` (STONITH) before it opens writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FencePolicy {
+    /// Run `fence_command` at step `fence_old`, after writes opened, when the old primary
+    /// did not answer; a failure is a critical event, not a stop.
+    #[default]
+    BestEffort,
+    /// Run `fence_command` before promotion, always; writes open only if it succeeded,
+    /// else the failover ends `needs_human`.
+    Required,
+}
+
+impl std::fmt::Display for FencePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::BestEffort => "best_effort",
+            Self::Required => "required",
+        })
+    }
+}
+
+/// What a failover does when a replica it cannot use or read holds (or, by its last
+/// observation, held) transactions no usable replica has: acknowledged writes may be lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PossibleLossPolicy {
+    /// Do not promote: end `needs_human`, naming the possibly lost GTIDs.
+    #[default]
+    Page,
+    /// Promote the best replica anyway, with a critical `failover_possible_loss` event
+    /// naming the possibly lost GTIDs.
+    Promote,
+}
+
+impl std::fmt::Display for PossibleLossPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Page => "page",
+            Self::Promote => "promote",
+        })
+    }
+}
+
+/// What a failover does when it leaves the new primary fewer semi-sync replicas than
+/// `min_semi_sync_replicas`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SemiSyncShortfallPolicy {
+    /// Keep semi-sync on: with no semi-sync replica, writes wait (nothing is acknowledged
+    /// without a second copy). A critical `semi_sync_shortfall` event says so.
+    #[default]
+    Page,
+    /// With no semi-sync replica at all, turn semi-sync off on the new primary, so writes
+    /// go on without a second copy; a critical `semi_sync_shortfall` event says so.
+    Relax,
+}
+
+impl std::fmt::Display for SemiSyncShortfallPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Page => "page",
+            Self::Relax => "relax",
+        })
+    }
+}
+
 /// `[cluster.failover]`: the cluster's failover policy and hooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -257,6 +324,30 @@ pub struct FailoverConfig {
     /// With `rejoin = "auto"`: the wait between two automatic rejoins of one instance.
     #[serde(with = "serde_util::duration")]
     pub rejoin_retry: Duration,
+    /// The longest one SQL statement of a failover step may take before the step goes on
+    /// without it. A statement that stops replication keeps running on its server (a
+    /// replica's IO thread stuck on a frozen primary takes up to 2 s to stop; it receives
+    /// nothing more once asked). Also the deadline of each attempt to reach the old primary
+    /// while the failover runs.
+    #[serde(with = "serde_util::duration")]
+    pub statement_timeout: Duration,
+    /// STONITH: a shell command (`sh -c`) that makes sure the old primary cannot accept
+    /// writes (power it off, cut it off at a firewall or cloud API). Same environment as the
+    /// hooks (docs/HOOKS.md), with `DBFLEET_PHASE=fence`. Default: none.
+    pub fence_command: Option<String>,
+    /// `best_effort` (default): `fence_command` runs at step `fence_old` when the old
+    /// primary did not answer, and a failure is a critical event. `required`: it runs before
+    /// promotion, and writes open only if it succeeded.
+    pub fence: FencePolicy,
+    /// `page` (default) or `promote`: what a failover does when a replica it cannot use or
+    /// read may hold acknowledged writes no usable replica has.
+    pub on_possible_loss: PossibleLossPolicy,
+    /// With `semi_sync = true`: how many semi-sync replicas the new primary needs after a
+    /// failover; fewer is a shortfall. Default 1.
+    pub min_semi_sync_replicas: u32,
+    /// `page` (default) or `relax`: what a failover that leaves fewer semi-sync replicas
+    /// than `min_semi_sync_replicas` does.
+    pub semi_sync_shortfall: SemiSyncShortfallPolicy,
 }
 
 impl Default for FailoverConfig {
@@ -273,6 +364,12 @@ impl Default for FailoverConfig {
             rejoin: RejoinMode::default(),
             rejoin_attempts: 3,
             rejoin_retry: Duration::from_secs(30),
+            statement_timeout: Duration::from_millis(250),
+            fence_command: None,
+            fence: FencePolicy::default(),
+            on_possible_loss: PossibleLossPolicy::default(),
+            min_semi_sync_replicas: 1,
+            semi_sync_shortfall: SemiSyncShortfallPolicy::default(),
         }
     }
 }

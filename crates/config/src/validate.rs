@@ -249,6 +249,33 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 "must be more than 0: a failing rejoin would be retried every round",
             ));
         }
+        if failover.statement_timeout < std::time::Duration::from_millis(10) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.statement_timeout"),
+                "must be at least 10ms",
+            ));
+        }
+        if failover.fence == crate::FencePolicy::Required
+            && failover
+                .fence_command
+                .as_deref()
+                .is_none_or(|c| c.trim().is_empty())
+        {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.fence"),
+                "fence = \"required\" needs a fence_command: without one no failover could open writes",
+            ));
+        }
+        if failover
+            .fence_command
+            .as_deref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.fence_command"),
+                "is an empty command",
+            ));
+        }
         for (hi, h) in failover
             .pre_failover
             .iter()

@@ -78,6 +78,84 @@ impl Conns {
         self.get(addr).await?.exec(what, sql).await
     }
 
+    /// Connects of this operation take at most `limit` (a failover must not wait on a
+    /// server that does not answer for longer than its own short deadline).
+    pub(crate) fn limit_connect(&mut self, limit: Duration) {
+        self.opts.connect_timeout = self.opts.connect_timeout.min(limit);
+    }
+
+    /// [`Conns::exec`] within `limit`, connect included. Past it the call is dropped with
+    /// its session and `ProbeError::Timeout` is returned; the statement may still run to
+    /// its end on the server (a `STOP SLAVE` does).
+    pub(crate) async fn exec_within(
+        &mut self,
+        addr: &InstanceAddr,
+        what: &'static str,
+        sql: &str,
+        limit: Duration,
+    ) -> Result<(), ProbeError> {
+        match tokio::time::timeout(limit, self.exec(addr, what, sql)).await {
+            Ok(r) => r,
+            Err(_) => {
+                self.map.remove(addr);
+                Err(ProbeError::Timeout { what, after: limit })
+            }
+        }
+    }
+
+    /// Lift a replica's `MASTER_DELAY` so that its SQL thread applies at once what it
+    /// received, keeping its relay log: `CHANGE MASTER` would otherwise discard the relay
+    /// log, and with it what was received but not applied. Naming the SQL thread's relay
+    /// log position keeps it (and switches `MASTER_USE_GTID` off until the next `CHANGE
+    /// MASTER` sets it again, which repoint and [`Conns::restore_delay`] do). Returns the
+    /// delay it had, in seconds.
+    pub(crate) async fn lift_delay(&mut self, addr: &InstanceAddr) -> Result<u64, ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        let rows = s.query_rows("replica status", "SHOW SLAVE STATUS").await?;
+        let row = rows.first().ok_or_else(|| ProbeError::Reply {
+            what: "replica status",
+            detail: "not a replica".into(),
+        })?;
+        let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
+        let delay: u64 = field("SQL_Delay").trim().parse().unwrap_or(0);
+        let file = field("Relay_Log_File");
+        let pos: u64 = field("Relay_Log_Pos")
+            .trim()
+            .parse()
+            .map_err(|_| ProbeError::Reply {
+                what: "replica status",
+                detail: "no Relay_Log_Pos".into(),
+            })?;
+        s.exec(
+            "lift delay",
+            &format!(
+                "CHANGE MASTER TO MASTER_DELAY=0, RELAY_LOG_FILE='{}', RELAY_LOG_POS={pos}",
+                probe::sql_escape(&file)
+            ),
+        )
+        .await?;
+        s.exec("start sql thread", "START SLAVE SQL_THREAD").await?;
+        Ok(delay)
+    }
+
+    /// Put back a delay [`Conns::lift_delay`] lifted, with GTID positioning, and restart
+    /// replication from the same source.
+    pub(crate) async fn restore_delay(
+        &mut self,
+        addr: &InstanceAddr,
+        delay_s: u64,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        s.exec(
+            "restore delay",
+            &format!("CHANGE MASTER TO MASTER_USE_GTID=slave_pos, MASTER_DELAY={delay_s}"),
+        )
+        .await?;
+        s.exec("start slave", "START SLAVE").await
+    }
+
     /// `@@gtid_current_pos` of each instance that answers, for the audit log.
     pub(crate) async fn positions(&mut self, addrs: &[InstanceAddr]) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
@@ -133,6 +211,21 @@ impl Conns {
         semi_sync: bool,
         from_current_pos: bool,
     ) -> Result<(), ProbeError> {
+        self.repoint_delayed(addr, source, repl, semi_sync, from_current_pos, None)
+            .await
+    }
+
+    /// [`Conns::repoint`], and set `MASTER_DELAY` to `delay_s` when given (a delay a
+    /// failover lifted for its catch-up goes back on).
+    pub(crate) async fn repoint_delayed(
+        &mut self,
+        addr: &InstanceAddr,
+        source: &InstanceAddr,
+        repl: &Credentials,
+        semi_sync: bool,
+        from_current_pos: bool,
+        delay_s: Option<u64>,
+    ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
         s.exec("stop slave", "STOP SLAVE").await?;
         s.exec(
@@ -159,6 +252,13 @@ impl Conns {
             heartbeat: Duration::from_secs(1),
         })
         .await?;
+        if let Some(d) = delay_s {
+            s.exec(
+                "restore delay",
+                &format!("CHANGE MASTER TO MASTER_DELAY={d}"),
+            )
+            .await?;
+        }
         s.exec("start slave", "START SLAVE").await
     }
 
@@ -193,16 +293,25 @@ impl Conns {
         Ok(killed)
     }
 
-    /// Fence a server: read-only, semi-sync off as a primary, clients killed.
+    /// Fence a server: clients killed, read-only, clients killed again, then semi-sync off
+    /// as a primary.
+    ///
+    /// Kill first: `SET GLOBAL read_only=ON` waits behind commits that wait for a
+    /// semi-sync ack, forever with lossless semi-sync; a killed commit's client gets an
+    /// error, so it was never acknowledged. Semi-sync goes off last: switched off while a
+    /// commit waits, it would acknowledge that commit with no second copy.
     pub(crate) async fn fence(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
+        let mut killed = self.kill_clients(addr).await?;
         let s = self.get(addr).await?;
         s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        killed += self.kill_clients(addr).await?;
+        let s = self.get(addr).await?;
         s.exec(
             "fence semi-sync",
             "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
         )
         .await?;
-        self.kill_clients(addr).await
+        Ok(killed)
     }
 
     /// Wait (up to 5 s each) until every one of `replicas` replicates from `source`; returns

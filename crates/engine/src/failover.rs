@@ -27,17 +27,20 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use config::{FencePolicy, PossibleLossPolicy, SemiSyncShortfallPolicy};
 use model::analysis::{analyze, errant_transactions, ClusterView, Errant};
+use model::gtid::MariadbGtidList;
 use model::{Flavor, GtidState, InstanceAddr, Observation, ProblemKind, PromotionRule};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::OperationRecord;
+use store::{kinds, EventLevel, OperationRecord};
 
-use crate::candidate::{choose, Choice, ReplicaFacts};
+use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts};
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::watch_old::{OldPrimaryWatch, Seen};
 use crate::{key_fenced, now_ms, ClusterSetup, Engine, EngineError};
 
 /// The failover's steps, in order; each has failpoints `failover.<step>.before|after`.
@@ -48,6 +51,7 @@ pub const FAILOVER_STEPS: &[&str] = &[
     "choose",
     "catch_up",
     "pre_hooks",
+    "stonith",
     "promote",
     "repoint",
     "open_writes",
@@ -58,6 +62,7 @@ pub const FAILOVER_STEPS: &[&str] = &[
 
 /// A failover's context, persisted with every step.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(crate) struct FailoverData {
     pub old_primary: Option<InstanceAddr>,
     /// When the monitor's analysis first said `DeadPrimary`, if the monitor triggered it.
@@ -66,7 +71,34 @@ pub(crate) struct FailoverData {
     pub trigger: String,
     pub replicas: Vec<InstanceAddr>,
     pub io_stopped: Vec<InstanceAddr>,
+    /// Replicas asked to stop their IO thread that had not stopped within the statement
+    /// deadline (stuck on a frozen primary): they receive nothing more, and finish
+    /// stopping on their own.
+    pub io_stopping: Vec<InstanceAddr>,
+    /// Replicas found unusable while preparing the candidate (relay log not applied in
+    /// time, catch-up failed).
     pub not_applied: Vec<InstanceAddr>,
+    /// Replicas whose `MASTER_DELAY` was lifted for the catch-up, with the delay to put
+    /// back.
+    pub delays_lifted: Vec<(InstanceAddr, u64)>,
+    /// Every replica's `MASTER_DELAY` (seconds) when it was read, kept when it is repointed.
+    pub delays: Vec<(InstanceAddr, u64)>,
+    /// Transactions only an unusable replica holds (see `on_possible_loss`).
+    pub possible_loss: Vec<PossibleLoss>,
+    /// The candidate was promoted while its IO thread was still stopping: its `RESET SLAVE
+    /// ALL` is finished in verify_replicas.
+    pub reset_pending: bool,
+    /// Replicas whose repoint did not finish within the statement deadline, finished in
+    /// verify_replicas.
+    pub repoint_pending: Vec<InstanceAddr>,
+    /// Set when the old primary answered during the failover, and how it was fenced.
+    pub old_primary_answered: Option<String>,
+    /// The `fence_command` run, if one ran.
+    pub fence_command: Option<HookOutcome>,
+    /// Semi-sync replicas the new primary had when writes opened.
+    pub semi_sync_replicas: Option<usize>,
+    /// A semi-sync shortfall, as reported in the `semi_sync_shortfall` event.
+    pub semi_sync_shortfall: Option<String>,
     pub choice: Option<Choice>,
     pub candidate: Option<InstanceAddr>,
     pub caught_up_from: Option<InstanceAddr>,
@@ -241,9 +273,17 @@ impl Engine {
         mut data: FailoverData,
         fresh: Option<Vec<Observation>>,
     ) -> Result<OperationRecord, EngineError> {
+        // No step waits on a server that does not answer longer than its own deadline.
+        conns.limit_connect(setup.failover.statement_timeout);
+        let mut watch = None;
         let outcome = self
-            .failover_steps(&mut op, &mut conns, &setup, &repl, &mut data, fresh)
+            .failover_steps(
+                &mut op, &mut conns, &setup, &repl, &mut data, fresh, &mut watch,
+            )
             .await;
+        if let Some(w) = watch.take() {
+            let _ = w.stop().await;
+        }
         data.finished_ms = Some(now_ms());
         let outcome = match outcome {
             Ok(m) => Outcome::Succeeded(m),
@@ -252,6 +292,210 @@ impl Engine {
         op.finish(outcome, data.json()).await
     }
 
+    /// Before anything is promoted, a failover that stops puts the replicas back as they
+    /// were: lifted delays restored, IO threads started again (so they witness the dead
+    /// primary again, and a later `dbfleet failover` sees it dead). Bounded; failures
+    /// become warnings.
+    async fn undo_before_promote(&self, conns: &mut Conns, data: &mut FailoverData) {
+        let within = Duration::from_secs(3);
+        for (r, d) in std::mem::take(&mut data.delays_lifted) {
+            if let Ok(Err(e)) | Err(e) = tokio::time::timeout(within, conns.restore_delay(&r, d))
+                .await
+                .map_err(|_| probe::ProbeError::Other(format!("no answer within {within:?}")))
+            {
+                data.warnings
+                    .push(format!("put MASTER_DELAY={d} back on {r}: {e}"));
+            }
+        }
+        let stopped: Vec<InstanceAddr> = data
+            .io_stopped
+            .iter()
+            .chain(&data.io_stopping)
+            .cloned()
+            .collect();
+        for r in stopped {
+            if let Err(e) = conns
+                .exec_within(&r, "restart replication", "START SLAVE", within)
+                .await
+            {
+                data.warnings
+                    .push(format!("restart replication on {r}: {e}"));
+            }
+        }
+    }
+
+    /// Before `promote` and before `open_writes`: the old primary must not have answered,
+    /// or must be fenced. Never waits: the watch tries it all along.
+    async fn old_primary_still_out(
+        &self,
+        conns: &mut Conns,
+        watch: &OldPrimaryWatch,
+        old: &InstanceAddr,
+        data: &mut FailoverData,
+        before: &str,
+    ) -> StepResult<()> {
+        match watch.seen() {
+            Seen::Silent => Ok(()),
+            Seen::Answered { at_ms, fenced } => {
+                let note = match fenced {
+                    Ok(n) => format!(
+                        "the old primary {old} answered again during the failover ({} ms after it started); fenced at once ({n} client connection(s) killed, read-only)",
+                        at_ms.saturating_sub(data.started_ms)
+                    ),
+                    Err(e) => {
+                        // One more try, bounded; unreachable again is fine, an error is not.
+                        let within = Duration::from_secs(1);
+                        match tokio::time::timeout(within, conns.fence(old)).await {
+                            Ok(Ok(n)) => format!(
+                                "the old primary {old} answered again during the failover; fenced before {before} ({n} client connection(s) killed, read-only)"
+                            ),
+                            Ok(Err(probe::ProbeError::Refused))
+                            | Ok(Err(probe::ProbeError::Timeout { what: "connect", .. })) => {
+                                format!(
+                                    "the old primary {old} answered during the failover, could not be fenced ({e}), and is unreachable again"
+                                )
+                            }
+                            Ok(Err(e2)) => {
+                                return Err(Outcome::NeedsHuman(format!(
+                                    "the old primary {old} answers again and could not be fenced ({e}; then {e2}): stopped before {before}, so that there are never two writable primaries"
+                                )))
+                            }
+                            Err(_) => {
+                                return Err(Outcome::NeedsHuman(format!(
+                                    "the old primary {old} answered again and its fence did not finish ({e}): stopped before {before}, so that there are never two writable primaries"
+                                )))
+                            }
+                        }
+                    }
+                };
+                data.old_primary_answered = Some(note.clone());
+                if !data.warnings.contains(&note) {
+                    data.warnings.push(note);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// What failover knows of each replica of `old`: fresh reads of the reachable ones, the
+    /// last reachable observation of the others.
+    async fn replica_facts(
+        &self,
+        setup: &ClusterSetup,
+        members: &[InstanceAddr],
+        old: &InstanceAddr,
+        now: &[Observation],
+        old_last: Option<&Observation>,
+    ) -> Vec<(ReplicaFacts, bool)> {
+        let mut facts = Vec::new();
+        let at = now_ms();
+        for a in members.iter().filter(|a| *a != old) {
+            let fresh = now
+                .iter()
+                .find(|o| &o.addr == a)
+                .filter(|o| o.state().is_some());
+            let last = match fresh {
+                Some(_) => None,
+                None => self.last_good(a).await,
+            };
+            let Some(o) = fresh.or(last.as_ref()) else {
+                continue;
+            };
+            let Some(st) = o.state() else { continue };
+            let Some(rep) = st.replication.as_ref().filter(|r| r.source == *old) else {
+                continue;
+            };
+            let spec = setup.spec.instance(a);
+            let errant = match old_last {
+                Some(p) => match errant_transactions(o, p) {
+                    Some(Errant::Mariadb(v)) => v,
+                    _ => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            let sql_error = (!rep.sql_running && rep.last_sql_errno != 0)
+                .then(|| format!("error {}: {}", rep.last_sql_errno, rep.last_sql_error));
+            facts.push((
+                ReplicaFacts {
+                    addr: a.clone(),
+                    rule: spec.map(|s| s.promotion).unwrap_or(PromotionRule::Neutral),
+                    site: spec.and_then(|s| s.site.clone()),
+                    reachable: fresh.is_some(),
+                    seen_ago_ms: at.saturating_sub(o.at_unix_ms),
+                    log_bin: st.log_bin && st.log_replica_updates,
+                    binlog_state: match &st.gtid {
+                        GtidState::Mariadb { binlog_state, .. } => Some(binlog_state.clone()),
+                        _ => None,
+                    },
+                    received: rep
+                        .received_gtid
+                        .parse::<MariadbGtidList>()
+                        .ok()
+                        .filter(|l| !l.is_empty()),
+                    errant,
+                    semi_sync_replica: st.semi_sync.replica_enabled,
+                    sql_error,
+                    delay_s: rep.sql_delay_s,
+                    excluded: None,
+                },
+                rep.sql_running,
+            ));
+        }
+        facts
+    }
+
+    /// Make `r` apply what it received, within `within`: its SQL thread started if it is
+    /// stopped, its `MASTER_DELAY` lifted if it has one (recorded, to put back).
+    async fn apply_received(
+        &self,
+        conns: &mut Conns,
+        r: &ReplicaFacts,
+        sql_running: bool,
+        within: Duration,
+        data: &mut FailoverData,
+    ) -> Result<(), String> {
+        if !has_unapplied(r) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + within;
+        let Some(received) = r.received.as_ref().map(|l| l.to_string()) else {
+            return Ok(());
+        };
+        if r.delay_s > 0 {
+            let d = tokio::time::timeout(within, conns.lift_delay(&r.addr))
+                .await
+                .map_err(|_| format!("lifting its MASTER_DELAY took over {within:?}"))?
+                .map_err(|e| format!("lift its MASTER_DELAY: {e}"))?;
+            data.delays_lifted.push((r.addr.clone(), d.max(r.delay_s)));
+        } else if !sql_running {
+            conns
+                .exec_within(
+                    &r.addr,
+                    "start sql thread",
+                    "START SLAVE SQL_THREAD",
+                    within,
+                )
+                .await
+                .map_err(|e| format!("start its SQL thread: {e}"))?;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ok = conns
+            .get(&r.addr)
+            .await
+            .map_err(|e| e.to_string())?
+            .wait_for_gtid(&received, left.max(Duration::from_millis(1)))
+            .await
+            .map_err(|e| e.to_string())?;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "did not apply its relay log up to {received} within {within:?}"
+            ))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn failover_steps(
         &self,
         op: &mut Op<'_>,
@@ -260,8 +504,11 @@ impl Engine {
         repl: &Credentials,
         data: &mut FailoverData,
         fresh: Option<Vec<Observation>>,
+        watch_slot: &mut Option<OldPrimaryWatch>,
     ) -> StepResult<String> {
         let cluster = setup.spec.name.clone();
+        let policy = &setup.failover;
+        let st = policy.statement_timeout;
         let old = data
             .old_primary
             .clone()
@@ -277,10 +524,13 @@ impl Engine {
                 None => conns.observe_all(&members).await,
             };
             if obs.iter().any(|o| o.addr == old && o.state().is_some()) {
-                // The old primary answers: undo what an earlier run stopped.
-                for r in data.io_stopped.clone() {
-                    let _ = conns.exec(&r, "restart replication", "START SLAVE").await;
+                if data.old_primary_answered.is_some() {
+                    return Err(Outcome::NeedsHuman(format!(
+                        "the old primary {old} answers again, and an earlier run of this failover fenced it (read-only): make one instance writable by hand"
+                    )));
                 }
+                // The old primary answers: undo what an earlier run stopped.
+                self.undo_before_promote(conns, data).await;
                 return Err(Outcome::RolledBack(format!(
                     "the old primary {old} answers again: failover called off before promotion"
                 )));
@@ -303,80 +553,70 @@ impl Engine {
             let reps = data.replicas.clone();
             op.done("confirm", before, conns, &reps, json!({ "replicas": reps }))
                 .await?;
+            // From here on the old primary is tried all along, and fenced if it answers.
+            *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
 
-            // 2. stop_io
+            // 2. stop_io: every replica at once. A replica whose IO thread is stuck on a
+            // frozen primary takes up to 2 s to stop; once the statement runs it queues
+            // (and acknowledges) nothing more, so after a short grace it is left to finish
+            // on its own (within STOP_CAP).
             let before = op.step("stop_io", &data.json(), conns, &reps).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             for r in &reps {
-                match conns
-                    .exec(r, "stop io thread", "STOP SLAVE IO_THREAD")
-                    .await
-                {
-                    Ok(()) => {
-                        if !data.io_stopped.contains(r) {
-                            data.io_stopped.push(r.clone());
+                let mut c = Conns::new(
+                    setup.admin.clone(),
+                    probe::ProbeOptions {
+                        connect_timeout: st,
+                        query_timeout: STOP_CAP,
+                    },
+                );
+                let (r, tx) = (r.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let res = c
+                        .exec_within(&r, "stop io thread", "STOP SLAVE IO_THREAD", STOP_CAP)
+                        .await;
+                    let _ = tx.send((r, res));
+                });
+            }
+            drop(tx);
+            let grace = tokio::time::sleep(st.min(STOP_GRACE));
+            tokio::pin!(grace);
+            let mut answered = BTreeSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut grace => break,
+                    got = rx.recv() => {
+                        let Some((r, res)) = got else { break };
+                        answered.insert(r.clone());
+                        match res {
+                            Ok(()) => {
+                                if !data.io_stopped.contains(&r) {
+                                    data.io_stopped.push(r);
+                                }
+                            }
+                            Err(e) => data.warnings.push(format!("stop IO thread on {r}: {e}")),
                         }
                     }
-                    Err(e) => data.warnings.push(format!("stop IO thread on {r}: {e}")),
                 }
             }
+            data.io_stopping = reps
+                .iter()
+                .filter(|r| !answered.contains(*r))
+                .cloned()
+                .collect();
             op.done(
                 "stop_io",
                 before,
                 conns,
                 &reps,
-                json!({ "stopped": data.io_stopped }),
+                json!({ "stopped": data.io_stopped, "stopping": data.io_stopping }),
             )
             .await?;
 
-            // 3. apply_relay
+            // 3. apply_relay: read what each replica applied and received. Nothing is
+            // waited for here: only the chosen candidate (and a replica it catches up
+            // from) must apply its relay log, in step catch_up.
             let before = op.step("apply_relay", &data.json(), conns, &reps).await?;
-            let deadline = Instant::now() + setup.failover.relay_apply_timeout;
-            data.not_applied.clear();
-            for r in &reps {
-                let o = conns.observe(r).await;
-                let received = o
-                    .state()
-                    .and_then(|s| s.replication.as_ref())
-                    .map(|x| x.received_gtid.clone())
-                    .unwrap_or_default();
-                if o.state().is_none() {
-                    data.not_applied.push(r.clone());
-                    continue;
-                }
-                if received.trim().is_empty() {
-                    continue;
-                }
-                let left = deadline.saturating_duration_since(Instant::now());
-                let ok = match conns.get(r).await {
-                    Ok(s) => {
-                        s.wait_for_gtid(&received, left.max(Duration::from_millis(1)))
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match ok {
-                    Ok(true) => {}
-                    Ok(false) => data.not_applied.push(r.clone()),
-                    Err(e) => {
-                        data.warnings
-                            .push(format!("wait for relay apply on {r}: {e}"));
-                        data.not_applied.push(r.clone());
-                    }
-                }
-            }
-            op.done(
-                "apply_relay",
-                before,
-                conns,
-                &reps,
-                json!({ "not_applied": data.not_applied }),
-            )
-            .await?;
-
-            // 4. choose
-            let before = op.step("choose", &data.json(), conns, &reps).await?;
-            // The old primary's last good state is the baseline for errant GTIDs and the
-            // semi-sync guarantee; it is kept with the operation so a resumed run has it.
             if data.old_primary_last.is_none() {
                 data.old_primary_last = self.last_good(&old).await;
             }
@@ -386,62 +626,60 @@ impl Engine {
                     "no reachable observation of {old} is known: errant GTIDs could not be checked against it"
                 ));
             }
-            let now = conns.observe_all(&members).await;
-            let mut facts = Vec::new();
-            for a in members.iter().filter(|a| **a != old) {
-                let o = now.iter().find(|o| &o.addr == a);
-                let direct_now = reps.contains(a);
-                let was_direct = match self.store.last_observation(a).await.ok().flatten() {
-                    Some(l) => l
-                        .state()
-                        .and_then(|s| s.replication.as_ref())
-                        .is_some_and(|r| r.source == old),
-                    None => false,
-                };
-                if !direct_now && !was_direct {
-                    continue;
-                }
-                let spec = setup.spec.instance(a);
-                let st = o.and_then(|o| o.state());
-                let errant = match (o, &old_last) {
-                    (Some(o), Some(p)) => match errant_transactions(o, p) {
-                        Some(Errant::Mariadb(v)) => v,
-                        _ => Vec::new(),
-                    },
-                    _ => Vec::new(),
-                };
-                facts.push(ReplicaFacts {
-                    addr: a.clone(),
-                    rule: spec.map(|s| s.promotion).unwrap_or(PromotionRule::Neutral),
-                    site: spec.and_then(|s| s.site.clone()),
-                    reachable: st.is_some(),
-                    relay_applied: st.is_some() && !data.not_applied.contains(a),
-                    log_bin: st.is_some_and(|s| s.log_bin && s.log_replica_updates),
-                    binlog_state: st.and_then(|s| match &s.gtid {
-                        GtidState::Mariadb { binlog_state, .. } => Some(binlog_state.clone()),
-                        _ => None,
-                    }),
-                    errant,
-                    semi_sync_replica: st
-                        .map(|s| s.semi_sync.replica_enabled)
-                        .unwrap_or(setup.spec.semi_sync),
-                });
-            }
+            let others: Vec<InstanceAddr> =
+                members.iter().filter(|a| **a != old).cloned().collect();
+            let now = observe_all_within(&setup.admin, &others, st).await;
+            let mut facts = self
+                .replica_facts(setup, &members, &old, &now, old_last.as_ref())
+                .await;
+            data.delays = facts
+                .iter()
+                .filter(|(f, _)| f.delay_s > 0)
+                .map(|(f, _)| (f.addr.clone(), f.delay_s))
+                .collect();
+            let positions: serde_json::Map<String, serde_json::Value> = facts
+                .iter()
+                .map(|(f, _)| {
+                    (
+                        f.addr.to_string(),
+                        json!({
+                            "reachable": f.reachable,
+                            "seen_ago_ms": f.seen_ago_ms,
+                            "received": f.received.as_ref().map(|l| l.to_string()),
+                            "applied": f.binlog_state.as_ref().map(|b| b.to_string()),
+                            "delay_s": f.delay_s,
+                            "sql_error": f.sql_error,
+                        }),
+                    )
+                })
+                .collect();
+            op.done(
+                "apply_relay",
+                before,
+                conns,
+                &reps,
+                json!({ "replicas": positions }),
+            )
+            .await?;
+
+            // 4. choose
+            let before = op.step("choose", &data.json(), conns, &reps).await?;
             let semi_active = setup.spec.semi_sync
                 && old_last
                     .as_ref()
                     .and_then(|o| o.state())
                     .is_none_or(|s| s.semi_sync.source_active);
-            data.semi_sync_guarantee = Some(semi_active);
             if setup.spec.semi_sync && !semi_active {
                 data.warnings.push(format!(
                     "semi-sync was not active on {old} at its last probe: writes it acknowledged asynchronously may be lost"
                 ));
             }
             let old_site = setup.spec.instance(&old).and_then(|s| s.site.clone());
-            let choice = match choose(&facts, old_site.as_deref(), semi_active) {
+            let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
+            let mut choice = match choose(&plain, old_site.as_deref()) {
                 Ok(c) => c,
                 Err(no) => {
+                    self.undo_before_promote(conns, data).await;
                     return Err(Outcome::NeedsHuman(format!(
                         "no safe candidate: {}; {}",
                         no.reason,
@@ -450,65 +688,107 @@ impl Engine {
                             .map(|(a, w)| format!("{a}: {w}"))
                             .collect::<Vec<_>>()
                             .join("; ")
-                    )))
+                    )));
                 }
             };
+            data.choice = Some(choice.clone());
+            self.judge_possible_loss(op, conns, data, &choice, policy.on_possible_loss)
+                .await?;
+            for (a, why) in &choice.unread_semi_sync {
+                data.warnings.push(format!(
+                    "semi-sync replica {a} could not be read ({why}): it may have acknowledged transactions after that; the semi-sync guarantee is not claimed"
+                ));
+            }
+            data.semi_sync_guarantee = Some(
+                semi_active
+                    && choice.unread_semi_sync.is_empty()
+                    && choice.possible_loss.is_empty(),
+            );
             data.candidate = Some(choice.candidate.clone());
             data.choice = Some(choice.clone());
             op.done("choose", before, conns, &reps, json!({ "choice": choice }))
                 .await?;
 
-            // 5. catch_up
-            if let Some(source) = choice.catch_up_from.clone() {
-                let cand = choice.candidate.clone();
+            // 5. catch_up: the candidate applies what it received (only it is waited
+            // for); when it lacks transactions, it replicates them from a replica that
+            // holds them all, after that one applied what it received. A failure excludes
+            // the replica and chooses again.
+            let needs = |c: &Choice, facts: &[(ReplicaFacts, bool)]| {
+                c.catch_up_from.is_some()
+                    || facts
+                        .iter()
+                        .any(|(f, _)| f.addr == c.candidate && has_unapplied(f))
+            };
+            if needs(&choice, &facts) {
                 let before = op.step("catch_up", &data.json(), conns, &reps).await?;
-                let r = self
-                    .catch_up(conns, &cand, &source, repl, setup.failover.catch_up_timeout)
-                    .await;
-                match r {
-                    Ok(()) => data.caught_up_from = Some(source.clone()),
-                    Err(e) => {
-                        let Some(fb) = choice.fallback.clone() else {
-                            return Err(Outcome::NeedsHuman(format!(
-                                "candidate {cand} could not catch up from {source} ({e}), and no other safe replica holds every transaction"
-                            )));
-                        };
-                        data.warnings.push(format!(
-                            "candidate {cand} could not catch up from {source} ({e}); promoting {fb} instead"
-                        ));
-                        data.candidate = Some(fb);
+                let mut tries = facts.len() + 1;
+                loop {
+                    let cand = choice.candidate.clone();
+                    let r = self
+                        .prepare_candidate(conns, setup, repl, &choice, &facts, data)
+                        .await;
+                    let failed = match r {
+                        Ok(()) => break,
+                        Err(f) => f,
+                    };
+                    let (who, why) = failed;
+                    data.warnings
+                        .push(format!("{who} cannot be used: {why}; choosing again"));
+                    data.not_applied.push(who.clone());
+                    if let Some((f, _)) = facts.iter_mut().find(|(f, _)| f.addr == who) {
+                        f.excluded = Some(why.clone());
                     }
+                    tries -= 1;
+                    let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
+                    choice = match (tries > 0).then(|| choose(&plain, old_site.as_deref())) {
+                        Some(Ok(c)) => c,
+                        Some(Err(no)) => {
+                            self.undo_before_promote(conns, data).await;
+                            return Err(Outcome::NeedsHuman(format!(
+                                "candidate {cand} could not be prepared ({why}), and no other is safe: {}",
+                                no.reason
+                            )));
+                        }
+                        None => {
+                            self.undo_before_promote(conns, data).await;
+                            return Err(Outcome::NeedsHuman(format!(
+                                "candidate {cand} could not be prepared ({why})"
+                            )));
+                        }
+                    };
+                    self.judge_possible_loss(op, conns, data, &choice, policy.on_possible_loss)
+                        .await?;
+                    if !choice.possible_loss.is_empty() {
+                        data.semi_sync_guarantee = Some(false);
+                    }
+                    data.candidate = Some(choice.candidate.clone());
+                    data.choice = Some(choice.clone());
                 }
                 op.done(
                     "catch_up",
                     before,
                     conns,
                     &reps,
-                    json!({ "candidate": data.candidate }),
+                    json!({ "candidate": data.candidate, "caught_up_from": data.caught_up_from, "delays_lifted": data.delays_lifted }),
                 )
                 .await?;
             }
 
             // 6. pre_hooks
-            let cand = data
-                .candidate
-                .clone()
-                .unwrap_or_else(|| choice.candidate.clone());
-            if !setup.failover.pre_failover.is_empty() {
+            let cand = choice.candidate.clone();
+            if !policy.pre_failover.is_empty() {
                 let before = op.step("pre_hooks", &data.json(), conns, &[]).await?;
                 let out = run_hooks(
-                    &setup.failover.pre_failover,
+                    &policy.pre_failover,
                     &self.hook_env(op, "pre", data, &old, &cand),
-                    setup.failover.hook_timeout,
+                    policy.hook_timeout,
                     true,
                 )
                 .await;
                 let failed = out.iter().find(|h| !h.ok).cloned();
                 data.hooks.extend(out);
                 if let Some(h) = failed {
-                    for r in data.io_stopped.clone() {
-                        let _ = conns.exec(&r, "restart replication", "START SLAVE").await;
-                    }
+                    self.undo_before_promote(conns, data).await;
                     return Err(Outcome::Failed(format!(
                         "pre-failover hook {:?} failed ({}): failover stopped before promotion; replicas restarted",
                         h.command, h.status
@@ -516,8 +796,36 @@ impl Engine {
                 }
                 op.done("pre_hooks", before, conns, &[], json!({})).await?;
             }
+
+            // 7. stonith: with fence = "required", the old primary is fenced by the
+            // operator's command before anything is promoted.
+            if policy.fence == FencePolicy::Required {
+                let before = op.step("stonith", &data.json(), conns, &[]).await?;
+                let out = self.run_fence_command(op, setup, data, &old, &cand).await;
+                match out {
+                    Some(h) if h.ok => {}
+                    other => {
+                        let why = other
+                            .map(|h| format!("{:?} failed ({})", h.command, h.status))
+                            .unwrap_or_else(|| "no fence_command is set".into());
+                        self.undo_before_promote(conns, data).await;
+                        return Err(Outcome::NeedsHuman(format!(
+                            "fence = \"required\" and the fence command {why}: nothing promoted, writes not opened; replicas restarted. Make sure {old} is down, then run `dbfleet failover {cluster}`"
+                        )));
+                    }
+                }
+                op.done(
+                    "stonith",
+                    before,
+                    conns,
+                    &[],
+                    json!({ "fence_command": data.fence_command }),
+                )
+                .await?;
+            }
         } else {
             // Resuming after promotion started: re-read, and never leave two writers.
+            *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
             let cand = data.candidate.clone().unwrap_or_else(|| old.clone());
             let obs = conns.observe_all(&members).await;
             if obs
@@ -547,6 +855,9 @@ impl Engine {
                 }
             }
         }
+        let watch = watch_slot
+            .as_ref()
+            .ok_or_else(|| Outcome::Failed("the old primary's watch did not start".into()))?;
 
         let cand = data
             .candidate
@@ -562,11 +873,57 @@ impl Engine {
             .chain(others.clone())
             .collect();
 
-        // 7. promote
+        // 8. promote: still read-only. A candidate whose IO thread is still stopping (stuck
+        // on a frozen primary) cannot be reset yet; its SQL thread has applied everything
+        // and nothing more arrives, so the reset is finished in verify_replicas.
+        self.old_primary_still_out(conns, watch, &old, data, "promote")
+            .await?;
         data.promote_started = true;
         let before = op.step("promote", &data.json(), conns, &touched).await?;
+        let stop = if data.io_stopping.contains(&cand) {
+            // Its IO thread is still stopping: STOP SLAVE would wait for it.
+            Err(probe::ProbeError::Timeout {
+                what: "stop slave",
+                after: Duration::ZERO,
+            })
+        } else {
+            conns
+                .exec_within(&cand, "stop slave", "STOP SLAVE", st)
+                .await
+        };
+        match stop {
+            Ok(()) => match conns
+                .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", st)
+                .await
+            {
+                Ok(()) => data.reset_pending = false,
+                Err(probe::ProbeError::Timeout { .. }) => data.reset_pending = true,
+                Err(e) => {
+                    return Err(Outcome::NeedsHuman(format!(
+                        "promote {cand}: reset slave all: {e}; it may be half-promoted"
+                    )))
+                }
+            },
+            Err(probe::ProbeError::Timeout { what, .. }) if what != "connect" => {
+                data.reset_pending = true
+            }
+            Err(e) => {
+                return Err(Outcome::NeedsHuman(format!(
+                    "promote {cand}: stop slave: {e}; it may be half-promoted"
+                )))
+            }
+        }
         conns
-            .prepare_primary(&cand, setup.spec.semi_sync)
+            .exec_within(
+                &cand,
+                "semi-sync as primary",
+                if setup.spec.semi_sync {
+                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=ON"
+                } else {
+                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
+                },
+                st,
+            )
             .await
             .map_err(|e| {
                 Outcome::NeedsHuman(format!("promote {cand}: {e}; it may be half-promoted"))
@@ -576,11 +933,12 @@ impl Engine {
             before,
             conns,
             &touched,
-            json!({ "candidate": cand }),
+            json!({ "candidate": cand, "reset_pending": data.reset_pending }),
         )
         .await?;
 
-        // 8. repoint
+        // 9. repoint: every other replica at once, each within the statement deadline; one
+        // still stopping its IO thread is finished in verify_replicas.
         let before = op.step("repoint", &data.json(), conns, &touched).await?;
         let errant: Vec<InstanceAddr> = data
             .choice
@@ -588,36 +946,67 @@ impl Engine {
             .map(|c| {
                 c.passed_over
                     .iter()
-                    .filter(|(_, w)| w.starts_with("errant"))
+                    .filter(|(_, w)| w.starts_with("errant") || w.starts_with("SQL thread"))
                     .map(|(a, _)| a.clone())
                     .collect()
             })
             .unwrap_or_default();
         data.repointed.clear();
+        data.repoint_pending.clear();
+        let mut targets = Vec::new();
         for r in &others {
-            if errant.contains(r) {
-                data.warnings
-                    .push(format!("{r} has errant GTIDs: left stopped, not repointed"));
-                continue;
-            }
-            match conns
-                .repoint(r, &cand, repl, setup.spec.semi_sync, false)
-                .await
-            {
-                Ok(()) => data.repointed.push(r.clone()),
-                Err(e) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
+            if data.io_stopping.contains(r) {
+                // Its IO thread is still stopping: STOP SLAVE would wait for it.
+                data.repoint_pending.push(r.clone());
+            } else if errant.contains(r) {
+                data.warnings.push(format!(
+                    "{r} has errant GTIDs or a broken SQL thread: left stopped, not repointed"
+                ));
+            } else {
+                targets.push(r.clone());
             }
         }
+        let lifted = data.delays.clone();
+        let creds = setup.admin.clone();
+        let opts = probe::ProbeOptions {
+            connect_timeout: st,
+            query_timeout: st,
+        };
+        let semi = setup.spec.semi_sync;
+        let repoints = targets.iter().map(|r| {
+            let creds = creds.clone();
+            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
+            let cand = cand.clone();
+            async move {
+                let mut c = Conns::new(creds, opts);
+                let res =
+                    tokio::time::timeout(st, c.repoint_delayed(r, &cand, repl, semi, false, delay))
+                        .await;
+                (r.clone(), res)
+            }
+        });
+        for (r, res) in futures_util::future::join_all(repoints).await {
+            match res {
+                Ok(Ok(())) => data.repointed.push(r),
+                Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => data.repoint_pending.push(r),
+                Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
+            }
+        }
+        data.delays_lifted
+            .retain(|(a, _)| !data.repointed.contains(a) && *a != cand);
+        self.judge_semi_sync(op, conns, setup, data, &cand).await?;
         op.done(
             "repoint",
             before,
             conns,
             &touched,
-            json!({ "repointed": data.repointed }),
+            json!({ "repointed": data.repointed, "pending": data.repoint_pending, "semi_sync_replicas": data.semi_sync_replicas }),
         )
         .await?;
 
-        // 9. open_writes
+        // 10. open_writes
+        self.old_primary_still_out(conns, watch, &old, data, "open_writes")
+            .await?;
         let before = op
             .step(
                 "open_writes",
@@ -627,7 +1016,7 @@ impl Engine {
             )
             .await?;
         let (at, warning) = self
-            .open_writes(conns, &cluster, &cand)
+            .open_writes_within(conns, &cluster, &cand, st)
             .await
             .map_err(|e| Outcome::NeedsHuman(format!("set {cand} writable: {e}")))?;
         data.writable_ms = Some(at);
@@ -641,23 +1030,96 @@ impl Engine {
         )
         .await?;
 
-        // 10. verify_replicas
+        // 11. verify_replicas: finish what was left stopping, then check each replica.
         let before = op
             .step("verify_replicas", &data.json(), conns, &touched)
             .await?;
+        let slow = Duration::from_secs(5);
+        if data.reset_pending {
+            let r = async {
+                conns
+                    .exec_within(&cand, "stop slave", "STOP SLAVE", slow)
+                    .await?;
+                conns
+                    .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", slow)
+                    .await
+            }
+            .await;
+            match r {
+                Ok(()) => data.reset_pending = false,
+                Err(e) => data.warnings.push(format!(
+                    "{cand} is writable but still has its old replication settings: reset slave all: {e}"
+                )),
+            }
+        }
+        for r in std::mem::take(&mut data.repoint_pending) {
+            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
+            match tokio::time::timeout(
+                slow,
+                conns.repoint_delayed(&r, &cand, repl, setup.spec.semi_sync, false, delay),
+            )
+            .await
+            {
+                Ok(Ok(())) => data.repointed.push(r),
+                Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
+                Err(_) => data
+                    .warnings
+                    .push(format!("repoint {r} to {cand}: no answer within {slow:?}")),
+            }
+        }
+        data.delays_lifted.clear();
         let unhealthy = conns.verify_replicating(&data.repointed, &cand).await;
         data.warnings.extend(unhealthy);
         op.done("verify_replicas", before, conns, &touched, json!({}))
             .await?;
 
-        // 11. fence_old
+        // 12. fence_old
         let before = op.step("fence_old", &data.json(), conns, &[]).await?;
-        let fenced = match tokio::time::timeout(Duration::from_secs(2), conns.fence(&old)).await {
-            Ok(Ok(n)) => {
-                format!("reachable: set read-only, semi-sync off, {n} client connection(s) killed")
-            }
-            Ok(Err(e)) => format!("unreachable ({e}): marked fenced in the store"),
-            Err(_) => "did not answer in 2s: marked fenced in the store".to_string(),
+        let seen = match watch_slot.take() {
+            Some(w) => w.stop().await,
+            None => Seen::Silent,
+        };
+        let fenced = match seen {
+            Seen::Answered { fenced: Ok(n), .. } => format!(
+                "answered during the failover: set read-only, {n} client connection(s) killed"
+            ),
+            _ => match tokio::time::timeout(st.max(Duration::from_millis(200)), conns.fence(&old))
+                .await
+            {
+                Ok(Ok(n)) => format!(
+                    "reachable: {n} client connection(s) killed, set read-only, semi-sync off"
+                ),
+                other => {
+                    let why = match other {
+                        Ok(Err(e)) => format!("unreachable ({e})"),
+                        _ => "did not answer".to_string(),
+                    };
+                    let stonith = if policy.fence == FencePolicy::BestEffort {
+                        match self.run_fence_command(op, setup, data, &old, &cand).await {
+                            Some(h) if h.ok => "; fence command succeeded".to_string(),
+                            Some(h) => {
+                                let msg = format!(
+                                    "the fence command {:?} for the old primary {old} failed ({}): it may come back writable",
+                                    h.command, h.status
+                                );
+                                data.warnings.push(msg.clone());
+                                op.event(
+                                    kinds::FENCE_FAILED,
+                                    EventLevel::Critical,
+                                    format!("{cluster}: {msg}"),
+                                    json!({ "operation_id": op.rec.id, "old_primary": old.to_string(), "status": h.status }),
+                                )
+                                .await;
+                                "; fence command FAILED".to_string()
+                            }
+                            None => String::new(),
+                        }
+                    } else {
+                        "; fence command ran before promotion".to_string()
+                    };
+                    format!("{why}: marked fenced in the store{stonith}")
+                }
+            },
         };
         data.fenced = Some(fenced.clone());
         let mark = json!({
@@ -673,13 +1135,13 @@ impl Engine {
         op.done("fence_old", before, conns, &[], json!({ "fenced": fenced }))
             .await?;
 
-        // 12. post_hooks
-        if !setup.failover.post_failover.is_empty() {
+        // 13. post_hooks
+        if !policy.post_failover.is_empty() {
             let before = op.step("post_hooks", &data.json(), conns, &[]).await?;
             let out = run_hooks(
-                &setup.failover.post_failover,
+                &policy.post_failover,
                 &self.hook_env(op, "post", data, &old, &cand),
-                setup.failover.hook_timeout,
+                policy.hook_timeout,
                 false,
             )
             .await;
@@ -693,13 +1155,17 @@ impl Engine {
             op.done("post_hooks", before, conns, &[], json!({})).await?;
         }
 
-        let took = data
+        let after_start = data.writable_ms.map(|w| w.saturating_sub(data.started_ms));
+        let after_detection = data
             .writable_ms
-            .map(|w| w.saturating_sub(data.detected_ms.unwrap_or(data.started_ms)));
+            .zip(data.detected_ms)
+            .map(|(w, d)| w.saturating_sub(d));
         Ok(format!(
-            "{cand} is the new primary of {cluster} (was {old}); writable {} after {}; {} replica(s) repointed{}",
-            took.map(|t| format!("{t} ms")).unwrap_or_else(|| "?".into()),
-            if data.detected_ms.is_some() { "detection" } else { "the start" },
+            "{cand} is the new primary of {cluster} (was {old}); writable {} after the start{}; {} replica(s) repointed{}",
+            after_start.map(|t| format!("{t} ms")).unwrap_or_else(|| "?".into()),
+            after_detection
+                .map(|t| format!(" ({t} ms after detection)"))
+                .unwrap_or_default(),
             data.repointed.len(),
             if data.warnings.is_empty() {
                 String::new()
@@ -707,6 +1173,195 @@ impl Engine {
                 format!("; warnings: {}", data.warnings.join("; "))
             }
         ))
+    }
+
+    /// Get the chosen candidate ready: the replica it catches up from applies what it
+    /// received, then the candidate catches up from it; or the candidate applies what it
+    /// received. On failure, the replica that failed and why.
+    async fn prepare_candidate(
+        &self,
+        conns: &mut Conns,
+        setup: &ClusterSetup,
+        repl: &Credentials,
+        choice: &Choice,
+        facts: &[(ReplicaFacts, bool)],
+        data: &mut FailoverData,
+    ) -> Result<(), (InstanceAddr, String)> {
+        let policy = &setup.failover;
+        let fact = |a: &InstanceAddr| facts.iter().find(|(f, _)| f.addr == *a).cloned();
+        let cand = choice.candidate.clone();
+        if let Some(src) = &choice.catch_up_from {
+            if let Some((f, running)) = fact(src) {
+                self.apply_received(conns, &f, running, policy.relay_apply_timeout, data)
+                    .await
+                    .map_err(|e| (src.clone(), e))?;
+            }
+            self.catch_up(conns, &cand, src, repl, policy.catch_up_timeout)
+                .await
+                .map_err(|e| (cand.clone(), format!("catch-up from {src}: {e}")))?;
+            data.caught_up_from = Some(src.clone());
+        } else if let Some((f, running)) = fact(&cand) {
+            self.apply_received(conns, &f, running, policy.relay_apply_timeout, data)
+                .await
+                .map_err(|e| (cand.clone(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Apply `on_possible_loss` to a choice that names possibly lost transactions.
+    async fn judge_possible_loss(
+        &self,
+        op: &Op<'_>,
+        conns: &mut Conns,
+        data: &mut FailoverData,
+        choice: &Choice,
+        policy: PossibleLossPolicy,
+    ) -> StepResult<()> {
+        if choice.possible_loss.is_empty() {
+            return Ok(());
+        }
+        data.possible_loss = choice.possible_loss.clone();
+        let list = choice
+            .possible_loss
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        match policy {
+            PossibleLossPolicy::Page => {
+                self.undo_before_promote(conns, data).await;
+                Err(Outcome::NeedsHuman(format!(
+                    "not promoted: acknowledged writes may be lost. Possibly lost GTIDs: {list}. No usable replica holds them (on_possible_loss = \"page\"). Bring that replica back and run `dbfleet failover {}` (it will be the candidate), or accept the loss with on_possible_loss = \"promote\"",
+                    op.rec.cluster
+                )))
+            }
+            PossibleLossPolicy::Promote => {
+                let msg = format!(
+                    "promoting {} although acknowledged writes may be lost (on_possible_loss = \"promote\"). Possibly lost GTIDs: {list}",
+                    choice.candidate
+                );
+                if !data.warnings.contains(&msg) {
+                    data.warnings.push(msg.clone());
+                }
+                op.event(
+                    kinds::FAILOVER_POSSIBLE_LOSS,
+                    EventLevel::Critical,
+                    format!("{}: {msg}", op.rec.cluster),
+                    json!({ "operation_id": op.rec.id, "possible_loss": choice.possible_loss }),
+                )
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// `min_semi_sync_replicas` against the replicas repointed (or being repointed) with
+    /// semi-sync, before writes open.
+    async fn judge_semi_sync(
+        &self,
+        op: &Op<'_>,
+        conns: &mut Conns,
+        setup: &ClusterSetup,
+        data: &mut FailoverData,
+        cand: &InstanceAddr,
+    ) -> StepResult<()> {
+        if !setup.spec.semi_sync {
+            return Ok(());
+        }
+        let have = data.repointed.len() + data.repoint_pending.len();
+        data.semi_sync_replicas = Some(have);
+        let need = setup.failover.min_semi_sync_replicas as usize;
+        if have >= need {
+            return Ok(());
+        }
+        let policy = setup.failover.semi_sync_shortfall;
+        let relax = policy == SemiSyncShortfallPolicy::Relax && have == 0;
+        let msg = if relax {
+            conns
+                .exec_within(
+                    cand,
+                    "relax semi-sync",
+                    "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+                    setup.failover.statement_timeout,
+                )
+                .await
+                .map_err(|e| {
+                    Outcome::NeedsHuman(format!(
+                        "{cand} has no semi-sync replica and semi-sync could not be switched off on it ({e}): writes would wait; not opened"
+                    ))
+                })?;
+            format!(
+                "{cand} has no semi-sync replica (min_semi_sync_replicas = {need}): semi-sync switched OFF on it (semi_sync_shortfall = \"relax\"); the cluster now runs WITHOUT a second copy of each write"
+            )
+        } else if have == 0 {
+            format!(
+                "{cand} has no semi-sync replica (min_semi_sync_replicas = {need}): semi-sync stays on, so writes WAIT until a replica acknowledges (semi_sync_shortfall = \"page\"); bring a replica back or rejoin one"
+            )
+        } else {
+            format!(
+                "{cand} has {have} semi-sync replica(s), fewer than min_semi_sync_replicas = {need}: one more loss and writes wait"
+            )
+        };
+        data.semi_sync_shortfall = Some(msg.clone());
+        data.warnings.push(msg.clone());
+        op.event(
+            kinds::SEMI_SYNC_SHORTFALL,
+            EventLevel::Critical,
+            format!("{}: {msg}", op.rec.cluster),
+            json!({
+                "operation_id": op.rec.id,
+                "new_primary": cand.to_string(),
+                "semi_sync_replicas": have,
+                "min_semi_sync_replicas": need,
+                "policy": policy.to_string(),
+                "relaxed": relax,
+            }),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Run the cluster's `fence_command`, if set; recorded in `data`.
+    async fn run_fence_command(
+        &self,
+        op: &Op<'_>,
+        setup: &ClusterSetup,
+        data: &mut FailoverData,
+        old: &InstanceAddr,
+        cand: &InstanceAddr,
+    ) -> Option<HookOutcome> {
+        let cmd = setup.failover.fence_command.clone()?;
+        let out = run_hooks(
+            &[cmd],
+            &self.hook_env(op, "fence", data, old, cand),
+            setup.failover.hook_timeout,
+            true,
+        )
+        .await
+        .pop()?;
+        data.fence_command = Some(out.clone());
+        Some(out)
+    }
+
+    /// [`Engine::open_writes`] within `limit`.
+    async fn open_writes_within(
+        &self,
+        conns: &mut Conns,
+        cluster: &str,
+        addr: &InstanceAddr,
+        limit: Duration,
+    ) -> Result<(u64, Option<String>), probe::ProbeError> {
+        conns
+            .exec_within(addr, "open writes", "SET GLOBAL read_only=OFF", limit)
+            .await?;
+        let at = now_ms();
+        let warning = self
+            .store
+            .set_writer(cluster, Some(addr.clone()), at)
+            .await
+            .err()
+            .map(|e| format!("record the new writer in the store: {e}"));
+        Ok((at, warning))
     }
 
     /// Make `addr` writable and record it as the cluster's writer. Returns when it became
@@ -778,4 +1433,29 @@ impl Engine {
             new_primary: new.to_string(),
         }
     }
+}
+
+/// How long stop_io waits for `STOP SLAVE IO_THREAD` before it goes on (at most the
+/// statement deadline): enough for the statement to reach a server and start, which is
+/// what stops anything more from being queued.
+const STOP_GRACE: Duration = Duration::from_millis(50);
+/// How long a stop left running in the background may take.
+const STOP_CAP: Duration = Duration::from_secs(5);
+
+/// Observe `addrs` at once, each within a few statement deadlines: fresh connections, so
+/// one slow server delays no other.
+async fn observe_all_within(
+    creds: &Credentials,
+    addrs: &[InstanceAddr],
+    st: Duration,
+) -> Vec<Observation> {
+    let opts = probe::ProbeOptions {
+        connect_timeout: st,
+        query_timeout: st * 4,
+    };
+    let futs = addrs.iter().map(|a| {
+        let creds = creds.clone();
+        async move { probe::observe(a, &creds, opts).await }
+    });
+    futures_util::future::join_all(futs).await
 }

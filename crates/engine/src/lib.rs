@@ -37,6 +37,7 @@ pub mod failpoint;
 pub mod hooks;
 mod ops;
 mod switchover;
+mod watch_old;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -53,7 +54,7 @@ use store::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use candidate::{choose, Choice, NoCandidate, ReplicaFacts};
+pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
 pub use switchover::SWITCHOVER_STEPS;
 

@@ -43,6 +43,18 @@ pub mod kinds {
     /// Policy `rejoin = "auto"` tried to rejoin a fenced instance the allowed number of
     /// times and failed each time; a human must act (level `critical`).
     pub const AUTO_REJOIN_FAILED: &str = "auto_rejoin_failed";
+    /// A failover left its new primary fewer semi-sync replicas than
+    /// `min_semi_sync_replicas` (level `critical`): `data.policy` `page` (writes wait for an
+    /// ack while there is none) or `relax` (`data.relaxed`: semi-sync switched off, the
+    /// cluster runs without a second copy).
+    pub const SEMI_SYNC_SHORTFALL: &str = "semi_sync_shortfall";
+    /// A failover promoted although transactions only an unusable replica holds may be lost
+    /// (policy `on_possible_loss = "promote"`, level `critical`); `data.possible_loss` names
+    /// them.
+    pub const FAILOVER_POSSIBLE_LOSS: &str = "failover_possible_loss";
+    /// A failover's `fence_command` (STONITH) failed (level `critical`): the old primary
+    /// may come back writable.
+    pub const FENCE_FAILED: &str = "fence_failed";
     /// A human acknowledged a cluster's recoveries, lifting its block window.
     pub const RECOVERIES_ACKNOWLEDGED: &str = "recoveries_acknowledged";
     /// Automatic recoveries were switched off or on fleet-wide.

@@ -1,0 +1,568 @@
+//! Failover under the faults that really happen, against real MariaDB sandboxes: a frozen
+//! (SIGSTOP) or silently cut (iptables) old primary, a delayed replica, a replica whose SQL thread broke, the primary
+//! and the most advanced replica lost together, and a required STONITH that fails. Ports
+//! 25500..25700.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use config::{FailoverConfig, FailoverMode, FencePolicy, PossibleLossPolicy};
+use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
+use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
+use probe::{Credentials, ProbeOptions, Session};
+use sandbox::testing::SandboxGuard;
+use sandbox::{Sandbox, UpOptions};
+use store::{OperationState, SqliteStore, Store};
+
+struct Env {
+    sb: Sandbox,
+    store: Arc<SqliteStore>,
+    engine: Arc<Engine>,
+    admin: Credentials,
+    cluster: String,
+    _guard: SandboxGuard,
+    _dir: tempfile::TempDir,
+}
+
+fn opts() -> ProbeOptions {
+    ProbeOptions {
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(5),
+    }
+}
+
+fn policy() -> FailoverConfig {
+    FailoverConfig {
+        mode: FailoverMode::Auto,
+        block_window: Duration::from_secs(600),
+        ..Default::default()
+    }
+}
+
+async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let guard = SandboxGuard::new(dir.path(), name);
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: name.into(),
+        replicas: 2,
+        semi_sync: true,
+        base_port,
+        root: dir.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().unwrap();
+    let spec = ClusterSpec {
+        name: name.into(),
+        instances: sb
+            .manifest()
+            .members
+            .iter()
+            .map(|m| InstanceSpec {
+                addr: m.addr(),
+                promotion: PromotionRule::Neutral,
+                site: None,
+            })
+            .collect(),
+        expected_replicas: 2,
+        semi_sync: true,
+        max_lag: Duration::from_secs(10),
+    };
+    let store = Arc::new(SqliteStore::open_in_memory().unwrap());
+    store.upsert_cluster(&spec, 1).await.unwrap();
+    store
+        .set_writer(name, Some(sb.initial_primary().addr()), 1)
+        .await
+        .unwrap();
+    let engine = Engine::new(
+        store.clone(),
+        EngineOptions {
+            node_id: "test-node".into(),
+            lease_ttl: Duration::from_secs(5),
+            lock_ttl: Duration::from_secs(20),
+            probe: opts(),
+        },
+        vec![ClusterSetup {
+            spec,
+            admin: creds.admin.credentials(),
+            repl: Some(creds.repl.credentials()),
+            failover,
+        }],
+    );
+    assert!(engine.campaign_once().await, "a lone node leads");
+    let e = Env {
+        admin: creds.admin.credentials(),
+        cluster: name.into(),
+        sb,
+        store,
+        engine,
+        _guard: guard,
+        _dir: dir,
+    };
+    // Lossless semi-sync on the primary: it never acknowledges alone.
+    e.write(
+        "m1",
+        "SET GLOBAL rpl_semi_sync_master_timeout=4294967295, rpl_semi_sync_master_wait_no_slave=ON",
+    )
+    .await;
+    e.write("m1", "CREATE TABLE app.t (id INT PRIMARY KEY)")
+        .await;
+    e
+}
+
+/// SIGCONT on drop: a frozen member never outlives its test.
+struct Frozen(i32);
+
+impl Frozen {
+    fn freeze(sb: &Sandbox, member: &str) -> Self {
+        let pid = sb
+            .status()
+            .into_iter()
+            .find(|s| s.name == member)
+            .and_then(|s| s.pid)
+            .expect("member runs");
+        let ok = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "SIGSTOP {pid}");
+        Self(pid)
+    }
+
+    fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+impl Env {
+    fn addr(&self, m: &str) -> InstanceAddr {
+        self.sb.member(m).unwrap().addr()
+    }
+
+    async fn session(&self, m: &str) -> Session {
+        Session::connect(&self.addr(m), &self.admin, opts())
+            .await
+            .unwrap()
+    }
+
+    async fn write(&self, m: &str, sql: &str) {
+        self.session(m).await.exec("write", sql).await.unwrap();
+    }
+
+    async fn insert(&self, from: u32, to: u32) {
+        let values = (from..=to)
+            .map(|i| format!("({i})"))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.write("m1", &format!("INSERT INTO app.t VALUES {values}"))
+            .await;
+    }
+
+    async fn observe_into_store(&self) {
+        let mut batch = Vec::new();
+        for m in &self.sb.manifest().members {
+            batch.push((
+                self.cluster.clone(),
+                probe::observe(&m.addr(), &self.admin, opts()).await,
+            ));
+        }
+        self.store.save_observations(&batch).await.unwrap();
+    }
+
+    async fn state(&self, m: &str) -> model::ServerState {
+        let o = probe::observe(&self.addr(m), &self.admin, opts()).await;
+        o.state().expect("reachable").clone()
+    }
+
+    async fn count(&self, m: &str) -> i64 {
+        let rows = self
+            .session(m)
+            .await
+            .query_rows("count", "SELECT COUNT(*) AS n FROM app.t")
+            .await
+            .unwrap();
+        rows[0]["n"].clone().unwrap().parse().unwrap()
+    }
+
+    async fn slave_field(&self, m: &str, field: &str) -> String {
+        let rows = self
+            .session(m)
+            .await
+            .query_rows("status", "SHOW SLAVE STATUS")
+            .await
+            .unwrap();
+        rows.first()
+            .and_then(|r| r.get(field).cloned().flatten())
+            .unwrap_or_default()
+    }
+
+    /// Wait until every running replica of `dead` has lost it (IO thread not `Yes`).
+    async fn wait_lost(&self, dead: &str, within: Duration) {
+        let addr = self.addr(dead);
+        let deadline = Instant::now() + within;
+        for other in self.sb.manifest().members.iter().filter(|x| x.name != dead) {
+            loop {
+                let o = probe::observe(&other.addr(), &self.admin, opts()).await;
+                if o.state().is_none() {
+                    break;
+                }
+                let lost = o
+                    .state()
+                    .and_then(|s| s.replication.as_ref())
+                    .is_none_or(|r| r.source != addr || r.io_thread != IoThreadState::Yes);
+                if lost {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} never noticed {dead} was gone",
+                    other.name
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Wait until `m` has applied `n` rows of `app.t`.
+    async fn wait_rows(&self, m: &str, n: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.count(m).await < n {
+            assert!(Instant::now() < deadline, "{m} never reached {n} rows");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn member_of(&self, addr: &InstanceAddr) -> &'static str {
+        ["m1", "m2", "m3"]
+            .into_iter()
+            .find(|m| self.addr(m) == *addr)
+            .unwrap()
+    }
+}
+
+fn candidate(rec: &store::OperationRecord) -> InstanceAddr {
+    rec.data["candidate"].as_str().unwrap().parse().unwrap()
+}
+
+fn ended(r: Result<store::OperationRecord, EngineError>) -> store::OperationRecord {
+    match r {
+        Ok(rec) => rec,
+        Err(EngineError::Ended { record, .. }) => *record,
+        Err(e) => panic!("failover did not run: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_frozen_old_primary_is_not_waited_for_and_is_fenced_when_it_answers() {
+    let e = env("hf-frozen", 25500, policy()).await;
+    e.insert(1, 50).await;
+    e.wait_rows("m2", 50).await;
+    e.wait_rows("m3", 50).await;
+    e.observe_into_store().await;
+
+    let frozen = Frozen::freeze(&e.sb, "m1");
+    // The replicas' IO threads stay stuck in a read on the frozen server until
+    // slave_net_timeout (4 s) passes; detection is not this test's subject.
+    e.wait_lost("m1", Duration::from_secs(15)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    let started = rec.data["started_ms"].as_u64().unwrap();
+    let writable = rec.data["writable_ms"].as_u64().unwrap();
+    eprintln!(
+        "frozen old primary: writable {} ms after the failover started (stopping: {})",
+        writable - started,
+        rec.data["io_stopping"]
+    );
+    let new = e.member_of(&candidate(&rec));
+    assert!(!e.state(new).await.read_only, "the new primary is writable");
+    assert_eq!(e.count(new).await, 50);
+    // The other replica, whose IO thread was stuck, was repointed once it stopped: a write
+    // on the new primary is acknowledged (lossless semi-sync) and replicates.
+    let other = if new == "m2" { "m3" } else { "m2" };
+    let t = Instant::now();
+    e.session(new)
+        .await
+        .exec("write", "INSERT INTO app.t VALUES (51)")
+        .await
+        .unwrap();
+    eprintln!(
+        "first write on the new primary acknowledged in {:?}",
+        t.elapsed()
+    );
+    e.wait_rows(other, 51).await;
+
+    // The old primary resumes: the leader's round fences it.
+    frozen.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+        if obs[0].state().is_some() {
+            e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "m1 never answered after SIGCONT");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(e.state("m1").await.read_only, "the old primary was fenced");
+}
+
+#[tokio::test]
+async fn a_silently_cut_old_primary_is_not_waited_for_and_is_fenced_when_it_heals() {
+    let e = env("hf-blackhole", 25580, policy()).await;
+    e.insert(1, 20).await;
+    e.wait_rows("m2", 20).await;
+    e.wait_rows("m3", 20).await;
+    e.observe_into_store().await;
+    let m1 = e.addr("m1");
+    let cut = drt::faults::NetworkFault::inject(drt::faults::NetworkSpec::Partition {
+        addr: std::net::SocketAddr::new(m1.host.parse().unwrap(), m1.port),
+    })
+    .expect("iptables partition");
+    e.wait_lost("m1", Duration::from_secs(15)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    let started = rec.data["started_ms"].as_u64().unwrap();
+    let writable = rec.data["writable_ms"].as_u64().unwrap();
+    eprintln!(
+        "silently cut old primary: writable {} ms after the failover started",
+        writable - started
+    );
+    let new = e.member_of(&candidate(&rec));
+    assert!(!e.state(new).await.read_only);
+    cut.heal().await.unwrap();
+    let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
+    assert!(obs[0].state().is_some(), "m1 answers after the heal");
+    e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+    assert!(e.state("m1").await.read_only, "the old primary was fenced");
+}
+
+#[tokio::test]
+async fn an_old_primary_that_resumes_mid_failover_is_fenced_before_writes_open() {
+    // A pre-failover hook resumes the frozen old primary: the failover's watch sees it
+    // answer and fences it before promotion; writes then open on the candidate only.
+    let mut p = policy();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    p.pre_failover = vec![format!(
+        "kill -CONT $(cat {}) && sleep 1",
+        pidfile.display()
+    )];
+    let e = env("hf-resume", 25510, p).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m2", 10).await;
+    e.wait_rows("m3", 10).await;
+    e.observe_into_store().await;
+    let frozen = Frozen::freeze(&e.sb, "m1");
+    std::fs::write(&pidfile, frozen.0.to_string()).unwrap();
+    e.wait_lost("m1", Duration::from_secs(15)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert!(
+        rec.data["old_primary_answered"].is_string(),
+        "the watch saw it: {}",
+        rec.data
+    );
+    assert!(e.state("m1").await.read_only, "the old primary is fenced");
+    let new = e.member_of(&candidate(&rec));
+    assert!(!e.state(new).await.read_only);
+    drop(frozen);
+}
+
+#[tokio::test]
+async fn a_delayed_replica_does_not_block_failover_and_keeps_its_delay() {
+    let e = env("hf-delay", 25520, policy()).await;
+    e.write(
+        "m2",
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=30; START SLAVE",
+    )
+    .await;
+    e.insert(1, 20).await;
+    e.wait_rows("m3", 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.observe_into_store().await;
+    e.sb.kill("m1").unwrap();
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let t = Instant::now();
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    eprintln!("delayed replica: failover took {:?}", t.elapsed());
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert_eq!(candidate(&rec), e.addr("m3"), "the current replica");
+    assert_eq!(e.slave_field("m2", "SQL_Delay").await, "30", "delay kept");
+    assert_eq!(
+        e.slave_field("m2", "Master_Port").await,
+        e.addr("m3").port.to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_replica_gives_what_only_it_received_and_gets_its_delay_back() {
+    let e = env("hf-delay2", 25530, policy()).await;
+    e.write(
+        "m2",
+        "STOP SLAVE; CHANGE MASTER TO MASTER_DELAY=30; START SLAVE",
+    )
+    .await;
+    e.insert(1, 10).await;
+    e.wait_rows("m3", 10).await;
+    // m3's stream stalls; the delayed m2 alone receives (and acknowledges) row 11.
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    e.insert(11, 11).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.observe_into_store().await;
+    e.sb.kill("m1").unwrap();
+    // m3 must witness the death: its IO thread tries the dead primary again.
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    let new = e.member_of(&candidate(&rec));
+    assert_eq!(e.count(new).await, 11, "row 11 reached the new primary");
+    if new == "m3" {
+        assert_eq!(
+            rec.data["caught_up_from"].as_str(),
+            Some(e.addr("m2").to_string().as_str())
+        );
+        assert_eq!(e.slave_field("m2", "SQL_Delay").await, "30", "delay back");
+    }
+}
+
+#[tokio::test]
+async fn a_replica_with_a_broken_sql_thread_does_not_block_failover() {
+    let e = env("hf-broken", 25540, policy()).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m2", 10).await;
+    e.wait_rows("m3", 10).await;
+    // An errant write on m2, then the primary's next write breaks m2's SQL thread (1950).
+    e.write("m2", "INSERT INTO app.t VALUES (1000)").await;
+    e.insert(11, 11).await;
+    e.wait_rows("m3", 11).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while e.slave_field("m2", "Slave_SQL_Running").await == "Yes" {
+        assert!(Instant::now() < deadline, "m2's SQL thread never broke");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    e.observe_into_store().await;
+    e.sb.kill("m1").unwrap();
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert_eq!(candidate(&rec), e.addr("m3"));
+    assert_eq!(e.count("m3").await, 11);
+}
+
+#[tokio::test]
+async fn losing_the_primary_and_the_most_advanced_replica_pages_with_the_lost_gtids() {
+    let e = env("hf-loss", 25550, policy()).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m3", 10).await;
+    // m3's stream stalls; m2 alone receives rows 11..15; dbfleet observes that.
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    for i in 11..=15 {
+        e.insert(i, i).await;
+    }
+    e.wait_rows("m2", 15).await;
+    e.observe_into_store().await;
+    e.sb.kill("m2").unwrap();
+    e.sb.kill("m1").unwrap();
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = ended(e.engine.failover(&e.cluster).await);
+    assert_eq!(rec.state, OperationState::NeedsHuman, "{rec:?}");
+    let msg = rec.error.clone().unwrap_or_default();
+    assert!(
+        msg.contains("(5 transaction(s)) on") && msg.contains(&e.addr("m2").to_string()),
+        "the page names the possibly lost GTIDs and their holder: {msg}"
+    );
+    assert!(e.state("m3").await.read_only, "nothing promoted");
+
+    // A human brings m2 back: a failover to it loses nothing.
+    e.sb.start("m2").await.unwrap();
+    let rec = e
+        .engine
+        .failover(&e.cluster)
+        .await
+        .expect("second failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    let new = e.member_of(&candidate(&rec));
+    assert_eq!(e.count(new).await, 15, "nothing lost");
+}
+
+#[tokio::test]
+async fn on_possible_loss_promote_promotes_and_reports_the_loss() {
+    let mut p = policy();
+    p.on_possible_loss = PossibleLossPolicy::Promote;
+    let e = env("hf-lossp", 25560, p).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m3", 10).await;
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    e.insert(11, 12).await;
+    e.wait_rows("m2", 12).await;
+    e.observe_into_store().await;
+    e.sb.kill("m2").unwrap();
+    e.sb.kill("m1").unwrap();
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded);
+    assert_eq!(candidate(&rec), e.addr("m3"));
+    assert_eq!(rec.data["semi_sync_guarantee"], false);
+    assert_eq!(
+        rec.data["possible_loss"].as_array().map(|a| a.len()),
+        Some(1)
+    );
+    let events = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::FAILOVER_POSSIBLE_LOSS.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    // m3 was left with no semi-sync replica: the shortfall is paged.
+    let events = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::SEMI_SYNC_SHORTFALL.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1, "semi-sync shortfall event");
+}
+
+#[tokio::test]
+async fn a_required_fence_that_fails_stops_the_failover_before_promotion() {
+    let mut p = policy();
+    p.fence = FencePolicy::Required;
+    p.fence_command = Some("echo cannot reach the PDU; exit 1".into());
+    let e = env("hf-stonith", 25570, p).await;
+    e.insert(1, 5).await;
+    e.wait_rows("m2", 5).await;
+    e.wait_rows("m3", 5).await;
+    e.observe_into_store().await;
+    e.sb.kill("m1").unwrap();
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = ended(e.engine.failover(&e.cluster).await);
+    assert_eq!(rec.state, OperationState::NeedsHuman, "{rec:?}");
+    assert!(
+        rec.error.as_deref().unwrap_or("").contains("fence"),
+        "{rec:?}"
+    );
+    assert_eq!(rec.data["fence_command"]["ok"], false);
+    assert!(e.state("m2").await.read_only && e.state("m3").await.read_only);
+    assert!(
+        e.state("m2").await.replication.is_some() && e.state("m3").await.replication.is_some(),
+        "nothing promoted"
+    );
+}
