@@ -397,6 +397,22 @@ async fn runs_in(
         // it is never a second writable primary, and a repair of it is safe.
         if fault == Fault::Kill {
             sb.start_read_only(&old).await?;
+        } else {
+            // The old primary runs again: wait until the daemon's rounds fenced it.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let o = probe::observe(&primary, &admin, probe::ProbeOptions::default()).await;
+                if o.state().is_some_and(|s| s.read_only) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(anyhow::anyhow!(
+                        "{primary} was not fenced 20 s after it came back"
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         engine
             .ack_recoveries(NAME, "bench")
