@@ -391,6 +391,22 @@ async fn runs_in(
                 run.lost
             );
         }
+        if !json && run.decision_to_writable_ms > 300 {
+            // Where a slow failover spent its time: each step's end, after its start.
+            let steps: Vec<String> = op.data["timeline"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| format!("{} {}", p[0].as_str().unwrap_or("?"), p[1]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "  steps (ms after the start): {}; caught up from {}",
+                steps.join(", "),
+                op.data["caught_up_from"]
+            );
+        }
         failovers.push(run);
         // Bring the old primary back as a replica for the next run. It starts read-only, as
         // a production server configured to start read-only would (and as DRT heals do), so

@@ -95,6 +95,9 @@ pub(crate) struct FailoverData {
     pub old_primary_answered: Option<String>,
     /// The `fence_command` run, if one ran.
     pub fence_command: Option<HookOutcome>,
+    /// When each step finished, in ms after the failover started (what a slow failover
+    /// spent its time on).
+    pub timeline: Vec<(String, u64)>,
     /// Semi-sync replicas the new primary had when writes opened.
     pub semi_sync_replicas: Option<usize>,
     /// A semi-sync shortfall, as reported in the `semi_sync_shortfall` event.
@@ -553,6 +556,8 @@ impl Engine {
             let reps = data.replicas.clone();
             op.done("confirm", before, conns, &reps, json!({ "replicas": reps }))
                 .await?;
+            data.timeline
+                .push(("confirm".into(), now_ms().saturating_sub(data.started_ms)));
             // From here on the old primary is tried all along, and fenced if it answers.
             *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
 
@@ -612,6 +617,8 @@ impl Engine {
                 json!({ "stopped": data.io_stopped, "stopping": data.io_stopping }),
             )
             .await?;
+            data.timeline
+                .push(("stop_io".into(), now_ms().saturating_sub(data.started_ms)));
 
             // 3. apply_relay: read what each replica applied and received. Nothing is
             // waited for here: only the chosen candidate (and a replica it catches up
@@ -661,6 +668,10 @@ impl Engine {
                 json!({ "replicas": positions }),
             )
             .await?;
+            data.timeline.push((
+                "apply_relay".into(),
+                now_ms().saturating_sub(data.started_ms),
+            ));
 
             // 4. choose
             let before = op.step("choose", &data.json(), conns, &reps).await?;
@@ -708,6 +719,8 @@ impl Engine {
             data.choice = Some(choice.clone());
             op.done("choose", before, conns, &reps, json!({ "choice": choice }))
                 .await?;
+            data.timeline
+                .push(("choose".into(), now_ms().saturating_sub(data.started_ms)));
 
             // 5. catch_up: the candidate applies what it received (only it is waited
             // for); when it lacks transactions, it replicates them from a replica that
@@ -772,6 +785,8 @@ impl Engine {
                     json!({ "candidate": data.candidate, "caught_up_from": data.caught_up_from, "delays_lifted": data.delays_lifted }),
                 )
                 .await?;
+                data.timeline
+                    .push(("catch_up".into(), now_ms().saturating_sub(data.started_ms)));
             }
 
             // 6. pre_hooks
@@ -795,6 +810,8 @@ impl Engine {
                     )));
                 }
                 op.done("pre_hooks", before, conns, &[], json!({})).await?;
+                data.timeline
+                    .push(("pre_hooks".into(), now_ms().saturating_sub(data.started_ms)));
             }
 
             // 7. stonith: with fence = "required", the old primary is fenced by the
@@ -822,6 +839,8 @@ impl Engine {
                     json!({ "fence_command": data.fence_command }),
                 )
                 .await?;
+                data.timeline
+                    .push(("stonith".into(), now_ms().saturating_sub(data.started_ms)));
             }
         } else {
             // Resuming after promotion started: re-read, and never leave two writers.
@@ -936,6 +955,8 @@ impl Engine {
             json!({ "candidate": cand, "reset_pending": data.reset_pending }),
         )
         .await?;
+        data.timeline
+            .push(("promote".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 9. repoint: every other replica at once, each within the statement deadline; one
         // still stopping its IO thread is finished in verify_replicas.
@@ -1003,6 +1024,8 @@ impl Engine {
             json!({ "repointed": data.repointed, "pending": data.repoint_pending, "semi_sync_replicas": data.semi_sync_replicas }),
         )
         .await?;
+        data.timeline
+            .push(("repoint".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 10. open_writes
         self.old_primary_still_out(conns, watch, &old, data, "open_writes")
@@ -1029,6 +1052,10 @@ impl Engine {
             json!({ "writable_ms": data.writable_ms }),
         )
         .await?;
+        data.timeline.push((
+            "open_writes".into(),
+            now_ms().saturating_sub(data.started_ms),
+        ));
 
         // 11. verify_replicas: finish what was left stopping, then check each replica.
         let before = op
@@ -1072,6 +1099,10 @@ impl Engine {
         data.warnings.extend(unhealthy);
         op.done("verify_replicas", before, conns, &touched, json!({}))
             .await?;
+        data.timeline.push((
+            "verify_replicas".into(),
+            now_ms().saturating_sub(data.started_ms),
+        ));
 
         // 12. fence_old
         let before = op.step("fence_old", &data.json(), conns, &[]).await?;
@@ -1134,6 +1165,8 @@ impl Engine {
         }
         op.done("fence_old", before, conns, &[], json!({ "fenced": fenced }))
             .await?;
+        data.timeline
+            .push(("fence_old".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 13. post_hooks
         if !policy.post_failover.is_empty() {
@@ -1153,6 +1186,10 @@ impl Engine {
             }
             data.hooks.extend(out);
             op.done("post_hooks", before, conns, &[], json!({})).await?;
+            data.timeline.push((
+                "post_hooks".into(),
+                now_ms().saturating_sub(data.started_ms),
+            ));
         }
 
         let after_start = data.writable_ms.map(|w| w.saturating_sub(data.started_ms));
