@@ -1233,9 +1233,16 @@ impl Engine {
                     .await
                     .map_err(|e| (src.clone(), e))?;
             }
-            self.catch_up(conns, &cand, src, repl, policy.catch_up_timeout)
-                .await
-                .map_err(|e| (cand.clone(), format!("catch-up from {src}: {e}")))?;
+            // Bounded as a whole: its statements have the engine's query timeout.
+            let within = policy.catch_up_timeout + Duration::from_secs(2);
+            tokio::time::timeout(
+                within,
+                self.catch_up(conns, &cand, src, repl, policy.catch_up_timeout),
+            )
+            .await
+            .map_err(|_| format!("no end within {within:?}"))
+            .and_then(|r| r)
+            .map_err(|e| (cand.clone(), format!("catch-up from {src}: {e}")))?;
             data.caught_up_from = Some(src.clone());
         } else if let Some((f, running)) = fact(&cand) {
             self.apply_received(conns, &f, running, policy.relay_apply_timeout, data)
