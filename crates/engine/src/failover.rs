@@ -1,27 +1,37 @@
 //! Automated and manual failover of a dead primary.
 //!
-//! Steps, in order (each persisted before it runs, audited after):
+//! Steps, in order (each persisted before it runs, audited after). No step waits on a
+//! server that does not answer longer than its own deadline (`statement_timeout`, or the
+//! step's own timeout): a frozen or silently cut old primary, or a replica whose IO thread
+//! is stuck on it, costs a failover milliseconds.
 //!
 //! 1. `confirm`: fresh probes of every member; the old primary must be unreachable (on a
-//!    fresh run, analysis of the fresh probes must say `DeadPrimary`).
-//! 2. `stop_io`: stop the IO thread of every direct replica, so nothing more arrives from a
-//!    primary that may come back.
-//! 3. `apply_relay`: wait (bounded) for each replica to apply what it received.
-//! 4. `choose`: pick the candidate ([`crate::choose`]); stop and page if none is safe.
-//! 5. `catch_up`: when the candidate lacks transactions, replicate them from the replica
-//!    that has them all; fall back to that replica if the catch-up fails.
+//!    fresh run, analysis of the fresh probes must say `DeadPrimary`). From here on the old
+//!    primary is watched ([`crate::watch_old`]) and fenced the moment it answers.
+//! 2. `stop_io`: ask every direct replica to stop its IO thread, at once; a replica stuck
+//!    on a frozen primary is not waited for (it queues nothing more once asked).
+//! 3. `apply_relay`: read what each replica applied and received (`Gtid_IO_Pos`), its
+//!    delay and its SQL thread's error; an unreachable one by its last observation.
+//! 4. `choose`: pick the candidate ([`crate::choose`]); stop and page if none is safe, or
+//!    if transactions may be lost and `on_possible_loss = "page"`.
+//! 5. `catch_up`: the candidate applies what it received (a delay lifted for it); when it
+//!    lacks transactions, it replicates them from the replica that holds them; a failure
+//!    excludes that replica and chooses again.
 //! 6. `pre_hooks`: operator hooks; one failing stops the failover before promotion.
-//! 7. `promote`: the candidate stops replicating; semi-sync on as a primary (still
-//!    read-only).
-//! 8. `repoint`: every other replica replicates from the candidate by GTID, with semi-sync
-//!    as a replica, so the first write on the new primary is already semi-synchronous.
-//! 9. `open_writes`: `read_only=OFF` on the candidate; the cluster's writer in the store
-//!    moves to it.
-//! 10. `verify_replicas`: each repointed replica runs both threads from the new primary.
-//! 11. `fence_old`: the old primary, if reachable, is made read-only with semi-sync off and
-//!     its clients killed; in every case it is marked fenced in the store and must pass an
-//!     errant-GTID check (`dbfleet rejoin`) before it replicates again.
-//! 12. `post_hooks`.
+//! 7. `stonith`: with `fence = "required"`, the `fence_command` must succeed.
+//! 8. `promote`: the old primary must not answer unfenced; the candidate stops replicating;
+//!    semi-sync on as a primary (still read-only).
+//! 9. `repoint`: every other replica replicates from the candidate by GTID, with semi-sync
+//!    as a replica and its delay kept; then `min_semi_sync_replicas` is judged.
+//! 10. `open_writes`: the old primary must not answer unfenced; `read_only=OFF` on the
+//!     candidate; the cluster's writer in the store moves to it.
+//! 11. `verify_replicas`: what was left stopping is finished; each repointed replica runs
+//!     both threads from the new primary.
+//! 12. `fence_old`: the old primary, if reachable, has its clients killed and is made
+//!     read-only with semi-sync off; if not, `fence_command` runs (`best_effort`); in every
+//!     case it is marked fenced in the store and must pass an errant-GTID check (`dbfleet
+//!     rejoin`) before it replicates again.
+//! 13. `post_hooks`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
