@@ -391,12 +391,44 @@ async fn runs_in(
                 run.lost
             );
         }
+        if !json && run.decision_to_writable_ms > 300 {
+            // Where a slow failover spent its time: each step's end, after its start.
+            let steps: Vec<String> = op.data["timeline"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|p| format!("{} {}", p[0].as_str().unwrap_or("?"), p[1]))
+                        .collect()
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "  steps (ms after the start): {}; caught up from {}",
+                steps.join(", "),
+                op.data["caught_up_from"]
+            );
+        }
         failovers.push(run);
         // Bring the old primary back as a replica for the next run. It starts read-only, as
         // a production server configured to start read-only would (and as DRT heals do), so
         // it is never a second writable primary, and a repair of it is safe.
         if fault == Fault::Kill {
             sb.start_read_only(&old).await?;
+        } else {
+            // The old primary runs again: wait until the daemon's rounds fenced it.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let o = probe::observe(&primary, &admin, probe::ProbeOptions::default()).await;
+                if o.state().is_some_and(|s| s.read_only) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(anyhow::anyhow!(
+                        "{primary} was not fenced 20 s after it came back"
+                    )
+                    .into());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         engine
             .ack_recoveries(NAME, "bench")

@@ -115,6 +115,32 @@ fn example_shows_every_key() {
 }
 
 #[test]
+fn failover_safety_policies_parse_and_default() {
+    let c = parse(&minimal("")).unwrap();
+    let f = &c.clusters[0].failover;
+    assert_eq!(f.fence, FencePolicy::BestEffort);
+    assert_eq!(f.on_possible_loss, PossibleLossPolicy::Page);
+    assert_eq!(f.semi_sync_shortfall, SemiSyncShortfallPolicy::Page);
+    assert_eq!(f.min_semi_sync_replicas, 1);
+    assert_eq!(f.statement_timeout, Duration::from_millis(250));
+    assert_eq!(f.fence_command, None);
+    let c = parse(&minimal(
+        "[cluster.failover]\nfence = \"required\"\nfence_command = \"/bin/true\"\n\
+         on_possible_loss = \"promote\"\nsemi_sync_shortfall = \"relax\"\n\
+         min_semi_sync_replicas = 2\nstatement_timeout = \"100ms\"",
+    ))
+    .unwrap();
+    let f = &c.clusters[0].failover;
+    assert_eq!(f.fence, FencePolicy::Required);
+    assert_eq!(f.on_possible_loss, PossibleLossPolicy::Promote);
+    assert_eq!(f.semi_sync_shortfall, SemiSyncShortfallPolicy::Relax);
+    assert_eq!(f.min_semi_sync_replicas, 2);
+    assert_eq!(f.statement_timeout, Duration::from_millis(100));
+    let e = parse(&minimal("[cluster.failover]\nfence = \"always\"")).unwrap_err();
+    assert!(e.to_string().contains("always"), "{e}");
+}
+
+#[test]
 fn defaults_apply() {
     let c = parse(&minimal("")).unwrap();
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:7070");
@@ -217,6 +243,21 @@ addr = "{second_addr}"
             minimal("[[cluster.instance]]\naddr = \"127.0.0.1:23306\""),
             "cluster[0].instance[1].addr",
             "already declared at cluster[0].instance[0]",
+        ),
+        (
+            minimal("[cluster.failover]\nfence = \"required\""),
+            "cluster[0].failover.fence",
+            "needs a fence_command",
+        ),
+        (
+            minimal("[cluster.failover]\nstatement_timeout = \"5ms\""),
+            "cluster[0].failover.statement_timeout",
+            "must be at least 10ms",
+        ),
+        (
+            minimal("[cluster.failover]\nfence_command = \" \""),
+            "cluster[0].failover.fence_command",
+            "empty command",
         ),
         (
             minimal("[probe]\ninterval = \"49ms\""),

@@ -21,7 +21,8 @@
 //! 4. **Never promote** a replica that is not usable, or is marked `must_not`.
 //! 5. Among the others: `prefer` before `neutral`; then the dead primary's site; then one
 //!    with no `MASTER_DELAY`; then one that has applied the required position, then one
-//!    that has received it; then the address, for a stable choice.
+//!    that has received it; then the one with the least left to apply; then the address,
+//!    for a stable choice.
 //! 6. A chosen replica that does not hold the required position first catches up from a
 //!    usable replica that holds it (a `must_not` one may serve).
 
@@ -253,6 +254,15 @@ fn class(r: &ReplicaFacts, required: &State) -> u8 {
     }
 }
 
+/// How many transactions `r` still has to apply to reach `required`, summed over domains.
+fn backlog(r: &ReplicaFacts, required: &State) -> u64 {
+    let have = applied(r);
+    required
+        .iter()
+        .map(|(d, seq)| seq.saturating_sub(have.get(d).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// Choose the replica to promote; see the module docs for the rules.
 pub fn choose(replicas: &[ReplicaFacts], old_site: Option<&str>) -> Result<Choice, NoCandidate> {
     let usable: Vec<&ReplicaFacts> = replicas.iter().filter(|r| unusable(r).is_none()).collect();
@@ -308,6 +318,7 @@ pub fn choose(replicas: &[ReplicaFacts], old_site: Option<&str>) -> Result<Choic
             old_site.is_none() || r.site.as_deref() != old_site,
             r.delay_s > 0,
             class(r, &required),
+            backlog(r, &required),
             r.addr.to_string(),
         )
     };
@@ -481,6 +492,14 @@ mod tests {
         assert_eq!(c.catch_up_from, None);
         assert!(has_unapplied(&received(r(2, "0-1-10"), "0-1-14")));
         assert!(!has_unapplied(&received(r(2, "0-1-14"), "0-1-14")));
+    }
+
+    #[test]
+    fn among_replicas_that_received_everything_the_least_behind_is_chosen() {
+        let a = received(r(2, "0-1-100"), "0-1-140");
+        let b = received(r(3, "0-1-138"), "0-1-140");
+        let c = choose(&[a, b], None).unwrap();
+        assert_eq!(c.candidate.port, 3, "2 transactions to apply, not 40");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub(crate) struct Conns {
     creds: Credentials,
     opts: ProbeOptions,
     map: BTreeMap<InstanceAddr, Session>,
+    /// With [`Conns::limit_connect`]: the bound of each audit read ([`Conns::positions`]).
+    audit_limit: Option<Duration>,
 }
 
 impl Conns {
@@ -20,6 +22,7 @@ impl Conns {
             creds,
             opts,
             map: BTreeMap::new(),
+            audit_limit: None,
         }
     }
 
@@ -80,8 +83,10 @@ impl Conns {
 
     /// Connects of this operation take at most `limit` (a failover must not wait on a
     /// server that does not answer for longer than its own short deadline).
+    /// Audit reads ([`Conns::positions`]) then take at most `limit` each too.
     pub(crate) fn limit_connect(&mut self, limit: Duration) {
         self.opts.connect_timeout = self.opts.connect_timeout.min(limit);
+        self.audit_limit = Some(limit);
     }
 
     /// [`Conns::exec`] within `limit`, connect included. Past it the call is dropped with
@@ -159,20 +164,31 @@ impl Conns {
     /// `@@gtid_current_pos` of each instance that answers, for the audit log.
     pub(crate) async fn positions(&mut self, addrs: &[InstanceAddr]) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
+        let audit_limit = self.audit_limit;
         for a in addrs {
-            let pos = match self.get(a).await {
-                Ok(s) => match s
-                    .query_rows("gtid position", "SELECT @@gtid_current_pos AS pos")
-                    .await
-                {
-                    Ok(rows) => rows
-                        .first()
-                        .and_then(|r| r.get("pos").cloned().flatten())
-                        .unwrap_or_default(),
-                    Err(e) => format!("error: {e}"),
-                },
-                Err(e) => format!("unreachable: {e}"),
+            let read = async {
+                match self.get(a).await {
+                    Ok(s) => match s
+                        .query_rows("gtid position", "SELECT @@gtid_current_pos AS pos")
+                        .await
+                    {
+                        Ok(rows) => rows
+                            .first()
+                            .and_then(|r| r.get("pos").cloned().flatten())
+                            .unwrap_or_default(),
+                        Err(e) => format!("error: {e}"),
+                    },
+                    Err(e) => format!("unreachable: {e}"),
+                }
             };
+            let pos = match audit_limit {
+                None => Some(read.await),
+                Some(limit) => tokio::time::timeout(limit, read).await.ok(),
+            };
+            let pos = pos.unwrap_or_else(|| {
+                self.map.remove(a);
+                format!("no answer within {:?}", audit_limit.unwrap_or_default())
+            });
             out.insert(a.to_string(), pos);
         }
         out

@@ -1,27 +1,37 @@
 //! Automated and manual failover of a dead primary.
 //!
-//! Steps, in order (each persisted before it runs, audited after):
+//! Steps, in order (each persisted before it runs, audited after). No step waits on a
+//! server that does not answer longer than its own deadline (`statement_timeout`, or the
+//! step's own timeout): a frozen or silently cut old primary, or a replica whose IO thread
+//! is stuck on it, costs a failover milliseconds.
 //!
 //! 1. `confirm`: fresh probes of every member; the old primary must be unreachable (on a
-//!    fresh run, analysis of the fresh probes must say `DeadPrimary`).
-//! 2. `stop_io`: stop the IO thread of every direct replica, so nothing more arrives from a
-//!    primary that may come back.
-//! 3. `apply_relay`: wait (bounded) for each replica to apply what it received.
-//! 4. `choose`: pick the candidate ([`crate::choose`]); stop and page if none is safe.
-//! 5. `catch_up`: when the candidate lacks transactions, replicate them from the replica
-//!    that has them all; fall back to that replica if the catch-up fails.
+//!    fresh run, analysis of the fresh probes must say `DeadPrimary`). From here on the old
+//!    primary is watched ([`crate::watch_old`]) and fenced the moment it answers.
+//! 2. `stop_io`: ask every direct replica to stop its IO thread, at once; a replica stuck
+//!    on a frozen primary is not waited for (it queues nothing more once asked).
+//! 3. `apply_relay`: read what each replica applied and received (`Gtid_IO_Pos`), its
+//!    delay and its SQL thread's error; an unreachable one by its last observation.
+//! 4. `choose`: pick the candidate ([`crate::choose`]); stop and page if none is safe, or
+//!    if transactions may be lost and `on_possible_loss = "page"`.
+//! 5. `catch_up`: the candidate applies what it received (a delay lifted for it); when it
+//!    lacks transactions, it replicates them from the replica that holds them; a failure
+//!    excludes that replica and chooses again.
 //! 6. `pre_hooks`: operator hooks; one failing stops the failover before promotion.
-//! 7. `promote`: the candidate stops replicating; semi-sync on as a primary (still
-//!    read-only).
-//! 8. `repoint`: every other replica replicates from the candidate by GTID, with semi-sync
-//!    as a replica, so the first write on the new primary is already semi-synchronous.
-//! 9. `open_writes`: `read_only=OFF` on the candidate; the cluster's writer in the store
-//!    moves to it.
-//! 10. `verify_replicas`: each repointed replica runs both threads from the new primary.
-//! 11. `fence_old`: the old primary, if reachable, is made read-only with semi-sync off and
-//!     its clients killed; in every case it is marked fenced in the store and must pass an
-//!     errant-GTID check (`dbfleet rejoin`) before it replicates again.
-//! 12. `post_hooks`.
+//! 7. `stonith`: with `fence = "required"`, the `fence_command` must succeed.
+//! 8. `promote`: the old primary must not answer unfenced; the candidate stops replicating;
+//!    semi-sync on as a primary (still read-only).
+//! 9. `repoint`: every other replica replicates from the candidate by GTID, with semi-sync
+//!    as a replica and its delay kept; then `min_semi_sync_replicas` is judged.
+//! 10. `open_writes`: the old primary must not answer unfenced; `read_only=OFF` on the
+//!     candidate; the cluster's writer in the store moves to it.
+//! 11. `verify_replicas`: what was left stopping is finished; each repointed replica runs
+//!     both threads from the new primary.
+//! 12. `fence_old`: the old primary, if reachable, has its clients killed and is made
+//!     read-only with semi-sync off; if not, `fence_command` runs (`best_effort`); in every
+//!     case it is marked fenced in the store and must pass an errant-GTID check (`dbfleet
+//!     rejoin`) before it replicates again.
+//! 13. `post_hooks`.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -95,6 +105,9 @@ pub(crate) struct FailoverData {
     pub old_primary_answered: Option<String>,
     /// The `fence_command` run, if one ran.
     pub fence_command: Option<HookOutcome>,
+    /// When each step finished, in ms after the failover started (what a slow failover
+    /// spent its time on).
+    pub timeline: Vec<(String, u64)>,
     /// Semi-sync replicas the new primary had when writes opened.
     pub semi_sync_replicas: Option<usize>,
     /// A semi-sync shortfall, as reported in the `semi_sync_shortfall` event.
@@ -553,6 +566,8 @@ impl Engine {
             let reps = data.replicas.clone();
             op.done("confirm", before, conns, &reps, json!({ "replicas": reps }))
                 .await?;
+            data.timeline
+                .push(("confirm".into(), now_ms().saturating_sub(data.started_ms)));
             // From here on the old primary is tried all along, and fenced if it answers.
             *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
 
@@ -612,6 +627,8 @@ impl Engine {
                 json!({ "stopped": data.io_stopped, "stopping": data.io_stopping }),
             )
             .await?;
+            data.timeline
+                .push(("stop_io".into(), now_ms().saturating_sub(data.started_ms)));
 
             // 3. apply_relay: read what each replica applied and received. Nothing is
             // waited for here: only the chosen candidate (and a replica it catches up
@@ -661,6 +678,10 @@ impl Engine {
                 json!({ "replicas": positions }),
             )
             .await?;
+            data.timeline.push((
+                "apply_relay".into(),
+                now_ms().saturating_sub(data.started_ms),
+            ));
 
             // 4. choose
             let before = op.step("choose", &data.json(), conns, &reps).await?;
@@ -708,6 +729,8 @@ impl Engine {
             data.choice = Some(choice.clone());
             op.done("choose", before, conns, &reps, json!({ "choice": choice }))
                 .await?;
+            data.timeline
+                .push(("choose".into(), now_ms().saturating_sub(data.started_ms)));
 
             // 5. catch_up: the candidate applies what it received (only it is waited
             // for); when it lacks transactions, it replicates them from a replica that
@@ -772,6 +795,8 @@ impl Engine {
                     json!({ "candidate": data.candidate, "caught_up_from": data.caught_up_from, "delays_lifted": data.delays_lifted }),
                 )
                 .await?;
+                data.timeline
+                    .push(("catch_up".into(), now_ms().saturating_sub(data.started_ms)));
             }
 
             // 6. pre_hooks
@@ -795,6 +820,8 @@ impl Engine {
                     )));
                 }
                 op.done("pre_hooks", before, conns, &[], json!({})).await?;
+                data.timeline
+                    .push(("pre_hooks".into(), now_ms().saturating_sub(data.started_ms)));
             }
 
             // 7. stonith: with fence = "required", the old primary is fenced by the
@@ -822,6 +849,8 @@ impl Engine {
                     json!({ "fence_command": data.fence_command }),
                 )
                 .await?;
+                data.timeline
+                    .push(("stonith".into(), now_ms().saturating_sub(data.started_ms)));
             }
         } else {
             // Resuming after promotion started: re-read, and never leave two writers.
@@ -936,6 +965,8 @@ impl Engine {
             json!({ "candidate": cand, "reset_pending": data.reset_pending }),
         )
         .await?;
+        data.timeline
+            .push(("promote".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 9. repoint: every other replica at once, each within the statement deadline; one
         // still stopping its IO thread is finished in verify_replicas.
@@ -1003,6 +1034,8 @@ impl Engine {
             json!({ "repointed": data.repointed, "pending": data.repoint_pending, "semi_sync_replicas": data.semi_sync_replicas }),
         )
         .await?;
+        data.timeline
+            .push(("repoint".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 10. open_writes
         self.old_primary_still_out(conns, watch, &old, data, "open_writes")
@@ -1029,6 +1062,10 @@ impl Engine {
             json!({ "writable_ms": data.writable_ms }),
         )
         .await?;
+        data.timeline.push((
+            "open_writes".into(),
+            now_ms().saturating_sub(data.started_ms),
+        ));
 
         // 11. verify_replicas: finish what was left stopping, then check each replica.
         let before = op
@@ -1072,6 +1109,10 @@ impl Engine {
         data.warnings.extend(unhealthy);
         op.done("verify_replicas", before, conns, &touched, json!({}))
             .await?;
+        data.timeline.push((
+            "verify_replicas".into(),
+            now_ms().saturating_sub(data.started_ms),
+        ));
 
         // 12. fence_old
         let before = op.step("fence_old", &data.json(), conns, &[]).await?;
@@ -1134,6 +1175,8 @@ impl Engine {
         }
         op.done("fence_old", before, conns, &[], json!({ "fenced": fenced }))
             .await?;
+        data.timeline
+            .push(("fence_old".into(), now_ms().saturating_sub(data.started_ms)));
 
         // 13. post_hooks
         if !policy.post_failover.is_empty() {
@@ -1153,6 +1196,10 @@ impl Engine {
             }
             data.hooks.extend(out);
             op.done("post_hooks", before, conns, &[], json!({})).await?;
+            data.timeline.push((
+                "post_hooks".into(),
+                now_ms().saturating_sub(data.started_ms),
+            ));
         }
 
         let after_start = data.writable_ms.map(|w| w.saturating_sub(data.started_ms));
@@ -1196,9 +1243,16 @@ impl Engine {
                     .await
                     .map_err(|e| (src.clone(), e))?;
             }
-            self.catch_up(conns, &cand, src, repl, policy.catch_up_timeout)
-                .await
-                .map_err(|e| (cand.clone(), format!("catch-up from {src}: {e}")))?;
+            // Bounded as a whole: its statements have the engine's query timeout.
+            let within = policy.catch_up_timeout + Duration::from_secs(2);
+            tokio::time::timeout(
+                within,
+                self.catch_up(conns, &cand, src, repl, policy.catch_up_timeout),
+            )
+            .await
+            .map_err(|_| format!("no end within {within:?}"))
+            .and_then(|r| r)
+            .map_err(|e| (cand.clone(), format!("catch-up from {src}: {e}")))?;
             data.caught_up_from = Some(src.clone());
         } else if let Some((f, running)) = fact(&cand) {
             self.apply_received(conns, &f, running, policy.relay_apply_timeout, data)

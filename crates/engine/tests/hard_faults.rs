@@ -566,3 +566,46 @@ async fn a_required_fence_that_fails_stops_the_failover_before_promotion() {
         "nothing promoted"
     );
 }
+
+#[tokio::test]
+async fn semi_sync_shortfall_relax_switches_semi_sync_off_on_a_lone_new_primary() {
+    let mut p = policy();
+    p.semi_sync_shortfall = config::SemiSyncShortfallPolicy::Relax;
+    let e = env("hf-relax", 25590, p).await;
+    e.insert(1, 5).await;
+    e.wait_rows("m2", 5).await;
+    e.wait_rows("m3", 5).await;
+    e.observe_into_store().await;
+    e.sb.kill("m2").unwrap();
+    e.sb.kill("m1").unwrap();
+    e.wait_lost("m1", Duration::from_secs(10)).await;
+    let rec = e.engine.failover(&e.cluster).await.expect("failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert_eq!(candidate(&rec), e.addr("m3"));
+    assert_eq!(
+        rec.data["semi_sync_guarantee"], false,
+        "m2 could not be read"
+    );
+    let st = e.state("m3").await;
+    assert!(!st.semi_sync.source_enabled, "semi-sync relaxed on m3");
+    let events = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::SEMI_SYNC_SHORTFALL.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].data["relaxed"], true);
+    // Writes go on without a second copy.
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        e.session("m3")
+            .await
+            .exec("write", "INSERT INTO app.t VALUES (6)"),
+    )
+    .await
+    .expect("the write does not wait for an ack")
+    .unwrap();
+}
