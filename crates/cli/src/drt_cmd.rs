@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// Guardrail: the longest one run may take (overrides the scenario's).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
+    /// Stale-client mode: one more writer stays on the first primary's address and keeps
+    /// writing there; the report counts what that address acknowledges after the new
+    /// primary opened (it must be 0).
+    #[arg(long)]
+    stale_client: bool,
     /// Where to write report.json and report.html. Default ./drt-reports/SCENARIO-TIME/.
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
@@ -170,6 +175,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
                 cluster: a.cluster.clone(),
                 duration: a.duration,
                 max_duration: a.max_duration,
+                stale_client: a.stale_client.then_some(true),
                 ..Default::default()
             })
         })
@@ -595,14 +601,40 @@ pub(crate) async fn restore(
             eprintln!("warning: recoveries ack failed: {e}");
         }
     }
-    let writer = wait_one_writable(&target.members, &target.admin, Duration::from_secs(60))
-        .await
-        .map_err(|w| {
-            anyhow::anyhow!(
-                "between runs: expected one writable primary, found {}",
-                w.len()
-            )
-        })?;
+    let writer =
+        match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30)).await {
+            Ok(w) => w,
+            // No primary at all, e.g. the control plane handed the failover to a human
+            // (lose-primary-and-best-replica): be that human, now that every member runs again.
+            Err(w) if w.is_empty() && client.is_some() => {
+                if let Some((api, token)) = &client {
+                    let url = format!("{api}/api/v1/clusters/{cluster}/failover");
+                    let r = http.post(&url).bearer_auth(token).send().await;
+                    let said = match r {
+                        Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                        Err(e) => e.to_string(),
+                    };
+                    let said: String = said.chars().take(300).collect();
+                    eprintln!("between runs: no writable primary; asked for a failover: {said}");
+                }
+                wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+                    .await
+                    .map_err(|w| {
+                        anyhow::anyhow!(
+                            "between runs: expected one writable primary, found {} even after \
+                         asking for a failover",
+                            w.len()
+                        )
+                    })?
+            }
+            Err(w) => {
+                return Err(anyhow::anyhow!(
+                    "between runs: expected one writable primary, found {}",
+                    w.len()
+                )
+                .into())
+            }
+        };
     if let Some((api, token)) = &client {
         // A reachable read-only member without replication is a fenced old primary.
         for l in look_all(&target.members, &target.admin).await {

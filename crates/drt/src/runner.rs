@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use model::{InstanceAddr, ServerState};
+use model::gtid::MariadbGtidList;
+use model::{GtidState, InstanceAddr, ServerState};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::Sandbox;
 use tokio_util::sync::CancellationToken;
@@ -173,7 +174,10 @@ pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), Ru
             | ScenarioFaultKind::KillReplica
             | ScenarioFaultKind::StopReplicaSqlThread
             | ScenarioFaultKind::SlowReplica { .. }
-            | ScenarioFaultKind::ErrantWriteOnReplica => {}
+            | ScenarioFaultKind::ErrantWriteOnReplica
+            | ScenarioFaultKind::DelayReplica { .. }
+            | ScenarioFaultKind::BreakReplicaSql
+            | ScenarioFaultKind::StallReplicaStream => {}
             ScenarioFaultKind::Switchover => {
                 if target.api.is_none() || target.token.is_none() {
                     return Err(RunError::Target(
@@ -224,6 +228,22 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
             })
             .map(|l| l.addr.clone())
             .ok_or_else(|| "no reachable replica to target".to_string())?,
+        Target::BestReplica => looks
+            .iter()
+            .filter_map(|l| {
+                let s = l.state.as_ref()?;
+                (s.read_only && s.replication.is_some()).then(|| (received_score(s), &l.addr))
+            })
+            // The highest score; the first member of equals.
+            .fold(
+                None,
+                |best: Option<(u64, &InstanceAddr)>, (score, a)| match best {
+                    Some((b, _)) if b >= score => best,
+                    _ => Some((score, a)),
+                },
+            )
+            .map(|(_, a)| a.clone())
+            .ok_or_else(|| "no reachable replica to target".to_string())?,
         Target::Member(m) => {
             let name = member_name(&t.sandbox, m)
                 .ok_or_else(|| format!("{m} is not a member of the sandbox"))?;
@@ -233,6 +253,28 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
     let name = member_name(&t.sandbox, &addr.to_string())
         .ok_or_else(|| format!("{addr} is not a member of the sandbox"))?;
     Ok((name, addr))
+}
+
+/// How far a replica got: per domain, the higher of its received (`Gtid_IO_Pos`) and
+/// applied (`gtid_current_pos`) sequence numbers, summed over domains. Enough to tell which
+/// of a cluster's replicas received the most from one source.
+fn received_score(s: &ServerState) -> u64 {
+    let mut best: std::collections::BTreeMap<u32, u64> = Default::default();
+    let received: Option<MariadbGtidList> = s
+        .replication
+        .as_ref()
+        .and_then(|r| r.received_gtid.parse().ok());
+    let current = match &s.gtid {
+        GtidState::Mariadb { current_pos, .. } => Some(current_pos.clone()),
+        GtidState::Mysql { .. } => None,
+    };
+    for list in received.iter().chain(current.iter()) {
+        for g in list.iter() {
+            let e = best.entry(g.domain).or_default();
+            *e = (*e).max(g.seq);
+        }
+    }
+    best.values().sum()
 }
 
 /// What injecting a fault left behind.
@@ -297,6 +339,21 @@ async fn inject(
         ),
         ScenarioFaultKind::ErrantWriteOnReplica => set.push(
             ReplicationFault::inject(&sb, &member, ReplicationSpec::ErrantWrite)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::DelayReplica { delay } => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::Delay(*delay))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::BreakReplicaSql => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::BreakSql)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::StallReplicaStream => set.push(
+            faults::stall_replication_stream(&sb, &member)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
@@ -384,6 +441,10 @@ pub async fn run_once(
         .ok_or_else(|| RunError::NoPrimary(join(&target.members)))?;
     let mut opts = LoadOptions::new(target.members.clone(), target.app.clone());
     scenario.load.apply_to(&mut opts);
+    if scenario.load.stale_client {
+        // The stale client stays on the primary the load starts on.
+        opts.pinned = Some(primary.clone());
+    }
     load::prepare(&target.admin, &primary, &opts.table).await?;
 
     let cluster = scenario
@@ -784,11 +845,20 @@ pub fn map_events(
             "operation_finished" => {
                 let kind = data["kind"].as_str().unwrap_or("?");
                 let state = data["state"].as_str().unwrap_or("?");
-                out.push((
-                    at,
-                    EventKind::Note,
-                    format!("{kind} {op} finished: {state}"),
-                ));
+                if state == "needs_human" {
+                    let msg = e["message"].as_str().unwrap_or("");
+                    out.push((
+                        at,
+                        EventKind::NeedsHuman,
+                        format!("{kind} {op} needs a human: {msg}"),
+                    ));
+                } else {
+                    out.push((
+                        at,
+                        EventKind::Note,
+                        format!("{kind} {op} finished: {state}"),
+                    ));
+                }
             }
             _ => {}
         }
