@@ -273,8 +273,11 @@ pub enum EventKind {
     Writable,
     /// The first acknowledged write after an outage (added from the ledger).
     FirstWrite,
-    /// The control plane handed an operation to a human (it ended `needs_human`).
+    /// The control plane handed a failover to a human (it ended `needs_human`); it does not
+    /// count as a failover.
     NeedsHuman,
+    /// A failover failed; it does not count as a failover.
+    FailoverFailed,
     /// The run was aborted.
     Aborted,
     /// Anything else worth showing.
@@ -283,7 +286,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in legend order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         Self::FaultInjected,
         Self::FaultHealed,
         Self::Detected,
@@ -293,6 +296,7 @@ impl EventKind {
         Self::Writable,
         Self::FirstWrite,
         Self::NeedsHuman,
+        Self::FailoverFailed,
         Self::Aborted,
         Self::Note,
     ];
@@ -309,6 +313,7 @@ impl EventKind {
             Self::Writable => "writable",
             Self::FirstWrite => "first write",
             Self::NeedsHuman => "needs human",
+            Self::FailoverFailed => "failover failed",
             Self::Aborted => "aborted",
             Self::Note => "note",
         }
@@ -324,6 +329,7 @@ impl EventKind {
                 | Self::Repointed
                 | Self::Writable
                 | Self::NeedsHuman
+                | Self::FailoverFailed
         )
     }
 }
@@ -340,8 +346,9 @@ pub struct Figures {
     /// From the first failover's start to the new primary being writable (or, without that
     /// event, promoted).
     pub failover_ms: Option<u64>,
-    /// Failovers: the control plane's `FailoverStarted` events, or client-side the moves of
-    /// the primary less the switchovers injected.
+    /// Failovers: the control plane's `FailoverStarted` events less those that ended
+    /// `needs_human` or failed, or client-side the moves of the primary less the
+    /// switchovers injected.
     pub failovers: u32,
     /// Moves of the writable primary as the clients saw them.
     pub primary_changes: u32,
@@ -579,10 +586,9 @@ fn figures(
 
     let control_plane = timeline.iter().any(|e| e.kind.from_control_plane());
     let (source, failovers) = if control_plane {
-        let n = timeline
-            .iter()
-            .filter(|e| e.kind == EventKind::FailoverStarted)
-            .count();
+        let count = |k: EventKind| timeline.iter().filter(|e| e.kind == k).count();
+        let n = count(EventKind::FailoverStarted)
+            .saturating_sub(count(EventKind::NeedsHuman) + count(EventKind::FailoverFailed));
         (FigureSource::ControlPlane, n as u32)
     } else {
         let injected: Vec<usize> = timeline
@@ -929,13 +935,15 @@ fn stale_detail(st: &StaleAcks) -> String {
         .map_or("?".to_string(), |a| a.to_string());
     if st.acked_after_open == 0 {
         format!(
-            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged              nothing after it{client}",
+            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged \
+             nothing after it{client}",
             fmt_ms(opened)
         )
     } else {
         let ids: Vec<String> = st.ids.iter().map(u64::to_string).collect();
         format!(
-            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged {}              write{} after it, from {} to {}: ids {}{}{client}",
+            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged {} \
+             write{} after it, from {} to {}: ids {}{}{client}",
             fmt_ms(opened),
             st.acked_after_open,
             plural(st.acked_after_open),

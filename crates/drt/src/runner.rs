@@ -845,12 +845,18 @@ pub fn map_events(
             "operation_finished" => {
                 let kind = data["kind"].as_str().unwrap_or("?");
                 let state = data["state"].as_str().unwrap_or("?");
-                if state == "needs_human" {
-                    let msg = e["message"].as_str().unwrap_or("");
+                let msg = e["message"].as_str().unwrap_or("");
+                if kind == "failover" && state == "needs_human" {
                     out.push((
                         at,
                         EventKind::NeedsHuman,
-                        format!("{kind} {op} needs a human: {msg}"),
+                        format!("failover {op} needs a human: {msg}"),
+                    ));
+                } else if kind == "failover" && state == "failed" {
+                    out.push((
+                        at,
+                        EventKind::FailoverFailed,
+                        format!("failover {op} failed: {msg}"),
                     ));
                 } else {
                     out.push((
