@@ -221,17 +221,38 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     let _active = ActiveRun::write(&sb, &scenario.name)?;
     sweep_stale_partitions(&scenario);
     let mut runs = Vec::new();
+    // A repeat that cannot go on (the cluster could not be put back together, a run could
+    // not start) ends the repeats; the runs done so far are still reported.
+    let mut stopped: Option<anyhow::Error> = None;
     for i in 0..a.repeat {
         if cancel.is_cancelled() {
             break;
         }
         if i > 0 {
-            restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await?;
+            if let Err(e) =
+                restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await
+            {
+                stopped = Some(e.error.context(format!("before run {}", i + 1)));
+                break;
+            }
         }
-        let r = run_once(&scenario, &target, cancel.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("run {} of {}: {e}", i + 1, scenario.name))?;
-        runs.push(r);
+        match run_once(&scenario, &target, cancel.clone()).await {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                stopped = Some(anyhow::anyhow!("run {} of {}: {e}", i + 1, scenario.name));
+                break;
+            }
+        }
+    }
+    if let Some(e) = &stopped {
+        if runs.is_empty() {
+            return Err(stopped.unwrap_or_else(|| anyhow::anyhow!("no run")).into());
+        }
+        eprintln!(
+            "warning: {e:#}; stopping after {} of {} runs",
+            runs.len(),
+            a.repeat
+        );
     }
     // Leave the cluster as whole as we can: every member running again.
     if let Err(e) = start_stopped(&sb).await {
@@ -289,7 +310,15 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
             println!("stored as {id}: dbfleet drt report {id}");
         }
     }
-    if report.pass {
+    if let Some(e) = stopped {
+        Err(anyhow::anyhow!(
+            "{}: only {} of {} runs could be done: {e:#}",
+            scenario.name,
+            report.runs.len(),
+            a.repeat
+        )
+        .into())
+    } else if report.pass {
         Ok(())
     } else {
         Err(anyhow::anyhow!("{}: at least one expectation failed", scenario.name).into())
