@@ -146,12 +146,20 @@ impl Window {
 /// The probe rounds that saw two writable primaries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitBrainSummary {
-    /// How many probe rounds saw more than one writable candidate.
+    /// How many of the writers' probe rounds saw more than one writable candidate.
     pub rounds: u64,
-    /// When the first did.
+    /// When the first did (a writer's or the guard's).
     pub first_at_ms: Option<u64>,
     /// Every server seen writable in such a round.
     pub servers: Vec<InstanceAddr>,
+    /// How many of the guard's looks (every 200 ms) saw more than one writable member
+    /// without aborting the run (a run with a stale client goes on, to measure what the old
+    /// primary acknowledges).
+    #[serde(default)]
+    pub guard_rounds: u64,
+    /// When the guard saw it last.
+    #[serde(default)]
+    pub guard_last_at_ms: Option<u64>,
 }
 
 /// Whether the acknowledged writes were checked on the servers.
@@ -341,7 +349,8 @@ pub struct Figures {
     pub rto_ms: u64,
     /// Whether that outage was still open when the load ended.
     pub rto_open: bool,
-    /// From the first fault's injection to the control plane's first detection after it.
+    /// From the first fault's injection (the first fault on the primary, when the scenario
+    /// has one) to the control plane's first detection after it.
     pub detection_ms: Option<u64>,
     /// From the first failover's start to the new primary being writable (or, without that
     /// event, promoted).
@@ -400,6 +409,9 @@ pub struct RunParts<'a> {
     pub ended_ms: u64,
     /// Why the run was aborted, if it was.
     pub aborted: Option<String>,
+    /// What the guard saw writable when it saw more than one member writable and the run
+    /// went on (epoch ms, the writable members).
+    pub guard_split_brain: Vec<(u64, Vec<InstanceAddr>)>,
 }
 
 /// At most this many buckets in [`Throughput`].
@@ -425,13 +437,15 @@ impl RunResult {
             })
             .collect();
         let mut split_servers: Vec<InstanceAddr> = Vec::new();
-        for s in &l.split_brain {
-            for a in &s.writable {
+        let guard_seen = p.guard_split_brain.iter().map(|(_, w)| w);
+        for w in l.split_brain.iter().map(|s| &s.writable).chain(guard_seen) {
+            for a in w {
                 if !split_servers.contains(a) {
                     split_servers.push(a.clone());
                 }
             }
         }
+        let guard_first = p.guard_split_brain.iter().map(|(at, _)| rel(*at)).min();
         let load = LoadSummary {
             writers: l.writers,
             duration_ms: load_end,
@@ -442,8 +456,15 @@ impl RunResult {
             outages,
             split_brain: SplitBrainSummary {
                 rounds: l.split_brain.len() as u64,
-                first_at_ms: l.split_brain.iter().map(|s| rel(s.at_ms)).min(),
+                first_at_ms: l
+                    .split_brain
+                    .iter()
+                    .map(|s| rel(s.at_ms))
+                    .chain(guard_first)
+                    .min(),
                 servers: split_servers,
+                guard_rounds: p.guard_split_brain.len() as u64,
+                guard_last_at_ms: p.guard_split_brain.iter().map(|(at, _)| rel(*at)).max(),
             },
         };
 
@@ -492,14 +513,23 @@ impl RunResult {
             }
         }
         if let Some(at) = load.split_brain.first_at_ms {
+            let sb = &load.split_brain;
+            let guard = match (sb.guard_rounds, sb.guard_last_at_ms) {
+                (0, _) | (_, None) => String::new(),
+                (n, Some(last)) => format!(
+                    "; the guard saw it {n} time{} until {}",
+                    plural(n),
+                    fmt_ms(last)
+                ),
+            };
             timeline.push(TimelineEvent::new(
                 at,
                 EventKind::Note,
                 format!(
-                    "two writable primaries: {} ({} probe round{})",
-                    join(&load.split_brain.servers),
-                    load.split_brain.rounds,
-                    plural(load.split_brain.rounds)
+                    "two writable primaries: {} ({} probe round{}{guard})",
+                    join(&sb.servers),
+                    sb.rounds,
+                    plural(sb.rounds)
                 ),
             ));
         }
@@ -627,15 +657,29 @@ fn figures(
     }
 }
 
-/// When the first fault was injected (ms since the load started): the timeline's first
-/// injection, else the plan's.
+/// When the first fault was injected (ms since the load started), the origin of detection
+/// and fault→writable: the first injection of a fault on the primary when the scenario has
+/// one (a delayed or stalled replica set up before it is not what is detected), else the
+/// first injection; from the plan when the timeline has none.
 fn first_fault(scenario: &Scenario, timeline: &[TimelineEvent]) -> Option<u64> {
-    timeline
-        .iter()
-        .filter(|e| e.kind == EventKind::FaultInjected)
+    let on_primary = |i: usize| scenario.faults.get(i).is_some_and(|f| f.kind.on_primary());
+    let injected = || {
+        timeline
+            .iter()
+            .filter(|e| e.kind == EventKind::FaultInjected)
+    };
+    injected()
+        .filter(|e| e.fault.is_some_and(on_primary))
         .map(|e| e.at_ms)
         .min()
-        .or_else(|| scenario.plan().first().map(|s| s.at.as_millis() as u64))
+        .or_else(|| injected().map(|e| e.at_ms).min())
+        .or_else(|| {
+            let plan = scenario.plan();
+            plan.iter()
+                .find(|s| on_primary(s.fault))
+                .or(plan.first())
+                .map(|s| s.at.as_millis() as u64)
+        })
 }
 
 /// Ids of stale acknowledgements listed in [`StaleAcks::ids`].
@@ -887,16 +931,22 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
     let sb = &r.load.split_brain;
     verdict(
         "never two writable primaries".into(),
-        sb.rounds == 0,
-        if sb.rounds == 0 {
+        sb.rounds == 0 && sb.guard_rounds == 0,
+        if sb.rounds == 0 && sb.guard_rounds == 0 {
             "every probe round found at most one writable server".into()
         } else {
             format!(
-                "{} probe round{} found several writable servers ({}), first at {}",
+                "{} probe round{} of the writers and {} look{} of the guard found several \
+                 writable servers ({}), first at {}{}",
                 sb.rounds,
                 plural(sb.rounds),
+                sb.guard_rounds,
+                plural(sb.guard_rounds),
                 join(&sb.servers),
-                fmt_ms(sb.first_at_ms.unwrap_or(0))
+                fmt_ms(sb.first_at_ms.unwrap_or(0)),
+                sb.guard_last_at_ms
+                    .map(|l| format!(", last seen by the guard at {}", fmt_ms(l)))
+                    .unwrap_or_default()
             )
         },
     );

@@ -463,6 +463,7 @@ pub async fn run_once(
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     opts.ack_feed = Some(ack_tx);
     let guard_stop = CancellationToken::new();
+    let split_brain = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut guard_task = tokio::spawn(guard::watch(
         guard::Guardrails {
             members: target.members.clone(),
@@ -470,6 +471,8 @@ pub async fn run_once(
             table: opts.table.quoted(),
             lost_allowed: scenario.expect.lost_writes_allowed,
             max_rto: scenario.expect.max_rto,
+            split_brain_aborts: !scenario.load.stale_client,
+            split_brain: split_brain.clone(),
         },
         ack_rx,
         guard_stop.clone(),
@@ -718,6 +721,7 @@ pub async fn run_once(
             }
         })
         .collect();
+    let guard_split_brain = faults::lock(&split_brain).clone();
     Ok(RunResult::build(RunParts {
         scenario,
         cluster,
@@ -726,6 +730,7 @@ pub async fn run_once(
         events,
         ended_ms,
         aborted,
+        guard_split_brain,
     }))
 }
 

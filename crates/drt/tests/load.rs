@@ -596,6 +596,7 @@ async fn a_stale_client_stays_on_the_old_primary_and_its_late_acks_are_counted()
         events,
         ended_ms: now_ms(),
         aborted: None,
+        guard_split_brain: Vec::new(),
     });
     let st = &r.stale;
     eprintln!("stale: {st:?}");

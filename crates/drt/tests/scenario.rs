@@ -520,6 +520,7 @@ impl Sim {
             events: self.events.clone(),
             ended_ms: T0 + 9500,
             aborted: self.aborted.clone(),
+            guard_split_brain: Vec::new(),
         })
     }
 }
@@ -613,6 +614,7 @@ fn unverified_writes_fail_the_lost_writes_verdict() {
         events: sim.events.clone(),
         ended_ms: T0 + 9000,
         aborted: None,
+        guard_split_brain: Vec::new(),
     });
     let v = verdict(&judge(&s, &r), "at most 0 lost writes").clone();
     assert!(!v.pass);
@@ -1275,4 +1277,36 @@ fn operation_events_map_to_needs_human_and_failed() {
         ]
     );
     assert!(evs[0].2.contains("0-1-9 may be lost"), "{}", evs[0].2);
+}
+
+#[test]
+fn the_guards_sightings_of_two_writable_primaries_fail_the_run_it_did_not_abort() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    let sim = stale_run(&[]);
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Ok(&sim.verification),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9500,
+        aborted: None,
+        guard_split_brain: vec![
+            (T0 + 10_000, vec![addr(3306), addr(3307)]),
+            (T0 + 10_200, vec![addr(3306), addr(3307)]),
+        ],
+    });
+    let sb = &r.load.split_brain;
+    assert_eq!((sb.rounds, sb.guard_rounds), (0, 2));
+    assert_eq!(
+        (sb.first_at_ms, sb.guard_last_at_ms),
+        (Some(10_000), Some(10_200))
+    );
+    let v = verdict(&judge(&s, &r), "never two writable primaries").clone();
+    assert!(!v.pass, "{v:?}");
+    assert!(v.detail.contains("2 looks of the guard"), "{}", v.detail);
+    assert!(r
+        .timeline
+        .iter()
+        .any(|e| e.label.contains("the guard saw it 2 times until 10.2s")));
 }
