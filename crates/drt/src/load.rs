@@ -101,6 +101,11 @@ pub struct LoadOptions {
     /// failure, as an application with a cached address does. Its writes are acknowledged,
     /// in doubt or failed like any other; it opens no outage. Default none.
     pub pinned: Option<InstanceAddr>,
+    /// How long the stale client waits for one statement. Default 30 s: applications often
+    /// have no statement timeout at all, and a commit that was in flight when its primary
+    /// froze can be acknowledged after it resumes, once semi-sync gave up waiting (5 s in
+    /// the sandbox) — longer than [`LoadOptions::write_timeout`] would wait.
+    pub pinned_write_timeout: Duration,
 }
 
 impl LoadOptions {
@@ -119,6 +124,7 @@ impl LoadOptions {
             retry_pause: Duration::from_millis(20),
             ack_feed: None,
             pinned: None,
+            pinned_write_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -317,7 +317,11 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
     let mut seq = 0u64;
     let probe_opts = ProbeOptions {
         connect_timeout: sh.opts.connect_timeout,
-        query_timeout: sh.opts.write_timeout,
+        query_timeout: if pinned.is_some() {
+            sh.opts.pinned_write_timeout
+        } else {
+            sh.opts.write_timeout
+        },
     };
     let table = sh.opts.table.quoted();
 
