@@ -586,6 +586,47 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
     }
 }
 
+/// `SET GLOBAL read_only=0` on the member the daemon names as the primary, when it is a
+/// reachable member; what was done is printed.
+async fn open_named_primary(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    cluster: &str,
+    target: &RunTarget,
+) {
+    let url = format!("{api}/api/v1/clusters/{cluster}/topology");
+    let named = match http.get(&url).bearer_auth(token).send().await {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["primary"].as_str().map(str::to_string)),
+        Err(_) => None,
+    };
+    let Some(addr) = named.and_then(|n| target.members.iter().find(|m| m.to_string() == n)) else {
+        eprintln!("between runs: the daemon names no primary among the members");
+        return;
+    };
+    let opts = probe::ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(10),
+    };
+    match probe::Session::connect(addr, &target.admin, opts).await {
+        Ok(mut s) => {
+            let r = s.exec("open the primary", "SET GLOBAL read_only=0").await;
+            s.close().await;
+            match r {
+                Ok(()) => eprintln!(
+                    "between runs: opened {addr} (read_only=0), the primary the daemon names"
+                ),
+                Err(e) => eprintln!("warning: between runs: open {addr}: {e}"),
+            }
+        }
+        Err(e) => eprintln!("warning: between runs: connect to {addr}: {e}"),
+    }
+}
+
 /// Start every member whose process is not running.
 pub(crate) async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
     for m in sb.status() {
@@ -645,6 +686,11 @@ pub(crate) async fn restore(
                     };
                     let said: String = said.chars().take(300).collect();
                     eprintln!("between runs: no writable primary; asked for a failover: {said}");
+                    if said.contains("is alive") {
+                        // The daemon still names the old primary, restarted read-only by
+                        // the heal: open it, as the human who finds it rebooted would.
+                        open_named_primary(&http, api, token, cluster, target).await;
+                    }
                 }
                 wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
                     .await
