@@ -219,15 +219,24 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
             .find(|l| l.writable())
             .map(|l| l.addr.clone())
             .ok_or_else(|| "no writable primary to target".to_string())?,
-        Target::Replica => looks
-            .iter()
-            .find(|l| {
-                l.state
-                    .as_ref()
-                    .is_some_and(|s| s.read_only && s.replication.is_some())
-            })
-            .map(|l| l.addr.clone())
-            .ok_or_else(|| "no reachable replica to target".to_string())?,
+        // A replica that replicates (both threads running) first, e.g. not an old primary
+        // still rejoining; else any reachable replica.
+        Target::Replica => {
+            let replica = |l: &&Look, healthy: bool| {
+                l.state.as_ref().is_some_and(|s| {
+                    s.read_only
+                        && s.replication
+                            .as_ref()
+                            .is_some_and(|r| !healthy || r.is_healthy())
+                })
+            };
+            looks
+                .iter()
+                .find(|l| replica(l, true))
+                .or_else(|| looks.iter().find(|l| replica(l, false)))
+                .map(|l| l.addr.clone())
+                .ok_or_else(|| "no reachable replica to target".to_string())?
+        }
         Target::BestReplica => looks
             .iter()
             .filter_map(|l| {

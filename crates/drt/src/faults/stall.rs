@@ -16,6 +16,9 @@ use sandbox::Sandbox;
 
 use super::{loopback_addr, FaultError, NetworkFault, NetworkSpec};
 
+/// How long to wait for the replica's connection to its source to show.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
 const ADMIN: ProbeOptions = ProbeOptions {
     connect_timeout: Duration::from_secs(2),
     query_timeout: Duration::from_secs(5),
@@ -53,7 +56,16 @@ pub async fn stall_replication_stream(
         .ok_or_else(|| FaultError::NotRunning {
             member: member.to_string(),
         })?;
-    let conns = replication_connections(pid, source)?;
+    // A replica that just (re)started replicating may not have connected yet: wait a
+    // little for its connection.
+    let deadline = std::time::Instant::now() + CONNECT_WAIT;
+    let conns = loop {
+        let conns = replication_connections(pid, source)?;
+        if !conns.is_empty() || std::time::Instant::now() >= deadline {
+            break conns;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let Some(client) = conns.first().copied() else {
         return Err(FaultError::Precondition(format!(
             "{member} ({addr}) holds no open connection to its source {source}: its IO \
