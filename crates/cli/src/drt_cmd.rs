@@ -110,6 +110,11 @@ pub struct RunArgs {
     /// Guardrail: the longest one run may take (overrides the scenario's).
     #[arg(long, value_parser = humantime::parse_duration)]
     max_duration: Option<Duration>,
+    /// Stale-client mode: one more writer stays on the first primary's address and keeps
+    /// writing there; the report counts what that address acknowledges after the new
+    /// primary opened (it must be 0).
+    #[arg(long)]
+    stale_client: bool,
     /// Where to write report.json and report.html. Default ./drt-reports/SCENARIO-TIME/.
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
@@ -170,6 +175,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
                 cluster: a.cluster.clone(),
                 duration: a.duration,
                 max_duration: a.max_duration,
+                stale_client: a.stale_client.then_some(true),
                 ..Default::default()
             })
         })
@@ -215,17 +221,38 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     let _active = ActiveRun::write(&sb, &scenario.name)?;
     sweep_stale_partitions(&scenario);
     let mut runs = Vec::new();
+    // A repeat that cannot go on (the cluster could not be put back together, a run could
+    // not start) ends the repeats; the runs done so far are still reported.
+    let mut stopped: Option<anyhow::Error> = None;
     for i in 0..a.repeat {
         if cancel.is_cancelled() {
             break;
         }
         if i > 0 {
-            restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await?;
+            if let Err(e) =
+                restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await
+            {
+                stopped = Some(e.error.context(format!("before run {}", i + 1)));
+                break;
+            }
         }
-        let r = run_once(&scenario, &target, cancel.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("run {} of {}: {e}", i + 1, scenario.name))?;
-        runs.push(r);
+        match run_once(&scenario, &target, cancel.clone()).await {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                stopped = Some(anyhow::anyhow!("run {} of {}: {e}", i + 1, scenario.name));
+                break;
+            }
+        }
+    }
+    if let Some(e) = &stopped {
+        if runs.is_empty() {
+            return Err(stopped.unwrap_or_else(|| anyhow::anyhow!("no run")).into());
+        }
+        eprintln!(
+            "warning: {e:#}; stopping after {} of {} runs",
+            runs.len(),
+            a.repeat
+        );
     }
     // Leave the cluster as whole as we can: every member running again.
     if let Err(e) = start_stopped(&sb).await {
@@ -283,7 +310,15 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
             println!("stored as {id}: dbfleet drt report {id}");
         }
     }
-    if report.pass {
+    if let Some(e) = stopped {
+        Err(anyhow::anyhow!(
+            "{}: only {} of {} runs could be done: {e:#}",
+            scenario.name,
+            report.runs.len(),
+            a.repeat
+        )
+        .into())
+    } else if report.pass {
         Ok(())
     } else {
         Err(anyhow::anyhow!("{}: at least one expectation failed", scenario.name).into())
@@ -551,6 +586,47 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
     }
 }
 
+/// `SET GLOBAL read_only=0` on the member the daemon names as the primary, when it is a
+/// reachable member; what was done is printed.
+async fn open_named_primary(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    cluster: &str,
+    target: &RunTarget,
+) {
+    let url = format!("{api}/api/v1/clusters/{cluster}/topology");
+    let named = match http.get(&url).bearer_auth(token).send().await {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["primary"].as_str().map(str::to_string)),
+        Err(_) => None,
+    };
+    let Some(addr) = named.and_then(|n| target.members.iter().find(|m| m.to_string() == n)) else {
+        eprintln!("between runs: the daemon names no primary among the members");
+        return;
+    };
+    let opts = probe::ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(10),
+    };
+    match probe::Session::connect(addr, &target.admin, opts).await {
+        Ok(mut s) => {
+            let r = s.exec("open the primary", "SET GLOBAL read_only=0").await;
+            s.close().await;
+            match r {
+                Ok(()) => eprintln!(
+                    "between runs: opened {addr} (read_only=0), the primary the daemon names"
+                ),
+                Err(e) => eprintln!("warning: between runs: open {addr}: {e}"),
+            }
+        }
+        Err(e) => eprintln!("warning: between runs: connect to {addr}: {e}"),
+    }
+}
+
 /// Start every member whose process is not running.
 pub(crate) async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
     for m in sb.status() {
@@ -595,14 +671,45 @@ pub(crate) async fn restore(
             eprintln!("warning: recoveries ack failed: {e}");
         }
     }
-    let writer = wait_one_writable(&target.members, &target.admin, Duration::from_secs(60))
-        .await
-        .map_err(|w| {
-            anyhow::anyhow!(
-                "between runs: expected one writable primary, found {}",
-                w.len()
-            )
-        })?;
+    let writer =
+        match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30)).await {
+            Ok(w) => w,
+            // No primary at all, e.g. the control plane handed the failover to a human
+            // (lose-primary-and-best-replica): be that human, now that every member runs again.
+            Err(w) if w.is_empty() && client.is_some() => {
+                if let Some((api, token)) = &client {
+                    let url = format!("{api}/api/v1/clusters/{cluster}/failover");
+                    let r = http.post(&url).bearer_auth(token).send().await;
+                    let said = match r {
+                        Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+                        Err(e) => e.to_string(),
+                    };
+                    let said: String = said.chars().take(300).collect();
+                    eprintln!("between runs: no writable primary; asked for a failover: {said}");
+                    if said.contains("is alive") {
+                        // The daemon still names the old primary, restarted read-only by
+                        // the heal: open it, as the human who finds it rebooted would.
+                        open_named_primary(&http, api, token, cluster, target).await;
+                    }
+                }
+                wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+                    .await
+                    .map_err(|w| {
+                        anyhow::anyhow!(
+                            "between runs: expected one writable primary, found {} even after \
+                         asking for a failover",
+                            w.len()
+                        )
+                    })?
+            }
+            Err(w) => {
+                return Err(anyhow::anyhow!(
+                    "between runs: expected one writable primary, found {}",
+                    w.len()
+                )
+                .into())
+            }
+        };
     if let Some((api, token)) = &client {
         // A reachable read-only member without replication is a fenced old primary.
         for l in look_all(&target.members, &target.admin).await {

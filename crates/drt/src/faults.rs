@@ -13,8 +13,11 @@
 //!   id sends to it. [`sweep`] removes chains that crashed runs left behind.
 //! - [`LatencyProxy`]: a TCP proxy of our own that adds latency, jitter and connection drops
 //!   (the kernel has no `netem`), changeable at run time through [`ProxyControl`].
-//! - [`ReplicationFault`]: `STOP SLAVE SQL_THREAD` (heal: start it again), or an errant write
-//!   on a replica (recorded; it cannot be healed).
+//! - [`ReplicationFault`]: `STOP SLAVE SQL_THREAD` (heal: start it again), an errant write
+//!   on a replica (recorded; it cannot be healed), a `MASTER_DELAY` (heal: 0), or a SQL
+//!   thread broken by an errant write (heal: the errant transaction removed, sandbox only).
+//! - [`stall_replication_stream`]: a [`NetworkFault`] that drops every packet of one
+//!   replica's replication connection, found in `/proc` (heal: the rules removed).
 //! - [`SlowReplica`]: a replica pointed at its source through a [`LatencyProxy`] (heal:
 //!   point it back, then close the proxy).
 //! - [`CustomFault`]: a heal action of the caller's own, e.g. "point the replica back at its
@@ -48,6 +51,7 @@ mod process;
 mod proxy;
 mod replication;
 mod slow;
+mod stall;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -63,8 +67,9 @@ use serde::Serialize;
 pub use network::{loopback_addr, sweep, NetworkFault, NetworkSpec, SweepReport, CHAIN_PREFIX};
 pub use process::{ProcessFault, ProcessSpec};
 pub use proxy::{LatencyProxy, ProxyControl, ProxyFaults, ProxyOptions, ProxyStats};
-pub use replication::{ReplicationFault, ReplicationSpec, ERRANT_SCHEMA};
+pub use replication::{ReplicationFault, ReplicationSpec, BREAK_SCHEMA, ERRANT_SCHEMA};
 pub use slow::SlowReplica;
+pub use stall::{replication_connections, stall_replication_stream};
 
 /// Why a fault could not be injected or healed. Every message says what to do or what was
 /// refused.
@@ -191,6 +196,12 @@ pub enum FaultKind {
     ErrantWrite,
     /// A replica replicated through a latency proxy.
     SlowReplica,
+    /// A replica's `MASTER_DELAY` was set.
+    Delay,
+    /// A replica's SQL thread was broken by an errant write.
+    BreakSql,
+    /// Every packet of one TCP connection is dropped (a replica's replication stream).
+    Stall,
     /// A caller's own fault.
     Custom,
 }

@@ -21,6 +21,9 @@
 //! 4. After any failure it drops the connection, sleeps [`LoadOptions::retry_pause`] and
 //!    probes again.
 //!
+//! A stale client ([`LoadOptions::pinned`]) skips step 1: it writes to one address for the
+//! whole run, whatever that server has become.
+//!
 //! The run stops starting new writes when [`LoadOptions::duration`] has passed,
 //! [`LoadOptions::max_writes`] ids have been used, or the cancellation token fires. A write
 //! already sent is allowed to finish (it is bounded by [`LoadOptions::write_timeout`]), so
@@ -47,10 +50,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::DrtError;
 
-pub use ledger::{Ack, InDoubt, Ledger, Outage, SplitBrain};
+pub use ledger::{Ack, InDoubt, Ledger, Outage, PinnedWriter, SplitBrain};
 pub use verify::{verify, InstanceCheck, Verification, VerifyOptions};
 
-/// The most writers a run may have: the writer index takes 4 decimal digits of an id.
+/// The most writers a run may have: the writer index takes 4 decimal digits of an id. A
+/// stale client ([`LoadOptions::pinned`]) is one of them.
 pub const MAX_WRITERS: usize = 10_000;
 /// The most ids one writer may use: the sequence takes 9 decimal digits of an id.
 pub const MAX_WRITES_PER_WRITER: u64 = 999_999_999;
@@ -91,6 +95,17 @@ pub struct LoadOptions {
     /// checks the ledger during the run (the DRT runner's lost-write guardrail). Default
     /// none.
     pub ack_feed: Option<tokio::sync::mpsc::UnboundedSender<u64>>,
+    /// A stale client: one more writer (index [`LoadOptions::writers`]) that never looks for
+    /// the primary. It connects to this address, as the application account, writes there
+    /// at a writer's share of the rate, and connects to the same address again after any
+    /// failure, as an application with a cached address does. Its writes are acknowledged,
+    /// in doubt or failed like any other; it opens no outage. Default none.
+    pub pinned: Option<InstanceAddr>,
+    /// How long the stale client waits for one statement. Default 30 s: applications often
+    /// have no statement timeout at all, and a commit that was in flight when its primary
+    /// froze can be acknowledged after it resumes, once semi-sync gave up waiting (5 s in
+    /// the sandbox) — longer than [`LoadOptions::write_timeout`] would wait.
+    pub pinned_write_timeout: Duration,
 }
 
 impl LoadOptions {
@@ -108,6 +123,8 @@ impl LoadOptions {
             write_timeout: Duration::from_secs(2),
             retry_pause: Duration::from_millis(20),
             ack_feed: None,
+            pinned: None,
+            pinned_write_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -51,6 +51,42 @@ pub struct RunResult {
     pub throughput: Throughput,
     /// Why the run was aborted (a guardrail, `dbfleet drt abort`, a signal), if it was.
     pub aborted: Option<String>,
+    /// What the old primary acknowledged after the new one opened (a report stored before
+    /// this was measured reads as none).
+    #[serde(default)]
+    pub stale: StaleAcks,
+}
+
+/// Writes the old primary acknowledged after a new primary opened: a second primary that
+/// acknowledges. Measured on every run; a stale client (`[load] stale_client`) makes it
+/// likely to be caught, since it stays on the old primary's address.
+///
+/// The old primary is the stale client's address, else the server of the run's first
+/// acknowledged write. The new primary opened at the earlier of the control plane's first
+/// [`EventKind::Writable`] event after the first fault and the first write another server
+/// acknowledged after it. Only the first move of the primary is judged.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleAcks {
+    /// The old primary.
+    pub old_primary: Option<InstanceAddr>,
+    /// The server clients first wrote to after the fault, when they did.
+    pub new_primary: Option<InstanceAddr>,
+    /// When the new primary opened (ms since the load started); `None`: it never did.
+    pub opened_ms: Option<u64>,
+    /// Who saw it first: `control plane` or `clients`.
+    pub opened_seen_by: Option<String>,
+    /// Writes the old primary acknowledged after `opened_ms`.
+    pub acked_after_open: u64,
+    /// When the first and the last of them were acknowledged.
+    pub first_ms: Option<u64>,
+    /// See `first_ms`.
+    pub last_ms: Option<u64>,
+    /// Their ids, the first ten.
+    pub ids: Vec<u64>,
+    /// The stale client's writer index, when the load had one.
+    pub pinned_writer: Option<usize>,
+    /// Writes the stale client had acknowledged in all (before and after the fault).
+    pub pinned_acked: u64,
 }
 
 /// The client side of a run: a summary of the load's [`Ledger`].
@@ -110,12 +146,20 @@ impl Window {
 /// The probe rounds that saw two writable primaries.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SplitBrainSummary {
-    /// How many probe rounds saw more than one writable candidate.
+    /// How many of the writers' probe rounds saw more than one writable candidate.
     pub rounds: u64,
-    /// When the first did.
+    /// When the first did (a writer's or the guard's).
     pub first_at_ms: Option<u64>,
     /// Every server seen writable in such a round.
     pub servers: Vec<InstanceAddr>,
+    /// How many of the guard's looks (every 200 ms) saw more than one writable member
+    /// without aborting the run (a run with a stale client goes on, to measure what the old
+    /// primary acknowledges).
+    #[serde(default)]
+    pub guard_rounds: u64,
+    /// When the guard saw it last.
+    #[serde(default)]
+    pub guard_last_at_ms: Option<u64>,
 }
 
 /// Whether the acknowledged writes were checked on the servers.
@@ -237,6 +281,11 @@ pub enum EventKind {
     Writable,
     /// The first acknowledged write after an outage (added from the ledger).
     FirstWrite,
+    /// The control plane handed a failover to a human (it ended `needs_human`); it does not
+    /// count as a failover.
+    NeedsHuman,
+    /// A failover failed; it does not count as a failover.
+    FailoverFailed,
     /// The run was aborted.
     Aborted,
     /// Anything else worth showing.
@@ -245,7 +294,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in legend order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 12] = [
         Self::FaultInjected,
         Self::FaultHealed,
         Self::Detected,
@@ -254,6 +303,8 @@ impl EventKind {
         Self::Repointed,
         Self::Writable,
         Self::FirstWrite,
+        Self::NeedsHuman,
+        Self::FailoverFailed,
         Self::Aborted,
         Self::Note,
     ];
@@ -269,6 +320,8 @@ impl EventKind {
             Self::Repointed => "repointed",
             Self::Writable => "writable",
             Self::FirstWrite => "first write",
+            Self::NeedsHuman => "needs human",
+            Self::FailoverFailed => "failover failed",
             Self::Aborted => "aborted",
             Self::Note => "note",
         }
@@ -283,6 +336,8 @@ impl EventKind {
                 | Self::Promoted
                 | Self::Repointed
                 | Self::Writable
+                | Self::NeedsHuman
+                | Self::FailoverFailed
         )
     }
 }
@@ -294,16 +349,23 @@ pub struct Figures {
     pub rto_ms: u64,
     /// Whether that outage was still open when the load ended.
     pub rto_open: bool,
-    /// From the first fault's injection to the control plane's first detection after it.
+    /// From the first fault's injection (the first fault on the primary, when the scenario
+    /// has one) to the control plane's first detection after it.
     pub detection_ms: Option<u64>,
     /// From the first failover's start to the new primary being writable (or, without that
     /// event, promoted).
     pub failover_ms: Option<u64>,
-    /// Failovers: the control plane's `FailoverStarted` events, or client-side the moves of
-    /// the primary less the switchovers injected.
+    /// Failovers: the control plane's `FailoverStarted` events less those that ended
+    /// `needs_human` or failed, or client-side the moves of the primary less the
+    /// switchovers injected.
     pub failovers: u32,
     /// Moves of the writable primary as the clients saw them.
     pub primary_changes: u32,
+    /// From the first fault's injection to the new primary opening (see
+    /// [`StaleAcks::opened_ms`]): the control plane's `writable` event or the clients' first
+    /// write on another server, whichever came first. `None`: no new primary opened.
+    #[serde(default)]
+    pub writable_ms: Option<u64>,
     /// The servers that acknowledged writes, in the order the clients moved between them.
     pub primaries: Vec<InstanceAddr>,
     /// Where detection and failover figures came from.
@@ -347,6 +409,9 @@ pub struct RunParts<'a> {
     pub ended_ms: u64,
     /// Why the run was aborted, if it was.
     pub aborted: Option<String>,
+    /// What the guard saw writable when it saw more than one member writable and the run
+    /// went on (epoch ms, the writable members).
+    pub guard_split_brain: Vec<(u64, Vec<InstanceAddr>)>,
 }
 
 /// At most this many buckets in [`Throughput`].
@@ -372,13 +437,15 @@ impl RunResult {
             })
             .collect();
         let mut split_servers: Vec<InstanceAddr> = Vec::new();
-        for s in &l.split_brain {
-            for a in &s.writable {
+        let guard_seen = p.guard_split_brain.iter().map(|(_, w)| w);
+        for w in l.split_brain.iter().map(|s| &s.writable).chain(guard_seen) {
+            for a in w {
                 if !split_servers.contains(a) {
                     split_servers.push(a.clone());
                 }
             }
         }
+        let guard_first = p.guard_split_brain.iter().map(|(at, _)| rel(*at)).min();
         let load = LoadSummary {
             writers: l.writers,
             duration_ms: load_end,
@@ -389,8 +456,15 @@ impl RunResult {
             outages,
             split_brain: SplitBrainSummary {
                 rounds: l.split_brain.len() as u64,
-                first_at_ms: l.split_brain.iter().map(|s| rel(s.at_ms)).min(),
+                first_at_ms: l
+                    .split_brain
+                    .iter()
+                    .map(|s| rel(s.at_ms))
+                    .chain(guard_first)
+                    .min(),
                 servers: split_servers,
+                guard_rounds: p.guard_split_brain.len() as u64,
+                guard_last_at_ms: p.guard_split_brain.iter().map(|(at, _)| rel(*at)).max(),
             },
         };
 
@@ -439,14 +513,23 @@ impl RunResult {
             }
         }
         if let Some(at) = load.split_brain.first_at_ms {
+            let sb = &load.split_brain;
+            let guard = match (sb.guard_rounds, sb.guard_last_at_ms) {
+                (0, _) | (_, None) => String::new(),
+                (n, Some(last)) => format!(
+                    "; the guard saw it {n} time{} until {}",
+                    plural(n),
+                    fmt_ms(last)
+                ),
+            };
             timeline.push(TimelineEvent::new(
                 at,
                 EventKind::Note,
                 format!(
-                    "two writable primaries: {} ({} probe round{})",
-                    join(&load.split_brain.servers),
-                    load.split_brain.rounds,
-                    plural(load.split_brain.rounds)
+                    "two writable primaries: {} ({} probe round{}{guard})",
+                    join(&sb.servers),
+                    sb.rounds,
+                    plural(sb.rounds)
                 ),
             ));
         }
@@ -461,7 +544,12 @@ impl RunResult {
         }
         timeline.sort_by_key(|e| e.at_ms);
 
-        let figures = figures(p.scenario, l, &load, &timeline);
+        let mut figures = figures(p.scenario, l, &load, &timeline);
+        let stale = stale_acks(l, &timeline, first_fault(p.scenario, &timeline));
+        figures.writable_ms = match (stale.opened_ms, first_fault(p.scenario, &timeline)) {
+            (Some(o), Some(f)) => Some(o.saturating_sub(f)),
+            _ => None,
+        };
         let throughput = throughput(l, load_end);
         RunResult {
             scenario: p.scenario.name.clone(),
@@ -475,6 +563,7 @@ impl RunResult {
             figures,
             throughput,
             aborted: p.aborted,
+            stale,
         }
     }
 
@@ -501,12 +590,7 @@ fn figures(
             .map(|e| e.at_ms)
             .min()
     };
-    let first_fault = timeline
-        .iter()
-        .filter(|e| e.kind == EventKind::FaultInjected)
-        .map(|e| e.at_ms)
-        .min()
-        .or_else(|| scenario.plan().first().map(|s| s.at.as_millis() as u64));
+    let first_fault = first_fault(scenario, timeline);
     let detection_ms = first_fault.and_then(|f| first_at(EventKind::Detected, f).map(|d| d - f));
     let failover_ms = first_at(EventKind::FailoverStarted, 0).and_then(|s| {
         first_at(EventKind::Writable, s)
@@ -532,10 +616,9 @@ fn figures(
 
     let control_plane = timeline.iter().any(|e| e.kind.from_control_plane());
     let (source, failovers) = if control_plane {
-        let n = timeline
-            .iter()
-            .filter(|e| e.kind == EventKind::FailoverStarted)
-            .count();
+        let count = |k: EventKind| timeline.iter().filter(|e| e.kind == k).count();
+        let n = count(EventKind::FailoverStarted)
+            .saturating_sub(count(EventKind::NeedsHuman) + count(EventKind::FailoverFailed));
         (FigureSource::ControlPlane, n as u32)
     } else {
         let injected: Vec<usize> = timeline
@@ -568,9 +651,90 @@ fn figures(
         failover_ms,
         failovers,
         primary_changes,
+        writable_ms: None,
         primaries,
         source,
     }
+}
+
+/// When the first fault was injected (ms since the load started), the origin of detection
+/// and fault→writable: the first injection of a fault on the primary when the scenario has
+/// one (a delayed or stalled replica set up before it is not what is detected), else the
+/// first injection; from the plan when the timeline has none.
+fn first_fault(scenario: &Scenario, timeline: &[TimelineEvent]) -> Option<u64> {
+    let on_primary = |i: usize| scenario.faults.get(i).is_some_and(|f| f.kind.on_primary());
+    let injected = || {
+        timeline
+            .iter()
+            .filter(|e| e.kind == EventKind::FaultInjected)
+    };
+    injected()
+        .filter(|e| e.fault.is_some_and(on_primary))
+        .map(|e| e.at_ms)
+        .min()
+        .or_else(|| injected().map(|e| e.at_ms).min())
+        .or_else(|| {
+            let plan = scenario.plan();
+            plan.iter()
+                .find(|s| on_primary(s.fault))
+                .or(plan.first())
+                .map(|s| s.at.as_millis() as u64)
+        })
+}
+
+/// Ids of stale acknowledgements listed in [`StaleAcks::ids`].
+const STALE_IDS: usize = 10;
+
+/// What the old primary acknowledged after the new one opened; see [`StaleAcks`].
+fn stale_acks(l: &Ledger, timeline: &[TimelineEvent], first_fault: Option<u64>) -> StaleAcks {
+    let rel = |ms: u64| ms.saturating_sub(l.started_ms);
+    let pinned = l.pinned.as_ref();
+    let mut acks: Vec<&crate::load::Ack> = l.acked.iter().collect();
+    acks.sort_by_key(|a| (a.at_ms, a.id));
+    let old = pinned
+        .map(|p| p.addr.clone())
+        .or_else(|| acks.first().map(|a| a.server.clone()));
+    let mut out = StaleAcks {
+        old_primary: old.clone(),
+        pinned_writer: pinned.map(|p| p.writer),
+        pinned_acked: pinned.map_or(0, |p| {
+            l.acked.iter().filter(|a| a.writer == p.writer).count() as u64
+        }),
+        ..StaleAcks::default()
+    };
+    let (Some(old), Some(fault)) = (old, first_fault) else {
+        return out;
+    };
+    let by_control_plane = timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::Writable && e.at_ms >= fault)
+        .map(|e| e.at_ms)
+        .min();
+    let by_clients = acks
+        .iter()
+        .filter(|a| pinned.is_none_or(|p| p.writer != a.writer))
+        .find(|a| a.server != old && rel(a.at_ms) >= fault);
+    out.new_primary = by_clients.map(|a| a.server.clone());
+    let opened = match (by_control_plane, by_clients.map(|a| rel(a.at_ms))) {
+        (Some(c), Some(w)) if w < c => Some((w, "clients")),
+        (Some(c), _) => Some((c, "control plane")),
+        (None, Some(w)) => Some((w, "clients")),
+        (None, None) => None,
+    };
+    let Some((opened_ms, seen_by)) = opened else {
+        return out;
+    };
+    out.opened_ms = Some(opened_ms);
+    out.opened_seen_by = Some(seen_by.to_string());
+    let stale: Vec<&&crate::load::Ack> = acks
+        .iter()
+        .filter(|a| a.server == old && rel(a.at_ms) > opened_ms)
+        .collect();
+    out.acked_after_open = stale.len() as u64;
+    out.first_ms = stale.first().map(|a| rel(a.at_ms));
+    out.last_ms = stale.last().map(|a| rel(a.at_ms));
+    out.ids = stale.iter().take(STALE_IDS).map(|a| a.id).collect();
+    out
 }
 
 fn throughput(l: &Ledger, load_end: u64) -> Throughput {
@@ -731,19 +895,58 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
         );
     }
 
+    let st = &r.stale;
+    let allowed = e.stale_acks_allowed;
+    verdict(
+        format!(
+            "at most {allowed} write{} acknowledged by the old primary after the new one opened",
+            plural(allowed)
+        ),
+        st.acked_after_open <= allowed,
+        stale_detail(st),
+    );
+    if e.needs_human == Some(true) {
+        let handed = r
+            .timeline
+            .iter()
+            .find(|ev| ev.kind == EventKind::NeedsHuman);
+        let (pass, detail) = match handed {
+            Some(ev) => (true, format!("at {}: {}", fmt_ms(ev.at_ms), ev.label)),
+            None if r.figures.source == FigureSource::ClientOnly => (
+                false,
+                "not measured: no control-plane events (run with --api)".to_string(),
+            ),
+            None => (
+                false,
+                "no operation of the control plane ended needs_human".to_string(),
+            ),
+        };
+        verdict(
+            "the control plane hands the failover to a human".into(),
+            pass,
+            detail,
+        );
+    }
+
     let sb = &r.load.split_brain;
     verdict(
         "never two writable primaries".into(),
-        sb.rounds == 0,
-        if sb.rounds == 0 {
+        sb.rounds == 0 && sb.guard_rounds == 0,
+        if sb.rounds == 0 && sb.guard_rounds == 0 {
             "every probe round found at most one writable server".into()
         } else {
             format!(
-                "{} probe round{} found several writable servers ({}), first at {}",
+                "{} probe round{} of the writers and {} look{} of the guard found several \
+                 writable servers ({}), first at {}{}",
                 sb.rounds,
                 plural(sb.rounds),
+                sb.guard_rounds,
+                plural(sb.guard_rounds),
                 join(&sb.servers),
-                fmt_ms(sb.first_at_ms.unwrap_or(0))
+                fmt_ms(sb.first_at_ms.unwrap_or(0)),
+                sb.guard_last_at_ms
+                    .map(|l| format!(", last seen by the guard at {}", fmt_ms(l)))
+                    .unwrap_or_default()
             )
         },
     );
@@ -756,6 +959,54 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
         },
     );
     out
+}
+
+fn stale_detail(st: &StaleAcks) -> String {
+    let client = match (st.pinned_writer, &st.old_primary) {
+        (Some(w), Some(a)) => format!(
+            "; the stale client (writer {w}) stayed on {a} and had {} write{} acknowledged",
+            st.pinned_acked,
+            plural(st.pinned_acked)
+        ),
+        _ => String::new(),
+    };
+    let Some(opened) = st.opened_ms else {
+        return format!("no new primary opened{client}");
+    };
+    let new = st
+        .new_primary
+        .as_ref()
+        .map(|a| format!(" ({a})"))
+        .unwrap_or_default();
+    let seen = st.opened_seen_by.as_deref().unwrap_or("?");
+    let old = st
+        .old_primary
+        .as_ref()
+        .map_or("?".to_string(), |a| a.to_string());
+    if st.acked_after_open == 0 {
+        format!(
+            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged \
+             nothing after it{client}",
+            fmt_ms(opened)
+        )
+    } else {
+        let ids: Vec<String> = st.ids.iter().map(u64::to_string).collect();
+        format!(
+            "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged {} \
+             write{} after it, from {} to {}: ids {}{}{client}",
+            fmt_ms(opened),
+            st.acked_after_open,
+            plural(st.acked_after_open),
+            fmt_ms(st.first_ms.unwrap_or(0)),
+            fmt_ms(st.last_ms.unwrap_or(0)),
+            ids.join(", "),
+            if st.acked_after_open as usize > st.ids.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )
+    }
 }
 
 /// Whether every verdict passed.
@@ -836,6 +1087,13 @@ pub struct Aggregate {
     pub detection: Option<Stats>,
     /// Failover duration over the runs that measured it.
     pub failover: Option<Stats>,
+    /// From the first fault to the new primary opening ([`Figures::writable_ms`]), over
+    /// the runs where one opened.
+    #[serde(default)]
+    pub writable: Option<Stats>,
+    /// Writes the old primary acknowledged after the new one opened, over every run.
+    #[serde(default)]
+    pub stale_acks_total: u64,
     /// Lost writes over every run.
     pub lost_total: u64,
     /// Acknowledged writes over every run.
@@ -859,6 +1117,8 @@ pub fn aggregate(runs: &[RunResult]) -> Aggregate {
         rto: Stats::of(&pick(|r| Some(r.figures.rto_ms))),
         detection: Stats::of(&pick(|r| r.figures.detection_ms)),
         failover: Stats::of(&pick(|r| r.figures.failover_ms)),
+        writable: Stats::of(&pick(|r| r.figures.writable_ms)),
+        stale_acks_total: runs.iter().map(|r| r.stale.acked_after_open).sum(),
         lost_total: runs.iter().map(|r| r.lost.len() as u64).sum(),
         acked_total: runs.iter().map(|r| r.load.acked).sum(),
         in_doubt_total: runs.iter().map(|r| r.load.in_doubt).sum(),

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use model::{InstanceAddr, ServerState};
+use model::gtid::MariadbGtidList;
+use model::{GtidState, InstanceAddr, ServerState};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::Sandbox;
 use tokio_util::sync::CancellationToken;
@@ -173,7 +174,10 @@ pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), Ru
             | ScenarioFaultKind::KillReplica
             | ScenarioFaultKind::StopReplicaSqlThread
             | ScenarioFaultKind::SlowReplica { .. }
-            | ScenarioFaultKind::ErrantWriteOnReplica => {}
+            | ScenarioFaultKind::ErrantWriteOnReplica
+            | ScenarioFaultKind::DelayReplica { .. }
+            | ScenarioFaultKind::BreakReplicaSql
+            | ScenarioFaultKind::StallReplicaStream => {}
             ScenarioFaultKind::Switchover => {
                 if target.api.is_none() || target.token.is_none() {
                     return Err(RunError::Target(
@@ -215,14 +219,39 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
             .find(|l| l.writable())
             .map(|l| l.addr.clone())
             .ok_or_else(|| "no writable primary to target".to_string())?,
-        Target::Replica => looks
+        // A replica that replicates (both threads running) first, e.g. not an old primary
+        // still rejoining; else any reachable replica.
+        Target::Replica => {
+            let replica = |l: &&Look, healthy: bool| {
+                l.state.as_ref().is_some_and(|s| {
+                    s.read_only
+                        && s.replication
+                            .as_ref()
+                            .is_some_and(|r| !healthy || r.is_healthy())
+                })
+            };
+            looks
+                .iter()
+                .find(|l| replica(l, true))
+                .or_else(|| looks.iter().find(|l| replica(l, false)))
+                .map(|l| l.addr.clone())
+                .ok_or_else(|| "no reachable replica to target".to_string())?
+        }
+        Target::BestReplica => looks
             .iter()
-            .find(|l| {
-                l.state
-                    .as_ref()
-                    .is_some_and(|s| s.read_only && s.replication.is_some())
+            .filter_map(|l| {
+                let s = l.state.as_ref()?;
+                (s.read_only && s.replication.is_some()).then(|| (received_score(s), &l.addr))
             })
-            .map(|l| l.addr.clone())
+            // The highest score; the first member of equals.
+            .fold(
+                None,
+                |best: Option<(u64, &InstanceAddr)>, (score, a)| match best {
+                    Some((b, _)) if b >= score => best,
+                    _ => Some((score, a)),
+                },
+            )
+            .map(|(_, a)| a.clone())
             .ok_or_else(|| "no reachable replica to target".to_string())?,
         Target::Member(m) => {
             let name = member_name(&t.sandbox, m)
@@ -233,6 +262,28 @@ async fn resolve(target: &Target, t: &RunTarget) -> Result<(String, InstanceAddr
     let name = member_name(&t.sandbox, &addr.to_string())
         .ok_or_else(|| format!("{addr} is not a member of the sandbox"))?;
     Ok((name, addr))
+}
+
+/// How far a replica got: per domain, the higher of its received (`Gtid_IO_Pos`) and
+/// applied (`gtid_current_pos`) sequence numbers, summed over domains. Enough to tell which
+/// of a cluster's replicas received the most from one source.
+fn received_score(s: &ServerState) -> u64 {
+    let mut best: std::collections::BTreeMap<u32, u64> = Default::default();
+    let received: Option<MariadbGtidList> = s
+        .replication
+        .as_ref()
+        .and_then(|r| r.received_gtid.parse().ok());
+    let current = match &s.gtid {
+        GtidState::Mariadb { current_pos, .. } => Some(current_pos.clone()),
+        GtidState::Mysql { .. } => None,
+    };
+    for list in received.iter().chain(current.iter()) {
+        for g in list.iter() {
+            let e = best.entry(g.domain).or_default();
+            *e = (*e).max(g.seq);
+        }
+    }
+    best.values().sum()
 }
 
 /// What injecting a fault left behind.
@@ -297,6 +348,21 @@ async fn inject(
         ),
         ScenarioFaultKind::ErrantWriteOnReplica => set.push(
             ReplicationFault::inject(&sb, &member, ReplicationSpec::ErrantWrite)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::DelayReplica { delay } => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::Delay(*delay))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::BreakReplicaSql => set.push(
+            ReplicationFault::inject(&sb, &member, ReplicationSpec::BreakSql)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        ScenarioFaultKind::StallReplicaStream => set.push(
+            faults::stall_replication_stream(&sb, &member)
                 .await
                 .map_err(|e| e.to_string())?,
         ),
@@ -384,6 +450,10 @@ pub async fn run_once(
         .ok_or_else(|| RunError::NoPrimary(join(&target.members)))?;
     let mut opts = LoadOptions::new(target.members.clone(), target.app.clone());
     scenario.load.apply_to(&mut opts);
+    if scenario.load.stale_client {
+        // The stale client stays on the primary the load starts on.
+        opts.pinned = Some(primary.clone());
+    }
     load::prepare(&target.admin, &primary, &opts.table).await?;
 
     let cluster = scenario
@@ -402,6 +472,7 @@ pub async fn run_once(
     let (ack_tx, ack_rx) = tokio::sync::mpsc::unbounded_channel();
     opts.ack_feed = Some(ack_tx);
     let guard_stop = CancellationToken::new();
+    let split_brain = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut guard_task = tokio::spawn(guard::watch(
         guard::Guardrails {
             members: target.members.clone(),
@@ -409,6 +480,8 @@ pub async fn run_once(
             table: opts.table.quoted(),
             lost_allowed: scenario.expect.lost_writes_allowed,
             max_rto: scenario.expect.max_rto,
+            split_brain_aborts: !scenario.load.stale_client,
+            split_brain: split_brain.clone(),
         },
         ack_rx,
         guard_stop.clone(),
@@ -657,6 +730,7 @@ pub async fn run_once(
             }
         })
         .collect();
+    let guard_split_brain = faults::lock(&split_brain).clone();
     Ok(RunResult::build(RunParts {
         scenario,
         cluster,
@@ -665,6 +739,7 @@ pub async fn run_once(
         events,
         ended_ms,
         aborted,
+        guard_split_brain,
     }))
 }
 
@@ -784,11 +859,26 @@ pub fn map_events(
             "operation_finished" => {
                 let kind = data["kind"].as_str().unwrap_or("?");
                 let state = data["state"].as_str().unwrap_or("?");
-                out.push((
-                    at,
-                    EventKind::Note,
-                    format!("{kind} {op} finished: {state}"),
-                ));
+                let msg = e["message"].as_str().unwrap_or("");
+                if kind == "failover" && state == "needs_human" {
+                    out.push((
+                        at,
+                        EventKind::NeedsHuman,
+                        format!("failover {op} needs a human: {msg}"),
+                    ));
+                } else if kind == "failover" && state == "failed" {
+                    out.push((
+                        at,
+                        EventKind::FailoverFailed,
+                        format!("failover {op} failed: {msg}"),
+                    ));
+                } else {
+                    out.push((
+                        at,
+                        EventKind::Note,
+                        format!("{kind} {op} finished: {state}"),
+                    ));
+                }
             }
             _ => {}
         }

@@ -13,6 +13,7 @@
 //! writers = 4                 # default 4
 //! rate_per_s = 200            # total writes per second; 0 = as fast as possible; default 1000
 //! duration = "8s"             # default 10s
+//! # stale_client = false      # one more writer, pinned to the first primary's address
 //!
 //! [[fault]]
 //! kind = "kill_primary"
@@ -27,12 +28,20 @@
 //! # failovers = 1             # exactly this many failovers
 //! # primary_changes = 1       # exactly this many moves of the writable primary
 //! # max_detection = "2s"      # needs the control plane's events
+//! # stale_acks_allowed = 0    # writes the old primary acknowledges after the new one opened; judged on every run
+//! # needs_human = true        # the control plane must hand the failover to a human (needs its events)
 //! ```
 //!
 //! Fault kinds: `kill_primary`, `pause_primary`, `partition_primary` (from everyone),
 //! `partition_control_plane_from_primary`, `kill_replica`, `stop_replica_sql_thread`,
 //! `slow_replica` (with `latency_ms` and optional `jitter_ms`), `switchover` (its target is
-//! the replica to promote; it heals nothing), `errant_write_on_replica`.
+//! the replica to promote; it heals nothing), `errant_write_on_replica`, `delay_replica` (with
+//! `delay`, e.g. `"30s"`: `MASTER_DELAY`), `break_replica_sql` (an errant write that the next
+//! replicated write breaks the SQL thread on, error 1950 under `gtid_strict_mode`),
+//! `stall_replica_stream` (every packet of the replica's replication connection dropped).
+//!
+//! Targets: `"primary"` for the `*_primary` kinds; `"replica"` (any), `"best_replica"` (the
+//! replica that received the most, when the fault fires) or a member for the others.
 //!
 //! This module only describes a scenario; running it (and injecting its faults) is the
 //! runner's job. A scenario is plain data: [`Scenario::plan`] turns its faults into a
@@ -57,6 +66,8 @@ pub use error::ScenarioError;
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(120);
 /// The highest latency `slow_replica` may add.
 pub const MAX_LATENCY: Duration = Duration::from_secs(60);
+/// The longest `MASTER_DELAY` `delay_replica` may set.
+pub const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// A validated DRT scenario. Build it with [`Scenario::from_toml`], [`Scenario::load`] or
 /// [`Scenario::builtin`]; after changing fields by hand, call [`Scenario::validate`].
@@ -93,6 +104,12 @@ pub struct LoadSpec {
     /// How long the load runs; every fault is injected (and healed, with `heal_after`)
     /// within it. Default 10 s.
     pub duration: Duration,
+    /// Stale-client mode: one more writer that stays pinned to the address of the primary
+    /// the load started on. It never looks for the primary again, so it keeps writing to
+    /// the old primary after a failover, as an application with a cached address or a
+    /// long-lived pool does; what that address acknowledges after the new primary opened
+    /// is counted (see [`Expect::stale_acks_allowed`]). Default false.
+    pub stale_client: bool,
 }
 
 impl Default for LoadSpec {
@@ -102,12 +119,15 @@ impl Default for LoadSpec {
             writers: 4,
             rate_per_s: 1000,
             duration: Duration::from_secs(10),
+            stale_client: false,
         }
     }
 }
 
 impl LoadSpec {
-    /// Set the writers, rate and duration of `opts`; every other option is kept.
+    /// Set the writers, rate and duration of `opts`; every other option is kept. The stale
+    /// client's address is the runner's to set ([`LoadOptions::pinned`]): it is the primary
+    /// when the load starts.
     pub fn apply_to(&self, opts: &mut LoadOptions) {
         opts.writers = self.writers;
         opts.rate_per_s = self.rate_per_s;
@@ -168,6 +188,20 @@ pub enum FaultKind {
     Switchover,
     /// Write a transaction directly on a replica, giving it an errant GTID.
     ErrantWriteOnReplica,
+    /// `CHANGE MASTER TO MASTER_DELAY` on a replica: it receives at once but applies each
+    /// transaction only this long after its commit on the source. Heal: delay 0.
+    DelayReplica {
+        /// The delay; whole seconds, 1 s to [`MAX_DELAY`].
+        delay: Duration,
+    },
+    /// Break a replica's SQL thread: an errant write on it, which the next replicated
+    /// write collides with (error 1950 under `gtid_strict_mode`). Heal: the errant
+    /// transaction is removed as a DBA would (sandbox only) and replication started again.
+    BreakReplicaSql,
+    /// Drop every packet of a replica's replication connection to its source (iptables,
+    /// no RST): its stream stalls as when a host loses power mid-send, while the source
+    /// and every other connection go on. Heal: the rules are removed.
+    StallReplicaStream,
 }
 
 impl FaultKind {
@@ -183,6 +217,9 @@ impl FaultKind {
             Self::SlowReplica { .. } => "slow_replica",
             Self::Switchover => "switchover",
             Self::ErrantWriteOnReplica => "errant_write_on_replica",
+            Self::DelayReplica { .. } => "delay_replica",
+            Self::BreakReplicaSql => "break_replica_sql",
+            Self::StallReplicaStream => "stall_replica_stream",
         }
     }
 
@@ -230,6 +267,9 @@ impl fmt::Display for FaultKind {
                 humantime::format_duration(*latency),
                 humantime::format_duration(*jitter)
             ),
+            Self::DelayReplica { delay } => {
+                write!(f, "delay_replica ({})", humantime::format_duration(*delay))
+            }
             other => f.write_str(other.name()),
         }
     }
@@ -242,6 +282,9 @@ pub enum Target {
     Primary,
     /// Any replica then. Written `"replica"`.
     Replica,
+    /// The replica that received the most from its source then (its received GTID
+    /// position, else its applied one). Written `"best_replica"`.
+    BestReplica,
     /// One member, by its name or `host:port` as the cluster's config knows it.
     Member(String),
 }
@@ -251,6 +294,7 @@ impl Target {
         match s.trim() {
             "primary" => Self::Primary,
             "replica" => Self::Replica,
+            "best_replica" => Self::BestReplica,
             other => Self::Member(other.to_string()),
         }
     }
@@ -261,6 +305,7 @@ impl fmt::Display for Target {
         match self {
             Self::Primary => f.write_str("primary"),
             Self::Replica => f.write_str("replica"),
+            Self::BestReplica => f.write_str("best_replica"),
             Self::Member(m) => f.write_str(m),
         }
     }
@@ -297,6 +342,15 @@ pub struct Expect {
     /// control plane's events: a cluster failed over by another tool fails it. `None`: not
     /// judged.
     pub max_detection: Option<Duration>,
+    /// Writes the old primary may acknowledge after the new primary opened: judged on every
+    /// run, default 0. The old primary is the one the load started on (the stale client's
+    /// address); the new one opened at the control plane's first `writable` event, or, if
+    /// the clients saw it first, at the first write another server acknowledged.
+    pub stale_acks_allowed: u64,
+    /// `Some(true)`: the control plane must hand the failover to a human (an operation that
+    /// ends `needs_human`), e.g. when promoting would lose acknowledged writes. Needs the
+    /// control plane's events. `None`: not judged.
+    pub needs_human: Option<bool>,
 }
 
 impl Default for Expect {
@@ -308,6 +362,8 @@ impl Default for Expect {
             failovers: None,
             primary_changes: None,
             max_detection: None,
+            stale_acks_allowed: 0,
+            needs_human: None,
         }
     }
 }
@@ -349,6 +405,8 @@ pub struct Overrides {
     pub duration: Option<Duration>,
     /// [`Scenario::max_duration`].
     pub max_duration: Option<Duration>,
+    /// [`LoadSpec::stale_client`] (`--stale-client`).
+    pub stale_client: Option<bool>,
 }
 
 /// One step of a scenario's timetable.
@@ -428,6 +486,9 @@ impl Scenario {
         }
         if let Some(d) = o.max_duration {
             self.max_duration = d;
+        }
+        if let Some(s) = o.stale_client {
+            self.load.stale_client = s;
         }
         self.validate()?;
         Ok(self)
@@ -553,8 +614,8 @@ impl Scenario {
                 (Target::Primary, false) => bad(
                     format!("{at}.target"),
                     format!(
-                        "{kind} acts on a replica: write \"replica\" (any) or a member's name \
-                         or host:port"
+                        "{kind} acts on a replica: write \"replica\" (any), \"best_replica\" \
+                         or a member's name or host:port"
                     ),
                 ),
                 (Target::Member(m), false) if m.is_empty() || m.contains(char::is_whitespace) => {
@@ -615,9 +676,30 @@ impl Scenario {
                     );
                 }
             }
+            if let FaultKind::DelayReplica { delay } = f.kind {
+                if delay < Duration::from_secs(1) || delay > MAX_DELAY || delay.subsec_nanos() != 0
+                {
+                    bad(
+                        format!("{at}.delay"),
+                        format!(
+                            "{} is out of range: MASTER_DELAY takes whole seconds, 1s to {}",
+                            d(delay),
+                            d(MAX_DELAY)
+                        ),
+                    );
+                }
+            }
         }
 
         let e = &self.expect;
+        if e.needs_human == Some(true) && e.failover == FailoverExpectation::Must {
+            bad(
+                "expect.needs_human".into(),
+                "contradicts failover = \"must\": a failover handed to a human is not \
+                 done automatically"
+                    .into(),
+            );
+        }
         if let Some(rto) = e.max_rto {
             if rto.is_zero() {
                 bad("expect.max_rto".into(), "must be longer than zero".into());

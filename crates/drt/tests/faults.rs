@@ -1,7 +1,8 @@
 //! Fault injection against real sandboxes and loopback listeners: pause and kill, a
-//! partition and a cut by group id with iptables, the latency proxy, replication faults,
+//! partition and a cut by group id with iptables, the latency proxy, replication faults (a
+//! stopped SQL thread, an errant write, a delay, a broken SQL thread, a stalled stream),
 //! healing in order, on panic and on SIGTERM, and the janitor. Each test has its own ports
-//! (32500..32560). The iptables tests need root, as the DR tests do.
+//! (32500..32560, 26000..26029). The iptables tests need root, as the DR tests do.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -706,4 +707,180 @@ async fn a_fault_set_heals_newest_first_collects_failures_and_keeps_a_timeline()
         "timeline: {}",
         serde_json::to_string(&events).expect("serialize")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The faults of issue 13 (ports 26000..26029): a delayed replica, a broken SQL thread, a
+// stalled replication stream.
+
+/// `n` binlogged writes on `member`, in a schema of the test's own.
+async fn write_on(set: &Set, member: &str, n: usize) {
+    let addr = set.addr(member);
+    let mut s = Session::connect(&addr, &set.admin, SLOW_OK).await.unwrap();
+    s.exec(
+        "create",
+        "CREATE DATABASE IF NOT EXISTS flt; \
+         CREATE TABLE IF NOT EXISTS flt.t (id INT AUTO_INCREMENT PRIMARY KEY, v INT)",
+    )
+    .await
+    .unwrap();
+    for i in 0..n {
+        s.exec("insert", &format!("INSERT INTO flt.t (v) VALUES ({i})"))
+            .await
+            .unwrap();
+    }
+    s.close().await;
+}
+
+/// Wait up to `within` until `member` has applied `pos`.
+async fn applied(set: &Set, member: &str, pos: &str, within: Duration) -> bool {
+    let mut s = Session::connect(&set.addr(member), &set.admin, SLOW_OK)
+        .await
+        .unwrap();
+    let done = s.wait_for_gtid(pos, within).await.unwrap_or(false);
+    s.close().await;
+    done
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_replica_receives_at_once_applies_late_and_is_undelayed_on_heal() {
+    let set = Set::up("flt-delay", 26000, 1).await;
+    let err = ReplicationFault::inject(
+        &set.sb,
+        "m1",
+        ReplicationSpec::Delay(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FaultError::Precondition(_)), "{err}");
+
+    let delay = ReplicationFault::inject(
+        &set.sb,
+        "m2",
+        ReplicationSpec::Delay(Duration::from_secs(30)),
+    )
+    .await
+    .expect("delay");
+    let st = set.state("m2").await;
+    let repl = st.replication.expect("a replica");
+    assert_eq!(repl.sql_delay_s, 30);
+    assert!(repl.sql_running);
+
+    write_on(&set, "m1", 3).await;
+    let pos = set.value("m1", "SELECT @@gtid_binlog_pos AS v").await;
+    // Received at once, not applied.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = set.state("m2").await.replication.unwrap();
+        if r.received_gtid == pos {
+            break;
+        }
+        assert!(Instant::now() < deadline, "m2 never received {pos}: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !applied(&set, "m2", &pos, Duration::from_millis(1500)).await,
+        "a 30 s delay applied {pos} within 1.5 s"
+    );
+
+    delay.heal().await.expect("heal");
+    assert_eq!(set.state("m2").await.replication.unwrap().sql_delay_s, 0);
+    assert!(applied(&set, "m2", &pos, Duration::from_secs(10)).await);
+    assert_eq!(delay.event().note.as_deref(), Some("MASTER_DELAY=0 again"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_sql_thread_stops_with_1950_and_heals_without_its_errant_gtid() {
+    let set = Set::up("flt-break", 26010, 1).await;
+    write_on(&set, "m1", 1).await;
+    let pos = set.value("m1", "SELECT @@gtid_binlog_pos AS v").await;
+    assert!(applied(&set, "m2", &pos, Duration::from_secs(10)).await);
+
+    // The next write on the primary, shortly after the errant one, breaks the replica.
+    let writer = {
+        let admin = set.admin.clone();
+        let m1 = set.addr("m1");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut s = Session::connect(&m1, &admin, SLOW_OK).await.unwrap();
+            s.exec("insert", "INSERT INTO flt.t (v) VALUES (42)")
+                .await
+                .unwrap();
+            s.close().await;
+        })
+    };
+    let broken = ReplicationFault::inject(&set.sb, "m2", ReplicationSpec::BreakSql)
+        .await
+        .expect("break");
+    writer.await.unwrap();
+    let gtid = broken.errant_gtid().expect("errant gtid").to_string();
+    assert!(gtid.starts_with("0-2-"), "{gtid}");
+    let repl = set.state("m2").await.replication.unwrap();
+    assert!(!repl.sql_running, "{repl:?}");
+    assert_eq!(repl.last_sql_errno, 1950, "{}", repl.last_sql_error);
+
+    broken.heal().await.expect("heal");
+    let note = broken.event().note.unwrap_or_default();
+    assert!(note.contains("errant transaction removed"), "{note}");
+    let pos = set.value("m1", "SELECT @@gtid_binlog_pos AS v").await;
+    assert!(
+        applied(&set, "m2", &pos, Duration::from_secs(10)).await,
+        "m2 did not catch up after the heal"
+    );
+    let repl = set.state("m2").await.replication.unwrap();
+    assert!(repl.is_healthy(), "{repl:?}");
+    let state = set.value("m2", "SELECT @@gtid_binlog_state AS v").await;
+    assert!(!state.contains("0-2-"), "errant GTID left: {state}");
+    let schema = set
+        .value(
+            "m2",
+            "SELECT COUNT(*) AS v FROM information_schema.schemata WHERE schema_name = 'drt_break'",
+        )
+        .await;
+    assert_eq!(schema, "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_freezes_one_replica_only_and_resumes_on_heal() {
+    let set = Set::up("flt-stall", 26020, 2).await;
+    write_on(&set, "m1", 1).await;
+    let before = set.value("m1", "SELECT @@gtid_binlog_pos AS v").await;
+    assert!(applied(&set, "m2", &before, Duration::from_secs(10)).await);
+
+    let stall = faults::stall_replication_stream(&set.sb, "m2")
+        .await
+        .expect("stall");
+    let chain = stall.chain().to_string();
+    assert!(chain_present(&chain));
+    assert!(matches!(
+        stall.spec(),
+        NetworkSpec::Connection { server, .. } if server.port() == 26020
+    ));
+    write_on(&set, "m1", 5).await;
+    let after = set.value("m1", "SELECT @@gtid_binlog_pos AS v").await;
+    assert_ne!(before, after);
+    // m3 gets the writes; m2 receives nothing, although it is reachable and still thinks
+    // it is connected (no RST: it would notice only after slave_net_timeout).
+    assert!(applied(&set, "m3", &after, Duration::from_secs(5)).await);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = set.state("m2").await.replication.unwrap();
+    assert_eq!(
+        r.received_gtid, before,
+        "m2 received through a stalled stream"
+    );
+    assert_eq!(r.io_thread, model::IoThreadState::Yes);
+
+    stall.heal().await.expect("heal");
+    assert!(!chain_present(&chain));
+    // Retransmission resumes the same connection, or the replica reconnects.
+    assert!(
+        applied(&set, "m2", &after, Duration::from_secs(15)).await,
+        "m2 did not catch up after the heal"
+    );
+
+    // A member that replicates from nothing has no stream to stall.
+    let err = faults::stall_replication_stream(&set.sb, "m1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, FaultError::Precondition(_)), "{err}");
 }

@@ -1,7 +1,8 @@
 //! The write load against real sandboxes: a healthy set, a killed primary with a failover by
 //! hand under semi-sync, a checker that finds deleted rows, a checker whose connections are
-//! killed mid-read and retries, and a `read_only` fence with a split brain. Each test has its
-//! own ports (31400..31440, 29000..29009) and directory.
+//! killed mid-read and retries, a `read_only` fence with a split brain, and a stale client
+//! pinned to the old primary. Each test has its own ports (31400..31440, 29000..29009,
+//! 26030..26031) and directory.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -518,4 +519,122 @@ async fn read_only_fence_is_a_clean_refusal_and_two_writables_a_split_brain() {
         .await
         .unwrap();
     assert!(v.all_present(), "{v:?}");
+}
+
+/// The stale client (port 26030): one writer pinned to the first primary's address. A manual
+/// failover at 1 s moves the other writers to m2; the pinned writer is refused by the fenced
+/// m1 (the application account cannot pass `read_only`); at 2 s m1 is opened again, as an old
+/// primary that was never fenced, and what it acknowledges then is counted as stale, by id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_client_stays_on_the_old_primary_and_its_late_acks_are_counted() {
+    let set = Set::up("drtstale", 26030, 1, false).await;
+    let (m1, m2) = (set.addr("m1"), set.addr("m2"));
+    load::prepare(&set.admin(), &m1, &table()).await.unwrap();
+    let mut opts = LoadOptions::new(vec![m1.clone(), m2.clone()], set.app());
+    opts.writers = 2;
+    opts.rate_per_s = 200;
+    opts.duration = Duration::from_millis(4000);
+    opts.pinned = Some(m1.clone());
+    let cancel = CancellationToken::new();
+    let load = tokio::spawn(load::run(opts, cancel.clone()));
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A failover by hand: fence m1, open m2.
+    set.exec(&m1, "SET GLOBAL read_only=1").await;
+    set.exec(&m2, "STOP SLAVE; SET GLOBAL read_only=0").await;
+    let opened_ms = now_ms();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The old primary comes back unfenced for a second.
+    let unfenced_ms = now_ms();
+    set.exec(&m1, "SET GLOBAL read_only=0").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    set.exec(&m1, "SET GLOBAL read_only=1").await;
+    let refenced_ms = now_ms();
+    let ledger = load.await.unwrap();
+
+    let pinned = ledger
+        .pinned
+        .clone()
+        .expect("the ledger names the stale client");
+    assert_eq!((pinned.writer, &pinned.addr), (2, &m1));
+    assert_eq!(ledger.writers, 3);
+    // The stale client never moved, and opened no outage.
+    assert!(ledger
+        .acked
+        .iter()
+        .filter(|a| a.writer == 2)
+        .all(|a| a.server == m1));
+    assert!(ledger
+        .writer_outages
+        .iter()
+        .all(|o| !o.writers.contains(&2)));
+    let refused = ledger
+        .failure_reasons
+        .get("stale client: server error 1290 (read_only)")
+        .copied()
+        .unwrap_or(0);
+    assert!(refused > 10, "refusals: {:?}", ledger.failure_reasons);
+    // The other writers moved to m2.
+    assert!(ledger.acked.iter().any(|a| a.writer < 2 && a.server == m2));
+
+    let scenario = drt::scenario::Scenario::builtin("kill-primary").unwrap();
+    let started = ledger.started_ms;
+    let events = vec![drt::report::TimelineEvent::from_epoch(
+        started,
+        opened_ms - 50,
+        drt::report::EventKind::FaultInjected,
+        "failover by hand",
+    )];
+    let verification = load::verify(&ledger, &m2, &[], &set.admin(), &VerifyOptions::default())
+        .await
+        .unwrap();
+    let r = drt::report::RunResult::build(drt::report::RunParts {
+        scenario: &scenario,
+        cluster: "drtstale".into(),
+        ledger: &ledger,
+        verification: Ok(&verification),
+        events,
+        ended_ms: now_ms(),
+        aborted: None,
+        guard_split_brain: Vec::new(),
+    });
+    let st = &r.stale;
+    eprintln!("stale: {st:?}");
+    assert_eq!(st.old_primary.as_ref(), Some(&m1));
+    assert_eq!(st.new_primary.as_ref(), Some(&m2));
+    let opened = st.opened_ms.expect("the clients saw m2 open") + started;
+    assert!(
+        opened >= opened_ms.saturating_sub(100),
+        "{opened} < {opened_ms}"
+    );
+    // Exactly the acks of m1 after the opening: those of the unfenced second.
+    let want: Vec<u64> = ledger
+        .acked
+        .iter()
+        .filter(|a| a.server == m1 && a.at_ms > opened)
+        .map(|a| a.id)
+        .collect();
+    assert!(!want.is_empty(), "the unfenced m1 acknowledged nothing");
+    assert_eq!(st.acked_after_open, want.len() as u64);
+    assert_eq!(st.ids, want.iter().take(10).copied().collect::<Vec<_>>());
+    for a in ledger.acked.iter().filter(|a| want.contains(&a.id)) {
+        assert_eq!(a.writer, 2, "only the stale client stays on m1");
+        assert!(
+            a.at_ms >= unfenced_ms && a.at_ms <= refenced_ms + 100,
+            "{} outside the unfenced second",
+            a.at_ms
+        );
+    }
+    // They never reached m2 (replication was stopped): acknowledged, and lost.
+    let lost: Vec<u64> = r.lost.iter().map(|l| l.id).collect();
+    assert!(
+        want.iter().all(|id| lost.contains(id)),
+        "{want:?} not all in {lost:?}"
+    );
+    let verdicts = drt::report::judge(&scenario, &r);
+    let v = verdicts
+        .iter()
+        .find(|v| v.expectation.contains("acknowledged by the old primary"))
+        .unwrap();
+    assert!(!v.pass, "{v:?}");
 }

@@ -114,3 +114,93 @@ async fn a_planted_lost_write_fails_the_run_with_its_ids() {
     let o = probe::observe(&sb.member("m3").unwrap().addr(), &target.admin, ADMIN).await;
     assert!(o.state().unwrap().replication.as_ref().unwrap().sql_running);
 }
+
+/// `lose-primary-and-best-replica` without a control plane (semi-sync on, port 26040): the
+/// stall hits one replica, `best_replica` then resolves to the other one (it received more),
+/// which is killed before the primary; every fault is healed, the killed members run again,
+/// and the stale client's writes are in the report. No failover happens (nobody does one),
+/// and `needs_human` is not measured without the control plane's events: that verdict fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lose_primary_and_best_replica_kills_the_replica_that_was_not_stalled() {
+    let root = tempfile::Builder::new()
+        .prefix("dbfleet-drt-lose-")
+        .tempdir()
+        .unwrap();
+    let _guard = SandboxGuard::new(root.path(), "drtlose");
+    let (sb, _) = Sandbox::up(&UpOptions {
+        name: "drtlose".into(),
+        replicas: 2,
+        semi_sync: true,
+        base_port: 26040,
+        root: root.path().to_path_buf(),
+    })
+    .await
+    .expect("sandbox up");
+    let creds = sb.credentials().unwrap();
+    let target = RunTarget {
+        members: sb.manifest().members.iter().map(|m| m.addr()).collect(),
+        admin: creds.admin.credentials(),
+        app: creds.app.credentials(),
+        api: None,
+        control_plane_gid: None,
+        token: None,
+        sandbox: sb.clone(),
+    };
+    let scenario = Scenario::builtin("lose-primary-and-best-replica").unwrap();
+    let run = run_once(&scenario, &target, CancellationToken::new())
+        .await
+        .expect("the run ran");
+    for e in &run.timeline {
+        eprintln!("{:>6} {:?} {}", e.at_ms, e.kind, e.label);
+    }
+    let injected: Vec<&str> = run
+        .timeline
+        .iter()
+        .filter(|e| e.kind == drt::report::EventKind::FaultInjected)
+        .map(|e| e.label.as_str())
+        .collect();
+    let stalled = injected
+        .iter()
+        .find(|l| l.starts_with("stall_replica_stream"))
+        .expect("a stall");
+    let killed = injected
+        .iter()
+        .find(|l| l.starts_with("kill_replica"))
+        .expect("a replica kill");
+    let member = |label: &str| label.split_whitespace().nth(1).unwrap().to_string();
+    assert_ne!(member(stalled), member(killed), "{stalled} / {killed}");
+    assert!(injected.iter().any(|l| l.starts_with("kill_primary m1")));
+    // Killed in that order: the best replica first.
+    let at = |prefix: &str| {
+        run.timeline
+            .iter()
+            .find(|e| {
+                e.kind == drt::report::EventKind::FaultInjected && e.label.starts_with(prefix)
+            })
+            .unwrap()
+            .at_ms
+    };
+    assert!(at("kill_replica") <= at("kill_primary"));
+    assert_eq!(
+        run.timeline
+            .iter()
+            .filter(|e| e.kind == drt::report::EventKind::FaultHealed)
+            .count(),
+        3,
+        "every fault healed"
+    );
+    assert_eq!(run.stale.pinned_writer, Some(4));
+    assert!(run.stale.pinned_acked > 0);
+    assert_eq!(run.figures.failovers, 0);
+    // Nothing was promoted, so nothing is lost: the old primary holds every write.
+    assert!(run.lost.is_empty(), "{:?}", run.lost);
+    let report = Report::new(scenario, vec![run]);
+    let human = report.verdicts[0]
+        .iter()
+        .find(|v| v.expectation == "the control plane hands the failover to a human")
+        .unwrap();
+    assert!(!human.pass && human.detail.contains("--api"), "{human:?}");
+    for m in sb.status() {
+        assert!(m.running, "{} not running after the heal", m.name);
+    }
+}

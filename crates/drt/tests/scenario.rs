@@ -34,6 +34,12 @@ fn every_builtin_parses_validates_and_round_trips() {
         "slow-replica",
         "switchover-under-load",
         "kill-primary-twice",
+        "pause-primary-8s",
+        "pause-primary-20s",
+        "blackhole-primary",
+        "kill-primary-with-delayed-replica",
+        "kill-primary-with-broken-replica",
+        "lose-primary-and-best-replica",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -42,10 +48,12 @@ fn every_builtin_parses_validates_and_round_trips() {
         s.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!s.faults.is_empty(), "{name}");
         let secs = s.load.duration.as_secs();
+        // The hard faults hold for up to 30 s and the load goes on after the heal.
         assert!(
-            (6..=10).contains(&secs),
+            (6..=40).contains(&secs),
             "{name}: a {secs}s load is not test-sized"
         );
+        assert_eq!(s.expect.stale_acks_allowed, 0, "{name}");
         assert_eq!(s.expect.lost_writes_allowed, 0, "{name}");
         assert_eq!(s.cluster, None, "{name}: a built-in names no cluster");
         // The TOML and the JSON forms give the same scenario back.
@@ -466,6 +474,7 @@ impl Sim {
             outages: outages.clone(),
             writer_outages: outages,
             split_brain: Vec::new(),
+            pinned: None,
         };
         let writer = ledger.acked.last().unwrap().server.clone();
         let verification = Verification {
@@ -511,6 +520,7 @@ impl Sim {
             events: self.events.clone(),
             ended_ms: T0 + 9500,
             aborted: self.aborted.clone(),
+            guard_split_brain: Vec::new(),
         })
     }
 }
@@ -604,6 +614,7 @@ fn unverified_writes_fail_the_lost_writes_verdict() {
         events: sim.events.clone(),
         ended_ms: T0 + 9000,
         aborted: None,
+        guard_split_brain: Vec::new(),
     });
     let v = verdict(&judge(&s, &r), "at most 0 lost writes").clone();
     assert!(!v.pass);
@@ -897,4 +908,405 @@ fn the_text_report_shows_verdicts_figures_and_lost_ids() {
         text.contains("at most 0 lost writes: passed in 1 of 2 runs"),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Hard faults (issue 13): the new built-ins, keys and fault kinds, and the stale-client
+// accounting.
+
+#[test]
+fn the_hard_fault_builtins_say_what_issue_13_asks() {
+    for (name, pause) in [("pause-primary-8s", 8), ("pause-primary-20s", 20)] {
+        let s = Scenario::builtin(name).unwrap();
+        assert_eq!(s.faults[0].kind, FaultKind::PausePrimary, "{name}");
+        assert_eq!(
+            s.faults[0].heal,
+            Heal::After(Duration::from_secs(pause)),
+            "{name}"
+        );
+        // The load goes on after the resume, so a late fence shows.
+        assert!(s.faults[0].heal_at(s.load.duration).unwrap() < s.load.duration);
+        assert!(s.load.stale_client, "{name}");
+        assert_eq!(s.expect.failover, FailoverExpectation::Must, "{name}");
+        assert_eq!(s.expect.failovers, Some(1), "{name}");
+    }
+    // The 4 s pause stays: a short hiccup, failover or not.
+    let short = Scenario::builtin("pause-primary").unwrap();
+    assert_eq!(short.expect.failover, FailoverExpectation::Any);
+
+    let bh = Scenario::builtin("blackhole-primary").unwrap();
+    assert_eq!(bh.faults[0].kind, FaultKind::PartitionPrimary);
+    assert_eq!(bh.faults[0].heal, Heal::After(Duration::from_secs(30)));
+    assert!(bh.load.stale_client);
+    assert!(bh.faults[0].heal_at(bh.load.duration).unwrap() < bh.load.duration);
+
+    let delayed = Scenario::builtin("kill-primary-with-delayed-replica").unwrap();
+    assert_eq!(
+        delayed.faults[0].kind,
+        FaultKind::DelayReplica {
+            delay: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(delayed.faults[0].target, Target::Replica);
+    assert_eq!(delayed.faults[1].kind, FaultKind::KillPrimary);
+    assert!(delayed.faults[1].at > delayed.faults[0].at);
+    assert_eq!(delayed.expect.failover, FailoverExpectation::Must);
+
+    let broken = Scenario::builtin("kill-primary-with-broken-replica").unwrap();
+    assert_eq!(broken.faults[0].kind, FaultKind::BreakReplicaSql);
+    assert_eq!(broken.faults[1].kind, FaultKind::KillPrimary);
+    assert_eq!(broken.expect.failover, FailoverExpectation::Must);
+
+    let lose = Scenario::builtin("lose-primary-and-best-replica").unwrap();
+    assert_eq!(lose.faults[0].kind, FaultKind::StallReplicaStream);
+    assert_eq!(lose.faults[1].kind, FaultKind::KillReplica);
+    assert_eq!(lose.faults[1].target, Target::BestReplica);
+    assert_eq!(lose.faults[2].kind, FaultKind::KillPrimary);
+    assert_eq!(lose.expect.failover, FailoverExpectation::MustNot);
+    assert_eq!(lose.expect.needs_human, Some(true));
+    // The stall first, 1 s before; then, at the same instant, the best replica before the
+    // primary (file order), so it cannot be promoted in between.
+    let plan: Vec<(u128, usize, StepAction)> = lose
+        .plan()
+        .iter()
+        .map(|s| (s.at.as_millis(), s.fault, s.action))
+        .collect();
+    assert_eq!(
+        &plan[..3],
+        &[
+            (2000, 0, StepAction::Inject),
+            (3000, 1, StepAction::Inject),
+            (3000, 2, StepAction::Inject),
+        ]
+    );
+}
+
+const HARD: &str = r#"
+name = "hard"
+description = "The new keys."
+
+[load]
+duration = "20s"
+stale_client = true
+
+[[fault]]
+kind = "delay_replica"
+target = "m2"
+delay = "30s"
+at = "1s"
+
+[[fault]]
+kind = "break_replica_sql"
+at = "2s"
+
+[[fault]]
+kind = "stall_replica_stream"
+at = "3s"
+heal_after = "1s"
+
+[[fault]]
+kind = "kill_replica"
+target = "best_replica"
+at = "4s"
+
+[expect]
+failover = "must_not"
+needs_human = true
+stale_acks_allowed = 2
+"#;
+
+#[test]
+fn the_new_keys_and_kinds_parse_and_round_trip() {
+    let s = parse(HARD).unwrap();
+    assert!(s.load.stale_client);
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::DelayReplica {
+            delay: Duration::from_secs(30)
+        }
+    );
+    assert_eq!(s.faults[0].target, Target::Member("m2".into()));
+    assert_eq!(s.faults[1].kind, FaultKind::BreakReplicaSql);
+    assert_eq!(s.faults[1].target, Target::Replica);
+    assert_eq!(s.faults[2].kind, FaultKind::StallReplicaStream);
+    assert_eq!(s.faults[2].heal, Heal::After(Duration::from_secs(1)));
+    assert_eq!(s.faults[3].target, Target::BestReplica);
+    assert_eq!(s.expect.needs_human, Some(true));
+    assert_eq!(s.expect.stale_acks_allowed, 2);
+    assert_eq!(s.faults[0].kind.to_string(), "delay_replica (30s)");
+    let again = Scenario::from_toml(&s.to_toml(), "round-trip").unwrap();
+    assert_eq!(again, s);
+    let json: Scenario = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+    assert_eq!(json, s);
+
+    // Defaults: no stale client, no stale acknowledgement allowed, needs_human not judged.
+    let g = parse(GOOD).unwrap();
+    assert!(!g.load.stale_client);
+    assert_eq!(g.expect.stale_acks_allowed, 0);
+    assert_eq!(g.expect.needs_human, None);
+}
+
+#[test]
+fn bad_new_keys_name_their_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("delay = \"30s\"\n", "", "fault[0].delay"),
+        ("delay = \"30s\"", "delay = \"0s\"", "fault[0].delay"),
+        ("delay = \"30s\"", "delay = \"1500ms\"", "fault[0].delay"),
+        ("delay = \"30s\"", "delay = \"2h\"", "fault[0].delay"),
+        (
+            "kind = \"break_replica_sql\"\n",
+            "kind = \"break_replica_sql\"\ndelay = \"3s\"\n",
+            "fault[1].delay",
+        ),
+        (
+            "kind = \"break_replica_sql\"\n",
+            "kind = \"break_replica_sql\"\ntarget = \"primary\"\n",
+            "fault[1].target",
+        ),
+        (
+            "failover = \"must_not\"",
+            "failover = \"must\"",
+            "expect.needs_human",
+        ),
+        (
+            "stale_client = true",
+            "stale_client = \"yes\"",
+            "load.stale_client",
+        ),
+        (
+            "stale_acks_allowed = 2",
+            "stale_acks_allowed = -1",
+            "expect.stale_acks_allowed",
+        ),
+        (
+            "needs_human = true",
+            "needs_humans = true",
+            "expect.needs_humans",
+        ),
+    ];
+    for (from, to, field) in cases {
+        assert!(HARD.contains(from), "{from}");
+        let text = HARD.replacen(from, to, 1);
+        let e = parse(&text).expect_err(&format!("{from:?} → {to:?} must fail"));
+        assert!(
+            fields(&e).iter().any(|f| f == field),
+            "{from:?} → {to:?}: {e} names {:?}, not {field}",
+            fields(&e)
+        );
+    }
+    // best_replica is no target for a fault on the primary.
+    let e = parse(&GOOD.replacen(
+        "kind = \"kill_primary\"\nat",
+        "kind = \"kill_primary\"\ntarget = \"best_replica\"\nat",
+        1,
+    ))
+    .unwrap_err();
+    assert_eq!(fields(&e), vec!["fault[1].target"], "{e}");
+}
+
+#[test]
+fn stale_client_override() {
+    let s = Scenario::builtin("kill-primary").unwrap();
+    assert!(!s.load.stale_client);
+    let on = s
+        .with_overrides(&Overrides {
+            stale_client: Some(true),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(on.load.stale_client);
+    assert!(on.to_toml().contains("stale_client = true"));
+}
+
+/// A failover run (:3306 → :3307, writable at 3.1 s) with a stale client (writer 4) that
+/// stays on :3306 and has writes acknowledged there at `stale_at` (ms).
+fn stale_run(stale_at: &[u64]) -> Sim {
+    let mut sim = failover_run();
+    let mut id = 10_000;
+    for t in (0..2000).step_by(100).chain(stale_at.iter().copied()) {
+        sim.ledger.acked.push(Ack {
+            id,
+            writer: 4,
+            at_ms: T0 + t,
+            gtid: None,
+            server: addr(3306),
+        });
+        id += 1;
+    }
+    sim.ledger.acked.sort_by_key(|a| a.at_ms);
+    sim.ledger.writers = 5;
+    sim.ledger.pinned = Some(drt::load::PinnedWriter {
+        writer: 4,
+        addr: addr(3306),
+    });
+    sim
+}
+
+#[test]
+fn writes_the_old_primary_acknowledges_after_the_new_one_opened_fail_the_run() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    // Before the new primary opened (3.1 s): not stale. After: stale, named.
+    let r = stale_run(&[2500, 3000, 10_500, 10_600]).build(&s);
+    assert_eq!(r.stale.old_primary, Some(addr(3306)));
+    assert_eq!(r.stale.opened_ms, Some(3100));
+    assert_eq!(r.stale.opened_seen_by.as_deref(), Some("control plane"));
+    assert_eq!(r.stale.acked_after_open, 2);
+    assert_eq!(
+        (r.stale.first_ms, r.stale.last_ms),
+        (Some(10_500), Some(10_600))
+    );
+    assert_eq!(r.stale.pinned_writer, Some(4));
+    assert_eq!(r.stale.pinned_acked, 24);
+    assert_eq!(r.figures.writable_ms, Some(1100));
+    let vs = judge(&s, &r);
+    let v = verdict(&vs, "at most 0 writes acknowledged by the old primary");
+    assert!(!v.pass, "{v:?}");
+    assert!(
+        v.detail.contains("acknowledged 2 writes after it"),
+        "{}",
+        v.detail
+    );
+    assert!(v.detail.contains("ids 10022, 10023"), "{}", v.detail);
+    assert!(!passed(&vs));
+    let text = render_text(
+        &s,
+        std::slice::from_ref(&r),
+        &aggregate(std::slice::from_ref(&r)),
+    );
+    assert!(text.contains("stale acks 2"), "{text}");
+    assert!(render_html(
+        &s,
+        std::slice::from_ref(&r),
+        &aggregate(std::slice::from_ref(&r))
+    )
+    .contains("after the new one opened"));
+    assert_eq!(aggregate(std::slice::from_ref(&r)).stale_acks_total, 2);
+
+    // None after the opening: it passes, and says so.
+    let r = stale_run(&[2500]).build(&s);
+    assert_eq!(r.stale.acked_after_open, 0);
+    let v = verdict(&judge(&s, &r), "at most 0 writes").clone();
+    assert!(v.pass, "{v:?}");
+    assert!(
+        v.detail.contains("acknowledged nothing after it"),
+        "{}",
+        v.detail
+    );
+
+    // Without control-plane events the clients' first write on :3307 (4.5 s) opens it.
+    let mut sim = stale_run(&[4000, 5000]);
+    sim.events.retain(|e| !e.kind.from_control_plane());
+    let r = sim.build(&s);
+    assert_eq!(r.stale.opened_ms, Some(4500));
+    assert_eq!(r.stale.opened_seen_by.as_deref(), Some("clients"));
+    assert_eq!(r.stale.new_primary, Some(addr(3307)));
+    assert_eq!(r.stale.acked_after_open, 1);
+
+    // Judged on every run, stale client or not: a run with no new primary has none.
+    let k = Scenario::builtin("kill-replica").unwrap();
+    let r = Sim::new(None).build(&k);
+    assert_eq!(r.stale.opened_ms, None);
+    assert!(verdict(&judge(&k, &r), "at most 0 writes").pass);
+}
+
+#[test]
+fn a_failover_handed_to_a_human_is_judged_and_is_no_failover() {
+    let s = Scenario::builtin("lose-primary-and-best-replica").unwrap();
+    let handed = Sim::new(Some((3000, None, 3307)))
+        .event(3000, EventKind::FaultInjected, "kill_primary m1")
+        .event(3020, EventKind::Detected, "DeadPrimary on 127.0.0.1:3306")
+        .event(3050, EventKind::FailoverStarted, "failover 7 started")
+        .event(
+            3100,
+            EventKind::NeedsHuman,
+            "failover 7 needs a human: 0-1-1234 may be lost",
+        );
+    let r = handed.build(&s);
+    assert_eq!(r.figures.failovers, 0);
+    let vs = judge(&s, &r);
+    assert!(verdict(&vs, "no failover").pass);
+    let v = verdict(&vs, "the control plane hands the failover to a human");
+    assert!(v.pass, "{v:?}");
+    assert!(v.detail.contains("0-1-1234"), "{}", v.detail);
+
+    // A promotion instead: a failover, and no hand-over.
+    let promoted = Sim::new(Some((3000, Some(3500), 3307)))
+        .event(3000, EventKind::FaultInjected, "kill_primary m1")
+        .event(3050, EventKind::FailoverStarted, "failover 8 started")
+        .event(3100, EventKind::Writable, "operation 8: writes open");
+    let r = promoted.build(&s);
+    assert_eq!(r.figures.failovers, 1);
+    let vs = judge(&s, &r);
+    assert!(!verdict(&vs, "no failover").pass);
+    assert!(!verdict(&vs, "the control plane hands the failover to a human").pass);
+
+    // Without the control plane's events it cannot be told: it fails, saying why.
+    let r = Sim::new(None).build(&s);
+    let v = verdict(&judge(&s, &r), "the control plane hands").clone();
+    assert!(!v.pass && v.detail.contains("--api"), "{v:?}");
+
+    // A failed failover is no failover either.
+    let failed = Sim::new(Some((3000, None, 3307)))
+        .event(3000, EventKind::FaultInjected, "kill_primary m1")
+        .event(3050, EventKind::FailoverStarted, "failover 9 started")
+        .event(3100, EventKind::FailoverFailed, "failover 9 failed: boom");
+    assert_eq!(failed.build(&s).figures.failovers, 0);
+}
+
+#[test]
+fn operation_events_map_to_needs_human_and_failed() {
+    let body = serde_json::json!({"events": [
+        {"at_ms": 1000, "kind": "operation_finished", "instance": "127.0.0.1:3306",
+         "message": "failover 7 of demo needs_human: 0-1-9 may be lost",
+         "data": {"operation_id": 7, "kind": "failover", "state": "needs_human"}},
+        {"at_ms": 1100, "kind": "operation_finished", "instance": "127.0.0.1:3306",
+         "message": "failover 8 of demo failed: boom",
+         "data": {"operation_id": 8, "kind": "failover", "state": "failed"}},
+        {"at_ms": 1200, "kind": "operation_finished", "instance": "127.0.0.1:3306",
+         "message": "switchover 9 of demo needs_human: x",
+         "data": {"operation_id": 9, "kind": "switchover", "state": "needs_human"}},
+    ]});
+    let evs = drt::runner::map_events(&body, 0, 5000);
+    let kinds: Vec<EventKind> = evs.iter().map(|e| e.1).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::NeedsHuman,
+            EventKind::FailoverFailed,
+            EventKind::Note
+        ]
+    );
+    assert!(evs[0].2.contains("0-1-9 may be lost"), "{}", evs[0].2);
+}
+
+#[test]
+fn the_guards_sightings_of_two_writable_primaries_fail_the_run_it_did_not_abort() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    let sim = stale_run(&[]);
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Ok(&sim.verification),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9500,
+        aborted: None,
+        guard_split_brain: vec![
+            (T0 + 10_000, vec![addr(3306), addr(3307)]),
+            (T0 + 10_200, vec![addr(3306), addr(3307)]),
+        ],
+    });
+    let sb = &r.load.split_brain;
+    assert_eq!((sb.rounds, sb.guard_rounds), (0, 2));
+    assert_eq!(
+        (sb.first_at_ms, sb.guard_last_at_ms),
+        (Some(10_000), Some(10_200))
+    );
+    let v = verdict(&judge(&s, &r), "never two writable primaries").clone();
+    assert!(!v.pass, "{v:?}");
+    assert!(v.detail.contains("2 looks of the guard"), "{}", v.detail);
+    assert!(r
+        .timeline
+        .iter()
+        .any(|e| e.label.contains("the guard saw it 2 times until 10.2s")));
 }

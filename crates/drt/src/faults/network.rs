@@ -45,12 +45,23 @@ pub enum NetworkSpec {
         /// The group id whose traffic is dropped.
         gid: u32,
     },
+    /// Every TCP packet of one connection, both ways, e.g. a replica's replication stream
+    /// from its source. Other connections between the same servers go on; a new connection
+    /// (a replica that reconnects after `slave_net_timeout`) is not cut.
+    Connection {
+        /// The connecting side's address (its ephemeral port).
+        client: SocketAddr,
+        /// The listening side's address.
+        server: SocketAddr,
+    },
 }
 
 impl NetworkSpec {
-    fn addr(&self) -> SocketAddr {
+    /// The addresses the rules name, each checked to be loopback.
+    fn addrs(&self) -> Vec<SocketAddr> {
         match *self {
-            Self::Partition { addr } | Self::CutFrom { addr, .. } => addr,
+            Self::Partition { addr } | Self::CutFrom { addr, .. } => vec![addr],
+            Self::Connection { client, server } => vec![client, server],
         }
     }
 
@@ -58,28 +69,49 @@ impl NetworkSpec {
         match self {
             Self::Partition { addr } => format!("partition {addr}"),
             Self::CutFrom { addr, gid } => format!("cut gid {gid} from {addr}"),
+            Self::Connection { client, server } => {
+                format!("drop the connection {client} ↔ {server}")
+            }
         }
     }
 
     /// The rules of the chain, without `-A CHAIN`.
     fn rules(&self) -> Vec<Vec<String>> {
-        let addr = self.addr();
-        let (ip, port) = (addr.ip().to_string(), addr.port().to_string());
-        let base = |dir: &str| -> Vec<String> {
-            let mut r: Vec<String> = ["-o", "lo", "-p", "tcp", "-d", &ip, dir, &port]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            if let Self::CutFrom { gid, .. } = self {
+        let rule = |ip: &IpAddr, ports: &[(&str, u16)], gid: Option<u32>| -> Vec<String> {
+            let mut r: Vec<String> = ["-o", "lo", "-p", "tcp", "-d"].map(String::from).to_vec();
+            r.push(ip.to_string());
+            for (flag, port) in ports {
+                r.push(flag.to_string());
+                r.push(port.to_string());
+            }
+            if let Some(gid) = gid {
                 r.extend(["-m", "owner", "--gid-owner"].map(String::from));
                 r.push(gid.to_string());
             }
             r.extend(["-j", "DROP"].map(String::from));
             r
         };
-        match self {
-            Self::Partition { .. } => vec![base("--dport"), base("--sport")],
-            Self::CutFrom { .. } => vec![base("--dport")],
+        match *self {
+            Self::Partition { addr } => vec![
+                rule(&addr.ip(), &[("--dport", addr.port())], None),
+                rule(&addr.ip(), &[("--sport", addr.port())], None),
+            ],
+            Self::CutFrom { addr, gid } => {
+                vec![rule(&addr.ip(), &[("--dport", addr.port())], Some(gid))]
+            }
+            // One rule per direction: to the server from the client's port, and back.
+            Self::Connection { client, server } => vec![
+                rule(
+                    &server.ip(),
+                    &[("--sport", client.port()), ("--dport", server.port())],
+                    None,
+                ),
+                rule(
+                    &client.ip(),
+                    &[("--sport", server.port()), ("--dport", client.port())],
+                    None,
+                ),
+            ],
         }
     }
 }
@@ -117,7 +149,9 @@ impl NetworkFault {
     /// Add the rules. Needs root and the `iptables` program. The address must be in
     /// 127.0.0.0/8. On failure nothing is left behind.
     pub fn inject(spec: NetworkSpec) -> Result<Self, FaultError> {
-        check_loopback(spec.addr())?;
+        for a in spec.addrs() {
+            check_loopback(a)?;
+        }
         let chain = format!(
             "{CHAIN_PREFIX}{}-{}",
             std::process::id(),
@@ -126,6 +160,7 @@ impl NetworkFault {
         let kind = match spec {
             NetworkSpec::Partition { .. } => FaultKind::Partition,
             NetworkSpec::CutFrom { .. } => FaultKind::CutFrom,
+            NetworkSpec::Connection { .. } => FaultKind::Stall,
         };
         lock(&LIVE_CHAINS)
             .get_or_insert_with(HashSet::new)

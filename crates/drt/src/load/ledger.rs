@@ -65,6 +65,21 @@ pub struct Ledger {
     pub writer_outages: Vec<Outage>,
     /// Probe rounds that found more than one writable candidate.
     pub split_brain: Vec<SplitBrain>,
+    /// The stale client, when the load had one ([`super::LoadOptions::pinned`]): its
+    /// writes are in [`Ledger::acked`] and [`Ledger::in_doubt`] like any other, but it
+    /// opens no outage and never probes, so it is in neither the outages nor the split-brain
+    /// rounds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<PinnedWriter>,
+}
+
+/// The stale client of a load: one writer that always writes to the same address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedWriter {
+    /// Its writer index (the last one: [`Ledger::writers`] counts it).
+    pub writer: usize,
+    /// The address it stays on.
+    pub addr: InstanceAddr,
 }
 
 /// One acknowledged write.

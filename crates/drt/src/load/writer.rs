@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::ledger::{merge_outages, row_id, Ack, InDoubt, Ledger, Outage, SplitBrain};
+use super::ledger::{
+    merge_outages, row_id, Ack, InDoubt, Ledger, Outage, PinnedWriter, SplitBrain,
+};
 use super::{LoadOptions, MAX_WRITERS, MAX_WRITES_PER_WRITER};
 
 /// Server errors after which a statement's outcome is unknown: the server stopped or cut
@@ -39,6 +41,9 @@ enum Refusal {
     ConnectRefused,
     /// The server refused the statement.
     Server(u16),
+    /// The stale client's connect failed without a refusal (a timeout, a reset): nothing
+    /// was sent.
+    Unreachable,
 }
 
 impl fmt::Display for Refusal {
@@ -48,6 +53,7 @@ impl fmt::Display for Refusal {
             Self::ConnectRefused => f.write_str("connection refused"),
             Self::Server(1290) => f.write_str("server error 1290 (read_only)"),
             Self::Server(code) => write!(f, "server error {code}"),
+            Self::Unreachable => f.write_str("cannot connect"),
         }
     }
 }
@@ -121,10 +127,15 @@ fn random_tag() -> u64 {
 
 pub(super) async fn run(opts: LoadOptions, cancel: CancellationToken) -> Ledger {
     let clock = Clock::start();
-    let writers = opts.writers.min(MAX_WRITERS);
+    let pinned = opts.pinned.clone();
+    // The stale client is one more writer, with the last index.
+    let writers = opts
+        .writers
+        .min(MAX_WRITERS - usize::from(pinned.is_some()));
+    let total = writers + usize::from(pinned.is_some());
     let max_writes = opts
         .max_writes
-        .min(MAX_WRITES_PER_WRITER.saturating_mul(writers as u64));
+        .min(MAX_WRITES_PER_WRITER.saturating_mul(total as u64));
     let table = opts.table.clone();
     let sh = Arc::new(Shared {
         deadline: clock.start + opts.duration,
@@ -139,10 +150,10 @@ pub(super) async fn run(opts: LoadOptions, cancel: CancellationToken) -> Ledger 
         cancel,
     });
     let mut set = JoinSet::new();
-    for w in 0..writers {
+    for w in 0..total {
         set.spawn(writer(w, Arc::clone(&sh)));
     }
-    let mut logs = Vec::with_capacity(writers);
+    let mut logs = Vec::with_capacity(total);
     while let Some(r) = set.join_next().await {
         match r {
             Ok(log) => logs.push(log),
@@ -155,7 +166,7 @@ pub(super) async fn run(opts: LoadOptions, cancel: CancellationToken) -> Ledger 
     let mut ledger = Ledger {
         table,
         run_tag: sh.run_tag,
-        writers,
+        writers: total,
         started_ms: sh.clock.start_ms,
         ended_ms,
         acked: Vec::new(),
@@ -165,6 +176,10 @@ pub(super) async fn run(opts: LoadOptions, cancel: CancellationToken) -> Ledger 
         outages: Vec::new(),
         writer_outages: Vec::new(),
         split_brain: Vec::new(),
+        pinned: pinned.map(|addr| PinnedWriter {
+            writer: writers,
+            addr,
+        }),
     };
     for log in logs {
         ledger.acked.extend(log.acked);
@@ -189,6 +204,8 @@ pub(super) async fn run(opts: LoadOptions, cancel: CancellationToken) -> Ledger 
 /// One writer's part of the ledger.
 struct WriterLog {
     writer: usize,
+    /// The stale client: it opens no outage, and its refusals are counted apart.
+    pinned: bool,
     acked: Vec<Ack>,
     in_doubt: Vec<InDoubt>,
     failed: u64,
@@ -200,9 +217,10 @@ struct WriterLog {
 }
 
 impl WriterLog {
-    fn new(writer: usize) -> Self {
+    fn new(writer: usize, pinned: bool) -> Self {
         Self {
             writer,
+            pinned,
             acked: Vec::new(),
             in_doubt: Vec::new(),
             failed: 0,
@@ -216,7 +234,7 @@ impl WriterLog {
 
     /// An attempt that started at `at_ms` was not acknowledged.
     fn not_acked(&mut self, at_ms: u64) {
-        if self.open.is_none() {
+        if self.open.is_none() && !self.pinned {
             debug!(writer = self.writer, from = ?self.last_server, "writes fail");
             self.open = Some(Outage {
                 first_failure_ms: at_ms,
@@ -230,7 +248,12 @@ impl WriterLog {
 
     fn refused(&mut self, at_ms: u64, why: Refusal) {
         self.failed += 1;
-        *self.reasons.entry(why.to_string()).or_default() += 1;
+        let key = if self.pinned {
+            format!("stale client: {why}")
+        } else {
+            why.to_string()
+        };
+        *self.reasons.entry(key).or_default() += 1;
         self.not_acked(at_ms);
     }
 
@@ -280,9 +303,12 @@ fn must_stop(sh: &Shared) -> bool {
 
 #[tracing::instrument(skip_all, fields(writer = w))]
 async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
-    let mut log = WriterLog::new(w);
-    // `run` clamped the count; this writer is one of them, so it is at least 1.
-    let writers = sh.opts.writers as u32;
+    // The stale client has the index after the last discovering writer.
+    let pinned = sh.opts.pinned.clone().filter(|_| w == sh.opts.writers);
+    let mut log = WriterLog::new(w, pinned.is_some());
+    // `run` clamped the count; a discovering writer is one of them, so it is at least 1
+    // (the stale client alone: 0 others, and it takes a whole writer's share).
+    let writers = (sh.opts.writers as u32).max(1);
     // Each writer's share of the rate, staggered so writers do not fire together.
     let interval = (sh.opts.rate_per_s > 0)
         .then(|| Duration::from_secs_f64(f64::from(writers) / f64::from(sh.opts.rate_per_s)));
@@ -291,7 +317,11 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
     let mut seq = 0u64;
     let probe_opts = ProbeOptions {
         connect_timeout: sh.opts.connect_timeout,
-        query_timeout: sh.opts.write_timeout,
+        query_timeout: if pinned.is_some() {
+            sh.opts.pinned_write_timeout
+        } else {
+            sh.opts.write_timeout
+        },
     };
     let table = sh.opts.table.quoted();
 
@@ -309,6 +339,29 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
 
         let c = match conn.as_mut() {
             Some(c) => c,
+            None if pinned.is_some() => {
+                let Some(addr) = pinned.clone() else { break };
+                let connected = tokio::select! {
+                    _ = sh.cancel.cancelled() => break,
+                    _ = tokio::time::sleep_until(sh.deadline) => break,
+                    r = Session::connect(&addr, &sh.opts.creds, probe_opts) => r,
+                };
+                match connected {
+                    Ok(session) => conn.insert(Conn { session, addr }),
+                    Err(e) => {
+                        debug!(server = %addr, error = %e, "stale client: connect failed");
+                        let why = match classify(&e) {
+                            Failure::Refused(r) => r,
+                            Failure::InDoubt => Refusal::Unreachable,
+                        };
+                        log.refused(attempt_ms, why);
+                        if !pause_until(&sh, Instant::now() + sh.opts.retry_pause).await {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
             None => {
                 let found = tokio::select! {
                     _ = sh.cancel.cancelled() => break,

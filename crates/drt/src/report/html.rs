@@ -133,14 +133,19 @@ pub fn render_html(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
             ("Client RTO (longest outage)", agg.rto),
             ("Detection", agg.detection),
             ("Failover duration", agg.failover),
+            ("Fault to new primary writable", agg.writable),
         ] {
             stats_row(&mut h, name, s);
         }
         h.push_str("</tbody></table></div>\n");
         let _ = writeln!(
             h,
-            "<div class=\"scroll\"><table><tbody>{}{}{}{}{}{}</tbody></table></div>",
+            "<div class=\"scroll\"><table><tbody>{}{}{}{}{}{}{}</tbody></table></div>",
             row("Lost writes (all runs)", &agg.lost_total.to_string()),
+            row(
+                "Writes acknowledged by the old primary after the new one opened (all runs)",
+                &agg.stale_acks_total.to_string()
+            ),
             row(
                 "Acknowledged writes (all runs)",
                 &agg.acked_total.to_string()
@@ -401,8 +406,16 @@ fn figures_table(h: &mut String, r: &RunResult) {
     };
     let _ = writeln!(
         h,
-        "<div class=\"scroll\"><table><tbody>{}{}{}{}{}{}{}{}{}{}{}</tbody></table></div>",
+        "<div class=\"scroll\"><table><tbody>{}{}{}{}{}{}{}{}{}{}{}{}{}</tbody></table></div>",
         row("Client RTO (longest outage)", &rto),
+        row(
+            "Fault to new primary writable",
+            &f.writable_ms.map_or("no new primary".into(), fmt_ms)
+        ),
+        row(
+            "Acknowledged by the old primary after the new one opened",
+            &r.stale.acked_after_open.to_string()
+        ),
         row(
             "Detection (first fault to detection)",
             &f.detection_ms.map_or(unmeasured.into(), fmt_ms)

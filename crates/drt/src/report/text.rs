@@ -51,17 +51,19 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
         let f = &r.figures;
         let _ = writeln!(
             out,
-            "  RTO {}{} · detection {} · failover {} · failovers {} · acked {} · in doubt {} · \
-             failed attempts {} · lost {}",
+            "  RTO {}{} · detection {} · failover {} · fault→writable {} · failovers {} · \
+             acked {} · in doubt {} · failed attempts {} · lost {} · stale acks {}",
             fmt_ms(f.rto_ms),
             if f.rto_open { " (still open)" } else { "" },
             f.detection_ms.map_or("n/a".into(), fmt_ms),
             f.failover_ms.map_or("n/a".into(), fmt_ms),
+            f.writable_ms.map_or("n/a".into(), fmt_ms),
             f.failovers,
             r.load.acked,
             r.load.in_doubt,
             r.load.failed_attempts,
-            r.lost.len()
+            r.lost.len(),
+            r.stale.acked_after_open
         );
         if single {
             let _ = writeln!(out, "  timeline:");
@@ -119,11 +121,13 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
     let _ = writeln!(out, "  RTO        {}", stats(agg.rto));
     let _ = writeln!(out, "  detection  {}", stats(agg.detection));
     let _ = writeln!(out, "  failover   {}", stats(agg.failover));
+    let _ = writeln!(out, "  fault→writable {}", stats(agg.writable));
     let _ = writeln!(
         out,
-        "  lost writes {} · acknowledged {} · in doubt {} · failovers {} · aborted {} · \
-         unverified {}",
+        "  lost writes {} · stale acks {} · acknowledged {} · in doubt {} · failovers {} · \
+         aborted {} · unverified {}",
         agg.lost_total,
+        agg.stale_acks_total,
         agg.acked_total,
         agg.in_doubt_total,
         agg.failovers_total,

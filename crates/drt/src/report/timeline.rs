@@ -33,6 +33,8 @@ pub(super) fn colour(kind: EventKind) -> &'static str {
         EventKind::Repointed => "#00838f",
         EventKind::Writable => "#558b2f",
         EventKind::FirstWrite => "#212121",
+        EventKind::NeedsHuman => "#bf360c",
+        EventKind::FailoverFailed => "#4a148c",
         EventKind::Aborted => "#880e4f",
         EventKind::Note => "#616161",
     }

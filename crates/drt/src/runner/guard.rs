@@ -2,7 +2,9 @@
 //! once (the runner then heals every fault):
 //!
 //! - **two writable primaries**: every member is probed every [`EVERY`]; more than one with
-//!   `read_only=OFF` is a split brain;
+//!   `read_only=OFF` is a split brain. With a stale client the run goes on instead, so that
+//!   what the old primary acknowledges meanwhile is measured: each sighting is recorded and
+//!   judged afterwards;
 //! - **lost writes above the allowance**: about every [`LOST_EVERY`], the acknowledged ids
 //!   not yet checked are looked up on the one writable primary; all of them again when the
 //!   primary changed and every [`FULL_EVERY`]. An acknowledged id it lacks is lost: a writable primary must hold every
@@ -12,6 +14,7 @@
 //!   sampling cannot abort a run the judge would pass).
 
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use model::InstanceAddr;
@@ -42,6 +45,10 @@ pub(crate) struct Guardrails {
     pub table: String,
     pub lost_allowed: u64,
     pub max_rto: Option<Duration>,
+    /// Whether two writable primaries abort the run; when not, every sighting is recorded
+    /// in `split_brain` (epoch ms, the writable members).
+    pub split_brain_aborts: bool,
+    pub split_brain: Arc<Mutex<Vec<(u64, Vec<InstanceAddr>)>>>,
 }
 
 /// Watch until `stop`; return why the run must abort, if it must.
@@ -122,7 +129,13 @@ pub(crate) async fn watch(
                     }
                 }
             }
-            _ => return Some(format!("two writable primaries: {}", join(&w))),
+            _ if g.split_brain_aborts => {
+                return Some(format!("two writable primaries: {}", join(&w)))
+            }
+            _ => {
+                last_writable = Instant::now();
+                crate::faults::lock(&g.split_brain).push((crate::faults::now_ms(), w));
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => return None,

@@ -40,6 +40,30 @@ const BUILTINS: &[(&str, &str)] = &[
         "kill-primary-twice",
         include_str!("../../scenarios/kill-primary-twice.toml"),
     ),
+    (
+        "pause-primary-8s",
+        include_str!("../../scenarios/pause-primary-8s.toml"),
+    ),
+    (
+        "pause-primary-20s",
+        include_str!("../../scenarios/pause-primary-20s.toml"),
+    ),
+    (
+        "blackhole-primary",
+        include_str!("../../scenarios/blackhole-primary.toml"),
+    ),
+    (
+        "kill-primary-with-delayed-replica",
+        include_str!("../../scenarios/kill-primary-with-delayed-replica.toml"),
+    ),
+    (
+        "kill-primary-with-broken-replica",
+        include_str!("../../scenarios/kill-primary-with-broken-replica.toml"),
+    ),
+    (
+        "lose-primary-and-best-replica",
+        include_str!("../../scenarios/lose-primary-and-best-replica.toml"),
+    ),
 ];
 
 /// The built-ins' names, in listing order.

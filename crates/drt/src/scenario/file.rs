@@ -56,6 +56,9 @@ struct FileLoad {
         skip_serializing_if = "Option::is_none"
     )]
     duration: Option<Duration>,
+    /// See [`LoadSpec::stale_client`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stale_client: Option<bool>,
 }
 
 /// One `[[fault]]`.
@@ -83,6 +86,13 @@ struct FileFault {
     /// `slow_replica` only: random extra latency in milliseconds, default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     jitter_ms: Option<u64>,
+    /// `delay_replica` only: the `MASTER_DELAY`, e.g. `"30s"`.
+    #[serde(
+        default,
+        with = "opt_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    delay: Option<Duration>,
 }
 
 /// `[expect]`.
@@ -115,6 +125,12 @@ struct FileExpect {
         skip_serializing_if = "Option::is_none"
     )]
     max_detection: Option<Duration>,
+    /// See [`Expect::stale_acks_allowed`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stale_acks_allowed: Option<u64>,
+    /// See [`Expect::needs_human`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    needs_human: Option<bool>,
 }
 
 /// A fault kind's name; the parameters of `slow_replica` are separate keys.
@@ -130,6 +146,9 @@ enum KindName {
     SlowReplica,
     Switchover,
     ErrantWriteOnReplica,
+    DelayReplica,
+    BreakReplicaSql,
+    StallReplicaStream,
 }
 
 impl TryFrom<FileScenario> for Scenario {
@@ -143,6 +162,7 @@ impl TryFrom<FileScenario> for Scenario {
             writers: f.load.writers.unwrap_or(defaults.writers),
             rate_per_s: f.load.rate_per_s.unwrap_or(defaults.rate_per_s),
             duration: f.load.duration.unwrap_or(defaults.duration),
+            stale_client: f.load.stale_client.unwrap_or(defaults.stale_client),
         };
         let mut faults = Vec::with_capacity(f.faults.len());
         for (i, ff) in f.faults.into_iter().enumerate() {
@@ -169,7 +189,25 @@ impl TryFrom<FileScenario> for Scenario {
                 },
                 KindName::Switchover => FaultKind::Switchover,
                 KindName::ErrantWriteOnReplica => FaultKind::ErrantWriteOnReplica,
+                KindName::DelayReplica => FaultKind::DelayReplica {
+                    delay: ff.delay.unwrap_or_else(|| {
+                        errs.push(ScenarioError::Invalid {
+                            field: format!("{at}.delay"),
+                            message: "delay_replica needs the delay to set, e.g. delay = \"30s\""
+                                .into(),
+                        });
+                        Duration::from_secs(1)
+                    }),
+                },
+                KindName::BreakReplicaSql => FaultKind::BreakReplicaSql,
+                KindName::StallReplicaStream => FaultKind::StallReplicaStream,
             };
+            if ff.kind != KindName::DelayReplica && ff.delay.is_some() {
+                errs.push(ScenarioError::Invalid {
+                    field: format!("{at}.delay"),
+                    message: format!("only delay_replica takes delay, not {}", kind.name()),
+                });
+            }
             if ff.kind != KindName::SlowReplica {
                 for (key, v) in [("latency_ms", ff.latency_ms), ("jitter_ms", ff.jitter_ms)] {
                     if v.is_some() {
@@ -213,6 +251,8 @@ impl TryFrom<FileScenario> for Scenario {
                 failovers: e.failovers,
                 primary_changes: e.primary_changes,
                 max_detection: e.max_detection,
+                stale_acks_allowed: e.stale_acks_allowed.unwrap_or(defaults.stale_acks_allowed),
+                needs_human: e.needs_human,
             },
             max_duration: f.max_duration.unwrap_or(DEFAULT_MAX_DURATION),
         };
@@ -238,11 +278,13 @@ impl From<Scenario> for FileScenario {
                 writers: Some(s.load.writers),
                 rate_per_s: Some(s.load.rate_per_s),
                 duration: Some(s.load.duration),
+                stale_client: Some(s.load.stale_client),
             },
             faults: s
                 .faults
                 .into_iter()
                 .map(|f| {
+                    let mut delay = None;
                     let (kind, latency_ms, jitter_ms) = match f.kind {
                         FaultKind::KillPrimary => (KindName::KillPrimary, None, None),
                         FaultKind::PausePrimary => (KindName::PausePrimary, None, None),
@@ -263,6 +305,12 @@ impl From<Scenario> for FileScenario {
                         FaultKind::ErrantWriteOnReplica => {
                             (KindName::ErrantWriteOnReplica, None, None)
                         }
+                        FaultKind::DelayReplica { delay: d } => {
+                            delay = Some(d);
+                            (KindName::DelayReplica, None, None)
+                        }
+                        FaultKind::BreakReplicaSql => (KindName::BreakReplicaSql, None, None),
+                        FaultKind::StallReplicaStream => (KindName::StallReplicaStream, None, None),
                     };
                     FileFault {
                         kind,
@@ -274,6 +322,7 @@ impl From<Scenario> for FileScenario {
                         },
                         latency_ms,
                         jitter_ms,
+                        delay,
                     }
                 })
                 .collect(),
@@ -284,6 +333,8 @@ impl From<Scenario> for FileScenario {
                 failovers: s.expect.failovers,
                 primary_changes: s.expect.primary_changes,
                 max_detection: s.expect.max_detection,
+                stale_acks_allowed: Some(s.expect.stale_acks_allowed),
+                needs_human: s.expect.needs_human,
             },
         }
     }
