@@ -23,9 +23,9 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use sandbox::sandbox_config;
 pub use schema::{
-    ApiConfig, ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, FailoverConfig,
-    FailoverMode, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource, ProbeConfig,
-    RejoinMode, StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
+    ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
+    FailoverConfig, FailoverMode, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource,
+    ProbeConfig, RejoinMode, StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

@@ -243,6 +243,7 @@ impl Sandbox {
             expected_replicas: members.len().saturating_sub(1),
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
+            stall_confirm: model::DEFAULT_STALL_CONFIRM,
         }
     }
 
