@@ -690,6 +690,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         semi_sync: false,
         base_port: b.exporter_base_port,
         root: root.to_path_buf(),
+        tuning: Default::default(),
     })
     .await?;
     let admin = sb.credentials()?.admin.credentials();

@@ -64,6 +64,7 @@ async fn env_failover(
         semi_sync,
         base_port,
         root: dir.path().to_path_buf(),
+        tuning: Default::default(),
     })
     .await
     .expect("sandbox up");

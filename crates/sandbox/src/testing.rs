@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use model::InstanceAddr;
 use probe::Credentials;
 
-use crate::{Sandbox, UpOptions};
+use crate::{Sandbox, Tuning, UpOptions};
 
 /// Kills every server of the sandbox `name` under `root` on drop, by PID, and removes the
 /// directory. When the test panicked, the directory is kept and its path printed, so the
@@ -74,6 +74,18 @@ impl TestSandbox {
 
     /// [`TestSandbox::up`], with semi-sync replication on or off.
     pub async fn up_with(name: &str, replicas: usize, base_port: u16, semi_sync: bool) -> Self {
+        Self::up_tuned(name, replicas, base_port, semi_sync, Tuning::default()).await
+    }
+
+    /// [`TestSandbox::up_with`], with server settings beyond the defaults (e.g. MariaDB's
+    /// default `slave_net_timeout` of 60 s, or a semi-sync timeout that falls back).
+    pub async fn up_tuned(
+        name: &str,
+        replicas: usize,
+        base_port: u16,
+        semi_sync: bool,
+        tuning: Tuning,
+    ) -> Self {
         let root = tempfile::Builder::new()
             .prefix(&format!("dbfleet-test-{name}-"))
             .tempdir()
@@ -85,6 +97,7 @@ impl TestSandbox {
             semi_sync,
             base_port,
             root: root.path().to_path_buf(),
+            tuning,
         };
         // The sandbox bootstraps accounts under a 1 s statement timeout, which a machine
         // busy with other builds sometimes misses; a failed `up` removes what it made, so it
