@@ -142,3 +142,56 @@ impl Deref for TestSandbox {
         &self.sb
     }
 }
+
+/// A member frozen with SIGSTOP, as a hung VM or process is; SIGCONT when dropped, even
+/// when the test panics.
+pub struct Frozen {
+    pid: i32,
+    member: String,
+    /// When the SIGSTOP was sent.
+    pub at: std::time::Instant,
+    /// The same, in ms since the Unix epoch (the time base of observations and rounds).
+    pub at_unix_ms: u64,
+}
+
+impl Frozen {
+    /// SIGSTOP `member` of `sb`. Panics when it does not run.
+    pub fn freeze(sb: &Sandbox, member: &str) -> Self {
+        let pid = sb
+            .status()
+            .into_iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.pid)
+            .unwrap_or_else(|| panic!("{member} does not run"));
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let at = std::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap_or_else(|e| panic!("SIGSTOP {member} (pid {pid}): {e}"));
+        Self {
+            pid,
+            member: member.to_string(),
+            at,
+            at_unix_ms,
+        }
+    }
+
+    /// SIGCONT now (also done on drop).
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGCONT,
+        ) {
+            eprintln!("SIGCONT {} (pid {}): {e}", self.member, self.pid);
+        }
+    }
+}
