@@ -344,6 +344,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                     semi_sync: false,
                     base_port,
                     root: root.clone(),
+                    tuning: Default::default(),
                 };
                 let t = Instant::now();
                 let result = Sandbox::up(&opts).await;
@@ -405,6 +406,7 @@ async fn detection(
         semi_sync: false,
         base_port,
         root: root.to_path_buf(),
+        tuning: Default::default(),
     })
     .await?;
     let creds = sb.credentials()?.admin.credentials();

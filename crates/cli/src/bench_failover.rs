@@ -107,6 +107,7 @@ pub async fn run(
         semi_sync: true,
         base_port,
         root: root.to_path_buf(),
+        tuning: Default::default(),
     })
     .await?;
     let creds = sb.credentials()?;

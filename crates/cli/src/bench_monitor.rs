@@ -457,6 +457,7 @@ fn specs(clusters: &[sim::SimCluster], replicas: usize) -> Vec<monitor::ClusterW
                 expected_replicas: replicas,
                 semi_sync: false,
                 max_lag: Duration::from_secs(10),
+                stall_confirm: model::DEFAULT_STALL_CONFIRM,
             };
             monitor::ClusterWatch::new(spec, probe::Credentials::new("dbfleet", "sim"))
         })
@@ -689,6 +690,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         semi_sync: false,
         base_port: b.exporter_base_port,
         root: root.to_path_buf(),
+        tuning: Default::default(),
     })
     .await?;
     let admin = sb.credentials()?.admin.credentials();
@@ -712,6 +714,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         expected_replicas: k - 1,
         semi_sync: false,
         max_lag: Duration::from_secs(10),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     };
     let watch = tokio::spawn(monitor::run_with(
         watch_options(b),

@@ -1173,6 +1173,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             expected_replicas: 0,
             semi_sync: false,
             max_lag: Duration::from_secs(10),
+            stall_confirm: model::DEFAULT_STALL_CONFIRM,
         };
         store.upsert_cluster(&spec, 1).await.unwrap();
         let state = server::AppState {

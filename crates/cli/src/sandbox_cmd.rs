@@ -128,6 +128,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 semi_sync,
                 base_port,
                 root: root.root(),
+                tuning: Default::default(),
             };
             let (sb, outcome) = Sandbox::up(&opts).await.map_err(usage_or_runtime)?;
             let config_file = write_config(&sb)?;

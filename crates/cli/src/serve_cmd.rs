@@ -136,7 +136,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             .unwrap_or_else(|_| "localhost".into());
         format!("{host}:{}", cfg.api.listen.port())
     });
-    let engine = engine::Engine::new(
+    // One tracker of the replicas' received streams for the monitor and the engine: a
+    // failover's fresh look then sees the silence the monitor measured.
+    let streams = Arc::new(model::SharedStreams::default());
+    let engine = engine::Engine::with_streams(
         store.clone(),
         engine::EngineOptions {
             node_id: node_id.clone(),
@@ -148,6 +151,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             },
         },
         setups,
+        streams.clone(),
     );
     let listener = tokio::net::TcpListener::bind(cfg.api.listen)
         .await
@@ -158,7 +162,10 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
             )
         })?;
 
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats {
+        streams: streams.clone(),
+        ..Stats::default()
+    });
     stats.started_ms.store(monitor::now_ms(), Ordering::Relaxed);
     stats
         .fleet

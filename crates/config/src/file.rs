@@ -10,7 +10,9 @@ use std::time::Duration;
 use model::PromotionRule;
 use serde::Deserialize;
 
-use crate::schema::{ApiConfig, FailoverConfig, NodeConfig, ProbeConfig, StoreConfig};
+use crate::schema::{
+    ApiConfig, DetectionConfig, FailoverConfig, NodeConfig, ProbeConfig, StoreConfig,
+};
 use crate::serde_util;
 
 /// All of `dbfleet.toml`.
@@ -107,6 +109,9 @@ pub(crate) struct FileCluster {
     pub replication_credentials: Option<String>,
     #[serde(default)]
     pub failover: FailoverConfig,
+    /// `[cluster.detection]`.
+    #[serde(default)]
+    pub detection: DetectionConfig,
     /// `[[cluster.instance]]` entries.
     #[serde(default)]
     pub instance: Vec<FileInstance>,

@@ -23,10 +23,10 @@ use std::path::Path;
 pub use error::ConfigError;
 pub use sandbox::sandbox_config;
 pub use schema::{
-    ApiConfig, ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, FailoverConfig,
-    FailoverMode, FencePolicy, InstanceConfig, MonitorConfig, NodeConfig, PasswordSource,
-    PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy, StoreBackend,
-    StoreConfig, MIN_PROBE_INTERVAL,
+    ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
+    FailoverConfig, FailoverMode, FencePolicy, InstanceConfig, MonitorConfig, NodeConfig,
+    PasswordSource, PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy,
+    StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

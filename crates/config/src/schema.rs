@@ -374,6 +374,30 @@ impl Default for FailoverConfig {
     }
 }
 
+/// `[cluster.detection]`: how a primary's death is confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// How long every direct replica's received stream (events and heartbeats: its
+    /// `Slave_received_heartbeats`, `Gtid_IO_Pos`, `Read_Master_Log_Pos`) must have been
+    /// silent, beyond one heartbeat period, to confirm that an unreachable primary is dead
+    /// while the replicas' IO threads still say `Yes`: a frozen primary, or one whose
+    /// packets are dropped, is then confirmed without waiting for `slave_net_timeout`. A
+    /// freeze shorter than this never confirms a death. Needs the replicas' heartbeat
+    /// period (`MASTER_HEARTBEAT_PERIOD`, 500 ms when dbfleet repoints them) well below it.
+    /// Default `1.5s`; `0s` turns this off; otherwise between `1s` and `1h`.
+    #[serde(with = "serde_util::duration")]
+    pub stall_confirm: Duration,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        Self {
+            stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        }
+    }
+}
+
 /// `[api]`: the daemon's HTTP API.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -497,6 +521,8 @@ pub struct ClusterConfig {
     pub replication_credentials: Option<String>,
     /// `[cluster.failover]`: the failover policy and hooks.
     pub failover: FailoverConfig,
+    /// `[cluster.detection]`: how a primary's death is confirmed.
+    pub detection: DetectionConfig,
     /// `[[cluster.instance]]`: the instances the operator declares; discovery starts from
     /// them. At least one.
     #[serde(rename = "instance")]
@@ -533,6 +559,7 @@ impl ClusterConfig {
             expected_replicas: self.expected_replicas,
             semi_sync: self.semi_sync,
             max_lag: self.max_lag,
+            stall_confirm: self.detection.stall_confirm,
         }
     }
 }

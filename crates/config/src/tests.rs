@@ -170,6 +170,7 @@ fn defaults_apply() {
             expected_replicas: 0,
             semi_sync: false,
             max_lag: Duration::from_secs(10),
+            stall_confirm: model::DEFAULT_STALL_CONFIRM,
         }]
     );
     assert!(c.cluster("main").is_some());
@@ -258,6 +259,16 @@ addr = "{second_addr}"
             minimal("[cluster.failover]\nfence_command = \" \""),
             "cluster[0].failover.fence_command",
             "empty command",
+        ),
+        (
+            minimal("[cluster.detection]\nstall_confirm = \"900ms\""),
+            "cluster[0].detection.stall_confirm",
+            "must be 0s (off) or between 1s and 1h",
+        ),
+        (
+            minimal("[cluster.detection]\nstall_confirm = \"2h\""),
+            "cluster[0].detection.stall_confirm",
+            "must be 0s (off) or between 1s and 1h",
         ),
         (
             minimal("[probe]\ninterval = \"49ms\""),
@@ -837,4 +848,22 @@ sandbox = "c1"
     assert!(e.contains("no [[cluster]] is named \"nope\""), "{e}");
     let e = parse(&text("true", "c1", "10ms")).unwrap_err().to_string();
     assert!(e.contains("drt.schedule[0].every"), "{e}");
+}
+
+#[test]
+fn detection_stall_confirm_reaches_the_spec() {
+    let c = parse(&minimal("")).unwrap();
+    assert_eq!(
+        c.clusters[0].spec().stall_confirm,
+        model::DEFAULT_STALL_CONFIRM
+    );
+    let c = parse(&minimal("[cluster.detection]\nstall_confirm = \"2500ms\"")).unwrap();
+    assert_eq!(
+        c.clusters[0].spec().stall_confirm,
+        Duration::from_millis(2500)
+    );
+    let c = parse(&minimal("[cluster.detection]\nstall_confirm = \"0s\"")).unwrap();
+    assert!(c.clusters[0].spec().stall_confirm.is_zero(), "0s: off");
+    let err = parse(&minimal("[cluster.detection]\nstall = \"2s\"")).unwrap_err();
+    assert!(err.to_string().contains("stall"), "{err}");
 }

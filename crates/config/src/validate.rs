@@ -194,6 +194,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             drt_allowed,
             replication_credentials,
             failover,
+            detection,
             instance,
         } = c;
         let at = format!("cluster[{ci}]");
@@ -235,6 +236,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             errs.push(ConfigError::invalid(
                 format!("{at}.failover.block_window"),
                 "must be more than 0 with mode = \"auto\": a zero window lets failovers flap",
+            ));
+        }
+        let stall = detection.stall_confirm;
+        if !stall.is_zero()
+            && (stall < std::time::Duration::from_secs(1)
+                || stall > std::time::Duration::from_secs(3600))
+        {
+            errs.push(ConfigError::invalid(
+                format!("{at}.detection.stall_confirm"),
+                "must be 0s (off) or between 1s and 1h: shorter, a hiccup of the primary \
+                 could fail it over",
             ));
         }
         if failover.rejoin_attempts == 0 {
@@ -332,6 +344,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             drt_allowed,
             replication_credentials,
             failover,
+            detection,
             instances,
         });
     }

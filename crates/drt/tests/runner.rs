@@ -30,6 +30,7 @@ async fn a_planted_lost_write_fails_the_run_with_its_ids() {
         semi_sync: false,
         base_port: 32570,
         root: root.path().to_path_buf(),
+        tuning: Default::default(),
     })
     .await
     .expect("sandbox up");

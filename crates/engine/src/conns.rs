@@ -204,10 +204,18 @@ impl Conns {
         let s = self.get(addr).await?;
         s.exec("stop slave", "STOP SLAVE").await?;
         s.exec("reset slave all", "RESET SLAVE ALL").await?;
+        // Lossless when semi-sync is wanted: the new primary never acknowledges a commit no
+        // replica has (no timeout to fall back on, and it waits with no replica connected).
+        let lossless = format!(
+            "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, \
+             rpl_semi_sync_master_timeout={}, rpl_semi_sync_master_wait_no_slave=ON, \
+             rpl_semi_sync_master_enabled=ON",
+            model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS
+        );
         s.exec(
             "semi-sync as primary",
             if semi_sync {
-                "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=ON"
+                &lossless
             } else {
                 "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
             },
@@ -265,7 +273,7 @@ impl Conns {
             source,
             creds: repl,
             connect_retry_s: 1,
-            heartbeat: Duration::from_secs(1),
+            heartbeat: probe::HEARTBEAT_PERIOD,
         })
         .await?;
         if let Some(d) = delay_s {

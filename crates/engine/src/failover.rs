@@ -130,6 +130,47 @@ pub(crate) struct FailoverData {
     pub old_primary_last: Option<Observation>,
 }
 
+/// How long a failover's first look keeps watching the replicas' streams beyond the
+/// cluster's `stall_confirm` (see [`stall_pending`]): one heartbeat period and the probes'
+/// spacing.
+const STALL_SLACK: Duration = Duration::from_millis(1500);
+/// How often it re-probes the replicas meanwhile.
+const STALL_RECHECK: Duration = Duration::from_millis(100);
+
+/// When the analysis says the primary is unreachable but not dead, its probe timed out
+/// (not refused: a frozen or cut-off server), the cluster confirms deaths by silent streams
+/// (`stall_confirm` > 0), and a direct replica still says its IO thread runs with a tracked
+/// stream: the replicas to re-probe, whose streams may still confirm. `None` otherwise.
+fn stall_pending(
+    spec: &model::ClusterSpec,
+    obs: &[Observation],
+    analysis: &model::analysis::Analysis,
+) -> Option<Vec<InstanceAddr>> {
+    if spec.stall_confirm.is_zero() {
+        return None;
+    }
+    let p = analysis
+        .problems
+        .iter()
+        .find(|p| p.kind == ProblemKind::UnreachablePrimary)?
+        .instance
+        .as_ref()?;
+    let timed_out = obs
+        .iter()
+        .find(|o| &o.addr == p)
+        .and_then(Observation::failure)
+        .is_some_and(|f| f.kind == model::ProbeFailureKind::Timeout);
+    let replicas = model::analysis::direct_replicas(obs, p);
+    let tracked = replicas.iter().any(|o| {
+        o.state()
+            .and_then(|s| s.replication.as_ref())
+            .is_some_and(|r| {
+                r.io_thread == model::IoThreadState::Yes && r.stream.stalled_ms.is_some()
+            })
+    });
+    (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
+}
+
 /// What [`Engine::fresh_look`] found.
 pub(crate) struct FreshLook {
     pub setup: ClusterSetup,
@@ -175,7 +216,8 @@ impl Engine {
         })?;
         let members = self.members(&setup).await;
         let mut conns = Conns::new(setup.admin.clone(), self.opts.probe);
-        let observations = conns.observe_all(&members).await;
+        let mut observations = conns.observe_all(&members).await;
+        self.streams.note_all(&mut observations);
         if let Some(o) = observations
             .iter()
             .find(|o| o.state().is_some_and(|s| s.flavor != Flavor::Mariadb))
@@ -208,10 +250,34 @@ impl Engine {
         let FreshLook {
             setup,
             repl,
-            conns,
-            observations: obs,
-            analysis,
+            mut conns,
+            observations: mut obs,
+            mut analysis,
         } = self.fresh_look(cluster, "failover").await?;
+        if let Some(members) = stall_pending(&setup.spec, &obs, &analysis) {
+            // A primary that times out while its replicas still say they receive from it:
+            // watch their streams (fresh probes of the replicas) until they confirm, or
+            // `stall_confirm` plus a margin has passed. With the monitor's history shared,
+            // the first look already confirms and this does not run.
+            let deadline = Instant::now() + setup.spec.stall_confirm + STALL_SLACK;
+            while Instant::now() < deadline {
+                tokio::time::sleep(STALL_RECHECK).await;
+                let mut again = conns.observe_all(&members).await;
+                self.streams.note_all(&mut again);
+                for o in again {
+                    if let Some(old) = obs.iter_mut().find(|x| x.addr == o.addr) {
+                        *old = o;
+                    }
+                }
+                analysis = analyze(&ClusterView {
+                    spec: &setup.spec,
+                    observations: &obs,
+                });
+                if stall_pending(&setup.spec, &obs, &analysis).is_none() {
+                    break;
+                }
+            }
+        }
         let dead = analysis
             .problems
             .iter()

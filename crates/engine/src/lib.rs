@@ -183,6 +183,10 @@ pub struct Engine {
     auto_rejoins: Mutex<HashMap<InstanceAddr, (u32, u64)>>,
     /// Every operation this node finishes, as recorded (see [`Engine::finished_operations`]).
     pub(crate) finished: tokio::sync::broadcast::Sender<OperationRecord>,
+    /// How long each replica's received stream has not moved; the daemon shares the
+    /// monitor's, so that a failover's fresh look sees a frozen primary's silent replicas
+    /// as the monitor did (see [`Engine::with_streams`]).
+    pub(crate) streams: Arc<model::SharedStreams>,
 }
 
 /// Finished operations a slow subscriber may fall behind by before it misses some.
@@ -194,7 +198,22 @@ impl Engine {
         opts: EngineOptions,
         clusters: Vec<ClusterSetup>,
     ) -> Arc<Self> {
+        Self::with_streams(store, opts, clusters, Arc::default())
+    }
+
+    /// [`Engine::new`], sharing a stream tracker with the monitor (`monitor::Stats::streams`):
+    /// the fresh probes a failover starts from then carry the monitor's history of each
+    /// replica's received stream, so a primary the monitor found dead by its replicas'
+    /// silence is found dead again at once. With a tracker of its own, the engine watches
+    /// the streams itself for up to the cluster's `stall_confirm` before it refuses.
+    pub fn with_streams(
+        store: Arc<dyn Store>,
+        opts: EngineOptions,
+        clusters: Vec<ClusterSetup>,
+        streams: Arc<model::SharedStreams>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            streams,
             store,
             opts,
             clusters: clusters

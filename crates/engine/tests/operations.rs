@@ -64,6 +64,7 @@ async fn env_failover(
         semi_sync,
         base_port,
         root: dir.path().to_path_buf(),
+        tuning: Default::default(),
     })
     .await
     .expect("sandbox up");
@@ -84,6 +85,7 @@ async fn env_failover(
         expected_replicas: 2,
         semi_sync,
         max_lag: Duration::from_secs(10),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     };
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store.upsert_cluster(&spec, 1).await.unwrap();

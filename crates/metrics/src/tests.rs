@@ -42,6 +42,7 @@ fn obs(at_ms: u64, queries: u64, replica: bool, hb_lag_us: Option<u64>) -> Obser
                 sql_delay_s: 0,
                 using_gtid: true,
                 received_gtid: String::new(),
+                stream: Default::default(),
             }),
             gtid: GtidState::Mysql {
                 enabled: true,

@@ -40,6 +40,13 @@
 //!   reachable direct replica that can witness has lost it (IO thread `Connecting` or `No`).
 //!   A replica whose IO thread was stopped cleanly (`No` with `last_io_errno=0`, i.e.
 //!   `STOP SLAVE`) did not lose the primary, it stopped listening: it is no witness.
+//!   A replica whose IO thread still says `Yes` has lost it too when its received stream
+//!   ([`crate::StreamProgress`]: heartbeats, `Gtid_IO_Pos`, `Read_Master_Log_Pos`) has not
+//!   moved for at least the spec's `stall_confirm` plus one heartbeat period: a source
+//!   sends at least a heartbeat every period, so the primary stopped sending for at least
+//!   `stall_confirm` (frozen, or its packets dropped). The IO thread would say so only
+//!   after `slave_net_timeout`. Unknown stall (no heartbeat counter, no history, heartbeats
+//!   off) never counts.
 //! - `UnreachablePrimary` (Error): the primary is unreachable but a direct replica still has
 //!   `io_thread=Yes` from it; or no replica could confirm the loss (every direct replica
 //!   was stopped by hand); or the primary was never probed (known only from its replicas'
@@ -76,6 +83,14 @@
 //!   every instance that is not such a member and why.
 //! - `SemiSyncDegraded` (Error): the spec wants semi-sync and the reachable primary has it
 //!   disabled, inactive (fell back to async), or has no acking client.
+//! - `SemiSyncCanFallBack` (Error): the spec wants semi-sync, the reachable primary has it
+//!   enabled, and it would fall back to async and acknowledge alone: its
+//!   `rpl_semi_sync_master_timeout` is below a year ([`crate::SEMI_SYNC_NEVER_FALLS_BACK_MS`]),
+//!   or `rpl_semi_sync_master_wait_no_slave=OFF`. Lossless semi-sync needs both fixed.
+//! - `LockedSemiSyncPrimary` (Critical): the spec wants semi-sync, and the reachable primary
+//!   has sessions waiting for an ack (`Rpl_semi_sync_master_wait_sessions` > 0) while no
+//!   semi-sync replica is connected (`Rpl_semi_sync_master_clients` = 0, MariaDB needs one
+//!   ack): those commits wait until a replica acks. The summary names the remedies.
 //! - `UnknownInstance` (Warning): a reachable member of the primary's tree not in the spec.
 //! - `UnreachableReplica` (Warning): an unreachable instance other than the primary.
 //! - `UnreachableSeed` is the daemon's, never produced here.
@@ -102,7 +117,8 @@ use serde::{Deserialize, Serialize};
 use crate::addr::InstanceAddr;
 use crate::gtid::{errant_gtids, ErrantGtid, ErrantReason, MysqlGtidSet};
 use crate::observation::{
-    GtidState, IoThreadState, Observation, ProbeFailure, ReplicationStatus, ServerState,
+    GtidState, IoThreadState, Observation, ProbeFailure, ReplicationStatus, SemiSyncState,
+    ServerState, SEMI_SYNC_LOSSLESS_TIMEOUT_MS, SEMI_SYNC_NEVER_FALLS_BACK_MS,
 };
 use crate::problem::{Evidence, Problem, ProblemKind, Severity};
 use crate::spec::ClusterSpec;
@@ -201,13 +217,14 @@ impl fmt::Display for Errant {
 pub fn severity(kind: ProblemKind) -> Severity {
     use ProblemKind::*;
     match kind {
-        DeadPrimary | NoPrimary | MultiplePrimaries => Severity::Critical,
+        DeadPrimary | NoPrimary | MultiplePrimaries | LockedSemiSyncPrimary => Severity::Critical,
         UnreachablePrimary
         | PrimaryReadOnly
         | WritableReplica
         | ReplicaNotReplicating
         | ErrantGtid
-        | SemiSyncDegraded => Severity::Error,
+        | SemiSyncDegraded
+        | SemiSyncCanFallBack => Severity::Error,
         ReplicaLagging | ReplicaMissing | UnknownInstance | UnreachableReplica
         | UnreachableSeed => Severity::Warning,
     }
@@ -515,6 +532,9 @@ impl Analyzer<'_, '_> {
             );
         }
         let ss = &state.semi_sync;
+        if self.spec.semi_sync && ss.source_enabled {
+            self.semi_sync_lossless(p, ss);
+        }
         if self.spec.semi_sync {
             let mut facts = Vec::new();
             if !ss.source_enabled {
@@ -537,6 +557,62 @@ impl Analyzer<'_, '_> {
         }
     }
 
+    /// `SemiSyncCanFallBack` and `LockedSemiSyncPrimary` of a reachable primary with
+    /// semi-sync enabled.
+    fn semi_sync_lossless(&mut self, p: &InstanceAddr, ss: &SemiSyncState) {
+        if ss.can_fall_back() {
+            let mut evidence = Vec::new();
+            if let Some(t) = ss
+                .source_timeout_ms
+                .filter(|&t| t < SEMI_SYNC_NEVER_FALLS_BACK_MS)
+            {
+                evidence.push(Evidence::new(
+                    p,
+                    format!(
+                        "rpl_semi_sync_master_timeout={t}: a commit with no ack for {} is committed alone",
+                        human_ms(t)
+                    ),
+                ));
+            }
+            if ss.source_wait_no_replica == Some(false) {
+                evidence.push(Evidence::new(
+                    p,
+                    "rpl_semi_sync_master_wait_no_slave=OFF: with no semi-sync replica connected, commits do not wait",
+                ));
+            }
+            self.push(
+                ProblemKind::SemiSyncCanFallBack,
+                Some(p),
+                format!(
+                    "primary {p} can fall back to async and acknowledge writes no replica has: \
+                     SET GLOBAL rpl_semi_sync_master_timeout={SEMI_SYNC_LOSSLESS_TIMEOUT_MS}, \
+                     rpl_semi_sync_master_wait_no_slave=ON (and in its config file)"
+                ),
+                evidence,
+            );
+        }
+        if ss.source_active && ss.source_wait_sessions > 0 && ss.source_clients == 0 {
+            self.push(
+                ProblemKind::LockedSemiSyncPrimary,
+                Some(p),
+                format!(
+                    "primary {p} has {} commit(s) waiting for a semi-sync ack no replica can send: \
+                     bring back a replica with rpl_semi_sync_slave_enabled=ON (START SLAVE), or, \
+                     accepting writes with no second copy, SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+                    ss.source_wait_sessions
+                ),
+                vec![Evidence::new(
+                    p,
+                    format!(
+                        "Rpl_semi_sync_master_wait_sessions={} Rpl_semi_sync_master_clients=0 \
+                         Rpl_semi_sync_master_status=ON",
+                        ss.source_wait_sessions
+                    ),
+                )],
+            );
+        }
+    }
+
     /// Judges an unreachable primary; returns whether it is dead.
     fn unreachable_primary(&mut self, p: &InstanceAddr) -> bool {
         let failure = self.topo.by_addr.get(p).and_then(|o| o.failure());
@@ -547,14 +623,21 @@ impl Analyzer<'_, '_> {
                 None => "not probed: known only as its replicas' source".to_string(),
             },
         )];
-        let (mut receiving, mut lost, mut idle) = (0, 0, 0);
+        let (mut receiving, mut lost, mut idle, mut silent) = (0, 0, 0, 0);
         for (o, r) in self.topo.direct(p) {
             let fact = threads_fact(r);
             let fact = match r.io_thread {
-                IoThreadState::Yes => {
-                    receiving += 1;
-                    format!("{fact}: still receives from {p}")
-                }
+                IoThreadState::Yes => match stalled_fact(o, r, self.spec.stall_confirm) {
+                    Ok(stall) => {
+                        lost += 1;
+                        silent += 1;
+                        format!("{fact} but {stall}")
+                    }
+                    Err(moving) => {
+                        receiving += 1;
+                        format!("{fact}: still receives from {p}{moving}")
+                    }
+                },
                 IoThreadState::No if r.last_io_errno == 0 => {
                     idle += 1;
                     format!("{fact}: IO thread stopped by hand, cannot confirm")
@@ -570,7 +653,11 @@ impl Analyzer<'_, '_> {
         let (kind, summary) = if dead {
             (
                 ProblemKind::DeadPrimary,
-                format!("primary {p} is dead: unreachable, and all {lost} replica(s) that could tell lost it"),
+                if silent > 0 {
+                    format!("primary {p} is dead: unreachable, and all {lost} replica(s) that could tell lost it ({silent} by a silent stream)")
+                } else {
+                    format!("primary {p} is dead: unreachable, and all {lost} replica(s) that could tell lost it")
+                },
             )
         } else if failure.is_none() {
             (
@@ -827,6 +914,74 @@ impl Analyzer<'_, '_> {
             format!("primary {p} has {replicating} replicating replica(s), expected {expected}"),
             evidence,
         );
+    }
+}
+
+/// Whether a direct replica whose IO thread says `Yes` has nonetheless lost its source:
+/// its stream has been silent for at least `stall_confirm` plus one heartbeat period (see
+/// the module docs). `Ok` with the evidence, e.g. `nothing received for 2.4 s (heartbeats
+/// 812 unchanged, Gtid_IO_Pos 0-1-5531 unchanged, ...)`; `Err` with a note on what is known
+/// of the stream for the "still receives" evidence (may be empty).
+fn stalled_fact(
+    o: &Observation,
+    r: &ReplicationStatus,
+    stall_confirm: Duration,
+) -> Result<String, String> {
+    let s = &r.stream;
+    let (Some(stalled), Some(period)) = (s.stalled_ms, s.heartbeat_period_ms.filter(|&p| p > 0))
+    else {
+        return Err(String::new());
+    };
+    let confirm = stall_confirm.as_millis() as u64;
+    if confirm == 0 || stalled < confirm + period {
+        return Err(if stalled >= period {
+            format!(
+                " (nothing received for {}, heartbeat period {})",
+                human_ms(stalled),
+                human_ms(period)
+            )
+        } else {
+            String::new()
+        });
+    }
+    let mut fact =
+        format!(
+        "nothing received for {} (stall_confirm {} + heartbeat period {}; heartbeats {} unchanged",
+        human_ms(stalled),
+        human_ms(confirm),
+        human_ms(period),
+        s.received_heartbeats.map(|h| h.to_string()).unwrap_or_else(|| "?".into()),
+    );
+    if !r.received_gtid.is_empty() {
+        let _ = write!(fact, ", Gtid_IO_Pos {} unchanged", r.received_gtid);
+    }
+    if let Some(pos) = s.read_source_log_pos {
+        let _ = write!(
+            fact,
+            ", Read_Master_Log_Pos {}:{pos} unchanged",
+            s.source_log_file
+        );
+    }
+    if let Some(hb) = o
+        .state()
+        .and_then(|st| st.metrics.as_ref())
+        .and_then(|m| m.heartbeat)
+    {
+        let age_ms = hb.read_at_us.saturating_sub(hb.ts_us) / 1000;
+        let _ = write!(fact, ", dbfleet heartbeat row {} old", human_ms(age_ms));
+    }
+    fact.push(')');
+    Ok(fact)
+}
+
+/// `2.4 s`, `350 ms`, `5.0 s`; a year or more as `1 y+`.
+fn human_ms(ms: u64) -> String {
+    if ms >= SEMI_SYNC_NEVER_FALLS_BACK_MS {
+        "1 y+".to_string()
+    } else if ms < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.1} s", ms as f64 / 1000.0)
     }
 }
 

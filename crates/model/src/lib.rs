@@ -9,11 +9,15 @@ pub use addr::{AddrError, InstanceAddr};
 pub use metrics::{alert_values, HeartbeatReading, InstanceMetrics, Rates, Role};
 pub use observation::{
     Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind, Reachability,
-    ReplicationStatus, SemiSyncState, ServerState,
+    ReplicationStatus, SemiSyncState, ServerState, StreamProgress, SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
+    SEMI_SYNC_NEVER_FALLS_BACK_MS,
 };
 pub mod problem;
 pub mod spec;
 
 pub use problem::{Evidence, Problem, ProblemKind, Severity};
-pub use spec::{ClusterSpec, InstanceSpec, PromotionRule};
+pub use spec::{ClusterSpec, InstanceSpec, PromotionRule, DEFAULT_STALL_CONFIRM};
 pub mod analysis;
+pub mod stream;
+
+pub use stream::{SharedStreams, StreamTracker};

@@ -179,6 +179,46 @@ pub struct ReplicationStatus {
     /// The GTIDs received by the IO thread: MariaDB `Gtid_IO_Pos`, MySQL
     /// `Retrieved_Gtid_Set`. Empty when unknown.
     pub received_gtid: String,
+    /// What the IO thread receives, and how long it has received nothing.
+    #[serde(default, skip_serializing_if = "StreamProgress::is_empty")]
+    pub stream: StreamProgress,
+}
+
+/// The IO thread's received stream: the counters that move whenever anything arrives from
+/// the source (an event or a heartbeat), and how long they have not moved.
+///
+/// A source sends a heartbeat after `heartbeat_period` without events, so a stream that
+/// has not moved for longer than that (plus a margin) comes from a source that stopped
+/// sending: frozen, or cut off silently, even while the IO thread still says `Yes` (it says
+/// so until `slave_net_timeout`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamProgress {
+    /// `Slave_received_heartbeats` (MariaDB, default connection): heartbeats received since
+    /// the IO thread started. `None` when not reported (MySQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_heartbeats: Option<u64>,
+    /// `Slave_heartbeat_period` in milliseconds (MariaDB, default connection). `None` when
+    /// not reported; 0 when heartbeats are off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_period_ms: Option<u64>,
+    /// `Master_Log_File` / `Source_Log_File`: the source binlog the IO thread reads.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source_log_file: String,
+    /// `Read_Master_Log_Pos` / `Read_Source_Log_Pos`: how far it has read in that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_source_log_pos: Option<u64>,
+    /// How long, in milliseconds, the stream had not moved when this observation was taken,
+    /// as far as dbfleet saw (at least this long). Set by [`crate::stream::StreamTracker`]
+    /// from successive observations, never by a probe alone. `None` when unknown: no
+    /// earlier observation, the IO thread not `Yes`, or no heartbeat counter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_ms: Option<u64>,
+}
+
+impl StreamProgress {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl ReplicationStatus {
@@ -261,12 +301,42 @@ pub struct SemiSyncState {
     pub source_active: bool,
     /// `Rpl_semi_sync_master_clients`: replicas that ack.
     pub source_clients: u64,
-    /// `rpl_semi_sync_master_timeout` in milliseconds, when known.
+    /// `rpl_semi_sync_master_timeout` in milliseconds, when known: how long a commit waits
+    /// for an ack before the primary falls back to async and commits alone. Lossless
+    /// semi-sync sets it effectively infinite ([`SEMI_SYNC_LOSSLESS_TIMEOUT_MS`]).
     pub source_timeout_ms: Option<u64>,
+    /// `rpl_semi_sync_master_wait_no_slave` (`rpl_semi_sync_source_wait_no_replica` on
+    /// MySQL): whether commits still wait when no semi-sync replica is connected. `OFF`
+    /// lets the primary commit alone at once. `None` when not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_wait_no_replica: Option<bool>,
+    /// `Rpl_semi_sync_master_wait_sessions`: sessions waiting for an ack now.
+    #[serde(default)]
+    pub source_wait_sessions: u64,
     /// `rpl_semi_sync_slave_enabled` (`replica` on MySQL): this server acks.
     pub replica_enabled: bool,
     /// `Rpl_semi_sync_slave_status`: the IO thread acks now.
     pub replica_active: bool,
+}
+
+/// The `rpl_semi_sync_master_timeout` dbfleet sets for lossless semi-sync, in
+/// milliseconds: about 31.7 million years, the value Vitess's durability policy uses.
+/// MariaDB 10.11 takes up to 2^64-1, but a value that large can overflow when added to the
+/// clock; this one cannot.
+pub const SEMI_SYNC_LOSSLESS_TIMEOUT_MS: u64 = 1_000_000_000_000_000_000;
+
+/// A `rpl_semi_sync_master_timeout` at or above this (one year, in milliseconds) counts as
+/// effectively infinite: no commit waits that long in practice.
+pub const SEMI_SYNC_NEVER_FALLS_BACK_MS: u64 = 365 * 24 * 3600 * 1000;
+
+impl SemiSyncState {
+    /// Whether this server, as a semi-sync primary, could fall back to async and commit
+    /// alone: its timeout is known and finite in practice, or `wait_no_slave` is `OFF`.
+    pub fn can_fall_back(&self) -> bool {
+        self.source_timeout_ms
+            .is_some_and(|t| t < SEMI_SYNC_NEVER_FALLS_BACK_MS)
+            || self.source_wait_no_replica == Some(false)
+    }
 }
 
 impl Observation {
@@ -321,7 +391,20 @@ impl ServerState {
             GtidState::Mariadb { strict_mode, .. } => (0u8, *strict_mode).hash(h),
             GtidState::Mysql { enabled, .. } => (1u8, *enabled).hash(h),
         }
-        self.semi_sync.hash(h);
+        let ss = &self.semi_sync;
+        // Not `source_wait_sessions`: it changes on every probe of a busy primary. Whether
+        // sessions wait at all is shape.
+        (
+            ss.source_enabled,
+            ss.source_active,
+            ss.source_clients,
+            ss.source_timeout_ms,
+            ss.source_wait_no_replica,
+            ss.source_wait_sessions > 0,
+            ss.replica_enabled,
+            ss.replica_active,
+        )
+            .hash(h);
     }
 }
 

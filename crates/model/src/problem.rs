@@ -90,6 +90,12 @@ pub enum ProblemKind {
     ReplicaMissing,
     /// Semi-sync should be on but is off, fell back to async, or has no acking replica.
     SemiSyncDegraded,
+    /// Semi-sync is wanted, but the primary would fall back to async and acknowledge
+    /// commits alone: its timeout is finite, or it does not wait when no replica acks.
+    SemiSyncCanFallBack,
+    /// The primary's commits wait for a semi-sync ack that no replica can send: writes
+    /// hang until a semi-sync replica comes back or a human relaxes semi-sync.
+    LockedSemiSyncPrimary,
     /// An instance replicates from the primary but is not in the config.
     UnknownInstance,
     /// A replica (or any non-primary instance) cannot be reached.
@@ -100,7 +106,7 @@ pub enum ProblemKind {
 
 impl ProblemKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ProblemKind; 14] = [
+    pub const ALL: [ProblemKind; 16] = [
         Self::DeadPrimary,
         Self::UnreachablePrimary,
         Self::NoPrimary,
@@ -112,6 +118,8 @@ impl ProblemKind {
         Self::ErrantGtid,
         Self::ReplicaMissing,
         Self::SemiSyncDegraded,
+        Self::SemiSyncCanFallBack,
+        Self::LockedSemiSyncPrimary,
         Self::UnknownInstance,
         Self::UnreachableReplica,
         Self::UnreachableSeed,

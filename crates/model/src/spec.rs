@@ -22,6 +22,21 @@ pub struct ClusterSpec {
     pub semi_sync: bool,
     /// Replication lag above which a replica is `ReplicaLagging`.
     pub max_lag: Duration,
+    /// How long a direct replica's received stream (events and heartbeats) must have been
+    /// silent, beyond one heartbeat period, for it to count as having lost an unreachable
+    /// primary while its IO thread still says `Yes` (see `analysis`): a frozen or silently
+    /// cut-off primary is then confirmed dead without waiting for `slave_net_timeout`. Zero
+    /// turns this off.
+    #[serde(default = "default_stall_confirm")]
+    pub stall_confirm: Duration,
+}
+
+/// The default [`ClusterSpec::stall_confirm`]: 1.5 s. A freeze shorter than this never
+/// confirms a death.
+pub const DEFAULT_STALL_CONFIRM: Duration = Duration::from_millis(1500);
+
+fn default_stall_confirm() -> Duration {
+    DEFAULT_STALL_CONFIRM
 }
 
 impl ClusterSpec {

@@ -142,6 +142,7 @@ impl Obs {
             sql_delay_s: 0,
             using_gtid: true,
             received_gtid: String::new(),
+            stream: Default::default(),
         });
         self
     }
@@ -217,6 +218,33 @@ impl Obs {
         self
     }
 
+    /// The received stream: heartbeat count, heartbeat period and how long it has not moved
+    /// (as the monitor's tracker sets it), read at `binlog.000001:4000`.
+    fn stream(mut self, heartbeats: u64, period_ms: u64, stalled_ms: Option<u64>) -> Self {
+        let r = self.repl();
+        r.stream.received_heartbeats = Some(heartbeats);
+        r.stream.heartbeat_period_ms = Some(period_ms);
+        r.stream.source_log_file = "binlog.000001".into();
+        r.stream.read_source_log_pos = Some(4000);
+        r.stream.stalled_ms = stalled_ms;
+        self
+    }
+
+    /// Semi-sync's fallback settings on a primary: `rpl_semi_sync_master_timeout` and
+    /// `rpl_semi_sync_master_wait_no_slave`.
+    fn fallback(mut self, timeout_ms: u64, wait_no_slave: bool) -> Self {
+        let ss = &mut self.state().semi_sync;
+        ss.source_timeout_ms = Some(timeout_ms);
+        ss.source_wait_no_replica = Some(wait_no_slave);
+        self
+    }
+
+    /// `Rpl_semi_sync_master_wait_sessions`.
+    fn waiting(mut self, sessions: u64) -> Self {
+        self.state().semi_sync.source_wait_sessions = sessions;
+        self
+    }
+
     fn semi_sync(mut self, enabled: bool, active: bool, clients: u64) -> Self {
         let ss = &mut self.state().semi_sync;
         ss.source_enabled = enabled;
@@ -244,6 +272,7 @@ fn spec(instances: &[&str]) -> Spec {
         expected_replicas: 0,
         semi_sync: false,
         max_lag: Duration::from_secs(10),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     })
 }
 
@@ -260,6 +289,11 @@ impl Spec {
 
     fn max_lag(mut self, seconds: u64) -> Self {
         self.0.max_lag = Duration::from_secs(seconds);
+        self
+    }
+
+    fn stall_confirm(mut self, ms: u64) -> Self {
+        self.0.stall_confirm = Duration::from_millis(ms);
         self
     }
 }
@@ -1136,4 +1170,310 @@ fn shape_key_ignores_what_moves_every_probe_and_sees_what_matters() {
         down("r1", Timeout).0.shape_key()
     );
     assert_ne!(replica("r2").0.shape_key(), replica("r1").0.shape_key());
+}
+
+#[test]
+fn semi_sync_that_can_fall_back_to_async() {
+    let lossless = model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS;
+    check_evidence(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p").semi_sync(true, true, 1).fallback(5000, false),
+            replica("r1").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error SemiSyncCanFallBack p:3306: primary p:3306 can fall back to async and acknowledge writes no replica has: SET GLOBAL rpl_semi_sync_master_timeout=1000000000000000000, rpl_semi_sync_master_wait_no_slave=ON (and in its config file)
+          p:3306: rpl_semi_sync_master_timeout=5000: a commit with no ack for 5.0 s is committed alone
+          p:3306: rpl_semi_sync_master_wait_no_slave=OFF: with no semi-sync replica connected, commits do not wait
+        ",
+    );
+    // Either setting alone is enough to fall back.
+    for (timeout, wait) in [(60_000, true), (lossless, false)] {
+        check(
+            &spec(&["p", "r1"]).semi_sync(),
+            &[
+                primary("p")
+                    .semi_sync(true, true, 1)
+                    .fallback(timeout, wait),
+                replica("r1").of("p"),
+            ],
+            "
+            primary: p:3306
+            Error SemiSyncCanFallBack p:3306
+            ",
+        );
+    }
+    // Lossless: a year or more, and waiting with no replica.
+    for timeout in [lossless, model::SEMI_SYNC_NEVER_FALLS_BACK_MS, u64::MAX] {
+        check(
+            &spec(&["p", "r1"]).semi_sync(),
+            &[
+                primary("p")
+                    .semi_sync(true, true, 1)
+                    .fallback(timeout, true),
+                replica("r1").of("p"),
+            ],
+            "primary: p:3306",
+        );
+    }
+    // Not wanted, or not enabled (SemiSyncDegraded says that): not judged.
+    check(
+        &spec(&["p", "r1"]),
+        &[
+            primary("p").semi_sync(true, true, 1).fallback(5000, false),
+            replica("r1").of("p"),
+        ],
+        "primary: p:3306",
+    );
+    check(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p")
+                .semi_sync(false, false, 0)
+                .fallback(5000, false),
+            replica("r1").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error SemiSyncDegraded p:3306
+        ",
+    );
+}
+
+#[test]
+fn locked_semi_sync_primary() {
+    let lossless = model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS;
+    check_evidence(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p")
+                .semi_sync(true, true, 0)
+                .fallback(lossless, true)
+                .waiting(4),
+            replica("r1").of("p").io(No),
+        ],
+        "
+        primary: p:3306
+        Critical LockedSemiSyncPrimary p:3306: primary p:3306 has 4 commit(s) waiting for a semi-sync ack no replica can send: bring back a replica with rpl_semi_sync_slave_enabled=ON (START SLAVE), or, accepting writes with no second copy, SET GLOBAL rpl_semi_sync_master_enabled=OFF
+          p:3306: Rpl_semi_sync_master_wait_sessions=4 Rpl_semi_sync_master_clients=0 Rpl_semi_sync_master_status=ON
+        Error ReplicaNotReplicating r1:3306: replica r1:3306 of p:3306: IO thread is No
+          r1:3306: source=p:3306 io_thread=No sql_thread=Yes
+        Error SemiSyncDegraded p:3306: semi-sync is wanted but degraded on primary p:3306
+          p:3306: semi_sync source_clients=0
+        ",
+    );
+    // Sessions waiting on a connected semi-sync replica are normal commits in flight.
+    check(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p")
+                .semi_sync(true, true, 1)
+                .fallback(lossless, true)
+                .waiting(4),
+            replica("r1").of("p"),
+        ],
+        "primary: p:3306",
+    );
+    // No client but nothing waits (no write yet): degraded, not locked.
+    check(
+        &spec(&["p", "r1"]).semi_sync(),
+        &[
+            primary("p")
+                .semi_sync(true, true, 0)
+                .fallback(lossless, true),
+            replica("r1").of("p").io(No),
+        ],
+        "
+        primary: p:3306
+        Error ReplicaNotReplicating r1:3306
+        Error SemiSyncDegraded p:3306
+        ",
+    );
+}
+
+#[test]
+fn frozen_primary_is_dead_once_every_replica_stream_is_silent_long_enough() {
+    // Default stall_confirm 1.5 s, heartbeat period 500 ms: silent for 2.0 s or more.
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Timeout),
+            replica("r1")
+                .of("p")
+                .received("0-1-5531")
+                .stream(812, 500, Some(2_400)),
+            replica("r2")
+                .of("p")
+                .received("0-1-5531")
+                .stream(790, 500, Some(2_000)),
+        ],
+        "
+        primary: p:3306
+        Critical DeadPrimary p:3306: primary p:3306 is dead: unreachable, and all 2 replica(s) that could tell lost it (2 by a silent stream)
+          p:3306: unreachable: timeout: connect timed out after 2s
+          r1:3306: io_thread=Yes sql_thread=Yes but nothing received for 2.4 s (stall_confirm 1.5 s + heartbeat period 500 ms; heartbeats 812 unchanged, Gtid_IO_Pos 0-1-5531 unchanged, Read_Master_Log_Pos binlog.000001:4000 unchanged)
+          r2:3306: io_thread=Yes sql_thread=Yes but nothing received for 2.0 s (stall_confirm 1.5 s + heartbeat period 500 ms; heartbeats 790 unchanged, Gtid_IO_Pos 0-1-5531 unchanged, Read_Master_Log_Pos binlog.000001:4000 unchanged)
+        ",
+    );
+    // A stalled replica and a lost one together confirm too.
+    check(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 500, Some(2_400)),
+            replica("r2").of("p").io(Connecting).errno(2013, "lost"),
+        ],
+        "
+        primary: p:3306
+        Critical DeadPrimary p:3306
+        ",
+    );
+}
+
+#[test]
+fn a_short_silence_or_an_unknown_one_never_confirms_a_death() {
+    // Just under stall_confirm + one heartbeat period on one replica: still receiving.
+    check_evidence(
+        &spec(&["p", "r1", "r2"]).expect(2),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 500, Some(2_400)),
+            replica("r2").of("p").stream(790, 500, Some(1_999)),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306: primary p:3306 is unreachable, but 1 replica(s) still receive from it
+          p:3306: unreachable: timeout: connect timed out after 2s
+          r1:3306: io_thread=Yes sql_thread=Yes but nothing received for 2.4 s (stall_confirm 1.5 s + heartbeat period 500 ms; heartbeats 812 unchanged, Read_Master_Log_Pos binlog.000001:4000 unchanged)
+          r2:3306: io_thread=Yes sql_thread=Yes: still receives from p:3306 (nothing received for 2.0 s, heartbeat period 500 ms)
+        ",
+    );
+    let unconfirmed = "
+        primary: p:3306
+        Error UnreachablePrimary p:3306
+        ";
+    // The margin is one heartbeat period: with a 1 s period, 2.4 s is not enough.
+    check(
+        &spec(&["p", "r1"]).expect(1),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 1_000, Some(2_400)),
+        ],
+        unconfirmed,
+    );
+    // A higher threshold in the spec moves the line.
+    check(
+        &spec(&["p", "r1"]).expect(1).stall_confirm(3_000),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 500, Some(3_400)),
+        ],
+        unconfirmed,
+    );
+    check(
+        &spec(&["p", "r1"]).expect(1).stall_confirm(3_000),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 500, Some(3_500)),
+        ],
+        "
+        primary: p:3306
+        Critical DeadPrimary p:3306
+        ",
+    );
+    for r in [
+        // No history yet.
+        replica("r1").of("p").stream(812, 500, None),
+        // Heartbeats off: an idle source sends nothing, silence proves nothing.
+        replica("r1").of("p").stream(812, 0, Some(60_000)),
+        // No heartbeat counter (MySQL): never tracked.
+        replica("r1").of("p"),
+    ] {
+        check(
+            &spec(&["p", "r1"]).expect(1),
+            &[down("p", Timeout), r],
+            unconfirmed,
+        );
+    }
+    // stall_confirm = 0 turns the rule off.
+    check(
+        &spec(&["p", "r1"]).expect(1).stall_confirm(0),
+        &[
+            down("p", Timeout),
+            replica("r1").of("p").stream(812, 500, Some(60_000)),
+        ],
+        unconfirmed,
+    );
+    // A reachable primary is never judged by its replicas' streams.
+    check(
+        &spec(&["p", "r1"]).expect(1),
+        &[
+            primary("p"),
+            replica("r1").of("p").stream(812, 500, Some(60_000)),
+        ],
+        "primary: p:3306",
+    );
+}
+
+#[test]
+fn stream_tracker_measures_how_long_nothing_moved() {
+    use model::StreamTracker;
+    let mut t = StreamTracker::default();
+    let at = |o: Obs, ms: u64| o.at(ms).0;
+    let stalled = |o: &Observation| {
+        o.state()
+            .and_then(|s| s.replication.as_ref())
+            .and_then(|r| r.stream.stalled_ms)
+    };
+    let r = |beats: u64, gtid: &str| {
+        replica("r1")
+            .of("p")
+            .received(gtid)
+            .stream(beats, 500, None)
+    };
+    let mut o = at(r(10, "0-1-5"), 1_000);
+    t.note(&mut o);
+    assert_eq!(
+        stalled(&o),
+        Some(0),
+        "first sight: silent for at least 0 ms"
+    );
+    let mut o = at(r(10, "0-1-5"), 1_700);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(700));
+    // A heartbeat arrived: moving again.
+    let mut o = at(r(11, "0-1-5"), 2_000);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(0));
+    // An event arrived (received position moved), heartbeats unchanged.
+    let mut o = at(r(11, "0-1-6"), 2_600);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(0));
+    // An unreachable observation in between keeps the mark.
+    let mut gone = down("r1", Timeout).at(3_000).0;
+    t.note(&mut gone);
+    let mut o = at(r(11, "0-1-6"), 4_100);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(1_500));
+    // An older observation arriving late changes nothing.
+    let mut late = at(r(11, "0-1-6"), 3_900);
+    t.note(&mut late);
+    assert_eq!(stalled(&late), None);
+    let mut o = at(r(11, "0-1-6"), 4_600);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(2_000));
+    // IO thread not Yes: unknown, and the history is dropped.
+    let mut o = at(r(11, "0-1-6").io(Connecting), 4_700);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), None);
+    let mut o = at(r(11, "0-1-6"), 4_800);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), Some(0));
+    // No heartbeat period: never tracked.
+    let mut o = at(replica("r2").of("p").stream(5, 0, None), 5_000);
+    t.note(&mut o);
+    let mut o = at(replica("r2").of("p").stream(5, 0, None), 9_000);
+    t.note(&mut o);
+    assert_eq!(stalled(&o), None);
 }

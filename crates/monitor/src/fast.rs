@@ -1,6 +1,9 @@
 //! The suspect fast path: after a first sign that a cluster's primary died, probe every
 //! member again with fresh connections and analyse the cluster at once, re-checking at short
 //! spacing until the replicas confirm the death, the primary answers, or the time is up.
+//! When the primary's probe times out (a freeze, dropped packets), the replicas' IO
+//! threads keep saying `Yes` and only their silent streams can confirm: the fast path then
+//! re-probes the replicas alone, for long enough to cover the cluster's `stall_confirm`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,10 +66,14 @@ pub(crate) async fn run(
         instance: suspect.instance.clone(),
         reason: suspect.reason,
     };
+    // A primary that times out may be frozen or cut off: see `FastPathOptions::stall_*`.
+    let stall_confirm = cell.watch.spec.stall_confirm;
+    let mut stalling = false;
     for attempt in 1.. {
+        let skip = stalling.then_some(&suspect.instance);
         let round = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = probe_and_analyse(&ctx, &cell, Some(&suspect.instance), trigger.clone()) => r,
+            r = probe_and_analyse(&ctx, &cell, Some(&suspect.instance), skip, trigger.clone()) => r,
         };
         cell.suspect_handled();
         let round = match round {
@@ -90,14 +97,31 @@ pub(crate) async fn run(
             }
             Verdict::Unconfirmed => {}
         }
-        if elapsed + opts.recheck_every > opts.confirm_within {
+        if !stalling && !stall_confirm.is_zero() {
+            stalling = round
+                .observation(instance)
+                .and_then(Observation::failure)
+                .is_some_and(|f| f.kind == ProbeFailureKind::Timeout);
+            if stalling {
+                debug!(cluster = %cell.name, %instance, attempt, "fast path: the primary times out; watching its replicas' streams");
+            }
+        }
+        let (within, every) = if stalling {
+            (
+                opts.confirm_within.max(stall_confirm + opts.stall_slack),
+                opts.stall_recheck_every,
+            )
+        } else {
+            (opts.confirm_within, opts.recheck_every)
+        };
+        if elapsed + every > within {
             info!(cluster = %cell.name, %instance, attempt, after_ms, "fast path: the replicas did not confirm the death; the ticks take over");
             return;
         }
         debug!(cluster = %cell.name, %instance, attempt, "fast path: not confirmed yet");
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(opts.recheck_every) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }
@@ -118,7 +142,7 @@ pub(crate) async fn refresh(
         }
         let round = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = probe_and_analyse(&ctx, &cell, None, RoundTrigger::Refresh) => r,
+            r = probe_and_analyse(&ctx, &cell, None, None, RoundTrigger::Refresh) => r,
         };
         match round {
             Ok(round) => {
@@ -130,16 +154,19 @@ pub(crate) async fn refresh(
     }
 }
 
-/// Probe every member of the cluster afresh ([`probe_members`]), record what they said (the
-/// live view and the metrics history: this is what the fleet looked like at that moment),
-/// analyse the cluster with `trigger`, and save the round's observations to the store.
+/// Probe every member of the cluster afresh ([`probe_members`]) but `skip` (whose latest
+/// observation stands), record what they said (the live view and the metrics history: this
+/// is what the fleet looked like at that moment), analyse the cluster with `trigger`, and
+/// save the round's observations to the store.
 async fn probe_and_analyse(
     ctx: &Arc<Ctx>,
     cell: &crate::watch::ClusterCell,
     suspect: Option<&InstanceAddr>,
+    skip: Option<&InstanceAddr>,
     trigger: RoundTrigger,
 ) -> anyhow::Result<ClusterRound> {
-    let fresh = probe_members(ctx, &cell.watch.credentials, cell.members(), suspect).await;
+    let members = cell.members().into_iter().filter(|a| Some(a) != skip);
+    let fresh = probe_members(ctx, &cell.watch.credentials, members, suspect).await;
     for obs in fresh {
         ctx.stats.fleet.record(&cell.name, &obs);
         ctx.record(obs);

@@ -62,6 +62,11 @@ pub struct Stats {
     /// Every instance's latest observation, which the watch loop analyses and the API
     /// prefers to the store's copy when it is newer.
     pub latest: LatestObservations,
+    /// How long each replica's received stream has not moved: every probe is noted here
+    /// before it is recorded (`ReplicationStatus::stream.stalled_ms`). The daemon hands the
+    /// same tracker to the engine, so that its fresh probes before a failover see the
+    /// history the monitor saw.
+    pub streams: std::sync::Arc<model::SharedStreams>,
 }
 
 /// Each instance's latest observation, shared by the probe tasks, the analysis and the API.

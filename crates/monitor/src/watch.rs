@@ -97,17 +97,30 @@ pub struct FastPathOptions {
     /// Stop re-checking this long after the fast path started; the ticks take over. One
     /// round of probes may still be running then, itself bounded by the probe timeouts.
     pub confirm_within: Duration,
+    /// When the primary's fresh probe timed out (frozen, or its packets dropped), its
+    /// replicas' IO threads say `Yes` for up to `slave_net_timeout`, and only their silent
+    /// streams can confirm the death (the cluster's `stall_confirm`): the fast path then
+    /// re-probes the replicas alone this often, and the primary is left to its own probe
+    /// task, so that no attempt waits on its timeouts.
+    pub stall_recheck_every: Duration,
+    /// ...and keeps at it until the cluster's `stall_confirm` plus this much has passed
+    /// since the fast path started (the stream went silent before the primary's probe
+    /// failed, so this covers one heartbeat period and the probe that noticed).
+    pub stall_slack: Duration,
 }
 
 impl Default for FastPathOptions {
     /// On, with the liveness connection, re-checking every 50 ms for up to 500 ms: on
-    /// loopback, replicas notice a killed primary within about 40 ms.
+    /// loopback, replicas notice a killed primary within about 40 ms. A primary whose probe
+    /// times out: the replicas every 100 ms for up to `stall_confirm` + 1.5 s.
     fn default() -> Self {
         Self {
             enabled: true,
             sentinel: true,
             recheck_every: Duration::from_millis(50),
             confirm_within: Duration::from_millis(500),
+            stall_recheck_every: Duration::from_millis(100),
+            stall_slack: Duration::from_millis(1500),
         }
     }
 }
@@ -221,9 +234,11 @@ impl Ctx {
         })
     }
 
-    /// Record an observation unless a newer one of the same instance is there already (the
-    /// fast path and the probe tasks both write).
-    pub(crate) fn record(&self, obs: Observation) {
+    /// Note how long its replication stream has not moved (`Stats::streams`), then record
+    /// an observation unless a newer one of the same instance is there already (the fast
+    /// path and the probe tasks both write).
+    pub(crate) fn record(&self, mut obs: Observation) {
+        self.stats.streams.note(&mut obs);
         self.stats.latest.record(obs);
     }
 

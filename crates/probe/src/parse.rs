@@ -40,6 +40,8 @@ pub const VARIABLES: &[&str] = &[
     "rpl_semi_sync_source_enabled",
     "rpl_semi_sync_replica_enabled",
     "rpl_semi_sync_source_timeout",
+    "rpl_semi_sync_master_wait_no_slave",
+    "rpl_semi_sync_source_wait_no_replica",
     "max_connections",
     "innodb_page_size",
 ];
@@ -55,8 +57,11 @@ pub const STATUS: &[&str] = &[
     "rpl_semi_sync_source_status",
     "rpl_semi_sync_source_clients",
     "rpl_semi_sync_replica_status",
+    "rpl_semi_sync_master_wait_sessions",
+    "rpl_semi_sync_source_wait_sessions",
     "slaves_running",
     "slave_heartbeat_period",
+    "slave_received_heartbeats",
     "questions",
     "queries",
     "com_commit",
@@ -101,6 +106,10 @@ pub const REPLICA_COLUMNS: &[&str] = &[
     "SQL_Delay",
     "Gtid_IO_Pos",
     "Retrieved_Gtid_Set",
+    "Master_Log_File",
+    "Source_Log_File",
+    "Read_Master_Log_Pos",
+    "Read_Source_Log_Pos",
 ];
 
 /// The statement that reads the heartbeat row the daemon writes on each cluster's primary
@@ -246,10 +255,26 @@ pub fn server_state(
             purged: mysql_set(vars, "gtid_purged")?,
         },
     };
-    let replication = match replica_row {
+    let mut replication = match replica_row {
         Some(row) => replication_status(row)?,
         None => None,
     };
+    if let Some(r) = replication.as_mut() {
+        // MariaDB reports these for the default connection, the one `SHOW SLAVE STATUS`
+        // shows; MySQL has neither in its status (they stay `None`).
+        r.stream.received_heartbeats = num_var(status, &["slave_received_heartbeats"])?;
+        r.stream.heartbeat_period_ms = status
+            .get("slave_heartbeat_period")
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|p| p.is_finite() && *p >= 0.0)
+                    .map(|p| (p * 1000.0).round() as u64)
+                    .ok_or_else(|| format!("slave_heartbeat_period is {v:?}, not a number"))
+            })
+            .transpose()?;
+    }
     Ok(ServerState {
         flavor,
         version,
@@ -286,6 +311,27 @@ pub fn server_state(
                     "rpl_semi_sync_master_timeout",
                 ],
             )?,
+            source_wait_no_replica: var(
+                vars,
+                &[
+                    "rpl_semi_sync_source_wait_no_replica",
+                    "rpl_semi_sync_master_wait_no_slave",
+                ],
+            )
+            .map(|v| {
+                parse_bool(v).ok_or_else(|| {
+                    format!("rpl_semi_sync_master_wait_no_slave is {v:?}, not a boolean")
+                })
+            })
+            .transpose()?,
+            source_wait_sessions: num_var(
+                status,
+                &[
+                    "rpl_semi_sync_source_wait_sessions",
+                    "rpl_semi_sync_master_wait_sessions",
+                ],
+            )?
+            .unwrap_or(0),
             replica_enabled: bool_var(
                 vars,
                 &[
@@ -421,6 +467,14 @@ pub fn replication_status(row: &RowMap) -> Result<Option<ReplicationStatus>, Str
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(""),
+        stream: model::StreamProgress {
+            source_log_file: col(row, &["Source_Log_File", "Master_Log_File"])
+                .unwrap_or("")
+                .trim()
+                .to_string(),
+            read_source_log_pos: col_num(row, &["Read_Source_Log_Pos", "Read_Master_Log_Pos"])?,
+            ..Default::default()
+        },
     }))
 }
 

@@ -119,3 +119,41 @@ fn mysql_bad_gtid_executed_is_an_error() {
     let err = parse::server_state(Flavor::Mysql, &v, &Vars::new(), None).unwrap_err();
     assert!(err.contains("gtid_executed"), "{err}");
 }
+
+#[test]
+fn mysql80_source_semi_sync_settings_and_stream_positions() {
+    let mut v = vars(include_str!("fixtures/mysql80_variables.txt"));
+    v.extend(vars(include_str!(
+        "fixtures/mysql80_source_semisync_variables.txt"
+    )));
+    let status: Vars = [
+        ("rpl_semi_sync_source_status", "ON"),
+        ("rpl_semi_sync_source_clients", "0"),
+        ("rpl_semi_sync_source_wait_sessions", "3"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let repl = rows(include_str!("fixtures/mysql80_show_replica_status.txt"));
+    let s = parse::server_state(Flavor::Mysql, &v, &status, repl.first()).unwrap();
+    let ss = &s.semi_sync;
+    assert!(ss.source_enabled && ss.source_active);
+    assert_eq!(ss.source_timeout_ms, Some(10_000));
+    assert_eq!(ss.source_wait_no_replica, Some(false));
+    assert_eq!(ss.source_wait_sessions, 3);
+    assert!(
+        ss.can_fall_back(),
+        "10 s and wait_no_replica=OFF both fall back"
+    );
+    let stream = &s.replication.unwrap().stream;
+    assert_eq!(stream.source_log_file, "master-bin.000001");
+    assert_eq!(stream.read_source_log_pos, Some(927));
+    assert_eq!(
+        stream.received_heartbeats, None,
+        "MySQL has no heartbeat counter in its status: unknown, so no stall is judged"
+    );
+    assert_eq!(
+        stream.stalled_ms, None,
+        "the probe alone never says stalled"
+    );
+}

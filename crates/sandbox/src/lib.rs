@@ -13,5 +13,6 @@ pub mod testing;
 pub use binaries::{locate, locate_in_path, Binaries};
 pub use manifest::{Manifest, Member, Role};
 pub use sandbox::{
-    default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, Started, UpOptions, UpOutcome,
+    default_root, CredentialSet, MemberStatus, Sandbox, SandboxError, Started, Tuning, UpOptions,
+    UpOutcome, HEARTBEAT_PERIOD,
 };

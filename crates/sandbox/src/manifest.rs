@@ -16,6 +16,10 @@ pub struct Manifest {
     pub name: String,
     /// Whether semi-sync replication was switched on.
     pub semi_sync: bool,
+    /// Server settings beyond the defaults; a manifest written before they existed gets
+    /// the defaults.
+    #[serde(default)]
+    pub tuning: crate::sandbox::Tuning,
     /// The members, the primary first.
     pub members: Vec<Member>,
 }

@@ -22,9 +22,10 @@ use crate::process;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a replica may take to catch up during `up`.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
-/// `rpl_semi_sync_master_timeout`: how long a commit waits for an ack before the primary
-/// falls back to async.
-const SEMI_SYNC_TIMEOUT_MS: u64 = 5000;
+/// The replicas' `MASTER_HEARTBEAT_PERIOD`: a primary sends a heartbeat after this long
+/// without events, so a replica whose stream is silent for longer has lost it (see
+/// `model::stream`). dbfleet's operations set the same when they repoint replicas.
+pub const HEARTBEAT_PERIOD: Duration = probe::HEARTBEAT_PERIOD;
 /// How long a SIGTERM shutdown may take before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
@@ -118,6 +119,32 @@ pub struct UpOptions {
     pub base_port: u16,
     /// The directory that holds sandboxes.
     pub root: PathBuf,
+    /// Server settings beyond the defaults.
+    pub tuning: Tuning,
+}
+
+/// Server settings of a sandbox that tests and benches change. Kept in the manifest, so a
+/// member restarted later gets the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tuning {
+    /// `slave_net_timeout` in seconds: how long a replica's IO thread waits on a silent
+    /// source before it reconnects. Default 4 (MariaDB's own default is 60).
+    pub slave_net_timeout_s: u32,
+    /// With semi-sync: `rpl_semi_sync_master_timeout` in milliseconds. Default lossless
+    /// ([`model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS`], with `rpl_semi_sync_master_wait_no_slave=ON`):
+    /// a primary never acknowledges a commit that no replica has. A test that needs the
+    /// fallback to async sets a short one.
+    pub semi_sync_timeout_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            slave_net_timeout_s: 4,
+            semi_sync_timeout_ms: model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
+        }
+    }
 }
 
 /// What `up` did.
@@ -243,6 +270,7 @@ impl Sandbox {
             expected_replicas: members.len().saturating_sub(1),
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
+            stall_confirm: model::DEFAULT_STALL_CONFIRM,
         }
     }
 
@@ -375,6 +403,7 @@ impl Sandbox {
         let manifest = Manifest {
             name: opts.name.clone(),
             semi_sync: opts.semi_sync,
+            tuning: opts.tuning,
             members,
         };
         let sb = Self { dir, manifest };
@@ -471,7 +500,7 @@ impl Sandbox {
                 source: &primary.addr(),
                 creds: &creds.repl.credentials(),
                 connect_retry_s: 1,
-                heartbeat: Duration::from_secs(1),
+                heartbeat: HEARTBEAT_PERIOD,
             })
             .await
             .map_err(|e| anyhow::anyhow!("{}: change master: {e}", m.name))?;
@@ -642,7 +671,10 @@ impl Sandbox {
             "--gtid-strict-mode=1".into(),
             "--sync-binlog=1".into(),
             "--innodb-flush-log-at-trx-commit=1".into(),
-            "--slave-net-timeout=4".into(),
+            format!(
+                "--slave-net-timeout={}",
+                self.manifest.tuning.slave_net_timeout_s
+            ),
             format!("--report-host={}", m.host),
             format!("--report-port={}", m.port),
             "--skip-name-resolve".into(),
@@ -668,8 +700,10 @@ impl Sandbox {
             args.push("--rpl-semi-sync-slave-enabled=ON".into());
             args.push("--rpl-semi-sync-master-wait-point=AFTER_SYNC".into());
             args.push(format!(
-                "--rpl-semi-sync-master-timeout={SEMI_SYNC_TIMEOUT_MS}"
+                "--rpl-semi-sync-master-timeout={}",
+                self.manifest.tuning.semi_sync_timeout_ms
             ));
+            args.push("--rpl-semi-sync-master-wait-no-slave=ON".into());
             if m.role == Role::Primary && !first_boot {
                 args.push("--rpl-semi-sync-master-enabled=ON".into());
             }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use model::InstanceAddr;
 use probe::Credentials;
 
-use crate::{Sandbox, UpOptions};
+use crate::{Sandbox, Tuning, UpOptions};
 
 /// Kills every server of the sandbox `name` under `root` on drop, by PID, and removes the
 /// directory. When the test panicked, the directory is kept and its path printed, so the
@@ -74,6 +74,18 @@ impl TestSandbox {
 
     /// [`TestSandbox::up`], with semi-sync replication on or off.
     pub async fn up_with(name: &str, replicas: usize, base_port: u16, semi_sync: bool) -> Self {
+        Self::up_tuned(name, replicas, base_port, semi_sync, Tuning::default()).await
+    }
+
+    /// [`TestSandbox::up_with`], with server settings beyond the defaults (e.g. MariaDB's
+    /// default `slave_net_timeout` of 60 s, or a semi-sync timeout that falls back).
+    pub async fn up_tuned(
+        name: &str,
+        replicas: usize,
+        base_port: u16,
+        semi_sync: bool,
+        tuning: Tuning,
+    ) -> Self {
         let root = tempfile::Builder::new()
             .prefix(&format!("dbfleet-test-{name}-"))
             .tempdir()
@@ -85,6 +97,7 @@ impl TestSandbox {
             semi_sync,
             base_port,
             root: root.path().to_path_buf(),
+            tuning,
         };
         // The sandbox bootstraps accounts under a 1 s statement timeout, which a machine
         // busy with other builds sometimes misses; a failed `up` removes what it made, so it
@@ -127,5 +140,58 @@ impl Deref for TestSandbox {
 
     fn deref(&self) -> &Sandbox {
         &self.sb
+    }
+}
+
+/// A member frozen with SIGSTOP, as a hung VM or process is; SIGCONT when dropped, even
+/// when the test panics.
+pub struct Frozen {
+    pid: i32,
+    member: String,
+    /// When the SIGSTOP was sent.
+    pub at: std::time::Instant,
+    /// The same, in ms since the Unix epoch (the time base of observations and rounds).
+    pub at_unix_ms: u64,
+}
+
+impl Frozen {
+    /// SIGSTOP `member` of `sb`. Panics when it does not run.
+    pub fn freeze(sb: &Sandbox, member: &str) -> Self {
+        let pid = sb
+            .status()
+            .into_iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.pid)
+            .unwrap_or_else(|| panic!("{member} does not run"));
+        let at_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let at = std::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .unwrap_or_else(|e| panic!("SIGSTOP {member} (pid {pid}): {e}"));
+        Self {
+            pid,
+            member: member.to_string(),
+            at,
+            at_unix_ms,
+        }
+    }
+
+    /// SIGCONT now (also done on drop).
+    pub fn thaw(self) {}
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Err(e) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid),
+            nix::sys::signal::Signal::SIGCONT,
+        ) {
+            eprintln!("SIGCONT {} (pid {}): {e}", self.member, self.pid);
+        }
     }
 }

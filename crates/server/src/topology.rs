@@ -184,6 +184,7 @@ mod tests {
                     sql_delay_s: 0,
                     using_gtid: true,
                     received_gtid: String::new(),
+                    stream: Default::default(),
                 }),
                 gtid: GtidState::Mariadb {
                     current_pos: "0-1-5".parse::<MariadbGtidList>().unwrap(),

@@ -54,6 +54,7 @@ fn spec() -> ClusterSpec {
         expected_replicas: 2,
         semi_sync: false,
         max_lag: Duration::from_secs(10),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     }
 }
 
@@ -103,6 +104,7 @@ fn replicating(mut o: Observation, source: &str) -> Observation {
             sql_delay_s: 0,
             using_gtid: true,
             received_gtid: "0-1-5".into(),
+            stream: Default::default(),
         });
     }
     o

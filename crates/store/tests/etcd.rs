@@ -48,6 +48,7 @@ fn spec(name: &str) -> ClusterSpec {
         expected_replicas: 1,
         semi_sync: true,
         max_lag: Duration::from_secs(30),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     }
 }
 
@@ -88,6 +89,7 @@ fn replica(a: &InstanceAddr, source: &InstanceAddr, at: u64, lag: u64) -> Observ
                 sql_delay_s: 0,
                 using_gtid: true,
                 received_gtid: "0-1-100".into(),
+                stream: Default::default(),
             }),
             gtid: GtidState::Mariadb {
                 current_pos: pos.clone(),

@@ -1,0 +1,131 @@
+//! `StreamTracker`: how long each replica's received stream has not moved, from successive
+//! observations. Pure bookkeeping: the caller hands observations in, with their own times.
+//!
+//! A replica's IO thread says `Yes` for up to `slave_net_timeout` (60 s by default) after
+//! its source froze or its packets started to vanish. What it has received tells sooner: a
+//! source sends an event or, after `heartbeat_period` of nothing, a heartbeat, so the
+//! replica's heartbeat count, received GTID position (`Gtid_IO_Pos`) or read position
+//! (`Read_Master_Log_Pos`) move at least once per period while the source lives. The
+//! tracker remembers, per replica, those counters and the first observation that showed
+//! them; an observation that shows the same counters gets
+//! [`StreamProgress::stalled_ms`] = its time minus that first one's.
+//!
+//! The figure is a lower bound of the silence: the stream last moved at or before the first
+//! observation that showed its present counters.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use crate::addr::InstanceAddr;
+use crate::observation::{IoThreadState, Observation, ReplicationStatus, StreamProgress};
+
+/// What identifies one state of a replica's received stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct StreamKey {
+    source: InstanceAddr,
+    heartbeats: u64,
+    received_gtid: String,
+    source_log_file: String,
+    read_pos: Option<u64>,
+}
+
+impl StreamKey {
+    /// The key of a replication status that can be tracked: IO thread `Yes`, a heartbeat
+    /// counter and a non-zero heartbeat period. Without heartbeats, an idle source's
+    /// stream does not move either, and silence proves nothing.
+    fn of(r: &ReplicationStatus) -> Option<Self> {
+        let s: &StreamProgress = &r.stream;
+        if r.io_thread != IoThreadState::Yes || s.heartbeat_period_ms.unwrap_or(0) == 0 {
+            return None;
+        }
+        Some(Self {
+            source: r.source.clone(),
+            heartbeats: s.received_heartbeats?,
+            received_gtid: r.received_gtid.clone(),
+            source_log_file: s.source_log_file.clone(),
+            read_pos: s.read_source_log_pos,
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Mark {
+    key: StreamKey,
+    /// The first observation (ms since the epoch) that showed `key`.
+    since_ms: u64,
+    /// The latest observation that was noted.
+    last_ms: u64,
+}
+
+/// Per replica, the present state of its received stream and since when (see the module
+/// docs).
+#[derive(Debug, Default)]
+pub struct StreamTracker {
+    marks: HashMap<InstanceAddr, Mark>,
+}
+
+impl StreamTracker {
+    /// Note `obs` and set its replication's `stream.stalled_ms`. An unreachable
+    /// observation is left alone and keeps the mark (the replica answering again with the
+    /// same counters is still stalled since then); an observation older than the latest
+    /// noted one gets `None` and changes nothing.
+    pub fn note(&mut self, obs: &mut Observation) {
+        let at = obs.at_unix_ms;
+        let addr = obs.addr.clone();
+        let crate::observation::Reachability::Reachable(state) = &mut obs.reachability else {
+            return;
+        };
+        let Some(r) = state.replication.as_mut() else {
+            self.marks.remove(&addr);
+            return;
+        };
+        let Some(key) = StreamKey::of(r) else {
+            r.stream.stalled_ms = None;
+            self.marks.remove(&addr);
+            return;
+        };
+        match self.marks.get_mut(&addr) {
+            Some(m) if at < m.last_ms => r.stream.stalled_ms = None,
+            Some(m) if m.key == key => {
+                m.last_ms = at;
+                r.stream.stalled_ms = Some(at.saturating_sub(m.since_ms));
+            }
+            _ => {
+                self.marks.insert(
+                    addr,
+                    Mark {
+                        key,
+                        since_ms: at,
+                        last_ms: at,
+                    },
+                );
+                r.stream.stalled_ms = Some(0);
+            }
+        }
+    }
+}
+
+/// A [`StreamTracker`] shared by the tasks that observe (the monitor's probes and fast
+/// path, the engine's fresh looks), so that each sees the history the others noted.
+#[derive(Debug, Default)]
+pub struct SharedStreams(Mutex<StreamTracker>);
+
+impl SharedStreams {
+    /// [`StreamTracker::note`] under the lock.
+    pub fn note(&self, obs: &mut Observation) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(obs);
+    }
+
+    /// Note several observations, oldest first.
+    pub fn note_all(&self, observations: &mut [Observation]) {
+        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut order: Vec<usize> = (0..observations.len()).collect();
+        order.sort_by_key(|&i| observations[i].at_unix_ms);
+        for i in order {
+            t.note(&mut observations[i]);
+        }
+    }
+}
