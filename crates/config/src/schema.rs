@@ -257,6 +257,15 @@ pub struct FailoverConfig {
     /// With `rejoin = "auto"`: the wait between two automatic rejoins of one instance.
     #[serde(with = "serde_util::duration")]
     pub rejoin_retry: Duration,
+    /// With `mode = "auto"`: the wait before an automatic failover that was refused, or
+    /// failed before promotion, is tried again while the primary stays dead. It doubles
+    /// after each attempt up to `retry_backoff_max`. Default `1s`; at least `100ms`.
+    #[serde(with = "serde_util::duration")]
+    pub retry_backoff: Duration,
+    /// The longest wait between two attempts of an automatic failover. Default `30s`; at
+    /// least `retry_backoff`, at most `1h`.
+    #[serde(with = "serde_util::duration")]
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -273,6 +282,8 @@ impl Default for FailoverConfig {
             rejoin: RejoinMode::default(),
             rejoin_attempts: 3,
             rejoin_retry: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(30),
         }
     }
 }
