@@ -15,7 +15,20 @@
 //! An operation that ends without success raises `operation_failed/CLUSTER/KIND` when a
 //! human was not there to see it: one that needs a human, or an automatic one that failed or
 //! rolled back (critical for a failover, error otherwise). The next operation of the same
-//! kind on the same cluster that succeeds resolves it.
+//! kind on the same cluster that succeeds resolves it. An automatic failover that failed
+//! before promotion is the exception: the engine retries it, and it pages as
+//! `failover_refused` instead.
+//!
+//! An automatic failover that did not fail over (refused before an operation started, or
+//! failed before promotion; see `engine::AutoFailoverNotice`) raises
+//! `failover_refused/CLUSTER`, critical, at its first attempt; retries do not page again.
+//! A failover that succeeds, or the dead primary answering again, resolves it. Meanwhile the
+//! death itself is no longer "handled by automation": `DeadPrimary` pages too.
+//!
+//! `NoPrimary` does not page from a round whose observations an operation of the cluster
+//! may explain (`engine::Engine::operation_overlaps`): mid-failover, or mixing probes from
+//! before and after one, the new primary can look isolated beside a replica still seen
+//! following the old one. The next round, probed after the operation, pages it if it holds.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -43,6 +56,8 @@ pub(crate) const STATE_KEY: &str = "alert/state";
 pub(crate) const DRT_FAILED_RULE: &str = "drt_failed";
 /// The rule name of an operation's page: it needs a human, or an automatic one failed.
 pub(crate) const OPERATION_FAILED_RULE: &str = "operation_failed";
+/// The rule name of the page for an automatic failover that did not fail over.
+pub(crate) const FAILOVER_REFUSED_RULE: &str = "failover_refused";
 /// How often a follower reloads the leader's state.
 const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);
 /// Rounds waiting for the alerting task before new ones are dropped (the next round says
@@ -136,7 +151,8 @@ pub(crate) async fn start(
         },
     );
     let ops_rx = alerting.engine.finished_operations();
-    let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx, ops_rx));
+    let notices_rx = alerting.engine.auto_failover_notices();
+    let task = tokio::spawn(alerting.clone().run(rounds_rx, drt_rx, ops_rx, notices_rx));
     Ok(Running {
         alerting,
         rounds,
@@ -305,6 +321,7 @@ impl Alerting {
         mut rounds: mpsc::Receiver<ClusterRound>,
         mut drt: mpsc::Receiver<DrtReport>,
         mut ops: tokio::sync::broadcast::Receiver<OperationRecord>,
+        mut notices: tokio::sync::broadcast::Receiver<engine::AutoFailoverNotice>,
     ) {
         let mut prev: HashMap<String, HashMap<InstanceAddr, Observation>> = HashMap::new();
         // The state was loaded at start: the first round takes it as is.
@@ -312,6 +329,7 @@ impl Alerting {
         let mut last_reload = std::time::Instant::now();
         let mut drt_open = true;
         let mut ops_open = true;
+        let mut notices_open = true;
         loop {
             tokio::select! {
                 r = rounds.recv() => {
@@ -325,7 +343,7 @@ impl Alerting {
                         last_reload = std::time::Instant::now();
                     }
                     was_leader = Some(leader);
-                    let r = self.without_handled_death(r).await;
+                    let r = self.without_explained_problems(r).await;
                     let observed = observed_of(&r, prev.entry(r.cluster.clone()).or_default());
                     self.evaluate(r.at_ms, &r.cluster, &observed, leader).await;
                 }
@@ -345,14 +363,30 @@ impl Alerting {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => ops_open = false,
                 },
+                n = notices.recv(), if notices_open => match n {
+                    Ok(n) => self.auto_failover_notice(n).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(missed = n, "the alerting task fell behind: refused failovers not judged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => notices_open = false,
+                },
             }
         }
     }
 
-    /// The round without its `DeadPrimary` when automation takes care of that death
-    /// (failover `auto`, not blocked): a human is paged only when automation cannot act,
-    /// and a failover that fails pages as `operation_failed`.
-    async fn without_handled_death(&self, mut r: ClusterRound) -> ClusterRound {
+    /// The round without the problems that need no page: its `DeadPrimary` when
+    /// automation takes care of that death (failover `auto`, running or succeeded, or about
+    /// to start and not blocked), and its `NoPrimary` when an operation of the cluster may
+    /// explain what the round saw. A human is paged when automation cannot act, and a
+    /// failover that fails pages as `operation_failed` or `failover_refused`.
+    async fn without_explained_problems(&self, mut r: ClusterRound) -> ClusterRound {
+        if r.has(model::ProblemKind::NoPrimary)
+            && self.engine.operation_overlaps(&r.cluster, &r.observations)
+        {
+            info!(cluster = %r.cluster, "NoPrimary seen while an operation changes the topology: not paged");
+            r.problems
+                .retain(|p| p.kind != model::ProblemKind::NoPrimary);
+        }
         let dead = r
             .problems
             .iter()
@@ -510,9 +544,15 @@ impl Alerting {
                 .unwrap_or_default()
         );
         if rec.state == OperationState::Succeeded {
-            let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text);
-            if let Some(t) = t {
-                self.record_raised(&t, None).await;
+            let mut keys = vec![key];
+            if rec.kind == "failover" {
+                keys.push(failover_refused_key(&rec.cluster));
+            }
+            for key in keys {
+                let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text.clone());
+                if let Some(t) = t {
+                    self.record_raised(&t, None).await;
+                }
             }
             return;
         }
@@ -534,6 +574,55 @@ impl Alerting {
             text,
         )
         .await;
+    }
+
+    /// An automatic failover did not fail over: raise `failover_refused/CLUSTER`, critical,
+    /// unless it is open already (a retry does not page again). Its episode ended: resolve
+    /// it.
+    async fn auto_failover_notice(&self, n: engine::AutoFailoverNotice) {
+        match n {
+            engine::AutoFailoverNotice::Refused {
+                cluster,
+                dead,
+                attempt,
+                reason,
+                operation_id,
+                next_attempt_ms,
+            } => {
+                let key = failover_refused_key(&cluster);
+                if lock(&self.evaluator).raised().any(|a| a.key == key) {
+                    return;
+                }
+                let retry_in = next_attempt_ms.saturating_sub(now_ms());
+                let text = format!(
+                    "primary {dead} of {cluster} is dead and its automatic failover did not happen (attempt {attempt}): {reason}; retrying in {retry_in} ms while it stays dead"
+                );
+                let mut labels = BTreeMap::from([
+                    ("dead_primary".to_string(), dead.to_string()),
+                    ("attempt".to_string(), attempt.to_string()),
+                ]);
+                if let Some(id) = operation_id {
+                    labels.insert("operation_id".to_string(), id.to_string());
+                }
+                self.raise(
+                    key,
+                    FAILOVER_REFUSED_RULE,
+                    Severity::Critical,
+                    &cluster,
+                    labels,
+                    text,
+                )
+                .await;
+            }
+            engine::AutoFailoverNotice::Settled { cluster, dead, why } => {
+                let key = failover_refused_key(&cluster);
+                let text = format!("dead primary {dead} of {cluster} dealt with: {why}");
+                let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text);
+                if let Some(t) = t {
+                    self.record_raised(&t, None).await;
+                }
+            }
+        }
     }
 
     /// A scheduled DRT passed: resolve the open `drt_failed` alert of its cluster and
@@ -606,15 +695,29 @@ fn operation_failed_key(cluster: &str, kind: &str) -> String {
 
 /// How loud an operation that did not succeed pages, if at all. One that needs a human
 /// always pages; a manual one that failed or rolled back was seen by the person who ran it
-/// (and a dead primary still pages through its problem).
+/// (and a dead primary still pages through its problem); an automatic failover that failed
+/// before promotion is retried and pages as `failover_refused`.
 fn operation_severity(rec: &OperationRecord) -> Option<Severity> {
     match rec.state {
         OperationState::Succeeded | OperationState::Running | OperationState::Proposed => None,
         OperationState::NeedsHuman => Some(Severity::Critical),
         _ if rec.trigger == "manual" => None,
+        // Retried by the engine, and paged as `failover_refused`.
+        OperationState::Failed
+            if rec.kind == "failover"
+                && rec.trigger == "auto"
+                && rec.data["promote_started"].as_bool() != Some(true) =>
+        {
+            None
+        }
         _ if rec.kind == "failover" => Some(Severity::Critical),
         _ => Some(Severity::Error),
     }
+}
+
+/// The key of the page for a cluster's automatic failover that did not fail over.
+fn failover_refused_key(cluster: &str) -> String {
+    alert::alert_key(FAILOVER_REFUSED_RULE, cluster, None)
 }
 
 /// The key of a scheduled DRT's failure alert.

@@ -162,7 +162,8 @@ pub enum RecoveriesAction {
     /// Show the fleet-wide switch, each cluster's policy, block window and rejoin policy,
     /// and fenced instances.
     Status,
-    /// Lift a cluster's block window: its next automatic failover may run.
+    /// Lift a cluster's block window: its next automatic failover may run. A refused
+    /// automatic failover waiting to be retried runs at once.
     Ack {
         /// The cluster.
         cluster: String,

@@ -378,6 +378,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
         error!("the alerting task did not stop within {SHUTDOWN_DEADLINE:?}");
     }
     alerting.shutdown(SHUTDOWN_DEADLINE / 2).await;
+    // Retries waiting out their backoff and fence guards end here.
+    engine.stop_tasks();
     engine_cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
     let reason = match &failure {

@@ -348,6 +348,15 @@ pub struct FailoverConfig {
     /// `page` (default) or `relax`: what a failover that leaves fewer semi-sync replicas
     /// than `min_semi_sync_replicas` does.
     pub semi_sync_shortfall: SemiSyncShortfallPolicy,
+    /// With `mode = "auto"`: the wait before an automatic failover that was refused, or
+    /// failed before promotion, is tried again while the primary stays dead. It doubles
+    /// after each attempt up to `retry_backoff_max`. Default `1s`; at least `100ms`.
+    #[serde(with = "serde_util::duration")]
+    pub retry_backoff: Duration,
+    /// The longest wait between two attempts of an automatic failover. Default `30s`; at
+    /// least `retry_backoff`, at most `1h`.
+    #[serde(with = "serde_util::duration")]
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -370,6 +379,8 @@ impl Default for FailoverConfig {
             on_possible_loss: PossibleLossPolicy::default(),
             min_semi_sync_replicas: 1,
             semi_sync_shortfall: SemiSyncShortfallPolicy::default(),
+            retry_backoff: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(30),
         }
     }
 }

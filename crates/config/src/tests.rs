@@ -366,6 +366,21 @@ addr = "{second_addr}"
             "password_env must be the name of an environment variable",
         ),
         (
+            minimal("[cluster.failover]\nretry_backoff = \"50ms\""),
+            "cluster[0].failover.retry_backoff",
+            "must be at least 100ms",
+        ),
+        (
+            minimal("[cluster.failover]\nretry_backoff = \"5s\"\nretry_backoff_max = \"2s\""),
+            "cluster[0].failover.retry_backoff_max",
+            "must be at least retry_backoff",
+        ),
+        (
+            minimal("[cluster.failover]\nretry_backoff_max = \"2h\""),
+            "cluster[0].failover.retry_backoff_max",
+            "must be at most 1h",
+        ),
+        (
             minimal("[credentials.\"odd name\"]\nuser = \"\"\npassword_env = \"E\""),
             "credentials.\"odd name\"",
             "user must not be empty",

@@ -288,6 +288,24 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                 "is an empty command",
             ));
         }
+        if failover.retry_backoff < std::time::Duration::from_millis(100) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.retry_backoff"),
+                "must be at least 100ms: a refused failover would be retried in a busy loop",
+            ));
+        }
+        if failover.retry_backoff_max < failover.retry_backoff {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.retry_backoff_max"),
+                "must be at least retry_backoff",
+            ));
+        }
+        if failover.retry_backoff_max > std::time::Duration::from_secs(3600) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.retry_backoff_max"),
+                "must be at most 1h: a dead primary must not wait longer for its next failover attempt",
+            ));
+        }
         for (hi, h) in failover
             .pre_failover
             .iter()

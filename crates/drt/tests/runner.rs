@@ -134,6 +134,7 @@ async fn lose_primary_and_best_replica_kills_the_replica_that_was_not_stalled() 
         semi_sync: true,
         base_port: 26040,
         root: root.path().to_path_buf(),
+        tuning: Default::default(),
     })
     .await
     .expect("sandbox up");

@@ -1120,6 +1120,9 @@ impl Engine {
             .map_err(|e| Outcome::NeedsHuman(format!("set {cand} writable: {e}")))?;
         data.writable_ms = Some(at);
         data.warnings.extend(warning);
+        // From here on the old primary must never take a write again: it is fenced the
+        // moment it answers (crate::fence_guard), whatever the next steps wait on.
+        self.guard_fenced(&cluster, &old);
         op.done(
             "open_writes",
             before,

@@ -30,10 +30,12 @@
 //!
 //! See [`failpoint`]: every step has `<kind>.<step>.before` and `.after`.
 
+mod auto;
 mod candidate;
 mod conns;
 mod failover;
 pub mod failpoint;
+mod fence_guard;
 pub mod hooks;
 mod ops;
 mod switchover;
@@ -41,7 +43,7 @@ mod watch_old;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
@@ -54,6 +56,7 @@ use store::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use auto::AutoFailoverNotice;
 pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
 pub use switchover::SWITCHOVER_STEPS;
@@ -146,11 +149,20 @@ const KEY_RECOVERIES_DISABLED: &str = "recoveries/disabled";
 /// What the engine decided about a cluster's dead primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Decision {
-    /// Started, proposed, or alerted only: never decided again for the same death.
+    /// Failed over (policy `auto`), proposed, or alerted only: never decided again for the
+    /// same death.
     Done,
     /// Held back by anti-flapping or the fleet-wide switch: decided again each round, so an
     /// `ack` or `enable` (on any node) lets it run.
     Blocked,
+    /// Policy `auto`: an automatic failover of it runs on this node.
+    Running,
+    /// Policy `auto`: an attempt was refused or failed before promotion; its task waits to
+    /// try again ([`auto`]).
+    Retrying,
+    /// Policy `auto`: an attempt ended in a way a retry must not repeat (it needs a human,
+    /// or failed after promotion started); `recoveries ack` tries again.
+    GaveUp,
 }
 
 fn key_ack(cluster: &str) -> String {
@@ -187,6 +199,22 @@ pub struct Engine {
     /// monitor's, so that a failover's fresh look sees a frozen primary's silent replicas
     /// as the monitor did (see [`Engine::with_streams`]).
     pub(crate) streams: Arc<model::SharedStreams>,
+    /// Refused automatic failovers and their ends (see [`Engine::auto_failover_notices`]).
+    notices: tokio::sync::broadcast::Sender<AutoFailoverNotice>,
+    /// Per cluster, the automatic failover task of its dead primary ([`auto`]).
+    auto_runs: Mutex<HashMap<String, auto::AutoRun>>,
+    /// Ids of automatic failover tasks.
+    next_run: AtomicU64,
+    /// Per cluster, the dead primary the last round named, and when it was detected.
+    dead_now: Mutex<HashMap<String, (InstanceAddr, u64)>>,
+    /// The fence guards of replaced primaries that could not be fenced yet ([`fence_guard`]).
+    guards: Mutex<HashMap<InstanceAddr, fence_guard::Guard>>,
+    /// Per cluster, when its last operation on this node ended, in ms since the Unix epoch.
+    op_ended: Mutex<HashMap<String, u64>>,
+    /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]).
+    pub(crate) stop: CancellationToken,
+    /// This engine, for tasks spawned where only `&self` is at hand.
+    me: Weak<Engine>,
 }
 
 /// Finished operations a slow subscriber may fall behind by before it misses some.
@@ -212,7 +240,7 @@ impl Engine {
         clusters: Vec<ClusterSetup>,
         streams: Arc<model::SharedStreams>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             streams,
             store,
             opts,
@@ -229,7 +257,60 @@ impl Engine {
             returned: Mutex::new(HashSet::new()),
             auto_rejoins: Mutex::new(HashMap::new()),
             finished: tokio::sync::broadcast::channel(FINISHED_QUEUE).0,
+            notices: tokio::sync::broadcast::channel(FINISHED_QUEUE).0,
+            auto_runs: Mutex::new(HashMap::new()),
+            next_run: AtomicU64::new(1),
+            dead_now: Mutex::new(HashMap::new()),
+            guards: Mutex::new(HashMap::new()),
+            op_ended: Mutex::new(HashMap::new()),
+            stop: CancellationToken::new(),
+            me: me.clone(),
         })
+    }
+
+    /// Cancel the tasks the engine runs on its own: automatic failovers waiting to retry
+    /// and fence guards. An operation that runs is not interrupted. For shutdown.
+    pub fn stop_tasks(&self) {
+        self.stop.cancel();
+    }
+
+    /// Whether an operation of `cluster` may explain what `observations` show: one runs on
+    /// this node, or one ended after a reachable instance among them was observed, so the
+    /// round mixes views from before and after it (each instance is probed on its own
+    /// clock). The daemon's alerting does not page `NoPrimary` then: a failover's new
+    /// primary can look isolated beside a replica still seen following the old one.
+    pub fn operation_overlaps(&self, cluster: &str, observations: &[Observation]) -> bool {
+        if self.running_lock().contains(cluster) {
+            return true;
+        }
+        let Some(ended) = self
+            .op_ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            .copied()
+        else {
+            return false;
+        };
+        observations
+            .iter()
+            .any(|o| o.state().is_some() && o.at_unix_ms <= ended)
+    }
+
+    /// Record that an operation of `cluster` ended now.
+    pub(crate) fn operation_ended(&self, cluster: &str) {
+        self.op_ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_string(), now_ms());
+    }
+
+    fn auto_runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, auto::AutoRun>> {
+        self.auto_runs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dead_now_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (InstanceAddr, u64)>> {
+        self.dead_now.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every operation this node finishes from now on (succeeded, rolled back, failed or
@@ -364,6 +445,23 @@ impl Engine {
         let Ok(setup) = self.setup(cluster) else {
             return;
         };
+        let dead = problems
+            .iter()
+            .find(|p| p.kind == ProblemKind::DeadPrimary)
+            .and_then(|p| p.instance.clone());
+        {
+            let mut now = self.dead_now_lock();
+            match &dead {
+                Some(d) => {
+                    if now.get(cluster).is_none_or(|(x, _)| x != d) {
+                        now.insert(cluster.to_string(), (d.clone(), at_ms));
+                    }
+                }
+                None => {
+                    now.remove(cluster);
+                }
+            }
+        }
         self.record_writer(cluster, primary, observations).await;
         self.keep_fenced_out(cluster, observations).await;
         if self.running_lock().contains(cluster) {
@@ -401,13 +499,36 @@ impl Engine {
                 return;
             }
         }
-        let dead = problems
-            .iter()
-            .find(|p| p.kind == ProblemKind::DeadPrimary)
-            .and_then(|p| p.instance.clone());
         let Some(dead) = dead else {
-            if self.handled_lock().remove(cluster).is_some() {
+            // An automatic failover waiting to retry goes on through rounds that cannot
+            // tell (a blind monitor, no primary named): it stops once the dead primary
+            // answers or a reachable primary is named.
+            let retrying = self.auto_runs_lock().get(cluster).map(|r| r.dead.clone());
+            if let Some(d) = &retrying {
+                let answers = |a: &InstanceAddr| {
+                    observations
+                        .iter()
+                        .any(|o| &o.addr == a && o.state().is_some())
+                };
+                if !answers(d) && !primary.is_some_and(answers) {
+                    return;
+                }
+            }
+            let judged = self.handled_lock().remove(cluster);
+            if judged.is_some() {
                 self.withdraw_proposals(cluster).await;
+            }
+            self.stop_auto_failover(cluster);
+            if let Some(d) = retrying.or(judged.map(|(d, _)| d)) {
+                let why = match primary {
+                    Some(p) if *p != d => format!("{p} is the primary now"),
+                    _ => format!("{d} answers again"),
+                };
+                let _ = self.notices.send(AutoFailoverNotice::Settled {
+                    cluster: cluster.to_string(),
+                    dead: d,
+                    why,
+                });
             }
             return;
         };
@@ -452,15 +573,12 @@ impl Engine {
                         .await;
                     return;
                 }
-                self.handled_lock()
-                    .insert(cluster.to_string(), (dead.clone(), Decision::Done));
-                let me = self.clone();
-                let cluster = cluster.to_string();
-                tokio::spawn(async move {
-                    if let Err(e) = me.failover_from(&cluster, "auto", Some(at_ms)).await {
-                        warn!(cluster = %cluster, error = %e, "automatic failover did not succeed");
-                    }
-                });
+                let detected = self
+                    .dead_now_lock()
+                    .get(cluster)
+                    .map(|(_, at)| *at)
+                    .unwrap_or(at_ms);
+                self.start_auto_failover(cluster, &dead, detected);
             }
         }
     }
@@ -549,9 +667,11 @@ impl Engine {
     }
 
     /// Whether automation takes care of `dead`, the dead primary of `cluster`, so that its
-    /// death need not page a human: policy `auto`, and this node started a failover for this
-    /// death, or (not having judged it yet) would start one now, with recoveries on and no
-    /// block window in the way. A failover that then fails pages as `operation_failed`.
+    /// death need not page a human: policy `auto`, and on this node a failover of this
+    /// death runs or succeeded, or (not having judged it yet) this node would start one now,
+    /// with recoveries on and no block window in the way. While an attempt that was refused
+    /// or failed waits to be retried, or after automation gave up, it is not handled: the
+    /// death pages.
     pub async fn automation_handles_dead_primary(
         &self,
         cluster: &str,
@@ -565,8 +685,10 @@ impl Engine {
         }
         let judged = self.handled_lock().get(cluster).cloned();
         match judged {
-            Some((d, Decision::Done)) if &d == dead => true,
-            Some((d, Decision::Blocked)) if &d == dead => false,
+            Some((d, Decision::Done | Decision::Running)) if &d == dead => true,
+            Some((d, Decision::Blocked | Decision::Retrying | Decision::GaveUp)) if &d == dead => {
+                false
+            }
             _ => self.auto_blocked(cluster, setup).await.is_none(),
         }
     }
@@ -673,7 +795,9 @@ impl Engine {
         }
     }
 
-    /// The automatic failover that blocks the next one, with the time the block lapses.
+    /// The automatic failover that blocks the next one, with the time the block lapses: the
+    /// last one that promoted (or began to), not acknowledged since, within the window. One
+    /// refused or failed before promotion changed nothing, and blocks nothing: it is retried.
     async fn blocking_failover(
         &self,
         cluster: &str,
@@ -698,7 +822,11 @@ impl Engine {
             .await?;
         Ok(recent
             .into_iter()
-            .filter(|o| o.trigger == "auto" && o.state != OperationState::RolledBack)
+            .filter(|o| {
+                o.trigger == "auto"
+                    && o.state != OperationState::RolledBack
+                    && o.data["promote_started"].as_bool() == Some(true)
+            })
             .find(|o| o.created_ms > ack && o.created_ms + window > now)
             .map(|o| {
                 let until = o.created_ms + window;
@@ -706,8 +834,14 @@ impl Engine {
             }))
     }
 
-    /// Lift the cluster's block window: the next automatic failover may run.
-    pub async fn ack_recoveries(&self, cluster: &str, by: &str) -> Result<(), EngineError> {
+    /// Lift the cluster's block window: the next automatic failover may run. An automatic
+    /// failover waiting to retry runs at once, and a dead primary left blocked or given up
+    /// on is failed over now (policy `auto`, on the leader).
+    pub async fn ack_recoveries(
+        self: &Arc<Self>,
+        cluster: &str,
+        by: &str,
+    ) -> Result<(), EngineError> {
         self.setup(cluster)?;
         let now = now_ms();
         self.store
@@ -727,6 +861,9 @@ impl Engine {
                 .with_data(serde_json::json!({ "by": by })),
             )
             .await?;
+        if self.is_leader() && self.setup(cluster)?.failover.mode == FailoverMode::Auto {
+            self.kick_auto_failover(cluster);
+        }
         Ok(())
     }
 
@@ -824,7 +961,8 @@ impl Engine {
     }
 
     /// Keep fenced instances that answer again out of the cluster: read-only, semi-sync
-    /// off, clients killed, and one event with their errant GTIDs.
+    /// off, clients killed, and one event with their errant GTIDs. One that does not answer
+    /// gets a fence guard ([`fence_guard`]), which fences it the moment it answers.
     async fn keep_fenced_out(self: &Arc<Self>, cluster: &str, observations: &[Observation]) {
         let fenced = match self.store.kv_list(&format!("fenced/{cluster}/")).await {
             Ok(f) => f,
@@ -853,6 +991,8 @@ impl Engine {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&addr);
+                // Fenced the moment it answers, not at the next round.
+                self.guard_fenced(cluster, &addr);
                 continue;
             };
             let needs = !st.read_only || st.semi_sync.source_enabled;
@@ -870,7 +1010,10 @@ impl Engine {
             }
             let mut conns = conns::Conns::new(setup.admin.clone(), self.opts.probe);
             let fenced = if needs {
-                conns.fence(&addr).await.map(|_| ())
+                match conns.get(&addr).await {
+                    Ok(s) => fence_guard::fence_session(s).await.map(|_| ()),
+                    Err(e) => Err(e),
+                }
             } else {
                 Ok(())
             };

@@ -38,6 +38,7 @@ impl Drop for Op<'_> {
     fn drop(&mut self) {
         self.renew.cancel();
         self.engine.running_lock().remove(&self.rec.cluster);
+        self.engine.operation_ended(&self.rec.cluster);
     }
 }
 
@@ -459,6 +460,7 @@ impl Engine {
                 .await
                 .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
             let _ = self.store.kv_delete(&key_fenced(cluster, addr)).await;
+            self.stop_guard(addr);
             // Fenced again one day, its return is news again.
             self.returned
                 .lock()

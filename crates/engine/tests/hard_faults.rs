@@ -49,6 +49,7 @@ async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
         semi_sync: true,
         base_port,
         root: dir.path().to_path_buf(),
+        tuning: Default::default(),
     })
     .await
     .expect("sandbox up");
@@ -68,6 +69,7 @@ async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
         expected_replicas: 2,
         semi_sync: true,
         max_lag: Duration::from_secs(10),
+        stall_confirm: model::DEFAULT_STALL_CONFIRM,
     };
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store.upsert_cluster(&spec, 1).await.unwrap();

@@ -38,8 +38,15 @@ pub mod kinds {
     pub const FAILOVER_PROPOSED: &str = "failover_proposed";
     /// An automatic failover was due but anti-flapping or the global switch held it back.
     pub const FAILOVER_BLOCKED: &str = "failover_blocked";
+    /// An automatic failover was due but was refused before an operation started, or its
+    /// operation failed before promotion; it is retried with backoff while the primary
+    /// stays dead (level `critical` for the first attempt, `warning` for retries).
+    pub const FAILOVER_REFUSED: &str = "failover_refused";
     /// A fenced instance answered again and was kept out (set read-only).
     pub const FENCED_INSTANCE_RETURNED: &str = "fenced_instance_returned";
+    /// A replaced primary that could not be fenced at failover answered again and was
+    /// fenced at once by its guard; `data.answered_to_fenced_ms` says how fast.
+    pub const FENCED_ON_RETURN: &str = "fenced_on_return";
     /// Policy `rejoin = "auto"` tried to rejoin a fenced instance the allowed number of
     /// times and failed each time; a human must act (level `critical`).
     pub const AUTO_REJOIN_FAILED: &str = "auto_rejoin_failed";

@@ -1,0 +1,238 @@
+//! Fencing on return: a replaced primary that cannot be reached when it is failed over
+//! (frozen, cut off, powered off) gets a guard, a task of its own that tries to reach it
+//! every [`TRY_EVERY`] and fences it the moment it answers, instead of waiting for a
+//! probe round.
+//!
+//! - Connect attempts overlap: a new one starts every [`TRY_EVERY`] while earlier ones
+//!   wait (at most [`MAX_IN_FLIGHT`], each under [`CONNECT_TIMEOUT`]). A frozen server's
+//!   kernel has already queued the pending ones, which complete as soon as it runs again; a
+//!   silently dropped route gets a fresh SYN every [`TRY_EVERY`] instead of waiting out
+//!   TCP's retransmission backoff.
+//! - The fence ([`fence_session`]) kills every client connection first, then sets
+//!   `read_only=ON` and semi-sync off as a primary, then kills the clients that connected
+//!   in between. Killing first matters: `SET GLOBAL read_only=1` waits behind commits that
+//!   wait for a semi-sync acknowledgement, and a killed commit is never acknowledged to
+//!   its client.
+//! - A guard ends when the fence succeeded (a `fenced_on_return` event records how long
+//!   after the server answered), when the instance rejoins ([`Engine::stop_guard`]), or at
+//!   shutdown ([`Engine::stop_tasks`]).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use model::InstanceAddr;
+use probe::{ProbeError, ProbeOptions, Session};
+use store::{kinds, EventLevel, NewEvent};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::{now_ms, Engine};
+
+/// How often a new connect attempt starts.
+pub(crate) const TRY_EVERY: Duration = Duration::from_millis(50);
+/// How long one connect attempt (TCP and handshake) may wait.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Connect attempts waiting at once, at most.
+pub(crate) const MAX_IN_FLIGHT: usize = 16;
+/// How long one fencing statement may take before the attempt starts over on a new
+/// connection (whose kill then ends the stuck one).
+const STATEMENT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// One running guard.
+pub(crate) struct Guard {
+    cluster: String,
+    id: u64,
+    cancel: CancellationToken,
+}
+
+/// What a fence did.
+pub(crate) struct FenceDone {
+    /// Client connections killed.
+    pub killed: usize,
+    /// When `read_only=ON` took effect.
+    pub read_only_at: Instant,
+}
+
+/// Kill every client connection of the server but this session's and the server's own
+/// threads (replication, event scheduler). A connection that ends between the list and the
+/// kill is fine.
+async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
+    let rows = s
+        .query_rows(
+            "list clients",
+            "SELECT ID AS id FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() \
+             AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', \
+             'Slave_SQL', 'Slave_worker') \
+             AND USER NOT IN ('system user', 'event_scheduler')",
+        )
+        .await?;
+    let mut killed = 0;
+    for r in rows {
+        let Some(id) = r.get("id").cloned().flatten() else {
+            continue;
+        };
+        match s
+            .exec("kill client", &format!("KILL CONNECTION {id}"))
+            .await
+        {
+            Ok(()) => killed += 1,
+            Err(ProbeError::Server { code: 1094, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(killed)
+}
+
+/// Fence a server through `s`: clients killed, `read_only=ON`, semi-sync off as a primary,
+/// then the clients that connected meanwhile killed too.
+pub(crate) async fn fence_session(s: &mut Session) -> Result<FenceDone, ProbeError> {
+    let mut killed = kill_clients(s).await?;
+    s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+    let read_only_at = Instant::now();
+    s.exec(
+        "fence semi-sync",
+        "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+    )
+    .await?;
+    killed += kill_clients(s).await?;
+    Ok(FenceDone {
+        killed,
+        read_only_at,
+    })
+}
+
+impl Engine {
+    /// Start the guard of `addr`, a replaced primary of `cluster`, unless one runs.
+    pub(crate) fn guard_fenced(&self, cluster: &str, addr: &InstanceAddr) {
+        let Some(me) = self.me.upgrade() else { return };
+        let Ok(setup) = self.setup(cluster) else {
+            return;
+        };
+        let id = self.next_run.fetch_add(1, Ordering::SeqCst);
+        let cancel = {
+            let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+            if guards.get(addr).is_some_and(|g| !g.cancel.is_cancelled()) {
+                return;
+            }
+            let cancel = self.stop.child_token();
+            guards.insert(
+                addr.clone(),
+                Guard {
+                    cluster: cluster.to_string(),
+                    id,
+                    cancel: cancel.clone(),
+                },
+            );
+            cancel
+        };
+        let creds = setup.admin.clone();
+        let (cluster, addr) = (cluster.to_string(), addr.clone());
+        info!(cluster = %cluster, instance = %addr, "fence guard started: the replaced primary is fenced the moment it answers");
+        tokio::spawn(async move {
+            let r = guard(&addr, creds, &cancel).await;
+            {
+                let mut guards = me.guards.lock().unwrap_or_else(|p| p.into_inner());
+                if guards.get(&addr).is_some_and(|g| g.id == id) {
+                    guards.remove(&addr);
+                }
+            }
+            let Some(f) = r else { return };
+            let took_ms = f.fenced.duration_since(f.answered).as_secs_f64() * 1000.0;
+            info!(cluster = %cluster, instance = %addr, answered_to_fenced_ms = took_ms, killed = f.killed, "fenced on return");
+            let msg = format!(
+                "replaced primary {addr} answered again and was fenced {took_ms:.0} ms later: {} client connection(s) killed, read-only, semi-sync off",
+                f.killed
+            );
+            let _ = me
+                .store
+                .append_event(
+                    &NewEvent::new(now_ms(), kinds::FENCED_ON_RETURN, EventLevel::Warning, msg)
+                        .with_cluster(cluster.as_str())
+                        .with_instance(addr.clone())
+                        .with_data(serde_json::json!({
+                            "answered_to_fenced_ms": took_ms,
+                            "killed": f.killed,
+                            "guarded_ms": f.fenced.duration_since(f.started).as_millis() as u64,
+                        })),
+                )
+                .await;
+        });
+    }
+
+    /// Stop the guard of `addr` (it rejoined, or is no longer fenced).
+    pub(crate) fn stop_guard(&self, addr: &InstanceAddr) {
+        if let Some(g) = self
+            .guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr)
+        {
+            g.cancel.cancel();
+        }
+    }
+
+    /// The instances guarded now, by cluster, for status and tests.
+    pub fn fence_guards(&self) -> Vec<(String, InstanceAddr)> {
+        self.guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, g)| !g.cancel.is_cancelled())
+            .map(|(a, g)| (g.cluster.clone(), a.clone()))
+            .collect()
+    }
+}
+
+/// A guard's success.
+struct Fenced {
+    started: Instant,
+    answered: Instant,
+    fenced: Instant,
+    killed: usize,
+}
+
+/// Try to reach `addr` until it answers, then fence it; `None` when cancelled first.
+async fn guard(
+    addr: &InstanceAddr,
+    creds: probe::Credentials,
+    cancel: &CancellationToken,
+) -> Option<Fenced> {
+    let started = Instant::now();
+    let opts = ProbeOptions {
+        connect_timeout: CONNECT_TIMEOUT,
+        query_timeout: STATEMENT_TIMEOUT,
+    };
+    let mut tries: JoinSet<(Result<Session, ProbeError>, Instant)> = JoinSet::new();
+    let mut tick = tokio::time::interval(TRY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut attempts = 0u64;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return None,
+            _ = tick.tick() => {
+                if tries.len() < MAX_IN_FLIGHT {
+                    attempts += 1;
+                    let (a, c) = (addr.clone(), creds.clone());
+                    tries.spawn(async move {
+                        let r = Session::connect(&a, &c, opts).await;
+                        (r, Instant::now())
+                    });
+                }
+            }
+            Some(done) = tries.join_next(), if !tries.is_empty() => {
+                let Ok((Ok(mut s), answered)) = done else { continue };
+                match fence_session(&mut s).await {
+                    Ok(done) => {
+                        tries.abort_all();
+                        return Some(Fenced { started, answered, fenced: done.read_only_at, killed: done.killed });
+                    }
+                    Err(e) => {
+                        debug!(instance = %addr, attempts, error = %e, "fence on return failed; trying again");
+                    }
+                }
+            }
+        }
+    }
+}
