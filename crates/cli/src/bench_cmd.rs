@@ -88,11 +88,16 @@ pub enum BenchCommand {
     },
     /// Time dead-primary detection: start a 3-member sandbox and the real watch loop, SIGKILL
     /// the primary, and measure kill → `DeadPrimary` opened in the store. Restarts the primary
-    /// between runs.
+    /// between runs. With `--fault freeze`, SIGSTOP it instead, on replicas with MariaDB's
+    /// default `slave_net_timeout` of 60 s (their IO threads say `Yes` all along, so only
+    /// their silent streams confirm), and SIGCONT it between runs.
     Detection {
-        /// How many kills to time.
+        /// How many kills (or freezes) to time.
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// `kill` (SIGKILL) or `freeze` (SIGSTOP).
+        #[arg(long, value_enum, default_value_t = DetectionFault::Kill)]
+        fault: DetectionFault,
         /// The probe interval.
         #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
         interval: Duration,
@@ -131,8 +136,19 @@ pub enum BenchCommand {
     },
 }
 
+/// What `bench detection` does to the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DetectionFault {
+    /// SIGKILL: the kernel closes every socket at once.
+    Kill,
+    /// SIGSTOP with `slave_net_timeout=60`: nothing closes, the primary goes silent.
+    Freeze,
+}
+
 #[derive(Serialize)]
 struct DetectionFigures {
+    fault: DetectionFault,
     runs: usize,
     interval_ms: u64,
     detection_ms: Vec<u64>,
@@ -298,19 +314,21 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
         }
         BenchCommand::Detection {
             runs,
+            fault,
             interval,
             base_port,
             json,
         } => {
             check_runs(runs)?;
             let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
-            let result = detection(&root, runs, interval, base_port, json).await;
+            let result = detection(&root, runs, fault, interval, base_port, json).await;
             let _ = Sandbox::down(&root, "benchdet");
             let _ = std::fs::remove_dir_all(&root);
             let times = result?;
             let mut sorted = times.clone();
             sorted.sort();
             let f = DetectionFigures {
+                fault,
                 runs,
                 interval_ms: interval.as_millis() as u64,
                 p50_ms: sorted[sorted.len() / 2],
@@ -321,8 +339,16 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 print_json(&f)?;
             } else {
                 println!(
-                    "dead-primary detection, probe interval {}ms, {} kills: p50 {}ms max {}ms (each: {:?})",
-                    f.interval_ms, f.runs, f.p50_ms, f.max_ms, f.detection_ms
+                    "dead-primary detection, probe interval {}ms, {} {}: p50 {}ms max {}ms (each: {:?})",
+                    f.interval_ms,
+                    f.runs,
+                    match fault {
+                        DetectionFault::Kill => "kills",
+                        DetectionFault::Freeze => "freezes (slave_net_timeout=60)",
+                    },
+                    f.p50_ms,
+                    f.max_ms,
+                    f.detection_ms
                 );
             }
             Ok(())
@@ -386,10 +412,12 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
     }
 }
 
-/// Kill the primary `runs` times under the real watch loop; return kill → DeadPrimary in ms.
+/// Kill (or freeze) the primary `runs` times under the real watch loop; return fault →
+/// DeadPrimary in ms.
 async fn detection(
     root: &std::path::Path,
     runs: usize,
+    fault: DetectionFault,
     interval: Duration,
     base_port: u16,
     json: bool,
@@ -406,7 +434,13 @@ async fn detection(
         semi_sync: false,
         base_port,
         root: root.to_path_buf(),
-        tuning: Default::default(),
+        tuning: sandbox::Tuning {
+            slave_net_timeout_s: match fault {
+                DetectionFault::Kill => sandbox::Tuning::default().slave_net_timeout_s,
+                DetectionFault::Freeze => 60,
+            },
+            ..Default::default()
+        },
     })
     .await?;
     let creds = sb.credentials()?.admin.credentials();
@@ -452,7 +486,17 @@ async fn detection(
         for i in 0..runs {
             healthy(store.clone()).await?;
             let killed_ms = monitor::now_ms();
-            sb.kill(&primary)?;
+            // SIGCONT when dropped, on every path.
+            let frozen = match fault {
+                DetectionFault::Kill => {
+                    sb.kill(&primary)?;
+                    None
+                }
+                DetectionFault::Freeze => Some(
+                    sandbox::testing::Frozen::try_freeze(&sb, &primary)
+                        .map_err(|e| anyhow::anyhow!(e))?,
+                ),
+            };
             let deadline = Instant::now() + Duration::from_secs(60);
             let detected_ms = loop {
                 let open = store.open_problems(Some(name)).await?;
@@ -469,10 +513,15 @@ async fn detection(
             };
             let took = detected_ms.saturating_sub(killed_ms);
             if !json {
-                eprintln!("run {}/{runs}: kill -> DeadPrimary {took}ms", i + 1);
+                eprintln!("run {}/{runs}: {fault:?} -> DeadPrimary {took}ms", i + 1);
             }
             times.push(took);
-            sb.start(&primary).await?;
+            match frozen {
+                Some(f) => f.thaw(),
+                None => {
+                    sb.start(&primary).await?;
+                }
+            }
         }
         Ok(())
     }

@@ -269,8 +269,8 @@ async fn a_former_primary_drops_the_write_it_never_acknowledged() {
             .exec("unacknowledged write", "INSERT INTO app.t VALUES (2)")
             .await
     });
-    // The write is in m1's binlog, waiting for the ack (the timeout is 5 s): watched and
-    // killed in-process, so no process start eats into those 5 s.
+    // The write is in m1's binlog, waiting for the ack (forever: the sandbox's semi-sync is
+    // lossless, with no timeout to fall back on): watched and killed in-process.
     let mut watch = sb.session("m1").await;
     let deadline = Instant::now() + Duration::from_secs(4);
     loop {
@@ -328,6 +328,12 @@ fn semi_sync_sandbox_acks() {
     let ss = &p.state().unwrap().semi_sync;
     assert!(ss.source_enabled && ss.source_active, "{ss:?}");
     assert_eq!(ss.source_clients, 1);
+    // Lossless: never falls back to async, and waits even with no replica connected.
+    assert_eq!(
+        ss.source_timeout_ms,
+        Some(model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS)
+    );
+    assert_eq!(ss.source_wait_no_replica, Some(true));
     let r = sb.probe("m2");
     assert!(r.state().unwrap().semi_sync.replica_active);
 }

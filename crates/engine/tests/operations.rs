@@ -802,3 +802,44 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
         .all(|o| o.trigger == "auto" && o.state == OperationState::Failed));
     assert!(e.read_only("m1").await, "left fenced");
 }
+
+/// A frozen primary (SIGSTOP) whose replicas keep MariaDB's default `slave_net_timeout` of
+/// 60 s: their IO threads say `Yes`, so only their silent streams can confirm the death.
+/// The engine has no monitor history here (a tracker of its own), so its fresh look watches
+/// the replicas' streams before it decides: the failover is not refused, and it promotes a
+/// replica. Ports 25200–25202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_primary_is_failed_over_once_its_replicas_fall_silent() {
+    let e = env("fo-frozen", 25200, true, &[]).await;
+    e.write(
+        "m1",
+        "CREATE TABLE app.t (id INT PRIMARY KEY); INSERT INTO app.t VALUES (1)",
+    )
+    .await;
+    for r in ["m2", "m3"] {
+        // Takes effect when the IO thread connects again.
+        e.write(
+            r,
+            "SET GLOBAL slave_net_timeout = 60; STOP SLAVE IO_THREAD; START SLAVE IO_THREAD",
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    e.observe_into_store().await;
+    let frozen = sandbox::testing::Frozen::freeze(&e.sb, "m1");
+    let started = Instant::now();
+    let rec = e.engine.failover(&e.cluster).await;
+    let took = started.elapsed();
+    drop(frozen);
+    let rec = rec.expect("failover of a frozen primary, confirmed by its replicas' silence");
+    eprintln!(
+        "frozen primary: failover {:?} after {took:?}: {:?}",
+        rec.state, rec.error
+    );
+    assert_eq!(rec.state, OperationState::Succeeded, "{:#}", rec.data);
+    let cand = rec.data["candidate"].as_str().unwrap().to_string();
+    assert!(
+        cand == e.addr("m2").to_string() || cand == e.addr("m3").to_string(),
+        "{cand}"
+    );
+}

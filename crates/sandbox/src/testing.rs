@@ -155,14 +155,19 @@ pub struct Frozen {
 }
 
 impl Frozen {
-    /// SIGSTOP `member` of `sb`. Panics when it does not run.
+    /// SIGSTOP `member` of `sb`. Panics when it cannot, as a test would.
     pub fn freeze(sb: &Sandbox, member: &str) -> Self {
+        Self::try_freeze(sb, member).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// SIGSTOP `member` of `sb`, or say why not.
+    pub fn try_freeze(sb: &Sandbox, member: &str) -> Result<Self, String> {
         let pid = sb
             .status()
             .into_iter()
             .find(|m| m.name == member)
             .and_then(|m| m.pid)
-            .unwrap_or_else(|| panic!("{member} does not run"));
+            .ok_or_else(|| format!("{member} does not run"))?;
         let at_unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -172,13 +177,13 @@ impl Frozen {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGSTOP,
         )
-        .unwrap_or_else(|e| panic!("SIGSTOP {member} (pid {pid}): {e}"));
-        Self {
+        .map_err(|e| format!("SIGSTOP {member} (pid {pid}): {e}"))?;
+        Ok(Self {
             pid,
             member: member.to_string(),
             at,
             at_unix_ms,
-        }
+        })
     }
 
     /// SIGCONT now (also done on drop).
