@@ -61,7 +61,10 @@ async fn a_failed_automatic_failover_pages_and_is_retried() {
     let fired = d.get("/api/v1/events?kind=alert_fired").await;
     let text = fired.to_string();
     assert!(text.contains("page_worthy_problem"), "{fired:#}");
-    assert!(text.contains("DeadPrimary"), "{fired:#}");
+    assert!(
+        text.contains("alert page_worthy_problem firing") && text.contains("is dead: unreachable"),
+        "the dead primary paged: {fired:#}"
+    );
     assert!(
         !text.contains("operation_failed"),
         "a retried attempt pages as failover_refused only: {fired:#}"

@@ -13,7 +13,8 @@
 //! Every step of every operation has two: `<kind>.<step>.before` (the step is recorded as
 //! started but has not run) and `<kind>.<step>.after` (it ran but the next step is not
 //! recorded yet). The names are listed in [`crate::FAILOVER_STEPS`] and
-//! [`crate::SWITCHOVER_STEPS`].
+//! [`crate::SWITCHOVER_STEPS`]. `NAME@CLUSTER` (e.g. `rejoin.check.before@main`) fires for
+//! one cluster's operations only, so tests sharing a process do not trip each other.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -84,6 +85,13 @@ pub fn clear() {
     registry().lock().unwrap_or_else(|p| p.into_inner()).clear();
 }
 
+/// Reach the failpoint `name` in an operation of `cluster`: `name` itself, then
+/// `name@cluster`.
+pub(crate) fn hit_for(name: &str, cluster: &str) -> Result<(), String> {
+    hit(name)?;
+    hit(&format!("{name}@{cluster}"))
+}
+
 /// Reach the failpoint `name`: abort, fail, or (unarmed) go on.
 pub(crate) fn hit(name: &str) -> Result<(), String> {
     let action = {
@@ -136,5 +144,14 @@ mod tests {
         set("test.once.before", Action::ErrorOnce);
         assert!(hit("test.once.before").is_err());
         assert!(hit("test.once.before").is_ok());
+    }
+
+    #[test]
+    fn a_cluster_scoped_failpoint_fires_for_that_cluster_only() {
+        set("test.scoped.before@c1", Action::Error);
+        assert!(hit_for("test.scoped.before", "c2").is_ok());
+        assert!(hit_for("test.scoped.before", "c1")
+            .unwrap_err()
+            .contains("test.scoped.before@c1"));
     }
 }

@@ -231,7 +231,11 @@ impl<'e> Op<'e> {
                 )))
             }
         }
-        failpoint::hit(&format!("{}.{step}.before", self.rec.kind)).map_err(Outcome::Failed)?;
+        failpoint::hit_for(
+            &format!("{}.{step}.before", self.rec.kind),
+            &self.rec.cluster,
+        )
+        .map_err(Outcome::Failed)?;
         Ok(conns.positions(addrs).await)
     }
 
@@ -258,7 +262,11 @@ impl<'e> Op<'e> {
             }),
         )
         .await;
-        failpoint::hit(&format!("{}.{step}.after", self.rec.kind)).map_err(Outcome::Failed)
+        failpoint::hit_for(
+            &format!("{}.{step}.after", self.rec.kind),
+            &self.rec.cluster,
+        )
+        .map_err(Outcome::Failed)
     }
 
     pub async fn event(&self, kind: &str, level: EventLevel, msg: String, data: Value) {

@@ -210,6 +210,19 @@ impl Env {
         o.state().expect("reachable").read_only
     }
 
+    /// Wait until `m` answers read-only, and its fence guard has ended.
+    async fn wait_read_only(&self, m: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let o = probe::observe(&self.addr(m), &self.admin, opts()).await;
+            if o.state().is_some_and(|s| s.read_only) && self.engine.fence_guards().is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{m} was not fenced on return");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn source_of(&self, m: &str) -> Option<(InstanceAddr, IoThreadState, bool)> {
         let o = probe::observe(&self.addr(m), &self.admin, opts()).await;
         o.state()
@@ -323,13 +336,16 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
         .as_object()
         .is_some_and(|m| !m.is_empty()));
 
-    // The old primary comes back writable (its command line says primary): it is kept out.
-    e.sb.start_as_configured("m1").await.unwrap();
-    let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
-    assert!(
-        !obs[0].state().unwrap().read_only,
-        "restarted writable, as a primary would"
+    // The old primary comes back writable (its command line says primary): its fence
+    // guard, running since the failover, fences it the moment it answers.
+    assert_eq!(
+        e.engine.fence_guards(),
+        vec![(e.cluster.clone(), e.addr("m1"))],
+        "the unreachable old primary is guarded"
     );
+    e.sb.start_as_configured("m1").await.unwrap();
+    e.wait_read_only("m1").await;
+    let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
     e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
     assert!(
         e.read_only("m1").await,
@@ -664,6 +680,8 @@ async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
     e.fail_over_m1().await;
 
     e.sb.start_as_configured("m1").await.unwrap();
+    // Its guard fences it at once; an account with SUPER still writes past read_only.
+    e.wait_read_only("m1").await;
     e.write("m1", "INSERT INTO app.t VALUES (99)").await;
     for _ in 0..3 {
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
@@ -731,7 +749,7 @@ async fn a_second_failover_right_after_the_first_promotes_the_last_replica() {
     assert_eq!(e.count(other, "app.t").await, 2, "no write lost");
 }
 
-/// An automatic rejoin that keeps failing (failpoint `rejoin.check.before=error`) is tried
+/// An automatic rejoin that keeps failing (failpoint `rejoin.check.before@rj-giveup=error`) is tried
 /// `rejoin_attempts` times, `rejoin_retry` apart, then left to a human with a critical
 /// `auto_rejoin_failed` event; later rounds start no more.
 #[tokio::test]
@@ -747,7 +765,11 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
     let e = env_failover("rj-giveup", 31590, false, &[], failover).await;
     e.fail_over_m1().await;
     assert!(e.sb.start("m1").await.unwrap().started());
-    engine::failpoint::set("rejoin.check.before", engine::failpoint::Action::Error);
+    // Scoped to this cluster: the other tests of this process rejoin too.
+    engine::failpoint::set(
+        "rejoin.check.before@rj-giveup",
+        engine::failpoint::Action::Error,
+    );
 
     let rejoins = || async {
         e.store

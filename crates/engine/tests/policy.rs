@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use config::{FailoverConfig, FailoverMode};
 use engine::{AutoFailoverNotice, ClusterSetup, Engine, EngineOptions};
 use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
-use probe::{Credentials, ProbeOptions, Session};
+use probe::{Credentials, ProbeError, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
 use store::{OperationQuery, OperationState, SqliteStore, Store};
@@ -289,6 +289,11 @@ async fn a_refused_automatic_failover_is_retried_and_pages_meanwhile() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(e.ops().await.is_empty());
 
+    // What the monitor saw before the failover.
+    let mut before = Vec::new();
+    for m in &e.sb.manifest().members {
+        before.push(probe::observe(&m.addr(), &e.admin, opts()).await);
+    }
     // The other node's lock goes; a human acknowledges: the retry runs now.
     e.store
         .unlock_cluster(&e.cluster, "other-node")
@@ -317,6 +322,39 @@ async fn a_refused_automatic_failover_is_retried_and_pages_meanwhile() {
             .await,
         "after a successful failover the death is handled"
     );
+
+    // The misleading page: a round that mixes the new primary's fresh probe with the other
+    // replica's probe from before it was repointed names no primary, while the store names
+    // the new writer. Such a round straddles the operation, and the alerting knows it.
+    let new: InstanceAddr = ops[0].data["candidate"].as_str().unwrap().parse().unwrap();
+    let spec = e.sb.cluster_spec();
+    let mut mixed: Vec<model::Observation> =
+        before.iter().filter(|o| o.addr != new).cloned().collect();
+    mixed.push(probe::observe(&new, &e.admin, opts()).await);
+    let a = model::analysis::analyze(&model::analysis::ClusterView {
+        spec: &spec,
+        observations: &mixed,
+    });
+    assert!(
+        a.problems
+            .iter()
+            .any(|p| p.kind == model::ProblemKind::NoPrimary),
+        "{a:?}"
+    );
+    let writer = e.store.cluster(&e.cluster).await.unwrap().unwrap().writer;
+    assert_eq!(writer, Some(new.clone()));
+    assert!(e.engine.operation_overlaps(&e.cluster, &mixed));
+    // A round probed after the failover names the new primary and overlaps nothing.
+    let mut fresh = Vec::new();
+    for m in &e.sb.manifest().members {
+        fresh.push(probe::observe(&m.addr(), &e.admin, opts()).await);
+    }
+    let a = model::analysis::analyze(&model::analysis::ClusterView {
+        spec: &spec,
+        observations: &fresh,
+    });
+    assert_eq!(a.primary, Some(new), "{a:?}");
+    assert!(!e.engine.operation_overlaps(&e.cluster, &fresh));
 }
 
 /// The primary freezes (SIGSTOP) and is failed over. A client of the application account
@@ -340,7 +378,13 @@ async fn a_frozen_old_primary_is_fenced_the_moment_it_answers() {
         )
         .await
         .unwrap();
-    let mut app = Session::connect(&e.addr("m1"), &e.app, opts())
+    // A client that waits long for its commits: without a fence its write would hang on
+    // the semi-sync wait until this timeout, which the test tells from a refusal.
+    let app_opts = ProbeOptions {
+        connect_timeout: Duration::from_millis(500),
+        query_timeout: Duration::from_secs(20),
+    };
+    let mut app = Session::connect(&e.addr("m1"), &e.app, app_opts)
         .await
         .unwrap();
     app.exec(
@@ -385,20 +429,26 @@ async fn a_frozen_old_primary_is_fenced_the_moment_it_answers() {
     let stale_took = resumed.elapsed();
     // A new connection of the application account, right after.
     let fresh = async {
-        let mut s = Session::connect(&e.addr("m1"), &e.app, opts()).await?;
+        let mut s = Session::connect(&e.addr("m1"), &e.app, app_opts).await?;
         s.exec("fresh write", "INSERT INTO app.t VALUES (1001)")
             .await
     }
     .await;
     eprintln!("stale write: {stale:?} after {stale_took:?}; fresh write: {fresh:?}");
-    assert!(
-        stale.is_err(),
-        "the stale client's write was acknowledged by the old primary"
-    );
-    assert!(
-        fresh.is_err(),
-        "a new client's write was acknowledged by the old primary"
-    );
+    match &stale {
+        Ok(()) => panic!("the stale client's write was acknowledged by the old primary"),
+        Err(ProbeError::Timeout { .. }) => {
+            panic!("the stale client's write hung: the old primary was never fenced")
+        }
+        Err(_) => {}
+    }
+    match &fresh {
+        Ok(()) => panic!("a new client's write was acknowledged by the old primary"),
+        Err(ProbeError::Timeout { .. }) => {
+            panic!("a new client's write hung: the old primary was never fenced")
+        }
+        Err(_) => {}
+    }
     // It is read-only now.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
