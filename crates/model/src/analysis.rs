@@ -85,7 +85,7 @@
 //!   disabled, inactive (fell back to async), or has no acking client.
 //! - `SemiSyncCanFallBack` (Error): the spec wants semi-sync, the reachable primary has it
 //!   enabled, and it would fall back to async and acknowledge alone: its
-//!   `rpl_semi_sync_master_timeout` is below a year ([`crate::SEMI_SYNC_NEVER_FALLS_BACK_MS`]),
+//!   `rpl_semi_sync_master_timeout` is below seven days ([`crate::SEMI_SYNC_NEVER_FALLS_BACK_MS`]),
 //!   or `rpl_semi_sync_master_wait_no_slave=OFF`. Lossless semi-sync needs both fixed.
 //! - `LockedSemiSyncPrimary` (Critical): the spec wants semi-sync, and the reachable primary
 //!   has sessions waiting for an ack (`Rpl_semi_sync_master_wait_sessions` > 0) while no

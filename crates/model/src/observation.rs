@@ -320,14 +320,15 @@ pub struct SemiSyncState {
 }
 
 /// The `rpl_semi_sync_master_timeout` dbfleet sets for lossless semi-sync, in
-/// milliseconds: about 31.7 million years, the value Vitess's durability policy uses.
-/// MariaDB 10.11 takes up to 2^64-1, but a value that large can overflow when added to the
-/// clock; this one cannot.
-pub const SEMI_SYNC_LOSSLESS_TIMEOUT_MS: u64 = 1_000_000_000_000_000_000;
+/// milliseconds: 2^32-1, about 49.7 days, the largest MariaDB 10.11 keeps. It accepts larger
+/// values on the command line and in `SET GLOBAL`, but stores 4294967295 (measured here), so
+/// a larger constant would read back as a different value.
+pub const SEMI_SYNC_LOSSLESS_TIMEOUT_MS: u64 = 4_294_967_295;
 
-/// A `rpl_semi_sync_master_timeout` at or above this (one year, in milliseconds) counts as
-/// effectively infinite: no commit waits that long in practice.
-pub const SEMI_SYNC_NEVER_FALLS_BACK_MS: u64 = 365 * 24 * 3600 * 1000;
+/// A `rpl_semi_sync_master_timeout` at or above this (seven days, in milliseconds) counts as
+/// effectively infinite: no commit waits that long in practice, and a human is paged long
+/// before (`LockedSemiSyncPrimary`).
+pub const SEMI_SYNC_NEVER_FALLS_BACK_MS: u64 = 7 * 24 * 3600 * 1000;
 
 impl SemiSyncState {
     /// Whether this server, as a semi-sync primary, could fall back to async and commit

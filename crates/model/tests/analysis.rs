@@ -1183,7 +1183,7 @@ fn semi_sync_that_can_fall_back_to_async() {
         ],
         "
         primary: p:3306
-        Error SemiSyncCanFallBack p:3306: primary p:3306 can fall back to async and acknowledge writes no replica has: SET GLOBAL rpl_semi_sync_master_timeout=1000000000000000000, rpl_semi_sync_master_wait_no_slave=ON (and in its config file)
+        Error SemiSyncCanFallBack p:3306: primary p:3306 can fall back to async and acknowledge writes no replica has: SET GLOBAL rpl_semi_sync_master_timeout=4294967295, rpl_semi_sync_master_wait_no_slave=ON (and in its config file)
           p:3306: rpl_semi_sync_master_timeout=5000: a commit with no ack for 5.0 s is committed alone
           p:3306: rpl_semi_sync_master_wait_no_slave=OFF: with no semi-sync replica connected, commits do not wait
         ",
