@@ -1122,8 +1122,8 @@ fn stale_client_override() {
 /// stays on :3306 and has writes acknowledged there at `stale_at` (ms).
 fn stale_run(stale_at: &[u64]) -> Sim {
     let mut sim = failover_run();
-    let mut id = 10_000;
-    for t in (0..2000).step_by(100).chain(stale_at.iter().copied()) {
+    let times = (0..2000).step_by(100).chain(stale_at.iter().copied());
+    for (id, t) in (10_000..).zip(times) {
         sim.ledger.acked.push(Ack {
             id,
             writer: 4,
@@ -1131,7 +1131,6 @@ fn stale_run(stale_at: &[u64]) -> Sim {
             gtid: None,
             server: addr(3306),
         });
-        id += 1;
     }
     sim.ledger.acked.sort_by_key(|a| a.at_ms);
     sim.ledger.writers = 5;

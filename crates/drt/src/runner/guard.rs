@@ -48,8 +48,11 @@ pub(crate) struct Guardrails {
     /// Whether two writable primaries abort the run; when not, every sighting is recorded
     /// in `split_brain` (epoch ms, the writable members).
     pub split_brain_aborts: bool,
-    pub split_brain: Arc<Mutex<Vec<(u64, Vec<InstanceAddr>)>>>,
+    pub split_brain: Sightings,
 }
+
+/// The guard's sightings of two writable primaries: epoch ms, the writable members.
+pub(crate) type Sightings = Arc<Mutex<Vec<(u64, Vec<InstanceAddr>)>>>;
 
 /// Watch until `stop`; return why the run must abort, if it must.
 pub(crate) async fn watch(
