@@ -23,6 +23,10 @@ struct Env {
     _dir: tempfile::TempDir,
 }
 
+/// Failpoints are process-wide: a test that sets one holds this for as long, and a test
+/// whose operation would hit it holds it around that operation.
+static FAILPOINTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn opts() -> ProbeOptions {
     ProbeOptions {
         connect_timeout: Duration::from_millis(500),
@@ -352,11 +356,13 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
         "the returning fenced primary was set read-only"
     );
     // It has no errant GTIDs, so it may rejoin.
+    let failpoints = FAILPOINTS.lock().await;
     let rj = e
         .engine
         .rejoin(&e.cluster, &e.addr("m1"))
         .await
         .expect("rejoin");
+    drop(failpoints);
     assert_eq!(rj.state, OperationState::Succeeded);
     let src = e.source_of("m1").await.unwrap();
     assert_eq!(src.0, cand);
@@ -480,6 +486,7 @@ async fn a_live_primary_is_not_failed_over_and_switchover_moves_it() {
 #[tokio::test]
 async fn a_switchover_that_fails_before_promotion_rolls_back() {
     let e = env("so-rollback", 31540, false, &[]).await;
+    let _failpoints = FAILPOINTS.lock().await;
     engine::failpoint::set(
         "switchover.catch_up.before",
         engine::failpoint::Action::Error,
@@ -765,6 +772,7 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
     let e = env_failover("rj-giveup", 31590, false, &[], failover).await;
     e.fail_over_m1().await;
     assert!(e.sb.start("m1").await.unwrap().started());
+    let _failpoints = FAILPOINTS.lock().await;
     // Scoped to this cluster: the other tests of this process rejoin too.
     engine::failpoint::set(
         "rejoin.check.before@rj-giveup",
@@ -823,6 +831,7 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
         .iter()
         .all(|o| o.trigger == "auto" && o.state == OperationState::Failed));
     assert!(e.read_only("m1").await, "left fenced");
+    engine::failpoint::clear();
 }
 
 /// A frozen primary (SIGSTOP) whose replicas keep MariaDB's default `slave_net_timeout` of
