@@ -241,11 +241,14 @@ pub enum IoThreadState {
 }
 
 impl IoThreadState {
-    /// Parse `Slave_IO_Running` / `Replica_IO_Running`. Unknown text is `None`.
+    /// Parse `Slave_IO_Running` / `Replica_IO_Running`. MariaDB says `Preparing` for a
+    /// moment after `START SLAVE`, while the thread sets up and before it connects (seen
+    /// on 10.11 right after `CHANGE MASTER TO MASTER_DELAY`): running but not receiving,
+    /// as `Connecting`. Unknown text is `None`.
     pub fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "yes" => Some(Self::Yes),
-            "connecting" => Some(Self::Connecting),
+            "connecting" | "preparing" => Some(Self::Connecting),
             "no" => Some(Self::No),
             _ => None,
         }
@@ -419,5 +422,25 @@ fn lag_bucket(lag: Option<u64>) -> u8 {
         Some(5..=29) => 3,
         Some(30..=299) => 4,
         Some(_) => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IoThreadState;
+
+    #[test]
+    fn io_thread_states_mariadb_reports() {
+        assert_eq!(IoThreadState::parse("Yes"), Some(IoThreadState::Yes));
+        assert_eq!(IoThreadState::parse("No"), Some(IoThreadState::No));
+        assert_eq!(
+            IoThreadState::parse("Connecting"),
+            Some(IoThreadState::Connecting)
+        );
+        assert_eq!(
+            IoThreadState::parse("Preparing"),
+            Some(IoThreadState::Connecting)
+        );
+        assert_eq!(IoThreadState::parse("Maybe"), None);
     }
 }
