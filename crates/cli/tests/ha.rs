@@ -678,6 +678,20 @@ async fn switchover_recoveries_and_rejoin_through_the_cli() {
         assert!(Instant::now() < deadline, "the returning m2 was not fenced");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // read_only is set halfway through the fence guard's work: it kills the clients that
+    // connected meanwhile right after, a rejoin's connections among them. Wait for its end.
+    while !d
+        .get("/api/v1/events?kind=fenced_on_return")
+        .await
+        .to_string()
+        .contains(&m2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no fenced_on_return event for m2"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let out = ok(cli(&d, &["rejoin", &sb.name, &m2], &tokens));
     assert!(out.contains("succeeded"), "{out}");
     let new = ops[0]["data"]["candidate"].as_str().unwrap().to_string();
