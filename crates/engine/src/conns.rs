@@ -288,33 +288,7 @@ impl Conns {
 
     /// Kill every client connection but replication threads and this session.
     pub(crate) async fn kill_clients(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
-        let s = self.get(addr).await?;
-        let rows = s
-            .query_rows(
-                "list clients",
-                "SELECT ID AS id FROM information_schema.PROCESSLIST \
-                 WHERE ID <> CONNECTION_ID() \
-                 AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', \
-                 'Slave_SQL', 'Slave_worker') \
-                 AND USER NOT IN ('system user', 'event_scheduler')",
-            )
-            .await?;
-        let mut killed = 0;
-        for r in rows {
-            let Some(id) = r.get("id").cloned().flatten() else {
-                continue;
-            };
-            // A connection may end between the list and the kill: error 1094 is fine.
-            match s
-                .exec("kill client", &format!("KILL CONNECTION {id}"))
-                .await
-            {
-                Ok(()) => killed += 1,
-                Err(ProbeError::Server { code: 1094, .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(killed)
+        crate::fence_guard::kill_clients(self.get(addr).await?).await
     }
 
     /// Fence a server: clients killed, read-only, clients killed again, then semi-sync off

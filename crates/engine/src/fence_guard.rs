@@ -9,8 +9,8 @@
 //!   silently dropped route gets a fresh SYN every [`TRY_EVERY`] instead of waiting out
 //!   TCP's retransmission backoff.
 //! - The fence ([`fence_session`]) kills every client connection first, then sets
-//!   `read_only=ON` and semi-sync off as a primary, then kills the clients that connected
-//!   in between. Killing first matters: `SET GLOBAL read_only=1` waits behind commits that
+//!   `read_only=ON`, then kills the clients that connected in between, and turns semi-sync
+//!   off as a primary last. Killing first matters: `SET GLOBAL read_only=1` waits behind commits that
 //!   wait for a semi-sync acknowledgement, and a killed commit is never acknowledged to
 //!   its client.
 //! - A guard ends when the fence succeeded (a `fenced_on_return` event records how long
@@ -57,7 +57,7 @@ pub(crate) struct FenceDone {
 /// Kill every client connection of the server but this session's and the server's own
 /// threads (replication, event scheduler). A connection that ends between the list and the
 /// kill is fine.
-async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
+pub(crate) async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
     let rows = s
         .query_rows(
             "list clients",
@@ -85,18 +85,20 @@ async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
     Ok(killed)
 }
 
-/// Fence a server through `s`: clients killed, `read_only=ON`, semi-sync off as a primary,
-/// then the clients that connected meanwhile killed too.
+/// Fence a server through `s`: clients killed, `read_only=ON`, the clients that connected
+/// meanwhile killed too, then semi-sync off as a primary.
 pub(crate) async fn fence_session(s: &mut Session) -> Result<FenceDone, ProbeError> {
     let mut killed = kill_clients(s).await?;
     s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
     let read_only_at = Instant::now();
+    killed += kill_clients(s).await?;
+    // Semi-sync goes off last, as in `Conns::fence`: switched off while a commit of a
+    // client that connected meanwhile waits, it would acknowledge it with no second copy.
     s.exec(
         "fence semi-sync",
         "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
     )
     .await?;
-    killed += kill_clients(s).await?;
     Ok(FenceDone {
         killed,
         read_only_at,
