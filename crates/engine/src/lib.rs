@@ -971,6 +971,12 @@ impl Engine {
         if fenced.is_empty() {
             return;
         }
+        // An operation that runs (a rejoin attaching this very instance) or just ended
+        // explains what the round saw; fencing now would kill its connections mid-step.
+        // The failover that fenced an instance guards it on its own meanwhile.
+        if self.operation_overlaps(cluster, observations) {
+            return;
+        }
         let Ok(setup) = self.setup(cluster) else {
             return;
         };

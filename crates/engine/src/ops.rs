@@ -455,6 +455,9 @@ impl Engine {
             op.done("check", before, &mut conns, &addrs, json!({ "errant": [] })).await?;
 
             let before = op.step("attach", &data, &mut conns, &addrs).await?;
+            // The fence guard's kills would end this step's connections; the step fences
+            // the instance itself.
+            self.stop_guard(addr);
             conns
                 .fence(addr)
                 .await
