@@ -4,6 +4,9 @@
 # Installs only what is missing: `apt-get update` once, then one `apt-get install`.
 # Needs root (or sudo) when something is missing. Exits non-zero, naming the package for
 # each missing item, when anything is still missing afterwards.
+# The Debian packages the list names, spelled out so that a grep of scripts/ finds them
+# (a test keeps this line equal to deps.list):
+# packages: curl etcd-server gcc iptables libprotobuf-dev mariadb-backup mariadb-client mariadb-server prometheus prometheus-mysqld-exporter protobuf-compiler python3 util-linux
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 list="$here/deps.list"

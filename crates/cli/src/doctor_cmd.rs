@@ -181,6 +181,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn install_deps_spells_out_the_packages_of_the_list() {
+        let script = include_str!("../../../scripts/install-deps.sh");
+        let line = script
+            .lines()
+            .find_map(|l| l.strip_prefix("# packages: "))
+            .expect("install-deps.sh has a `# packages:` line");
+        let spelled: std::collections::BTreeSet<&str> = line.split_whitespace().collect();
+        let deps = parse_list(DEPS_LIST).expect("scripts/deps.list parses");
+        let listed: std::collections::BTreeSet<&str> =
+            deps.iter().filter_map(|d| d.package.as_deref()).collect();
+        assert_eq!(
+            spelled, listed,
+            "the `# packages:` line of scripts/install-deps.sh must name exactly the packages of scripts/deps.list"
+        );
+    }
+
+    #[test]
     fn the_embedded_list_parses_and_names_a_package_for_what_dbfleet_runs() {
         let deps = parse_list(DEPS_LIST).expect("scripts/deps.list parses");
         let run: Vec<&Dep> = deps
