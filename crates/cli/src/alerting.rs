@@ -58,6 +58,15 @@ pub(crate) const DRT_FAILED_RULE: &str = "drt_failed";
 pub(crate) const OPERATION_FAILED_RULE: &str = "operation_failed";
 /// The rule name of the page for an automatic failover that did not fail over.
 pub(crate) const FAILOVER_REFUSED_RULE: &str = "failover_refused";
+/// The rule name of the page for a critical event an operation recorded (see
+/// [`Alerting::operation_warnings`]).
+pub(crate) const OPERATION_WARNING_RULE: &str = "operation_warning";
+/// The operations' critical events that page.
+const OPERATION_WARNING_KINDS: [&str; 3] = [
+    kinds::FENCE_FAILED,
+    kinds::FAILOVER_POSSIBLE_LOSS,
+    kinds::SEMI_SYNC_SHORTFALL,
+];
 /// How often a follower reloads the leader's state.
 const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);
 /// Rounds waiting for the alerting task before new ones are dropped (the next round says
@@ -530,6 +539,7 @@ impl Alerting {
     /// Judge a finished operation: page one that needs a human or an automatic one that did
     /// not succeed; a success resolves the open page of the same kind on the same cluster.
     async fn operation_finished(&self, rec: &OperationRecord) {
+        self.operation_warnings(rec).await;
         let key = operation_failed_key(&rec.cluster, &rec.kind);
         let text = format!(
             "{} {} of {} ({}) {}{}",
@@ -574,6 +584,67 @@ impl Alerting {
             text,
         )
         .await;
+    }
+
+    /// Page what an operation recorded as critical although it may have succeeded: a fence
+    /// command that failed, a promotion that may have lost acknowledged writes
+    /// (`on_possible_loss = "promote"`), a new primary left with fewer semi-sync replicas
+    /// than `min_semi_sync_replicas`. Each raises `operation_warning/CLUSTER/EVENT_KIND`,
+    /// critical; an operation of the cluster that ends succeeded without that kind of
+    /// event resolves it.
+    async fn operation_warnings(&self, rec: &OperationRecord) {
+        let q = store::EventQuery {
+            cluster: Some(rec.cluster.clone()),
+            after_id: None,
+            limit: 500,
+            kinds: OPERATION_WARNING_KINDS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+        };
+        let events = match self.store.events(&q).await {
+            Ok(e) => e,
+            Err(e) => {
+                warn!(error = %e, operation = rec.id, "cannot read an operation's critical events");
+                return;
+            }
+        };
+        for kind in OPERATION_WARNING_KINDS {
+            let key = operation_warning_key(&rec.cluster, kind);
+            let mine = events.iter().rev().find(|e| {
+                e.kind == *kind && e.data["operation_id"].as_u64() == Some(rec.id as u64)
+            });
+            match mine {
+                Some(e) => {
+                    let labels = BTreeMap::from([
+                        ("event".to_string(), kind.to_string()),
+                        ("kind".to_string(), rec.kind.clone()),
+                        ("operation_id".to_string(), rec.id.to_string()),
+                        ("state".to_string(), rec.state.to_string()),
+                    ]);
+                    self.raise(
+                        key,
+                        OPERATION_WARNING_RULE,
+                        Severity::Critical,
+                        &rec.cluster,
+                        labels,
+                        e.message.clone(),
+                    )
+                    .await;
+                }
+                None if rec.state == OperationState::Succeeded => {
+                    let text = format!(
+                        "{} {} of {} succeeded without {kind}",
+                        rec.kind, rec.id, rec.cluster
+                    );
+                    let t = lock(&self.evaluator).resolve_raised(now_ms(), &key, text);
+                    if let Some(t) = t {
+                        self.record_raised(&t, None).await;
+                    }
+                }
+                None => {}
+            }
+        }
     }
 
     /// An automatic failover did not fail over: raise `failover_refused/CLUSTER`, critical,
@@ -713,6 +784,12 @@ fn operation_severity(rec: &OperationRecord) -> Option<Severity> {
         _ if rec.kind == "failover" => Some(Severity::Critical),
         _ => Some(Severity::Error),
     }
+}
+
+/// The key of the page for a critical event of kind `event` an operation of `cluster`
+/// recorded.
+fn operation_warning_key(cluster: &str, event: &str) -> String {
+    alert::alert_key(OPERATION_WARNING_RULE, cluster, Some(event))
 }
 
 /// The key of the page for a cluster's automatic failover that did not fail over.

@@ -76,3 +76,34 @@ async fn a_failed_automatic_failover_pages_and_is_retried() {
         "{refused:#}"
     );
 }
+
+/// A failover that leaves the new primary fewer semi-sync replicas than
+/// `min_semi_sync_replicas` succeeds (policy `page`: writes open and wait for what acks
+/// there is) and pages `operation_warning/CLUSTER/semi_sync_shortfall`, critical, with the
+/// engine's event text. Without the page, nobody would learn that the cluster now runs
+/// with fewer copies than it asked for.
+#[tokio::test]
+async fn a_semi_sync_shortfall_after_a_failover_pages() {
+    let sb = TestSandbox::up("pol-short", 27110, &["--semi-sync"]);
+    let cfg = test_config(&sb, 27281, |t| t);
+    set_failover_key(&cfg, "min_semi_sync_replicas = 2");
+    let d = Daemon::start(&cfg, 27281).await;
+    sb.open().kill("m1").unwrap();
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(30))
+        .await;
+    assert_eq!(ops[0]["state"], "succeeded", "{:#}", ops[0]);
+    let key = format!("operation_warning/{}/semi_sync_shortfall", sb.name);
+    let page = d.wait_firing(&key, Duration::from_secs(10)).await;
+    assert_eq!(page["severity"], "critical", "{page:#}");
+    assert_eq!(
+        page["labels"]["operation_id"],
+        ops[0]["id"].to_string(),
+        "{page:#}"
+    );
+    let summary = page["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("semi-sync") && summary.contains(&sb.name),
+        "{page:#}"
+    );
+}
