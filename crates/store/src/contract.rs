@@ -1,6 +1,12 @@
-//! A contract every [`Store`] backend must pass for operations, locks, the leader lease and
-//! settings. Backends' tests call [`coordination`] on a fresh, empty store; it panics with a
-//! message on the first broken promise.
+//! A contract every [`Store`] backend must pass. Backends' tests call each part on a fresh,
+//! empty store; a part panics with a message on the first broken promise.
+//!
+//! - [`coordination`]: operations, locks, the leader lease and settings;
+//! - [`data`]: clusters, instances, observations, problems and events, one function per
+//!   promise, built from the [`fixtures`].
+
+pub mod data;
+pub mod fixtures;
 
 use serde_json::json;
 
