@@ -180,6 +180,14 @@ fn stall_pending(
     (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
 }
 
+/// What the record says of a replica parked on the new primary `cand`.
+fn parked_warning(r: &InstanceAddr, why: &str, cand: &InstanceAddr) -> String {
+    format!(
+        "{r} ({why}) is not replicating: pointed at {cand} with replication stopped; remove \
+         what is wrong on it, then START SLAVE"
+    )
+}
+
 /// What [`Engine::fresh_look`] found.
 pub(crate) struct FreshLook {
     pub setup: ClusterSetup,
@@ -1135,7 +1143,10 @@ impl Engine {
         }
         for (r, why, res) in parked {
             match res {
-                Ok(Ok(())) => data.parked.push((r, why)),
+                Ok(Ok(())) => {
+                    data.warnings.push(parked_warning(&r, &why, &cand));
+                    data.parked.push((r, why));
+                }
                 Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => {
                     data.park_pending.push((r, why))
                 }
@@ -1237,7 +1248,10 @@ impl Engine {
             )
             .await
             {
-                Ok(Ok(())) => data.parked.push((r, why)),
+                Ok(Ok(())) => {
+                    data.warnings.push(parked_warning(&r, &why, &cand));
+                    data.parked.push((r, why));
+                }
                 Ok(Err(e)) => data.warnings.push(format!(
                     "{r} ({why}): point it at {cand} with replication stopped: {e}"
                 )),
@@ -1349,21 +1363,8 @@ impl Engine {
             .writable_ms
             .zip(data.detected_ms)
             .map(|(w, d)| w.saturating_sub(d));
-        let parked = if data.parked.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; not replicating, pointed at {cand} with replication stopped (remove what is \
-                 wrong on it, then START SLAVE): {}",
-                data.parked
-                    .iter()
-                    .map(|(r, why)| format!("{r} ({why})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
         Ok(format!(
-            "{cand} is the new primary of {cluster} (was {old}); writable {} after the start{}; {} replica(s) repointed{parked}{}",
+            "{cand} is the new primary of {cluster} (was {old}); writable {} after the start{}; {} replica(s) repointed{}",
             after_start.map(|t| format!("{t} ms")).unwrap_or_else(|| "?".into()),
             after_detection
                 .map(|t| format!(" ({t} ms after detection)"))
