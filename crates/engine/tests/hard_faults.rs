@@ -1,7 +1,7 @@
 //! Failover under the faults that really happen, against real MariaDB sandboxes: a frozen
 //! (SIGSTOP) or silently cut (iptables) old primary, a delayed replica, a replica whose SQL thread broke, the primary
 //! and the most advanced replica lost together, and a required STONITH that fails. Ports
-//! 25500..25700.
+//! 25500..25700, and 25040 for the broken replica.
 
 use std::process::Command;
 use std::sync::Arc;
