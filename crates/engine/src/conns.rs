@@ -250,6 +250,42 @@ impl Conns {
         from_current_pos: bool,
         delay_s: Option<u64>,
     ) -> Result<(), ProbeError> {
+        self.point_at(addr, source, repl, semi_sync, from_current_pos, delay_s)
+            .await?;
+        self.get(addr)
+            .await?
+            .exec("start slave", "START SLAVE")
+            .await
+    }
+
+    /// Point a replica that must not replicate as it is (its SQL thread broke, it has
+    /// errant GTIDs) at `source`, by GTID from what it applied (`gtid_slave_pos`), with
+    /// replication left stopped: once a human removed what is wrong on it, `START SLAVE`
+    /// is all it takes. Its relay log goes (`CHANGE MASTER` to another source drops it):
+    /// call it only when `source` holds everything the replica received.
+    pub(crate) async fn park(
+        &mut self,
+        addr: &InstanceAddr,
+        source: &InstanceAddr,
+        repl: &Credentials,
+        semi_sync: bool,
+        delay_s: Option<u64>,
+    ) -> Result<(), ProbeError> {
+        self.point_at(addr, source, repl, semi_sync, false, delay_s)
+            .await
+    }
+
+    /// Stop `addr`'s replication and point it at `source` (see [`Conns::repoint`]),
+    /// without starting it.
+    async fn point_at(
+        &mut self,
+        addr: &InstanceAddr,
+        source: &InstanceAddr,
+        repl: &Credentials,
+        semi_sync: bool,
+        from_current_pos: bool,
+        delay_s: Option<u64>,
+    ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
         s.exec("stop slave", "STOP SLAVE").await?;
         s.exec(
@@ -283,7 +319,7 @@ impl Conns {
             )
             .await?;
         }
-        s.exec("start slave", "START SLAVE").await
+        Ok(())
     }
 
     /// Kill every client connection but replication threads and this session.

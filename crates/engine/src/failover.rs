@@ -22,7 +22,9 @@
 //! 8. `promote`: the old primary must not answer unfenced; the candidate stops replicating;
 //!    semi-sync on as a primary (still read-only).
 //! 9. `repoint`: every other replica replicates from the candidate by GTID, with semi-sync
-//!    as a replica and its delay kept; then `min_semi_sync_replicas` is judged.
+//!    as a replica and its delay kept; one with a broken SQL thread or errant GTIDs is
+//!    pointed there too but left stopped (parked), unless it alone holds transactions;
+//!    then `min_semi_sync_replicas` is judged.
 //! 10. `open_writes`: the old primary must not answer unfenced; `read_only=OFF` on the
 //!     candidate; the cluster's writer in the store moves to it.
 //! 11. `verify_replicas`: what was left stopping is finished; each repointed replica runs
@@ -118,6 +120,13 @@ pub(crate) struct FailoverData {
     pub promote_started: bool,
     pub writable_ms: Option<u64>,
     pub repointed: Vec<InstanceAddr>,
+    /// Replicas that must not replicate as they are (SQL thread broken, errant GTIDs):
+    /// pointed at the new primary with replication stopped, with why. A human removes what
+    /// is wrong on each, then `START SLAVE`.
+    pub parked: Vec<(InstanceAddr, String)>,
+    /// Such replicas whose IO thread was still stopping at `repoint`: parked in
+    /// verify_replicas.
+    pub park_pending: Vec<(InstanceAddr, String)>,
     /// Things that went wrong without stopping the failover.
     pub warnings: Vec<String>,
     pub fenced: Option<String>,
@@ -169,6 +178,14 @@ fn stall_pending(
             })
     });
     (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
+}
+
+/// What the record says of a replica parked on the new primary `cand`.
+fn parked_warning(r: &InstanceAddr, why: &str, cand: &InstanceAddr) -> String {
+    format!(
+        "{r} ({why}) is not replicating: pointed at {cand} with replication stopped; remove \
+         what is wrong on it, then START SLAVE"
+    )
 }
 
 /// What [`Engine::fresh_look`] found.
@@ -1037,30 +1054,47 @@ impl Engine {
         // 9. repoint: every other replica at once, each within the statement deadline; one
         // still stopping its IO thread is finished in verify_replicas.
         let before = op.step("repoint", &data.json(), conns, &touched).await?;
-        let errant: Vec<InstanceAddr> = data
+        // Replicas that must not replicate as they are: a broken SQL thread, errant GTIDs.
+        let errant: Vec<(InstanceAddr, String)> = data
             .choice
             .as_ref()
             .map(|c| {
                 c.passed_over
                     .iter()
                     .filter(|(_, w)| w.starts_with("errant") || w.starts_with("SQL thread"))
-                    .map(|(a, _)| a.clone())
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
         data.repointed.clear();
         data.repoint_pending.clear();
+        data.parked.clear();
+        data.park_pending.clear();
         let mut targets = Vec::new();
+        let mut to_park = Vec::new();
         for r in &others {
-            if data.io_stopping.contains(r) {
+            let stopping = data.io_stopping.contains(r);
+            match errant.iter().find(|(a, _)| a == r) {
+                Some((_, why)) => {
+                    let holds_more = data
+                        .choice
+                        .as_ref()
+                        .is_some_and(|c| c.possible_loss.iter().any(|l| l.holder == *r));
+                    if holds_more {
+                        // Its relay log may hold the only copy: repointing would drop it.
+                        data.warnings.push(format!(
+                            "{r} ({why}) holds transactions no other replica has: left \
+                             stopped and pointed at the old primary {old}, its relay log kept"
+                        ));
+                    } else if stopping {
+                        data.park_pending.push((r.clone(), why.clone()));
+                    } else {
+                        to_park.push((r.clone(), why.clone()));
+                    }
+                }
                 // Its IO thread is still stopping: STOP SLAVE would wait for it.
-                data.repoint_pending.push(r.clone());
-            } else if errant.contains(r) {
-                data.warnings.push(format!(
-                    "{r} has errant GTIDs or a broken SQL thread: left stopped, not repointed"
-                ));
-            } else {
-                targets.push(r.clone());
+                None if stopping => data.repoint_pending.push(r.clone()),
+                None => targets.push(r.clone()),
             }
         }
         let lifted = data.delays.clone();
@@ -1082,11 +1116,44 @@ impl Engine {
                 (r.clone(), res)
             }
         });
-        for (r, res) in futures_util::future::join_all(repoints).await {
+        // A replica to park is never left pointed at the old primary, which may come back:
+        // it points at the new one, stopped, so that a human's repair ends with `START
+        // SLAVE`. At the same time as the repoints, each within the statement deadline.
+        let parks = to_park.iter().map(|(r, why)| {
+            let creds = creds.clone();
+            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
+            let cand = cand.clone();
+            async move {
+                let mut c = Conns::new(creds, opts);
+                let res = tokio::time::timeout(st, c.park(r, &cand, repl, semi, delay)).await;
+                (r.clone(), why.clone(), res)
+            }
+        });
+        let (repointed, parked) = futures_util::future::join(
+            futures_util::future::join_all(repoints),
+            futures_util::future::join_all(parks),
+        )
+        .await;
+        for (r, res) in repointed {
             match res {
                 Ok(Ok(())) => data.repointed.push(r),
                 Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => data.repoint_pending.push(r),
                 Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
+            }
+        }
+        for (r, why, res) in parked {
+            match res {
+                Ok(Ok(())) => {
+                    data.warnings.push(parked_warning(&r, &why, &cand));
+                    data.parked.push((r, why));
+                }
+                Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => {
+                    data.park_pending.push((r, why))
+                }
+                Ok(Err(e)) => data.warnings.push(format!(
+                    "{r} ({why}): point it at {cand} with replication stopped: {e}; it still \
+                     names the old primary {old} as its source"
+                )),
             }
         }
         data.delays_lifted
@@ -1097,7 +1164,7 @@ impl Engine {
             before,
             conns,
             &touched,
-            json!({ "repointed": data.repointed, "pending": data.repoint_pending, "semi_sync_replicas": data.semi_sync_replicas }),
+            json!({ "repointed": data.repointed, "pending": data.repoint_pending, "parked": data.parked, "park_pending": data.park_pending, "semi_sync_replicas": data.semi_sync_replicas }),
         )
         .await?;
         data.timeline
@@ -1171,6 +1238,26 @@ impl Engine {
                 Err(_) => data
                     .warnings
                     .push(format!("repoint {r} to {cand}: no answer within {slow:?}")),
+            }
+        }
+        for (r, why) in std::mem::take(&mut data.park_pending) {
+            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
+            match tokio::time::timeout(
+                slow,
+                conns.park(&r, &cand, repl, setup.spec.semi_sync, delay),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    data.warnings.push(parked_warning(&r, &why, &cand));
+                    data.parked.push((r, why));
+                }
+                Ok(Err(e)) => data.warnings.push(format!(
+                    "{r} ({why}): point it at {cand} with replication stopped: {e}"
+                )),
+                Err(_) => data.warnings.push(format!(
+                    "{r} ({why}): point it at {cand} with replication stopped: no answer within {slow:?}"
+                )),
             }
         }
         data.delays_lifted.clear();

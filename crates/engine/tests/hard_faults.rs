@@ -1,7 +1,7 @@
 //! Failover under the faults that really happen, against real MariaDB sandboxes: a frozen
 //! (SIGSTOP) or silently cut (iptables) old primary, a delayed replica, a replica whose SQL thread broke, the primary
 //! and the most advanced replica lost together, and a required STONITH that fails. Ports
-//! 25500..25700.
+//! 25500..25700, and 25040 for the broken replica.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -440,7 +440,8 @@ async fn a_delayed_replica_gives_what_only_it_received_and_gets_its_delay_back()
 
 #[tokio::test]
 async fn a_replica_with_a_broken_sql_thread_does_not_block_failover() {
-    let e = env("hf-broken", 25540, policy()).await;
+    // Port 25040: this test's own range while issue 13's helpers test in parallel.
+    let e = env("hf-broken", 25040, policy()).await;
     e.insert(1, 10).await;
     e.wait_rows("m2", 10).await;
     e.wait_rows("m3", 10).await;
@@ -460,6 +461,58 @@ async fn a_replica_with_a_broken_sql_thread_does_not_block_failover() {
     assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
     assert_eq!(candidate(&rec), e.addr("m3"));
     assert_eq!(e.count("m3").await, 11);
+
+    // The broken replica is not left naming the dead primary as its source (it would
+    // replicate from it, or from whatever answers at its address, once repaired): it
+    // points at the new primary, replication stopped, and the record says so.
+    let m3 = e.addr("m3");
+    assert_eq!(
+        e.slave_field("m2", "Master_Port").await,
+        m3.port.to_string(),
+        "m2 points at the new primary; record: {}",
+        rec.data
+    );
+    assert_eq!(e.slave_field("m2", "Slave_IO_Running").await, "No");
+    assert_eq!(e.slave_field("m2", "Slave_SQL_Running").await, "No");
+    let parked = rec.data["parked"].as_array().cloned().unwrap_or_default();
+    assert!(
+        parked
+            .iter()
+            .any(|p| p[0].as_str() == Some(e.addr("m2").to_string().as_str())
+                && p[1].as_str().is_some_and(|w| w.contains("1950"))),
+        "the record names m2 as parked, with its error: {}",
+        rec.data
+    );
+    let finished = e
+        .store
+        .events(&store::EventQuery {
+            kinds: vec![store::kinds::OPERATION_FINISHED.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let said = &finished.last().expect("operation_finished event").message;
+    assert!(
+        said.contains(&format!("pointed at {m3} with replication stopped"))
+            && said.contains(&e.addr("m2").to_string()),
+        "the failover's message says what was done with m2: {said}"
+    );
+
+    // A human removes the errant transaction; START SLAVE is all it takes to replicate
+    // from the new primary again (whose writes wait for it: lossless semi-sync).
+    e.write(
+        "m2",
+        "SET SESSION sql_log_bin=0; DELETE FROM app.t WHERE id=1000; SET SESSION sql_log_bin=1; \
+         RESET MASTER; START SLAVE",
+    )
+    .await;
+    e.session("m3")
+        .await
+        .exec("write", "INSERT INTO app.t VALUES (12)")
+        .await
+        .expect("the new primary's write is acknowledged by the repaired replica");
+    e.wait_rows("m2", 12).await;
+    assert_eq!(e.slave_field("m2", "Slave_SQL_Running").await, "Yes");
 }
 
 #[tokio::test]
