@@ -384,8 +384,12 @@ impl Client {
 
     /// `POST /api/v1/downtimes`.
     pub async fn post_downtime(&self, body: &Value) -> Result<Reply<Value>, ClientError> {
-        self.post(&["api", "v1", "downtimes"], Some(body), TIMEOUT)
-            .await
+        self.post(
+            &["api", "v1", "downtimes"],
+            Some(body),
+            Duration::from_secs(10),
+        )
+        .await
     }
 
     /// `DELETE /api/v1/downtimes/{id}`.
