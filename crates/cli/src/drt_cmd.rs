@@ -566,7 +566,9 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
 /// Why it exists: when the daemon hands a failover to a human (`needs_human`, e.g.
 /// `lose-primary-and-best-replica`), it promotes nobody, and the old primary comes back
 /// read-only from the heal with its replicas still attached. The API has no call that opens
-/// it (`failover` refuses a live primary, `switchover` needs a writable one).
+/// it (`failover` refuses a live primary, `switchover` needs a writable one). It never
+/// opens an instance the daemon holds fenced (an old primary a failover replaced): the
+/// daemon keeps those read-only on purpose, and only a rejoin brings them back.
 async fn open_named_primary(client: &api::Client, cluster: &str, target: &RunTarget) {
     let named = match client.topology(cluster).await {
         Ok(t) => t.value.primary,
@@ -579,6 +581,25 @@ async fn open_named_primary(client: &api::Client, cluster: &str, target: &RunTar
         eprintln!("between runs: the daemon names no primary among the members");
         return;
     };
+    let fenced = match client.recoveries().await {
+        Ok(r) => r.value["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["cluster"] == cluster)
+            .flat_map(|c| c["fenced"].as_array().cloned().unwrap_or_default())
+            .any(|f| f.as_str() == Some(addr.to_string().as_str())),
+        Err(e) => {
+            eprintln!("warning: between runs: read the fenced instances: {e}");
+            return;
+        }
+    };
+    if fenced {
+        eprintln!(
+            "between runs: the daemon holds {addr} fenced; it stays read-only until a rejoin"
+        );
+        return;
+    }
     let opts = probe::ProbeOptions {
         connect_timeout: Duration::from_secs(2),
         query_timeout: Duration::from_secs(10),
