@@ -117,7 +117,7 @@ async fn detect(
                 return Ok::<(), anyhow::Error>(());
             }
             if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("cluster not healthy after 60s: {open:?}").into());
+                return Err(anyhow::anyhow!("cluster not healthy after 60s: {open:?}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -148,7 +148,7 @@ async fn detect(
                     break p.first_seen_ms;
                 }
                 if Instant::now() > deadline {
-                    return Err(anyhow::anyhow!("no DeadPrimary 60s after the kill").into());
+                    return Err(anyhow::anyhow!("no DeadPrimary 60s after the kill"));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             };

@@ -215,7 +215,7 @@ fn member_name(sb: &Sandbox, addr: &InstanceAddr) -> Result<String, anyhow::Erro
         .iter()
         .find(|m| &m.addr() == addr)
         .map(|m| m.name.clone())
-        .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member").into())
+        .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member"))
 }
 
 /// Wait until every member was seen reachable after `since_ms` (by the watch loop's own
@@ -249,8 +249,7 @@ async fn wait_healthy(
                     .map(|p| p.problem.summary.clone())
                     .collect::<Vec<_>>()
                     .join("; ")
-            )
-            .into());
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -349,7 +348,7 @@ async fn runs_in(
                 break ops[0].clone();
             }
             if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("no finished failover 60 s after the kill").into());
+                return Err(anyhow::anyhow!("no finished failover 60 s after the kill"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -370,8 +369,7 @@ async fn runs_in(
                 i + 1,
                 op.state,
                 op.error.unwrap_or_default()
-            )
-            .into());
+            ));
         }
         let new: InstanceAddr = op.data["candidate"]
             .as_str()
@@ -440,8 +438,7 @@ async fn runs_in(
                 if Instant::now() > deadline {
                     return Err(anyhow::anyhow!(
                         "{primary} was not fenced 20 s after it came back"
-                    )
-                    .into());
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -478,7 +475,7 @@ async fn runs_in(
                     tracing::debug!(error = %e, "rejoin not yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(anyhow::anyhow!("rejoin {primary}: {e}").into()),
+                Err(e) => return Err(anyhow::anyhow!("rejoin {primary}: {e}")),
             }
         }
     }
