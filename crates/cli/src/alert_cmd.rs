@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::client_cmd::{show, ApiArgs, Client};
+use crate::client_cmd::{api_error, client, show, ApiArgs};
 use crate::CliError;
 
 /// `dbfleet alerts`: the open alerts, firing first.
 pub async fn alerts(api: &ApiArgs, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?.get(&["api", "v1", "alerts"], &[]).await?;
+    let answer = client(api)?.alerts().await.map_err(api_error)?;
     show(&answer, json, render_alerts)
 }
 
@@ -34,13 +34,7 @@ pub async fn add_downtime(
         "reason": reason,
         "who": who,
     });
-    let answer = Client::new(api)?
-        .post(
-            &["api", "v1", "downtimes"],
-            Some(body),
-            std::time::Duration::from_secs(10),
-        )
-        .await?;
+    let answer = client(api)?.post_downtime(&body).await.map_err(api_error)?;
     show(&answer, json, |d| {
         format!(
             "downtime {} on {} {} until {} ({} by {})\n",
@@ -56,18 +50,14 @@ pub async fn add_downtime(
 
 /// `dbfleet downtimes`: the downtimes in force.
 pub async fn downtimes(api: &ApiArgs, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "downtimes"], &[])
-        .await?;
+    let answer = client(api)?.downtimes().await.map_err(api_error)?;
     show(&answer, json, render_downtimes)
 }
 
 /// `dbfleet downtime-remove ID`: end a downtime now.
 pub async fn remove_downtime(api: &ApiArgs, id: u64, json: bool) -> Result<(), CliError> {
     let id = id.to_string();
-    let answer = Client::new(api)?
-        .delete(&["api", "v1", "downtimes", &id])
-        .await?;
+    let answer = client(api)?.delete_downtime(&id).await.map_err(api_error)?;
     show(&answer, json, |d| {
         format!(
             "downtime {} on {} {} removed\n",

@@ -1,13 +1,13 @@
-//! `dbfleet bench …`: benchmarks that print figures. Speed claims in docs/BENCHMARKS.md
-//! come from here, never from timed assertions in tests.
+//! `dbfleet bench …`: the arguments of the benchmarks (crate `bench`) and how their figures
+//! print. Speed claims in docs/BENCHMARKS.md come from here, never from timed assertions in
+//! tests.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bench::{detection, failover, monitor, sandbox_cycle};
 use clap::Subcommand;
-use sandbox::{Sandbox, UpOptions};
-use serde::Serialize;
 
-use crate::{bench_monitor, print_json, CliError};
+use crate::{print_json, CliError};
 
 /// Benchmarks.
 #[derive(Subcommand, Debug)]
@@ -117,7 +117,7 @@ pub enum BenchCommand {
         /// failover finished, then SIGCONT, as a frozen VM comes back) or `blackhole` (its
         /// traffic dropped by iptables until the failover finished; needs root).
         #[arg(long, value_enum, default_value = "kill")]
-        fault: crate::bench_failover::Fault,
+        fault: FailoverFault,
         /// How many kills to time.
         #[arg(long, default_value_t = 10)]
         runs: usize,
@@ -137,8 +137,7 @@ pub enum BenchCommand {
 }
 
 /// What `bench detection` does to the primary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DetectionFault {
     /// SIGKILL: the kernel closes every socket at once.
     Kill,
@@ -146,24 +145,35 @@ pub enum DetectionFault {
     Freeze,
 }
 
-#[derive(Serialize)]
-struct DetectionFigures {
-    fault: DetectionFault,
-    runs: usize,
-    interval_ms: u64,
-    detection_ms: Vec<u64>,
-    p50_ms: u64,
-    max_ms: u64,
+impl From<DetectionFault> for detection::DetectionFault {
+    fn from(f: DetectionFault) -> Self {
+        match f {
+            DetectionFault::Kill => Self::Kill,
+            DetectionFault::Freeze => Self::Freeze,
+        }
+    }
 }
 
-#[derive(Serialize)]
-struct Figures {
-    runs: usize,
-    members: usize,
-    up_p50_s: f64,
-    up_max_s: f64,
-    down_p50_s: f64,
-    down_max_s: f64,
+/// What happens to the primary in a `bench failover` run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailoverFault {
+    /// SIGKILL: the kernel closes its sockets at once.
+    Kill,
+    /// SIGSTOP until the failover finished, then SIGCONT: a frozen VM or process.
+    Pause,
+    /// Every packet to and from its port dropped (iptables) until the failover finished:
+    /// a host gone silent, no RST.
+    Blackhole,
+}
+
+impl From<FailoverFault> for failover::Fault {
+    fn from(f: FailoverFault) -> Self {
+        match f {
+            FailoverFault::Kill => Self::Kill,
+            FailoverFault::Pause => Self::Pause,
+            FailoverFault::Blackhole => Self::Blackhole,
+        }
+    }
 }
 
 fn check_runs(runs: usize) -> Result<(), CliError> {
@@ -171,13 +181,6 @@ fn check_runs(runs: usize) -> Result<(), CliError> {
         return Err(CliError::usage(anyhow::anyhow!("--runs must be 1 to 100")));
     }
     Ok(())
-}
-
-fn p50_max(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort();
-    let p50 = v.get(v.len() / 2).copied().unwrap_or_default();
-    let max = v.last().copied().unwrap_or_default();
-    (p50.as_secs_f64(), max.as_secs_f64())
 }
 
 /// Run a benchmark.
@@ -207,7 +210,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                     "--compare-exporter must be 0 or 2 to 20 (a primary and its replicas)"
                 )));
             }
-            let f = bench_monitor::run(bench_monitor::MonitorBench {
+            let f = monitor::run(monitor::MonitorBench {
                 instances,
                 replicas,
                 interval,
@@ -225,7 +228,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             if json {
                 print_json(&f)?;
             } else {
-                bench_monitor::print(&f);
+                print_monitor(&f);
             }
             Ok(())
         }
@@ -235,17 +238,16 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             first_ip,
             port,
             seed,
-        } => {
-            bench_monitor::sim_serve(sim::FleetOptions {
-                clusters,
-                replicas,
-                first_ip,
-                port,
-                semi_sync: false,
-                seed,
-            })
-            .await
-        }
+        } => monitor::sim_serve(sim::FleetOptions {
+            clusters,
+            replicas,
+            first_ip,
+            port,
+            semi_sync: false,
+            seed,
+        })
+        .await
+        .map_err(CliError::from),
         BenchCommand::Failover {
             fault,
             runs,
@@ -260,20 +262,9 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                     "--switchovers must be 0 to 100"
                 )));
             }
-            let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
-            let result = crate::bench_failover::run(
-                &root,
-                fault,
-                runs,
-                switchovers,
-                interval,
-                base_port,
-                json,
-            )
-            .await;
-            let _ = Sandbox::down(&root, "benchfo");
-            let _ = std::fs::remove_dir_all(&root);
-            let f = result?;
+            let f =
+                failover::run_in_temp(fault.into(), runs, switchovers, interval, base_port, json)
+                    .await?;
             if json {
                 print_json(&f)?;
             } else {
@@ -320,21 +311,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             json,
         } => {
             check_runs(runs)?;
-            let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
-            let result = detection(&root, runs, fault, interval, base_port, json).await;
-            let _ = Sandbox::down(&root, "benchdet");
-            let _ = std::fs::remove_dir_all(&root);
-            let times = result?;
-            let mut sorted = times.clone();
-            sorted.sort();
-            let f = DetectionFigures {
-                fault,
-                runs,
-                interval_ms: interval.as_millis() as u64,
-                p50_ms: sorted[sorted.len() / 2],
-                max_ms: *sorted.last().unwrap_or(&0),
-                detection_ms: times,
-            };
+            let f = detection::run(runs, fault.into(), interval, base_port, json).await?;
             if json {
                 print_json(&f)?;
             } else {
@@ -360,45 +337,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             json,
         } => {
             check_runs(runs)?;
-            let root = std::env::temp_dir().join(format!("dbfleet-bench-{}", std::process::id()));
-            let (mut ups, mut downs) = (Vec::new(), Vec::new());
-            for i in 0..runs {
-                let name = format!("bench{i}");
-                let opts = UpOptions {
-                    name: name.clone(),
-                    replicas,
-                    semi_sync: false,
-                    base_port,
-                    root: root.clone(),
-                    tuning: Default::default(),
-                };
-                let t = Instant::now();
-                let result = Sandbox::up(&opts).await;
-                ups.push(t.elapsed());
-                let t = Instant::now();
-                Sandbox::down(&root, &name)?;
-                downs.push(t.elapsed());
-                result?;
-                if !json {
-                    eprintln!(
-                        "run {}/{runs}: up {:.2}s down {:.2}s",
-                        i + 1,
-                        ups[i].as_secs_f64(),
-                        downs[i].as_secs_f64()
-                    );
-                }
-            }
-            let _ = std::fs::remove_dir_all(&root);
-            let (up_p50_s, up_max_s) = p50_max(ups);
-            let (down_p50_s, down_max_s) = p50_max(downs);
-            let f = Figures {
-                runs,
-                members: replicas + 1,
-                up_p50_s,
-                up_max_s,
-                down_p50_s,
-                down_max_s,
-            };
+            let f = sandbox_cycle::run(runs, replicas, base_port, json).await?;
             if json {
                 print_json(&f)?;
             } else {
@@ -412,122 +351,68 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
     }
 }
 
-/// Kill (or freeze) the primary `runs` times under the real watch loop; return fault →
-/// DeadPrimary in ms.
-async fn detection(
-    root: &std::path::Path,
-    runs: usize,
-    fault: DetectionFault,
-    interval: Duration,
-    base_port: u16,
-    json: bool,
-) -> Result<Vec<u64>, CliError> {
-    use std::sync::Arc;
-
-    use model::ProblemKind;
-    use store::Store;
-
-    let name = "benchdet";
-    let (sb, _) = Sandbox::up(&UpOptions {
-        name: name.into(),
-        replicas: 2,
-        semi_sync: false,
-        base_port,
-        root: root.to_path_buf(),
-        tuning: sandbox::Tuning {
-            slave_net_timeout_s: match fault {
-                DetectionFault::Kill => sandbox::Tuning::default().slave_net_timeout_s,
-                DetectionFault::Freeze => 60,
-            },
-            ..Default::default()
+/// `bench monitor`'s figures as text.
+fn print_monitor(f: &monitor::MonitorFigures) {
+    println!(
+        "monitor, {} simulated servers ({} clusters of {}), interval {} ms, {:.0}s window, {} hung:\n  \
+         probes/s          {:.0} of a target {:.0} (healthy servers answered {:.0}/s)\n  \
+         missed intervals  {} ({} servers; longest gap {} ms)\n  \
+         probe latency     p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms\n  \
+         control plane     {:.3} cores ({:.1} us/probe), RSS peak {:.0} MiB, end {:.0} MiB\n  \
+         history           {:.0} MiB now, {:.0} MiB once full: RSS then about {:.0} MiB\n  \
+         simulated fleet   {:.3} cores ({} processes, not counted above; {} failed accepts)\n  \
+         rounds            {} of {} expected; probe errors {}; unknown sim statements {}\n  \
+         heartbeats        {}",
+        f.instances,
+        f.clusters,
+        f.replicas_per_cluster + 1,
+        f.interval_ms,
+        f.window_s,
+        f.hung,
+        f.probes_per_s,
+        f.target_probes_per_s,
+        f.healthy_observes_per_s,
+        f.missed_intervals,
+        f.servers_with_misses,
+        f.max_gap_ms,
+        f.probe_latency_p50_ms,
+        f.probe_latency_p99_ms,
+        f.probe_latency_max_ms,
+        f.control_plane_cpu_cores,
+        f.control_plane_cpu_us_per_probe,
+        f.control_plane_rss_peak_mib,
+        f.control_plane_rss_end_mib,
+        f.history_mib,
+        f.history_full_mib,
+        f.control_plane_rss_projected_mib,
+        f.sim_cpu_cores,
+        f.sim_processes,
+        f.sim_accept_errors,
+        f.rounds,
+        f.rounds_expected,
+        f.probe_errors,
+        f.sim_unknown_statements,
+        if f.heartbeat {
+            format!("{:.0} rows written/s, read in every probe", f.heartbeat_writes_per_s)
+        } else {
+            "off (--no-heartbeat)".to_string()
         },
-    })
-    .await?;
-    let creds = sb.credentials()?.admin.credentials();
-    let store: Arc<dyn Store> = Arc::new(store::SqliteStore::open(&sb.dir().join("daemon"))?);
-    let spec = sb.cluster_spec();
-    let stats = Arc::new(monitor::Stats::default());
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let watch = tokio::spawn(monitor::run(
-        monitor::WatchOptions {
-            interval,
-            discovery_interval: Duration::from_secs(10),
-            probe: probe::ProbeOptions {
-                connect_timeout: Duration::from_millis(500),
-                query_timeout: Duration::from_millis(500),
-            },
-            concurrency: 64,
-            fast_path: monitor::FastPathOptions::default(),
-            persist_every: monitor::watch::PERSIST_EVERY,
-        },
-        vec![monitor::ClusterWatch::new(spec, creds)],
-        store.clone(),
-        stats,
-        None,
-        cancel.clone(),
-    ));
-    let primary = sb.initial_primary().name.clone();
-    let healthy = |store: Arc<dyn Store>| async move {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let open = store.open_problems(Some(name)).await?;
-            let seen = store.last_observations(Some(name)).await?;
-            if open.is_empty() && seen.len() == 3 {
-                return Ok::<(), CliError>(());
-            }
-            if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("cluster not healthy after 60s: {open:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    let mut times = Vec::new();
-    let outcome: Result<(), CliError> = async {
-        for i in 0..runs {
-            healthy(store.clone()).await?;
-            let killed_ms = monitor::now_ms();
-            // SIGCONT when dropped, on every path.
-            let frozen = match fault {
-                DetectionFault::Kill => {
-                    sb.kill(&primary)?;
-                    None
-                }
-                DetectionFault::Freeze => Some(
-                    sandbox::testing::Frozen::try_freeze(&sb, &primary)
-                        .map_err(|e| anyhow::anyhow!(e))?,
-                ),
-            };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let detected_ms = loop {
-                let open = store.open_problems(Some(name)).await?;
-                if let Some(p) = open
-                    .iter()
-                    .find(|p| p.problem.kind == ProblemKind::DeadPrimary)
-                {
-                    break p.first_seen_ms;
-                }
-                if Instant::now() > deadline {
-                    return Err(anyhow::anyhow!("no DeadPrimary 60s after the kill").into());
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
-            let took = detected_ms.saturating_sub(killed_ms);
-            if !json {
-                eprintln!("run {}/{runs}: {fault:?} -> DeadPrimary {took}ms", i + 1);
-            }
-            times.push(took);
-            match frozen {
-                Some(f) => f.thaw(),
-                None => {
-                    sb.start(&primary).await?;
-                }
-            }
-        }
-        Ok(())
+    );
+    if let Some(e) = &f.exporter {
+        println!(
+            "against {} on {} real MariaDB servers:\n  \
+             dbfleet           {:.0} us CPU per probe ({} probes)\n  \
+             mysqld_exporter   {:.0} us CPU per scrape ({} scrapes, {} bytes each, {:.0} MiB RSS in all)\n  \
+             ratio             {:.1}x",
+            e.exporter_version,
+            e.servers,
+            e.dbfleet_cpu_us_per_probe,
+            e.dbfleet_probes,
+            e.exporter_cpu_us_per_scrape,
+            e.exporter_scrapes,
+            e.exporter_scrape_bytes,
+            e.exporter_rss_mib,
+            e.ratio
+        );
     }
-    .await;
-    cancel.cancel();
-    let _ = watch.await;
-    outcome?;
-    Ok(times)
 }

@@ -2,21 +2,19 @@
 //! that print what it answers, as text for humans or (with `--json`) as the API's JSON.
 //!
 //! The rendering functions are pure (`&Value` in, `String` out) and tested on JSON fixtures;
-//! only [`Client`] does IO.
+//! the calls go through [`api::Client`].
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
+use api::{ClientError, EventFilter, OperationFilter, Reply};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::{print_json, CliError};
-
-/// How long a call to the daemon may take, connect included.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the daemon's API is, and the token to call it with.
 #[derive(clap::Args, Debug, Clone)]
@@ -37,29 +35,19 @@ pub struct ApiArgs {
 
 /// `dbfleet clusters`: every cluster at a glance.
 pub async fn clusters(api: &ApiArgs, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "clusters"], &[])
-        .await?;
+    let answer = client(api)?.clusters().await.map_err(api_error)?;
     show(&answer, json, render_clusters)
 }
 
 /// `dbfleet topology CLUSTER`: the replication tree of one cluster.
 pub async fn topology(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "clusters", cluster, "topology"], &[])
-        .await?;
+    let answer = client(api)?.topology(cluster).await.map_err(api_error)?;
     show(&answer, json, render_topology)
 }
 
 /// `dbfleet problems [CLUSTER]`: the open problems, with their evidence.
 pub async fn problems(api: &ApiArgs, cluster: Option<&str>, json: bool) -> Result<(), CliError> {
-    let query: Vec<(&str, String)> = cluster
-        .map(|c| ("cluster", c.to_string()))
-        .into_iter()
-        .collect();
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "problems"], &query)
-        .await?;
+    let answer = client(api)?.problems(cluster).await.map_err(api_error)?;
     show(&answer, json, |v| render_problems(v, now_ms()))
 }
 
@@ -70,29 +58,17 @@ pub async fn events(
     limit: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut query = vec![("limit", limit.to_string())];
-    if let Some(c) = cluster {
-        query.push(("cluster", c.to_string()));
-    }
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "events"], &query)
-        .await?;
+    let filter = EventFilter {
+        cluster: cluster.map(str::to_string),
+        limit: Some(limit),
+    };
+    let answer = client(api)?.events(&filter).await.map_err(api_error)?;
     show(&answer, json, render_events)
 }
 
-/// How long an operation (failover, switchover, rejoin) may take before the client stops
-/// waiting; the operation goes on in the daemon, and `dbfleet operations` shows it.
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// `dbfleet failover CLUSTER`: fail over a cluster whose primary is dead.
 pub async fn failover(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .post(
-            &["api", "v1", "clusters", cluster, "failover"],
-            None,
-            OPERATION_TIMEOUT,
-        )
-        .await?;
+    let answer = client(api)?.failover(cluster).await.map_err(api_error)?;
     show(&answer, json, render_operation)
 }
 
@@ -103,14 +79,10 @@ pub async fn switchover(
     to: Option<&str>,
     json: bool,
 ) -> Result<(), CliError> {
-    let body = serde_json::json!({ "to": to });
-    let answer = Client::new(api)?
-        .post(
-            &["api", "v1", "clusters", cluster, "switchover"],
-            Some(body),
-            OPERATION_TIMEOUT,
-        )
-        .await?;
+    let answer = client(api)?
+        .switchover(cluster, to)
+        .await
+        .map_err(api_error)?;
     show(&answer, json, render_operation)
 }
 
@@ -121,14 +93,10 @@ pub async fn rejoin(
     instance: &str,
     json: bool,
 ) -> Result<(), CliError> {
-    let body = serde_json::json!({ "instance": instance });
-    let answer = Client::new(api)?
-        .post(
-            &["api", "v1", "clusters", cluster, "rejoin"],
-            Some(body),
-            OPERATION_TIMEOUT,
-        )
-        .await?;
+    let answer = client(api)?
+        .rejoin(cluster, instance)
+        .await
+        .map_err(api_error)?;
     show(&answer, json, render_operation)
 }
 
@@ -138,21 +106,14 @@ pub async fn recoveries(
     action: RecoveriesAction,
     json: bool,
 ) -> Result<(), CliError> {
-    let c = Client::new(api)?;
-    let path: &[&str] = match &action {
-        RecoveriesAction::Status => {
-            let answer = c.get(&["api", "v1", "recoveries"], &[]).await?;
-            return show(&answer, json, render_recoveries);
-        }
-        RecoveriesAction::Ack { cluster } => {
-            &["api", "v1", "clusters", cluster, "recoveries", "ack"]
-        }
-        RecoveriesAction::Enable => &["api", "v1", "recoveries", "enable"],
-        RecoveriesAction::Disable => &["api", "v1", "recoveries", "disable"],
-    };
-    let answer = c
-        .post(path, Some(serde_json::json!({ "by": who() })), TIMEOUT)
-        .await?;
+    let c = client(api)?;
+    let answer = match &action {
+        RecoveriesAction::Status => c.recoveries().await,
+        RecoveriesAction::Ack { cluster } => c.recoveries_ack(cluster, &who()).await,
+        RecoveriesAction::Enable => c.recoveries_switch(true, &who()).await,
+        RecoveriesAction::Disable => c.recoveries_switch(false, &who()).await,
+    }
+    .map_err(api_error)?;
     show(&answer, json, render_recoveries)
 }
 
@@ -186,31 +147,25 @@ pub async fn operations(
     limit: usize,
     json: bool,
 ) -> Result<(), CliError> {
-    let mut query = vec![("limit", limit.to_string())];
-    if let Some(c) = cluster {
-        query.push(("cluster", c.to_string()));
-    }
-    if let Some(s) = state {
-        query.push(("state", s.to_string()));
-    }
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "operations"], &query)
-        .await?;
+    let filter = OperationFilter {
+        cluster: cluster.map(str::to_string),
+        state: state.map(str::to_string),
+        limit: Some(limit),
+    };
+    let answer = client(api)?.operations(&filter).await.map_err(api_error)?;
     show(&answer, json, render_operations)
 }
 
 /// `dbfleet operation ID`.
 pub async fn operation(api: &ApiArgs, id: &str, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .get(&["api", "v1", "operations", id], &[])
-        .await?;
+    let answer = client(api)?.operation(id).await.map_err(api_error)?;
     show(&answer, json, render_operation)
 }
 
 /// Print the API's JSON unchanged (pretty, keys in the order the API sent them), or its
 /// rendering.
-pub(crate) fn show(
-    answer: &Answer,
+pub(crate) fn show<T>(
+    answer: &Reply<T>,
     json: bool,
     render: impl Fn(&Value) -> String,
 ) -> Result<(), CliError> {
@@ -219,166 +174,42 @@ pub(crate) fn show(
             serde_json::from_slice(&answer.body).context("read the daemon's answer")?;
         print_json(&doc)
     } else {
-        print!("{}", render(&answer.value));
+        let value: Value =
+            serde_json::from_slice(&answer.body).context("read the daemon's answer")?;
+        print!("{}", render(&value));
         Ok(())
     }
 }
 
-/// A successful JSON answer of the daemon: as parsed, and as received.
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) value: Value,
-    pub(crate) body: Vec<u8>,
+/// The client of the daemon `api` names; reads the token file now, if one is given.
+pub(crate) fn client(api: &ApiArgs) -> Result<api::Client, CliError> {
+    api::Client::with_token_file(&api.api, api.token_file.as_deref()).map_err(api_error)
 }
 
-/// A client of the daemon's API.
-pub(crate) struct Client {
-    /// The base URL as given, for messages.
-    shown: String,
-    base: reqwest::Url,
-    http: reqwest::Client,
-    /// Never printed.
-    token: Option<String>,
-}
-
-impl Client {
-    /// A client for `api`; reads the token file now, if one is given.
-    pub(crate) fn new(api: &ApiArgs) -> Result<Self, CliError> {
-        let shown = api.api.trim_end_matches('/').to_string();
-        let base = reqwest::Url::parse(&api.api)
-            .map_err(|e| CliError::usage(anyhow!("--api {:?} is not a URL: {e}", api.api)))?;
-        if base.scheme() != "http" || base.cannot_be_a_base() {
-            return Err(CliError::usage(anyhow!(
-                "--api {:?} must be an http:// URL such as http://127.0.0.1:7070",
-                api.api
-            )));
-        }
-        let token = api.token_file.as_deref().map(read_token).transpose()?;
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .context("build the HTTP client")?;
-        Ok(Self {
-            shown,
-            base,
-            http,
-            token,
-        })
+/// A failed call as the CLI reports it: bad input exits 2; a 401 says how to give a token;
+/// an operation that ended other than succeeded is rendered below the daemon's text.
+pub(crate) fn api_error(e: ClientError) -> CliError {
+    if e.is_usage() {
+        return CliError::usage(e);
     }
-
-    /// The URL of the path `segments` (each percent-encoded) under the base, with `query`.
-    fn url(&self, segments: &[&str], query: &[(&str, String)]) -> reqwest::Url {
-        let mut url = self.base.clone();
-        url.path_segments_mut()
-            .expect("checked in Client::new: an http URL can be a base")
-            .pop_if_empty()
-            .extend(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
-        url
+    let (status, operation) = match &e {
+        ClientError::Status {
+            status, operation, ..
+        } => (Some(*status), operation.as_ref()),
+        ClientError::ErrantGtids { operation, .. } => (Some(409), Some(operation)),
+        _ => (None, None),
+    };
+    if status.is_none() {
+        return e.into();
     }
-
-    /// GET a JSON document; a non-2xx answer is an error with the API's own text.
-    pub(crate) async fn get(
-        &self,
-        segments: &[&str],
-        query: &[(&str, String)],
-    ) -> Result<Answer, CliError> {
-        self.call(reqwest::Method::GET, segments, query, None, TIMEOUT)
-            .await
-    }
-
-    /// POST a JSON body (or none) and wait up to `timeout` for the answer.
-    pub(crate) async fn post(
-        &self,
-        segments: &[&str],
-        body: Option<Value>,
-        timeout: Duration,
-    ) -> Result<Answer, CliError> {
-        self.call(reqwest::Method::POST, segments, &[], body, timeout)
-            .await
-    }
-
-    /// DELETE a resource; the answer is JSON like the others.
-    pub(crate) async fn delete(&self, segments: &[&str]) -> Result<Answer, CliError> {
-        self.call(reqwest::Method::DELETE, segments, &[], None, TIMEOUT)
-            .await
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        segments: &[&str],
-        query: &[(&str, String)],
-        body: Option<Value>,
-        timeout: Duration,
-    ) -> Result<Answer, CliError> {
-        let mut request = self
-            .http
-            .request(method, self.url(segments, query))
-            .timeout(timeout);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(b) = body {
-            request = request.json(&b);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.send_error(e, timeout))?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| self.send_error(e, timeout))?;
-        let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-        if !status.is_success() {
-            let text = parsed
-                .as_ref()
-                .and_then(|v| v["error"].as_str())
-                .map_or_else(|| format!("the daemon answered {status}"), str::to_string);
-            let hint = match status.as_u16() {
-                401 => " (give a token with --token-file or DBFLEET_TOKEN_FILE)",
-                _ => "",
-            };
-            let op = parsed
-                .as_ref()
-                .map(|v| &v["operation"])
-                .filter(|o| o.is_object())
-                .map(|o| format!("\n{}", render_operation(o)))
-                .unwrap_or_default();
-            return Err(anyhow!("{text}{hint}{op}").into());
-        }
-        match parsed {
-            Some(value) => Ok(Answer {
-                value,
-                body: body.to_vec(),
-            }),
-            None => Err(anyhow!(
-                "the daemon at {} answered something that is not JSON",
-                self.shown
-            )
-            .into()),
-        }
-    }
-
-    /// Why a call did not get an answer, in words an operator can act on.
-    fn send_error(&self, e: reqwest::Error, timeout: Duration) -> CliError {
-        let shown = &self.shown;
-        if e.is_connect() {
-            anyhow!("cannot reach the dbfleet daemon at {shown}: is `dbfleet serve` running?")
-        } else if e.is_timeout() {
-            anyhow!(
-                "the dbfleet daemon at {shown} did not answer within {} s",
-                timeout.as_secs()
-            )
-        } else {
-            anyhow!(e).context(format!("call the dbfleet daemon at {shown}"))
-        }
-        .into()
-    }
+    let hint = match status {
+        Some(401) => " (give a token with --token-file or DBFLEET_TOKEN_FILE)",
+        _ => "",
+    };
+    let op = operation
+        .map(|o| format!("\n{}", render_operation(o)))
+        .unwrap_or_default();
+    anyhow!("{e}{hint}{op}").into()
 }
 
 /// A JSON value that keeps its objects' keys in order (`serde_json::Value` sorts them), so
@@ -467,18 +298,6 @@ impl<'de> Visitor<'de> for OrderedVisitor {
         }
         Ok(Ordered::Object(entries))
     }
-}
-
-/// The token in a token file: its first line that is not blank or a `#` comment.
-fn read_token(path: &Path) -> Result<String, CliError> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("read the token file {}", path.display()))
-        .map_err(CliError::usage)?;
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_string)
-        .ok_or_else(|| CliError::usage(anyhow!("the token file {} holds no token", path.display())))
 }
 
 fn now_ms() -> u64 {
@@ -1118,34 +937,19 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
     }
 
     #[test]
-    fn urls_encode_segments_and_keep_a_base_path() {
-        let c = Client::new(&args("http://127.0.0.1:7070")).unwrap();
-        assert_eq!(
-            c.url(
-                &["api", "v1", "clusters", "a b/c", "topology"],
-                &[("limit", "5".into())]
-            )
-            .as_str(),
-            "http://127.0.0.1:7070/api/v1/clusters/a%20b%2Fc/topology?limit=5"
-        );
-        let c = Client::new(&args("http://proxy:80/dbfleet/")).unwrap();
-        assert_eq!(
-            c.url(&["api", "v1", "events"], &[]).as_str(),
-            "http://proxy/dbfleet/api/v1/events"
-        );
+    fn a_bad_url_or_token_file_is_bad_input() {
         for bad in ["127.0.0.1:7070", "https://x", "not a url"] {
-            assert_eq!(Client::new(&args(bad)).err().unwrap().code, 2, "{bad}");
+            assert_eq!(client(&args(bad)).err().unwrap().code, 2, "{bad}");
         }
-    }
-
-    #[test]
-    fn token_files_skip_comments_and_blank_lines() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("token");
-        std::fs::write(&path, "# ops token\n\n  s3cret  \nsecond\n").unwrap();
-        assert_eq!(read_token(&path).unwrap(), "s3cret");
         std::fs::write(&path, "# nothing\n").unwrap();
-        let e = read_token(&path).unwrap_err();
+        let e = client(&ApiArgs {
+            api: "http://127.0.0.1:7070".into(),
+            token_file: Some(path),
+        })
+        .unwrap_err();
+        assert_eq!(e.code, 2);
         assert!(!format!("{:#}", e.error).contains("nothing"));
     }
 
@@ -1196,15 +1000,11 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
     #[tokio::test]
     async fn answers_and_errors_of_a_real_daemon() {
         let (api, cancel) = serve().await;
-        let client = Client::new(&args(&api)).unwrap();
-        let topo = client
-            .get(&["api", "v1", "clusters", "main", "topology"], &[])
-            .await
-            .unwrap();
-        assert_eq!(
-            render_topology(&topo.value),
-            "main  no primary can be named\n"
-        );
+        let client = client(&args(&api)).unwrap();
+        let topo = client.topology("main").await.unwrap();
+        assert_eq!(topo.value.cluster, "main");
+        let value: Value = serde_json::from_slice(&topo.body).unwrap();
+        assert_eq!(render_topology(&value), "main  no primary can be named\n");
         let doc: Ordered = serde_json::from_slice(&topo.body).unwrap();
         assert_eq!(
             serde_json::to_string(&doc).unwrap(),
@@ -1215,10 +1015,11 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
         assert_eq!(e.code, 1);
         assert_eq!(format!("{:#}", e.error), "no cluster named \"nope\"");
         let e = client
-            .get(&["api", "v1", "events"], &[("limit", "x".into())])
+            .get::<Value>(&["api", "v1", "events"], &[("limit", "x".into())])
             .await
             .unwrap_err();
-        assert!(format!("{:#}", e.error).contains("`limit`"));
+        assert_eq!(e.status(), Some(400));
+        assert!(api_error(e).error.to_string().contains("`limit`"));
         cancel.cancel();
     }
 }

@@ -18,7 +18,7 @@ use sandbox::Sandbox;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::client_cmd::{ApiArgs, Client};
+use crate::client_cmd::{api_error, client, ApiArgs};
 use crate::{print_json, CliError};
 
 /// DRT subcommands.
@@ -192,17 +192,18 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         .unwrap_or_else(|| sb.dir().join("dbfleet.toml"));
     check_allowed(&config_path, &cluster_name)?;
     let creds = sb.credentials()?;
-    let token = match &a.token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("read {}: {e}", p.display()))?
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty() && !l.starts_with('#'))
-                .unwrap_or("")
-                .to_string(),
-        ),
-        None => None,
+    let token = a
+        .token_file
+        .as_deref()
+        .map(api::read_token)
+        .transpose()
+        .map_err(CliError::usage)?;
+    // The daemon's client, when it can act (an API and a token).
+    let daemon = match (&a.api, &token) {
+        (Some(api), Some(token)) => {
+            Some(api::Client::new(api, Some(token.clone())).map_err(api_error)?)
+        }
+        _ => None,
     };
 
     let target = RunTarget {
@@ -229,9 +230,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
             break;
         }
         if i > 0 {
-            if let Err(e) =
-                restore(&sb, &target, a.api.as_deref(), &cluster, token.as_deref()).await
-            {
+            if let Err(e) = restore(&sb, &target, daemon.as_ref(), &cluster).await {
                 stopped = Some(e.error.context(format!("before run {}", i + 1)));
                 break;
             }
@@ -273,31 +272,18 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     )?;
     std::fs::write(dir.join("report.html"), report.html())?;
     // Stored with the daemon's events when it is given, with a token.
-    let stored = match (&a.api, &a.token_file) {
-        (Some(api), Some(token_file)) => {
-            let client = Client::new(&ApiArgs {
-                api: api.clone(),
-                token_file: Some(token_file.clone()),
-            })?;
-            match client
-                .post(
-                    &["api", "v1", "drt", "runs"],
-                    Some(serde_json::to_value(&report)?),
-                    Duration::from_secs(30),
-                )
-                .await
-            {
-                Ok(answer) => answer.value["id"].as_str().map(str::to_string),
-                Err(e) => {
-                    eprintln!(
-                        "warning: the report was not stored in the daemon: {:#}",
-                        e.error
-                    );
-                    None
-                }
+    let stored = match &daemon {
+        Some(client) => match client.post_drt_run(&report).await {
+            Ok(answer) => answer.value["id"].as_str().map(str::to_string),
+            Err(e) => {
+                eprintln!(
+                    "warning: the report was not stored in the daemon: {:#}",
+                    api_error(e).error
+                );
+                None
             }
-        }
-        _ => None,
+        },
+        None => None,
     };
     if a.json {
         let mut v = serde_json::to_value(&report)?;
@@ -436,13 +422,7 @@ async fn abort(
     api: &ApiArgs,
 ) -> Result<(), CliError> {
     let Some(name) = sandbox else {
-        let answer = Client::new(api)?
-            .post(
-                &["api", "v1", "drt", "abort"],
-                None,
-                Duration::from_secs(10),
-            )
-            .await?;
+        let answer = client(api)?.drt_abort().await.map_err(api_error)?;
         let r = &answer.value["aborted"];
         println!(
             "aborted the daemon's DRT {} on {}",
@@ -478,12 +458,7 @@ async fn abort(
 
 /// `dbfleet drt runs`.
 async fn list_runs(api: &ApiArgs, limit: usize, json: bool) -> Result<(), CliError> {
-    let answer = Client::new(api)?
-        .get(
-            &["api", "v1", "drt", "runs"],
-            &[("limit", limit.to_string())],
-        )
-        .await?;
+    let answer = client(api)?.drt_runs(limit).await.map_err(api_error)?;
     if json {
         return print_json(&answer.value["runs"]);
     }
@@ -540,9 +515,7 @@ async fn show_report(
         })?;
         (file.display().to_string(), report)
     } else {
-        let answer = Client::new(api)?
-            .get(&["api", "v1", "drt", "runs", id], &[])
-            .await?;
+        let answer = client(api)?.drt_run(id).await.map_err(api_error)?;
         let report = serde_json::from_value(answer.value["report"].clone())
             .map_err(|e| anyhow::anyhow!("the daemon's run {id} is not a DRT report: {e}"))?;
         (id.to_string(), report)
@@ -586,28 +559,47 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
     }
 }
 
-/// `SET GLOBAL read_only=0` on the member the daemon names as the primary, when it is a
-/// reachable member; what was done is printed.
-async fn open_named_primary(
-    http: &reqwest::Client,
-    api: &str,
-    token: &str,
-    cluster: &str,
-    target: &RunTarget,
-) {
-    let url = format!("{api}/api/v1/clusters/{cluster}/topology");
-    let named = match http.get(&url).bearer_auth(token).send().await {
-        Ok(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|v| v["primary"].as_str().map(str::to_string)),
-        Err(_) => None,
+/// Between repeats, with no writable primary, after the daemon refused a failover because
+/// the primary it names is alive: `SET GLOBAL read_only=0` on that primary, as the human the
+/// daemon handed the failover to would, once the killed members run again.
+///
+/// Why it exists: when the daemon hands a failover to a human (`needs_human`, e.g.
+/// `lose-primary-and-best-replica`), it promotes nobody, and the old primary comes back
+/// read-only from the heal with its replicas still attached. The API has no call that opens
+/// it (`failover` refuses a live primary, `switchover` needs a writable one). It never
+/// opens an instance the daemon holds fenced (an old primary a failover replaced): the
+/// daemon keeps those read-only on purpose, and only a rejoin brings them back.
+async fn open_named_primary(client: &api::Client, cluster: &str, target: &RunTarget) {
+    let named = match client.topology(cluster).await {
+        Ok(t) => t.value.primary,
+        Err(e) => {
+            eprintln!("warning: between runs: read the topology: {e}");
+            return;
+        }
     };
     let Some(addr) = named.and_then(|n| target.members.iter().find(|m| m.to_string() == n)) else {
         eprintln!("between runs: the daemon names no primary among the members");
         return;
     };
+    let fenced = match client.recoveries().await {
+        Ok(r) => r.value["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["cluster"] == cluster)
+            .flat_map(|c| c["fenced"].as_array().cloned().unwrap_or_default())
+            .any(|f| f.as_str() == Some(addr.to_string().as_str())),
+        Err(e) => {
+            eprintln!("warning: between runs: read the fenced instances: {e}");
+            return;
+        }
+    };
+    if fenced {
+        eprintln!(
+            "between runs: the daemon holds {addr} fenced; it stays read-only until a rejoin"
+        );
+        return;
+    }
     let opts = probe::ProbeOptions {
         connect_timeout: Duration::from_secs(2),
         query_timeout: Duration::from_secs(10),
@@ -639,78 +631,68 @@ pub(crate) async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Between repeats: members running, a fenced old primary rejoined (with a token), exactly
-/// one writable primary, every replica replicating.
+/// Between repeats: members running, a fenced old primary rejoined (when `client`, a
+/// client of the daemon with a token, is given), exactly one writable primary, every replica
+/// replicating.
 pub(crate) async fn restore(
     sb: &Sandbox,
     target: &RunTarget,
-    api: Option<&str>,
+    client: Option<&api::Client>,
     cluster: &str,
-    token: Option<&str>,
 ) -> Result<(), CliError> {
     start_stopped(sb).await?;
-    let client = match (api, token) {
-        (Some(api), Some(token)) => Some((api.trim_end_matches('/').to_string(), token)),
-        _ => None,
-    };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .map_err(anyhow::Error::from)?;
     // The runs break the cluster on purpose: lift the anti-flapping block window the last
     // failover opened, or the next run's failover would be blocked.
-    if let Some((api, token)) = &client {
-        let url = format!("{api}/api/v1/clusters/{cluster}/recoveries/ack");
-        if let Err(e) = http
-            .post(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-        {
+    if let Some(client) = client {
+        if let Err(e) = client.recoveries_ack(cluster, "drt").await {
             eprintln!("warning: recoveries ack failed: {e}");
         }
     }
-    let writer =
-        match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30)).await {
-            Ok(w) => w,
-            // No primary at all, e.g. the control plane handed the failover to a human
-            // (lose-primary-and-best-replica): be that human, now that every member runs again.
-            Err(w) if w.is_empty() && client.is_some() => {
-                if let Some((api, token)) = &client {
-                    let url = format!("{api}/api/v1/clusters/{cluster}/failover");
-                    let r = http.post(&url).bearer_auth(token).send().await;
-                    let said = match r {
-                        Ok(r) => format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
-                        Err(e) => e.to_string(),
-                    };
-                    let said: String = said.chars().take(300).collect();
-                    eprintln!("between runs: no writable primary; asked for a failover: {said}");
-                    if said.contains("is alive") {
-                        // The daemon still names the old primary, restarted read-only by
-                        // the heal: open it, as the human who finds it rebooted would.
-                        open_named_primary(&http, api, token, cluster, target).await;
+    let writer = match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+        .await
+    {
+        Ok(w) => w,
+        // No primary at all, e.g. the control plane handed the failover to a human
+        // (lose-primary-and-best-replica): be that human, now that every member runs again.
+        Err(w) if w.is_empty() && client.is_some() => {
+            if let Some(client) = client {
+                match client.failover(cluster).await {
+                    Ok(r) => eprintln!(
+                        "between runs: no writable primary; asked for a failover: {}",
+                        r.value["state"].as_str().unwrap_or("?")
+                    ),
+                    // Refused: the daemon names a primary that answers (restarted
+                    // read-only by the heal).
+                    Err(e @ api::ClientError::Status { status: 409, .. })
+                        if e.to_string().contains("is alive") =>
+                    {
+                        eprintln!("between runs: no writable primary; asked for a failover: {e}");
+                        open_named_primary(client, cluster, target).await;
+                    }
+                    Err(e) => {
+                        eprintln!("between runs: no writable primary; asked for a failover: {e}")
                     }
                 }
-                wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
-                    .await
-                    .map_err(|w| {
-                        anyhow::anyhow!(
-                            "between runs: expected one writable primary, found {} even after \
+            }
+            wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+                .await
+                .map_err(|w| {
+                    anyhow::anyhow!(
+                        "between runs: expected one writable primary, found {} even after \
                          asking for a failover",
-                            w.len()
-                        )
-                    })?
-            }
-            Err(w) => {
-                return Err(anyhow::anyhow!(
-                    "between runs: expected one writable primary, found {}",
-                    w.len()
-                )
-                .into())
-            }
-        };
-    if let Some((api, token)) = &client {
+                        w.len()
+                    )
+                })?
+        }
+        Err(w) => {
+            return Err(anyhow::anyhow!(
+                "between runs: expected one writable primary, found {}",
+                w.len()
+            )
+            .into())
+        }
+    };
+    if let Some(client) = client {
         // A reachable read-only member without replication is a fenced old primary.
         for l in look_all(&target.members, &target.admin).await {
             let fenced = l
@@ -720,46 +702,41 @@ pub(crate) async fn restore(
             if !fenced {
                 continue;
             }
-            let url = format!("{api}/api/v1/clusters/{cluster}/rejoin");
-            let body = serde_json::json!({ "instance": l.addr.to_string() });
+            let instance = l.addr.to_string();
             for attempt in 0..2 {
-                let r = http
-                    .post(&url)
-                    .bearer_auth(token)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                if r.status().is_success() {
-                    break;
-                }
-                let status = r.status();
-                let text = r.text().await.unwrap_or_default();
-                if attempt == 0 && text.contains("errant GTIDs") {
-                    // Killed mid-commit under semi-sync AFTER_SYNC: a write in its binlog
-                    // that no client was told about. Remove it, as a DBA would, then rejoin.
-                    match drt::runner::discard_unacknowledged(
-                        &l.addr,
-                        &writer,
-                        &target.admin,
-                        &drt::load::TableName::default().quoted(),
-                    )
-                    .await
-                    {
-                        Ok(n) => eprintln!(
-                            "{} held an unacknowledged write ({n} ledger row(s)); removed it \
-                             before the rejoin",
-                            l.addr
-                        ),
-                        Err(e) => {
-                            eprintln!("warning: {}: {e}", l.addr);
-                            break;
+                match client.rejoin(cluster, &instance).await {
+                    Ok(_) => break,
+                    Err(api::ClientError::ErrantGtids { gtids, .. }) if attempt == 0 => {
+                        // Killed mid-commit under semi-sync AFTER_SYNC: a write in its binlog
+                        // that no client was told about. Remove it, as a DBA would, then
+                        // rejoin.
+                        match drt::runner::discard_unacknowledged(
+                            &l.addr,
+                            &writer,
+                            &target.admin,
+                            &drt::load::TableName::default().quoted(),
+                        )
+                        .await
+                        {
+                            Ok(n) => eprintln!(
+                                "{} held an unacknowledged write ({n} ledger row(s), errant \
+                                 GTIDs {}); removed it before the rejoin",
+                                l.addr,
+                                gtids.join(",")
+                            ),
+                            Err(e) => {
+                                eprintln!("warning: {}: {e}", l.addr);
+                                break;
+                            }
                         }
                     }
-                    continue;
+                    Err(e @ api::ClientError::Status { .. })
+                    | Err(e @ api::ClientError::ErrantGtids { .. }) => {
+                        eprintln!("warning: rejoin {} failed: {e}", l.addr);
+                        break;
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e).into()),
                 }
-                eprintln!("warning: rejoin {} failed: {status}: {text}", l.addr);
-                break;
             }
         }
     }

@@ -194,14 +194,11 @@ impl Scheduler {
         let id = save_run(self.store.as_ref(), &report, "schedule").await?.id;
         info!(%id, pass = report.pass, "scheduled DRT finished");
         // Put the cluster back together for the next game day.
-        if let Err(e) = crate::drt_cmd::restore(
-            &sb,
-            &target,
-            Some(&self.api),
-            &sched.cluster,
-            self.token.as_deref(),
-        )
-        .await
+        let client = match &self.token {
+            Some(t) => Some(api::Client::new(&self.api, Some(t.clone()))?),
+            None => None,
+        };
+        if let Err(e) = crate::drt_cmd::restore(&sb, &target, client.as_ref(), &sched.cluster).await
         {
             self.event(
                 &sched.cluster,

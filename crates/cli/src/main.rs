@@ -3,8 +3,6 @@
 mod alert_cmd;
 mod alerting;
 mod bench_cmd;
-mod bench_failover;
-mod bench_monitor;
 mod client_cmd;
 mod creds;
 mod doctor_cmd;

@@ -451,18 +451,9 @@ fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>)
 }
 
 /// The channel the watch loop publishes its rounds on, and the task that hands each round to
-/// the engine; the task ends when the watch loop drops the sender.
-pub(crate) fn round_consumer(
-    engine: Arc<engine::Engine>,
-) -> (
-    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
-    tokio::task::JoinHandle<()>,
-) {
-    round_consumer_with(engine, None)
-}
-
-/// [`round_consumer`], also handing a copy of each round to `tap` (the alerting task) with
-/// `try_send` before the engine sees it: a slow or full tap never delays the engine.
+/// the engine, also handing a copy of each round to `tap` (the alerting task) with
+/// `try_send` before the engine sees it: a slow or full tap never delays the engine. The task
+/// ends when the watch loop drops the sender.
 pub(crate) fn round_consumer_with(
     engine: Arc<engine::Engine>,
     tap: Option<tokio::sync::mpsc::Sender<monitor::ClusterRound>>,

@@ -405,31 +405,14 @@ async fn inject(
 /// Ask the control plane for a switchover to `to` and wait for it; the operation's final
 /// state, or why it was refused.
 async fn switchover(api: &str, token: &str, cluster: &str, to: &str) -> Result<String, String> {
-    let url = format!(
-        "{}/api/v1/clusters/{cluster}/switchover",
-        api.trim_end_matches('/')
-    );
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let resp = client
-        .post(&url)
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "to": to }))
-        .send()
-        .await
-        .map_err(|e| format!("POST {url}: {e}"))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !status.is_success() {
-        let msg = body["error"]
-            .as_str()
-            .or_else(|| body["message"].as_str())
-            .unwrap_or("no detail");
-        return Err(format!("{status}: {msg}"));
+    let client = api::Client::new(api, Some(token.to_string())).map_err(|e| e.to_string())?;
+    match client.switchover(cluster, Some(to)).await {
+        Ok(r) => Ok(r.value["state"].as_str().unwrap_or("unknown").to_string()),
+        Err(e @ (api::ClientError::Status { .. } | api::ClientError::ErrantGtids { .. })) => {
+            Err(format!("{}: {e}", e.status().unwrap_or_default()))
+        }
+        Err(e) => Err(format!("POST switchover: {e}")),
     }
-    Ok(body["state"].as_str().unwrap_or("unknown").to_string())
 }
 
 /// Run `scenario` once against `target`. Every fault is healed before this returns.
@@ -709,7 +692,14 @@ pub async fn run_once(
     }
 
     if let Some(api) = &target.api {
-        match control_plane_events(api, ledger.started_ms.saturating_sub(1000), ended_ms).await {
+        match control_plane_events(
+            api,
+            target.token.as_deref(),
+            ledger.started_ms.saturating_sub(1000),
+            ended_ms,
+        )
+        .await
+        {
             Ok(evs) => notes.extend(evs.into_iter().map(|(at, k, l)| (at, k, l, None))),
             Err(e) => notes.push((
                 ended_ms,
@@ -777,23 +767,21 @@ async fn catch_up(
 /// The control plane's events between `from_ms` and `to_ms` as timeline events (epoch ms).
 async fn control_plane_events(
     api: &str,
+    token: Option<&str>,
     from_ms: u64,
     to_ms: u64,
 ) -> Result<Vec<(u64, EventKind, String)>, String> {
-    let url = format!("{}/api/v1/events?limit=500", api.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let body: serde_json::Value = client
-        .get(&url)
-        .send()
+    let client = api::Client::new(api, token.map(str::to_string)).map_err(|e| e.to_string())?;
+    let filter = api::EventFilter {
+        cluster: None,
+        limit: Some(500),
+    };
+    let reply = client
+        .events(&filter)
         .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| format!("GET {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET events: {e}"))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("GET events: {e}"))?;
     Ok(map_events(&body, from_ms, to_ms))
 }
 

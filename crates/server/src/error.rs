@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use store::StoreError;
 
-use crate::wire::ErrorBody;
+use api::wire::ErrorBody;
 
 /// Why an API call failed. [`IntoResponse`] turns each variant into its status and a
 /// `{"error": "..."}` body; no handler picks a status itself.

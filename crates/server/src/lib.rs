@@ -3,7 +3,7 @@
 //! and bearer-token auth.
 //!
 //! Only this crate knows JSON over HTTP. Handlers read the [`store::Store`] and the
-//! [`monitor::Stats`], convert model and store types to the [`wire`] types, and answer; every
+//! [`monitor::Stats`], convert model and store types to the [`wire`] types (crate `api`), and answer; every
 //! error goes through [`ApiError`], the one place that picks an HTTP status. `docs/API.md`
 //! documents every route.
 //!
@@ -12,6 +12,7 @@
 
 pub mod alert_routes;
 pub mod auth;
+mod convert;
 pub mod drt_routes;
 mod error;
 pub mod metrics_routes;
@@ -19,7 +20,9 @@ pub mod ops_routes;
 mod query;
 mod routes;
 mod topology;
-pub mod wire;
+
+/// The wire types live in the `api` crate, beside the client that reads them.
+pub use api::wire;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -13,11 +13,11 @@ use store::{EventLevel, EventQuery, NewEvent, ProblemRecord, MAX_EVENT_LIMIT};
 
 use crate::error::ApiError;
 use crate::query::{Params, RawParams};
-use crate::wire::{
-    ClusterDetail, ClusterList, ClusterSummary, Event, EventList, Health, Instance, InstanceList,
-    NewNote, Problem, ProblemList, Spec, Status, Topology,
+use crate::{convert, topology, AppState, OPERATOR_NOTE};
+use api::wire::{
+    ClusterDetail, ClusterList, Event, EventList, Health, Instance, InstanceList, NewNote,
+    ProblemList, Spec, Status, Topology,
 };
-use crate::{topology, AppState, OPERATOR_NOTE};
 
 /// How many events or problem-history rows a call returns when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
@@ -78,7 +78,7 @@ pub async fn status(
     Ok(Json(Status {
         version: state.version.into(),
         now_ms: now_ms(),
-        stats: state.stats.snapshot().into(),
+        stats: convert::stats(state.stats.snapshot()),
     }))
 }
 
@@ -103,7 +103,7 @@ pub async fn clusters(
         .map(|r| {
             let problems: Vec<&ProblemRecord> =
                 open.iter().filter(|p| p.cluster == r.name).collect();
-            ClusterSummary::build(
+            convert::cluster_summary(
                 r,
                 instance_counts.get(&r.name).copied().unwrap_or(0),
                 observations.get(&r.name).map_or(&[], Vec::as_slice),
@@ -126,7 +126,7 @@ pub async fn cluster(
     let instances = state.store.instances(Some(&name)).await?;
     let observations = observations_only(last_observations(&state, Some(&name)).await?);
     let open = state.store.open_problems(Some(&name)).await?;
-    let summary = ClusterSummary::build(
+    let summary = convert::cluster_summary(
         &record,
         instances.len(),
         &observations,
@@ -173,7 +173,7 @@ pub async fn instances(
         .instances(cluster)
         .await?
         .iter()
-        .map(|i| Instance::new(i, observations.remove(&i.addr)))
+        .map(|i| convert::instance(i, observations.remove(&i.addr)))
         .collect();
     Ok(Json(InstanceList { instances }))
 }
@@ -198,7 +198,7 @@ pub async fn instance(
         .find(|i| i.addr == addr)
         .ok_or_else(|| ApiError::NotFound(format!("no instance {addr} in any cluster")))?;
     let observation = state.store.last_observation(&addr).await?;
-    Ok(Json(Instance::new(&record, observation)))
+    Ok(Json(convert::instance(&record, observation)))
 }
 
 /// `GET /api/v1/problems?cluster=NAME&history=BOOL&limit=N`.
@@ -224,7 +224,7 @@ pub async fn problems(
         state.store.open_problems(cluster).await?
     };
     Ok(Json(ProblemList {
-        problems: records.iter().map(Problem::from).collect(),
+        problems: records.iter().map(convert::problem).collect(),
     }))
 }
 
@@ -248,7 +248,7 @@ pub async fn events(
     };
     let events = state.store.events(&query).await?;
     Ok(Json(EventList {
-        events: events.into_iter().map(Event::from).collect(),
+        events: events.into_iter().map(convert::event).collect(),
     }))
 }
 
@@ -279,7 +279,7 @@ pub async fn append_note(
     }
     let stored = state.store.append_event(&event).await?;
     tracing::info!(id = stored.id, cluster = ?stored.cluster, "operator note appended");
-    Ok((StatusCode::CREATED, Json(Event::from(stored))))
+    Ok((StatusCode::CREATED, Json(convert::event(stored))))
 }
 
 /// Any path no route matches: 404.

@@ -7,7 +7,7 @@ use model::analysis::{find_primary, replication_tree};
 use model::{InstanceAddr, Observation};
 use store::{InstanceRecord, Origin};
 
-use crate::wire::{Node, Role, Topology};
+use api::wire::{Node, Role, Topology};
 
 /// What is known of one address.
 #[derive(Default)]
@@ -133,7 +133,12 @@ impl<'a> Walk<'_, 'a> {
                 _ => Role::Unknown,
             }
         };
-        let mut node = Node::new(addr, role, known.and_then(|k| k.origin), observation);
+        let mut node = Node::new(
+            addr,
+            role,
+            known.and_then(|k| k.origin).map(|o| o.as_str()),
+            observation,
+        );
         node.depth = depth;
         node.orphan = orphan;
         self.nodes.push(node);

@@ -1,4 +1,5 @@
-//! The JSON wire types of `/api/v1`, converted from model and store types at the edge.
+//! The JSON wire types of `/api/v1`: what the daemon answers and what its clients read.
+//! The server converts model and store types to them at the edge (`server::convert`).
 //!
 //! Field names are stable snake_case. Within `/api/v1` a field may be added, never renamed or
 //! removed. Addresses are `host:port` strings, times are milliseconds since the Unix epoch
@@ -9,7 +10,6 @@ use model::{
     PromotionRule, Severity,
 };
 use serde::{Deserialize, Serialize};
-use store::{ClusterRecord, EventRecord, InstanceRecord, Origin, ProblemRecord};
 
 /// The body of every error response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,27 +84,6 @@ pub struct Stats {
     pub observations_persist_skipped: u64,
 }
 
-impl From<monitor::StatsSnapshot> for Stats {
-    fn from(s: monitor::StatsSnapshot) -> Self {
-        Self {
-            started_ms: s.started_ms,
-            rounds: s.rounds,
-            last_round_ms: s.last_round_ms,
-            probes: s.probes,
-            probe_errors: s.probe_errors,
-            instances: s.instances,
-            fast_paths: s.fast_paths,
-            fast_path_rounds: s.fast_path_rounds,
-            refresh_rounds: s.refresh_rounds,
-            sentinel_signals: s.sentinel_signals,
-            sentinels_armed: s.sentinels_armed,
-            rounds_dropped: s.rounds_dropped,
-            observations_persisted: s.observations_persisted,
-            observations_persist_skipped: s.observations_persist_skipped,
-        }
-    }
-}
-
 /// `GET /api/v1/clusters`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterList {
@@ -131,34 +110,6 @@ pub struct ClusterSummary {
     /// The most urgent open problem's severity (`warning`, `error`, `critical`); `null`
     /// when none is open.
     pub worst_severity: Option<String>,
-}
-
-impl ClusterSummary {
-    /// The summary of a cluster from its record, its instances, the last observations filed
-    /// under it, and its open problems.
-    pub fn build(
-        record: &ClusterRecord,
-        instance_count: usize,
-        observations: &[Observation],
-        open_problems: &[&ProblemRecord],
-    ) -> Self {
-        let primary = model::analysis::find_primary(observations)
-            .addr()
-            .map(ToString::to_string);
-        Self {
-            name: record.name.clone(),
-            primary,
-            writer: record.writer.as_ref().map(ToString::to_string),
-            instance_count,
-            reachable_count: observations.iter().filter(|o| o.state().is_some()).count(),
-            open_problem_count: open_problems.len(),
-            worst_severity: open_problems
-                .iter()
-                .map(|p| p.problem.severity)
-                .max()
-                .map(|s| severity(s).to_string()),
-        }
-    }
 }
 
 /// `GET /api/v1/clusters/{name}`: the summary, plus the declared spec.
@@ -301,16 +252,17 @@ pub struct Failure {
 
 impl Node {
     /// A node with what its observation (if any) shows; the caller sets its place.
+    /// `origin` is `config` or `discovered`, when the store lists the instance.
     pub fn new(
         addr: &InstanceAddr,
         role: Role,
-        origin: Option<Origin>,
+        origin: Option<&str>,
         observation: Option<&Observation>,
     ) -> Self {
         let mut node = Self {
             addr: addr.to_string(),
             role,
-            origin: origin.map(|o| o.as_str().to_string()),
+            origin: origin.map(str::to_string),
             orphan: false,
             depth: 0,
             reachable: false,
@@ -388,20 +340,6 @@ pub struct Instance {
     pub observation: Option<Observation>,
 }
 
-impl Instance {
-    /// An instance record with its last observation.
-    pub fn new(record: &InstanceRecord, observation: Option<Observation>) -> Self {
-        Self {
-            cluster: record.cluster.clone(),
-            addr: record.addr.to_string(),
-            origin: record.origin.as_str().to_string(),
-            first_seen_ms: record.first_seen_ms,
-            last_seen_ms: record.last_seen_ms,
-            observation,
-        }
-    }
-}
-
 /// `GET /api/v1/problems`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProblemList {
@@ -445,32 +383,6 @@ pub struct Evidence {
     pub fact: String,
 }
 
-impl From<&ProblemRecord> for Problem {
-    fn from(r: &ProblemRecord) -> Self {
-        let p = &r.problem;
-        Self {
-            id: r.id,
-            cluster: r.cluster.clone(),
-            key: r.key.clone(),
-            kind: p.kind.to_string(),
-            instance: p.instance.as_ref().map(ToString::to_string),
-            severity: severity(p.severity).to_string(),
-            summary: p.summary.clone(),
-            evidence: p
-                .evidence
-                .iter()
-                .map(|e| Evidence {
-                    instance: e.instance.to_string(),
-                    fact: e.fact.clone(),
-                })
-                .collect(),
-            first_seen_ms: r.first_seen_ms,
-            last_seen_ms: r.last_seen_ms,
-            cleared_ms: r.cleared_ms,
-        }
-    }
-}
-
 /// `GET /api/v1/events`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventList {
@@ -497,21 +409,6 @@ pub struct Event {
     pub message: String,
     /// Structured details; `null` when none.
     pub data: serde_json::Value,
-}
-
-impl From<EventRecord> for Event {
-    fn from(e: EventRecord) -> Self {
-        Self {
-            id: e.id,
-            at_ms: e.at_ms,
-            cluster: e.cluster,
-            instance: e.instance.map(|i| i.to_string()),
-            kind: e.kind,
-            level: e.level.as_str().to_string(),
-            message: e.message,
-            data: e.data,
-        }
-    }
 }
 
 /// The body of `POST /api/v1/events`: an operator's note for the log.

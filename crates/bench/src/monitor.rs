@@ -1,4 +1,4 @@
-//! `dbfleet bench monitor`: the real watch loop against a simulated fleet of N servers, and
+//! The monitor at scale (`dbfleet bench monitor`): the real watch loop against a simulated fleet of N servers, and
 //! what it costs: probes per second against the target, the control plane's CPU and RSS,
 //! probe latency, and missed intervals; optionally, the CPU cost per probed instance against
 //! Prometheus `mysqld_exporter` on real sandbox servers.
@@ -40,8 +40,6 @@ use serde::Serialize;
 use store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
-
-use crate::CliError;
 
 /// What `bench monitor` runs.
 #[derive(Clone, Debug)]
@@ -488,7 +486,7 @@ fn hang_set(all: &[InstanceAddr], fraction: f64) -> Vec<InstanceAddr> {
 }
 
 /// Run the benchmark.
-pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
+pub async fn run(b: MonitorBench) -> Result<MonitorFigures, anyhow::Error> {
     let per = b.replicas + 1;
     let clusters_n = b.instances.div_ceil(per).max(1);
     let instances = clusters_n * per;
@@ -584,9 +582,9 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, CliError> {
     cancel.cancel();
     match tokio::time::timeout(Duration::from_secs(30), watch).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(e.context("the watch loop failed").into()),
-        Ok(Err(e)) => return Err(anyhow::anyhow!("the watch loop panicked: {e}").into()),
-        Err(_) => return Err(anyhow::anyhow!("the watch loop did not stop within 30s").into()),
+        Ok(Ok(Err(e))) => return Err(e.context("the watch loop failed")),
+        Ok(Err(e)) => return Err(anyhow::anyhow!("the watch loop panicked: {e}")),
+        Err(_) => return Err(anyhow::anyhow!("the watch loop did not stop within 30s")),
     }
     let _ = consumer.await;
     let sim_processes = sim.children.len();
@@ -672,7 +670,7 @@ impl Drop for Exporters {
     }
 }
 
-async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigures, CliError> {
+async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigures, anyhow::Error> {
     let k = b.compare_exporter;
     let version = std::process::Command::new("prometheus-mysqld-exporter")
         .arg("--version")
@@ -790,7 +788,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
     let deadline = Instant::now() + Duration::from_secs(30);
     while scrape_all(http.clone(), urls.clone()).await.0 < k as u64 {
         if Instant::now() > deadline {
-            return Err(anyhow::anyhow!("the exporters did not answer within 30s").into());
+            return Err(anyhow::anyhow!("the exporters did not answer within 30s"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -831,7 +829,7 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
 
 /// `dbfleet bench sim-serve`: run a simulated fleet until stdin closes (see
 /// `sim::serve_control`). Prints `ready N` once every server listens.
-pub async fn sim_serve(opts: sim::FleetOptions) -> Result<(), CliError> {
+pub async fn sim_serve(opts: sim::FleetOptions) -> Result<(), anyhow::Error> {
     let servers = opts.clusters * (opts.replicas + 1);
     raise_nofile(servers as u64 * 3 + 4096)?;
     let fleet = sim::Fleet::start(opts).await?;
@@ -842,71 +840,5 @@ pub async fn sim_serve(opts: sim::FleetOptions) -> Result<(), CliError> {
     let input = BufReader::new(tokio::io::stdin());
     let result = sim::serve_control(&fleet, input, out).await;
     fleet.shutdown().await;
-    Ok(result?)
-}
-
-/// Print the figures as text.
-pub fn print(f: &MonitorFigures) {
-    println!(
-        "monitor, {} simulated servers ({} clusters of {}), interval {} ms, {:.0}s window, {} hung:\n  \
-         probes/s          {:.0} of a target {:.0} (healthy servers answered {:.0}/s)\n  \
-         missed intervals  {} ({} servers; longest gap {} ms)\n  \
-         probe latency     p50 {:.2} ms  p99 {:.2} ms  max {:.1} ms\n  \
-         control plane     {:.3} cores ({:.1} us/probe), RSS peak {:.0} MiB, end {:.0} MiB\n  \
-         history           {:.0} MiB now, {:.0} MiB once full: RSS then about {:.0} MiB\n  \
-         simulated fleet   {:.3} cores ({} processes, not counted above; {} failed accepts)\n  \
-         rounds            {} of {} expected; probe errors {}; unknown sim statements {}\n  \
-         heartbeats        {}",
-        f.instances,
-        f.clusters,
-        f.replicas_per_cluster + 1,
-        f.interval_ms,
-        f.window_s,
-        f.hung,
-        f.probes_per_s,
-        f.target_probes_per_s,
-        f.healthy_observes_per_s,
-        f.missed_intervals,
-        f.servers_with_misses,
-        f.max_gap_ms,
-        f.probe_latency_p50_ms,
-        f.probe_latency_p99_ms,
-        f.probe_latency_max_ms,
-        f.control_plane_cpu_cores,
-        f.control_plane_cpu_us_per_probe,
-        f.control_plane_rss_peak_mib,
-        f.control_plane_rss_end_mib,
-        f.history_mib,
-        f.history_full_mib,
-        f.control_plane_rss_projected_mib,
-        f.sim_cpu_cores,
-        f.sim_processes,
-        f.sim_accept_errors,
-        f.rounds,
-        f.rounds_expected,
-        f.probe_errors,
-        f.sim_unknown_statements,
-        if f.heartbeat {
-            format!("{:.0} rows written/s, read in every probe", f.heartbeat_writes_per_s)
-        } else {
-            "off (--no-heartbeat)".to_string()
-        },
-    );
-    if let Some(e) = &f.exporter {
-        println!(
-            "against {} on {} real MariaDB servers:\n  \
-             dbfleet           {:.0} us CPU per probe ({} probes)\n  \
-             mysqld_exporter   {:.0} us CPU per scrape ({} scrapes, {} bytes each, {:.0} MiB RSS in all)\n  \
-             ratio             {:.1}x",
-            e.exporter_version,
-            e.servers,
-            e.dbfleet_cpu_us_per_probe,
-            e.dbfleet_probes,
-            e.exporter_cpu_us_per_scrape,
-            e.exporter_scrapes,
-            e.exporter_scrape_bytes,
-            e.exporter_rss_mib,
-            e.ratio
-        );
-    }
+    result
 }

@@ -1,4 +1,4 @@
-//! `dbfleet bench failover`: SIGKILL (or SIGSTOP) the primary of a semi-sync sandbox under a
+//! Failover (`dbfleet bench failover`): SIGKILL (or SIGSTOP) the primary of a semi-sync sandbox under a
 //! write load, again and again, with the real watch loop and engine, and measure fault →
 //! detection, fault → writable new primary, the failover's own decision → writable, the
 //! client's outage and the acknowledged writes lost; then time planned switchovers under the
@@ -15,10 +15,8 @@ use serde::Serialize;
 use store::{OperationQuery, Store};
 use tokio_util::sync::CancellationToken;
 
-use crate::CliError;
-
 /// What happens to the primary in a failover run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// SIGKILL: the kernel closes its sockets at once.
@@ -90,6 +88,23 @@ fn p50_max(v: impl Iterator<Item = u64>) -> (u64, u64) {
 
 const NAME: &str = "benchfo";
 
+/// Run the benchmark in a sandbox in a temporary directory, removed after; progress on
+/// stderr unless `json`.
+pub async fn run_in_temp(
+    fault: Fault,
+    runs: usize,
+    switchovers: usize,
+    interval: Duration,
+    base_port: u16,
+    json: bool,
+) -> anyhow::Result<FailoverFigures> {
+    let root = crate::temp_root();
+    let result = run(&root, fault, runs, switchovers, interval, base_port, json).await;
+    let _ = Sandbox::down(&root, NAME);
+    let _ = std::fs::remove_dir_all(&root);
+    result
+}
+
 /// Run the benchmark in a sandbox under `root`.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -100,7 +115,7 @@ pub async fn run(
     interval: Duration,
     base_port: u16,
     json: bool,
-) -> Result<FailoverFigures, CliError> {
+) -> Result<FailoverFigures, anyhow::Error> {
     let (sb, _) = Sandbox::up(&UpOptions {
         name: NAME.into(),
         replicas: 2,
@@ -159,7 +174,7 @@ pub async fn run(
     );
     engine.campaign_once().await;
     let cancel = CancellationToken::new();
-    let (tx, consumer) = crate::serve_cmd::round_consumer(engine.clone());
+    let (tx, consumer) = round_consumer(engine.clone());
     let stats = Arc::new(monitor::Stats::default());
     let watch = tokio::spawn(monitor::run(
         monitor::WatchOptions {
@@ -194,13 +209,13 @@ pub async fn run(
     result
 }
 
-fn member_name(sb: &Sandbox, addr: &InstanceAddr) -> Result<String, CliError> {
+fn member_name(sb: &Sandbox, addr: &InstanceAddr) -> Result<String, anyhow::Error> {
     sb.manifest()
         .members
         .iter()
         .find(|m| &m.addr() == addr)
         .map(|m| m.name.clone())
-        .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member").into())
+        .ok_or_else(|| anyhow::anyhow!("{addr} is not a sandbox member"))
 }
 
 /// Wait until every member was seen reachable after `since_ms` (by the watch loop's own
@@ -211,7 +226,7 @@ async fn wait_healthy(
     store: &Arc<dyn Store>,
     stats: &monitor::Stats,
     interval: Duration,
-) -> Result<(), CliError> {
+) -> Result<(), anyhow::Error> {
     let since_ms = engine::now_ms();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -234,14 +249,13 @@ async fn wait_healthy(
                     .map(|p| p.problem.summary.clone())
                     .collect::<Vec<_>>()
                     .join("; ")
-            )
-            .into());
+            ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-fn load_opts(sb: &Sandbox, duration: Duration) -> Result<drt::load::LoadOptions, CliError> {
+fn load_opts(sb: &Sandbox, duration: Duration) -> Result<drt::load::LoadOptions, anyhow::Error> {
     let creds = sb.credentials()?;
     let members = sb.manifest().members.iter().map(|m| m.addr()).collect();
     let mut o = drt::load::LoadOptions::new(members, creds.app.credentials());
@@ -258,7 +272,7 @@ async fn lost(
     sb: &Sandbox,
     ledger: &drt::load::Ledger,
     writer: &InstanceAddr,
-) -> Result<usize, CliError> {
+) -> Result<usize, anyhow::Error> {
     let admin = sb.credentials()?.admin.credentials();
     let v = drt::load::verify(ledger, writer, &[], &admin, &Default::default())
         .await
@@ -277,7 +291,7 @@ async fn runs_in(
     switchovers: usize,
     interval: Duration,
     json: bool,
-) -> Result<FailoverFigures, CliError> {
+) -> Result<FailoverFigures, anyhow::Error> {
     let admin = sb.credentials()?.admin.credentials();
     let table: drt::load::TableName = "app.bench_ledger"
         .parse()
@@ -334,7 +348,7 @@ async fn runs_in(
                 break ops[0].clone();
             }
             if Instant::now() > deadline {
-                return Err(anyhow::anyhow!("no finished failover 60 s after the kill").into());
+                return Err(anyhow::anyhow!("no finished failover 60 s after the kill"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -355,8 +369,7 @@ async fn runs_in(
                 i + 1,
                 op.state,
                 op.error.unwrap_or_default()
-            )
-            .into());
+            ));
         }
         let new: InstanceAddr = op.data["candidate"]
             .as_str()
@@ -425,8 +438,7 @@ async fn runs_in(
                 if Instant::now() > deadline {
                     return Err(anyhow::anyhow!(
                         "{primary} was not fenced 20 s after it came back"
-                    )
-                    .into());
+                    ));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -463,7 +475,7 @@ async fn runs_in(
                     tracing::debug!(error = %e, "rejoin not yet");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(anyhow::anyhow!("rejoin {primary}: {e}").into()),
+                Err(e) => return Err(anyhow::anyhow!("rejoin {primary}: {e}")),
             }
         }
     }
@@ -532,4 +544,29 @@ async fn runs_in(
         write_block_p50_ms,
         write_block_max_ms,
     })
+}
+
+/// The channel the watch loop publishes its rounds on, and the task that hands each round to
+/// the engine, as the daemon wires them; the task ends when the watch loop drops the sender.
+fn round_consumer(
+    engine: Arc<engine::Engine>,
+) -> (
+    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let task = tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            engine
+                .on_round(
+                    &r.cluster,
+                    r.primary.as_ref(),
+                    &r.problems,
+                    &r.observations,
+                    r.at_ms,
+                )
+                .await;
+        }
+    });
+    (tx, task)
 }
