@@ -174,7 +174,7 @@ pub async fn run(
     );
     engine.campaign_once().await;
     let cancel = CancellationToken::new();
-    let (tx, consumer) = round_consumer(engine.clone());
+    let (tx, consumer) = daemon::round_consumer_with(engine.clone(), None);
     let stats = Arc::new(monitor::Stats::default());
     let watch = tokio::spawn(monitor::run(
         monitor::WatchOptions {
@@ -544,29 +544,4 @@ async fn runs_in(
         write_block_p50_ms,
         write_block_max_ms,
     })
-}
-
-/// The channel the watch loop publishes its rounds on, and the task that hands each round to
-/// the engine, as the daemon wires them; the task ends when the watch loop drops the sender.
-fn round_consumer(
-    engine: Arc<engine::Engine>,
-) -> (
-    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
-    let task = tokio::spawn(async move {
-        while let Some(r) = rx.recv().await {
-            engine
-                .on_round(
-                    &r.cluster,
-                    r.primary.as_ref(),
-                    &r.problems,
-                    &r.observations,
-                    r.at_ms,
-                )
-                .await;
-        }
-    });
-    (tx, task)
 }

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use drt::between::{restore, start_stopped};
 use drt::report::Report;
-use drt::runner::{look_all, run_once, wait_one_writable, RunTarget};
+use drt::runner::{run_once, RunTarget};
 use drt::scenario::{builtins, Overrides, Scenario};
 use sandbox::Sandbox;
 use serde::Serialize;
@@ -231,7 +232,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         }
         if i > 0 {
             if let Err(e) = restore(&sb, &target, daemon.as_ref(), &cluster).await {
-                stopped = Some(e.error.context(format!("before run {}", i + 1)));
+                stopped = Some(anyhow::Error::from(e).context(format!("before run {}", i + 1)));
                 break;
             }
         }
@@ -557,190 +558,4 @@ pub fn check_allowed(config: &std::path::Path, cluster: &str) -> Result<(), CliE
             config.display()
         ))),
     }
-}
-
-/// Between repeats, with no writable primary, after the daemon refused a failover because
-/// the primary it names is alive: `SET GLOBAL read_only=0` on that primary, as the human the
-/// daemon handed the failover to would, once the killed members run again.
-///
-/// Why it exists: when the daemon hands a failover to a human (`needs_human`, e.g.
-/// `lose-primary-and-best-replica`), it promotes nobody, and the old primary comes back
-/// read-only from the heal with its replicas still attached. The API has no call that opens
-/// it (`failover` refuses a live primary, `switchover` needs a writable one). It never
-/// opens an instance the daemon holds fenced (an old primary a failover replaced): the
-/// daemon keeps those read-only on purpose, and only a rejoin brings them back.
-async fn open_named_primary(client: &api::Client, cluster: &str, target: &RunTarget) {
-    let named = match client.topology(cluster).await {
-        Ok(t) => t.value.primary,
-        Err(e) => {
-            eprintln!("warning: between runs: read the topology: {e}");
-            return;
-        }
-    };
-    let Some(addr) = named.and_then(|n| target.members.iter().find(|m| m.to_string() == n)) else {
-        eprintln!("between runs: the daemon names no primary among the members");
-        return;
-    };
-    let fenced = match client.recoveries().await {
-        Ok(r) => r.value["clusters"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["cluster"] == cluster)
-            .flat_map(|c| c["fenced"].as_array().cloned().unwrap_or_default())
-            .any(|f| f.as_str() == Some(addr.to_string().as_str())),
-        Err(e) => {
-            eprintln!("warning: between runs: read the fenced instances: {e}");
-            return;
-        }
-    };
-    if fenced {
-        eprintln!(
-            "between runs: the daemon holds {addr} fenced; it stays read-only until a rejoin"
-        );
-        return;
-    }
-    let opts = probe::ProbeOptions {
-        connect_timeout: Duration::from_secs(2),
-        query_timeout: Duration::from_secs(10),
-    };
-    match probe::Session::connect(addr, &target.admin, opts).await {
-        Ok(mut s) => {
-            let r = s.exec("open the primary", "SET GLOBAL read_only=0").await;
-            s.close().await;
-            match r {
-                Ok(()) => eprintln!(
-                    "between runs: opened {addr} (read_only=0), the primary the daemon names"
-                ),
-                Err(e) => eprintln!("warning: between runs: open {addr}: {e}"),
-            }
-        }
-        Err(e) => eprintln!("warning: between runs: connect to {addr}: {e}"),
-    }
-}
-
-/// Start every member whose process is not running.
-pub(crate) async fn start_stopped(sb: &Sandbox) -> anyhow::Result<()> {
-    for m in sb.status() {
-        if !m.running {
-            sb.start(&m.name)
-                .await
-                .map_err(|e| anyhow::anyhow!("start {}: {e}", m.name))?;
-        }
-    }
-    Ok(())
-}
-
-/// Between repeats: members running, a fenced old primary rejoined (when `client`, a
-/// client of the daemon with a token, is given), exactly one writable primary, every replica
-/// replicating.
-pub(crate) async fn restore(
-    sb: &Sandbox,
-    target: &RunTarget,
-    client: Option<&api::Client>,
-    cluster: &str,
-) -> Result<(), CliError> {
-    start_stopped(sb).await?;
-    // The runs break the cluster on purpose: lift the anti-flapping block window the last
-    // failover opened, or the next run's failover would be blocked.
-    if let Some(client) = client {
-        if let Err(e) = client.recoveries_ack(cluster, "drt").await {
-            eprintln!("warning: recoveries ack failed: {e}");
-        }
-    }
-    let writer = match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
-        .await
-    {
-        Ok(w) => w,
-        // No primary at all, e.g. the control plane handed the failover to a human
-        // (lose-primary-and-best-replica): be that human, now that every member runs again.
-        Err(w) if w.is_empty() && client.is_some() => {
-            if let Some(client) = client {
-                match client.failover(cluster).await {
-                    Ok(r) => eprintln!(
-                        "between runs: no writable primary; asked for a failover: {}",
-                        r.value["state"].as_str().unwrap_or("?")
-                    ),
-                    // Refused: the daemon names a primary that answers (restarted
-                    // read-only by the heal).
-                    Err(e @ api::ClientError::Status { status: 409, .. })
-                        if e.to_string().contains("is alive") =>
-                    {
-                        eprintln!("between runs: no writable primary; asked for a failover: {e}");
-                        open_named_primary(client, cluster, target).await;
-                    }
-                    Err(e) => {
-                        eprintln!("between runs: no writable primary; asked for a failover: {e}")
-                    }
-                }
-            }
-            wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
-                .await
-                .map_err(|w| {
-                    anyhow::anyhow!(
-                        "between runs: expected one writable primary, found {} even after \
-                         asking for a failover",
-                        w.len()
-                    )
-                })?
-        }
-        Err(w) => {
-            return Err(anyhow::anyhow!(
-                "between runs: expected one writable primary, found {}",
-                w.len()
-            )
-            .into())
-        }
-    };
-    if let Some(client) = client {
-        // A reachable read-only member without replication is a fenced old primary.
-        for l in look_all(&target.members, &target.admin).await {
-            let fenced = l
-                .state
-                .as_ref()
-                .is_some_and(|s| s.read_only && s.replication.is_none());
-            if !fenced {
-                continue;
-            }
-            let instance = l.addr.to_string();
-            for attempt in 0..2 {
-                match client.rejoin(cluster, &instance).await {
-                    Ok(_) => break,
-                    Err(api::ClientError::ErrantGtids { gtids, .. }) if attempt == 0 => {
-                        // Killed mid-commit under semi-sync AFTER_SYNC: a write in its binlog
-                        // that no client was told about. Remove it, as a DBA would, then
-                        // rejoin.
-                        match drt::runner::discard_unacknowledged(
-                            &l.addr,
-                            &writer,
-                            &target.admin,
-                            &drt::load::TableName::default().quoted(),
-                        )
-                        .await
-                        {
-                            Ok(n) => eprintln!(
-                                "{} held an unacknowledged write ({n} ledger row(s), errant \
-                                 GTIDs {}); removed it before the rejoin",
-                                l.addr,
-                                gtids.join(",")
-                            ),
-                            Err(e) => {
-                                eprintln!("warning: {}: {e}", l.addr);
-                                break;
-                            }
-                        }
-                    }
-                    Err(e @ api::ClientError::Status { .. })
-                    | Err(e @ api::ClientError::ErrantGtids { .. }) => {
-                        eprintln!("warning: rejoin {} failed: {e}", l.addr);
-                        break;
-                    }
-                    Err(e) => return Err(anyhow::Error::from(e).into()),
-                }
-            }
-        }
-    }
-    // Give the replicas a moment to settle so the next run starts from a healthy cluster.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(())
 }

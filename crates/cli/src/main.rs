@@ -1,13 +1,11 @@
 //! The `dbfleet` command: parses arguments and dispatches to the crates that do the work.
 
 mod alert_cmd;
-mod alerting;
 mod bench_cmd;
 mod client_cmd;
 mod creds;
 mod doctor_cmd;
 mod drt_cmd;
-mod drt_schedule;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;

@@ -18,6 +18,7 @@
 //! *Boundary*: opens connections to servers only through `probe`; changes only the sandbox it
 //! is pointed at, and only to inject and heal the scenario's faults.
 
+pub mod between;
 mod error;
 pub mod faults;
 pub mod load;

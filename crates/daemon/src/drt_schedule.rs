@@ -198,16 +198,12 @@ impl Scheduler {
             Some(t) => Some(api::Client::new(&self.api, Some(t.clone()))?),
             None => None,
         };
-        if let Err(e) = crate::drt_cmd::restore(&sb, &target, client.as_ref(), &sched.cluster).await
-        {
+        if let Err(e) = drt::between::restore(&sb, &target, client.as_ref(), &sched.cluster).await {
             self.event(
                 &sched.cluster,
                 kinds::DRT_FINISHED,
                 EventLevel::Error,
-                format!(
-                    "after the scheduled DRT {id}, the cluster could not be restored: {:#}",
-                    e.error
-                ),
+                format!("after the scheduled DRT {id}, the cluster could not be restored: {e}"),
             )
             .await;
         }

@@ -1,0 +1,451 @@
+//! The daemon's life: start-up from a config, the rounds handed to the engine and the
+//! alerting, the API, and an orderly shutdown (or a stop for a reload).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use config::Config;
+use monitor::{ClusterWatch, Stats, WatchOptions};
+use probe::{Credentials, ProbeOptions};
+use store::{kinds, EventLevel, NewEvent, SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+/// How long each part may take to stop after SIGTERM.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a scheduled DRT in progress gets to heal and verify at shutdown.
+const DRT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a reload waits for this node's running operations to end before it gives up.
+const RELOAD_OPERATION_WAIT: Duration = Duration::from_secs(60);
+
+/// Why the daemon did not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config, its secrets or the environment (failpoints) are not valid: the
+    /// operator's input, exit code 2.
+    #[error("{0:#}")]
+    Config(anyhow::Error),
+    /// Something failed while starting or running.
+    #[error("{0:#}")]
+    Run(#[from] anyhow::Error),
+}
+
+/// How the daemon ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// SIGTERM or SIGINT: it shut down in order.
+    Stopped,
+    /// SIGHUP with a valid config: it shut down so that the caller starts it again in
+    /// place (see the CLI's `serve`).
+    Reload,
+}
+
+/// Load `path` and check that every secret it names can be read.
+pub fn load_config(path: &std::path::Path) -> Result<Config, DaemonError> {
+    let cfg = Config::load(path).map_err(|e| DaemonError::Config(e.into()))?;
+    cfg.check_secrets()
+        .map_err(|e| DaemonError::Config(e.into()))?;
+    Ok(cfg)
+}
+
+/// Run the daemon until SIGTERM or SIGINT (or a SIGHUP with a valid config, which restarts
+/// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
+/// store, exit 0.
+pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> {
+    let cfg = load_config(config_path)?;
+    let failpoints = engine::failpoint::init_from_env()
+        .map_err(|e| DaemonError::Config(anyhow::anyhow!("DBFLEET_FAILPOINTS: {e}")))?;
+    if !failpoints.is_empty() {
+        tracing::warn!(failpoints = ?failpoints, "failpoints are armed: this daemon will crash or fail on purpose");
+    }
+    let store: Arc<dyn Store> = match cfg.store.backend {
+        config::StoreBackend::Sqlite => Arc::new(
+            SqliteStore::open(&cfg.store.data_dir)
+                .with_context(|| format!("open the store in {}", cfg.store.data_dir.display()))?,
+        ),
+        config::StoreBackend::Etcd => Arc::new(
+            store::EtcdStore::connect(
+                &cfg.store.etcd_endpoints,
+                &cfg.store.etcd_prefix,
+                store::EtcdOptions::default(),
+            )
+            .await
+            .with_context(|| {
+                format!("connect to etcd at {}", cfg.store.etcd_endpoints.join(","))
+            })?,
+        ),
+    };
+    let tokens = cfg
+        .api
+        .load_tokens()
+        .map_err(|e| DaemonError::Config(e.into()))?;
+    let mut clusters = Vec::new();
+    let mut setups = Vec::new();
+    // Per cluster, the trigger that probes and analyses it at once (an operation ended).
+    let mut refreshes = std::collections::HashMap::new();
+    for c in &cfg.clusters {
+        let creds = cfg
+            .resolve_credentials(&c.credentials)
+            .map_err(|e| DaemonError::Config(e.into()))?;
+        let (user, password) = creds.into_parts();
+        let admin = Credentials::new(user, password);
+        let repl = match &c.replication_credentials {
+            Some(name) => {
+                let (u, p) = cfg
+                    .resolve_credentials(name)
+                    .map_err(|e| DaemonError::Config(e.into()))?
+                    .into_parts();
+                Some(Credentials::new(u, p))
+            }
+            None => None,
+        };
+        setups.push(engine::ClusterSetup {
+            spec: c.spec(),
+            admin: admin.clone(),
+            repl,
+            failover: c.failover.clone(),
+        });
+        let refresh = Arc::new(tokio::sync::Notify::new());
+        refreshes.insert(c.name.clone(), refresh.clone());
+        clusters.push(ClusterWatch::new(c.spec(), admin).with_refresh(refresh));
+    }
+    let node_id = cfg.node.id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        format!("{host}:{}", cfg.api.listen.port())
+    });
+    // One tracker of the replicas' received streams for the monitor and the engine: a
+    // failover's fresh look then sees the silence the monitor measured.
+    let streams = Arc::new(model::SharedStreams::default());
+    let engine = engine::Engine::with_streams(
+        store.clone(),
+        engine::EngineOptions {
+            node_id: node_id.clone(),
+            lease_ttl: cfg.node.lease_ttl,
+            lock_ttl: Duration::from_secs(10),
+            probe: ProbeOptions {
+                connect_timeout: cfg.probe.connect_timeout,
+                query_timeout: cfg.probe.query_timeout.max(Duration::from_secs(5)),
+            },
+        },
+        setups,
+        streams.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (is another dbfleet serve running? change [api] listen)",
+                cfg.api.listen
+            )
+        })?;
+
+    let stats = Arc::new(Stats {
+        streams: streams.clone(),
+        ..Stats::default()
+    });
+    stats.started_ms.store(monitor::now_ms(), Ordering::Relaxed);
+    stats
+        .fleet
+        .set_history_samples(cfg.monitor.history_samples(cfg.probe.interval));
+    let instances: usize = clusters.iter().map(|c| c.spec.instances.len()).sum();
+    store
+        .append_event(&NewEvent::new(
+            monitor::now_ms(),
+            kinds::DAEMON_STARTED,
+            EventLevel::Info,
+            format!(
+                "dbfleet {} started: {} clusters, {} declared instances, API on {}",
+                env!("CARGO_PKG_VERSION"),
+                clusters.len(),
+                instances,
+                cfg.api.listen
+            ),
+        ))
+        .await
+        .context("record the daemon's start")?;
+
+    let opts = WatchOptions {
+        interval: cfg.probe.interval,
+        discovery_interval: cfg.probe.discovery_interval,
+        probe: ProbeOptions {
+            connect_timeout: cfg.probe.connect_timeout,
+            query_timeout: cfg.probe.query_timeout,
+        },
+        concurrency: cfg.probe.concurrency,
+        fast_path: monitor::FastPathOptions::default(),
+        persist_every: cfg.monitor.persist_every,
+    };
+    // Alerting starts before the API, which lists its alerts and downtimes.
+    let alerting = crate::alerting::start(&cfg.alert, store.clone(), engine.clone())
+        .await
+        .map_err(|e| DaemonError::Config(e.into()))?;
+    let api_cancel = CancellationToken::new();
+    let watch_cancel = CancellationToken::new();
+    let own_token = tokens.own();
+    let drt_control = server::drt_routes::DrtControl::default();
+    let state = server::AppState {
+        store: store.clone(),
+        stats: stats.clone(),
+        auth: server::Auth {
+            tokens,
+            require_token_for_reads: cfg.api.require_token_for_reads,
+        },
+        version: env!("CARGO_PKG_VERSION"),
+        engine: Some(engine.clone()),
+        drt: drt_control.clone(),
+        alerts: Some(alerting.alerting.clone()),
+    };
+    let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
+    // When an operation ends, look at its cluster again at once: the topology shows the
+    // new primary and the repointed replicas without waiting for the probes' next turn.
+    let mut finished = engine.finished_operations();
+    let refresher = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match finished.recv().await {
+                Ok(op) => {
+                    if let Some(r) = refreshes.get(&op.cluster) {
+                        r.notify_one();
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    for r in refreshes.values() {
+                        r.notify_one();
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    // Leadership first, so a lone node acts from its first round.
+    engine.campaign_once().await;
+    let engine_cancel = CancellationToken::new();
+    let leadership = tokio::spawn(engine.clone().run_leadership(engine_cancel.clone()));
+    let (rounds_tx, consumer) = round_consumer_with(engine.clone(), Some(alerting.rounds.clone()));
+    let mut watch = tokio::spawn(monitor::run_with(
+        opts,
+        monitor::HeartbeatOptions {
+            enabled: cfg.monitor.heartbeat,
+        },
+        clusters,
+        store.clone(),
+        stats.clone(),
+        Some(rounds_tx),
+        watch_cancel.clone(),
+    ));
+    let drt_cancel = CancellationToken::new();
+    let drt_tasks = crate::drt_schedule::spawn(
+        &cfg.drt.schedule,
+        crate::drt_schedule::Scheduler {
+            store: store.clone(),
+            engine: engine.clone(),
+            drt: drt_control,
+            api: format!("http://{}", cfg.api.listen),
+            token: own_token,
+            on_failure: Some(alerting.on_drt_failure.clone()),
+        },
+        drt_cancel.clone(),
+    );
+    println!(
+        "dbfleet serve: node {node_id}, API on http://{}, watching {} clusters, probing every {}, {}",
+        cfg.api.listen,
+        cfg.clusters.len(),
+        humantime::format_duration(cfg.probe.interval),
+        if engine.is_leader() { "leader" } else { "follower" }
+    );
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("install the SIGTERM handler")?;
+    let mut sighup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("install the SIGHUP handler")?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut api_done = false;
+    let mut watch_done = false;
+    let mut reload = false;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                info!("SIGINT: shutting down");
+                break;
+            }
+            _ = sigterm.recv() => {
+                info!("SIGTERM: shutting down");
+                break;
+            }
+            _ = sighup.recv() => {
+                match reload_ready(config_path, &engine).await {
+                    Ok(()) => {
+                        info!(config = %config_path.display(), "SIGHUP: the config is valid; restarting to apply it");
+                        reload = true;
+                        break;
+                    }
+                    Err(why) => {
+                        error!("SIGHUP: {why}; going on with the running config");
+                        let _ = store
+                            .append_event(&NewEvent::new(
+                                monitor::now_ms(),
+                                kinds::CONFIG_RELOAD_REFUSED,
+                                EventLevel::Error,
+                                format!("config reload refused: {why}"),
+                            ))
+                            .await;
+                    }
+                }
+            }
+            r = &mut api => {
+                api_done = true;
+                failure = Some(task_error("API server", r));
+                break;
+            }
+            r = &mut watch => {
+                watch_done = true;
+                failure = Some(task_error("watch loop", r));
+                break;
+            }
+        }
+    }
+
+    // A scheduled DRT in progress is aborted first: it heals its faults while the API and
+    // the probes still run.
+    drt_cancel.cancel();
+    for t in drt_tasks {
+        if tokio::time::timeout(DRT_SHUTDOWN_DEADLINE, t)
+            .await
+            .is_err()
+        {
+            error!("a scheduled DRT did not stop within {DRT_SHUTDOWN_DEADLINE:?}");
+        }
+    }
+    // Stop the API first, then the probe tasks, each under a deadline.
+    api_cancel.cancel();
+    if !api_done
+        && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut api)
+            .await
+            .is_err()
+    {
+        error!("the API did not stop within {SHUTDOWN_DEADLINE:?}");
+        api.abort();
+    }
+    watch_cancel.cancel();
+    if !watch_done
+        && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut watch)
+            .await
+            .is_err()
+    {
+        error!("the watch loop did not stop within {SHUTDOWN_DEADLINE:?}");
+        watch.abort();
+    }
+    // Nothing left to refresh.
+    refresher.abort();
+    // The round channel closed with the watch loop: the consumer ends; then leadership
+    // is given up so another node can take over at once.
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, consumer).await;
+    // With the rounds over, the alerting task ends; the notifiers get a grace period to
+    // deliver what is queued (a resolve, a last page).
+    let crate::alerting::Running {
+        alerting,
+        rounds: alert_rounds,
+        task: alert_task,
+        ..
+    } = alerting;
+    drop(alert_rounds);
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, alert_task)
+        .await
+        .is_err()
+    {
+        error!("the alerting task did not stop within {SHUTDOWN_DEADLINE:?}");
+    }
+    alerting.shutdown(SHUTDOWN_DEADLINE / 2).await;
+    // Retries waiting out their backoff and fence guards end here.
+    engine.stop_tasks();
+    engine_cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
+    let reason = match &failure {
+        Some(e) => format!("stopped after an internal failure: {e:#}"),
+        None if reload => "stopped to start again with its changed config (SIGHUP)".to_string(),
+        None => "stopped by signal".to_string(),
+    };
+    store
+        .append_event(
+            &NewEvent::new(
+                monitor::now_ms(),
+                kinds::DAEMON_STOPPED,
+                if failure.is_some() {
+                    EventLevel::Error
+                } else {
+                    EventLevel::Info
+                },
+                format!("dbfleet {reason}"),
+            )
+            .with_data(serde_json::json!({ "reload": reload })),
+        )
+        .await
+        .context("record the daemon's stop")?;
+    store.flush().await.context("flush the store")?;
+    match failure {
+        None if reload => Ok(Outcome::Reload),
+        None => Ok(Outcome::Stopped),
+        Some(e) => Err(e.into()),
+    }
+}
+
+/// Whether a SIGHUP may restart the daemon: the config file loads, validates and its
+/// secrets read, and no operation runs on this node (waited for, up to
+/// [`RELOAD_OPERATION_WAIT`]). The reason when not.
+async fn reload_ready(path: &std::path::Path, engine: &engine::Engine) -> Result<(), String> {
+    load_config(path).map_err(|e| format!("{} is not valid: {e}", path.display()))?;
+    if !engine.wait_idle(RELOAD_OPERATION_WAIT).await {
+        return Err(format!(
+            "an operation still runs after {}",
+            humantime::format_duration(RELOAD_OPERATION_WAIT)
+        ));
+    }
+    Ok(())
+}
+
+fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Ok(Ok(())) => anyhow::anyhow!("the {what} stopped on its own"),
+        Ok(Err(e)) => e.context(format!("the {what} failed")),
+        Err(e) => anyhow::anyhow!("the {what} panicked: {e}"),
+    }
+}
+
+/// The channel the watch loop publishes its rounds on, and the task that hands each round to
+/// the engine, also handing a copy of each round to `tap` (the alerting task) with
+/// `try_send` before the engine sees it: a slow or full tap never delays the engine. The task
+/// ends when the watch loop drops the sender.
+pub fn round_consumer_with(
+    engine: Arc<engine::Engine>,
+    tap: Option<tokio::sync::mpsc::Sender<monitor::ClusterRound>>,
+) -> (
+    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let task = tokio::spawn(async move {
+        while let Some(r) = rx.recv().await {
+            if let Some(tap) = &tap {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
+                    tap.try_send(r.clone())
+                {
+                    tracing::warn!(cluster = %r.cluster, "the alerting task is behind: a round is skipped");
+                }
+            }
+            engine
+                .on_round(
+                    &r.cluster,
+                    r.primary.as_ref(),
+                    &r.problems,
+                    &r.observations,
+                    r.at_ms,
+                )
+                .await;
+        }
+    });
+    (tx, task)
+}

@@ -1,0 +1,206 @@
+//! Between two runs of a scenario (`--repeat`, and the daemon's scheduled DRTs): every
+//! member running again, a fenced old primary rejoined through the daemon, exactly one
+//! writable primary, every replica replicating.
+
+use std::time::Duration;
+
+use sandbox::Sandbox;
+
+use crate::runner::{look_all, wait_one_writable, RunTarget};
+
+/// Why the cluster could not be made ready for the next run.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A stopped member did not start.
+    #[error("start {member}: {error}")]
+    Start { member: String, error: String },
+    /// Not exactly one writable primary, `after_failover` a failover was asked for.
+    #[error("between runs: expected one writable primary, found {found}{}", if *after_failover { " even after asking for a failover" } else { "" })]
+    Writable { found: usize, after_failover: bool },
+    /// The daemon could not be asked.
+    #[error(transparent)]
+    Api(#[from] api::ClientError),
+}
+
+/// Between repeats, with no writable primary, after the daemon refused a failover because
+/// the primary it names is alive: `SET GLOBAL read_only=0` on that primary, as the human the
+/// daemon handed the failover to would, once the killed members run again.
+///
+/// Why it exists: when the daemon hands a failover to a human (`needs_human`, e.g.
+/// `lose-primary-and-best-replica`), it promotes nobody, and the old primary comes back
+/// read-only from the heal with its replicas still attached. The API has no call that opens
+/// it (`failover` refuses a live primary, `switchover` needs a writable one). It never
+/// opens an instance the daemon holds fenced (an old primary a failover replaced): the
+/// daemon keeps those read-only on purpose, and only a rejoin brings them back.
+async fn open_named_primary(client: &api::Client, cluster: &str, target: &RunTarget) {
+    let named = match client.topology(cluster).await {
+        Ok(t) => t.value.primary,
+        Err(e) => {
+            eprintln!("warning: between runs: read the topology: {e}");
+            return;
+        }
+    };
+    let Some(addr) = named.and_then(|n| target.members.iter().find(|m| m.to_string() == n)) else {
+        eprintln!("between runs: the daemon names no primary among the members");
+        return;
+    };
+    let fenced = match client.recoveries().await {
+        Ok(r) => r.value["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["cluster"] == cluster)
+            .flat_map(|c| c["fenced"].as_array().cloned().unwrap_or_default())
+            .any(|f| f.as_str() == Some(addr.to_string().as_str())),
+        Err(e) => {
+            eprintln!("warning: between runs: read the fenced instances: {e}");
+            return;
+        }
+    };
+    if fenced {
+        eprintln!(
+            "between runs: the daemon holds {addr} fenced; it stays read-only until a rejoin"
+        );
+        return;
+    }
+    let opts = probe::ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(10),
+    };
+    match probe::Session::connect(addr, &target.admin, opts).await {
+        Ok(mut s) => {
+            let r = s.exec("open the primary", "SET GLOBAL read_only=0").await;
+            s.close().await;
+            match r {
+                Ok(()) => eprintln!(
+                    "between runs: opened {addr} (read_only=0), the primary the daemon names"
+                ),
+                Err(e) => eprintln!("warning: between runs: open {addr}: {e}"),
+            }
+        }
+        Err(e) => eprintln!("warning: between runs: connect to {addr}: {e}"),
+    }
+}
+
+/// Start every member whose process is not running.
+pub async fn start_stopped(sb: &Sandbox) -> Result<(), RestoreError> {
+    for m in sb.status() {
+        if !m.running {
+            sb.start(&m.name).await.map_err(|e| RestoreError::Start {
+                member: m.name.clone(),
+                error: e.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Between repeats: members running, a fenced old primary rejoined (when `client`, a
+/// client of the daemon with a token, is given), exactly one writable primary, every replica
+/// replicating.
+pub async fn restore(
+    sb: &Sandbox,
+    target: &RunTarget,
+    client: Option<&api::Client>,
+    cluster: &str,
+) -> Result<(), RestoreError> {
+    start_stopped(sb).await?;
+    // The runs break the cluster on purpose: lift the anti-flapping block window the last
+    // failover opened, or the next run's failover would be blocked.
+    if let Some(client) = client {
+        if let Err(e) = client.recoveries_ack(cluster, "drt").await {
+            eprintln!("warning: recoveries ack failed: {e}");
+        }
+    }
+    let writer = match wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+        .await
+    {
+        Ok(w) => w,
+        // No primary at all, e.g. the control plane handed the failover to a human
+        // (lose-primary-and-best-replica): be that human, now that every member runs again.
+        Err(w) if w.is_empty() && client.is_some() => {
+            if let Some(client) = client {
+                match client.failover(cluster).await {
+                    Ok(r) => eprintln!(
+                        "between runs: no writable primary; asked for a failover: {}",
+                        r.value["state"].as_str().unwrap_or("?")
+                    ),
+                    // Refused: the daemon names a primary that answers (restarted
+                    // read-only by the heal).
+                    Err(e @ api::ClientError::Status { status: 409, .. })
+                        if e.to_string().contains("is alive") =>
+                    {
+                        eprintln!("between runs: no writable primary; asked for a failover: {e}");
+                        open_named_primary(client, cluster, target).await;
+                    }
+                    Err(e) => {
+                        eprintln!("between runs: no writable primary; asked for a failover: {e}")
+                    }
+                }
+            }
+            wait_one_writable(&target.members, &target.admin, Duration::from_secs(30))
+                .await
+                .map_err(|w| RestoreError::Writable {
+                    found: w.len(),
+                    after_failover: true,
+                })?
+        }
+        Err(w) => {
+            return Err(RestoreError::Writable {
+                found: w.len(),
+                after_failover: false,
+            })
+        }
+    };
+    if let Some(client) = client {
+        // A reachable read-only member without replication is a fenced old primary.
+        for l in look_all(&target.members, &target.admin).await {
+            let fenced = l
+                .state
+                .as_ref()
+                .is_some_and(|s| s.read_only && s.replication.is_none());
+            if !fenced {
+                continue;
+            }
+            let instance = l.addr.to_string();
+            for attempt in 0..2 {
+                match client.rejoin(cluster, &instance).await {
+                    Ok(_) => break,
+                    Err(api::ClientError::ErrantGtids { gtids, .. }) if attempt == 0 => {
+                        // Killed mid-commit under semi-sync AFTER_SYNC: a write in its binlog
+                        // that no client was told about. Remove it, as a DBA would, then
+                        // rejoin.
+                        match crate::runner::discard_unacknowledged(
+                            &l.addr,
+                            &writer,
+                            &target.admin,
+                            &crate::load::TableName::default().quoted(),
+                        )
+                        .await
+                        {
+                            Ok(n) => eprintln!(
+                                "{} held an unacknowledged write ({n} ledger row(s), errant \
+                                 GTIDs {}); removed it before the rejoin",
+                                l.addr,
+                                gtids.join(",")
+                            ),
+                            Err(e) => {
+                                eprintln!("warning: {}: {e}", l.addr);
+                                break;
+                            }
+                        }
+                    }
+                    Err(e @ api::ClientError::Status { .. })
+                    | Err(e @ api::ClientError::ErrantGtids { .. }) => {
+                        eprintln!("warning: rejoin {} failed: {e}", l.addr);
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    // Give the replicas a moment to settle so the next run starts from a healthy cluster.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(())
+}
