@@ -189,6 +189,10 @@ async fn a_failed_automatic_rejoin_pages_until_a_rejoin_succeeds() {
         },
     )
     .await;
+    // Without semi-sync, a kill during the daemon's schema creation would leave m1 a DDL the
+    // replicas lack: an errant GTID that rightly stops the rejoin this test is about.
+    sb.wait_heartbeat_row(&["m2", "m3"], Duration::from_secs(20))
+        .await;
     sb.open().kill("m1").unwrap();
     let ops = d
         .wait_operations(&sb.name, 1, Duration::from_secs(20))

@@ -322,6 +322,71 @@ impl Conns {
         Ok(())
     }
 
+    /// Lend `addr` the server_id `id` for a rejoin (see `ops::rejoin_by`): replication
+    /// stopped, `gtid_slave_pos` set from `@@gtid_current_pos` first (which, computed under
+    /// another server_id, would no longer count the server's own binlog), then the id.
+    pub(crate) async fn lend_server_id(
+        &mut self,
+        addr: &InstanceAddr,
+        id: u32,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        s.exec(
+            "gtid_slave_pos from current position",
+            "SET GLOBAL gtid_slave_pos=@@gtid_current_pos",
+        )
+        .await?;
+        s.exec("set server_id", &format!("SET GLOBAL server_id={id}"))
+            .await
+    }
+
+    /// Stop replication on `addr`, set its `server_id` to `id`, and start it again.
+    pub(crate) async fn restart_with_server_id(
+        &mut self,
+        addr: &InstanceAddr,
+        id: u32,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        s.exec("stop slave", "STOP SLAVE").await?;
+        s.exec("set server_id", &format!("SET GLOBAL server_id={id}"))
+            .await?;
+        s.exec("start slave", "START SLAVE").await
+    }
+
+    /// Wait until `addr` has applied every one of `gtids` (its `@@gtid_slave_pos` reaches
+    /// each one's seq in its domain), for at most `within`.
+    pub(crate) async fn wait_applied(
+        &mut self,
+        addr: &InstanceAddr,
+        gtids: &[model::gtid::MariadbGtid],
+        within: Duration,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("not observed");
+        while Instant::now() < deadline {
+            let o = self.observe(addr).await;
+            if let Some(st) = o.state() {
+                if let model::GtidState::Mariadb { slave_pos, .. } = &st.gtid {
+                    if gtids
+                        .iter()
+                        .all(|g| slave_pos.get(g.domain).is_some_and(|p| p.seq >= g.seq))
+                    {
+                        return Ok(());
+                    }
+                    last = format!("gtid_slave_pos {slave_pos}");
+                }
+                if let Some(r) = &st.replication {
+                    if !r.sql_running || !r.last_sql_error.is_empty() {
+                        return Err(format!("SQL thread stopped: {}", r.last_sql_error));
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("not within {within:?}: {last}"))
+    }
+
     /// Kill every client connection but replication threads and this session.
     pub(crate) async fn kill_clients(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
         crate::fence_guard::kill_clients(self.get(addr).await?).await

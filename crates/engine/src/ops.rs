@@ -379,6 +379,32 @@ pub(crate) async fn errant_against_writer(
     }
 }
 
+/// The transactions `obs`'s server wrote that the writer (`w`) holds and it lacks (see
+/// [`model::gtid::own_transactions_held_elsewhere`]); empty unless both are MariaDB.
+fn own_lost(obs: &Observation, w: &Observation) -> Vec<model::gtid::MariadbGtid> {
+    match (obs.state(), w.state()) {
+        (Some(o), Some(w)) => match (&o.gtid, &w.gtid) {
+            (
+                GtidState::Mariadb {
+                    binlog_state: mine, ..
+                },
+                GtidState::Mariadb {
+                    binlog_state: theirs,
+                    ..
+                },
+            ) => model::gtid::own_transactions_held_elsewhere(o.server_id, mine, theirs),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// A server_id lent to a rejoining server while it replays its own transactions: far from
+/// the small ids clusters use, and different from `own`.
+fn lent_server_id(own: u32) -> u32 {
+    u32::MAX - own.min(u32::MAX - 1) - 1
+}
+
 /// `@@gtid_binlog_pos` of an observation, as text.
 pub(crate) fn binlog_pos(obs: &Observation) -> Option<String> {
     match &obs.state()?.gtid {
@@ -462,10 +488,33 @@ impl Engine {
                 .fence(addr)
                 .await
                 .map_err(|e| Outcome::Failed(format!("set {addr} read-only: {e}")))?;
+            // Its own transactions that it lost in crash recovery but the writer holds
+            // would be skipped (same server_id): it replicates them under a lent server_id.
+            let w = conns.observe(&writer).await;
+            let lost = own_lost(&obs, &w);
+            let own_id = obs.state().map(|s| s.server_id).unwrap_or_default();
+            if !lost.is_empty() {
+                data["own_transactions_replayed"] =
+                    json!(lost.iter().map(ToString::to_string).collect::<Vec<_>>());
+                conns
+                    .lend_server_id(addr, lent_server_id(own_id))
+                    .await
+                    .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
+            }
             conns
-                .repoint(addr, &writer, &repl, setup.spec.semi_sync, true)
+                .repoint(addr, &writer, &repl, setup.spec.semi_sync, lost.is_empty())
                 .await
                 .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
+            if !lost.is_empty() {
+                conns
+                    .wait_applied(addr, &lost, Duration::from_secs(30))
+                    .await
+                    .map_err(|e| Outcome::Failed(format!("{addr} did not replay its own transactions {} from {writer}: {e}; it still runs under a lent server_id", data["own_transactions_replayed"])))?;
+                conns
+                    .restart_with_server_id(addr, own_id)
+                    .await
+                    .map_err(|e| Outcome::Failed(format!("give {addr} its server_id {own_id} back: {e}")))?;
+            }
             conns
                 .wait_replicating(addr, &writer, Duration::from_secs(10))
                 .await

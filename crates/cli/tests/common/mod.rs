@@ -48,6 +48,16 @@ pub struct TestSandbox {
     root: tempfile::TempDir,
 }
 
+impl Drop for TestSandbox {
+    /// A failed test keeps the directory (the guard printed its path): the servers' error
+    /// logs and binlogs are what tells why.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.root.disable_cleanup(true);
+        }
+    }
+}
+
 impl TestSandbox {
     /// `dbfleet sandbox up` with `extra` arguments; panics when it fails.
     pub fn up(name: &str, base_port: u16, extra: &[&str]) -> Self {
@@ -127,6 +137,32 @@ impl TestSandbox {
         Session::connect(&self.addr(member), &self.admin(), opts)
             .await
             .expect("connect")
+    }
+
+    /// Wait until the daemon's heartbeat row (created on the primary at its start) has
+    /// reached each of `members`: the schema the daemon writes is replicated, so killing
+    /// the primary now leaves no DDL of it that the replicas lack.
+    #[allow(dead_code)]
+    pub async fn wait_heartbeat_row(&self, members: &[&str], within: std::time::Duration) {
+        let deadline = std::time::Instant::now() + within;
+        for m in members {
+            let mut s = self.session(m).await;
+            while s
+                .query_rows(
+                    "heartbeat",
+                    "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1",
+                )
+                .await
+                .map_or(true, |rows| rows.is_empty())
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no heartbeat row on {m}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            s.close().await;
+        }
     }
 }
 

@@ -335,9 +335,46 @@ pub fn errant_gtids(replica: &MariadbBinlogState, primary: &MariadbBinlogState) 
         .collect()
 }
 
+/// Transactions `server_id` wrote that `elsewhere` holds and `mine` (that server's own
+/// `@@gtid_binlog_state`) lacks: the newest such GTID per domain.
+///
+/// A primary killed after its binlog reached a replica but before its own commit loses the
+/// transaction in crash recovery (MariaDB truncates the binlog of a server started as a
+/// semi-sync replica), while the replica, promoted since, keeps it. Replicating back from
+/// that replica, the old primary would *skip* it: a replica ignores events carrying its own
+/// `server_id` (`replicate_same_server_id` is off, and cannot be on with
+/// `log_slave_updates`). So the data would silently diverge.
+pub fn own_transactions_held_elsewhere(
+    server_id: u32,
+    mine: &MariadbBinlogState,
+    elsewhere: &MariadbBinlogState,
+) -> Vec<MariadbGtid> {
+    elsewhere
+        .iter()
+        .filter(|g| g.server_id == server_id)
+        .filter(|g| mine.get(g.domain, server_id).is_none_or(|seq| g.seq > seq))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_transactions_lost_in_recovery_but_held_by_the_new_primary_are_named() {
+        let mine = state("0-1-3");
+        let writer = state("0-1-4,0-2-7");
+        assert_eq!(
+            own_transactions_held_elsewhere(1, &mine, &writer),
+            vec!["0-1-4".parse::<MariadbGtid>().unwrap()]
+        );
+        assert!(own_transactions_held_elsewhere(1, &state("0-1-4"), &writer).is_empty());
+        assert!(own_transactions_held_elsewhere(3, &state(""), &writer).is_empty());
+        assert_eq!(
+            own_transactions_held_elsewhere(2, &state(""), &writer).len(),
+            1
+        );
+    }
 
     fn list(text: &str) -> MariadbGtidList {
         text.parse().unwrap()

@@ -8,8 +8,8 @@ mod uuid;
 use serde::{Deserialize, Serialize};
 
 pub use mariadb::{
-    errant_gtids, DomainCmp, ErrantGtid, ErrantReason, MariadbBinlogState, MariadbGtid,
-    MariadbGtidList,
+    errant_gtids, own_transactions_held_elsewhere, DomainCmp, ErrantGtid, ErrantReason,
+    MariadbBinlogState, MariadbGtid, MariadbGtidList,
 };
 pub use mysql::MysqlGtidSet;
 pub use uuid::Uuid;
