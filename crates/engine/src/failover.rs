@@ -95,6 +95,9 @@ pub(crate) struct FailoverData {
     pub delays: Vec<(InstanceAddr, u64)>,
     /// Transactions only an unusable replica holds (see `on_possible_loss`).
     pub possible_loss: Vec<PossibleLoss>,
+    /// Replicas whose stream from the old primary was cut before it died, with the
+    /// evidence (see [`streams_cut`]).
+    pub streams_cut: Vec<(InstanceAddr, String)>,
     /// The candidate was promoted while its IO thread was still stopping: its `RESET SLAVE
     /// ALL` is finished in verify_replicas.
     pub reset_pending: bool,
@@ -169,6 +172,72 @@ fn stall_pending(
             })
     });
     (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
+}
+
+/// The direct replicas of `old` whose stream was cut before it died, with the evidence:
+/// `old` refuses connections (its host is up, its process gone: the kernel closed its
+/// sockets, and a connected replica sees that within milliseconds), yet the replica's IO
+/// thread still says `Yes` with nothing received for at least one heartbeat period. Its
+/// connection stopped carrying packets earlier, as when they are dropped on the way: it may
+/// lack what the primary committed, and another replica acknowledged, after that.
+/// A primary that times out (frozen, cut off, powered off) proves nothing: every stream
+/// goes silent at its death.
+pub(crate) fn streams_cut(old: &InstanceAddr, obs: &[Observation]) -> Vec<(InstanceAddr, String)> {
+    let refused = obs
+        .iter()
+        .find(|o| &o.addr == old)
+        .and_then(Observation::failure)
+        .is_some_and(|f| f.kind == model::ProbeFailureKind::Refused);
+    if !refused {
+        return Vec::new();
+    }
+    model::analysis::direct_replicas(obs, old)
+        .iter()
+        .filter_map(|o| {
+            let r = o.state()?.replication.as_ref()?;
+            let stalled = r.stream.stalled_ms?;
+            let period = r.stream.heartbeat_period_ms.filter(|&p| p > 0)?;
+            (r.io_thread == model::IoThreadState::Yes && stalled >= period).then(|| {
+                (
+                    o.addr.clone(),
+                    format!(
+                        "{}: IO thread still Yes with nothing received for {stalled} ms (heartbeat period {period} ms, Gtid_IO_Pos {}) while {old} refuses connections",
+                        o.addr, r.received_gtid
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Add to `choice` the losses earlier failovers of the same dead primary named
+/// ([`Engine::prior_losses`]) whose holder still does not answer (`now`: fresh probes);
+/// a holder that answers is usable, and the choice covers what it holds.
+fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Observation]) {
+    for (id, l) in prior {
+        let answers = now
+            .iter()
+            .any(|o| o.addr == l.holder && o.state().is_some());
+        let known = choice
+            .possible_loss
+            .iter()
+            .any(|x| x.holder == l.holder && x.domain == l.domain);
+        // A survivor given them since (by hand) covers them.
+        let covered = !l.open_ended
+            && choice.required.iter().any(|r| {
+                r.split_once('-').is_some_and(|(d, q)| {
+                    d.parse() == Ok(l.domain) && q.parse::<u64>().is_ok_and(|q| q >= l.to_seq)
+                })
+            });
+        if answers || known || covered {
+            continue;
+        }
+        let mut l = l.clone();
+        if !l.why.starts_with("named by failover") {
+            l.why = format!("named by failover {id}: {}", l.why);
+        }
+        choice.possible_loss.push(l);
+    }
 }
 
 /// What [`Engine::fresh_look`] found.
@@ -465,6 +534,7 @@ impl Engine {
         old: &InstanceAddr,
         now: &[Observation],
         old_last: Option<&Observation>,
+        data_cut: &[(InstanceAddr, String)],
     ) -> Vec<(ReplicaFacts, bool)> {
         let mut facts = Vec::new();
         let at = now_ms();
@@ -516,6 +586,10 @@ impl Engine {
                     sql_error,
                     delay_s: rep.sql_delay_s,
                     excluded: None,
+                    stream_cut: data_cut
+                        .iter()
+                        .find(|(x, _)| x == a)
+                        .map(|(_, why)| why.clone()),
                 },
                 rep.sql_running,
             ));
@@ -624,6 +698,11 @@ impl Engine {
                 }
             }
             data.replicas = replicas.into_iter().collect();
+            for cut in streams_cut(&old, &obs) {
+                if !data.streams_cut.iter().any(|(a, _)| *a == cut.0) {
+                    data.streams_cut.push(cut);
+                }
+            }
             if data.replicas.is_empty() {
                 return Err(Outcome::NeedsHuman(format!(
                     "no reachable replica of {old}: nothing to promote"
@@ -713,7 +792,14 @@ impl Engine {
                 members.iter().filter(|a| **a != old).cloned().collect();
             let now = observe_all_within(&setup.admin, &others, st).await;
             let mut facts = self
-                .replica_facts(setup, &members, &old, &now, old_last.as_ref())
+                .replica_facts(
+                    setup,
+                    &members,
+                    &old,
+                    &now,
+                    old_last.as_ref(),
+                    &data.streams_cut,
+                )
                 .await;
             data.delays = facts
                 .iter()
@@ -732,6 +818,7 @@ impl Engine {
                             "applied": f.binlog_state.as_ref().map(|b| b.to_string()),
                             "delay_s": f.delay_s,
                             "sql_error": f.sql_error,
+                            "stream_cut": f.stream_cut,
                         }),
                     )
                 })
@@ -763,8 +850,12 @@ impl Engine {
             }
             let old_site = setup.spec.instance(&old).and_then(|s| s.site.clone());
             let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
+            let prior = self.prior_losses(&cluster, &old, op.rec.id).await;
             let mut choice = match choose(&plain, old_site.as_deref()) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    carry_losses(&mut c, &prior, &now);
+                    c
+                }
                 Err(no) => {
                     self.undo_before_promote(conns, data).await;
                     return Err(Outcome::NeedsHuman(format!(
@@ -830,7 +921,10 @@ impl Engine {
                     tries -= 1;
                     let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
                     choice = match (tries > 0).then(|| choose(&plain, old_site.as_deref())) {
-                        Some(Ok(c)) => c,
+                        Some(Ok(mut c)) => {
+                            carry_losses(&mut c, &prior, &now);
+                            c
+                        }
                         Some(Err(no)) => {
                             self.undo_before_promote(conns, data).await;
                             return Err(Outcome::NeedsHuman(format!(
@@ -1329,6 +1423,40 @@ impl Engine {
                 .map_err(|e| (cand.clone(), e))?;
         }
         Ok(())
+    }
+
+    /// The possibly lost transactions that earlier failovers of the same dead primary
+    /// named when they ended `needs_human`: their evidence (a replica's stream cut before
+    /// the primary died) is gone once the replicas' IO threads reconnect, the losses are not.
+    async fn prior_losses(
+        &self,
+        cluster: &str,
+        old: &InstanceAddr,
+        this_op: i64,
+    ) -> Vec<(i64, PossibleLoss)> {
+        let Ok(ops) = self
+            .store
+            .operations(&store::OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![store::OperationState::NeedsHuman],
+                kind: Some("failover".into()),
+                limit: 10,
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for rec in ops.into_iter().filter(|r| r.id != this_op) {
+            let Ok(d) = serde_json::from_value::<FailoverData>(rec.data.clone()) else {
+                continue;
+            };
+            if d.old_primary.as_ref() != Some(old) {
+                continue;
+            }
+            out.extend(d.possible_loss.into_iter().map(|l| (rec.id, l)));
+        }
+        out
     }
 
     /// Apply `on_possible_loss` to a choice that names possibly lost transactions.

@@ -186,7 +186,8 @@ pub struct Engine {
     /// Per cluster, the dead primary whose episode was already handled (started, proposed
     /// or blocked), so one death makes one decision.
     handled: Mutex<HashMap<String, (InstanceAddr, Decision)>>,
-    /// The last reachable observation of each instance, from the rounds.
+    /// The last reachable observation of each instance, from the rounds (the shared
+    /// tracker `streams` keeps the probes' too; see [`Engine::last_good`]).
     last_good: Mutex<HashMap<InstanceAddr, Observation>>,
     /// Fenced instances already seen returning, so each return is handled once.
     returned: Mutex<HashSet<InstanceAddr>>,
@@ -583,16 +584,23 @@ impl Engine {
         }
     }
 
-    /// The last reachable observation of `addr` this node saw, from the rounds or the store.
+    /// The last reachable observation of `addr` this node saw: the newer of the rounds' and
+    /// the probes' (the shared tracker notes every probe, also those no round carried,
+    /// e.g. a replica's last probe before it died with the primary), else the store's.
     pub(crate) async fn last_good(&self, addr: &InstanceAddr) -> Option<Observation> {
-        if let Some(o) = self
+        let round = self
             .last_good
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(addr)
-            .cloned()
-        {
-            return Some(o);
+            .cloned();
+        let probe = self.streams.last_reachable(addr);
+        let newest = match (round, probe) {
+            (Some(r), Some(p)) => Some(if p.at_unix_ms > r.at_unix_ms { p } else { r }),
+            (r, p) => r.or(p),
+        };
+        if newest.is_some() {
+            return newest;
         }
         self.store
             .last_observation(addr)
