@@ -536,6 +536,23 @@ impl Engine {
         let prior = self.handled_lock().get(cluster).cloned();
         let was_blocked = match &prior {
             Some((d, Decision::Blocked)) if *d == dead => true,
+            Some((d, Decision::GaveUp)) if *d == dead => {
+                // Paged for a possible loss on a replica that did not answer: once it
+                // answers again, the failover is tried again (it will be the candidate).
+                if setup.failover.mode == FailoverMode::Auto
+                    && self.loss_holder_back(cluster, &dead, observations).await
+                    && self.auto_blocked(cluster, setup).await.is_none()
+                {
+                    info!(cluster, primary = %dead, "a replica that may hold lost writes answers again: retrying the failover");
+                    let detected = self
+                        .dead_now_lock()
+                        .get(cluster)
+                        .map(|(_, at)| *at)
+                        .unwrap_or(at_ms);
+                    self.start_auto_failover(cluster, &dead, detected);
+                }
+                return;
+            }
             Some((d, _)) if *d == dead => return,
             _ => false,
         };
@@ -582,6 +599,49 @@ impl Engine {
                 self.start_auto_failover(cluster, &dead, detected);
             }
         }
+    }
+
+    /// Whether the cluster's last failover, of `dead`, ended `needs_human` naming possibly
+    /// lost transactions on a replica that did not answer then and answers in
+    /// `observations` now.
+    async fn loss_holder_back(
+        &self,
+        cluster: &str,
+        dead: &InstanceAddr,
+        observations: &[Observation],
+    ) -> bool {
+        let Ok(ops) = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                kind: Some("failover".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+        else {
+            return false;
+        };
+        let Some(last) = ops.first() else {
+            return false;
+        };
+        if last.state != OperationState::NeedsHuman
+            || last.data["old_primary"].as_str() != Some(&dead.to_string())
+        {
+            return false;
+        }
+        let Ok(losses) =
+            serde_json::from_value::<Vec<PossibleLoss>>(last.data["possible_loss"].clone())
+        else {
+            return false;
+        };
+        losses.iter().any(|l| {
+            let unreachable_then = l.open_ended || l.why.contains("unreachable");
+            unreachable_then
+                && observations
+                    .iter()
+                    .any(|o| o.addr == l.holder && o.state().is_some())
+        })
     }
 
     /// The last reachable observation of `addr` this node saw: the newer of the rounds' and
