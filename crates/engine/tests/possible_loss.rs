@@ -332,3 +332,106 @@ async fn a_survivor_whose_stream_was_cut_before_the_primary_died_is_not_promoted
     assert!(e.read_only("m3").await, "nothing promoted");
     bring_back_and_fail_over(&e, "m2", 15).await;
 }
+
+/// Wait for the next operation this node finishes.
+async fn next_finished(
+    rx: &mut tokio::sync::broadcast::Receiver<store::OperationRecord>,
+) -> store::OperationRecord {
+    tokio::time::timeout(Duration::from_secs(30), rx.recv())
+        .await
+        .expect("an operation finished in time")
+        .expect("the channel is open")
+}
+
+/// Policy `auto`: the automatic failover pages with the possible loss; the rounds go on
+/// naming the primary dead, and nothing is tried again until the replica that holds the
+/// loss answers. Then the failover is retried on its own and promotes it, losing nothing.
+#[tokio::test]
+async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_holder_returns() {
+    let e = env("pl-auto", 25720).await;
+    let mut finished = e.engine.finished_operations();
+    e.insert(1, 10).await;
+    e.wait_rows("m2", 10).await;
+    e.wait_rows("m3", 10).await;
+    e.round().await;
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    e.insert(11, 15).await;
+    e.wait_rows("m2", 15).await;
+    e.probe("m2").await;
+    e.sb.kill("m2").unwrap();
+    e.sb.kill("m1").unwrap();
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_io_lost("m3").await;
+    let dead_round = |e: &Env| {
+        let e_addr = e.addr("m1");
+        let problem = model::Problem {
+            kind: model::ProblemKind::DeadPrimary,
+            cluster: e.cluster.clone(),
+            instance: Some(e_addr.clone()),
+            severity: model::Severity::Critical,
+            summary: "dead".into(),
+            evidence: vec![],
+        };
+        (e_addr, problem)
+    };
+    let observe_all = |e: &Env| {
+        let members: Vec<InstanceAddr> = e.sb.manifest().members.iter().map(|m| m.addr()).collect();
+        let admin = e.admin.clone();
+        async move {
+            let mut obs = Vec::new();
+            for a in &members {
+                obs.push(probe::observe(a, &admin, opts()).await);
+            }
+            obs
+        }
+    };
+    let (m1, problem) = dead_round(&e);
+    let obs = observe_all(&e).await;
+    e.engine
+        .on_round(
+            &e.cluster,
+            Some(&m1),
+            &[problem.clone()],
+            &obs,
+            engine::now_ms(),
+        )
+        .await;
+    let first = next_finished(&mut finished).await;
+    assert_eq!(first.state, OperationState::NeedsHuman, "{first:?}");
+    // Rounds while m2 is down: no second attempt.
+    for _ in 0..3 {
+        let obs = observe_all(&e).await;
+        e.engine
+            .on_round(
+                &e.cluster,
+                Some(&m1),
+                &[problem.clone()],
+                &obs,
+                engine::now_ms(),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), finished.recv())
+            .await
+            .is_err(),
+        "no retry while the holder is down"
+    );
+    assert!(e.read_only("m3").await, "nothing promoted");
+    // The human starts m2 again: the next round retries, and m2 is promoted.
+    e.sb.start("m2").await.unwrap();
+    let obs = observe_all(&e).await;
+    e.engine
+        .on_round(&e.cluster, Some(&m1), &[problem], &obs, engine::now_ms())
+        .await;
+    let second = next_finished(&mut finished).await;
+    assert_eq!(
+        second.state,
+        OperationState::Succeeded,
+        "{:?}",
+        second.error
+    );
+    assert_eq!(e.member_of(&candidate(&second)), "m2");
+    assert_eq!(e.count("m2").await, 15, "nothing lost");
+}
