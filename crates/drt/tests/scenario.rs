@@ -962,9 +962,9 @@ fn the_hard_fault_builtins_say_what_issue_13_asks() {
     assert_eq!(lose.faults[1].kind, FaultKind::KillReplica);
     assert_eq!(lose.faults[1].target, Target::BestReplica);
     assert_eq!(lose.faults[2].kind, FaultKind::KillPrimary);
-    // Handed to a human first; once the dead replica is back (its heal, with the primary
-    // still dead), a failover to it.
-    assert_eq!(lose.expect.failover, FailoverExpectation::Must);
+    // Handed to a human, also once the dead replica is back (its heal, with the primary
+    // still dead).
+    assert_eq!(lose.expect.failover, FailoverExpectation::MustNot);
     assert_eq!(lose.expect.needs_human, Some(true));
     assert_eq!(
         lose.faults[1].heal_at(lose.load.duration),
@@ -1226,12 +1226,12 @@ fn a_failover_handed_to_a_human_is_judged_and_is_no_failover() {
     let r = handed().build(&s);
     assert_eq!(r.figures.failovers, 0);
     let vs = judge(&s, &r);
-    assert!(!verdict(&vs, "a failover happens").pass, "nothing retried");
+    assert!(verdict(&vs, "no failover").pass);
     let v = verdict(&vs, "the control plane hands the failover to a human");
     assert!(v.pass, "{v:?}");
     assert!(v.detail.contains("0-1-1234"), "{}", v.detail);
 
-    // Handed over, then retried once the dead replica is back: both pass.
+    // Handed over, then a promotion once the dead replica is back: a failover.
     let retried = Sim::new(Some((3000, Some(8600), 3308)))
         .event(3000, EventKind::FaultInjected, "kill_primary m1")
         .event(3050, EventKind::FailoverStarted, "failover 7 started")
@@ -1241,7 +1241,7 @@ fn a_failover_handed_to_a_human_is_judged_and_is_no_failover() {
     let r = retried.build(&s);
     assert_eq!(r.figures.failovers, 1);
     let vs = judge(&s, &r);
-    assert!(verdict(&vs, "a failover happens").pass);
+    assert!(!verdict(&vs, "no failover").pass);
     assert!(verdict(&vs, "the control plane hands the failover to a human").pass);
 
     // A promotion instead: a failover, and no hand-over.
@@ -1252,6 +1252,7 @@ fn a_failover_handed_to_a_human_is_judged_and_is_no_failover() {
     let r = promoted.build(&s);
     assert_eq!(r.figures.failovers, 1);
     let vs = judge(&s, &r);
+    assert!(!verdict(&vs, "no failover").pass);
     assert!(!verdict(&vs, "the control plane hands the failover to a human").pass);
 
     // Without the control plane's events it cannot be told: it fails, saying why.

@@ -211,8 +211,16 @@ pub(crate) fn streams_cut(old: &InstanceAddr, obs: &[Observation]) -> Vec<(Insta
 }
 
 /// Add to `choice` the losses earlier failovers of the same dead primary named
-/// ([`Engine::prior_losses`]) whose holder still does not answer (`now`: fresh probes);
-/// a holder that answers is usable, and the choice covers what it holds.
+/// ([`Engine::prior_losses`]) that the choice does not cover (`now`: fresh probes).
+///
+/// - A holder that still does not answer: the loss stands as it was named.
+/// - A holder that answers again is usable, and the choice's required position includes
+///   what it holds now. That can be less than it was last seen with: a restarted MariaDB
+///   replica (GTID mode) discards the relay log it had not applied and fetches again from
+///   what it applied, from a source that is dead. What it no longer holds stands.
+/// - An open-ended loss (the holder may have acknowledged more after its last
+///   observation) stands even when the holder is back: what it acknowledged and had not
+///   applied when it died is gone from it, and no one can say how much.
 fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Observation]) {
     for (id, l) in prior {
         let answers = now
@@ -222,18 +230,33 @@ fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Obser
             .possible_loss
             .iter()
             .any(|x| x.holder == l.holder && x.domain == l.domain);
-        // A survivor given them since (by hand) covers them.
-        let covered = !l.open_ended
-            && choice.required.iter().any(|r| {
-                r.split_once('-').is_some_and(|(d, q)| {
-                    d.parse() == Ok(l.domain) && q.parse::<u64>().is_ok_and(|q| q >= l.to_seq)
-                })
-            });
-        if answers || known || covered {
+        let required = choice
+            .required
+            .iter()
+            .filter_map(|r| r.split_once('-'))
+            .find(|(d, _)| d.parse() == Ok(l.domain))
+            .and_then(|(_, q)| q.parse::<u64>().ok())
+            .unwrap_or(0);
+        // A usable replica holds them now (given by hand, or the holder kept them).
+        let covered = !l.open_ended && required >= l.to_seq;
+        if known || covered {
             continue;
         }
         let mut l = l.clone();
-        if !l.why.starts_with("named by failover") {
+        if answers {
+            l.why = format!(
+                "named by failover {id} on {} and not held by any usable replica now: {} answers again but holds up to seq {required} (a restarted replica discards the relay log it had not applied){}",
+                l.holder,
+                l.holder,
+                if l.open_ended {
+                    ", and it may have acknowledged more after it was last seen"
+                } else {
+                    ""
+                }
+            );
+            l.from_seq = l.from_seq.max(required + 1);
+            l.to_seq = l.to_seq.max(l.from_seq - 1);
+        } else if !l.why.starts_with("named by failover") {
             l.why = format!("named by failover {id}: {}", l.why);
         }
         choice.possible_loss.push(l);

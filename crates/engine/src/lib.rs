@@ -635,9 +635,22 @@ impl Engine {
         else {
             return false;
         };
+        // Holders that did not answer then (once they did, a retry judged them).
+        let unread: Vec<String> = last.data["choice"]["unread_semi_sync"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                last.data["choice"]["passed_over"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|e| e[1].as_str().is_some_and(|w| w.starts_with("unreachable")))
+            .filter_map(|e| e[0].as_str().map(str::to_string))
+            .collect();
         losses.iter().any(|l| {
-            let unreachable_then = l.open_ended || l.why.contains("unreachable");
-            unreachable_then
+            unread.contains(&l.holder.to_string())
                 && observations
                     .iter()
                     .any(|o| o.addr == l.holder && o.state().is_some())
