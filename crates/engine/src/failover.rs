@@ -1448,8 +1448,8 @@ impl Engine {
         Ok(())
     }
 
-    /// The possibly lost transactions that earlier failovers of the same dead primary
-    /// named when they ended `needs_human`: their evidence (a replica's stream cut before
+    /// The possibly lost transactions that earlier failovers of the same death of the
+    /// primary (started after it was last seen alive) named when they ended `needs_human`: their evidence (a replica's stream cut before
     /// the primary died) is gone once the replicas' IO threads reconnect, the losses are not.
     async fn prior_losses(
         &self,
@@ -1469,12 +1469,15 @@ impl Engine {
         else {
             return Vec::new();
         };
+        // The same death only: failovers that started after the old primary was last
+        // seen alive (one that came back and died again is a new episode).
+        let alive_ms = self.last_good(old).await.map_or(0, |o| o.at_unix_ms);
         let mut out = Vec::new();
         for rec in ops.into_iter().filter(|r| r.id != this_op) {
             let Ok(d) = serde_json::from_value::<FailoverData>(rec.data.clone()) else {
                 continue;
             };
-            if d.old_primary.as_ref() != Some(old) {
+            if d.old_primary.as_ref() != Some(old) || d.started_ms < alive_ms {
                 continue;
             }
             out.extend(d.possible_loss.into_iter().map(|l| (rec.id, l)));
