@@ -403,7 +403,7 @@ async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_hol
         .on_round(
             &e.cluster,
             Some(&m1),
-            &[problem.clone()],
+            std::slice::from_ref(&problem),
             &obs,
             engine::now_ms(),
         )
@@ -417,7 +417,7 @@ async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_hol
             .on_round(
                 &e.cluster,
                 Some(&m1),
-                &[problem.clone()],
+                std::slice::from_ref(&problem),
                 &obs,
                 engine::now_ms(),
             )
