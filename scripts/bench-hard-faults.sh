@@ -14,7 +14,9 @@
 #   scripts/bench-hard-faults.sh [DBFLEET_BINARY] [REPEAT] [SCENARIO...]
 #
 # Default: target/release/dbfleet, 10 runs, kill-primary (the SIGKILL baseline) and the six
-# hard-fault scenarios. Needs root (iptables, as every DRT that partitions).
+# hard-fault scenarios. Needs root (iptables, as every DRT that partitions). BASE_PORT
+# (default 26500) moves the sandbox's three ports and the API (BASE_PORT+10), so that two
+# benchmarks can run side by side.
 set -euo pipefail
 B=${1:-target/release/dbfleet}
 N=${2:-10}
@@ -30,7 +32,9 @@ B=$(realpath "$B")
 OUT=${OUT:-bench-hard-faults-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-API=http://127.0.0.1:26510
+BASE_PORT=${BASE_PORT:-26500}
+API_PORT=$((BASE_PORT + 10))
+API=http://127.0.0.1:$API_PORT
 R=""
 SP=""
 
@@ -47,10 +51,10 @@ trap cleanup EXIT
 
 for s in "${SCENARIOS[@]}"; do
   R=$(mktemp -d /tmp/dbfleet-hf-XXXXXX)
-  "$B" sandbox up --name hf --semi-sync --base-port 26500 --dir "$R" >/dev/null
+  "$B" sandbox up --name hf --semi-sync --base-port "$BASE_PORT" --dir "$R" >/dev/null
   C="$R/hf/dbfleet.toml"
   head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$R/hf/tokens.txt"
-  sed -i "s|^listen = \"127.0.0.1:7070\"|listen = \"127.0.0.1:26510\"\ntokens_file = \"$R/hf/tokens.txt\"|" "$C"
+  sed -i "s|^listen = \"127.0.0.1:7070\"|listen = \"127.0.0.1:$API_PORT\"\ntokens_file = \"$R/hf/tokens.txt\"|" "$C"
   sed -i 's/^block_window = "10m"/block_window = "1s"/' "$C"
   "$B" serve --config "$C" >"$OUT/$s.serve.log" 2>&1 &
   SP=$!

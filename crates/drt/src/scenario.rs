@@ -29,7 +29,8 @@
 //! # primary_changes = 1       # exactly this many moves of the writable primary
 //! # max_detection = "2s"      # needs the control plane's events
 //! # stale_acks_allowed = 0    # writes the old primary acknowledges after the new one opened; judged on every run
-//! # needs_human = true        # the control plane must hand the failover to a human (needs its events)
+//! # needs_human = true        # the control plane must hand the failover to a human (needs its events);
+//! #                           # with failover = "must", one must succeed afterwards
 //! ```
 //!
 //! Fault kinds: `kill_primary`, `pause_primary`, `partition_primary` (from everyone),
@@ -349,7 +350,8 @@ pub struct Expect {
     pub stale_acks_allowed: u64,
     /// `Some(true)`: the control plane must hand the failover to a human (an operation that
     /// ends `needs_human`), e.g. when promoting would lose acknowledged writes. Needs the
-    /// control plane's events. `None`: not judged.
+    /// control plane's events. `None`: not judged. With `failover = "must"`, a failover must
+    /// also succeed after that (e.g. once the scenario brings back what the human would).
     pub needs_human: Option<bool>,
 }
 
@@ -692,14 +694,6 @@ impl Scenario {
         }
 
         let e = &self.expect;
-        if e.needs_human == Some(true) && e.failover == FailoverExpectation::Must {
-            bad(
-                "expect.needs_human".into(),
-                "contradicts failover = \"must\": a failover handed to a human is not \
-                 done automatically"
-                    .into(),
-            );
-        }
         if let Some(rto) = e.max_rto {
             if rto.is_zero() {
                 bad("expect.max_rto".into(), "must be longer than zero".into());

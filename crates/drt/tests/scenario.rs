@@ -962,8 +962,14 @@ fn the_hard_fault_builtins_say_what_issue_13_asks() {
     assert_eq!(lose.faults[1].kind, FaultKind::KillReplica);
     assert_eq!(lose.faults[1].target, Target::BestReplica);
     assert_eq!(lose.faults[2].kind, FaultKind::KillPrimary);
+    // Handed to a human, also once the dead replica is back (its heal, with the primary
+    // still dead).
     assert_eq!(lose.expect.failover, FailoverExpectation::MustNot);
     assert_eq!(lose.expect.needs_human, Some(true));
+    assert_eq!(
+        lose.faults[1].heal_at(lose.load.duration),
+        Some(Duration::from_secs(8))
+    );
     // The stall first, 1 s before; then, at the same instant, the best replica before the
     // primary (file order), so it cannot be promoted in between.
     let plan: Vec<(u128, usize, StepAction)> = lose
@@ -1062,11 +1068,6 @@ fn bad_new_keys_name_their_field() {
             "kind = \"break_replica_sql\"\n",
             "kind = \"break_replica_sql\"\ntarget = \"primary\"\n",
             "fault[1].target",
-        ),
-        (
-            "failover = \"must_not\"",
-            "failover = \"must\"",
-            "expect.needs_human",
         ),
         (
             "stale_client = true",
@@ -1211,22 +1212,37 @@ fn writes_the_old_primary_acknowledges_after_the_new_one_opened_fail_the_run() {
 #[test]
 fn a_failover_handed_to_a_human_is_judged_and_is_no_failover() {
     let s = Scenario::builtin("lose-primary-and-best-replica").unwrap();
-    let handed = Sim::new(Some((3000, None, 3307)))
-        .event(3000, EventKind::FaultInjected, "kill_primary m1")
-        .event(3020, EventKind::Detected, "DeadPrimary on 127.0.0.1:3306")
-        .event(3050, EventKind::FailoverStarted, "failover 7 started")
-        .event(
-            3100,
-            EventKind::NeedsHuman,
-            "failover 7 needs a human: 0-1-1234 may be lost",
-        );
-    let r = handed.build(&s);
+    let handed = || {
+        Sim::new(Some((3000, None, 3307)))
+            .event(3000, EventKind::FaultInjected, "kill_primary m1")
+            .event(3020, EventKind::Detected, "DeadPrimary on 127.0.0.1:3306")
+            .event(3050, EventKind::FailoverStarted, "failover 7 started")
+            .event(
+                3100,
+                EventKind::NeedsHuman,
+                "failover 7 needs a human: 0-1-1234 may be lost",
+            )
+    };
+    let r = handed().build(&s);
     assert_eq!(r.figures.failovers, 0);
     let vs = judge(&s, &r);
     assert!(verdict(&vs, "no failover").pass);
     let v = verdict(&vs, "the control plane hands the failover to a human");
     assert!(v.pass, "{v:?}");
     assert!(v.detail.contains("0-1-1234"), "{}", v.detail);
+
+    // Handed over, then a promotion once the dead replica is back: a failover.
+    let retried = Sim::new(Some((3000, Some(8600), 3308)))
+        .event(3000, EventKind::FaultInjected, "kill_primary m1")
+        .event(3050, EventKind::FailoverStarted, "failover 7 started")
+        .event(3100, EventKind::NeedsHuman, "failover 7 needs a human")
+        .event(8500, EventKind::FailoverStarted, "failover 8 started")
+        .event(8600, EventKind::Writable, "operation 8: writes open");
+    let r = retried.build(&s);
+    assert_eq!(r.figures.failovers, 1);
+    let vs = judge(&s, &r);
+    assert!(!verdict(&vs, "no failover").pass);
+    assert!(verdict(&vs, "the control plane hands the failover to a human").pass);
 
     // A promotion instead: a failover, and no hand-over.
     let promoted = Sim::new(Some((3000, Some(3500), 3307)))

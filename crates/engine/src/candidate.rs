@@ -17,7 +17,11 @@
 //!    unreachable, by its last observation; one whose SQL thread broke; one with errant
 //!    GTIDs) no usable replica can give: acknowledged writes may be among them. They are
 //!    named, per replica and domain, in [`Choice::possible_loss`]; the caller's policy
-//!    decides whether to promote.
+//!    decides whether to promote. When the stream of every usable replica was cut before
+//!    the primary died ([`ReplicaFacts::stream_cut`]), an unreachable semi-sync replica may
+//!    have acknowledged anything the primary committed after that, beyond its last
+//!    observation too: everything after the required position is then named as possibly
+//!    lost, open-ended ([`PossibleLoss::open_ended`]).
 //! 4. **Never promote** a replica that is not usable, or is marked `must_not`.
 //! 5. Among the others: `prefer` before `neutral`; then the dead primary's site; then one
 //!    with no `MASTER_DELAY`; then one that has applied the required position, then one
@@ -62,6 +66,10 @@ pub struct ReplicaFacts {
     /// Another reason the failover found not to use it (its relay log was not applied in
     /// time, it could not catch up).
     pub excluded: Option<String>,
+    /// Its stream from the dead primary was cut before the primary died (the evidence):
+    /// it may lack transactions the primary committed and another replica acknowledged
+    /// after the cut.
+    pub stream_cut: Option<String>,
 }
 
 /// Transactions only an unusable replica holds: acknowledged writes may be among them.
@@ -77,6 +85,11 @@ pub struct PossibleLoss {
     pub last_gtid: Option<String>,
     /// Why the holder cannot give them.
     pub why: String,
+    /// The holder may hold more after `to_seq`: it was last observed before the other
+    /// replicas' streams were cut, and may have acknowledged what the primary committed
+    /// after. `to_seq` is then what is known (it may be `from_seq - 1`: nothing known).
+    #[serde(default)]
+    pub open_ended: bool,
 }
 
 impl PossibleLoss {
@@ -88,6 +101,12 @@ impl PossibleLoss {
             .as_deref()
             .and_then(|g| g.split('-').nth(1))
             .map(str::to_string);
+        if self.open_ended {
+            return match server {
+                Some(s) => format!("{}-{s}-{}..", self.domain, self.from_seq),
+                None => format!("domain {} seq {}..", self.domain, self.from_seq),
+            };
+        }
         match (server, self.from_seq == self.to_seq) {
             (Some(s), true) => format!("{}-{s}-{}", self.domain, self.to_seq),
             (Some(s), false) => format!("{}-{s}-{}..{}", self.domain, self.from_seq, self.to_seq),
@@ -97,18 +116,35 @@ impl PossibleLoss {
             ),
         }
     }
+
+    /// How many transactions are known to be in the range (the holder was last seen with
+    /// them); an open-ended range may hold more.
+    pub fn known(&self) -> u64 {
+        (self.to_seq + 1).saturating_sub(self.from_seq)
+    }
 }
 
 impl fmt::Display for PossibleLoss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} ({} transaction(s)) on {} ({})",
-            self.gtids(),
-            self.to_seq - self.from_seq + 1,
-            self.holder,
-            self.why
-        )
+        if self.open_ended {
+            write!(
+                f,
+                "{} ({} transaction(s) last seen there, maybe more) on {} ({})",
+                self.gtids(),
+                self.known(),
+                self.holder,
+                self.why
+            )
+        } else {
+            write!(
+                f,
+                "{} ({} transaction(s)) on {} ({})",
+                self.gtids(),
+                self.known(),
+                self.holder,
+                self.why
+            )
+        }
     }
 }
 
@@ -286,7 +322,54 @@ pub fn choose(replicas: &[ReplicaFacts], old_site: Option<&str>) -> Result<Choic
                     to_seq: seq,
                     last_gtid: last_gtid(r, d),
                     why: why.clone(),
+                    open_ended: false,
                 });
+            }
+        }
+    }
+    // No usable replica streamed until the primary died: an unreachable semi-sync replica
+    // may have acknowledged what came after, whatever it was last seen holding.
+    let cut: Vec<&str> = usable
+        .iter()
+        .filter_map(|r| r.stream_cut.as_deref())
+        .collect();
+    if !usable.is_empty() && cut.len() == usable.len() {
+        for r in replicas
+            .iter()
+            .filter(|r| !r.reachable && r.semi_sync_replica)
+        {
+            let mut domains: BTreeMap<u32, u64> = required.clone();
+            for (d, seq) in held(r) {
+                let e = domains.entry(d).or_insert(0);
+                *e = (*e).max(seq);
+            }
+            for (d, seq) in domains {
+                let from = required.get(&d).copied().unwrap_or(0) + 1;
+                let why = format!(
+                    "unreachable semi-sync replica, last seen {} ms before, and the stream of every usable replica was cut before the primary died: {}",
+                    r.seen_ago_ms,
+                    cut.join("; ")
+                );
+                match possible_loss
+                    .iter_mut()
+                    .find(|l| l.holder == r.addr && l.domain == d)
+                {
+                    Some(l) => {
+                        l.open_ended = true;
+                        l.why = why;
+                    }
+                    None => possible_loss.push(PossibleLoss {
+                        holder: r.addr.clone(),
+                        domain: d,
+                        from_seq: from,
+                        to_seq: seq.max(from - 1),
+                        // Its own last GTID, else the survivors' (the same primary's).
+                        last_gtid: last_gtid(r, d)
+                            .or_else(|| usable.iter().find_map(|u| last_gtid(u, d))),
+                        why,
+                        open_ended: true,
+                    }),
+                }
             }
         }
     }
@@ -404,6 +487,7 @@ mod tests {
             sql_error: None,
             delay_s: 0,
             excluded: None,
+            stream_cut: None,
         }
     }
 
@@ -559,6 +643,44 @@ mod tests {
         let c = choose(&[behind, r(3, "0-1-266")], None).unwrap();
         assert!(c.possible_loss.is_empty());
         assert_eq!(c.unread_semi_sync.len(), 1);
+    }
+
+    #[test]
+    fn an_unreachable_semi_sync_replica_is_a_possible_loss_when_every_stream_was_cut() {
+        // Last seen level with the survivor, before the survivor's stream was cut: what
+        // it acknowledged after is unknown, so everything after is possibly lost.
+        let mut dead = r(2, "0-1-266");
+        dead.reachable = false;
+        dead.seen_ago_ms = 1300;
+        let mut cut = r(3, "0-1-266");
+        cut.stream_cut = Some("IO thread Yes, silent".into());
+        let c = choose(&[dead.clone(), cut.clone()], None).unwrap();
+        assert_eq!(c.possible_loss.len(), 1, "{c:?}");
+        let l = &c.possible_loss[0];
+        assert!(l.open_ended);
+        assert_eq!(l.holder.port, 2);
+        assert_eq!(l.gtids(), "0-1-267..");
+        assert_eq!(l.known(), 0);
+        // Last seen ahead: the known part is named, and more may follow.
+        let mut ahead = received(r(2, "0-1-266"), "0-1-300");
+        ahead.reachable = false;
+        let c = choose(&[ahead, cut.clone()], None).unwrap();
+        assert_eq!(c.possible_loss.len(), 1, "{c:?}");
+        assert!(c.possible_loss[0].open_ended);
+        assert_eq!(c.possible_loss[0].known(), 34);
+        // A usable replica whose stream was not cut holds what the primary sent until it
+        // died: nothing known lost.
+        let c = choose(&[dead.clone(), cut, r(4, "0-1-266")], None).unwrap();
+        assert!(c.possible_loss.is_empty(), "{c:?}");
+        // Not a semi-sync replica: it acknowledged nothing.
+        let mut async_dead = dead;
+        async_dead.semi_sync_replica = false;
+        let mut cut = r(3, "0-1-266");
+        cut.stream_cut = Some("cut".into());
+        assert!(choose(&[async_dead, cut], None)
+            .unwrap()
+            .possible_loss
+            .is_empty());
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub(crate) struct FailoverData {
     pub delays: Vec<(InstanceAddr, u64)>,
     /// Transactions only an unusable replica holds (see `on_possible_loss`).
     pub possible_loss: Vec<PossibleLoss>,
+    /// Replicas whose stream from the old primary was cut before it died, with the
+    /// evidence (see [`streams_cut`]).
+    pub streams_cut: Vec<(InstanceAddr, String)>,
     /// The candidate was promoted while its IO thread was still stopping: its `RESET SLAVE
     /// ALL` is finished in verify_replicas.
     pub reset_pending: bool,
@@ -186,6 +189,95 @@ fn parked_warning(r: &InstanceAddr, why: &str, cand: &InstanceAddr) -> String {
         "{r} ({why}) is not replicating: pointed at {cand} with replication stopped; remove \
          what is wrong on it, then START SLAVE"
     )
+}
+
+/// The direct replicas of `old` whose stream was cut before it died, with the evidence:
+/// `old` refuses connections (its host is up, its process gone: the kernel closed its
+/// sockets, and a connected replica sees that within milliseconds), yet the replica's IO
+/// thread still says `Yes` with nothing received for at least one heartbeat period. Its
+/// connection stopped carrying packets earlier, as when they are dropped on the way: it may
+/// lack what the primary committed, and another replica acknowledged, after that.
+/// A primary that times out (frozen, cut off, powered off) proves nothing: every stream
+/// goes silent at its death.
+pub(crate) fn streams_cut(old: &InstanceAddr, obs: &[Observation]) -> Vec<(InstanceAddr, String)> {
+    let refused = obs
+        .iter()
+        .find(|o| &o.addr == old)
+        .and_then(Observation::failure)
+        .is_some_and(|f| f.kind == model::ProbeFailureKind::Refused);
+    if !refused {
+        return Vec::new();
+    }
+    model::analysis::direct_replicas(obs, old)
+        .iter()
+        .filter_map(|o| {
+            let r = o.state()?.replication.as_ref()?;
+            let stalled = r.stream.stalled_ms?;
+            let period = r.stream.heartbeat_period_ms.filter(|&p| p > 0)?;
+            (r.io_thread == model::IoThreadState::Yes && stalled >= period).then(|| {
+                (
+                    o.addr.clone(),
+                    format!(
+                        "{}: IO thread still Yes with nothing received for {stalled} ms (heartbeat period {period} ms, Gtid_IO_Pos {}) while {old} refuses connections",
+                        o.addr, r.received_gtid
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Add to `choice` the losses earlier failovers of the same dead primary named
+/// ([`Engine::prior_losses`]) that the choice does not cover (`now`: fresh probes).
+///
+/// - A holder that still does not answer: the loss stands as it was named.
+/// - A holder that answers again is usable, and the choice's required position includes
+///   what it holds now. That can be less than it was last seen with: a restarted MariaDB
+///   replica (GTID mode) discards the relay log it had not applied and fetches again from
+///   what it applied, from a source that is dead. What it no longer holds stands.
+/// - An open-ended loss (the holder may have acknowledged more after its last
+///   observation) stands even when the holder is back: what it acknowledged and had not
+///   applied when it died is gone from it, and no one can say how much.
+fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Observation]) {
+    for (id, l) in prior {
+        let answers = now
+            .iter()
+            .any(|o| o.addr == l.holder && o.state().is_some());
+        let known = choice
+            .possible_loss
+            .iter()
+            .any(|x| x.holder == l.holder && x.domain == l.domain);
+        let required = choice
+            .required
+            .iter()
+            .filter_map(|r| r.split_once('-'))
+            .find(|(d, _)| d.parse() == Ok(l.domain))
+            .and_then(|(_, q)| q.parse::<u64>().ok())
+            .unwrap_or(0);
+        // A usable replica holds them now (given by hand, or the holder kept them).
+        let covered = !l.open_ended && required >= l.to_seq;
+        if known || covered {
+            continue;
+        }
+        let mut l = l.clone();
+        if answers {
+            l.why = format!(
+                "named by failover {id} on {} and not held by any usable replica now: {} answers again but holds up to seq {required} (a restarted replica discards the relay log it had not applied){}",
+                l.holder,
+                l.holder,
+                if l.open_ended {
+                    ", and it may have acknowledged more after it was last seen"
+                } else {
+                    ""
+                }
+            );
+            l.from_seq = l.from_seq.max(required + 1);
+            l.to_seq = l.to_seq.max(l.from_seq - 1);
+        } else if !l.why.starts_with("named by failover") {
+            l.why = format!("named by failover {id}: {}", l.why);
+        }
+        choice.possible_loss.push(l);
+    }
 }
 
 /// What [`Engine::fresh_look`] found.
@@ -482,6 +574,7 @@ impl Engine {
         old: &InstanceAddr,
         now: &[Observation],
         old_last: Option<&Observation>,
+        data_cut: &[(InstanceAddr, String)],
     ) -> Vec<(ReplicaFacts, bool)> {
         let mut facts = Vec::new();
         let at = now_ms();
@@ -533,6 +626,10 @@ impl Engine {
                     sql_error,
                     delay_s: rep.sql_delay_s,
                     excluded: None,
+                    stream_cut: data_cut
+                        .iter()
+                        .find(|(x, _)| x == a)
+                        .map(|(_, why)| why.clone()),
                 },
                 rep.sql_running,
             ));
@@ -641,6 +738,11 @@ impl Engine {
                 }
             }
             data.replicas = replicas.into_iter().collect();
+            for cut in streams_cut(&old, &obs) {
+                if !data.streams_cut.iter().any(|(a, _)| *a == cut.0) {
+                    data.streams_cut.push(cut);
+                }
+            }
             if data.replicas.is_empty() {
                 return Err(Outcome::NeedsHuman(format!(
                     "no reachable replica of {old}: nothing to promote"
@@ -730,7 +832,14 @@ impl Engine {
                 members.iter().filter(|a| **a != old).cloned().collect();
             let now = observe_all_within(&setup.admin, &others, st).await;
             let mut facts = self
-                .replica_facts(setup, &members, &old, &now, old_last.as_ref())
+                .replica_facts(
+                    setup,
+                    &members,
+                    &old,
+                    &now,
+                    old_last.as_ref(),
+                    &data.streams_cut,
+                )
                 .await;
             data.delays = facts
                 .iter()
@@ -749,6 +858,7 @@ impl Engine {
                             "applied": f.binlog_state.as_ref().map(|b| b.to_string()),
                             "delay_s": f.delay_s,
                             "sql_error": f.sql_error,
+                            "stream_cut": f.stream_cut,
                         }),
                     )
                 })
@@ -780,8 +890,12 @@ impl Engine {
             }
             let old_site = setup.spec.instance(&old).and_then(|s| s.site.clone());
             let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
+            let prior = self.prior_losses(&cluster, &old, op.rec.id).await;
             let mut choice = match choose(&plain, old_site.as_deref()) {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    carry_losses(&mut c, &prior, &now);
+                    c
+                }
                 Err(no) => {
                     self.undo_before_promote(conns, data).await;
                     return Err(Outcome::NeedsHuman(format!(
@@ -847,7 +961,10 @@ impl Engine {
                     tries -= 1;
                     let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
                     choice = match (tries > 0).then(|| choose(&plain, old_site.as_deref())) {
-                        Some(Ok(c)) => c,
+                        Some(Ok(mut c)) => {
+                            carry_losses(&mut c, &prior, &now);
+                            c
+                        }
                         Some(Err(no)) => {
                             self.undo_before_promote(conns, data).await;
                             return Err(Outcome::NeedsHuman(format!(
@@ -1416,6 +1533,43 @@ impl Engine {
                 .map_err(|e| (cand.clone(), e))?;
         }
         Ok(())
+    }
+
+    /// The possibly lost transactions that earlier failovers of the same death of the
+    /// primary (started after it was last seen alive) named when they ended `needs_human`: their evidence (a replica's stream cut before
+    /// the primary died) is gone once the replicas' IO threads reconnect, the losses are not.
+    async fn prior_losses(
+        &self,
+        cluster: &str,
+        old: &InstanceAddr,
+        this_op: i64,
+    ) -> Vec<(i64, PossibleLoss)> {
+        let Ok(ops) = self
+            .store
+            .operations(&store::OperationQuery {
+                cluster: Some(cluster.to_string()),
+                states: vec![store::OperationState::NeedsHuman],
+                kind: Some("failover".into()),
+                limit: 10,
+            })
+            .await
+        else {
+            return Vec::new();
+        };
+        // The same death only: failovers that started after the old primary was last
+        // seen alive (one that came back and died again is a new episode).
+        let alive_ms = self.last_good(old).await.map_or(0, |o| o.at_unix_ms);
+        let mut out = Vec::new();
+        for rec in ops.into_iter().filter(|r| r.id != this_op) {
+            let Ok(d) = serde_json::from_value::<FailoverData>(rec.data.clone()) else {
+                continue;
+            };
+            if d.old_primary.as_ref() != Some(old) || d.started_ms < alive_ms {
+                continue;
+            }
+            out.extend(d.possible_loss.into_iter().map(|l| (rec.id, l)));
+        }
+        out
     }
 
     /// Apply `on_possible_loss` to a choice that names possibly lost transactions.

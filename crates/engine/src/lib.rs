@@ -186,7 +186,8 @@ pub struct Engine {
     /// Per cluster, the dead primary whose episode was already handled (started, proposed
     /// or blocked), so one death makes one decision.
     handled: Mutex<HashMap<String, (InstanceAddr, Decision)>>,
-    /// The last reachable observation of each instance, from the rounds.
+    /// The last reachable observation of each instance, from the rounds (the shared
+    /// tracker `streams` keeps the probes' too; see [`Engine::last_good`]).
     last_good: Mutex<HashMap<InstanceAddr, Observation>>,
     /// Fenced instances already seen returning, so each return is handled once.
     returned: Mutex<HashSet<InstanceAddr>>,
@@ -535,6 +536,23 @@ impl Engine {
         let prior = self.handled_lock().get(cluster).cloned();
         let was_blocked = match &prior {
             Some((d, Decision::Blocked)) if *d == dead => true,
+            Some((d, Decision::GaveUp)) if *d == dead => {
+                // Paged for a possible loss on a replica that did not answer: once it
+                // answers again, the failover is tried again (it will be the candidate).
+                if setup.failover.mode == FailoverMode::Auto
+                    && self.loss_holder_back(cluster, &dead, observations).await
+                    && self.auto_blocked(cluster, setup).await.is_none()
+                {
+                    info!(cluster, primary = %dead, "a replica that may hold lost writes answers again: retrying the failover");
+                    let detected = self
+                        .dead_now_lock()
+                        .get(cluster)
+                        .map(|(_, at)| *at)
+                        .unwrap_or(at_ms);
+                    self.start_auto_failover(cluster, &dead, detected);
+                }
+                return;
+            }
             Some((d, _)) if *d == dead => return,
             _ => false,
         };
@@ -583,16 +601,79 @@ impl Engine {
         }
     }
 
-    /// The last reachable observation of `addr` this node saw, from the rounds or the store.
+    /// Whether the cluster's last failover, of `dead`, ended `needs_human` naming possibly
+    /// lost transactions on a replica that did not answer then and answers in
+    /// `observations` now.
+    async fn loss_holder_back(
+        &self,
+        cluster: &str,
+        dead: &InstanceAddr,
+        observations: &[Observation],
+    ) -> bool {
+        let Ok(ops) = self
+            .store
+            .operations(&OperationQuery {
+                cluster: Some(cluster.to_string()),
+                kind: Some("failover".into()),
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+        else {
+            return false;
+        };
+        let Some(last) = ops.first() else {
+            return false;
+        };
+        if last.state != OperationState::NeedsHuman
+            || last.data["old_primary"].as_str() != Some(&dead.to_string())
+        {
+            return false;
+        }
+        let Ok(losses) =
+            serde_json::from_value::<Vec<PossibleLoss>>(last.data["possible_loss"].clone())
+        else {
+            return false;
+        };
+        // Holders that did not answer then (once they did, a retry judged them).
+        let unread: Vec<String> = last.data["choice"]["unread_semi_sync"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                last.data["choice"]["passed_over"]
+                    .as_array()
+                    .into_iter()
+                    .flatten(),
+            )
+            .filter(|e| e[1].as_str().is_some_and(|w| w.starts_with("unreachable")))
+            .filter_map(|e| e[0].as_str().map(str::to_string))
+            .collect();
+        losses.iter().any(|l| {
+            unread.contains(&l.holder.to_string())
+                && observations
+                    .iter()
+                    .any(|o| o.addr == l.holder && o.state().is_some())
+        })
+    }
+
+    /// The last reachable observation of `addr` this node saw: the newer of the rounds' and
+    /// the probes' (the shared tracker notes every probe, also those no round carried,
+    /// e.g. a replica's last probe before it died with the primary), else the store's.
     pub(crate) async fn last_good(&self, addr: &InstanceAddr) -> Option<Observation> {
-        if let Some(o) = self
+        let round = self
             .last_good
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(addr)
-            .cloned()
-        {
-            return Some(o);
+            .cloned();
+        let probe = self.streams.last_reachable(addr);
+        let newest = match (round, probe) {
+            (Some(r), Some(p)) => Some(if p.at_unix_ms > r.at_unix_ms { p } else { r }),
+            (r, p) => r.or(p),
+        };
+        if newest.is_some() {
+            return newest;
         }
         self.store
             .last_observation(addr)

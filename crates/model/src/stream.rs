@@ -107,25 +107,64 @@ impl StreamTracker {
 
 /// A [`StreamTracker`] shared by the tasks that observe (the monitor's probes and fast
 /// path, the engine's fresh looks), so that each sees the history the others noted.
+///
+/// It also keeps each instance's last *reachable* observation from every probe noted. A
+/// round carries only the latest observation of each instance when it is analysed: a
+/// probe that lands between rounds and is then overwritten by a failed one (the fast path
+/// after a death) is in no round. A failover judges a replica that died with the primary
+/// by what it was last seen holding ([`SharedStreams::last_reachable`]), the newest
+/// evidence there is.
 #[derive(Debug, Default)]
-pub struct SharedStreams(Mutex<StreamTracker>);
+pub struct SharedStreams {
+    tracker: Mutex<StreamTracker>,
+    last_reachable: Mutex<HashMap<InstanceAddr, Observation>>,
+}
 
 impl SharedStreams {
-    /// [`StreamTracker::note`] under the lock.
+    /// [`StreamTracker::note`] under the lock; a reachable observation becomes the
+    /// instance's last reachable one unless a newer one is there.
     pub fn note(&self, obs: &mut Observation) {
-        self.0
+        self.tracker
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .note(obs);
+        self.keep_reachable(std::slice::from_ref(obs));
     }
 
     /// Note several observations, oldest first.
     pub fn note_all(&self, observations: &mut [Observation]) {
-        let mut t = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut order: Vec<usize> = (0..observations.len()).collect();
-        order.sort_by_key(|&i| observations[i].at_unix_ms);
-        for i in order {
-            t.note(&mut observations[i]);
+        {
+            let mut t = self.tracker.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut order: Vec<usize> = (0..observations.len()).collect();
+            order.sort_by_key(|&i| observations[i].at_unix_ms);
+            for i in order {
+                t.note(&mut observations[i]);
+            }
+        }
+        self.keep_reachable(observations);
+    }
+
+    /// The last reachable observation of `addr` noted here, if any.
+    pub fn last_reachable(&self, addr: &InstanceAddr) -> Option<Observation> {
+        self.last_reachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(addr)
+            .cloned()
+    }
+
+    fn keep_reachable(&self, observations: &[Observation]) {
+        let mut last = self
+            .last_reachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for o in observations.iter().filter(|o| o.state().is_some()) {
+            match last.get(&o.addr) {
+                Some(prev) if prev.at_unix_ms >= o.at_unix_ms => {}
+                _ => {
+                    last.insert(o.addr.clone(), o.clone());
+                }
+            }
         }
     }
 }
