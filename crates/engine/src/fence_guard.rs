@@ -10,9 +10,10 @@
 //!   TCP's retransmission backoff.
 //! - The fence ([`fence_session`]) kills every client connection first, then sets
 //!   `read_only=ON`, then kills the clients that connected in between, and turns semi-sync
-//!   off as a primary last. Killing first matters: `SET GLOBAL read_only=1` waits behind commits that
-//!   wait for a semi-sync acknowledgement, and a killed commit is never acknowledged to
-//!   its client.
+//!   off as a primary last. Killing first matters: `SET GLOBAL read_only=1` waits behind
+//!   commits that wait for a semi-sync acknowledgement. The kills go in an order
+//!   ([`kill_clients`]): the commits that wait for an ack last, since one killed commits
+//!   its whole binlog group and would acknowledge the members still connected.
 //! - A guard ends when the fence succeeded (a `fenced_on_return` event records how long
 //!   after the server answered), when the instance rejoins ([`Engine::stop_guard`]), or at
 //!   shutdown ([`Engine::stop_tasks`]).
