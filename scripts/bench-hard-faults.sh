@@ -7,9 +7,16 @@
 #
 # and one line per scenario: runs (passed), failovers, fault→writable p50 and max, detection
 # p50, lost acknowledged writes, writes the old primary acknowledged after the new one
-# opened (stale acks), and runs the control plane handed to a human. The reports (JSON and
+# opened (stale acks), late acknowledgements (writes sent before the fault that the new
+# primary holds, whose OK the old primary sent when it resumed: not stale, see
+# drt::report::StaleAcks), looks that saw two writable servers able to acknowledge, with
+# in brackets those that saw a second writable server that could not (mute: lossless
+# semi-sync, no replica), and runs the control plane handed to a human. The reports (JSON and
 # HTML) stay in OUT (default ./bench-hard-faults-TIME/); the daemon's log of each scenario
 # too.
+#
+# Ports: BASE_PORT (default 26500) for the sandbox, API_PORT (default 26510) for the daemon,
+# so that two benches can run side by side.
 #
 #   scripts/bench-hard-faults.sh [DBFLEET_BINARY] [REPEAT] [SCENARIO...]
 #
@@ -33,7 +40,7 @@ OUT=${OUT:-bench-hard-faults-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 BASE_PORT=${BASE_PORT:-26500}
-API_PORT=$((BASE_PORT + 10))
+API_PORT=${API_PORT:-$((BASE_PORT + 10))}
 API=http://127.0.0.1:$API_PORT
 R=""
 SP=""
@@ -76,12 +83,13 @@ out, names = sys.argv[1], sys.argv[2:]
 def ms(v):
     return "-" if v is None else (f"{v} ms" if v < 1000 else f"{v/1000:.2f} s")
 hdr = ["scenario", "runs (pass)", "failovers", "fault→writable p50", "max",
-       "detection p50", "lost acked", "stale acks", "needs_human"]
+       "detection p50", "lost acked", "stale acks", "late acks", "two writable (mute)",
+       "needs_human"]
 rows = []
 for n in names:
     f = os.path.join(out, n, "report.json")
     if not os.path.exists(f):
-        rows.append([n, "no report (see %s.err)" % n] + [""] * 7)
+        rows.append([n, "no report (see %s.err)" % n] + [""] * 9)
         continue
     r = json.load(open(f))
     a = r["aggregate"]
@@ -89,9 +97,13 @@ for n in names:
     d = a.get("detection") or {}
     passed = sum(all(v["pass"] for v in vs) for vs in r["verdicts"])
     human = sum(any(e["kind"] == "needs_human" for e in run["timeline"]) for run in r["runs"])
+    sbs = [run["load"]["split_brain"] for run in r["runs"]]
+    two = sum(s["rounds"] + s.get("guard_rounds", 0) for s in sbs)
+    mute = sum(s.get("guard_mute_rounds", 0) for s in sbs)
     rows.append([n, f"{a['runs']} ({passed})", str(a["failovers_total"]),
                  ms(w.get("p50_ms")), ms(w.get("max_ms")), ms(d.get("p50_ms")),
-                 str(a["lost_total"]), str(a.get("stale_acks_total", 0)), str(human)])
+                 str(a["lost_total"]), str(a.get("stale_acks_total", 0)),
+                 str(a.get("late_acks_total", 0)), f"{two} ({mute})", str(human)])
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 for row in rows:

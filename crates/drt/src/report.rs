@@ -61,6 +61,18 @@ pub struct RunResult {
 /// acknowledges. Measured on every run; a stale client (`[load] stale_client`) makes it
 /// likely to be caught, since it stays on the old primary's address.
 ///
+/// One kind of OK after the opening is not a second primary's: a *late acknowledgement*
+/// (`late_after_open`). The `INSERT` was sent before the first fault, and the write is on
+/// the primary the run ended with, which is not the old one. When a primary freezes after
+/// a semi-sync replica received a commit and sent its ack, the ack waits in the frozen
+/// server's socket buffer; the server reads it the moment it resumes and sends the client
+/// its OK, before any fence can reach it. The replica had the write before the failover,
+/// so the new primary holds it: nothing diverges, the OK only comes late. The write reached
+/// the new primary before the failover (during the run nothing replicates from the old
+/// primary to the new one afterwards), and the run's lost-write check proves it is there.
+/// Such writes are counted and named apart and are not judged as stale; any other write
+/// the old primary acknowledged after the opening is.
+///
 /// The old primary is the stale client's address, else the server of the run's first
 /// acknowledged write. The new primary opened at the earlier of the control plane's first
 /// [`EventKind::Writable`] event after the first fault and the first write another server
@@ -75,8 +87,16 @@ pub struct StaleAcks {
     pub opened_ms: Option<u64>,
     /// Who saw it first: `control plane` or `clients`.
     pub opened_seen_by: Option<String>,
-    /// Writes the old primary acknowledged after `opened_ms`.
+    /// Writes the old primary acknowledged after `opened_ms`, late acknowledgements left
+    /// out: what a second primary acknowledged. Judged by `stale_acks_allowed`.
     pub acked_after_open: u64,
+    /// Late acknowledgements after `opened_ms`: writes sent before the first fault that the
+    /// run's final primary (not the old one) holds. Not judged; see the type's doc.
+    #[serde(default)]
+    pub late_after_open: u64,
+    /// Their ids, the first ten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub late_ids: Vec<u64>,
     /// When the first and the last of them were acknowledged.
     pub first_ms: Option<u64>,
     /// See `first_ms`.
@@ -160,6 +180,16 @@ pub struct SplitBrainSummary {
     /// When the guard saw it last.
     #[serde(default)]
     pub guard_last_at_ms: Option<u64>,
+    /// How many of the guard's looks saw more than one writable member of which at most
+    /// one could acknowledge a write: the others ran lossless semi-sync with no member
+    /// replicating from them (a replaced primary in the milliseconds between its resume and
+    /// its fence; see `runner::guard::mute`). Not a split brain: counted, not judged. Not in
+    /// `guard_rounds`, `first_at_ms` or `servers`.
+    #[serde(default)]
+    pub guard_mute_rounds: u64,
+    /// When the guard saw such a look last.
+    #[serde(default)]
+    pub guard_mute_last_at_ms: Option<u64>,
 }
 
 /// Whether the acknowledged writes were checked on the servers.
@@ -409,9 +439,12 @@ pub struct RunParts<'a> {
     pub ended_ms: u64,
     /// Why the run was aborted, if it was.
     pub aborted: Option<String>,
-    /// What the guard saw writable when it saw more than one member writable and the run
-    /// went on (epoch ms, the writable members).
+    /// What the guard saw writable when it saw more than one member writable, more than
+    /// one of which could acknowledge, and the run went on (epoch ms, the writable members).
     pub guard_split_brain: Vec<(u64, Vec<InstanceAddr>)>,
+    /// What the guard saw writable when it saw more than one member writable but at most
+    /// one that could acknowledge (epoch ms, the writable members).
+    pub guard_mute: Vec<(u64, Vec<InstanceAddr>)>,
 }
 
 /// At most this many buckets in [`Throughput`].
@@ -465,6 +498,8 @@ impl RunResult {
                 servers: split_servers,
                 guard_rounds: p.guard_split_brain.len() as u64,
                 guard_last_at_ms: p.guard_split_brain.iter().map(|(at, _)| rel(*at)).max(),
+                guard_mute_rounds: p.guard_mute.len() as u64,
+                guard_mute_last_at_ms: p.guard_mute.iter().map(|(at, _)| rel(*at)).max(),
             },
         };
 
@@ -545,7 +580,19 @@ impl RunResult {
         timeline.sort_by_key(|e| e.at_ms);
 
         let mut figures = figures(p.scenario, l, &load, &timeline);
-        let stale = stale_acks(l, &timeline, first_fault(p.scenario, &timeline));
+        let held = match &verification {
+            Verified::Checked { writer, .. } => Some(Held {
+                writer,
+                lost: lost.iter().map(|w| w.id).collect(),
+            }),
+            Verified::NotChecked { .. } => None,
+        };
+        let stale = stale_acks(
+            l,
+            &timeline,
+            first_fault(p.scenario, &timeline),
+            held.as_ref(),
+        );
         figures.writable_ms = match (stale.opened_ms, first_fault(p.scenario, &timeline)) {
             (Some(o), Some(f)) => Some(o.saturating_sub(f)),
             _ => None,
@@ -685,8 +732,19 @@ fn first_fault(scenario: &Scenario, timeline: &[TimelineEvent]) -> Option<u64> {
 /// Ids of stale acknowledgements listed in [`StaleAcks::ids`].
 const STALE_IDS: usize = 10;
 
+/// What the primary a run ended with holds: every acknowledged write but the lost ones.
+struct Held<'a> {
+    writer: &'a InstanceAddr,
+    lost: std::collections::HashSet<u64>,
+}
+
 /// What the old primary acknowledged after the new one opened; see [`StaleAcks`].
-fn stale_acks(l: &Ledger, timeline: &[TimelineEvent], first_fault: Option<u64>) -> StaleAcks {
+fn stale_acks(
+    l: &Ledger,
+    timeline: &[TimelineEvent],
+    first_fault: Option<u64>,
+    held: Option<&Held<'_>>,
+) -> StaleAcks {
     let rel = |ms: u64| ms.saturating_sub(l.started_ms);
     let pinned = l.pinned.as_ref();
     let mut acks: Vec<&crate::load::Ack> = l.acked.iter().collect();
@@ -726,10 +784,21 @@ fn stale_acks(l: &Ledger, timeline: &[TimelineEvent], first_fault: Option<u64>) 
     };
     out.opened_ms = Some(opened_ms);
     out.opened_seen_by = Some(seen_by.to_string());
-    let stale: Vec<&&crate::load::Ack> = acks
+    let after: Vec<&&crate::load::Ack> = acks
         .iter()
         .filter(|a| a.server == old && rel(a.at_ms) > opened_ms)
         .collect();
+    // A late acknowledgement: sent before the fault (a ledger without send times has
+    // none), and on the final primary, which is not the old one.
+    let late = |a: &crate::load::Ack| {
+        a.sent_ms != 0
+            && rel(a.sent_ms) < fault
+            && held.is_some_and(|h| *h.writer != old && !h.lost.contains(&a.id))
+    };
+    let (late_acks, stale): (Vec<&&crate::load::Ack>, Vec<&&crate::load::Ack>) =
+        after.into_iter().partition(|a| late(a));
+    out.late_after_open = late_acks.len() as u64;
+    out.late_ids = late_acks.iter().take(STALE_IDS).map(|a| a.id).collect();
     out.acked_after_open = stale.len() as u64;
     out.first_ms = stale.first().map(|a| rel(a.at_ms));
     out.last_ms = stale.last().map(|a| rel(a.at_ms));
@@ -929,11 +998,22 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
     }
 
     let sb = &r.load.split_brain;
+    let mute = match (sb.guard_mute_rounds, sb.guard_mute_last_at_ms) {
+        (0, _) | (_, None) => String::new(),
+        (n, Some(last)) => format!(
+            "; {n} look{} of the guard (last at {}) found a second writable server that could \
+             not acknowledge (lossless semi-sync, no member replicating from it)",
+            plural(n),
+            fmt_ms(last)
+        ),
+    };
     verdict(
-        "never two writable primaries".into(),
+        "never two writable primaries that can acknowledge".into(),
         sb.rounds == 0 && sb.guard_rounds == 0,
         if sb.rounds == 0 && sb.guard_rounds == 0 {
-            "every probe round found at most one writable server".into()
+            format!(
+                "every probe round found at most one writable server that can acknowledge{mute}"
+            )
         } else {
             format!(
                 "{} probe round{} of the writers and {} look{} of the guard found several \
@@ -947,7 +1027,7 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
                 sb.guard_last_at_ms
                     .map(|l| format!(", last seen by the guard at {}", fmt_ms(l)))
                     .unwrap_or_default()
-            )
+            ) + &mute
         },
     );
     verdict(
@@ -983,17 +1063,34 @@ fn stale_detail(st: &StaleAcks) -> String {
         .old_primary
         .as_ref()
         .map_or("?".to_string(), |a| a.to_string());
+    let late = if st.late_after_open == 0 {
+        String::new()
+    } else {
+        let ids: Vec<String> = st.late_ids.iter().map(u64::to_string).collect();
+        format!(
+            "; {} late acknowledgement{} not counted (sent before the fault, held by the new \
+             primary: its replica's ack was waiting in the frozen server): ids {}{}",
+            st.late_after_open,
+            plural(st.late_after_open),
+            ids.join(", "),
+            if st.late_after_open as usize > st.late_ids.len() {
+                ", …"
+            } else {
+                ""
+            }
+        )
+    };
     if st.acked_after_open == 0 {
         format!(
             "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged \
-             nothing after it{client}",
+             nothing after it{late}{client}",
             fmt_ms(opened)
         )
     } else {
         let ids: Vec<String> = st.ids.iter().map(u64::to_string).collect();
         format!(
             "the new primary{new} opened at {} (seen by the {seen}); {old} acknowledged {} \
-             write{} after it, from {} to {}: ids {}{}{client}",
+             write{} after it, from {} to {}: ids {}{}{late}{client}",
             fmt_ms(opened),
             st.acked_after_open,
             plural(st.acked_after_open),
@@ -1091,9 +1188,13 @@ pub struct Aggregate {
     /// the runs where one opened.
     #[serde(default)]
     pub writable: Option<Stats>,
-    /// Writes the old primary acknowledged after the new one opened, over every run.
+    /// Writes the old primary acknowledged after the new one opened, over every run
+    /// (late acknowledgements left out, see [`StaleAcks`]).
     #[serde(default)]
     pub stale_acks_total: u64,
+    /// Late acknowledgements after the new primary opened, over every run.
+    #[serde(default)]
+    pub late_acks_total: u64,
     /// Lost writes over every run.
     pub lost_total: u64,
     /// Acknowledged writes over every run.
@@ -1119,6 +1220,7 @@ pub fn aggregate(runs: &[RunResult]) -> Aggregate {
         failover: Stats::of(&pick(|r| r.figures.failover_ms)),
         writable: Stats::of(&pick(|r| r.figures.writable_ms)),
         stale_acks_total: runs.iter().map(|r| r.stale.acked_after_open).sum(),
+        late_acks_total: runs.iter().map(|r| r.stale.late_after_open).sum(),
         lost_total: runs.iter().map(|r| r.lost.len() as u64).sum(),
         acked_total: runs.iter().map(|r| r.load.acked).sum(),
         in_doubt_total: runs.iter().map(|r| r.load.in_doubt).sum(),

@@ -26,6 +26,7 @@ use crate::scenario::{FaultKind as ScenarioFaultKind, Scenario, StepAction, Targ
 mod guard;
 mod repair;
 
+pub use guard::mute;
 pub use repair::discard_unacknowledged;
 
 /// Where a scenario runs: a local sandbox (process faults need its processes). Its `Debug`
@@ -456,6 +457,7 @@ pub async fn run_once(
     opts.ack_feed = Some(ack_tx);
     let guard_stop = CancellationToken::new();
     let split_brain = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mute = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut guard_task = tokio::spawn(guard::watch(
         guard::Guardrails {
             members: target.members.clone(),
@@ -465,6 +467,7 @@ pub async fn run_once(
             max_rto: scenario.expect.max_rto,
             split_brain_aborts: !scenario.load.stale_client,
             split_brain: split_brain.clone(),
+            mute: mute.clone(),
         },
         ack_rx,
         guard_stop.clone(),
@@ -721,6 +724,7 @@ pub async fn run_once(
         })
         .collect();
     let guard_split_brain = faults::lock(&split_brain).clone();
+    let guard_mute = faults::lock(&mute).clone();
     Ok(RunResult::build(RunParts {
         scenario,
         cluster,
@@ -730,6 +734,7 @@ pub async fn run_once(
         ended_ms,
         aborted,
         guard_split_brain,
+        guard_mute,
     }))
 }
 

@@ -597,6 +597,7 @@ async fn a_stale_client_stays_on_the_old_primary_and_its_late_acks_are_counted()
         ended_ms: now_ms(),
         aborted: None,
         guard_split_brain: Vec::new(),
+        guard_mute: Vec::new(),
     });
     let st = &r.stale;
     eprintln!("stale: {st:?}");

@@ -447,6 +447,7 @@ impl Sim {
                 id,
                 writer: (id % 4) as usize,
                 at_ms: T0 + t,
+                sent_ms: T0 + t,
                 gtid: Some(format!("0-1-{id}")),
                 server: server.clone(),
             });
@@ -521,6 +522,7 @@ impl Sim {
             ended_ms: T0 + 9500,
             aborted: self.aborted.clone(),
             guard_split_brain: Vec::new(),
+            guard_mute: Vec::new(),
         })
     }
 }
@@ -615,6 +617,7 @@ fn unverified_writes_fail_the_lost_writes_verdict() {
         ended_ms: T0 + 9000,
         aborted: None,
         guard_split_brain: Vec::new(),
+        guard_mute: Vec::new(),
     });
     let v = verdict(&judge(&s, &r), "at most 0 lost writes").clone();
     assert!(!v.pass);
@@ -1129,6 +1132,7 @@ fn stale_run(stale_at: &[u64]) -> Sim {
             id,
             writer: 4,
             at_ms: T0 + t,
+            sent_ms: T0 + t,
             gtid: None,
             server: addr(3306),
         });
@@ -1295,6 +1299,85 @@ fn operation_events_map_to_needs_human_and_failed() {
 }
 
 #[test]
+fn a_late_acknowledgement_of_a_write_the_new_primary_holds_is_named_but_not_stale() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    // The stale client's writes acknowledged by :3306 at 10.5 s and 10.6 s, after the new
+    // primary opened (3.1 s). The first was sent at 1.9 s, before the fault (2.0 s): its
+    // replica's ack waited in the frozen server. The second was sent after the fault.
+    let mut sim = stale_run(&[10_500, 10_600]);
+    let first = sim
+        .ledger
+        .acked
+        .iter()
+        .position(|a| a.at_ms == T0 + 10_500)
+        .unwrap();
+    sim.ledger.acked[first].sent_ms = T0 + 1900;
+    let late_id = sim.ledger.acked[first].id;
+    let r = sim.build(&s);
+    assert_eq!(r.stale.late_after_open, 1);
+    assert_eq!(r.stale.late_ids, vec![late_id]);
+    assert_eq!(r.stale.acked_after_open, 1, "the one sent after the fault");
+    let v = verdict(
+        &judge(&s, &r),
+        "at most 0 writes acknowledged by the old primary",
+    )
+    .clone();
+    assert!(!v.pass, "{v:?}");
+    assert!(v.detail.contains("1 late acknowledgement"), "{}", v.detail);
+    assert_eq!(aggregate(std::slice::from_ref(&r)).late_acks_total, 1);
+
+    // Sent before the fault and acknowledged late alone: the run passes.
+    let mut sim = stale_run(&[10_500]);
+    let i = sim
+        .ledger
+        .acked
+        .iter()
+        .position(|a| a.at_ms == T0 + 10_500)
+        .unwrap();
+    sim.ledger.acked[i].sent_ms = T0 + 1900;
+    let r = sim.build(&s);
+    assert_eq!((r.stale.acked_after_open, r.stale.late_after_open), (0, 1));
+    assert!(verdict(&judge(&s, &r), "at most 0 writes").pass);
+
+    // The same write missing on the new primary is no late acknowledgement: it is stale
+    // (and lost).
+    let r = stale_run(&[10_500]).build(&s);
+    assert_eq!(r.stale.acked_after_open, 1, "sent after the fault");
+    let mut sim = stale_run(&[10_500]);
+    sim.ledger.acked[i].sent_ms = T0 + 1900;
+    let r = sim.lose(i).build(&s);
+    assert_eq!((r.stale.acked_after_open, r.stale.late_after_open), (1, 0));
+    assert!(!verdict(&judge(&s, &r), "at most 0 writes").pass);
+}
+
+#[test]
+fn a_second_writable_server_that_cannot_acknowledge_is_counted_apart() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    let sim = stale_run(&[]);
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Ok(&sim.verification),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9500,
+        aborted: None,
+        guard_split_brain: Vec::new(),
+        guard_mute: vec![(T0 + 10_000, vec![addr(3306), addr(3307)])],
+    });
+    let sb = &r.load.split_brain;
+    assert_eq!(
+        (sb.rounds, sb.guard_rounds, sb.guard_mute_rounds),
+        (0, 0, 1)
+    );
+    assert_eq!(sb.guard_mute_last_at_ms, Some(10_000));
+    let v = verdict(&judge(&s, &r), "never two writable primaries").clone();
+    assert!(v.pass, "{v:?}");
+    assert!(v.detail.contains("1 look of the guard"), "{}", v.detail);
+    assert!(v.detail.contains("could not acknowledge"), "{}", v.detail);
+}
+
+#[test]
 fn the_guards_sightings_of_two_writable_primaries_fail_the_run_it_did_not_abort() {
     let s = Scenario::builtin("pause-primary-8s").unwrap();
     let sim = stale_run(&[]);
@@ -1310,6 +1393,7 @@ fn the_guards_sightings_of_two_writable_primaries_fail_the_run_it_did_not_abort(
             (T0 + 10_000, vec![addr(3306), addr(3307)]),
             (T0 + 10_200, vec![addr(3306), addr(3307)]),
         ],
+        guard_mute: Vec::new(),
     });
     let sb = &r.load.split_brain;
     assert_eq!((sb.rounds, sb.guard_rounds), (0, 2));

@@ -10,9 +10,10 @@
 //!   TCP's retransmission backoff.
 //! - The fence ([`fence_session`]) kills every client connection first, then sets
 //!   `read_only=ON`, then kills the clients that connected in between, and turns semi-sync
-//!   off as a primary last. Killing first matters: `SET GLOBAL read_only=1` waits behind commits that
-//!   wait for a semi-sync acknowledgement, and a killed commit is never acknowledged to
-//!   its client.
+//!   off as a primary last. Killing first matters: `SET GLOBAL read_only=1` waits behind
+//!   commits that wait for a semi-sync acknowledgement. The kills go in an order
+//!   ([`kill_clients`]): the commits that wait for an ack last, since one killed commits
+//!   its whole binlog group and would acknowledge the members still connected.
 //! - A guard ends when the fence succeeded (a `fenced_on_return` event records how long
 //!   after the server answered), when the instance rejoins ([`Engine::stop_guard`]), or at
 //!   shutdown ([`Engine::stop_tasks`]).
@@ -54,35 +55,79 @@ pub(crate) struct FenceDone {
     pub read_only_at: Instant,
 }
 
+/// The state of a commit that waits for its semi-sync ack (MariaDB's
+/// `stage_waiting_for_semi_sync_ack_from_slave`).
+const ACK_WAIT: &str = "waiting for semi-sync ack";
+
 /// Kill every client connection of the server but this session's and the server's own
 /// threads (replication, event scheduler). A connection that ends between the list and the
 /// kill is fine.
+///
+/// The order matters. A commit waiting for its semi-sync ack is the leader of a binlog
+/// group commit: killed, it stops waiting and commits its whole group, and every member of
+/// the group whose connection is still open receives OK — an acknowledgement no replica
+/// backs (measured on 10.11: three grouped commits with no replica, the waiting one killed,
+/// the two others acknowledged). So every other client is killed first (a killed
+/// connection's socket is shut at once: its commit may still land in the binlog, but its
+/// client never hears OK), the list is read again and the newcomers killed, and only then
+/// the commits that wait for an ack.
 pub(crate) async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
+    let mut killed = 0;
+    let mut done: Vec<String> = Vec::new();
+    let mut waiting: Vec<String> = Vec::new();
+    for _ in 0..2 {
+        for (id, state) in list_clients(s).await? {
+            if done.contains(&id) {
+                continue;
+            }
+            if state.to_ascii_lowercase().contains(ACK_WAIT) {
+                if !waiting.contains(&id) {
+                    waiting.push(id);
+                }
+                continue;
+            }
+            killed += kill(s, &id).await?;
+            done.push(id);
+        }
+    }
+    for id in waiting {
+        killed += kill(s, &id).await?;
+    }
+    Ok(killed)
+}
+
+/// Client connections: id and state.
+async fn list_clients(s: &mut Session) -> Result<Vec<(String, String)>, ProbeError> {
     let rows = s
         .query_rows(
             "list clients",
-            "SELECT ID AS id FROM information_schema.PROCESSLIST \
+            "SELECT ID AS id, COALESCE(STATE, '') AS state FROM information_schema.PROCESSLIST \
              WHERE ID <> CONNECTION_ID() \
              AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', \
              'Slave_SQL', 'Slave_worker') \
              AND USER NOT IN ('system user', 'event_scheduler')",
         )
         .await?;
-    let mut killed = 0;
-    for r in rows {
-        let Some(id) = r.get("id").cloned().flatten() else {
-            continue;
-        };
-        match s
-            .exec("kill client", &format!("KILL CONNECTION {id}"))
-            .await
-        {
-            Ok(()) => killed += 1,
-            Err(ProbeError::Server { code: 1094, .. }) => {}
-            Err(e) => return Err(e),
-        }
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let id = r.get("id").cloned().flatten()?;
+            let state = r.get("state").cloned().flatten().unwrap_or_default();
+            Some((id, state))
+        })
+        .collect())
+}
+
+/// `KILL CONNECTION id`: 1 if killed, 0 if it had ended.
+async fn kill(s: &mut Session, id: &str) -> Result<usize, ProbeError> {
+    match s
+        .exec("kill client", &format!("KILL CONNECTION {id}"))
+        .await
+    {
+        Ok(()) => Ok(1),
+        Err(ProbeError::Server { code: 1094, .. }) => Ok(0),
+        Err(e) => Err(e),
     }
-    Ok(killed)
 }
 
 /// Fence a server through `s`: clients killed, `read_only=ON`, the clients that connected
@@ -236,5 +281,89 @@ async fn guard(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandbox::testing::TestSandbox;
+
+    const T: ProbeOptions = ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(30),
+    };
+
+    /// A semi-sync primary with no replica left (a frozen old primary that resumed) has a
+    /// binlog group commit of three waiting for an ack; the fence must acknowledge none of
+    /// them. The group's leader is the connection listed first (the newest), so a fence that
+    /// kills in list order kills it first and its two followers get OK. Ports 27400..27402.
+    #[tokio::test]
+    async fn the_fence_acknowledges_no_member_of_a_waiting_group_commit() {
+        let sb = TestSandbox::up_with("fence-group", 2, 27400, true).await;
+        let creds = sb.credentials().unwrap();
+        let (admin, app) = (creds.admin.credentials(), creds.app.credentials());
+        let (m1, m2, m3) = (sb.addr("m1"), sb.addr("m2"), sb.addr("m3"));
+        let mut s = Session::connect(&m1, &admin, T).await.unwrap();
+        s.exec("table", "CREATE TABLE app.g (id INT PRIMARY KEY)")
+            .await
+            .unwrap();
+        for r in [&m2, &m3] {
+            let mut r = Session::connect(r, &admin, T).await.unwrap();
+            r.exec("stop io", "STOP SLAVE IO_THREAD").await.unwrap();
+        }
+        s.exec(
+            "group commits",
+            "SET GLOBAL binlog_commit_wait_count=3, binlog_commit_wait_usec=3000000",
+        )
+        .await
+        .unwrap();
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(Session::connect(&m1, &app, T).await.unwrap());
+        }
+        // The newest connection commits first: it leads the group.
+        let mut tasks = Vec::new();
+        for (i, mut c) in clients.into_iter().enumerate().rev() {
+            tasks.push(tokio::spawn(async move {
+                c.exec("insert", &format!("INSERT INTO app.g VALUES ({i})"))
+                    .await
+            }));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rows = s
+                .query_rows(
+                    "waiting",
+                    "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST \
+                     WHERE STATE LIKE 'Waiting for semi-sync ACK%'",
+                )
+                .await
+                .unwrap();
+            if rows[0]["n"].as_deref() == Some("1") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group never waited for an ack"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let done = fence_session(&mut s).await.expect("fence");
+        let mut acked = Vec::new();
+        for t in tasks {
+            let r = tokio::time::timeout(Duration::from_secs(20), t)
+                .await
+                .expect("the insert ends")
+                .unwrap();
+            acked.push(r.is_ok());
+        }
+        assert_eq!(
+            acked,
+            vec![false; 3],
+            "acknowledged by a fenced primary with no replica ({} killed)",
+            done.killed
+        );
     }
 }

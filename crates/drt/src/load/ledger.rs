@@ -91,6 +91,9 @@ pub struct Ack {
     pub writer: usize,
     /// When the OK arrived.
     pub at_ms: u64,
+    /// When the `INSERT` was sent (0 in a ledger stored before this was recorded).
+    #[serde(default)]
+    pub sent_ms: u64,
     /// `@@last_gtid` after the commit; `None` when it could not be read (the connection broke
     /// right after the OK) or was empty.
     pub gtid: Option<String>,

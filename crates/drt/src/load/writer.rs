@@ -430,6 +430,7 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
                     id,
                     writer: w,
                     at_ms,
+                    sent_ms,
                     gtid,
                     server,
                 });

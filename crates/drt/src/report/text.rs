@@ -52,7 +52,8 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
         let _ = writeln!(
             out,
             "  RTO {}{} · detection {} · failover {} · fault→writable {} · failovers {} · \
-             acked {} · in doubt {} · failed attempts {} · lost {} · stale acks {}",
+             acked {} · in doubt {} · failed attempts {} · lost {} · stale acks {} (late {}) · \
+             two writable {} (mute {})",
             fmt_ms(f.rto_ms),
             if f.rto_open { " (still open)" } else { "" },
             f.detection_ms.map_or("n/a".into(), fmt_ms),
@@ -63,7 +64,10 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
             r.load.in_doubt,
             r.load.failed_attempts,
             r.lost.len(),
-            r.stale.acked_after_open
+            r.stale.acked_after_open,
+            r.stale.late_after_open,
+            r.load.split_brain.rounds + r.load.split_brain.guard_rounds,
+            r.load.split_brain.guard_mute_rounds
         );
         if single {
             let _ = writeln!(out, "  timeline:");
@@ -124,10 +128,11 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
     let _ = writeln!(out, "  fault→writable {}", stats(agg.writable));
     let _ = writeln!(
         out,
-        "  lost writes {} · stale acks {} · acknowledged {} · in doubt {} · failovers {} · \
-         aborted {} · unverified {}",
+        "  lost writes {} · stale acks {} (late {}) · acknowledged {} · in doubt {} · \
+         failovers {} · aborted {} · unverified {}",
         agg.lost_total,
         agg.stale_acks_total,
+        agg.late_acks_total,
         agg.acked_total,
         agg.in_doubt_total,
         agg.failovers_total,

@@ -2,9 +2,12 @@
 //! once (the runner then heals every fault):
 //!
 //! - **two writable primaries**: every member is probed every [`EVERY`]; more than one with
-//!   `read_only=OFF` is a split brain. With a stale client the run goes on instead, so that
-//!   what the old primary acknowledges meanwhile is measured: each sighting is recorded and
-//!   judged afterwards;
+//!   `read_only=OFF`, of which more than one can acknowledge a write ([`mute`] says which
+//!   cannot), is a split brain. With a stale client the run goes on instead, so that what
+//!   the old primary acknowledges meanwhile is measured: each sighting is recorded and
+//!   judged afterwards. A look that sees a second writable member that cannot acknowledge
+//!   (a frozen old primary in the milliseconds between its resume and its fence, with
+//!   lossless semi-sync and no replica left) is recorded apart and never aborts the run;
 //! - **lost writes above the allowance**: about every [`LOST_EVERY`], the acknowledged ids
 //!   not yet checked are looked up on the one writable primary; all of them again when the
 //!   primary changed and every [`FULL_EVERY`]. An acknowledged id it lacks is lost: a writable primary must hold every
@@ -17,12 +20,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use model::InstanceAddr;
+use model::{InstanceAddr, IoThreadState, SEMI_SYNC_NEVER_FALLS_BACK_MS};
 use probe::{Credentials, Session};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::{join, writable, LOOK};
+use super::{join, look_all, Look, LOOK};
 
 /// How often every member is probed.
 pub(crate) const EVERY: Duration = Duration::from_millis(200);
@@ -49,6 +52,9 @@ pub(crate) struct Guardrails {
     /// in `split_brain` (epoch ms, the writable members).
     pub split_brain_aborts: bool,
     pub split_brain: Sightings,
+    /// Looks that saw more than one writable member, of which at most one could acknowledge
+    /// a write (see [`mute`]): epoch ms, the writable members. Never abort the run.
+    pub mute: Sightings,
 }
 
 /// The guard's sightings of two writable primaries: epoch ms, the writable members.
@@ -68,6 +74,8 @@ pub(crate) async fn watch(
     let mut last_lost_check = Instant::now();
     let mut last_full_check = Instant::now();
     let mut last_writable = Instant::now();
+    // The previous look, for [`mute`]: what the replicas replicated from before this one.
+    let mut prev: Vec<Look> = Vec::new();
     loop {
         if stop.is_cancelled() {
             return None;
@@ -80,64 +88,81 @@ pub(crate) async fn watch(
                 acked.push(id);
             }
         }
-        let w = writable(&g.members, &g.admin).await;
+        let now = look_all(&g.members, &g.admin).await;
         if stop.is_cancelled() {
             return None;
         }
-        match w.len() {
-            0 => {
-                if let Some(max) = g.max_rto {
-                    let none_for = last_writable.elapsed();
-                    if none_for > max + RTO_GRACE {
-                        return Some(format!(
-                            "no writable primary for {} (max RTO {})",
-                            humantime::format_duration(round_ms(none_for)),
-                            humantime::format_duration(max)
-                        ));
-                    }
-                }
-            }
-            1 => {
-                last_writable = Instant::now();
-                if due {
-                    last_lost_check = Instant::now();
-                    let primary = &w[0];
-                    let full = checked_on.as_ref() != Some(primary)
-                        || last_full_check.elapsed() >= FULL_EVERY;
-                    let from = if full { 0 } else { checked };
-                    let upto = acked.len();
-                    // A failed lookup is tried again at the next check.
-                    if let Ok(missing) = missing(primary, &g, &acked[from..upto]).await {
-                        if full {
-                            lost.clear();
-                            last_full_check = Instant::now();
-                        }
-                        lost.extend(missing);
-                        checked = upto;
-                        checked_on = Some(primary.clone());
-                        if lost.len() as u64 > g.lost_allowed {
-                            let mut ids: Vec<u64> = lost.iter().copied().collect();
-                            ids.sort_unstable();
-                            let named: Vec<String> =
-                                ids.iter().take(NAMED).map(u64::to_string).collect();
+        let w: Vec<InstanceAddr> = now
+            .iter()
+            .filter(|l| l.writable())
+            .map(|l| l.addr.clone())
+            .collect();
+        // More than one writable, but at most one of them can acknowledge a write.
+        let can_ack = now
+            .iter()
+            .filter(|l| l.writable() && !mute(l, &prev, &now))
+            .count();
+        let mute_look = w.len() > 1 && can_ack <= 1;
+        prev = now;
+        if mute_look {
+            last_writable = Instant::now();
+            crate::faults::lock(&g.mute).push((crate::faults::now_ms(), w));
+        } else {
+            match w.len() {
+                0 => {
+                    if let Some(max) = g.max_rto {
+                        let none_for = last_writable.elapsed();
+                        if none_for > max + RTO_GRACE {
                             return Some(format!(
-                                "{} acknowledged write(s) missing on the primary {primary} \
-                                 (allowed {}): ids {}{}",
-                                ids.len(),
-                                g.lost_allowed,
-                                named.join(", "),
-                                if ids.len() > NAMED { ", …" } else { "" }
+                                "no writable primary for {} (max RTO {})",
+                                humantime::format_duration(round_ms(none_for)),
+                                humantime::format_duration(max)
                             ));
                         }
                     }
                 }
-            }
-            _ if g.split_brain_aborts => {
-                return Some(format!("two writable primaries: {}", join(&w)))
-            }
-            _ => {
-                last_writable = Instant::now();
-                crate::faults::lock(&g.split_brain).push((crate::faults::now_ms(), w));
+                1 => {
+                    last_writable = Instant::now();
+                    if due {
+                        last_lost_check = Instant::now();
+                        let primary = &w[0];
+                        let full = checked_on.as_ref() != Some(primary)
+                            || last_full_check.elapsed() >= FULL_EVERY;
+                        let from = if full { 0 } else { checked };
+                        let upto = acked.len();
+                        // A failed lookup is tried again at the next check.
+                        if let Ok(missing) = missing(primary, &g, &acked[from..upto]).await {
+                            if full {
+                                lost.clear();
+                                last_full_check = Instant::now();
+                            }
+                            lost.extend(missing);
+                            checked = upto;
+                            checked_on = Some(primary.clone());
+                            if lost.len() as u64 > g.lost_allowed {
+                                let mut ids: Vec<u64> = lost.iter().copied().collect();
+                                ids.sort_unstable();
+                                let named: Vec<String> =
+                                    ids.iter().take(NAMED).map(u64::to_string).collect();
+                                return Some(format!(
+                                    "{} acknowledged write(s) missing on the primary {primary} \
+                                 (allowed {}): ids {}{}",
+                                    ids.len(),
+                                    g.lost_allowed,
+                                    named.join(", "),
+                                    if ids.len() > NAMED { ", …" } else { "" }
+                                ));
+                            }
+                        }
+                    }
+                }
+                _ if g.split_brain_aborts => {
+                    return Some(format!("two writable primaries: {}", join(&w)))
+                }
+                _ => {
+                    last_writable = Instant::now();
+                    crate::faults::lock(&g.split_brain).push((crate::faults::now_ms(), w));
+                }
             }
         }
         tokio::select! {
@@ -145,6 +170,50 @@ pub(crate) async fn watch(
             _ = tokio::time::sleep(EVERY) => {}
         }
     }
+}
+
+/// Whether `x`, seen writable in the look `now`, cannot acknowledge a write that no other
+/// member holds: it runs lossless semi-sync (enabled and on, `wait_no_slave=ON`, a timeout
+/// of seven days or more, so every commit waits for a replica's ack, with no replica
+/// connected too), and no other member replicated from it with its IO thread running,
+/// neither in the previous look `prev` (each member reachable there) nor in `now`.
+///
+/// Why the previous look: during a run nothing attaches a replica to a replaced primary
+/// while it is writable (dbfleet's rejoin fences it first), so a member that did not
+/// replicate from `x` at the previous look does not at `now` either, whatever the order in
+/// which the members answered. A commit on `x` then waits for an ack that no member can
+/// send: it is killed by the fence, or waits. The one thing `x` can still acknowledge is a
+/// commit whose ack a replica sent before it left `x`: a write that replica holds (see
+/// [`crate::report::StaleAcks`]). The members must be every server that replicates, as
+/// in a sandbox.
+pub fn mute(x: &Look, prev: &[Look], now: &[Look]) -> bool {
+    let Some(st) = x.state.as_ref() else {
+        return false;
+    };
+    let ss = &st.semi_sync;
+    let lossless = ss.source_enabled
+        && ss.source_active
+        && ss.source_wait_no_replica == Some(true)
+        && ss
+            .source_timeout_ms
+            .is_some_and(|t| t >= SEMI_SYNC_NEVER_FALLS_BACK_MS);
+    if !lossless {
+        return false;
+    }
+    let attached = |l: &Look| {
+        l.state
+            .as_ref()
+            .and_then(|s| s.replication.as_ref())
+            .is_some_and(|r| r.source == x.addr && r.io_thread != IoThreadState::No)
+    };
+    let others = |looks: &[Look]| -> Vec<Look> {
+        looks.iter().filter(|l| l.addr != x.addr).cloned().collect()
+    };
+    let before = others(prev);
+    let members = others(now).len();
+    before.len() == members
+        && before.iter().all(|l| l.state.is_some() && !attached(l))
+        && others(now).iter().all(|l| !attached(l))
 }
 
 fn round_ms(d: Duration) -> Duration {
