@@ -400,9 +400,14 @@ fn own_lost(obs: &Observation, w: &Observation) -> Vec<model::gtid::MariadbGtid>
 }
 
 /// A server_id lent to a rejoining server while it replays its own transactions: far from
-/// the small ids clusters use, and different from `own`.
+/// the small ids clusters use, never 0, and different from `own`.
 fn lent_server_id(own: u32) -> u32 {
-    u32::MAX - own.min(u32::MAX - 1) - 1
+    let lent = u32::MAX - 1 - own.min(u32::MAX - 1);
+    if lent == own || lent == 0 {
+        own - 1
+    } else {
+        lent
+    }
 }
 
 /// `@@gtid_binlog_pos` of an observation, as text.
@@ -559,5 +564,20 @@ impl Engine {
             )
             .await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lent_server_id;
+
+    #[test]
+    fn a_lent_server_id_is_never_zero_nor_the_own_one() {
+        for own in [1, 2, 3, 100, 2_147_483_647, 4_294_967_294, u32::MAX] {
+            let lent = lent_server_id(own);
+            assert_ne!(lent, own, "{own}");
+            assert_ne!(lent, 0, "{own}");
+        }
+        assert_eq!(lent_server_id(1), 4_294_967_293);
     }
 }
