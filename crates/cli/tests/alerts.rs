@@ -202,24 +202,8 @@ async fn a_stopped_sql_thread_pages_the_webhook_and_resolves() {
     let lag_key = format!("heartbeat_lag_high/{}/{m2}", sb.name);
 
     // The heartbeat row has reached m2 (the daemon creates it on the primary at start).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut s = sb.session("m2").await;
-    while s
-        .query_rows(
-            "heartbeat",
-            "SELECT ts_us FROM dbfleet.heartbeat WHERE id = 1",
-        )
-        .await
-        .map_or(true, |rows| rows.is_empty())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no heartbeat row on m2\n{}",
-            d.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    s.close().await;
+    sb.wait_heartbeat_row(&["m2"], Duration::from_secs(30))
+        .await;
 
     exec(&sb, "m2", "STOP SLAVE SQL_THREAD").await;
     let fired = hook
