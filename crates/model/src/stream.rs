@@ -67,8 +67,9 @@ pub struct StreamTracker {
 impl StreamTracker {
     /// Note `obs` and set its replication's `stream.stalled_ms`. An unreachable
     /// observation is left alone and keeps the mark (the replica answering again with the
-    /// same counters is still stalled since then); an observation older than the latest
-    /// noted one gets `None` and changes nothing.
+    /// same counters is still stalled since then). An observation older than the latest
+    /// noted one changes nothing: with the same counters it gets the latest figure (they
+    /// had not moved by then either), with other counters `None`.
     pub fn note(&mut self, obs: &mut Observation) {
         let at = obs.at_unix_ms;
         let addr = obs.addr.clone();
@@ -85,6 +86,16 @@ impl StreamTracker {
             return;
         };
         match self.marks.get_mut(&addr) {
+            // A probe that started before the latest noted one and finished after it (the
+            // engine's fresh look waits for a frozen primary's probe to time out while the
+            // monitor probes the replicas): the counters it shows have not moved up to
+            // the latest observation, so it gets that newer, longer figure. Without it, a
+            // failover's first look saw the replicas' streams as "unknown", hence still
+            // receiving, and refused the failover the monitor had just confirmed.
+            Some(m) if m.key == key && at < m.last_ms => {
+                r.stream.stalled_ms = Some(m.last_ms.saturating_sub(m.since_ms));
+            }
+            // Older and different: the stream has moved since; this says nothing new.
             Some(m) if at < m.last_ms => r.stream.stalled_ms = None,
             Some(m) if m.key == key => {
                 m.last_ms = at;

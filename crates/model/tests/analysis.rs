@@ -1456,8 +1456,14 @@ fn stream_tracker_measures_how_long_nothing_moved() {
     let mut o = at(r(11, "0-1-6"), 4_100);
     t.note(&mut o);
     assert_eq!(stalled(&o), Some(1_500));
-    // An older observation arriving late changes nothing.
+    // An older observation arriving late, with the same counters (a probe that started
+    // before the latest one and finished after it): it gets the latest figure, and changes
+    // nothing.
     let mut late = at(r(11, "0-1-6"), 3_900);
+    t.note(&mut late);
+    assert_eq!(stalled(&late), Some(1_500));
+    // With other counters it is stale: unknown, and it changes nothing either.
+    let mut late = at(r(11, "0-1-5"), 3_950);
     t.note(&mut late);
     assert_eq!(stalled(&late), None);
     let mut o = at(r(11, "0-1-6"), 4_600);
