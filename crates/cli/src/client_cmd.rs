@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context as _};
 use api::{ClientError, EventFilter, OperationFilter, Reply};
@@ -300,11 +300,7 @@ impl<'de> Visitor<'de> for OrderedVisitor {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use model::clock::now_ms;
 
 // ---- rendering: pure ----
 

@@ -101,9 +101,7 @@ pub(crate) struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-fn now_ms() -> u64 {
-    monitor::now_ms()
-}
+use model::clock::now_ms;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

@@ -83,9 +83,7 @@ pub(crate) fn spawn(
         .collect()
 }
 
-fn now_ms() -> u64 {
-    drt::faults::now_ms()
-}
+use model::clock::now_ms;
 
 impl Scheduler {
     async fn event(&self, cluster: &str, kind: &str, level: EventLevel, message: String) {

@@ -57,7 +57,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use model::InstanceAddr;
 use probe::ProbeError;
@@ -231,10 +231,7 @@ pub struct FaultEvent {
 pub fn now_ms() -> u64 {
     static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
     let (at, ms) = ANCHOR.get_or_init(|| {
-        let ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let ms = model::clock::now_ms();
         (Instant::now(), ms)
     });
     ms + at.elapsed().as_millis() as u64

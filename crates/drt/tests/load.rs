@@ -4,7 +4,7 @@
 //! pinned to the old primary. Each test has its own ports (31400..31440, 29000..29009,
 //! 26030..26031) and directory.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use drt::load::{self, Ledger, LoadOptions, TableName, VerifyOptions};
 use drt::DrtError;
@@ -139,12 +139,7 @@ impl Set {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use model::clock::now_ms;
 
 fn table() -> TableName {
     "app.drt_ledger".parse().unwrap()

@@ -44,7 +44,7 @@ mod watch_old;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
 use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
@@ -61,13 +61,7 @@ pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
 pub use switchover::SWITCHOVER_STEPS;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use model::clock::now_ms;
 
 /// What the engine needs to act on one cluster.
 #[derive(Clone, Debug)]

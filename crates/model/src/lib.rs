@@ -1,6 +1,8 @@
-//! Domain types of dbfleet and the pure functions over them. This crate does no IO.
+//! Domain types of dbfleet and the pure functions over them. This crate does no IO (it
+//! reads the clock in [`clock`] only).
 
 pub mod addr;
+pub mod clock;
 pub mod gtid;
 pub mod metrics;
 pub mod observation;

@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use anyhow::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use model::analysis::{analyze, severity, ClusterView};
 use model::{
@@ -155,13 +155,7 @@ impl ClusterWatch {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use model::clock::now_ms;
 
 /// How long a cluster's problems may go unsynced to the store while they do not change.
 pub const PROBLEM_REFRESH: Duration = Duration::from_secs(10);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder, Row, Value};
@@ -465,13 +465,7 @@ impl ReplicaHint {
     }
 }
 
-/// The local clock in microseconds since the Unix epoch: the heartbeat's time base.
-pub fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use model::clock::now_us;
 
 /// Where and how a replica connects to its source.
 #[derive(Debug)]
@@ -500,10 +494,7 @@ pub async fn observe_with(
     opts: ProbeOptions,
     what: ObserveOptions,
 ) -> Observation {
-    let at_unix_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let at_unix_ms = model::clock::now_ms();
     let started = Instant::now();
     let result = async {
         let mut session = Session::connect(addr, creds, opts).await?;

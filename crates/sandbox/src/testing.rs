@@ -168,10 +168,7 @@ impl Frozen {
             .find(|m| m.name == member)
             .and_then(|m| m.pid)
             .ok_or_else(|| format!("{member} does not run"))?;
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let at_unix_ms = model::clock::now_ms();
         let at = std::time::Instant::now();
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),

@@ -207,12 +207,7 @@ fn handle(state: &AppState) -> Result<&AlertHandle, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("alerting does not run in this process".into()))
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use model::clock::now_ms;
 
 /// `GET /api/v1/alerts`: the open alerts.
 pub async fn alerts(

@@ -91,12 +91,7 @@ impl RunSummary {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use model::clock::now_ms;
 
 /// A run id from its start time and scenario.
 fn run_id(started_ms: u64, scenario: &str) -> String {

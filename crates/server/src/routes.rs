@@ -1,7 +1,6 @@
 //! The route handlers: read the store, convert to wire types, answer JSON.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -22,12 +21,7 @@ use api::wire::{
 /// How many events or problem-history rows a call returns when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
 
-/// The daemon's clock, in ms since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use model::clock::now_ms;
 
 /// A path parameter, or a 400 naming it.
 fn path_param(path: Result<Path<String>, PathRejection>, name: &str) -> Result<String, ApiError> {

@@ -86,10 +86,7 @@ struct Clock {
 
 impl Clock {
     fn start() -> Self {
-        let start_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let start_ms = model::clock::now_ms();
         Self {
             start: Instant::now(),
             start_ms,
