@@ -1,7 +1,7 @@
 //! The daemon's alerting task: turns each monitor round into an `alert::Observed`, evaluates
 //! the `[alert]` rules, records every transition as an event, hands pages to the notifiers
 //! (on the leader only) and keeps the evaluator's state (open alerts, downtimes) in the
-//! store under [`STATE_KEY`], so a restart neither pages again nor forgets a downtime.
+//! store ([`store::Settings::alert_state`]), so a restart neither pages again nor forgets a downtime.
 //!
 //! Followers evaluate too (their `GET /api/v1/alerts` is live) but record, page and persist
 //! nothing; they reload the leader's state from the store now and then, and at once when
@@ -44,14 +44,14 @@ use anyhow::Context;
 use model::{InstanceAddr, Observation};
 use monitor::ClusterRound;
 use server::alert_routes::{AlertControl, DowntimeRefused};
-use store::{kinds, EventLevel, NewEvent, OperationRecord, OperationState, Store, StoreError};
+use store::{
+    kinds, EventLevel, NewEvent, OperationRecord, OperationState, Settings, Store, StoreError,
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::drt_schedule::DrtOutcome;
 
-/// Where the evaluator's state lives in the store's key-value space.
-pub(crate) const STATE_KEY: &str = "alert/state";
 /// The rule name of a failed scheduled DRT's page.
 pub(crate) const DRT_FAILED_RULE: &str = "drt_failed";
 /// The rule name of an operation's page: it needs a human, or an automatic one failed.
@@ -170,17 +170,15 @@ pub(crate) async fn start(
 
 /// The persisted state, or an empty one (logged) when there is none or it does not parse.
 async fn load_state(store: &dyn Store) -> EvaluatorState {
-    match store.kv_get(STATE_KEY).await {
-        Ok(Some(v)) => match serde_json::from_value(v) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(error = %e, key = STATE_KEY, "the stored alert state does not parse; starting with no open alerts and no downtimes");
-                EvaluatorState::default()
-            }
-        },
+    match store.alert_state::<EvaluatorState>().await {
+        Ok(Some(s)) => s,
         Ok(None) => EvaluatorState::default(),
+        Err(e @ StoreError::Corrupt { .. }) => {
+            warn!(error = %e, "the stored alert state does not parse; starting with no open alerts and no downtimes");
+            EvaluatorState::default()
+        }
         Err(e) => {
-            warn!(error = %e, key = STATE_KEY, "cannot read the stored alert state; starting with none");
+            warn!(error = %e, "cannot read the stored alert state; starting with none");
             EvaluatorState::default()
         }
     }
@@ -475,7 +473,7 @@ impl Alerting {
         if last.as_ref() == Some(&value) {
             return Ok(());
         }
-        self.store.kv_put(STATE_KEY, &value).await?;
+        self.store.put_alert_state(&value).await?;
         *last = Some(value);
         Ok(())
     }

@@ -46,14 +46,14 @@ use model::{Flavor, GtidState, InstanceAddr, Observation, ProblemKind, Promotion
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{kinds, EventLevel, OperationRecord};
+use store::{kinds, EventLevel, OperationRecord, Settings};
 
 use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts};
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
 use crate::watch_old::{OldPrimaryWatch, Seen};
-use crate::{key_fenced, now_ms, ClusterSetup, Engine, EngineError};
+use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
 /// The failover's steps, in order; each has failpoints `failover.<step>.before|after`.
 pub const FAILOVER_STEPS: &[&str] = &[
@@ -1436,13 +1436,13 @@ impl Engine {
             },
         };
         data.fenced = Some(fenced.clone());
-        let mark = json!({
-            "operation_id": op.rec.id,
-            "at_ms": now_ms(),
-            "new_primary": cand.to_string(),
-            "last_binlog_pos": data.old_primary_last.as_ref().and_then(binlog_pos),
-        });
-        if let Err(e) = self.store.kv_put(&key_fenced(&cluster, &old), &mark).await {
+        let mark = store::FencedMark {
+            operation_id: Some(op.rec.id),
+            at_ms: now_ms(),
+            new_primary: Some(cand.to_string()),
+            last_binlog_pos: data.old_primary_last.as_ref().and_then(binlog_pos),
+        };
+        if let Err(e) = self.store.mark_fenced(&cluster, &old, &mark).await {
             data.warnings
                 .push(format!("mark {old} fenced in the store: {e}"));
         }

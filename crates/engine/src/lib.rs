@@ -51,7 +51,8 @@ use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use store::{
-    kinds, EventLevel, NewEvent, OperationQuery, OperationRecord, OperationState, Store, StoreError,
+    kinds, EventLevel, NewEvent, OperationQuery, OperationRecord, OperationState, Settings, Store,
+    StoreError,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -138,8 +139,6 @@ pub struct ClusterRecoveries {
     pub rejoin: String,
 }
 
-const KEY_RECOVERIES_DISABLED: &str = "recoveries/disabled";
-
 /// What the engine decided about a cluster's dead primary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Decision {
@@ -157,14 +156,6 @@ enum Decision {
     /// Policy `auto`: an attempt ended in a way a retry must not repeat (it needs a human,
     /// or failed after promotion started); `recoveries ack` tries again.
     GaveUp,
-}
-
-fn key_ack(cluster: &str) -> String {
-    format!("recoveries/ack/{cluster}")
-}
-
-pub(crate) fn key_fenced(cluster: &str, addr: &InstanceAddr) -> String {
-    format!("fenced/{cluster}/{addr}")
 }
 
 /// The operations engine. Cheap to share as `Arc<Engine>`.
@@ -838,12 +829,7 @@ impl Engine {
     /// Whether automatic recoveries are switched off fleet-wide (`dbfleet recoveries
     /// disable`).
     async fn recoveries_disabled(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .store
-            .kv_get(KEY_RECOVERIES_DISABLED)
-            .await?
-            .and_then(|v| v.as_bool())
-            == Some(true))
+        self.store.recoveries_disabled().await
     }
 
     /// Why an automatic failover of `cluster` may not run now, if it may not.
@@ -878,12 +864,7 @@ impl Engine {
         cluster: &str,
         setup: &ClusterSetup,
     ) -> Result<Option<(OperationRecord, u64)>, StoreError> {
-        let ack = self
-            .store
-            .kv_get(&key_ack(cluster))
-            .await?
-            .and_then(|v| v.as_u64())
-            .unwrap_or(0);
+        let ack = self.store.recoveries_acked(cluster).await?.unwrap_or(0);
         let window = setup.failover.block_window.as_millis() as u64;
         let now = now_ms();
         let recent = self
@@ -919,9 +900,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.setup(cluster)?;
         let now = now_ms();
-        self.store
-            .kv_put(&key_ack(cluster), &serde_json::json!(now))
-            .await?;
+        self.store.ack_recoveries(cluster, now).await?;
         self.store
             .append_event(
                 &NewEvent::new(
@@ -944,9 +923,7 @@ impl Engine {
 
     /// Switch automatic recoveries on or off fleet-wide.
     pub async fn set_recoveries_enabled(&self, enabled: bool, by: &str) -> Result<(), EngineError> {
-        self.store
-            .kv_put(KEY_RECOVERIES_DISABLED, &serde_json::json!(!enabled))
-            .await?;
+        self.store.set_recoveries_disabled(!enabled).await?;
         self.store
             .append_event(
                 &NewEvent::new(
@@ -974,17 +951,13 @@ impl Engine {
         let mut clusters = Vec::new();
         for (name, setup) in &self.clusters {
             let blocking = self.blocking_failover(name, setup).await?;
-            let acked_ms = self
-                .store
-                .kv_get(&key_ack(name))
-                .await?
-                .and_then(|v| v.as_u64());
+            let acked_ms = self.store.recoveries_acked(name).await?;
             let fenced = self
                 .store
-                .kv_list(&format!("fenced/{name}/"))
+                .fenced(name)
                 .await?
                 .into_iter()
-                .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_string())
+                .map(|(addr, _)| addr.to_string())
                 .collect();
             clusters.push(ClusterRecoveries {
                 cluster: name.clone(),
@@ -1039,9 +1012,12 @@ impl Engine {
     /// off, clients killed, and one event with their errant GTIDs. One that does not answer
     /// gets a fence guard ([`fence_guard`]), which fences it the moment it answers.
     async fn keep_fenced_out(self: &Arc<Self>, cluster: &str, observations: &[Observation]) {
-        let fenced = match self.store.kv_list(&format!("fenced/{cluster}/")).await {
+        let fenced = match self.store.fenced(cluster).await {
             Ok(f) => f,
-            Err(_) => return,
+            Err(e) => {
+                warn!(cluster, error = %e, "cannot read the fenced instances; fenced instances that answer again are not checked this round");
+                return;
+            }
         };
         if fenced.is_empty() {
             return;
@@ -1056,14 +1032,7 @@ impl Engine {
             return;
         };
         let auto = setup.failover.rejoin == RejoinMode::Auto;
-        for (key, _) in fenced {
-            let Some(addr) = key
-                .rsplit('/')
-                .next()
-                .and_then(|a| a.parse::<InstanceAddr>().ok())
-            else {
-                continue;
-            };
+        for (addr, _) in fenced {
             let Some(obs) = observations.iter().find(|o| o.addr == addr) else {
                 continue;
             };

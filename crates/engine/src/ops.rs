@@ -8,12 +8,14 @@ use std::time::Duration;
 use model::analysis::{errant_transactions, Errant};
 use model::{GtidState, InstanceAddr, Observation};
 use serde_json::{json, Value};
-use store::{kinds, EventLevel, NewEvent, OperationRecord, OperationState, OperationUpdate, Store};
+use store::{
+    kinds, EventLevel, NewEvent, OperationRecord, OperationState, OperationUpdate, Settings, Store,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::conns::Conns;
-use crate::{failpoint, key_fenced, now_ms, Engine, EngineError};
+use crate::{failpoint, now_ms, Engine, EngineError};
 
 /// How an operation ended.
 pub(crate) enum Outcome {
@@ -524,7 +526,7 @@ impl Engine {
                 .wait_replicating(addr, &writer, Duration::from_secs(10))
                 .await
                 .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
-            let _ = self.store.kv_delete(&key_fenced(cluster, addr)).await;
+            let _ = self.store.unmark_fenced(cluster, addr).await;
             self.stop_guard(addr);
             // Fenced again one day, its return is news again.
             self.returned

@@ -11,7 +11,7 @@ use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRul
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
-use store::{OperationQuery, OperationState, SqliteStore, Store};
+use store::{OperationQuery, OperationState, Settings, SqliteStore, Store};
 
 struct Env {
     sb: Sandbox,
@@ -294,11 +294,7 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
         Some(cand.clone()),
         "the writer endpoint moved"
     );
-    let fenced = e
-        .store
-        .kv_list(&format!("fenced/{}/", e.cluster))
-        .await
-        .unwrap();
+    let fenced = e.store.fenced(&e.cluster).await.unwrap();
     assert_eq!(
         fenced.len(),
         1,
@@ -366,12 +362,7 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
     assert_eq!(rj.state, OperationState::Succeeded);
     let src = e.source_of("m1").await.unwrap();
     assert_eq!(src.0, cand);
-    assert!(e
-        .store
-        .kv_list(&format!("fenced/{}/", e.cluster))
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(e.store.fenced(&e.cluster).await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         e.count("m1", "app.t").await,

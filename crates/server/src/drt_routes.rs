@@ -16,14 +16,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use drt::report::Report;
 use serde::{Deserialize, Serialize};
-use store::{kinds, EventLevel, NewEvent, Store, StoreError};
+use store::{kinds, EventLevel, NewEvent, Settings, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::query::{Params, RawParams};
 use crate::{ApiError, AppState};
 
-/// The key prefix of stored runs.
-pub const RUN_PREFIX: &str = "drt/runs/";
 /// The most runs one list returns.
 const MAX_LIST: usize = 1000;
 
@@ -117,7 +115,7 @@ pub async fn save_run(
     let base = run_id(started, &report.scenario.name);
     let mut id = base.clone();
     let mut n = 1;
-    while store.kv_get(&format!("{RUN_PREFIX}{id}")).await?.is_some() {
+    while store.has_drt_run(&id).await? {
         n += 1;
         id = format!("{base}-{n}");
     }
@@ -127,8 +125,7 @@ pub async fn save_run(
         stored_ms: now_ms(),
         report: report.clone(),
     };
-    let value = serde_json::to_value(&stored).unwrap_or(serde_json::Value::Null);
-    store.kv_put(&format!("{RUN_PREFIX}{id}"), &value).await?;
+    store.put_drt_run(&id, &stored).await?;
     let summary = RunSummary::of(&stored);
     let verdict = if report.pass { "PASS" } else { "FAIL" };
     let mut message = format!(
@@ -161,11 +158,10 @@ pub async fn save_run(
 /// Every stored run, newest first, at most `limit`.
 pub async fn list_runs(store: &dyn Store, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
     let mut runs: Vec<RunSummary> = store
-        .kv_list(RUN_PREFIX)
+        .drt_runs::<StoredRun>()
         .await?
-        .into_iter()
-        .filter_map(|(_, v)| serde_json::from_value::<StoredRun>(v).ok())
-        .map(|s| RunSummary::of(&s))
+        .iter()
+        .map(RunSummary::of)
         .collect();
     runs.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
     runs.truncate(limit);
@@ -176,13 +172,14 @@ async fn load_run(store: &dyn Store, id: &str) -> Result<StoredRun, ApiError> {
     if id.is_empty() || id.len() > 200 || id.contains('/') {
         return Err(ApiError::BadRequest(format!("malformed run id {id:?}")));
     }
-    let v = store
-        .kv_get(&format!("{RUN_PREFIX}{id}"))
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no DRT run {id:?}")))?;
-    serde_json::from_value(v).map_err(|e| {
-        ApiError::Unavailable(format!("the stored DRT run {id:?} cannot be read: {e}"))
-    })
+    match store.drt_run::<StoredRun>(id).await {
+        Ok(Some(run)) => Ok(run),
+        Ok(None) => Err(ApiError::NotFound(format!("no DRT run {id:?}"))),
+        Err(e @ StoreError::Corrupt { .. }) => Err(ApiError::Unavailable(format!(
+            "the stored DRT run {id:?} cannot be read: {e}"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `GET /api/v1/drt/runs?limit=N`: stored runs, newest first.

@@ -1,7 +1,8 @@
 //! A contract every [`Store`] backend must pass. Backends' tests call each part on a fresh,
 //! empty store; a part panics with a message on the first broken promise.
 //!
-//! - [`coordination`]: operations, locks, the leader lease and settings;
+//! - [`coordination`]: operations, locks, the leader lease and settings (raw and typed,
+//!   [`crate::Settings`]);
 //! - [`data`]: clusters, instances, observations, problems and events, one function per
 //!   promise, built from the [`fixtures`].
 
@@ -10,7 +11,10 @@ pub mod fixtures;
 
 use serde_json::json;
 
-use crate::{NewOperation, OperationQuery, OperationState, OperationUpdate, Store, StoreError};
+use crate::{
+    FencedMark, NewOperation, OperationQuery, OperationState, OperationUpdate, Settings, Store,
+    StoreError,
+};
 
 /// Run the coordination contract against an empty store. Times are made up and far from the
 /// present, so a backend that uses its own clock (etcd leases) must ignore `now_ms` for
@@ -20,6 +24,7 @@ pub async fn coordination(store: &dyn Store) {
     locks(store).await;
     leader(store).await;
     settings(store).await;
+    typed_settings(store).await;
 }
 
 async fn operations(store: &dyn Store) {
@@ -289,4 +294,82 @@ async fn settings(store: &dyn Store) {
     store.kv_put("a_b", &json!(1)).await.unwrap();
     store.kv_put("axb", &json!(2)).await.unwrap();
     assert_eq!(store.kv_list("a_").await.unwrap().len(), 1);
+}
+
+/// The typed keys ([`Settings`]): defaults when never set, round trips, fenced marks per
+/// cluster in address order, and a corrupt value named as such.
+async fn typed_settings(store: &dyn Store) {
+    assert!(!store.recoveries_disabled().await.unwrap(), "on by default");
+    store.set_recoveries_disabled(true).await.unwrap();
+    assert!(store.recoveries_disabled().await.unwrap());
+    store.set_recoveries_disabled(false).await.unwrap();
+    assert!(!store.recoveries_disabled().await.unwrap());
+
+    assert_eq!(store.recoveries_acked("t1").await.unwrap(), None);
+    store.ack_recoveries("t1", 42).await.unwrap();
+    assert_eq!(store.recoveries_acked("t1").await.unwrap(), Some(42));
+    assert_eq!(store.recoveries_acked("t10").await.unwrap(), None);
+
+    let a: model::InstanceAddr = "127.0.0.1:3307".parse().unwrap();
+    let b: model::InstanceAddr = "127.0.0.1:3306".parse().unwrap();
+    let mark = FencedMark {
+        operation_id: Some(7),
+        at_ms: 9,
+        new_primary: Some("127.0.0.1:3308".into()),
+        last_binlog_pos: Some("0-1-5".into()),
+    };
+    store.mark_fenced("t1", &a, &mark).await.unwrap();
+    store
+        .mark_fenced("t1", &b, &FencedMark::default())
+        .await
+        .unwrap();
+    store.mark_fenced("t10", &a, &mark).await.unwrap();
+    let fenced = store.fenced("t1").await.unwrap();
+    assert_eq!(
+        fenced,
+        vec![
+            (b.clone(), FencedMark::default()),
+            (a.clone(), mark.clone())
+        ],
+        "only t1's marks, in address order"
+    );
+    assert!(store.unmark_fenced("t1", &a).await.unwrap());
+    assert!(!store.unmark_fenced("t1", &a).await.unwrap());
+    assert_eq!(store.fenced("t1").await.unwrap().len(), 1);
+    assert_eq!(store.fenced("t10").await.unwrap().len(), 1);
+    // A mark written before the type (only `at_ms`) still reads.
+    store
+        .kv_put("fenced/t2/127.0.0.1:3306", &json!({ "at_ms": 5 }))
+        .await
+        .unwrap();
+    assert_eq!(store.fenced("t2").await.unwrap()[0].1.at_ms, 5);
+    // A value that is not a mark is named, not skipped.
+    store
+        .kv_put("fenced/t3/127.0.0.1:3306", &json!("garbage"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.fenced("t3").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+
+    assert_eq!(store.alert_state::<Vec<u32>>().await.unwrap(), None);
+    store.put_alert_state(&vec![1u32, 2]).await.unwrap();
+    assert_eq!(
+        store.alert_state::<Vec<u32>>().await.unwrap(),
+        Some(vec![1, 2])
+    );
+
+    assert!(!store.has_drt_run("r1").await.unwrap());
+    store.put_drt_run("r1", &json!({ "n": 1 })).await.unwrap();
+    store.put_drt_run("r2", &json!({ "n": 2 })).await.unwrap();
+    assert!(store.has_drt_run("r1").await.unwrap());
+    assert_eq!(
+        store.drt_run::<serde_json::Value>("r2").await.unwrap(),
+        Some(json!({ "n": 2 }))
+    );
+    assert_eq!(
+        store.drt_runs::<serde_json::Value>().await.unwrap(),
+        vec![json!({ "n": 1 }), json!({ "n": 2 })]
+    );
 }

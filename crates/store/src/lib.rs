@@ -32,6 +32,7 @@ mod error;
 pub mod etcd;
 mod event;
 mod record;
+pub mod settings;
 mod sqlite;
 
 pub use api::Store;
@@ -43,4 +44,5 @@ pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore, ETCD_DEFAULT_MAX_TXN_OPS};
 pub use event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 pub use record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
+pub use settings::{FencedMark, Settings};
 pub use sqlite::{SqliteStore, DB_FILE_NAME, SCHEMA_VERSION};
