@@ -683,14 +683,9 @@ impl Engine {
                 .map_err(|e| format!("lift its MASTER_DELAY: {e}"))?;
             data.delays_lifted.push((r.addr.clone(), d.max(r.delay_s)));
         } else if !sql_running {
-            conns
-                .exec_within(
-                    &r.addr,
-                    "start sql thread",
-                    "START SLAVE SQL_THREAD",
-                    within,
-                )
+            tokio::time::timeout(within, conns.start_sql_keeping_relay(&r.addr))
                 .await
+                .map_err(|_| format!("starting its SQL thread took over {within:?}"))?
                 .map_err(|e| format!("start its SQL thread: {e}"))?;
         }
         let left = deadline.saturating_duration_since(Instant::now());

@@ -308,3 +308,34 @@ async fn a_returned_replica_covers_an_open_ended_loss_once_its_relay_log_is_appl
     e.wait_io_lost("m3").await;
     page_then_salvage(&e, &first).await;
 }
+
+/// A live replica whose SQL thread was stopped holds 11..15 in its relay log only, and the
+/// primary dies: the failover's catch-up starts its SQL thread without deleting that relay
+/// log (a plain `START SLAVE SQL_THREAD` with the IO thread stopped would, in GTID mode),
+/// and promotes it with nothing lost.
+#[tokio::test]
+async fn a_candidate_with_a_stopped_sql_thread_keeps_its_relay_log() {
+    let e = env("rs-sql", 27120).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m2", 10).await;
+    e.wait_rows("m3", 10).await;
+    e.round().await;
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    e.write("m2", "STOP SLAVE SQL_THREAD").await;
+    e.insert(11, 15).await;
+    e.sb.kill("m1").unwrap();
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_io_lost("m2").await;
+    e.wait_io_lost("m3").await;
+    assert_eq!(e.count("m2").await, 10, "m2 had applied 1..10 only");
+    let rec = ended(e.engine.failover(&e.cluster).await);
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert_eq!(
+        e.member_of(&candidate(&rec)),
+        "m2",
+        "{:?}",
+        rec.data["choice"]
+    );
+    assert_eq!(e.count("m2").await, 15, "nothing lost");
+    e.wait_rows("m3", 15).await;
+}
