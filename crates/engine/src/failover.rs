@@ -857,7 +857,12 @@ impl Engine {
                 .map(|o| o.addr.clone())
                 .collect();
             for a in &returned {
-                match salvage(conns, a, policy.relay_apply_timeout).await {
+                let within = policy.relay_apply_timeout;
+                let bound = within + Duration::from_secs(1);
+                let r = tokio::time::timeout(bound, salvage(conns, a, within))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no end within {bound:?}")));
+                match r {
                     Ok(s) => {
                         if s.transactions > 0 || !s.kept {
                             tracing::info!(

@@ -339,3 +339,66 @@ async fn a_candidate_with_a_stopped_sql_thread_keeps_its_relay_log() {
     assert_eq!(e.count("m2").await, 15, "nothing lost");
     e.wait_rows("m3", 15).await;
 }
+
+/// The relay log of the returned replica ends in a torn event (its last transaction's
+/// commit event cut short, as a power loss could leave it): the salvage applies the
+/// complete transactions before it, and the failover, still missing the last one the
+/// replica was named with, pages again instead of promoting.
+#[tokio::test]
+async fn a_torn_relay_log_is_applied_up_to_its_last_complete_transaction() {
+    let e = env("rs-torn", 27130).await;
+    e.insert(1, 10).await;
+    e.wait_rows("m2", 10).await;
+    e.wait_rows("m3", 10).await;
+    e.round().await;
+    e.write("m3", "STOP SLAVE IO_THREAD").await;
+    e.write("m2", "STOP SLAVE SQL_THREAD").await;
+    e.insert(11, 15).await;
+    assert!(e.probe("m2").await.state().is_some());
+    e.sb.kill("m2").unwrap();
+    e.sb.kill("m1").unwrap();
+    // Cut the last 10 bytes of m2's newest relay log: its last Xid event is torn.
+    let data = e.sb.member("m2").unwrap().datadir(e.sb.dir());
+    let newest = std::fs::read_dir(&data)
+        .unwrap()
+        .filter_map(|d| d.ok().map(|d| d.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("relay.0"))
+        })
+        .max()
+        .expect("a relay log");
+    let len = std::fs::metadata(&newest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
+    e.write("m3", "START SLAVE IO_THREAD").await;
+    e.wait_io_lost("m3").await;
+    let first = ended(e.engine.failover(&e.cluster).await);
+    assert_eq!(first.state, OperationState::NeedsHuman, "{first:?}");
+    e.sb.start_replica_as_recommended("m2")
+        .await
+        .expect("start m2")
+        .expect("m2 was down")
+        .expect_err("m1 is dead");
+    let again = ended(e.engine.failover(&e.cluster).await);
+    assert_eq!(again.state, OperationState::NeedsHuman, "{again:?}");
+    let salvaged = again.data["salvaged"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(salvaged.len(), 1, "{salvaged:?}");
+    assert_eq!(salvaged[0]["transactions"], 4, "{salvaged:?}");
+    assert_eq!(salvaged[0]["torn"], true, "{salvaged:?}");
+    assert_eq!(e.count("m2").await, 14, "11..14 applied from the relay log");
+    let msg = again.error.clone().unwrap_or_default();
+    assert!(msg.contains("answers again but holds up to"), "{msg}");
+    assert!(
+        e.read_only("m2").await && e.read_only("m3").await,
+        "nothing promoted"
+    );
+}
