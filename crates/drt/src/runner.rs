@@ -324,12 +324,13 @@ async fn inject(
             .map_err(|e| e.to_string())
     };
     let handle = match kind {
-        ScenarioFaultKind::KillPrimary | ScenarioFaultKind::KillReplica => set.push(
+        ScenarioFaultKind::KillPrimary => set.push(
             process(ProcessSpec::Kill {
                 restart_on_heal: true,
             })
             .await?,
         ),
+        ScenarioFaultKind::KillReplica => set.push(process(ProcessSpec::KillReplica).await?),
         ScenarioFaultKind::PausePrimary => set.push(process(ProcessSpec::Pause).await?),
         ScenarioFaultKind::PartitionPrimary => {
             let a = loopback_addr(&addr).map_err(|e| e.to_string())?;

@@ -144,6 +144,45 @@ impl Conns {
         Ok(delay)
     }
 
+    /// Start a replica's SQL thread without deleting its relay log. In GTID mode MariaDB
+    /// deletes the relay log at a `START SLAVE SQL_THREAD` that finds the IO thread stopped
+    /// too (as it is after a failover's `stop_io`), and with it what the replica received
+    /// and had not applied. Naming the SQL thread's own relay log position first keeps it
+    /// (and switches `MASTER_USE_GTID` off until the next `CHANGE MASTER` sets it again,
+    /// which repoint does). With the IO thread still running, a plain start keeps it.
+    pub(crate) async fn start_sql_keeping_relay(
+        &mut self,
+        addr: &InstanceAddr,
+    ) -> Result<(), ProbeError> {
+        let s = self.get(addr).await?;
+        let rows = s.query_rows("replica status", "SHOW SLAVE STATUS").await?;
+        let row = rows.first().ok_or_else(|| ProbeError::Reply {
+            what: "replica status",
+            detail: "not a replica".into(),
+        })?;
+        let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
+        if field("Slave_IO_Running") == "No" {
+            let file = field("Relay_Log_File");
+            let pos: u64 =
+                field("Relay_Log_Pos")
+                    .trim()
+                    .parse()
+                    .map_err(|_| ProbeError::Reply {
+                        what: "replica status",
+                        detail: "no Relay_Log_Pos".into(),
+                    })?;
+            s.exec(
+                "keep relay log",
+                &format!(
+                    "CHANGE MASTER TO RELAY_LOG_FILE='{}', RELAY_LOG_POS={pos}",
+                    probe::sql_escape(&file)
+                ),
+            )
+            .await?;
+        }
+        s.exec("start sql thread", "START SLAVE SQL_THREAD").await
+    }
+
     /// Put back a delay [`Conns::lift_delay`] lifted, with GTID positioning, and restart
     /// replication from the same source.
     pub(crate) async fn restore_delay(

@@ -52,6 +52,7 @@ use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::salvage::{needs_salvage, salvage, Salvage};
 use crate::watch_old::{OldPrimaryWatch, Seen};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
@@ -140,6 +141,9 @@ pub(crate) struct FailoverData {
     pub finished_ms: Option<u64>,
     /// The old primary's last reachable observation, the errant-GTID baseline.
     pub old_primary_last: Option<Observation>,
+    /// Replicas of the old primary restarted with replication stopped whose relay log was
+    /// applied at `apply_relay` (see [`crate::salvage`]).
+    pub salvaged: Vec<Salvage>,
 }
 
 /// How long a failover's first look keeps watching the replicas' streams beyond the
@@ -238,7 +242,16 @@ pub(crate) fn streams_cut(old: &InstanceAddr, obs: &[Observation]) -> Vec<(Insta
 /// - An open-ended loss (the holder may have acknowledged more after its last
 ///   observation) stands even when the holder is back: what it acknowledged and had not
 ///   applied when it died is gone from it, and no one can say how much.
-fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Observation]) {
+/// - Unless the holder came back with its relay log as it was when it died, and this
+///   failover applied it (`kept`, see [`crate::salvage`]): then it holds everything it
+///   received, and so everything it acknowledged, and a loss it covers (held up to the
+///   named seq) is gone, open-ended or not.
+fn carry_losses(
+    choice: &mut Choice,
+    prior: &[(i64, PossibleLoss)],
+    now: &[Observation],
+    kept: &[InstanceAddr],
+) {
     for (id, l) in prior {
         let answers = now
             .iter()
@@ -255,14 +268,14 @@ fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Obser
             .and_then(|(_, q)| q.parse::<u64>().ok())
             .unwrap_or(0);
         // A usable replica holds them now (given by hand, or the holder kept them).
-        let covered = !l.open_ended && required >= l.to_seq;
+        let covered = (!l.open_ended || kept.contains(&l.holder)) && required >= l.to_seq;
         if known || covered {
             continue;
         }
         let mut l = l.clone();
         if answers {
             l.why = format!(
-                "named by failover {id} on {} and not held by any usable replica now: {} answers again but holds up to seq {required} (a restarted replica discards the relay log it had not applied){}",
+                "named by failover {id} on {} and not held by any usable replica now: {} answers again but holds up to seq {required} (a replica restarted without skip_slave_start discards the relay log it had not applied){}",
                 l.holder,
                 l.holder,
                 if l.open_ended {
@@ -278,6 +291,15 @@ fn carry_losses(choice: &mut Choice, prior: &[(i64, PossibleLoss)], now: &[Obser
         }
         choice.possible_loss.push(l);
     }
+}
+
+/// The replicas whose relay log this failover applied as it was when they died.
+fn kept_relay(data: &FailoverData) -> Vec<InstanceAddr> {
+    data.salvaged
+        .iter()
+        .filter(|s| s.kept)
+        .filter_map(|s| s.addr.clone())
+        .collect()
 }
 
 /// What [`Engine::fresh_look`] found.
@@ -661,14 +683,9 @@ impl Engine {
                 .map_err(|e| format!("lift its MASTER_DELAY: {e}"))?;
             data.delays_lifted.push((r.addr.clone(), d.max(r.delay_s)));
         } else if !sql_running {
-            conns
-                .exec_within(
-                    &r.addr,
-                    "start sql thread",
-                    "START SLAVE SQL_THREAD",
-                    within,
-                )
+            tokio::time::timeout(within, conns.start_sql_keeping_relay(&r.addr))
                 .await
+                .map_err(|_| format!("starting its SQL thread took over {within:?}"))?
                 .map_err(|e| format!("start its SQL thread: {e}"))?;
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -830,7 +847,44 @@ impl Engine {
             }
             let others: Vec<InstanceAddr> =
                 members.iter().filter(|a| **a != old).cloned().collect();
-            let now = observe_all_within(&setup.admin, &others, st).await;
+            let mut now = observe_all_within(&setup.admin, &others, st).await;
+            // A replica restarted with replication stopped (`skip_slave_start`) still has
+            // the relay log it had not applied: its SQL thread alone applies it now, before
+            // anything could start its IO thread (which would delete it).
+            let returned: Vec<InstanceAddr> = now
+                .iter()
+                .filter(|o| needs_salvage(o, &old))
+                .map(|o| o.addr.clone())
+                .collect();
+            for a in &returned {
+                let within = policy.relay_apply_timeout;
+                let bound = within + Duration::from_secs(1);
+                let r = tokio::time::timeout(bound, salvage(conns, a, within))
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no end within {bound:?}")));
+                match r {
+                    Ok(s) => {
+                        if s.transactions > 0 || !s.kept {
+                            tracing::info!(
+                                cluster = %cluster,
+                                replica = %a,
+                                transactions = s.transactions,
+                                kept = s.kept,
+                                took_ms = s.took_ms,
+                                "applied the relay log of a returned replica"
+                            );
+                        }
+                        data.salvaged.retain(|x| x.addr.as_ref() != Some(a));
+                        data.salvaged.push(s);
+                    }
+                    Err(e) => data.warnings.push(format!(
+                        "{a} came back with replication stopped, and its relay log could not be applied ({e}): what it received and had not applied is not counted on it"
+                    )),
+                }
+            }
+            if !returned.is_empty() {
+                now = observe_all_within(&setup.admin, &others, st).await;
+            }
             let mut facts = self
                 .replica_facts(
                     setup,
@@ -868,7 +922,7 @@ impl Engine {
                 before,
                 conns,
                 &reps,
-                json!({ "replicas": positions }),
+                json!({ "replicas": positions, "salvaged": data.salvaged }),
             )
             .await?;
             data.timeline.push((
@@ -893,7 +947,7 @@ impl Engine {
             let prior = self.prior_losses(&cluster, &old, op.rec.id).await;
             let mut choice = match choose(&plain, old_site.as_deref()) {
                 Ok(mut c) => {
-                    carry_losses(&mut c, &prior, &now);
+                    carry_losses(&mut c, &prior, &now, &kept_relay(data));
                     c
                 }
                 Err(no) => {
@@ -962,7 +1016,7 @@ impl Engine {
                     let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
                     choice = match (tries > 0).then(|| choose(&plain, old_site.as_deref())) {
                         Some(Ok(mut c)) => {
-                            carry_losses(&mut c, &prior, &now);
+                            carry_losses(&mut c, &prior, &now, &kept_relay(data));
                             c
                         }
                         Some(Err(no)) => {

@@ -38,6 +38,7 @@ pub mod failpoint;
 mod fence_guard;
 pub mod hooks;
 mod ops;
+mod salvage;
 mod switchover;
 mod watch_old;
 

@@ -651,6 +651,7 @@ impl Sandbox {
             first: first_boot,
             read_only,
             as_replica,
+            skip_slave_start,
         } = boot;
         let d = m.dir(&self.dir);
         let data = m.datadir(&self.dir);
@@ -688,6 +689,9 @@ impl Sandbox {
         }
         if m.role == Role::Replica || read_only {
             args.push("--read-only=ON".into());
+        }
+        if skip_slave_start {
+            args.push("--skip-slave-start".into());
         }
         if as_replica {
             // Crash recovery as a replica: a transaction prepared in the engine but never
@@ -848,6 +852,11 @@ impl Sandbox {
         let (boot, why) = match rule {
             StartRule::Safe => self.safe_boot(&m, false).await,
             StartRule::ReadOnly => self.safe_boot(&m, true).await,
+            StartRule::ReadOnlyReplicationStopped => {
+                let (mut boot, why) = self.safe_boot(&m, true).await;
+                boot.skip_slave_start = true;
+                (boot, why)
+            }
             StartRule::AsConfigured => (Boot::default(), Vec::new()),
         };
         self.start_member_with(&Binaries::find()?, &m, boot).await?;
@@ -869,6 +878,7 @@ impl Sandbox {
             // Whatever its first role: a replica promoted by a failover and then killed is
             // a former primary too.
             as_replica: !others.writable.is_empty(),
+            skip_slave_start: false,
         };
         if m.role == Role::Replica {
             return (boot, Vec::new());
@@ -926,6 +936,67 @@ impl Sandbox {
     /// replica, as in [`Sandbox::start`].
     pub async fn start_read_only(&self, member: &str) -> Result<bool> {
         Ok(self.start_by(member, StartRule::ReadOnly).await?.is_some())
+    }
+
+    /// Start a stopped member the way docs/HA.md tells operators to start a replica that
+    /// crashed: read-only, with `skip_slave_start`, so that the relay log it had not
+    /// applied survives (any `START SLAVE` in GTID mode deletes it); then `START SLAVE`
+    /// only when its source answers. A replica of a dead source is left with replication
+    /// stopped, for the control plane's failover to apply its relay log (SQL thread only).
+    /// `None` when it ran already; else whether replication was started, and why not.
+    pub async fn start_replica_as_recommended(
+        &self,
+        member: &str,
+    ) -> Result<Option<Result<(), String>>> {
+        if self
+            .start_by(member, StartRule::ReadOnlyReplicationStopped)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let m = self.member(member)?.clone();
+        let mut s = self.root_session(&m).await?;
+        let rows = s.query_rows("replica status", "SHOW SLAVE STATUS").await;
+        let source = match &rows {
+            Ok(rows) => first_value(rows, "Master_Host")
+                .zip(first_value(rows, "Master_Port"))
+                .map(|(h, p)| format!("{h}:{p}")),
+            Err(e) => {
+                s.close().await;
+                return Ok(Some(Err(format!("read its replica status: {e}"))));
+            }
+        };
+        let Some(source) = source else {
+            s.close().await;
+            return Ok(Some(Err("it is not a replica".into())));
+        };
+        let alive = match self
+            .manifest
+            .members
+            .iter()
+            .find(|o| o.addr().to_string() == source)
+        {
+            Some(o) if self.pid(o).is_some() => match self.root_session(o).await {
+                Ok(t) => {
+                    t.close().await;
+                    true
+                }
+                Err(_) => false,
+            },
+            _ => false,
+        };
+        let out = if alive {
+            s.exec("start slave", "START SLAVE")
+                .await
+                .map_err(|e| format!("START SLAVE: {e}"))
+        } else {
+            Err(format!(
+                "its source {source} does not run: replication left stopped, relay log kept"
+            ))
+        };
+        s.close().await;
+        Ok(Some(out))
     }
 
     /// Stop a member with SIGTERM (SIGKILL after a grace period). Returns whether it ran.
@@ -1130,6 +1201,8 @@ enum StartRule {
     ReadOnly,
     /// As its manifest role says: a former primary returns writable.
     AsConfigured,
+    /// As `ReadOnly`, with replication left stopped (`--skip-slave-start`).
+    ReadOnlyReplicationStopped,
 }
 
 /// How a member's server is started.
@@ -1141,6 +1214,9 @@ struct Boot {
     read_only: bool,
     /// Crash recovery as a replica (`--init-rpl-role=SLAVE`).
     as_replica: bool,
+    /// `--skip-slave-start`: replication stays stopped until someone starts it, and the
+    /// relay log it had not applied is kept (see [`Sandbox::start_replica_as_recommended`]).
+    skip_slave_start: bool,
 }
 
 /// What the other running members said when asked for `@@read_only`.

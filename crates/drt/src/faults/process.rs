@@ -25,8 +25,23 @@ pub enum ProcessSpec {
         /// healing leaves it stopped.
         restart_on_heal: bool,
     },
+    /// SIGKILL of a replica. Healing starts it again as docs/HA.md tells operators to
+    /// start a crashed replica: read-only with `skip_slave_start`, and `START SLAVE` only
+    /// when its source answers; with a dead source, replication stays stopped and its
+    /// relay log is kept for the control plane's failover
+    /// ([`Sandbox::start_replica_as_recommended`]).
+    KillReplica,
     /// SIGSTOP: the server holds its connections but answers nothing. Healed by SIGCONT.
     Pause,
+}
+
+/// How a killed member starts again on heal.
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    /// [`Sandbox::start_read_only`].
+    ReadOnly,
+    /// [`Sandbox::start_replica_as_recommended`].
+    Replica,
 }
 
 /// A killed or paused sandbox member.
@@ -55,7 +70,13 @@ impl ProcessFault {
                 member: member.to_string(),
             })?;
         match spec {
-            ProcessSpec::Kill { restart_on_heal } => Self::kill(sb, member, pid, restart_on_heal),
+            ProcessSpec::Kill { restart_on_heal } => Self::kill(
+                sb,
+                member,
+                pid,
+                restart_on_heal.then_some(Restart::ReadOnly),
+            ),
+            ProcessSpec::KillReplica => Self::kill(sb, member, pid, Some(Restart::Replica)),
             ProcessSpec::Pause => Self::pause(member, pid, datadir),
         }
     }
@@ -64,7 +85,7 @@ impl ProcessFault {
         sb: &Sandbox,
         member: &str,
         pid: i32,
-        restart_on_heal: bool,
+        restart_on_heal: Option<Restart>,
     ) -> Result<Self, FaultError> {
         // Registered after the kill: a failed kill must not start a member on heal.
         let at = super::now_ms();
@@ -83,20 +104,35 @@ impl ProcessFault {
             FaultKind::Kill,
             format!("kill -9 {member} (pid {pid})"),
             Box::new(move || {
-                if !restart_on_heal {
-                    return Ok(Some(format!("{name} left stopped")));
-                }
-                let started = block_on_fresh(sb2.start_read_only(&name))?.map_err(|error| {
-                    FaultError::Sandbox {
-                        member: name.clone(),
-                        error,
+                let sandbox_error = |error| FaultError::Sandbox {
+                    member: name.clone(),
+                    error,
+                };
+                match restart_on_heal {
+                    None => Ok(Some(format!("{name} left stopped"))),
+                    Some(Restart::ReadOnly) => {
+                        let started =
+                            block_on_fresh(sb2.start_read_only(&name))?.map_err(sandbox_error)?;
+                        Ok(Some(if started {
+                            format!("{name} started again")
+                        } else {
+                            format!("{name} was running already")
+                        }))
                     }
-                })?;
-                Ok(Some(if started {
-                    format!("{name} started again")
-                } else {
-                    format!("{name} was running already")
-                }))
+                    Some(Restart::Replica) => {
+                        let r = block_on_fresh(sb2.start_replica_as_recommended(&name))?
+                            .map_err(sandbox_error)?;
+                        Ok(Some(match r {
+                            None => format!("{name} was running already"),
+                            Some(Ok(())) => format!(
+                                "{name} started again (skip_slave_start), replication started"
+                            ),
+                            Some(Err(why)) => {
+                                format!("{name} started again (skip_slave_start): {why}")
+                            }
+                        }))
+                    }
+                }
             }),
         );
         handle.set_injected_ms(at);
