@@ -752,7 +752,7 @@ impl Sandbox {
                     member: m.name.clone(),
                     reason: format!("mariadbd exited with {status}"),
                     log: log.display().to_string(),
-                    tail: tail_file(&log, 15),
+                    tail: start_errors(&log, 15),
                 });
             }
             if let Ok(s) = Session::connect_socket(&socket, &creds, quick()).await {
@@ -1130,6 +1130,37 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 fn tail_text(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// What a failed start wrote: the `[ERROR]`, assertion and signal lines of the last start
+/// in the error log (a crash report ends in resource limits and kernel details, so its tail
+/// alone does not say why), then its last `n` lines.
+fn start_errors(path: &Path, n: usize) -> String {
+    let Ok(text) = fs::read_to_string(path) else {
+        return tail_file(path, n);
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|l| l.contains("[Note] Starting MariaDB"))
+        .unwrap_or(0);
+    let errors: Vec<&str> = lines[start..]
+        .iter()
+        .filter(|l| {
+            l.contains("[ERROR]")
+                || l.contains("Assertion")
+                || l.contains("got signal")
+                || l.contains("InnoDB: Failing")
+        })
+        .take(n)
+        .copied()
+        .collect();
+    let tail = tail_text(&text, n);
+    if errors.is_empty() {
+        tail
+    } else {
+        format!("{}\n--- … ---\n{tail}", errors.join("\n"))
+    }
 }
 
 fn tail_file(path: &Path, n: usize) -> String {
