@@ -40,6 +40,7 @@ fn server(a: &str) -> Obs {
         addr: addr(a),
         at_unix_ms: 1_000,
         duration_us: 800,
+        write: None,
         reachability: Reachability::Reachable(Box::new(ServerState {
             flavor: Flavor::Mariadb,
             version: "10.11.6-MariaDB".into(),
@@ -59,6 +60,7 @@ fn server(a: &str) -> Obs {
             uptime_s: 86_400,
             threads_connected: 3,
             threads_running: 1,
+            disk: None,
             metrics: None,
         })),
     })
@@ -86,6 +88,7 @@ fn down(a: &str, kind: ProbeFailureKind) -> Obs {
         addr: addr(a),
         at_unix_ms: 1_000,
         duration_us: 2_000_000,
+        write: None,
         reachability: Reachability::Unreachable(ProbeFailure {
             kind,
             message: message.into(),
@@ -273,6 +276,7 @@ fn spec(instances: &[&str]) -> Spec {
         semi_sync: false,
         max_lag: Duration::from_secs(10),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     })
 }
 

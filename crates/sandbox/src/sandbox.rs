@@ -271,6 +271,7 @@ impl Sandbox {
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            storage: Default::default(),
         }
     }
 
