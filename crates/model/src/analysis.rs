@@ -91,6 +91,26 @@
 //!   has sessions waiting for an ack (`Rpl_semi_sync_master_wait_sessions` > 0) while no
 //!   semi-sync replica is connected (`Rpl_semi_sync_master_clients` = 0, MariaDB needs one
 //!   ack): those commits wait until a replica acks. The summary names the remedies.
+//! - `PrimaryWritesStalled` (Critical): the primary answers reads, but dbfleet's heartbeat
+//!   write on it ([`crate::WriteProbe`], run apart from the read probe under its own
+//!   deadline) is past its deadline or its last attempt timed out or failed. Evidence: the
+//!   write's history, then each direct replica's threads, heartbeat row age and stream (an
+//!   IO thread still connected and receiving heartbeats while nothing new arrives is the
+//!   corroboration). A primary whose read probe timed out *on an open connection* (not a
+//!   connect that timed out) while a direct replica still receives from it is judged the
+//!   same way, instead of `UnreachablePrimary`: reachable and stalled. Not named while the
+//!   primary has commits waiting for semi-sync acks (`Rpl_semi_sync_master_wait_sessions`
+//!   > 0): those wait on the replicas, not on the primary's disk.
+//! - `PrimaryDiskFull` (Critical), instead of `PrimaryWritesStalled`: the failing write
+//!   said ENOSPC (error 28) or disk full (1021), or the datadir's filesystem has less than
+//!   [`crate::DISK_FULL_BYTES`] available (MariaDB waits for space rather than failing).
+//! - `DiskSpaceLow` (Warning, Error below the lower threshold): a reachable instance whose
+//!   datadir filesystem has less available than the spec's `storage` shares; not beside a
+//!   `PrimaryDiskFull` of the same instance.
+//! - `ReplicaWritesStalled` (Error): a reachable replica of a reachable source whose IO
+//!   thread says `Yes` but whose stream has not moved for `stall_confirm` plus a heartbeat
+//!   period (its relay log writes hang), or whose SQL thread runs but whose
+//!   `gtid_slave_pos` has not moved for `storage.apply_stall` while it received more.
 //! - `UnknownInstance` (Warning): a reachable member of the primary's tree not in the spec.
 //! - `UnreachableReplica` (Warning): an unreachable instance other than the primary.
 //! - `UnreachableSeed` is the daemon's, never produced here.
