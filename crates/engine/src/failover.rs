@@ -864,6 +864,7 @@ impl Engine {
                 None => conns.observe_all(&members).await,
             };
             if data.stalled.is_some() {
+                self.keep_semi_sync_on(&old);
                 // A stalled primary answers all along: fence it before anything else.
                 if data.stall_fenced.is_none() && !data.stall_unfenced {
                     match self
@@ -1665,6 +1666,7 @@ impl Engine {
             "at_ms": now_ms(),
             "new_primary": cand.to_string(),
             "last_binlog_pos": data.old_primary_last.as_ref().and_then(binlog_pos),
+            "keep_semi_sync": data.stalled.is_some(),
         });
         if let Err(e) = self.store.kv_put(&key_fenced(&cluster, &old), &mark).await {
             data.warnings

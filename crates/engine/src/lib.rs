@@ -215,6 +215,10 @@ pub struct Engine {
     /// Per cluster, the stalled primary (`PrimaryWritesStalled`, `PrimaryDiskFull`) already
     /// acted on or paged for, so that one stall makes one decision.
     stalls: Mutex<HashMap<String, InstanceAddr>>,
+    /// Replaced primaries that were failed over for stalled writes: their fences never
+    /// switch semi-sync off (from the failover, and from the `fenced/` marks in the store
+    /// after a restart).
+    keep_semi_sync: Mutex<HashSet<InstanceAddr>>,
     /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]).
     pub(crate) stop: CancellationToken,
     /// This engine, for tasks spawned where only `&self` is at hand.
@@ -268,6 +272,7 @@ impl Engine {
             guards: Mutex::new(HashMap::new()),
             op_ended: Mutex::new(HashMap::new()),
             stalls: Mutex::new(HashMap::new()),
+            keep_semi_sync: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
             me: me.clone(),
         })
@@ -610,6 +615,23 @@ impl Engine {
                 self.start_auto_failover(cluster, &dead, detected);
             }
         }
+    }
+
+    /// Never switch semi-sync off on `addr` when fencing it (a primary failed over for
+    /// stalled writes).
+    pub(crate) fn keep_semi_sync_on(&self, addr: &InstanceAddr) {
+        self.keep_semi_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.clone());
+    }
+
+    /// Whether fences of `addr` must leave semi-sync on.
+    pub(crate) fn keeps_semi_sync(&self, addr: &InstanceAddr) -> bool {
+        self.keep_semi_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(addr)
     }
 
     /// The policy `on_write_stall` for a primary that answers reads but whose writes stall
@@ -1183,7 +1205,7 @@ impl Engine {
             return;
         };
         let auto = setup.failover.rejoin == RejoinMode::Auto;
-        for (key, _) in fenced {
+        for (key, mark) in fenced {
             let Some(addr) = key
                 .rsplit('/')
                 .next()
@@ -1203,7 +1225,11 @@ impl Engine {
                 self.guard_fenced(cluster, &addr);
                 continue;
             };
-            let needs = !st.read_only || st.semi_sync.source_enabled;
+            if mark["keep_semi_sync"].as_bool() == Some(true) {
+                self.keep_semi_sync_on(&addr);
+            }
+            let keep = self.keeps_semi_sync(&addr);
+            let needs = !st.read_only || (st.semi_sync.source_enabled && !keep);
             let first = self
                 .returned
                 .lock()
@@ -1219,7 +1245,7 @@ impl Engine {
             let mut conns = conns::Conns::new(setup.admin.clone(), self.opts.probe);
             let fenced = if needs {
                 match conns.get(&addr).await {
-                    Ok(s) => fence_guard::fence_session(s).await.map(|_| ()),
+                    Ok(s) => fence_guard::fence_session(s, keep).await.map(|_| ()),
                     Err(e) => Err(e),
                 }
             } else {
