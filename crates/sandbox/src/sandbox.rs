@@ -978,6 +978,9 @@ impl Sandbox {
             Err(SandboxError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // A member's datadir on a loop filesystem (disk-fault DR tests) left frozen by an
+        // interrupted run would hang the stop: thaw and detach it first.
+        crate::loopfs::release_under(&sb.dir);
         for m in &sb.manifest.members {
             if let Some(pid) = sb.pid(m) {
                 process::terminate(pid, &m.datadir(&sb.dir), STOP_GRACE);
