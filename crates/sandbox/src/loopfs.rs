@@ -23,6 +23,9 @@ use crate::{Sandbox, SandboxError};
 /// a DR test's load, small enough to fill at once.
 pub const DEFAULT_SIZE: u64 = 256 * 1024 * 1024;
 
+/// The image file's name in the member's directory.
+pub const IMAGE_FILE: &str = "data.img";
+
 /// The name of the file [`LoopFs::fill`] allocates, at the filesystem's root (the datadir):
 /// a plain file there is no database to MariaDB.
 const FILL_PREFIX: &str = ".dbfleet-fill";
@@ -179,6 +182,9 @@ pub struct LoopFs {
     image: PathBuf,
     mountpoint: PathBuf,
     device: String,
+    /// Whether dropping it unmounts and detaches (a test's own filesystem), or only thaws
+    /// and frees (one the sandbox keeps, see [`LoopFs::keep`] and [`LoopFs::find`]).
+    owned: bool,
     state: Mutex<State>,
 }
 
@@ -199,14 +205,14 @@ impl LoopFs {
                 what: format!("resolve {}", mdir.display()),
                 detail: e.to_string(),
             })?
-            .join("data.img");
+            .join(IMAGE_FILE);
         let moving = mdir.join("data.pre-loopfs");
         let was_running = sb.stop(member)?;
         std::fs::rename(&datadir, &moving).map_err(|e| LoopFsError::Command {
             what: format!("move {} aside", datadir.display()),
             detail: e.to_string(),
         })?;
-        let made = Self::make(member, &image, &datadir, size, &moving);
+        let made = Self::make(member, &image, &datadir, size, Some(moving.as_path()));
         let fs = match made {
             Ok(fs) => fs,
             Err(e) => {
@@ -228,9 +234,66 @@ impl LoopFs {
         Ok(fs)
     }
 
+    /// A new, empty filesystem of `size` bytes mounted on `datadir` (which must not exist),
+    /// its image at `image`: what `sandbox up` makes for each member before it initialises
+    /// the datadir, when its tuning asks for loop datadirs.
+    pub fn create(member: &str, image: &Path, datadir: &Path, size: u64) -> Result<Self> {
+        available()?;
+        Self::make(member, image, datadir, size, None)
+    }
+
+    /// Mount `image` on `datadir` again (after a reboot, or after the mount was lost): a
+    /// sandbox member whose datadir lives on it.
+    pub fn remount(member: &str, image: &Path, datadir: &Path) -> Result<Self> {
+        available()?;
+        Self::attach_and_mount(member, image, datadir, None, false)
+    }
+
+    /// The filesystem mounted on `member`'s datadir now, if it is a loop device's: a handle
+    /// that thaws and frees on drop but leaves it mounted (the sandbox owns it; `down`
+    /// unmounts it).
+    pub fn find(sb: &Sandbox, member: &str) -> Result<Option<Self>> {
+        let m = sb.member(member)?;
+        let Ok(datadir) = m.datadir(sb.dir()).canonicalize() else {
+            return Ok(None);
+        };
+        let Some((_, device)) = mounts()
+            .into_iter()
+            .filter(|(mp, src)| *mp == datadir && src.starts_with("/dev/loop"))
+            .last()
+        else {
+            return Ok(None);
+        };
+        let image = backing_file(&device).unwrap_or_default();
+        Ok(Some(Self {
+            member: member.to_string(),
+            image,
+            mountpoint: datadir,
+            device,
+            owned: false,
+            state: Mutex::new(State {
+                mounted: true,
+                ..State::default()
+            }),
+        }))
+    }
+
+    /// Keep it mounted when this handle drops (it still thaws and frees): the sandbox owns
+    /// it from now on, and `down` unmounts it.
+    pub fn keep(mut self) -> Self {
+        self.owned = false;
+        self
+    }
+
     /// Make, attach and mount the image on `datadir`, and copy `from` into it. Undoes what
     /// it did when a step fails.
-    fn make(member: &str, image: &Path, datadir: &Path, size: u64, from: &Path) -> Result<Self> {
+    fn make(
+        member: &str,
+        image: &Path,
+        datadir: &Path,
+        size: u64,
+        from: Option<&Path>,
+    ) -> Result<Self> {
         let _ = std::fs::remove_file(image);
         run(
             "make the filesystem image",
@@ -250,6 +313,18 @@ impl LoopFs {
                 image.as_os_str(),
             ],
         )?;
+        Self::attach_and_mount(member, image, datadir, from, true)
+    }
+
+    /// Attach `image` to a free loop device and mount it on `datadir` (made when
+    /// `create_dir`, which must not exist then), then copy `from` into it.
+    fn attach_and_mount(
+        member: &str,
+        image: &Path,
+        datadir: &Path,
+        from: Option<&Path>,
+        create_dir: bool,
+    ) -> Result<Self> {
         let device = run(
             "attach the image to a loop device",
             "losetup",
@@ -262,12 +337,17 @@ impl LoopFs {
         .trim()
         .to_string();
         // Canonical, as /proc/self/mountinfo names it.
-        let mountpoint = std::fs::create_dir(datadir)
-            .and_then(|()| datadir.canonicalize())
-            .map_err(|e| LoopFsError::Command {
-                what: format!("create {}", datadir.display()),
-                detail: e.to_string(),
-            });
+        let made = if create_dir {
+            std::fs::create_dir(datadir)
+        } else {
+            std::fs::create_dir_all(datadir)
+        };
+        let mountpoint =
+            made.and_then(|()| datadir.canonicalize())
+                .map_err(|e| LoopFsError::Command {
+                    what: format!("create {}", datadir.display()),
+                    detail: e.to_string(),
+                });
         let mountpoint = match mountpoint {
             Ok(m) => m,
             Err(e) => {
@@ -280,6 +360,7 @@ impl LoopFs {
             image: image.to_path_buf(),
             mountpoint,
             device: device.clone(),
+            owned: true,
             state: Mutex::new(State::default()),
         };
         let mounted = (|| {
@@ -291,13 +372,15 @@ impl LoopFs {
             fs.state.lock().unwrap_or_else(|p| p.into_inner()).mounted = true;
             // mkfs makes lost+found at the root, which MariaDB would list as a database.
             let _ = std::fs::remove_dir(datadir.join("lost+found"));
-            let mut src = from.as_os_str().to_owned();
-            src.push("/.");
-            run(
-                "copy the datadir onto the filesystem",
-                "cp",
-                &[os("-a"), &src, datadir.as_os_str()],
-            )?;
+            if let Some(from) = from {
+                let mut src = from.as_os_str().to_owned();
+                src.push("/.");
+                run(
+                    "copy the datadir onto the filesystem",
+                    "cp",
+                    &[os("-a"), &src, datadir.as_os_str()],
+                )?;
+            }
             Ok(())
         })();
         match mounted {
@@ -533,7 +616,9 @@ impl LoopFs {
 impl Drop for LoopFs {
     fn drop(&mut self) {
         self.release();
-        self.detach();
+        if self.owned {
+            self.detach();
+        }
     }
 }
 
@@ -544,11 +629,18 @@ fn backing_file(device: &str) -> Option<PathBuf> {
     Some(PathBuf::from(text.trim_end_matches('\n')))
 }
 
-/// Thaw, unmount and detach every filesystem mounted under `dir` (a sandbox directory): what
-/// a crashed or interrupted run left behind. `Sandbox::down` and the test guards call it
-/// before they stop servers, which would otherwise hang on a frozen filesystem. Returns the
-/// mount points released. Does nothing (and needs no root) when nothing is mounted there.
-pub fn release_under(dir: &Path) -> Vec<PathBuf> {
+/// Thaw every filesystem mounted under `dir` (a sandbox directory), and leave it mounted:
+/// the first step of stopping a sandbox whose datadirs are on loop filesystems, since a
+/// server blocked on a frozen one cannot be stopped. Returns the mount points thawed.
+pub fn thaw_under(dir: &Path) -> Vec<PathBuf> {
+    let found = mounted_under(dir);
+    for (mp, _) in &found {
+        let _ = run("thaw", "fsfreeze", &[os("-u"), mp.as_os_str()]);
+    }
+    found.into_iter().map(|(mp, _)| mp).collect()
+}
+
+fn mounted_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();
     };
@@ -558,6 +650,15 @@ pub fn release_under(dir: &Path) -> Vec<PathBuf> {
         .collect();
     // Deepest first.
     found.sort_by_key(|(mp, _)| std::cmp::Reverse(mp.components().count()));
+    found
+}
+
+/// Thaw, unmount and detach every filesystem mounted under `dir` (a sandbox directory): what
+/// a crashed or interrupted run left behind. `Sandbox::down` and the test guards call it
+/// before they stop servers, which would otherwise hang on a frozen filesystem. Returns the
+/// mount points released. Does nothing (and needs no root) when nothing is mounted there.
+pub fn release_under(dir: &Path) -> Vec<PathBuf> {
+    let found = mounted_under(dir);
     for (mp, source) in &found {
         let _ = run("thaw", "fsfreeze", &[os("-u"), mp.as_os_str()]);
         let _ = run("unmount", "umount", &[os("-l"), mp.as_os_str()]);

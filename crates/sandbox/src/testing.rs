@@ -33,9 +33,10 @@ impl Drop for SandboxGuard {
         let Ok(sb) = Sandbox::open(&self.root, &self.name) else {
             return;
         };
-        // A frozen filesystem would keep the kill from completing: thaw and detach first.
-        crate::loopfs::release_under(sb.dir());
+        // A frozen filesystem would keep the kill from completing: thaw first, then detach.
+        crate::loopfs::thaw_under(sb.dir());
         sb.kill_all();
+        crate::loopfs::release_under(sb.dir());
         if std::thread::panicking() {
             eprintln!(
                 "sandbox {} kept for inspection at {} (servers killed)",

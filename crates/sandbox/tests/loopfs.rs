@@ -222,3 +222,57 @@ async fn disk_fault_loopfs_guard_thaws_and_frees_on_panic() {
         .expect("m2 answers");
     s.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fault_sandbox_made_with_loop_datadirs_replicates_and_cleans_up() {
+    if !disk_faults_available("disk_fault_sandbox_made_with_loop_datadirs_replicates_and_cleans_up")
+    {
+        return;
+    }
+    let tuning = sandbox::Tuning {
+        loop_datadir_mb: 128,
+        ..sandbox::Tuning::default()
+    };
+    let sb = TestSandbox::up_tuned("loopdirs", 1, BASE_PORT + 10, true, tuning).await;
+    let dir = sb.dir().to_path_buf();
+    for m in ["m1", "m2"] {
+        let fs = LoopFs::find(&sb, m)
+            .expect("find")
+            .unwrap_or_else(|| panic!("{m}'s datadir is not on a loop filesystem"));
+        assert!(fs.device().starts_with("/dev/loop"));
+        // A found handle leaves the filesystem mounted when it drops.
+        drop(fs);
+        assert!(LoopFs::find(&sb, m).unwrap().is_some(), "{m} still mounted");
+    }
+    let mut w = session(&sb, "m1", Duration::from_secs(10)).await;
+    w.exec(
+        "create",
+        "CREATE TABLE app.t (id INT PRIMARY KEY, pad VARCHAR(2000))",
+    )
+    .await
+    .expect("create");
+    w.exec("write", "INSERT INTO app.t VALUES (1, 'a')")
+        .await
+        .expect("write");
+    w.close().await;
+    wait_count(&sb, "m2", 1).await;
+
+    // A stop and start keeps the data (the filesystem stays mounted).
+    sb.stop("m2").unwrap();
+    sb.start("m2").await.expect("start m2");
+    wait_count(&sb, "m2", 1).await;
+
+    // `down` unmounts and detaches everything under the sandbox.
+    let root = dir.parent().unwrap().to_path_buf();
+    sandbox::Sandbox::down(&root, "loopdirs").expect("down");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounted.contains(&format!(
+            " {}/",
+            dir.canonicalize().unwrap_or(dir.clone()).display()
+        )),
+        "a filesystem is still mounted under {}",
+        dir.display()
+    );
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+}
