@@ -640,6 +640,29 @@ pub fn thaw_under(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(mp, _)| mp).collect()
 }
 
+/// Thaw every filesystem mounted under `dir` (a sandbox directory) and remove the files
+/// [`LoopFs::fill`] left at its root, leaving it mounted: what a run killed with SIGKILL
+/// could not heal. Returns what it did, one line each; nothing when nothing was left.
+pub fn recover_under(dir: &Path) -> Vec<String> {
+    let mut done = Vec::new();
+    for (mp, _) in mounted_under(dir) {
+        if run("thaw", "fsfreeze", &[os("-u"), mp.as_os_str()]).is_ok() {
+            done.push(format!("thawed {}", mp.display()));
+        }
+        let Ok(entries) = std::fs::read_dir(&mp) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(FILL_PREFIX)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                done.push(format!("freed {}", e.path().display()));
+            }
+        }
+    }
+    done
+}
+
 fn mounted_under(dir: &Path) -> Vec<(PathBuf, String)> {
     let Ok(dir) = dir.canonicalize() else {
         return Vec::new();

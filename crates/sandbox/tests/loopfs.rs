@@ -276,3 +276,36 @@ async fn disk_fault_sandbox_made_with_loop_datadirs_replicates_and_cleans_up() {
     );
     assert!(!dir.exists(), "{} was not removed", dir.display());
 }
+
+#[test]
+fn disk_fault_recover_under_thaws_and_frees_what_a_killed_run_left() {
+    if !disk_faults_available("disk_fault_recover_under_thaws_and_frees_what_a_killed_run_left") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = LoopFs::create(
+        "x",
+        &dir.path().join("data.img"),
+        &dir.path().join("data"),
+        64 << 20,
+    )
+    .expect("loop filesystem");
+    assert!(
+        sandbox::loopfs::recover_under(dir.path()).is_empty(),
+        "nothing to do yet"
+    );
+    fs.fill().expect("fill");
+    fs.freeze().expect("freeze");
+    // As a SIGKILLed run would: the handle is gone without its drop.
+    let mountpoint = fs.mountpoint().to_path_buf();
+    std::mem::forget(fs);
+    let done = sandbox::loopfs::recover_under(dir.path());
+    eprintln!("{done:?}");
+    assert!(done.iter().any(|d| d.starts_with("thawed")), "{done:?}");
+    assert!(done.iter().any(|d| d.starts_with("freed")), "{done:?}");
+    // Thawed and freed: a write goes through, and the space is back.
+    std::fs::write(mountpoint.join("probe"), vec![0u8; 1 << 20]).expect("write");
+    sandbox::loopfs::release_under(dir.path());
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounted.contains(&format!(" {} ", mountpoint.display())));
+}
