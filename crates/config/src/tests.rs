@@ -171,6 +171,7 @@ fn defaults_apply() {
             semi_sync: false,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            storage: Default::default(),
         }]
     );
     assert!(c.cluster("main").is_some());

@@ -52,6 +52,7 @@ impl Conns {
             addr: addr.clone(),
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
+            write: None,
             reachability: match r {
                 Ok(s) => Reachability::Reachable(Box::new(s)),
                 Err(e) => Reachability::Unreachable(e.to_failure()),

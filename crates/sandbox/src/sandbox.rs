@@ -277,6 +277,7 @@ impl Sandbox {
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            storage: Default::default(),
         }
     }
 
@@ -841,6 +842,15 @@ impl Sandbox {
         s.exec("bootstrap accounts", &sql.join(";\n"))
             .await
             .map_err(|e| anyhow::anyhow!("{}: create accounts: {e}", m.name))?;
+        // Free space per member through SQL (`information_schema.DISKS`): dbfleet names
+        // `DiskSpaceLow` and a full disk with it. Optional: a server without the plugin's
+        // library works on, with no disk data.
+        if let Err(e) = s
+            .exec("install disks plugin", "INSTALL SONAME 'disks'")
+            .await
+        {
+            tracing::debug!(member = %m.name, error = %e, "disks plugin not installed");
+        }
         s.close().await;
         Ok(())
     }
