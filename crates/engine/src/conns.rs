@@ -414,6 +414,20 @@ impl Conns {
         Ok(killed)
     }
 
+    /// Fence a stalled old primary: clients killed, read-only, clients killed again.
+    /// Semi-sync stays on: switched off while a commit waits, it would acknowledge that
+    /// commit with no second copy (Vitess lost writes that way).
+    pub(crate) async fn fence_keep_semi_sync(
+        &mut self,
+        addr: &InstanceAddr,
+    ) -> Result<usize, ProbeError> {
+        let mut killed = self.kill_clients(addr).await?;
+        let s = self.get(addr).await?;
+        s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        killed += self.kill_clients(addr).await?;
+        Ok(killed)
+    }
+
     /// Wait (up to 5 s each) until every one of `replicas` replicates from `source`; returns
     /// a warning per replica that does not.
     pub(crate) async fn verify_replicating(
