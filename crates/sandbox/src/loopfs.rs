@@ -206,27 +206,42 @@ impl LoopFs {
                 detail: e.to_string(),
             })?
             .join(IMAGE_FILE);
+        if Self::find(sb, member)?.is_some() {
+            return Err(LoopFsError::Command {
+                what: format!("move {member}'s datadir onto a loop filesystem"),
+                detail: format!("{} is on one already", datadir.display()),
+            });
+        }
         let moving = mdir.join("data.pre-loopfs");
         let was_running = sb.stop(member)?;
-        std::fs::rename(&datadir, &moving).map_err(|e| LoopFsError::Command {
-            what: format!("move {} aside", datadir.display()),
-            detail: e.to_string(),
-        })?;
-        let made = Self::make(member, &image, &datadir, size, Some(moving.as_path()));
-        let fs = match made {
+        let moved = std::fs::rename(&datadir, &moving)
+            .map_err(|e| LoopFsError::Command {
+                what: format!("move {} aside", datadir.display()),
+                detail: e.to_string(),
+            })
+            .and_then(|()| {
+                Self::make(member, &image, &datadir, size, Some(moving.as_path())).inspect_err(
+                    |_| {
+                        // Put the datadir back as it was.
+                        let _ = std::fs::remove_dir(&datadir);
+                        let _ = std::fs::rename(&moving, &datadir);
+                        let _ = std::fs::remove_file(&image);
+                    },
+                )
+            });
+        let fs = match moved {
             Ok(fs) => fs,
             Err(e) => {
-                // Put the datadir back as it was.
-                let _ = std::fs::remove_dir(&datadir);
-                let _ = std::fs::rename(&moving, &datadir);
-                let _ = std::fs::remove_file(&image);
+                // The member runs again on its old datadir, as before.
+                if was_running {
+                    let _ = sb.start(member).await;
+                }
                 return Err(e);
             }
         };
-        std::fs::remove_dir_all(&moving).map_err(|e| LoopFsError::Command {
-            what: format!("remove {}", moving.display()),
-            detail: e.to_string(),
-        })?;
+        if let Err(e) = std::fs::remove_dir_all(&moving) {
+            tracing::warn!(path = %moving.display(), error = %e, "old datadir not removed");
+        }
         if was_running {
             sb.start(member).await?;
             sb.wait_replicating().await?;
