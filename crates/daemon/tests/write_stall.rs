@@ -3,7 +3,9 @@
 //! stands in for a frozen disk without root (reads go on, every write hangs). The stall is
 //! named `PrimaryWritesStalled`, never `UnreachablePrimary`; a stall shorter than
 //! `write_stall_failover_after` only pages; a longer one fails over with no acknowledged
-//! write lost; `on_write_stall = "page"` never fails over. Ports 25000..25020.
+//! write lost; `on_write_stall = "page"` never fails over. A primary whose datadir filesystem
+//! is full (a loop filesystem filled with `fallocate`, root and a loop device needed) is
+//! named `PrimaryDiskFull`. Ports 25000..25030.
 //!
 //! Each test prints the measured fault → named (and fault → writable) figures.
 
@@ -14,7 +16,8 @@ use config::{FailoverConfig, FailoverMode, WriteStallPolicy};
 use drt::load::{self, LoadOptions, VerifyOptions};
 use model::{InstanceAddr, ProblemKind};
 use probe::{ProbeOptions, Session};
-use sandbox::testing::TestSandbox;
+use sandbox::loopfs::{LoopFs, DEFAULT_SIZE};
+use sandbox::testing::{disk_faults_available, TestSandbox};
 use store::{OperationQuery, OperationState, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 type Seen = Arc<Mutex<Vec<(u64, Vec<ProblemKind>)>>>;
 
 struct Env {
+    /// m1's datadir on a loop filesystem, for the disk-full test: dropped (freed, thawed)
+    /// before the sandbox's servers are killed.
+    fs: Option<LoopFs>,
     sb: TestSandbox,
     store: Arc<SqliteStore>,
     seen: Seen,
@@ -32,7 +38,21 @@ struct Env {
 const NAME: &str = "stall";
 
 async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
+    env_on(name, base_port, failover, false).await
+}
+
+/// [`env`], with m1's datadir on a loop filesystem of its own when `loop_m1`.
+async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loop_m1: bool) -> Env {
     let sb = TestSandbox::up_with(name, 2, base_port, true).await;
+    let fs = if loop_m1 {
+        Some(
+            LoopFs::mount_member(&sb, "m1", DEFAULT_SIZE)
+                .await
+                .expect("m1 on a loop filesystem"),
+        )
+    } else {
+        None
+    };
     let mut spec = sb.cluster_spec();
     spec.name = NAME.into();
     // The shared build machine's disk may well be under 10 % free: DiskSpaceLow is not
@@ -112,6 +132,7 @@ async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
         }
     });
     let env = Env {
+        fs,
         sb,
         store,
         seen,
@@ -370,5 +391,64 @@ async fn on_write_stall_page_names_the_stall_and_never_fails_over() {
         "on_write_stall = page failed over"
     );
     lock.close().await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fault_full_primary_disk_is_named_primary_disk_full() {
+    if !disk_faults_available("disk_fault_full_primary_disk_is_named_primary_disk_full") {
+        return;
+    }
+    let env = env_on(
+        "stall-full",
+        25020,
+        failover_config(WriteStallPolicy::Page),
+        true,
+    )
+    .await;
+    let fs = env.fs.as_ref().expect("m1 on a loop filesystem");
+    let t0 = now_ms();
+    let filled = fs.fill().expect("fill m1's filesystem");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let named = loop {
+        if let (Some(at), _) = env.named_since(t0, ProblemKind::PrimaryDiskFull) {
+            break at;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a full disk was not named in 20 s; saw {:?}",
+            env.named_since(t0, ProblemKind::PrimaryDiskFull).1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (_, kinds) = env.named_since(t0, ProblemKind::PrimaryDiskFull);
+    println!(
+        "disk full: {filled} bytes allocated; fault -> PrimaryDiskFull named in {} ms; kinds seen {kinds:?}",
+        named - t0
+    );
+    assert!(
+        !kinds.contains(&ProblemKind::UnreachablePrimary),
+        "{kinds:?}"
+    );
+    let open = env.store.open_problems(Some(NAME)).await.unwrap();
+    let p = open
+        .iter()
+        .find(|p| p.problem.kind == ProblemKind::PrimaryDiskFull)
+        .expect("open while the disk is full");
+    assert!(
+        p.problem
+            .evidence
+            .iter()
+            .any(|e| e.fact.contains(&fs.device().to_string())
+                || e.fact.contains("Disk full")
+                || e.fact.contains("28")),
+        "the evidence names the disk: {:?}",
+        p.problem.evidence
+    );
+    assert!(
+        env.failovers().await.is_empty(),
+        "on_write_stall = page failed over"
+    );
+    fs.free().expect("free m1's filesystem");
     env.stop().await;
 }
