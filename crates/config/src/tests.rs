@@ -272,6 +272,21 @@ addr = "{second_addr}"
             "must be 0s (off) or between 1s and 1h",
         ),
         (
+            minimal("[cluster.failover]\nwrite_stall_failover_after = \"500ms\""),
+            "cluster[0].failover.write_stall_failover_after",
+            "must be between 1s and 1h",
+        ),
+        (
+            minimal("[cluster.detection]\ndisk_free_warning_percent = 5\ndisk_free_error_percent = 8"),
+            "cluster[0].detection.disk_free_error_percent",
+            "at most disk_free_warning_percent",
+        ),
+        (
+            minimal("[monitor]\nwrite_timeout = \"2s\""),
+            "monitor.write_timeout",
+            "between 50ms and 1s",
+        ),
+        (
             minimal("[probe]\ninterval = \"49ms\""),
             "probe.interval",
             "must be at least 50ms",
