@@ -564,6 +564,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn disk_space_takes_the_longest_mount_that_holds_the_datadir() {
+        let row = |disk: &str, path: &str, total: u64, avail: u64| -> RowMap {
+            [
+                ("Disk", disk.to_string()),
+                ("Path", path.to_string()),
+                ("Total", total.to_string()),
+                ("Used", (total - avail).to_string()),
+                ("Available", avail.to_string()),
+                ("datadir", "/srv/sb/m1/data/".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v)))
+            .collect()
+        };
+        let rows = vec![
+            row("/dev/vda", "/", 1000, 500),
+            row("tmpfs", "/dev/shm", 100, 100),
+            row("/dev/loop0", "/srv/sb/m1/data", 256, 3),
+            row("/dev/loop1", "/srv/sb/m1/dat", 256, 200),
+        ];
+        let d = disk_space(&rows, 7).expect("a disk");
+        assert_eq!(d.disk, "/dev/loop0");
+        assert_eq!(d.total_bytes, 256 * 1024);
+        assert_eq!(d.available_bytes, 3 * 1024);
+        assert_eq!(d.read_at_ms, 7);
+        assert_eq!(disk_space(&rows[..2], 7).map(|d| d.path), Some("/".into()));
+        assert_eq!(disk_space(&[], 7), None);
+    }
+
+    #[test]
     fn status_concat_splits_pairs() {
         let v = status_concat(Some(
             "UPTIME=25,RPL_SEMI_SYNC_MASTER_STATUS=OFF,SLAVE_HEARTBEAT_PERIOD=2.000",
