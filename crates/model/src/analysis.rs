@@ -110,7 +110,10 @@
 //! - `ReplicaWritesStalled` (Error): a reachable replica of a reachable source whose IO
 //!   thread says `Yes` but whose stream has not moved for `stall_confirm` plus a heartbeat
 //!   period (its relay log writes hang), or whose SQL thread runs but whose
-//!   `gtid_slave_pos` has not moved for `storage.apply_stall` while it received more.
+//!   `gtid_slave_pos` has not moved for `storage.apply_stall` while it received more; and,
+//!   instead of `UnreachableReplica`, a non-primary instance whose probe timed out on a
+//!   connection the server accepted (a frozen datadir blocks `SHOW SLAVE STATUS` behind the
+//!   IO thread's relay-log write) while a reachable primary is named.
 //! - `UnknownInstance` (Warning): a reachable member of the primary's tree not in the spec.
 //! - `UnreachableReplica` (Warning): an unreachable instance other than the primary.
 //! - `UnreachableSeed` is the daemon's, never produced here.
@@ -1069,6 +1072,33 @@ impl Analyzer<'_, '_> {
             .filter(|(o, _)| !excused.contains(&&o.addr))
             .collect();
         for (o, f) in down {
+            let replica_of_live = self
+                .topo
+                .by_addr
+                .values()
+                .any(|p| p.state().is_some_and(|s| s.replication.is_none()))
+                && guess.addr().is_some_and(|p| p != &o.addr);
+            if replica_of_live && query_timed_out(Some(f)) {
+                // Measured with its datadir frozen (fsfreeze): a replica's IO thread blocks
+                // writing its relay log while holding what `SHOW SLAVE STATUS` and its
+                // status counters need, so the probe hangs on a connection the server
+                // accepted.
+                self.push(
+                    ProblemKind::ReplicaWritesStalled,
+                    Some(&o.addr),
+                    format!(
+                        "replica {} accepts connections but its probe does not complete: its IO \
+                         thread may be blocked writing its relay log (a frozen or full disk); \
+                         failover never promotes it while this lasts",
+                        o.addr
+                    ),
+                    vec![Evidence::new(
+                        &o.addr,
+                        format!("read probe timed out on an open connection: {}", f.message),
+                    )],
+                );
+                continue;
+            }
             self.push(
                 ProblemKind::UnreachableReplica,
                 Some(&o.addr),
@@ -1229,7 +1259,10 @@ fn stalled_fact(
 /// (not a connect that timed out: a frozen process or a cut link).
 fn query_timed_out(failure: Option<&ProbeFailure>) -> bool {
     failure.is_some_and(|f| {
-        f.kind == crate::observation::ProbeFailureKind::Timeout && !f.message.starts_with("connect")
+        f.kind == crate::observation::ProbeFailureKind::Timeout
+            && ["observe", "replica status", "select version"]
+                .iter()
+                .any(|q| f.message.starts_with(q))
     })
 }
 

@@ -1600,6 +1600,7 @@ fn writes_waiting_for_semi_sync_acks_are_not_the_primarys_stall() {
 fn primary_whose_reads_time_out_on_an_open_connection_while_replicas_receive_is_stalled() {
     let s = spec(&["p", "r1"]);
     let mut p = down("p", Timeout).write(Some(1_500), Some(2_000), 1, Some(0));
+    // (`observe` is the probe's batch: the connect and the greeting went through.)
     if let Reachability::Unreachable(f) = &mut p.0.reachability {
         f.message = "observe timed out after 500ms".into();
     }
@@ -1725,4 +1726,28 @@ fn stream_tracker_measures_how_long_the_applier_has_not_moved() {
     assert_eq!(note(3_000, "0-1-100"), Some(2_000));
     assert_eq!(note(4_000, "0-1-105"), Some(0));
     assert_eq!(note(5_000, "0-1-120"), None);
+}
+
+#[test]
+fn replica_whose_probe_hangs_on_an_open_connection_is_stalled_not_unreachable() {
+    let s = spec(&["p", "r1", "r2"]);
+    let mut hung = down("r1", Timeout);
+    if let Reachability::Unreachable(f) = &mut hung.0.reachability {
+        f.message = "observe timed out after 500ms".into();
+    }
+    check(
+        &s,
+        &[
+            primary("p"),
+            hung,
+            down("r2", Timeout),
+            replica("r3").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error ReplicaWritesStalled r1:3306
+        Warning UnknownInstance r3:3306
+        Warning UnreachableReplica r2:3306
+        ",
+    );
 }
