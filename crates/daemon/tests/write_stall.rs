@@ -55,10 +55,6 @@ async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loop_m1: b
     };
     let mut spec = sb.cluster_spec();
     spec.name = NAME.into();
-    // The shared build machine's disk may well be under 10 % free: DiskSpaceLow is not
-    // what these tests are about.
-    spec.storage.disk_free_warning_permille = 0;
-    spec.storage.disk_free_error_permille = 0;
     let creds = sb.credentials().unwrap();
     let admin = creds.admin.credentials();
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());

@@ -260,7 +260,8 @@ impl Sandbox {
     }
 
     /// The sandbox as a cluster to watch: every member with neutral promotion, all but one
-    /// expected as replicas, the sandbox's semi-sync, a 10 s lag threshold.
+    /// expected as replicas, the sandbox's semi-sync, a 10 s lag threshold, no
+    /// `DiskSpaceLow` thresholds.
     pub fn cluster_spec(&self) -> ClusterSpec {
         let members = &self.manifest.members;
         ClusterSpec {
@@ -277,7 +278,15 @@ impl Sandbox {
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
-            storage: Default::default(),
+            // No DiskSpaceLow: a sandbox's datadirs share the host's disk (unless on loop
+            // filesystems), whose free space says nothing about the cluster and would open
+            // a problem on every member of every test sandbox on a full build machine. A
+            // full disk is still `PrimaryDiskFull` (`is_full`).
+            storage: model::StorageSpec {
+                disk_free_warning_permille: 0,
+                disk_free_error_permille: 0,
+                ..Default::default()
+            },
         }
     }
 
