@@ -201,8 +201,9 @@ impl Engine {
             let took_ms = f.fenced.duration_since(f.answered).as_secs_f64() * 1000.0;
             info!(cluster = %cluster, instance = %addr, answered_to_fenced_ms = took_ms, killed = f.killed, "fenced on return");
             let msg = format!(
-                "replaced primary {addr} answered again and was fenced {took_ms:.0} ms later: {} client connection(s) killed, read-only, semi-sync off",
-                f.killed
+                "replaced primary {addr} answered again and was fenced {took_ms:.0} ms later: {} client connection(s) killed, read-only, {}",
+                f.killed,
+                if keep { "semi-sync left on (failed over for stalled writes)" } else { "semi-sync off" }
             );
             let _ = me
                 .store
