@@ -5,8 +5,8 @@
 #
 #   dbfleet drt run SCENARIO --repeat N --stale-client --api … --token-file …
 #
-# and one line per scenario: runs (passed), failovers, fault→writable p50 and max, detection
-# p50, lost acknowledged writes, writes the old primary acknowledged after the new one
+# and one line per scenario: runs (passed), failovers, fault→writable p50 and max,
+# fault→named (the control plane's detection) p50 and max, lost acknowledged writes, writes the old primary acknowledged after the new one
 # opened (stale acks), late acknowledgements (writes sent before the fault that the new
 # primary holds, whose OK the old primary sent when it resumed: not stale, see
 # drt::report::StaleAcks), looks that saw two writable servers able to acknowledge, with
@@ -21,7 +21,10 @@
 #   scripts/bench-hard-faults.sh [DBFLEET_BINARY] [REPEAT] [SCENARIO...]
 #
 # Default: target/release/dbfleet, 10 runs, kill-primary (the SIGKILL baseline) and the six
-# hard-fault scenarios. Needs root (iptables, as every DRT that partitions). BASE_PORT
+# hard-fault scenarios. Needs root (iptables, as every DRT that partitions). The disk
+# scenarios (names ending in `-disk`: stall-primary-disk, fill-primary-disk,
+# stall-replica-disk) get a sandbox made with `--loop-datadirs` (root and three free loop
+# devices). BASE_PORT
 # (default 26500) moves the sandbox's three ports and the API (BASE_PORT+10), so that two
 # benchmarks can run side by side.
 set -euo pipefail
@@ -58,7 +61,9 @@ trap cleanup EXIT
 
 for s in "${SCENARIOS[@]}"; do
   R=$(mktemp -d /tmp/dbfleet-hf-XXXXXX)
-  "$B" sandbox up --name hf --semi-sync --base-port "$BASE_PORT" --dir "$R" >/dev/null
+  loop=()
+  case "$s" in *-disk) loop=(--loop-datadirs) ;; esac
+  "$B" sandbox up --name hf --semi-sync --base-port "$BASE_PORT" "${loop[@]}" --dir "$R" >/dev/null
   C="$R/hf/dbfleet.toml"
   head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$R/hf/tokens.txt"
   sed -i "s|^listen = \"127.0.0.1:7070\"|listen = \"127.0.0.1:$API_PORT\"\ntokens_file = \"$R/hf/tokens.txt\"|" "$C"
@@ -83,13 +88,13 @@ out, names = sys.argv[1], sys.argv[2:]
 def ms(v):
     return "-" if v is None else (f"{v} ms" if v < 1000 else f"{v/1000:.2f} s")
 hdr = ["scenario", "runs (pass)", "failovers", "fault→writable p50", "max",
-       "detection p50", "lost acked", "stale acks", "late acks", "two writable (mute)",
+       "fault→named p50", "max", "lost acked", "stale acks", "late acks", "two writable (mute)",
        "needs_human"]
 rows = []
 for n in names:
     f = os.path.join(out, n, "report.json")
     if not os.path.exists(f):
-        rows.append([n, "no report (see %s.err)" % n] + [""] * 9)
+        rows.append([n, "no report (see %s.err)" % n] + [""] * 10)
         continue
     r = json.load(open(f))
     a = r["aggregate"]
@@ -102,6 +107,7 @@ for n in names:
     mute = sum(s.get("guard_mute_rounds", 0) for s in sbs)
     rows.append([n, f"{a['runs']} ({passed})", str(a["failovers_total"]),
                  ms(w.get("p50_ms")), ms(w.get("max_ms")), ms(d.get("p50_ms")),
+                 ms(d.get("max_ms")),
                  str(a["lost_total"]), str(a.get("stale_acks_total", 0)),
                  str(a.get("late_acks_total", 0)), f"{two} ({mute})", str(human)])
 print("| " + " | ".join(hdr) + " |")

@@ -456,6 +456,7 @@ fn specs(clusters: &[sim::SimCluster], replicas: usize) -> Vec<monitor::ClusterW
                 semi_sync: false,
                 max_lag: Duration::from_secs(10),
                 stall_confirm: model::DEFAULT_STALL_CONFIRM,
+                storage: Default::default(),
             };
             monitor::ClusterWatch::new(spec, probe::Credentials::new("dbfleet", "sim"))
         })
@@ -544,6 +545,7 @@ pub async fn run(b: MonitorBench) -> Result<MonitorFigures, anyhow::Error> {
         watch_options(&b),
         monitor::HeartbeatOptions {
             enabled: b.heartbeat,
+            ..Default::default()
         },
         specs(&layout, b.replicas),
         store.clone(),
@@ -713,11 +715,13 @@ async fn compare_exporter(root: &Path, b: &MonitorBench) -> Result<ExporterFigur
         semi_sync: false,
         max_lag: Duration::from_secs(10),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     };
     let watch = tokio::spawn(monitor::run_with(
         watch_options(b),
         monitor::HeartbeatOptions {
             enabled: b.heartbeat,
+            ..Default::default()
         },
         vec![monitor::ClusterWatch::new(spec, admin.clone())],
         store,

@@ -975,6 +975,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             semi_sync: false,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            storage: Default::default(),
         };
         store.upsert_cluster(&spec, 1).await.unwrap();
         let state = server::AppState {

@@ -222,6 +222,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     abort_on_signals(cancel.clone())?;
     let _active = ActiveRun::write(&sb, &scenario.name)?;
     sweep_stale_partitions(&scenario);
+    recover_stale_disks(&sb);
     let mut runs = Vec::new();
     // A repeat that cannot go on (the cluster could not be put back together, a run could
     // not start) ends the repeats; the runs done so far are still reported.
@@ -309,6 +310,15 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(anyhow::anyhow!("{}: at least one expectation failed", scenario.name).into())
+    }
+}
+
+/// A run killed with SIGKILL cannot thaw or free the disks it stalled or filled either: a
+/// frozen datadir would hang this run's first write. Thaw and free whatever is under the
+/// sandbox before the run, and say so.
+fn recover_stale_disks(sb: &sandbox::Sandbox) {
+    for what in sandbox::loopfs::recover_under(sb.dir()) {
+        eprintln!("left by an earlier run that did not finish: {what}");
     }
 }
 

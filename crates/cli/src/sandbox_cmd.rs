@@ -42,6 +42,12 @@ pub enum SandboxCommand {
         /// The primary's port; member i listens on base-port + i.
         #[arg(long, default_value_t = 23306)]
         base_port: u16,
+        /// Put each member's datadir on a loop-mounted ext4 filesystem of its own, of MIB
+        /// MiB (default 256), for the disk-fault DR tests (`stall-primary-disk`,
+        /// `fill-primary-disk`, `stall-replica-disk`). Needs root and a free loop device
+        /// per member; `down` unmounts them.
+        #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "256")]
+        loop_datadirs: Option<u32>,
         #[command(flatten)]
         root: RootArg,
         /// Print the result as JSON.
@@ -118,17 +124,26 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             replicas,
             semi_sync,
             base_port,
+            loop_datadirs,
             root,
             json,
         } => {
             let started = Instant::now();
+            if loop_datadirs.is_some_and(|mb| !(32..=65536).contains(&mb)) {
+                return Err(CliError::usage(SandboxError::Invalid(
+                    "--loop-datadirs takes a size in MiB from 32 to 65536".into(),
+                )));
+            }
             let opts = UpOptions {
                 name: name.clone(),
                 replicas,
                 semi_sync,
                 base_port,
                 root: root.root(),
-                tuning: Default::default(),
+                tuning: sandbox::Tuning {
+                    loop_datadir_mb: loop_datadirs.unwrap_or(0),
+                    ..Default::default()
+                },
             };
             let (sb, outcome) = Sandbox::up(&opts).await.map_err(usage_or_runtime)?;
             let config_file = write_config(&sb)?;

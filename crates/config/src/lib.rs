@@ -26,7 +26,7 @@ pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
     FailoverConfig, FailoverMode, FencePolicy, InstanceConfig, MonitorConfig, NodeConfig,
     PasswordSource, PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy,
-    StoreBackend, StoreConfig, MIN_PROBE_INTERVAL,
+    StoreBackend, StoreConfig, WriteStallPolicy, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

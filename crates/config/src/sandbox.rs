@@ -74,6 +74,13 @@ drt_allowed = true
 # Replicas replicate with [credentials.repl].
 replication_credentials = "repl"
 
+# The sandbox's datadirs share this host's disk, whose free space says nothing about the
+# cluster: no DiskSpaceLow (a full disk is still PrimaryDiskFull). A real cluster keeps the
+# defaults, 10 and 5 percent.
+[cluster.detection]
+disk_free_warning_percent = 0
+disk_free_error_percent = 0
+
 # What happens when the primary dies: "auto" fails over at once; "approve" proposes and
 # waits for `dbfleet failover`; "off" only alerts.
 [cluster.failover]

@@ -67,6 +67,12 @@ pub struct MonitorConfig {
     /// thousands of instances).
     #[serde(with = "serde_util::duration")]
     pub persist_every: Duration,
+    /// The heartbeat write's own deadline, apart from the read probe's timeouts: a write on
+    /// the primary still waiting after it (or failing) is the evidence of
+    /// `PrimaryWritesStalled` / `PrimaryDiskFull`, and the cluster is analysed at once.
+    /// Default `500ms`; between `50ms` and `1s`.
+    #[serde(with = "serde_util::duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -75,6 +81,7 @@ impl Default for MonitorConfig {
             heartbeat: true,
             history: Duration::from_secs(3600),
             persist_every: Duration::from_secs(10),
+            write_timeout: Duration::from_millis(500),
         }
     }
 }
@@ -286,6 +293,30 @@ impl std::fmt::Display for SemiSyncShortfallPolicy {
     }
 }
 
+/// What the control plane does when a primary's writes stall (`PrimaryWritesStalled`,
+/// `PrimaryDiskFull`) while it still answers reads. Either way it pages at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteStallPolicy {
+    /// Fail over once the stall has lasted `write_stall_failover_after`, losslessly: the
+    /// old primary's clients are killed first, it is fenced (read-only, or `fence_command`
+    /// when it cannot be made read-only in time) and semi-sync on it is never relaxed.
+    /// Needs `mode = "auto"`; with `approve` a failover is proposed.
+    #[default]
+    Failover,
+    /// Page only.
+    Page,
+}
+
+impl std::fmt::Display for WriteStallPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Failover => "failover",
+            Self::Page => "page",
+        })
+    }
+}
+
 /// `[cluster.failover]`: the cluster's failover policy and hooks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -357,6 +388,14 @@ pub struct FailoverConfig {
     /// least `retry_backoff`, at most `1h`.
     #[serde(with = "serde_util::duration")]
     pub retry_backoff_max: Duration,
+    /// `failover` (default) or `page`: what to do when the primary answers reads but its
+    /// writes stall (a frozen or full disk). Pages at once either way.
+    pub on_write_stall: WriteStallPolicy,
+    /// With `on_write_stall = "failover"`: how long writes must have been stalled (as the
+    /// heartbeat write measures it) before the failover starts; a shorter stall only pages.
+    /// Default `5s`; between `1s` and `1h`.
+    #[serde(with = "serde_util::duration")]
+    pub write_stall_failover_after: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -381,6 +420,8 @@ impl Default for FailoverConfig {
             semi_sync_shortfall: SemiSyncShortfallPolicy::default(),
             retry_backoff: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(30),
+            on_write_stall: WriteStallPolicy::default(),
+            write_stall_failover_after: Duration::from_secs(5),
         }
     }
 }
@@ -399,12 +440,29 @@ pub struct DetectionConfig {
     /// Default `1.5s`; `0s` turns this off; otherwise between `1s` and `1h`.
     #[serde(with = "serde_util::duration")]
     pub stall_confirm: Duration,
+    /// `DiskSpaceLow` (warning) when an instance's datadir filesystem has less than this
+    /// percentage of its space available, read through MariaDB's `disks` plugin
+    /// (`INSTALL SONAME 'disks'`; the account needs the `FILE` privilege). Default `10`;
+    /// `0` turns the warning off.
+    pub disk_free_warning_percent: u32,
+    /// `DiskSpaceLow` becomes an error below this percentage. Default `5`; at most
+    /// `disk_free_warning_percent`.
+    pub disk_free_error_percent: u32,
+    /// `ReplicaWritesStalled` when a replica's applied position has not moved for this long
+    /// while it has received more than it applied (both threads may say `Yes`). Default
+    /// `10s`; `0s` turns it off.
+    #[serde(with = "serde_util::duration")]
+    pub apply_stall: Duration,
 }
 
 impl Default for DetectionConfig {
     fn default() -> Self {
+        let storage = model::StorageSpec::default();
         Self {
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            disk_free_warning_percent: storage.disk_free_warning_permille / 10,
+            disk_free_error_percent: storage.disk_free_error_permille / 10,
+            apply_stall: storage.apply_stall,
         }
     }
 }
@@ -571,6 +629,11 @@ impl ClusterConfig {
             semi_sync: self.semi_sync,
             max_lag: self.max_lag,
             stall_confirm: self.detection.stall_confirm,
+            storage: model::StorageSpec {
+                disk_free_warning_permille: self.detection.disk_free_warning_percent * 10,
+                disk_free_error_permille: self.detection.disk_free_error_percent * 10,
+                apply_stall: self.detection.apply_stall,
+            },
         }
     }
 }

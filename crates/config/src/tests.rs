@@ -171,6 +171,7 @@ fn defaults_apply() {
             semi_sync: false,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            storage: Default::default(),
         }]
     );
     assert!(c.cluster("main").is_some());
@@ -269,6 +270,21 @@ addr = "{second_addr}"
             minimal("[cluster.detection]\nstall_confirm = \"2h\""),
             "cluster[0].detection.stall_confirm",
             "must be 0s (off) or between 1s and 1h",
+        ),
+        (
+            minimal("[cluster.failover]\nwrite_stall_failover_after = \"500ms\""),
+            "cluster[0].failover.write_stall_failover_after",
+            "must be between 1s and 1h",
+        ),
+        (
+            minimal("[cluster.detection]\ndisk_free_warning_percent = 5\ndisk_free_error_percent = 8"),
+            "cluster[0].detection.disk_free_error_percent",
+            "at most disk_free_warning_percent",
+        ),
+        (
+            minimal("[monitor]\nwrite_timeout = \"2s\""),
+            "monitor.write_timeout",
+            "between 50ms and 1s",
         ),
         (
             minimal("[probe]\ninterval = \"49ms\""),

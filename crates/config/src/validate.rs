@@ -249,6 +249,22 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
                  could fail it over",
             ));
         }
+        if detection.disk_free_warning_percent > 100
+            || detection.disk_free_error_percent > detection.disk_free_warning_percent
+        {
+            errs.push(ConfigError::invalid(
+                format!("{at}.detection.disk_free_error_percent"),
+                "must be at most disk_free_warning_percent, which is at most 100",
+            ));
+        }
+        let after = failover.write_stall_failover_after;
+        if after < std::time::Duration::from_secs(1) || after > std::time::Duration::from_secs(3600)
+        {
+            errs.push(ConfigError::invalid(
+                format!("{at}.failover.write_stall_failover_after"),
+                "must be between 1s and 1h: shorter, a slow write could fail the primary over",
+            ));
+        }
         if failover.rejoin_attempts == 0 {
             errs.push(ConfigError::invalid(
                 format!("{at}.failover.rejoin_attempts"),
@@ -368,6 +384,14 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     }
 
     let drt = validate_drt(drt, &clusters, base, &mut errs);
+    if monitor.write_timeout < std::time::Duration::from_millis(50)
+        || monitor.write_timeout > std::time::Duration::from_secs(1)
+    {
+        errs.push(ConfigError::invalid(
+            "monitor.write_timeout",
+            "must be between 50ms and 1s: a stalled primary must be named within 2 s",
+        ));
+    }
     if monitor.history < probe.interval {
         errs.push(ConfigError::invalid(
             "monitor.history",

@@ -230,6 +230,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         opts,
         monitor::HeartbeatOptions {
             enabled: cfg.monitor.heartbeat,
+            write_timeout: cfg.monitor.write_timeout,
         },
         clusters,
         store.clone(),

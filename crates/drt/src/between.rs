@@ -200,7 +200,60 @@ pub async fn restore(
             }
         }
     }
+    wait_writes_commit(&writer, target).await;
     // Give the replicas a moment to settle so the next run starts from a healthy cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// How long the primary may take to commit again between runs: MariaDB waits for space on a
+/// disk that was full and retries once a minute (`fill_disk`).
+const COMMIT_WAIT: Duration = Duration::from_secs(90);
+
+/// Wait (bounded by [`COMMIT_WAIT`]) until `writer` commits a binlogged no-op again: a
+/// primary whose disk was full stays writable (`read_only=0`) but commits nothing until
+/// MariaDB retries, up to a minute after the space came back, and the next run's first
+/// write would time out. A primary that never commits is left to the next run to report.
+async fn wait_writes_commit(writer: &model::InstanceAddr, target: &RunTarget) {
+    let opts = probe::ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(10),
+    };
+    let started = std::time::Instant::now();
+    let mut said = false;
+    while started.elapsed() < COMMIT_WAIT {
+        let r = match probe::Session::connect(writer, &target.admin, opts).await {
+            Ok(mut s) => {
+                // Binlogged even though the schema exists: it needs the binlog, as a write does.
+                let r = s
+                    .exec("commit check", "CREATE DATABASE IF NOT EXISTS app")
+                    .await;
+                s.close().await;
+                r
+            }
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => {
+                if said {
+                    eprintln!(
+                        "between runs: {writer} commits again after {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return;
+            }
+            Err(e) => {
+                if !said {
+                    eprintln!("between runs: {writer} does not commit yet ({e}); waiting");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    eprintln!(
+        "warning: between runs: {writer} commits nothing after {}s",
+        COMMIT_WAIT.as_secs()
+    );
 }

@@ -20,6 +20,9 @@
 //!   replica's replication connection, found in `/proc` (heal: the rules removed).
 //! - [`SlowReplica`]: a replica pointed at its source through a [`LatencyProxy`] (heal:
 //!   point it back, then close the proxy).
+//! - [`DiskFault`]: a member's datadir filesystem (a loop filesystem, see
+//!   `sandbox::loopfs`) frozen with `fsfreeze` (heal: thawed) or filled with `fallocate`
+//!   (heal: freed, after a thaw).
 //! - [`CustomFault`]: a heal action of the caller's own, e.g. "point the replica back at its
 //!   source", so it is healed in order with the rest.
 //!
@@ -46,6 +49,7 @@
 //! 127.0.0.0/8, firewall rules match only the `lo` interface and 127.0.0.0/8, and the proxy
 //! listens and connects on loopback only.
 
+mod disk;
 mod network;
 mod process;
 mod proxy;
@@ -64,6 +68,7 @@ use probe::ProbeError;
 use sandbox::SandboxError;
 use serde::Serialize;
 
+pub use disk::{member_loopfs, DiskFault, DiskSpec};
 pub use network::{loopback_addr, sweep, NetworkFault, NetworkSpec, SweepReport, CHAIN_PREFIX};
 pub use process::{ProcessFault, ProcessSpec};
 pub use proxy::{LatencyProxy, ProxyControl, ProxyFaults, ProxyOptions, ProxyStats};
@@ -202,6 +207,10 @@ pub enum FaultKind {
     BreakSql,
     /// Every packet of one TCP connection is dropped (a replica's replication stream).
     Stall,
+    /// A member's datadir filesystem was frozen (`fsfreeze`).
+    DiskStall,
+    /// A member's datadir filesystem was filled to ENOSPC.
+    DiskFill,
     /// A caller's own fault.
     Custom,
 }

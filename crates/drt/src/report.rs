@@ -709,7 +709,7 @@ fn figures(
 /// one (a delayed or stalled replica set up before it is not what is detected), else the
 /// first injection; from the plan when the timeline has none.
 fn first_fault(scenario: &Scenario, timeline: &[TimelineEvent]) -> Option<u64> {
-    let on_primary = |i: usize| scenario.faults.get(i).is_some_and(|f| f.kind.on_primary());
+    let on_primary = |i: usize| scenario.faults.get(i).is_some_and(|f| f.on_primary());
     let injected = || {
         timeline
             .iter()

@@ -16,8 +16,8 @@ use sandbox::Sandbox;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{
-    self, loopback_addr, FaultHandle, FaultSet, NetworkFault, NetworkSpec, ProcessFault,
-    ProcessSpec, ProxyFaults, ReplicationFault, ReplicationSpec, SlowReplica,
+    self, loopback_addr, DiskFault, DiskSpec, FaultHandle, FaultSet, NetworkFault, NetworkSpec,
+    ProcessFault, ProcessSpec, ProxyFaults, ReplicationFault, ReplicationSpec, SlowReplica,
 };
 use crate::load::{self, Ledger, LoadOptions, VerifyOptions};
 use crate::report::{EventKind, RunParts, RunResult, TimelineEvent};
@@ -179,6 +179,14 @@ pub fn check_supported(scenario: &Scenario, target: &RunTarget) -> Result<(), Ru
             | ScenarioFaultKind::DelayReplica { .. }
             | ScenarioFaultKind::BreakReplicaSql
             | ScenarioFaultKind::StallReplicaStream => {}
+            ScenarioFaultKind::StallDisk | ScenarioFaultKind::FillDisk => {
+                sandbox::loopfs::available().map_err(|e| {
+                    RunError::Target(format!(
+                        "{} freezes or fills a loop filesystem, which this machine cannot                          make: {e}",
+                        f.kind.name()
+                    ))
+                })?;
+            }
             ScenarioFaultKind::Switchover => {
                 if target.api.is_none() || target.token.is_none() {
                     return Err(RunError::Target(
@@ -368,6 +376,24 @@ async fn inject(
                 .await
                 .map_err(|e| e.to_string())?,
         ),
+        ScenarioFaultKind::StallDisk | ScenarioFaultKind::FillDisk => {
+            let spec = if *kind == ScenarioFaultKind::StallDisk {
+                DiskSpec::Stall
+            } else {
+                DiskSpec::Fill
+            };
+            let sb = sb.clone();
+            let member = member.clone();
+            set.push(
+                tokio::task::spawn_blocking(move || {
+                    let fs = faults::member_loopfs(&sb, &member)?;
+                    DiskFault::inject(std::sync::Arc::new(fs), spec)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?,
+            )
+        }
         ScenarioFaultKind::SlowReplica { latency, jitter } => {
             // `latency` is added to the round trip: half each way.
             let faults = ProxyFaults {
@@ -404,6 +430,36 @@ async fn inject(
     Ok(Injected::Held(handle, label))
 }
 
+/// Before the load: every member a disk fault targets now must have its datadir on a loop
+/// filesystem. A sandbox made with `--loop-datadirs` has them all. Without a control plane
+/// watching, a member that has none is moved onto a new one (stopped while its data moves,
+/// then started again, as [`sandbox::loopfs::LoopFs::mount_member`] does) and kept there;
+/// with one, moving the primary would look like its death, so the run is refused instead.
+async fn prepare_disks(scenario: &Scenario, t: &RunTarget) -> Result<(), RunError> {
+    for f in scenario.faults.iter().filter(|f| f.kind.on_disk()) {
+        let (member, _) = resolve(&f.target, t).await.map_err(RunError::Target)?;
+        let found = sandbox::loopfs::LoopFs::find(&t.sandbox, &member)
+            .map_err(|e| RunError::Target(format!("{member}: {e}")))?;
+        if found.is_some() {
+            continue;
+        }
+        if t.api.is_some() {
+            return Err(RunError::Target(format!(
+                "{}: {member}'s datadir is not on a loop filesystem, and moving it would stop                  a member the control plane watches: make the sandbox with `dbfleet sandbox up                  --loop-datadirs`",
+                f.kind.name()
+            )));
+        }
+        tracing::info!(%member, "moving the datadir onto a loop filesystem");
+        sandbox::loopfs::LoopFs::mount_member(&t.sandbox, &member, sandbox::loopfs::DEFAULT_SIZE)
+            .await
+            .map_err(|e| {
+                RunError::Target(format!("{member}: datadir onto a loop filesystem: {e}"))
+            })?
+            .keep();
+    }
+    Ok(())
+}
+
 /// Ask the control plane for a switchover to `to` and wait for it; the operation's final
 /// state, or why it was refused.
 async fn switchover(api: &str, token: &str, cluster: &str, to: &str) -> Result<String, String> {
@@ -427,6 +483,7 @@ pub async fn run_once(
     let run_started = Instant::now();
     let deadline = run_started + scenario.max_duration;
 
+    prepare_disks(scenario, target).await?;
     // The ledger table, on the writable primary now.
     let primary = writable(&target.members, &target.admin)
         .await
@@ -701,6 +758,7 @@ pub async fn run_once(
             target.token.as_deref(),
             ledger.started_ms.saturating_sub(1000),
             ended_ms,
+            detected_problems(scenario),
         )
         .await
         {
@@ -776,6 +834,7 @@ async fn control_plane_events(
     token: Option<&str>,
     from_ms: u64,
     to_ms: u64,
+    detected: &[&str],
 ) -> Result<Vec<(u64, EventKind, String)>, String> {
     let client = api::Client::new(api, token.map(str::to_string)).map_err(|e| e.to_string())?;
     let filter = api::EventFilter {
@@ -788,14 +847,48 @@ async fn control_plane_events(
         .map_err(|e| format!("GET events: {e}"))?;
     let body: serde_json::Value =
         serde_json::from_slice(&reply.body).map_err(|e| format!("GET events: {e}"))?;
-    Ok(map_events(&body, from_ms, to_ms))
+    Ok(map_events_detecting(&body, from_ms, to_ms, detected))
 }
 
-/// Map the daemon's event list (`{"events": [...]}`) to timeline events inside the window.
+/// The problems whose opening is a detection in every scenario.
+pub const DETECTED: &[&str] = &["DeadPrimary", "PrimaryWritesStalled", "PrimaryDiskFull"];
+
+/// The problems whose opening is a detection in a scenario with a disk fault: a stalled or
+/// full disk named on the primary, or on a replica. Only there, so that a delayed replica's
+/// still position in another scenario is not taken for the detection of its fault.
+pub const DETECTED_DISK: &[&str] = &[
+    "DeadPrimary",
+    "PrimaryWritesStalled",
+    "PrimaryDiskFull",
+    "ReplicaWritesStalled",
+    "DiskSpaceLow",
+];
+
+/// The problem kinds that count as the control plane's detection in `scenario`.
+pub fn detected_problems(scenario: &Scenario) -> &'static [&'static str] {
+    if scenario.faults.iter().any(|f| f.kind.on_disk()) {
+        DETECTED_DISK
+    } else {
+        DETECTED
+    }
+}
+
+/// Map the daemon's event list (`{"events": [...]}`) to timeline events inside the window,
+/// with [`DETECTED`] as the detections.
 pub fn map_events(
     body: &serde_json::Value,
     from_ms: u64,
     to_ms: u64,
+) -> Vec<(u64, EventKind, String)> {
+    map_events_detecting(body, from_ms, to_ms, DETECTED)
+}
+
+/// [`map_events`], with the opening of any problem of `detected` as a detection.
+pub fn map_events_detecting(
+    body: &serde_json::Value,
+    from_ms: u64,
+    to_ms: u64,
+    detected: &[&str],
 ) -> Vec<(u64, EventKind, String)> {
     let mut out = Vec::new();
     let Some(events) = body["events"].as_array() else {
@@ -815,12 +908,18 @@ pub fn map_events(
             .map(str::to_string)
             .unwrap_or_else(|| data["operation_id"].to_string());
         match e["kind"].as_str().unwrap_or("") {
-            "problem_opened" if data.to_string().contains("DeadPrimary") => {
-                out.push((
-                    at,
-                    EventKind::Detected,
-                    format!("DeadPrimary on {instance}"),
-                ));
+            "problem_opened" => {
+                // The problem's kind; an event without one is searched as text.
+                let kind = match data["problem"]["kind"].as_str() {
+                    Some(k) => detected.iter().copied().find(|d| *d == k),
+                    None => {
+                        let text = data.to_string();
+                        detected.iter().copied().find(|d| text.contains(d))
+                    }
+                };
+                if let Some(kind) = kind {
+                    out.push((at, EventKind::Detected, format!("{kind} on {instance}")));
+                }
             }
             "operation_started" => {
                 let kind = data["kind"].as_str().unwrap_or("?");

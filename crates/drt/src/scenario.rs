@@ -39,10 +39,14 @@
 //! the replica to promote; it heals nothing), `errant_write_on_replica`, `delay_replica` (with
 //! `delay`, e.g. `"30s"`: `MASTER_DELAY`), `break_replica_sql` (an errant write that the next
 //! replicated write breaks the SQL thread on, error 1950 under `gtid_strict_mode`),
-//! `stall_replica_stream` (every packet of the replica's replication connection dropped).
+//! `stall_replica_stream` (every packet of the replica's replication connection dropped),
+//! `stall_disk` (the member's datadir filesystem frozen with `fsfreeze` until healed) and
+//! `fill_disk` (that filesystem filled to ENOSPC with `fallocate` until healed); the disk
+//! kinds need the member's datadir on a loop filesystem (`sandbox up --loop-datadirs`).
 //!
 //! Targets: `"primary"` for the `*_primary` kinds; `"replica"` (any), `"best_replica"` (the
-//! replica that received the most, when the fault fires) or a member for the others.
+//! replica that received the most, when the fault fires) or a member for the others; the
+//! disk kinds take either (default `"primary"`).
 //!
 //! This module only describes a scenario; running it (and injecting its faults) is the
 //! runner's job. A scenario is plain data: [`Scenario::plan`] turns its faults into a
@@ -150,6 +154,12 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// Whether it acts on whichever server is the primary when it fires: a `*_primary` kind,
+    /// or a disk fault whose target is `"primary"`.
+    pub fn on_primary(&self) -> bool {
+        self.kind.on_primary() || (self.kind.on_disk() && self.target == Target::Primary)
+    }
+
     /// When the fault is healed, as an offset from the load's start, for a load of
     /// `load_duration`; `None` when it heals nothing (a switchover).
     pub fn heal_at(&self, load_duration: Duration) -> Option<Duration> {
@@ -203,6 +213,14 @@ pub enum FaultKind {
     /// no RST): its stream stalls as when a host loses power mid-send, while the source
     /// and every other connection go on. Heal: the rules are removed.
     StallReplicaStream,
+    /// Freeze the member's datadir filesystem (`fsfreeze -f`): its process, sockets and
+    /// reads go on, every write blocks in the kernel. Heal: `fsfreeze -u`. Needs the
+    /// datadir on a loop filesystem; a primary or a replica.
+    StallDisk,
+    /// Fill the member's datadir filesystem with `fallocate` up to its last free block
+    /// (root's reserve too): its writes fail or wait with ENOSPC. Heal: the space freed.
+    /// Needs the datadir on a loop filesystem; a primary or a replica.
+    FillDisk,
 }
 
 impl FaultKind {
@@ -221,7 +239,15 @@ impl FaultKind {
             Self::DelayReplica { .. } => "delay_replica",
             Self::BreakReplicaSql => "break_replica_sql",
             Self::StallReplicaStream => "stall_replica_stream",
+            Self::StallDisk => "stall_disk",
+            Self::FillDisk => "fill_disk",
         }
+    }
+
+    /// Whether it acts on a member's disk: its datadir must be on a loop filesystem, and it
+    /// may target the primary or a replica.
+    pub fn on_disk(&self) -> bool {
+        matches!(self, Self::StallDisk | Self::FillDisk)
     }
 
     /// Whether it acts on whichever server is the primary when it fires. Such a fault's
@@ -236,10 +262,10 @@ impl FaultKind {
         )
     }
 
-    /// The target when a fault names none: the primary for the `*_primary` kinds, any
-    /// replica for the others.
+    /// The target when a fault names none: the primary for the `*_primary` and disk kinds,
+    /// any replica for the others.
     pub fn default_target(&self) -> Target {
-        if self.on_primary() {
+        if self.on_primary() || self.on_disk() {
             Target::Primary
         } else {
             Target::Replica
@@ -605,6 +631,7 @@ impl Scenario {
             }
             match (&f.target, f.kind.on_primary()) {
                 (Target::Primary, true) => {}
+                (Target::Primary, false) if f.kind.on_disk() => {}
                 (_, true) => bad(
                     format!("{at}.target"),
                     format!(

@@ -40,6 +40,9 @@ fn every_builtin_parses_validates_and_round_trips() {
         "kill-primary-with-delayed-replica",
         "kill-primary-with-broken-replica",
         "lose-primary-and-best-replica",
+        "stall-primary-disk",
+        "fill-primary-disk",
+        "stall-replica-disk",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
@@ -1412,4 +1415,129 @@ fn the_guards_sightings_of_two_writable_primaries_fail_the_run_it_did_not_abort(
         .timeline
         .iter()
         .any(|e| e.label.contains("the guard saw it 2 times until 10.2s")));
+}
+
+// ---------------------------------------------------------------------------------------
+// Disk faults (issue 21): the built-ins, the kinds and their targets
+
+#[test]
+fn disk_builtins_say_what_the_issue_asks() {
+    for name in ["stall-primary-disk", "fill-primary-disk"] {
+        let s = Scenario::builtin(name).unwrap();
+        let kind = if name.starts_with("stall") {
+            FaultKind::StallDisk
+        } else {
+            FaultKind::FillDisk
+        };
+        assert_eq!(s.faults[0].kind, kind, "{name}");
+        assert_eq!(s.faults[0].target, Target::Primary, "{name}");
+        assert!(s.faults[0].on_primary(), "{name}");
+        assert!(matches!(s.faults[0].heal, Heal::After(_)), "{name}");
+        assert_eq!(s.expect.failover, FailoverExpectation::Must, "{name}");
+        assert_eq!(s.expect.failovers, Some(1), "{name}");
+        assert!(s.load.stale_client, "{name}");
+        // Room for a 5 s stall before the failover, and the load goes on after the heal.
+        let heal = s.faults[0].heal_at(s.load.duration).unwrap();
+        assert!(heal < s.load.duration, "{name}");
+    }
+    let r = Scenario::builtin("stall-replica-disk").unwrap();
+    assert_eq!(r.faults[0].kind, FaultKind::StallDisk);
+    assert_eq!(r.faults[0].target, Target::Replica);
+    assert!(!r.faults[0].on_primary());
+    assert_eq!(r.expect.failover, FailoverExpectation::MustNot);
+    assert_eq!(r.expect.primary_changes, Some(0));
+    assert!(
+        r.expect.max_detection.is_some(),
+        "the replica must be named"
+    );
+    // Each runs with the stale client and repeated, as the others do.
+    for name in [
+        "stall-primary-disk",
+        "fill-primary-disk",
+        "stall-replica-disk",
+    ] {
+        let s = Scenario::builtin(name)
+            .unwrap()
+            .with_overrides(&Overrides {
+                stale_client: Some(true),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(s.load.stale_client);
+    }
+}
+
+#[test]
+fn disk_faults_take_the_primary_a_replica_or_a_member() {
+    let file = |kind: &str, target: Option<&str>| {
+        format!(
+            "name = \"d\"\ndescription = \"disk\"\n[load]\nduration = \"10s\"\n\
+             [[fault]]\nkind = \"{kind}\"\n{}at = \"2s\"\nheal_after = \"3s\"\n",
+            target
+                .map(|t| format!("target = \"{t}\"\n"))
+                .unwrap_or_default()
+        )
+    };
+    for kind in ["stall_disk", "fill_disk"] {
+        // The primary by default.
+        let s = parse(&file(kind, None)).unwrap();
+        assert_eq!(s.faults[0].target, Target::Primary, "{kind}");
+        assert!(s.faults[0].kind.on_disk());
+        for (t, want) in [
+            ("primary", Target::Primary),
+            ("replica", Target::Replica),
+            ("best_replica", Target::BestReplica),
+            ("m3", Target::Member("m3".into())),
+        ] {
+            let s = parse(&file(kind, Some(t))).unwrap_or_else(|e| panic!("{kind} {t}: {e}"));
+            assert_eq!(s.faults[0].target, want);
+            assert_eq!(s.faults[0].on_primary(), t == "primary");
+            let again = Scenario::from_toml(&s.to_toml(), "round-trip").unwrap();
+            assert_eq!(again, s);
+        }
+        // A disk fault takes none of the other kinds' keys.
+        let e = parse(&file(kind, None).replace("at = ", "latency_ms = 5\nat = ")).unwrap_err();
+        assert_eq!(fields(&e), vec!["fault[0].latency_ms"], "{e}");
+    }
+    assert_eq!(FaultKind::StallDisk.to_string(), "stall_disk");
+    assert_eq!(FaultKind::FillDisk.to_string(), "fill_disk");
+}
+
+#[test]
+fn disk_problems_are_detections_only_in_disk_scenarios() {
+    let body = serde_json::json!({"events": [
+        {"at_ms": 1000, "kind": "problem_opened", "instance": "127.0.0.1:3307",
+         "data": {"problem": {"kind": "ReplicaWritesStalled", "summary": "applied position still"}}},
+        {"at_ms": 1100, "kind": "problem_opened", "instance": "127.0.0.1:3306",
+         "data": {"problem": {"kind": "PrimaryWritesStalled", "summary": "heartbeat write timed out"}}},
+        {"at_ms": 1200, "kind": "problem_opened", "instance": "127.0.0.1:3306",
+         "data": {"problem": {"kind": "PrimaryDiskFull", "summary": "error 28"}}},
+        {"at_ms": 1300, "kind": "problem_opened", "instance": "127.0.0.1:3306",
+         "data": {"problem": {"kind": "ReplicaLagging", "summary": "not DeadPrimary"}}},
+    ]});
+    let labels = |detected: &[&str]| -> Vec<String> {
+        drt::runner::map_events_detecting(&body, 0, 5000, detected)
+            .into_iter()
+            .filter(|e| e.1 == EventKind::Detected)
+            .map(|e| e.2)
+            .collect()
+    };
+    let stall_replica = Scenario::builtin("stall-replica-disk").unwrap();
+    assert_eq!(
+        labels(drt::runner::detected_problems(&stall_replica)),
+        vec![
+            "ReplicaWritesStalled on 127.0.0.1:3307",
+            "PrimaryWritesStalled on 127.0.0.1:3306",
+            "PrimaryDiskFull on 127.0.0.1:3306",
+        ]
+    );
+    // Elsewhere a still replica (a delayed one) is no detection; a stalled primary is.
+    let kp = Scenario::builtin("kill-primary-with-delayed-replica").unwrap();
+    assert_eq!(
+        labels(drt::runner::detected_problems(&kp)),
+        vec![
+            "PrimaryWritesStalled on 127.0.0.1:3306",
+            "PrimaryDiskFull on 127.0.0.1:3306",
+        ]
+    );
 }

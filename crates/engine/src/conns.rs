@@ -52,6 +52,7 @@ impl Conns {
             addr: addr.clone(),
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
+            write: None,
             reachability: match r {
                 Ok(s) => Reachability::Reachable(Box::new(s)),
                 Err(e) => Reachability::Unreachable(e.to_failure()),
@@ -449,6 +450,20 @@ impl Conns {
             "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
         )
         .await?;
+        Ok(killed)
+    }
+
+    /// Fence a stalled old primary: clients killed, read-only, clients killed again.
+    /// Semi-sync stays on: switched off while a commit waits, it would acknowledge that
+    /// commit with no second copy (Vitess lost writes that way).
+    pub(crate) async fn fence_keep_semi_sync(
+        &mut self,
+        addr: &InstanceAddr,
+    ) -> Result<usize, ProbeError> {
+        let mut killed = self.kill_clients(addr).await?;
+        let s = self.get(addr).await?;
+        s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        killed += self.kill_clients(addr).await?;
         Ok(killed)
     }
 

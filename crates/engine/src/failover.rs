@@ -144,6 +144,17 @@ pub(crate) struct FailoverData {
     /// Replicas of the old primary restarted with replication stopped whose relay log was
     /// applied at `apply_relay` (see [`crate::salvage`]).
     pub salvaged: Vec<Salvage>,
+    /// Set when the old primary was failed over because its writes stalled while it still
+    /// answered (`PrimaryWritesStalled`, `PrimaryDiskFull`): the problem's summary. It is
+    /// then reachable all along: fenced first (clients killed, read-only), and semi-sync on
+    /// it is never switched off.
+    pub stalled: Option<String>,
+    /// How the stalled old primary was fenced before anything else, once it was.
+    pub stall_fenced: Option<String>,
+    /// The stalled old primary could not be made read-only in time: `fence_command` must
+    /// fence it before promotion (or its lossless semi-sync must keep it from
+    /// acknowledging anything).
+    pub stall_unfenced: bool,
 }
 
 /// How long a failover's first look keeps watching the replicas' streams beyond the
@@ -440,6 +451,137 @@ impl Engine {
             .await
     }
 
+    /// Start a failover of `cluster` whose primary `old` answers reads but whose writes
+    /// stall (the monitor's `PrimaryWritesStalled` / `PrimaryDiskFull`, `why`): fresh probes
+    /// must still name `old` the primary. Lossless: `old` is fenced before anything else
+    /// (see [`FailoverData::stalled`]).
+    pub(crate) async fn failover_stalled(
+        self: &Arc<Self>,
+        cluster: &str,
+        old: &InstanceAddr,
+        why: &str,
+        detected_ms: Option<u64>,
+    ) -> Result<OperationRecord, EngineError> {
+        let FreshLook {
+            setup,
+            repl,
+            conns,
+            observations: obs,
+            analysis,
+        } = self.fresh_look(cluster, "failover").await?;
+        if analysis.primary.as_ref() != Some(old) {
+            return Err(EngineError::Refused(format!(
+                "failover of stalled primary {old} refused: fresh probes name {} the primary",
+                analysis
+                    .primary
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "no one".into())
+            )));
+        }
+        let data = FailoverData {
+            old_primary: Some(old.clone()),
+            detected_ms,
+            started_ms: now_ms(),
+            trigger: "write_stall".into(),
+            stalled: Some(why.to_string()),
+            ..Default::default()
+        };
+        let op = Op::begin(
+            self,
+            cluster,
+            "failover",
+            "write_stall",
+            "confirm",
+            data.json(),
+        )
+        .await?;
+        self.drive_failover(op, conns, setup, repl, data, Some(obs))
+            .await
+    }
+
+    /// Fence a stalled old primary before anything else: kill its client connections (a
+    /// killed client never hears OK), then `read_only=ON` within `within`, then kill the
+    /// clients that connected meanwhile. Semi-sync on it is never touched: with lossless
+    /// semi-sync and no replica left to ack, whatever it commits later is acknowledged to
+    /// no one. Returns how it went; `Err` when it could not be made read-only in time.
+    async fn fence_stalled(
+        &self,
+        admin: &Credentials,
+        old: &InstanceAddr,
+        within: Duration,
+    ) -> Result<String, String> {
+        let opts = probe::ProbeOptions {
+            connect_timeout: within,
+            query_timeout: within,
+        };
+        let mut c = Conns::new(admin.clone(), opts);
+        let work = async {
+            let killed = c
+                .kill_clients(old)
+                .await
+                .map_err(|e| format!("kill clients: {e}"))?;
+            c.exec(old, "fence read only", "SET GLOBAL read_only=ON")
+                .await
+                .map_err(|e| {
+                    format!("killed {killed} client connection(s), then read_only=ON: {e}")
+                })?;
+            let again = c.kill_clients(old).await.unwrap_or(0);
+            Ok::<_, String>(format!(
+                "{} client connection(s) killed, read-only, semi-sync left on",
+                killed + again
+            ))
+        };
+        match tokio::time::timeout(within * 3, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("not read-only within {:?}", within * 3)),
+        }
+    }
+
+    /// Why a replica must not be promoted because of its own storage, by what the monitor
+    /// last saw of it: a full disk, an applier that has not moved, or (`stream_counts`:
+    /// the old primary still sends) a stream that has not moved while its IO thread says
+    /// `Yes`.
+    async fn storage_exclusion(
+        &self,
+        spec: &model::ClusterSpec,
+        addr: &InstanceAddr,
+        stream_counts: bool,
+    ) -> Option<String> {
+        let o = self.last_good(addr).await?;
+        let st = o.state()?;
+        if let Some(d) = st.disk.as_ref().filter(|d| d.is_full()) {
+            return Some(format!(
+                "its disk is full ({} of {} available on {}, {})",
+                d.available_bytes, d.total_bytes, d.path, d.disk
+            ));
+        }
+        let r = st.replication.as_ref()?;
+        if let Some(ms) = r.stream.apply_stalled_ms {
+            if !spec.storage.apply_stall.is_zero()
+                && ms >= spec.storage.apply_stall.as_millis() as u64
+            {
+                return Some(format!(
+                    "its applier has not moved for {ms} ms (stalled disk?)"
+                ));
+            }
+        }
+        if stream_counts
+            && !spec.stall_confirm.is_zero()
+            && r.io_thread == model::IoThreadState::Yes
+        {
+            let period = r.stream.heartbeat_period_ms.unwrap_or(0);
+            if let Some(ms) = r
+                .stream
+                .stalled_ms
+                .filter(|&ms| period > 0 && ms >= spec.stall_confirm.as_millis() as u64 + period)
+            {
+                return Some(format!("it has received nothing for {ms} ms from a primary that still sends (stalled disk?)"));
+            }
+        }
+        None
+    }
+
     /// Judge and go on with a failover left running by a crash.
     pub(crate) async fn resume_failover(
         self: &Arc<Self>,
@@ -544,6 +686,11 @@ impl Engine {
         data: &mut FailoverData,
         before: &str,
     ) -> StepResult<()> {
+        if data.stalled.is_some() && data.stall_fenced.is_some() {
+            // Fenced (or kept from acknowledging) before anything else; it answers all
+            // along.
+            return Ok(());
+        }
         match watch.seen() {
             Seen::Silent => Ok(()),
             Seen::Answered { at_ms, fenced } => {
@@ -733,7 +880,24 @@ impl Engine {
                 Some(o) => o,
                 None => conns.observe_all(&members).await,
             };
-            if obs.iter().any(|o| o.addr == old && o.state().is_some()) {
+            if data.stalled.is_some() {
+                self.keep_semi_sync_on(&old);
+                // A stalled primary answers all along: fence it before anything else.
+                if data.stall_fenced.is_none() && !data.stall_unfenced {
+                    match self
+                        .fence_stalled(&setup.admin, &old, st.max(Duration::from_millis(300)))
+                        .await
+                    {
+                        Ok(how) => data.stall_fenced = Some(how),
+                        Err(e) => {
+                            data.stall_unfenced = true;
+                            data.warnings.push(format!(
+                                "the stalled old primary {old} could not be made read-only in time ({e}): fence_command must fence it before promotion"
+                            ));
+                        }
+                    }
+                }
+            } else if obs.iter().any(|o| o.addr == old && o.state().is_some()) {
                 if data.old_primary_answered.is_some() {
                     return Err(Outcome::NeedsHuman(format!(
                         "the old primary {old} answers again, and an earlier run of this failover fenced it (read-only): make one instance writable by hand"
@@ -771,7 +935,12 @@ impl Engine {
             data.timeline
                 .push(("confirm".into(), now_ms().saturating_sub(data.started_ms)));
             // From here on the old primary is tried all along, and fenced if it answers.
-            *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
+            *watch_slot = Some(OldPrimaryWatch::start(
+                old.clone(),
+                setup.admin.clone(),
+                st,
+                data.stalled.is_some(),
+            ));
 
             // 2. stop_io: every replica at once. A replica whose IO thread is stuck on a
             // frozen primary takes up to 2 s to stop; once the statement runs it queues
@@ -895,6 +1064,14 @@ impl Engine {
                     &data.streams_cut,
                 )
                 .await;
+            // Never promote a replica whose own disk is stalled or full.
+            for (f, _) in facts.iter_mut() {
+                if f.excluded.is_none() {
+                    f.excluded = self
+                        .storage_exclusion(&setup.spec, &f.addr, data.stalled.is_some())
+                        .await;
+                }
+            }
             data.delays = facts
                 .iter()
                 .filter(|(f, _)| f.delay_s > 0)
@@ -1080,18 +1257,51 @@ impl Engine {
 
             // 7. stonith: with fence = "required", the old primary is fenced by the
             // operator's command before anything is promoted.
-            if policy.fence == FencePolicy::Required {
+            if policy.fence == FencePolicy::Required || data.stall_unfenced {
                 let before = op.step("stonith", &data.json(), conns, &[]).await?;
                 let out = self.run_fence_command(op, setup, data, &old, &cand).await;
+                // A stalled primary that could not be made read-only and has no working
+                // fence command may still be failed over when its semi-sync is lossless:
+                // with every replica gone from it, nothing it commits is acknowledged.
+                let lossless = data
+                    .old_primary_last
+                    .as_ref()
+                    .and_then(|o| o.state())
+                    .is_some_and(|s| s.semi_sync.source_enabled && !s.semi_sync.can_fall_back());
                 match out {
-                    Some(h) if h.ok => {}
+                    Some(h) if h.ok => {
+                        if data.stall_unfenced {
+                            data.stall_fenced = Some("fenced by fence_command".into());
+                        }
+                    }
+                    other
+                        if data.stall_unfenced
+                            && policy.fence != FencePolicy::Required
+                            && lossless =>
+                    {
+                        let why = other
+                            .map(|h| {
+                                format!("the fence command {:?} failed ({})", h.command, h.status)
+                            })
+                            .unwrap_or_else(|| "no fence_command is set".into());
+                        data.warnings.push(format!(
+                            "the stalled old primary {old} is not fenced ({why}); its lossless semi-sync keeps it from acknowledging anything once its replicas leave it"
+                        ));
+                        data.stall_fenced =
+                            Some("not fenced; lossless semi-sync, never relaxed".into());
+                    }
                     other => {
                         let why = other
                             .map(|h| format!("{:?} failed ({})", h.command, h.status))
                             .unwrap_or_else(|| "no fence_command is set".into());
                         self.undo_before_promote(conns, data).await;
+                        let need = if data.stall_unfenced {
+                            format!("the stalled old primary {old} could not be made read-only")
+                        } else {
+                            "fence = \"required\"".to_string()
+                        };
                         return Err(Outcome::NeedsHuman(format!(
-                            "fence = \"required\" and the fence command {why}: nothing promoted, writes not opened; replicas restarted. Make sure {old} is down, then run `dbfleet failover {cluster}`"
+                            "{need} and the fence command {why}: nothing promoted, writes not opened; replicas restarted. Make sure {old} is down, then run `dbfleet failover {cluster}`"
                         )));
                     }
                 }
@@ -1108,7 +1318,12 @@ impl Engine {
             }
         } else {
             // Resuming after promotion started: re-read, and never leave two writers.
-            *watch_slot = Some(OldPrimaryWatch::start(old.clone(), setup.admin.clone(), st));
+            *watch_slot = Some(OldPrimaryWatch::start(
+                old.clone(),
+                setup.admin.clone(),
+                st,
+                data.stalled.is_some(),
+            ));
             let cand = data.candidate.clone().unwrap_or_else(|| old.clone());
             let obs = conns.observe_all(&members).await;
             if obs
@@ -1451,6 +1666,16 @@ impl Engine {
             Seen::Answered { fenced: Ok(n), .. } => format!(
                 "answered during the failover: set read-only, {n} client connection(s) killed"
             ),
+            _ if data.stalled.is_some() => match self
+                .fence_stalled(&setup.admin, &old, st.max(Duration::from_millis(300)))
+                .await
+            {
+                Ok(how) => format!("stalled, reachable: {how}"),
+                Err(e) => format!(
+                    "stalled: {e}; {}; marked fenced in the store",
+                    data.stall_fenced.clone().unwrap_or_default()
+                ),
+            },
             _ => match tokio::time::timeout(st.max(Duration::from_millis(200)), conns.fence(&old))
                 .await
             {
@@ -1495,6 +1720,7 @@ impl Engine {
             at_ms: now_ms(),
             new_primary: Some(cand.to_string()),
             last_binlog_pos: data.old_primary_last.as_ref().and_then(binlog_pos),
+            keep_semi_sync: data.stalled.is_some(),
         };
         if let Err(e) = self.store.mark_fenced(&cluster, &old, &mark).await {
             data.warnings

@@ -131,12 +131,23 @@ async fn kill(s: &mut Session, id: &str) -> Result<usize, ProbeError> {
 }
 
 /// Fence a server through `s`: clients killed, `read_only=ON`, the clients that connected
-/// meanwhile killed too, then semi-sync off as a primary.
-pub(crate) async fn fence_session(s: &mut Session) -> Result<FenceDone, ProbeError> {
+/// meanwhile killed too, then semi-sync off as a primary, unless `keep_semi_sync` (a
+/// primary failed over for stalled writes: semi-sync on it is never relaxed, so that a
+/// commit its frozen disk still holds is acknowledged to no one).
+pub(crate) async fn fence_session(
+    s: &mut Session,
+    keep_semi_sync: bool,
+) -> Result<FenceDone, ProbeError> {
     let mut killed = kill_clients(s).await?;
     s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
     let read_only_at = Instant::now();
     killed += kill_clients(s).await?;
+    if keep_semi_sync {
+        return Ok(FenceDone {
+            killed,
+            read_only_at,
+        });
+    }
     // Semi-sync goes off last, as in `Conns::fence`: switched off while a commit of a
     // client that connected meanwhile waits, it would acknowledge it with no second copy.
     s.exec(
@@ -178,7 +189,8 @@ impl Engine {
         let (cluster, addr) = (cluster.to_string(), addr.clone());
         info!(cluster = %cluster, instance = %addr, "fence guard started: the replaced primary is fenced the moment it answers");
         tokio::spawn(async move {
-            let r = guard(&addr, creds, &cancel).await;
+            let keep = me.keeps_semi_sync(&addr);
+            let r = guard(&addr, creds, keep, &cancel).await;
             {
                 let mut guards = me.guards.lock().unwrap_or_else(|p| p.into_inner());
                 if guards.get(&addr).is_some_and(|g| g.id == id) {
@@ -189,8 +201,9 @@ impl Engine {
             let took_ms = f.fenced.duration_since(f.answered).as_secs_f64() * 1000.0;
             info!(cluster = %cluster, instance = %addr, answered_to_fenced_ms = took_ms, killed = f.killed, "fenced on return");
             let msg = format!(
-                "replaced primary {addr} answered again and was fenced {took_ms:.0} ms later: {} client connection(s) killed, read-only, semi-sync off",
-                f.killed
+                "replaced primary {addr} answered again and was fenced {took_ms:.0} ms later: {} client connection(s) killed, read-only, {}",
+                f.killed,
+                if keep { "semi-sync left on (failed over for stalled writes)" } else { "semi-sync off" }
             );
             let _ = me
                 .store
@@ -244,6 +257,7 @@ struct Fenced {
 async fn guard(
     addr: &InstanceAddr,
     creds: probe::Credentials,
+    keep_semi_sync: bool,
     cancel: &CancellationToken,
 ) -> Option<Fenced> {
     let started = Instant::now();
@@ -270,7 +284,7 @@ async fn guard(
             }
             Some(done) = tries.join_next(), if !tries.is_empty() => {
                 let Ok((Ok(mut s), answered)) = done else { continue };
-                match fence_session(&mut s).await {
+                match fence_session(&mut s, keep_semi_sync).await {
                     Ok(done) => {
                         tries.abort_all();
                         return Some(Fenced { started, answered, fenced: done.read_only_at, killed: done.killed });
@@ -350,7 +364,7 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let done = fence_session(&mut s).await.expect("fence");
+        let done = fence_session(&mut s, false).await.expect("fence");
         let mut acked = Vec::new();
         for t in tasks {
             let r = tokio::time::timeout(Duration::from_secs(20), t)

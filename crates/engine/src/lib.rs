@@ -198,6 +198,13 @@ pub struct Engine {
     guards: Mutex<HashMap<InstanceAddr, fence_guard::Guard>>,
     /// Per cluster, when its last operation on this node ended, in ms since the Unix epoch.
     op_ended: Mutex<HashMap<String, u64>>,
+    /// Per cluster, the stalled primary (`PrimaryWritesStalled`, `PrimaryDiskFull`) already
+    /// acted on or paged for, so that one stall makes one decision.
+    stalls: Mutex<HashMap<String, InstanceAddr>>,
+    /// Replaced primaries that were failed over for stalled writes: their fences never
+    /// switch semi-sync off (from the failover, and from the `fenced/` marks in the store
+    /// after a restart).
+    keep_semi_sync: Mutex<HashSet<InstanceAddr>>,
     /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]).
     pub(crate) stop: CancellationToken,
     /// This engine, for tasks spawned where only `&self` is at hand.
@@ -250,6 +257,8 @@ impl Engine {
             dead_now: Mutex::new(HashMap::new()),
             guards: Mutex::new(HashMap::new()),
             op_ended: Mutex::new(HashMap::new()),
+            stalls: Mutex::new(HashMap::new()),
+            keep_semi_sync: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
             me: me.clone(),
         })
@@ -486,6 +495,13 @@ impl Engine {
                 return;
             }
         }
+        if dead.is_none()
+            && self
+                .on_write_stall(cluster, setup, primary, problems, observations)
+                .await
+        {
+            return;
+        }
         let Some(dead) = dead else {
             // An automatic failover waiting to retry goes on through rounds that cannot
             // tell (a blind monitor, no primary named): it stops once the dead primary
@@ -585,6 +601,133 @@ impl Engine {
                 self.start_auto_failover(cluster, &dead, detected);
             }
         }
+    }
+
+    /// Never switch semi-sync off on `addr` when fencing it (a primary failed over for
+    /// stalled writes).
+    pub(crate) fn keep_semi_sync_on(&self, addr: &InstanceAddr) {
+        self.keep_semi_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr.clone());
+    }
+
+    /// Whether fences of `addr` must leave semi-sync on.
+    pub(crate) fn keeps_semi_sync(&self, addr: &InstanceAddr) -> bool {
+        self.keep_semi_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(addr)
+    }
+
+    /// The policy `on_write_stall` for a primary that answers reads but whose writes stall
+    /// (`PrimaryWritesStalled`, `PrimaryDiskFull`): the problem pages at once through the
+    /// alerting either way; with `failover` and `mode = "auto"`, once the heartbeat write
+    /// has not completed for `write_stall_failover_after`, a lossless failover starts
+    /// ([`Engine::failover_stalled`]); with `approve` or `off` it only pages. One decision
+    /// per stall. Returns whether the round showed a stalled primary.
+    async fn on_write_stall(
+        self: &Arc<Self>,
+        cluster: &str,
+        setup: &ClusterSetup,
+        primary: Option<&InstanceAddr>,
+        problems: &[Problem],
+        observations: &[Observation],
+    ) -> bool {
+        let stall = problems.iter().find(|p| {
+            matches!(
+                p.kind,
+                ProblemKind::PrimaryWritesStalled | ProblemKind::PrimaryDiskFull
+            ) && p.instance.as_ref() == primary
+                && primary.is_some()
+        });
+        let Some(stall) = stall else {
+            self.stalls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(cluster);
+            return false;
+        };
+        let Some(old) = primary.cloned() else {
+            return false;
+        };
+        let already = self
+            .stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cluster)
+            == Some(&old);
+        if already {
+            return true;
+        }
+        let policy = &setup.failover;
+        let stalled_ms = observations
+            .iter()
+            .find(|o| o.addr == old)
+            .and_then(|o| o.write.as_ref())
+            .and_then(model::WriteProbe::stalled_ms)
+            .unwrap_or(0);
+        // Only `mode = "auto"` acts: a human who approves runs a switchover or a failover
+        // once the primary is down.
+        let act = policy.on_write_stall == config::WriteStallPolicy::Failover
+            && policy.mode == FailoverMode::Auto;
+        if !act {
+            self.stalls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(cluster.to_string(), old.clone());
+            info!(cluster, primary = %old, problem = %stall.kind, on_write_stall = %policy.on_write_stall, mode = %policy.mode, "stalled primary: paging only");
+            return true;
+        }
+        if (stalled_ms as u128) < policy.write_stall_failover_after.as_millis() {
+            return true;
+        }
+        self.stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_string(), old.clone());
+        if let Some(why) = self.auto_blocked(cluster, setup).await {
+            warn!(cluster, primary = %old, reason = %why, "failover of a stalled primary blocked");
+            let _ = self
+                .store
+                .append_event(
+                    &NewEvent::new(
+                        now_ms(),
+                        kinds::FAILOVER_BLOCKED,
+                        EventLevel::Critical,
+                        format!("primary {old} of {cluster} has stalled writes but automatic failover is blocked: {why}"),
+                    )
+                    .with_cluster(cluster)
+                    .with_instance(old.clone())
+                    .with_data(serde_json::json!({ "reason": why, "problem": stall.kind.to_string() })),
+                )
+                .await;
+            return true;
+        }
+        warn!(cluster, primary = %old, stalled_ms, problem = %stall.kind, "writes stalled past write_stall_failover_after: failing over");
+        let me = self.clone();
+        let cluster = cluster.to_string();
+        let why = stall.summary.clone();
+        let detected = now_ms().saturating_sub(stalled_ms);
+        tokio::spawn(async move {
+            match me
+                .failover_stalled(&cluster, &old, &why, Some(detected))
+                .await
+            {
+                Ok(rec) => {
+                    info!(cluster, operation = rec.id, state = %rec.state, "failover of a stalled primary ended")
+                }
+                Err(e) => {
+                    warn!(cluster, error = %e, "failover of a stalled primary did not run");
+                    // Let a later round decide again.
+                    me.stalls
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&cluster);
+                }
+            }
+        });
+        true
     }
 
     /// Whether the cluster's last failover, of `dead`, ended `needs_human` naming possibly
@@ -1033,7 +1176,7 @@ impl Engine {
             return;
         };
         let auto = setup.failover.rejoin == RejoinMode::Auto;
-        for (addr, _) in fenced {
+        for (addr, mark) in fenced {
             let Some(obs) = observations.iter().find(|o| o.addr == addr) else {
                 continue;
             };
@@ -1046,7 +1189,11 @@ impl Engine {
                 self.guard_fenced(cluster, &addr);
                 continue;
             };
-            let needs = !st.read_only || st.semi_sync.source_enabled;
+            if mark.keep_semi_sync {
+                self.keep_semi_sync_on(&addr);
+            }
+            let keep = self.keeps_semi_sync(&addr);
+            let needs = !st.read_only || (st.semi_sync.source_enabled && !keep);
             let first = self
                 .returned
                 .lock()
@@ -1062,7 +1209,7 @@ impl Engine {
             let mut conns = conns::Conns::new(setup.admin.clone(), self.opts.probe);
             let fenced = if needs {
                 match conns.get(&addr).await {
-                    Ok(s) => fence_guard::fence_session(s).await.map(|_| ()),
+                    Ok(s) => fence_guard::fence_session(s, keep).await.map(|_| ()),
                     Err(e) => Err(e),
                 }
             } else {

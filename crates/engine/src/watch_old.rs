@@ -50,11 +50,24 @@ const MIN_GAP: Duration = Duration::from_millis(20);
 const FENCE_WITHIN: Duration = Duration::from_secs(2);
 
 impl OldPrimaryWatch {
-    /// Start watching `addr`, each attempt within `attempt`.
-    pub(crate) fn start(addr: InstanceAddr, creds: Credentials, attempt: Duration) -> Self {
+    /// Start watching `addr`, each attempt within `attempt`. With `keep_semi_sync` (a
+    /// stalled primary), its fence never switches semi-sync off.
+    pub(crate) fn start(
+        addr: InstanceAddr,
+        creds: Credentials,
+        attempt: Duration,
+        keep_semi_sync: bool,
+    ) -> Self {
         let seen = Arc::new(Mutex::new(Seen::Silent));
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(watch(addr, creds, attempt, seen.clone(), cancel.clone()));
+        let task = tokio::spawn(watch(
+            addr,
+            creds,
+            attempt,
+            keep_semi_sync,
+            seen.clone(),
+            cancel.clone(),
+        ));
         Self {
             seen,
             cancel,
@@ -81,6 +94,7 @@ async fn watch(
     addr: InstanceAddr,
     creds: Credentials,
     attempt: Duration,
+    keep_semi_sync: bool,
     seen: Arc<Mutex<Seen>>,
     cancel: CancellationToken,
 ) {
@@ -97,7 +111,14 @@ async fn watch(
         if answered {
             let at_ms = crate::now_ms();
             let mut conns = Conns::new(creds.clone(), opts);
-            let fenced = match tokio::time::timeout(FENCE_WITHIN, conns.fence(&addr)).await {
+            let fence = async {
+                if keep_semi_sync {
+                    conns.fence_keep_semi_sync(&addr).await
+                } else {
+                    conns.fence(&addr).await
+                }
+            };
+            let fenced = match tokio::time::timeout(FENCE_WITHIN, fence).await {
                 Ok(Ok(n)) => Ok(n),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("the fence did not finish within {FENCE_WITHIN:?}")),

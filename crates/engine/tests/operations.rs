@@ -90,6 +90,7 @@ async fn env_failover(
         semi_sync,
         max_lag: Duration::from_secs(10),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     };
     let store = Arc::new(SqliteStore::open_in_memory().unwrap());
     store.upsert_cluster(&spec, 1).await.unwrap();

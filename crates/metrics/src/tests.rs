@@ -23,6 +23,7 @@ fn obs(at_ms: u64, queries: u64, replica: bool, hb_lag_us: Option<u64>) -> Obser
         addr: InstanceAddr::new("127.0.0.1", 33001),
         at_unix_ms: at_ms,
         duration_us: 800,
+        write: None,
         reachability: Reachability::Reachable(Box::new(ServerState {
             flavor: Flavor::Mariadb,
             version: "10.11.6-MariaDB".into(),
@@ -53,6 +54,7 @@ fn obs(at_ms: u64, queries: u64, replica: bool, hb_lag_us: Option<u64>) -> Obser
             uptime_s: at_ms / 1000,
             threads_connected: 10,
             threads_running: 2,
+            disk: None,
             metrics: Some(metrics),
         })),
     }
@@ -60,6 +62,7 @@ fn obs(at_ms: u64, queries: u64, replica: bool, hb_lag_us: Option<u64>) -> Obser
 
 fn down(at_ms: u64) -> Observation {
     Observation {
+        write: None,
         reachability: Reachability::Unreachable(ProbeFailure {
             kind: ProbeFailureKind::Refused,
             message: "refused".into(),

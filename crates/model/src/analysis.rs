@@ -91,6 +91,29 @@
 //!   has sessions waiting for an ack (`Rpl_semi_sync_master_wait_sessions` > 0) while no
 //!   semi-sync replica is connected (`Rpl_semi_sync_master_clients` = 0, MariaDB needs one
 //!   ack): those commits wait until a replica acks. The summary names the remedies.
+//! - `PrimaryWritesStalled` (Critical): the primary answers reads, but dbfleet's heartbeat
+//!   write on it ([`crate::WriteProbe`], run apart from the read probe under its own
+//!   deadline) is past its deadline or its last attempt timed out or failed. Evidence: the
+//!   write's history, then each direct replica's threads, heartbeat row age and stream (an
+//!   IO thread still connected and receiving heartbeats while nothing new arrives is the
+//!   corroboration). A primary whose read probe timed out *on an open connection* (not a
+//!   connect that timed out) while a direct replica still receives from it is judged the
+//!   same way, instead of `UnreachablePrimary`: reachable and stalled. Not named while the
+//!   primary has commits waiting for semi-sync acks (`Rpl_semi_sync_master_wait_sessions`
+//!   > 0): those wait on the replicas, not on the primary's disk.
+//! - `PrimaryDiskFull` (Critical), instead of `PrimaryWritesStalled`: the failing write
+//!   said ENOSPC (error 28) or disk full (1021), or the datadir's filesystem has less than
+//!   [`crate::DISK_FULL_BYTES`] available (MariaDB waits for space rather than failing).
+//! - `DiskSpaceLow` (Warning, Error below the lower threshold): a reachable instance whose
+//!   datadir filesystem has less available than the spec's `storage` shares; not beside a
+//!   `PrimaryDiskFull` of the same instance.
+//! - `ReplicaWritesStalled` (Error): a reachable replica of a reachable source whose IO
+//!   thread says `Yes` but whose stream has not moved for `stall_confirm` plus a heartbeat
+//!   period (its relay log writes hang), or whose SQL thread runs but whose
+//!   `gtid_slave_pos` has not moved for `storage.apply_stall` while it received more; and,
+//!   instead of `UnreachableReplica`, a non-primary instance whose probe timed out on a
+//!   connection the server accepted (a frozen datadir blocks `SHOW SLAVE STATUS` behind the
+//!   IO thread's relay-log write) while a reachable primary is named.
 //! - `UnknownInstance` (Warning): a reachable member of the primary's tree not in the spec.
 //! - `UnreachableReplica` (Warning): an unreachable instance other than the primary.
 //! - `UnreachableSeed` is the daemon's, never produced here.
@@ -117,8 +140,9 @@ use serde::{Deserialize, Serialize};
 use crate::addr::InstanceAddr;
 use crate::gtid::{errant_gtids, ErrantGtid, ErrantReason, MysqlGtidSet};
 use crate::observation::{
-    GtidState, IoThreadState, Observation, ProbeFailure, ReplicationStatus, SemiSyncState,
-    ServerState, SEMI_SYNC_LOSSLESS_TIMEOUT_MS, SEMI_SYNC_NEVER_FALLS_BACK_MS,
+    DiskSpace, GtidState, IoThreadState, Observation, ProbeFailure, ReplicationStatus,
+    SemiSyncState, ServerState, WriteProbe, SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
+    SEMI_SYNC_NEVER_FALLS_BACK_MS,
 };
 use crate::problem::{Evidence, Problem, ProblemKind, Severity};
 use crate::spec::ClusterSpec;
@@ -217,16 +241,23 @@ impl fmt::Display for Errant {
 pub fn severity(kind: ProblemKind) -> Severity {
     use ProblemKind::*;
     match kind {
-        DeadPrimary | NoPrimary | MultiplePrimaries | LockedSemiSyncPrimary => Severity::Critical,
+        DeadPrimary
+        | NoPrimary
+        | MultiplePrimaries
+        | LockedSemiSyncPrimary
+        | PrimaryWritesStalled
+        | PrimaryDiskFull => Severity::Critical,
         UnreachablePrimary
         | PrimaryReadOnly
         | WritableReplica
         | ReplicaNotReplicating
         | ErrantGtid
         | SemiSyncDegraded
-        | SemiSyncCanFallBack => Severity::Error,
+        | SemiSyncCanFallBack
+        | ReplicaWritesStalled => Severity::Error,
+        // `DiskSpaceLow` is raised to an error below the lower threshold.
         ReplicaLagging | ReplicaMissing | UnknownInstance | UnreachableReplica
-        | UnreachableSeed => Severity::Warning,
+        | UnreachableSeed | DiskSpaceLow => Severity::Warning,
     }
 }
 
@@ -338,6 +369,8 @@ pub fn analyze(view: &ClusterView) -> Analysis {
     if let Some(p) = primary {
         a.tree_checks(p, primary_dead);
     }
+    a.replica_stalls(primary);
+    a.disk_space();
     let mut problems = a.problems;
     problems.sort_by(|x, y| {
         y.severity
@@ -523,6 +556,7 @@ impl Analyzer<'_, '_> {
         let Some(state) = self.topo.state(p) else {
             return;
         };
+        self.write_stall(p, Some(state));
         if state.read_only {
             self.push(
                 ProblemKind::PrimaryReadOnly,
@@ -664,6 +698,10 @@ impl Analyzer<'_, '_> {
                 ProblemKind::UnreachablePrimary,
                 format!("primary {p} was not probed; its replicas name it as their source"),
             )
+        } else if receiving > 0 && query_timed_out(failure) && self.write_stall(p, None) {
+            // It accepts connections and its replicas still receive from it, but neither a
+            // read nor dbfleet's write completes: reachable and stalled, named above.
+            return false;
         } else if receiving > 0 {
             (
                 ProblemKind::UnreachablePrimary,
@@ -683,6 +721,222 @@ impl Analyzer<'_, '_> {
         };
         self.push(kind, Some(p), summary, evidence);
         dead
+    }
+
+    /// `PrimaryDiskFull` or `PrimaryWritesStalled` of the primary `p`, whose reads answer
+    /// (`state`) or time out on an open connection (`None`); returns whether one was named.
+    fn write_stall(&mut self, p: &InstanceAddr, state: Option<&ServerState>) -> bool {
+        let Some(obs) = self.topo.by_addr.get(p) else {
+            return false;
+        };
+        let Some(w) = obs.write.as_ref() else {
+            return false;
+        };
+        let Some(stalled) = w.stalled_ms() else {
+            return false;
+        };
+        let disk = state.and_then(|s| s.disk.as_ref());
+        let full = w.disk_full_error() || disk.is_some_and(DiskSpace::is_full);
+        if let Some(st) = state {
+            // Commits that wait for semi-sync acks are the replicas' story
+            // (`LockedSemiSyncPrimary`, `ReplicaWritesStalled`), not a stall of the primary.
+            if st.semi_sync.source_wait_sessions > 0 && !full {
+                return false;
+            }
+        }
+        let mut evidence = vec![Evidence::new(p, write_fact(w))];
+        if let Some(d) = disk {
+            evidence.push(Evidence::new(p, disk_fact(d)));
+        }
+        if let Some(f) = obs.failure() {
+            evidence.push(Evidence::new(
+                p,
+                format!("read probe timed out on an open connection: {}", f.message),
+            ));
+        }
+        for (o, r) in self.topo.direct(p) {
+            let mut fact = threads_fact(r);
+            if let Some(hb) = o
+                .state()
+                .and_then(|s| s.metrics.as_ref())
+                .and_then(|m| m.heartbeat)
+            {
+                let age_ms = hb.read_at_us.saturating_sub(hb.ts_us) / 1000;
+                let _ = write!(fact, ", dbfleet heartbeat row {} old", human_ms(age_ms));
+            }
+            match (r.io_thread, r.stream.stalled_ms) {
+                (IoThreadState::Yes, Some(ms)) if ms > 0 => {
+                    let _ = write!(fact, ", stream unchanged for {}", human_ms(ms));
+                }
+                (IoThreadState::Yes, _) => fact.push_str(", still connected and receiving"),
+                _ => {}
+            }
+            evidence.push(Evidence::new(&o.addr, fact));
+        }
+        let (kind, summary) = if full {
+            let place = disk
+                .map(|d| format!(" ({} on {}, {})", d.datadir, d.path, d.disk))
+                .unwrap_or_default();
+            (
+                ProblemKind::PrimaryDiskFull,
+                format!(
+                    "primary {p} cannot write: its disk is full{place}; writes have not completed for {}. \
+                     Free space on it or grow it; dbfleet fails over only to a replica whose own disk can take writes",
+                    human_ms(stalled)
+                ),
+            )
+        } else {
+            (
+                ProblemKind::PrimaryWritesStalled,
+                format!(
+                    "primary {p} answers reads but its writes have not completed for {}: a frozen \
+                     or failing disk, or a global read lock (FLUSH TABLES WITH READ LOCK); see \
+                     on_write_stall for what dbfleet does",
+                    human_ms(stalled)
+                ),
+            )
+        };
+        self.push(kind, Some(p), summary, evidence);
+        true
+    }
+
+    /// `ReplicaWritesStalled`: every reachable replica of a reachable source whose IO thread
+    /// says `Yes` but whose stream has not moved for `stall_confirm` plus a heartbeat
+    /// period, or whose applier has not moved for `storage.apply_stall` while it received
+    /// more than it applied.
+    fn replica_stalls(&mut self, primary: Option<&InstanceAddr>) {
+        let confirm = self.spec.stall_confirm.as_millis() as u64;
+        let apply_stall = self.spec.storage.apply_stall.as_millis() as u64;
+        let mut found = Vec::new();
+        for (o, st) in self.topo.reachable() {
+            let Some(r) = st.replication.as_ref() else {
+                continue;
+            };
+            // The source must answer: a silent stream from a source that does not is the
+            // source's death (`DeadPrimary`), not the replica's stall.
+            let source_ok = self
+                .topo
+                .by_addr
+                .get(&r.source)
+                .is_some_and(|s| s.state().is_some());
+            let mut facts = Vec::new();
+            let period = r.stream.heartbeat_period_ms.filter(|&p| p > 0);
+            if let (true, IoThreadState::Yes, Some(stalled), Some(period)) = (
+                source_ok && confirm > 0,
+                r.io_thread,
+                r.stream.stalled_ms,
+                period,
+            ) {
+                if stalled >= confirm + period {
+                    facts.push(format!(
+                        "io_thread=Yes but nothing received for {} while its source {} answers \
+                         (heartbeat period {}): its relay log writes do not complete",
+                        human_ms(stalled),
+                        r.source,
+                        human_ms(period)
+                    ));
+                }
+            }
+            if let (true, Some(ms)) = (r.sql_running && apply_stall > 0, r.stream.apply_stalled_ms)
+            {
+                if ms >= apply_stall {
+                    let applied = match &st.gtid {
+                        GtidState::Mariadb { slave_pos, .. } => slave_pos.to_string(),
+                        GtidState::Mysql { executed, .. } => executed.to_string(),
+                    };
+                    facts.push(format!(
+                        "sql_thread=Yes but gtid_slave_pos {applied} has not moved for {} while \
+                         it received up to {}",
+                        human_ms(ms),
+                        r.received_gtid
+                    ));
+                }
+            }
+            if facts.is_empty() {
+                continue;
+            }
+            let full = st.disk.as_ref().is_some_and(DiskSpace::is_full);
+            let mut evidence: Vec<Evidence> = facts
+                .into_iter()
+                .map(|f| Evidence::new(&o.addr, f))
+                .collect();
+            if let Some(d) = &st.disk {
+                evidence.push(Evidence::new(&o.addr, disk_fact(d)));
+            }
+            let why = if full {
+                "its disk is full"
+            } else {
+                "its disk may be stalled or full"
+            };
+            let primary_note = if primary == Some(&o.addr) {
+                ""
+            } else {
+                "; failover never promotes it while this lasts"
+            };
+            found.push((
+                o.addr.clone(),
+                format!(
+                    "replica {} of {} does not keep up: {why}{primary_note}",
+                    o.addr, r.source
+                ),
+                evidence,
+            ));
+        }
+        for (addr, summary, evidence) in found {
+            self.push(
+                ProblemKind::ReplicaWritesStalled,
+                Some(&addr),
+                summary,
+                evidence,
+            );
+        }
+    }
+
+    /// `DiskSpaceLow` on every reachable instance whose datadir filesystem has less free
+    /// space than the spec's shares (an error below the lower one), unless a problem
+    /// already names its full disk.
+    fn disk_space(&mut self) {
+        let warn = self.spec.storage.disk_free_warning_permille;
+        let error = self.spec.storage.disk_free_error_permille;
+        let mut found = Vec::new();
+        for (o, st) in self.topo.reachable() {
+            let Some(d) = &st.disk else { continue };
+            let Some(ratio) = d.free_ratio() else {
+                continue;
+            };
+            let permille = ratio * 1000.0;
+            let (severity, limit) = if permille < error as f64 {
+                (Severity::Error, error)
+            } else if permille < warn as f64 {
+                (Severity::Warning, warn)
+            } else {
+                continue;
+            };
+            let named = self.problems.iter().any(|p| {
+                p.kind == ProblemKind::PrimaryDiskFull && p.instance.as_ref() == Some(&o.addr)
+            });
+            if named {
+                continue;
+            }
+            found.push((o.addr.clone(), severity, limit, d.clone()));
+        }
+        for (addr, severity, limit, d) in found {
+            self.push(
+                ProblemKind::DiskSpaceLow,
+                Some(&addr),
+                format!(
+                    "{addr} has {} free on {} ({}), under {:.1} %: free space or grow it before writes stop",
+                    human_bytes(d.available_bytes),
+                    d.path,
+                    d.disk,
+                    limit as f64 / 10.0
+                ),
+                vec![Evidence::new(&addr, disk_fact(&d))],
+            );
+            if let Some(p) = self.problems.last_mut() {
+                p.severity = severity;
+            }
+        }
     }
 
     fn no_primary(&mut self) {
@@ -818,6 +1072,33 @@ impl Analyzer<'_, '_> {
             .filter(|(o, _)| !excused.contains(&&o.addr))
             .collect();
         for (o, f) in down {
+            let replica_of_live = self
+                .topo
+                .by_addr
+                .values()
+                .any(|p| p.state().is_some_and(|s| s.replication.is_none()))
+                && guess.addr().is_some_and(|p| p != &o.addr);
+            if replica_of_live && query_timed_out(Some(f)) {
+                // Measured with its datadir frozen (fsfreeze): a replica's IO thread blocks
+                // writing its relay log while holding what `SHOW SLAVE STATUS` and its
+                // status counters need, so the probe hangs on a connection the server
+                // accepted.
+                self.push(
+                    ProblemKind::ReplicaWritesStalled,
+                    Some(&o.addr),
+                    format!(
+                        "replica {} accepts connections but its probe does not complete: its IO \
+                         thread may be blocked writing its relay log (a frozen or full disk); \
+                         failover never promotes it while this lasts",
+                        o.addr
+                    ),
+                    vec![Evidence::new(
+                        &o.addr,
+                        format!("read probe timed out on an open connection: {}", f.message),
+                    )],
+                );
+                continue;
+            }
             self.push(
                 ProblemKind::UnreachableReplica,
                 Some(&o.addr),
@@ -972,6 +1253,86 @@ fn stalled_fact(
     }
     fact.push(')');
     Ok(fact)
+}
+
+/// Whether a probe failure is a query that timed out on a connection the server accepted
+/// (not a connect that timed out: a frozen process or a cut link).
+fn query_timed_out(failure: Option<&ProbeFailure>) -> bool {
+    failure.is_some_and(|f| {
+        f.kind == crate::observation::ProbeFailureKind::Timeout
+            && ["observe", "replica status", "select version"]
+                .iter()
+                .any(|q| f.message.starts_with(q))
+    })
+}
+
+/// `heartbeat write pending for 1.2 s (deadline 500 ms), last completed 2.1 s ago, 2
+/// attempt(s) failed, last: timed out`.
+fn write_fact(w: &WriteProbe) -> String {
+    let mut s = match w.pending_ms {
+        Some(p) => format!(
+            "heartbeat write pending for {} (deadline {})",
+            human_ms(p),
+            human_ms(w.deadline_ms)
+        ),
+        None => format!("heartbeat write deadline {}", human_ms(w.deadline_ms)),
+    };
+    match w.since_ok_ms {
+        Some(ms) => {
+            let _ = write!(s, ", last completed {} ago", human_ms(ms));
+        }
+        None => s.push_str(", none completed"),
+    }
+    if w.failures > 0 {
+        let _ = write!(s, ", {} attempt(s) failed", w.failures);
+    }
+    if let Some(e) = &w.last_error {
+        match e.code {
+            Some(code) => {
+                let _ = write!(s, ", last: error {code} {:?}", e.message);
+            }
+            None if e.timed_out => s.push_str(", last: timed out"),
+            None => {
+                let _ = write!(s, ", last: {:?}", e.message);
+            }
+        }
+    }
+    if w.hung > 0 {
+        let _ = write!(
+            s,
+            ", {} abandoned write(s) still hung on the server",
+            w.hung
+        );
+    }
+    s
+}
+
+/// `datadir /d/data/ on /d (/dev/loop3): 1.2 MiB of 300.0 MiB available (0.4 %)`.
+fn disk_fact(d: &DiskSpace) -> String {
+    format!(
+        "datadir {} on {} ({}): {} of {} available ({:.1} %)",
+        d.datadir,
+        d.path,
+        d.disk,
+        human_bytes(d.available_bytes),
+        human_bytes(d.total_bytes),
+        d.free_ratio().unwrap_or(0.0) * 100.0
+    )
+}
+
+/// `512 B`, `3.4 KiB`, `1.2 MiB`, `7.0 GiB`, `2.5 TiB`.
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if b < 1024 {
+        return format!("{b} B");
+    }
+    let mut v = b as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// `2.4 s`, `350 ms`, `5.0 s`; a year or more as `1 y+`.

@@ -10,15 +10,16 @@ pub mod observation;
 pub use addr::{AddrError, InstanceAddr};
 pub use metrics::{alert_values, HeartbeatReading, InstanceMetrics, Rates, Role};
 pub use observation::{
-    Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind, Reachability,
-    ReplicationStatus, SemiSyncState, ServerState, StreamProgress, SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
-    SEMI_SYNC_NEVER_FALLS_BACK_MS,
+    DiskSpace, Flavor, GtidState, IoThreadState, Observation, ProbeFailure, ProbeFailureKind,
+    Reachability, ReplicationStatus, SemiSyncState, ServerState, StreamProgress, WriteFailure,
+    WriteProbe, DISK_FULL_BYTES, ERR_NO_SPACE, ER_DISK_FULL, MAX_HUNG_WRITES,
+    SEMI_SYNC_LOSSLESS_TIMEOUT_MS, SEMI_SYNC_NEVER_FALLS_BACK_MS,
 };
 pub mod problem;
 pub mod spec;
 
 pub use problem::{Evidence, Problem, ProblemKind, Severity};
-pub use spec::{ClusterSpec, InstanceSpec, PromotionRule, DEFAULT_STALL_CONFIRM};
+pub use spec::{ClusterSpec, InstanceSpec, PromotionRule, StorageSpec, DEFAULT_STALL_CONFIRM};
 pub mod analysis;
 pub mod stream;
 

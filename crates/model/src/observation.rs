@@ -22,6 +22,145 @@ pub struct Observation {
     /// What the probe found.
     #[serde(flatten)]
     pub reachability: Reachability,
+    /// What dbfleet's own heartbeat write on this server did lately, when dbfleet writes
+    /// there (the primary the last analysis named). Attached by the watch loop from the
+    /// heartbeat writer, which runs apart from the read probe: also on an observation whose
+    /// probe timed out. `None` where dbfleet does not write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<WriteProbe>,
+}
+
+/// The heartbeat write's recent history on one server, as of one observation: whether
+/// writes complete there. A server whose reads answer while this write hangs or fails has
+/// stalled writes (a frozen or full disk, a global read lock).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteProbe {
+    /// The write's own deadline, in milliseconds: a write still waiting after it counts as
+    /// timed out.
+    pub deadline_ms: u64,
+    /// How long before this observation the last write that completed ended; `None` when
+    /// none completed since the writer started on this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ok_ms: Option<u64>,
+    /// How long the write in flight had been waiting at this observation; `None` when no
+    /// write was in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_ms: Option<u64>,
+    /// Attempts in a row that timed out or failed since the last one that completed.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last attempt that timed out or failed since the last one that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<WriteFailure>,
+    /// Earlier writes that hung and were abandoned (their connection killed and dropped),
+    /// whose server threads were still there when last checked: a frozen disk keeps them
+    /// until it thaws. The writer starts no new write while [`MAX_HUNG_WRITES`] are.
+    #[serde(default)]
+    pub hung: u32,
+}
+
+/// How many abandoned heartbeat writes may hang on one server before the writer stops
+/// starting new ones (each holds a connection on the server until its disk thaws).
+pub const MAX_HUNG_WRITES: u32 = 2;
+
+/// How one heartbeat write failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFailure {
+    /// The server's error number; `None` for a timeout or a network error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
+    /// Whether the write ran past its deadline.
+    pub timed_out: bool,
+    /// The error, for humans. Never holds credentials.
+    pub message: String,
+}
+
+/// `ENOSPC`, as MariaDB reports it (`Errcode: 28`, `Got error 28`).
+pub const ERR_NO_SPACE: u16 = 28;
+/// `ER_DISK_FULL` (1021): "Disk full (%s); waiting for someone to free some space...".
+pub const ER_DISK_FULL: u16 = 1021;
+
+impl WriteFailure {
+    /// Whether the failure says the disk is full: error 28 or 1021, or a message naming
+    /// `ENOSPC` (MariaDB wraps it, e.g. error 3 `Error writing file ... (Errcode: 28 "No
+    /// space left on device")`).
+    pub fn disk_full(&self) -> bool {
+        if matches!(self.code, Some(ERR_NO_SPACE | ER_DISK_FULL)) {
+            return true;
+        }
+        let m = self.message.to_ascii_lowercase();
+        m.contains("no space left")
+            || m.contains("errcode: 28")
+            || m.contains("errno: 28")
+            || m.contains("error 28 ")
+            || m.ends_with("error 28")
+            || m.contains("disk full")
+    }
+}
+
+impl WriteProbe {
+    /// How long writes have not completed, when they are stalled: the write in flight is
+    /// past its deadline, or the last attempt timed out or failed. The figure is the time
+    /// since the last write that completed, or, when none did, since the write in flight
+    /// started (at least the deadline). `None` while writes complete.
+    pub fn stalled_ms(&self) -> Option<u64> {
+        let pending = self.pending_ms.filter(|&p| p >= self.deadline_ms);
+        if pending.is_none() && self.failures == 0 {
+            return None;
+        }
+        Some(
+            self.since_ok_ms
+                .or(pending)
+                .unwrap_or(self.deadline_ms)
+                .max(pending.unwrap_or(0)),
+        )
+    }
+
+    /// Whether the last failure says the disk is full.
+    pub fn disk_full_error(&self) -> bool {
+        self.failures > 0
+            && self
+                .last_error
+                .as_ref()
+                .is_some_and(WriteFailure::disk_full)
+    }
+}
+
+/// Free space on the filesystem of a server's datadir, from MariaDB's `disks` plugin
+/// (`information_schema.DISKS`, installed with `INSTALL SONAME 'disks'`; reading it needs
+/// the `FILE` privilege).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// `@@datadir`.
+    pub datadir: String,
+    /// The mount point that holds it (`DISKS.Path`, the longest that is a prefix).
+    pub path: String,
+    /// The device (`DISKS.Disk`).
+    pub disk: String,
+    /// `DISKS.Total`, in bytes.
+    pub total_bytes: u64,
+    /// `DISKS.Used`, in bytes.
+    pub used_bytes: u64,
+    /// `DISKS.Available`, in bytes: what an unprivileged user may still write (the
+    /// filesystem's reserved blocks left out).
+    pub available_bytes: u64,
+    /// When it was read, in ms since the Unix epoch (it is read less often than the probe).
+    pub read_at_ms: u64,
+}
+
+/// Below this many bytes available, a filesystem counts as full.
+pub const DISK_FULL_BYTES: u64 = 1 << 20;
+
+impl DiskSpace {
+    /// `available / total`; `None` for a filesystem of size 0.
+    pub fn free_ratio(&self) -> Option<f64> {
+        (self.total_bytes > 0).then(|| self.available_bytes as f64 / self.total_bytes as f64)
+    }
+
+    /// Whether it is full: less than [`DISK_FULL_BYTES`] available.
+    pub fn is_full(&self) -> bool {
+        self.total_bytes > 0 && self.available_bytes < DISK_FULL_BYTES
+    }
 }
 
 /// Either the server answered, or the probe failed in a named way.
@@ -151,6 +290,10 @@ pub struct ServerState {
     /// stored before they were collected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::InstanceMetrics>,
+    /// Free space on the datadir's filesystem, when the `disks` plugin is installed and
+    /// readable; read every few probes, so it may be a little older than the probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskSpace>,
 }
 
 /// Replication from one source, as `SHOW SLAVE STATUS` / `SHOW REPLICA STATUS` reports it.
@@ -207,6 +350,12 @@ pub struct StreamProgress {
     /// `Read_Master_Log_Pos` / `Read_Source_Log_Pos`: how far it has read in that file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_source_log_pos: Option<u64>,
+    /// How long, in milliseconds, the applied position (`gtid_slave_pos`) had not moved
+    /// while the replica had received more than it applied, as far as dbfleet saw. Set by
+    /// [`crate::stream::StreamTracker`]; `None` when unknown or when it has applied all it
+    /// received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_stalled_ms: Option<u64>,
     /// How long, in milliseconds, the stream had not moved when this observation was taken,
     /// as far as dbfleet saw (at least this long). Set by [`crate::stream::StreamTracker`]
     /// from successive observations, never by a probe alone. `None` when unknown: no

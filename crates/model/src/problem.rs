@@ -102,11 +102,22 @@ pub enum ProblemKind {
     UnreachableReplica,
     /// A configured seed could not be reached, so its cluster may be incomplete.
     UnreachableSeed,
+    /// The primary answers reads, but dbfleet's heartbeat write times out or fails: its
+    /// writes do not complete (a frozen disk, a global read lock).
+    PrimaryWritesStalled,
+    /// The primary's writes fail or hang because its disk is full (error 28 or 1021, or
+    /// no space left on its datadir's filesystem).
+    PrimaryDiskFull,
+    /// An instance's datadir filesystem has less free space than configured.
+    DiskSpaceLow,
+    /// A replica's IO thread says `Yes` but receives nothing while its source is up, or its
+    /// applier has not moved while it received more: its own disk is stalled or full.
+    ReplicaWritesStalled,
 }
 
 impl ProblemKind {
     /// Every kind, in a stable order.
-    pub const ALL: [ProblemKind; 16] = [
+    pub const ALL: [ProblemKind; 20] = [
         Self::DeadPrimary,
         Self::UnreachablePrimary,
         Self::NoPrimary,
@@ -123,6 +134,10 @@ impl ProblemKind {
         Self::UnknownInstance,
         Self::UnreachableReplica,
         Self::UnreachableSeed,
+        Self::PrimaryWritesStalled,
+        Self::PrimaryDiskFull,
+        Self::DiskSpaceLow,
+        Self::ReplicaWritesStalled,
     ];
 }
 

@@ -29,6 +29,33 @@ pub struct ClusterSpec {
     /// turns this off.
     #[serde(default = "default_stall_confirm")]
     pub stall_confirm: Duration,
+    /// Free-space thresholds and the replica apply-stall limit (see `analysis`).
+    #[serde(default)]
+    pub storage: StorageSpec,
+}
+
+/// What counts as low disk space and as a stalled replica applier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageSpec {
+    /// `DiskSpaceLow` (warning) when the datadir's filesystem has less than this share
+    /// available, in tenths of a percent (100 = 10 %). 0 turns the warning off.
+    pub disk_free_warning_permille: u32,
+    /// `DiskSpaceLow` (error) below this share, in tenths of a percent (50 = 5 %).
+    pub disk_free_error_permille: u32,
+    /// `ReplicaWritesStalled` when a replica's applied position has not moved for this
+    /// long while it has received more than it applied (its SQL thread says it runs).
+    pub apply_stall: Duration,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            disk_free_warning_permille: 100,
+            disk_free_error_permille: 50,
+            apply_stall: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The default [`ClusterSpec::stall_confirm`]: 1.5 s. A freeze shorter than this never

@@ -12,6 +12,11 @@
 //!
 //! The figure is a lower bound of the silence: the stream last moved at or before the first
 //! observation that showed its present counters.
+//!
+//! The tracker also follows each MariaDB replica's applied position (`gtid_slave_pos`)
+//! while it is behind what it received (`Gtid_IO_Pos`): [`StreamProgress::apply_stalled_ms`]
+//! is how long that position has not moved. A replica whose disk is frozen or full still
+//! says both threads `Yes`, but applies nothing.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
@@ -62,6 +67,23 @@ struct Mark {
 #[derive(Debug, Default)]
 pub struct StreamTracker {
     marks: HashMap<InstanceAddr, Mark>,
+    /// Per replica behind what it received: its applied position and since when.
+    applied: HashMap<InstanceAddr, (String, u64)>,
+}
+
+/// The applied position of a MariaDB replica that is behind what it received, as text;
+/// `None` when it applied all it received, or when either is unknown.
+fn behind(state: &crate::observation::ServerState, r: &ReplicationStatus) -> Option<String> {
+    let crate::observation::GtidState::Mariadb { slave_pos, .. } = &state.gtid else {
+        return None;
+    };
+    let received: crate::gtid::MariadbGtidList = r.received_gtid.parse().ok()?;
+    let ahead = received.iter().any(|g| {
+        slave_pos
+            .get(g.domain)
+            .is_none_or(|applied| applied.seq < g.seq)
+    });
+    ahead.then(|| slave_pos.to_string())
 }
 
 impl StreamTracker {
@@ -76,10 +98,29 @@ impl StreamTracker {
         let crate::observation::Reachability::Reachable(state) = &mut obs.reachability else {
             return;
         };
-        let Some(r) = state.replication.as_mut() else {
+        let Some(r) = state.replication.as_ref() else {
             self.marks.remove(&addr);
+            self.applied.remove(&addr);
             return;
         };
+        let apply_stalled = match behind(state, r) {
+            Some(applied) => match self.applied.get(&addr) {
+                Some((had, since)) if *had == applied => Some(at.saturating_sub(*since)),
+                Some((_, since)) if at < *since => None,
+                _ => {
+                    self.applied.insert(addr.clone(), (applied, at));
+                    Some(0)
+                }
+            },
+            None => {
+                self.applied.remove(&addr);
+                None
+            }
+        };
+        let Some(r) = state.replication.as_mut() else {
+            return;
+        };
+        r.stream.apply_stalled_ms = apply_stalled;
         let Some(key) = StreamKey::of(r) else {
             r.stream.stalled_ms = None;
             self.marks.remove(&addr);

@@ -40,6 +40,7 @@ fn server(a: &str) -> Obs {
         addr: addr(a),
         at_unix_ms: 1_000,
         duration_us: 800,
+        write: None,
         reachability: Reachability::Reachable(Box::new(ServerState {
             flavor: Flavor::Mariadb,
             version: "10.11.6-MariaDB".into(),
@@ -59,6 +60,7 @@ fn server(a: &str) -> Obs {
             uptime_s: 86_400,
             threads_connected: 3,
             threads_running: 1,
+            disk: None,
             metrics: None,
         })),
     })
@@ -86,6 +88,7 @@ fn down(a: &str, kind: ProbeFailureKind) -> Obs {
         addr: addr(a),
         at_unix_ms: 1_000,
         duration_us: 2_000_000,
+        write: None,
         reachability: Reachability::Unreachable(ProbeFailure {
             kind,
             message: message.into(),
@@ -245,6 +248,61 @@ impl Obs {
         self
     }
 
+    /// dbfleet's heartbeat write on this server: the write in flight waiting `pending_ms`,
+    /// the last completed one `since_ok_ms` ago, `failures` in a row, the last error code
+    /// (`Some(0)` for a timeout). Deadline 500 ms.
+    fn write(
+        mut self,
+        pending_ms: Option<u64>,
+        since_ok_ms: Option<u64>,
+        failures: u32,
+        error: Option<u16>,
+    ) -> Self {
+        self.0.write = Some(model::WriteProbe {
+            deadline_ms: 500,
+            since_ok_ms,
+            pending_ms,
+            failures,
+            last_error: error.map(|code| model::WriteFailure {
+                code: (code != 0).then_some(code),
+                timed_out: code == 0,
+                message: match code {
+                    0 => "heartbeat write timed out after 500ms".into(),
+                    1021 => "Disk full (./dbfleet/heartbeat.ibd); waiting for someone to free some space...".into(),
+                    _ => format!("error {code}"),
+                },
+            }),
+            hung: 0,
+        });
+        self
+    }
+
+    /// Free space on the datadir: `available` of `total` MiB, on `/d` (`/dev/loop0`).
+    fn disk(mut self, available_mib: u64, total_mib: u64) -> Self {
+        self.state().disk = Some(model::DiskSpace {
+            datadir: "/d/data/".into(),
+            path: "/d".into(),
+            disk: "/dev/loop0".into(),
+            total_bytes: total_mib << 20,
+            used_bytes: (total_mib - available_mib) << 20,
+            available_bytes: available_mib << 20,
+            read_at_ms: 1_000,
+        });
+        self
+    }
+
+    /// `Gtid_IO_Pos`, `gtid_slave_pos` and how long the applier has not moved.
+    fn applying(mut self, received: &str, applied: &str, stalled_ms: Option<u64>) -> Self {
+        let pos: MariadbGtidList = applied.parse().unwrap();
+        if let GtidState::Mariadb { slave_pos, .. } = &mut self.state().gtid {
+            *slave_pos = pos;
+        }
+        let r = self.repl();
+        r.received_gtid = received.into();
+        r.stream.apply_stalled_ms = stalled_ms;
+        self
+    }
+
     fn semi_sync(mut self, enabled: bool, active: bool, clients: u64) -> Self {
         let ss = &mut self.state().semi_sync;
         ss.source_enabled = enabled;
@@ -273,6 +331,7 @@ fn spec(instances: &[&str]) -> Spec {
         semi_sync: false,
         max_lag: Duration::from_secs(10),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     })
 }
 
@@ -1405,14 +1464,18 @@ fn a_short_silence_or_an_unknown_one_never_confirms_a_death() {
         ],
         unconfirmed,
     );
-    // A reachable primary is never judged by its replicas' streams.
+    // A reachable primary is never judged by its replicas' streams: the replica that
+    // receives nothing from a source that answers is the one stalled.
     check(
         &spec(&["p", "r1"]).expect(1),
         &[
             primary("p"),
             replica("r1").of("p").stream(812, 500, Some(60_000)),
         ],
-        "primary: p:3306",
+        "
+        primary: p:3306
+        Error ReplicaWritesStalled r1:3306
+        ",
     );
 }
 
@@ -1482,4 +1545,215 @@ fn stream_tracker_measures_how_long_nothing_moved() {
     let mut o = at(replica("r2").of("p").stream(5, 0, None), 9_000);
     t.note(&mut o);
     assert_eq!(stalled(&o), None);
+}
+
+#[test]
+fn primary_whose_writes_hang_is_stalled_not_unreachable() {
+    let s = spec(&["p", "r1", "r2"]);
+    let obs = [
+        primary("p").write(Some(1_200), Some(1_900), 1, Some(0)),
+        replica("r1").of("p").stream(40, 500, Some(0)),
+        replica("r2").of("p").stream(41, 500, Some(100)),
+    ];
+    check_evidence(
+        &s,
+        &obs,
+        "
+        primary: p:3306
+        Critical PrimaryWritesStalled p:3306: primary p:3306 answers reads but its writes have not completed for 1.9 s: a frozen or failing disk, or a global read lock (FLUSH TABLES WITH READ LOCK); see on_write_stall for what dbfleet does
+          p:3306: heartbeat write pending for 1.2 s (deadline 500 ms), last completed 1.9 s ago, 1 attempt(s) failed, last: timed out
+          r1:3306: io_thread=Yes sql_thread=Yes, still connected and receiving
+          r2:3306: io_thread=Yes sql_thread=Yes, stream unchanged for 100 ms
+        ",
+    );
+}
+
+#[test]
+fn a_write_within_its_deadline_or_one_that_completed_is_no_stall() {
+    let s = spec(&["p", "r"]);
+    for p in [
+        primary("p").write(Some(300), Some(1_000), 0, None),
+        primary("p").write(None, Some(200), 0, None),
+    ] {
+        check(
+            &s,
+            &[p, replica("r").of("p")],
+            "
+            primary: p:3306
+            ",
+        );
+    }
+}
+
+#[test]
+fn writes_waiting_for_semi_sync_acks_are_not_the_primarys_stall() {
+    let s = spec(&["p", "r"]);
+    check(
+        &s,
+        &[
+            primary("p")
+                .write(Some(2_000), Some(2_500), 1, Some(0))
+                .waiting(3),
+            replica("r").of("p"),
+        ],
+        "
+        primary: p:3306
+        ",
+    );
+}
+
+#[test]
+fn primary_whose_reads_time_out_on_an_open_connection_while_replicas_receive_is_stalled() {
+    let s = spec(&["p", "r1"]);
+    let mut p = down("p", Timeout).write(Some(1_500), Some(2_000), 1, Some(0));
+    // (`observe` is the probe's batch: the connect and the greeting went through.)
+    if let Reachability::Unreachable(f) = &mut p.0.reachability {
+        f.message = "observe timed out after 500ms".into();
+    }
+    check(
+        &s,
+        &[p.clone(), replica("r1").of("p").stream(40, 500, Some(0))],
+        "
+        primary: p:3306
+        Critical PrimaryWritesStalled p:3306
+        ",
+    );
+    // A connect that times out (a frozen process) stays UnreachablePrimary.
+    check(
+        &s,
+        &[
+            down("p", Timeout).write(Some(1_500), Some(2_000), 1, Some(0)),
+            replica("r1").of("p").stream(40, 500, Some(0)),
+        ],
+        "
+        primary: p:3306
+        Error UnreachablePrimary p:3306
+        ",
+    );
+}
+
+#[test]
+fn full_disk_names_primary_disk_full_by_error_or_by_free_space() {
+    let s = spec(&["p", "r"]);
+    check_evidence(
+        &s,
+        &[
+            primary("p").write(None, Some(3_000), 2, Some(1021)),
+            replica("r").of("p"),
+        ],
+        r#"
+        primary: p:3306
+        Critical PrimaryDiskFull p:3306: primary p:3306 cannot write: its disk is full; writes have not completed for 3.0 s. Free space on it or grow it; dbfleet fails over only to a replica whose own disk can take writes
+          p:3306: heartbeat write deadline 500 ms, last completed 3.0 s ago, 2 attempt(s) failed, last: error 1021 "Disk full (./dbfleet/heartbeat.ibd); waiting for someone to free some space..."
+          r:3306: io_thread=Yes sql_thread=Yes, still connected and receiving
+        "#,
+    );
+    // A write that hangs on a filesystem with no space left: full, and no DiskSpaceLow
+    // beside it.
+    check(
+        &s,
+        &[
+            primary("p")
+                .write(Some(1_000), Some(1_500), 1, Some(0))
+                .disk(0, 300),
+            replica("r").of("p").disk(200, 300),
+        ],
+        "
+        primary: p:3306
+        Critical PrimaryDiskFull p:3306
+        ",
+    );
+}
+
+#[test]
+fn disk_space_low_warns_then_errs_on_every_member() {
+    let s = spec(&["p", "r1", "r2"]);
+    check_evidence(
+        &s,
+        &[
+            primary("p").disk(20, 300),
+            replica("r1").of("p").disk(10, 300),
+            replica("r2").of("p").disk(100, 300),
+        ],
+        "
+        primary: p:3306
+        Error DiskSpaceLow r1:3306: r1:3306 has 10.0 MiB free on /d (/dev/loop0), under 5.0 %: free space or grow it before writes stop
+          r1:3306: datadir /d/data/ on /d (/dev/loop0): 10.0 MiB of 300.0 MiB available (3.3 %)
+        Warning DiskSpaceLow p:3306: p:3306 has 20.0 MiB free on /d (/dev/loop0), under 10.0 %: free space or grow it before writes stop
+          p:3306: datadir /d/data/ on /d (/dev/loop0): 20.0 MiB of 300.0 MiB available (6.7 %)
+        ",
+    );
+}
+
+#[test]
+fn replica_that_receives_nothing_from_a_live_source_or_applies_nothing_is_stalled() {
+    let s = spec(&["p", "r1", "r2", "r3"]);
+    check_evidence(
+        &s,
+        &[
+            primary("p"),
+            replica("r1").of("p").stream(40, 500, Some(2_500)),
+            replica("r2")
+                .of("p")
+                .stream(40, 500, Some(0))
+                .applying("0-1-120", "0-1-100", Some(12_000)),
+            // Behind, but moving: no stall.
+            replica("r3")
+                .of("p")
+                .stream(40, 500, Some(0))
+                .applying("0-1-120", "0-1-110", Some(3_000)),
+        ],
+        "
+        primary: p:3306
+        Error ReplicaWritesStalled r1:3306: replica r1:3306 of p:3306 does not keep up: its disk may be stalled or full; failover never promotes it while this lasts
+          r1:3306: io_thread=Yes but nothing received for 2.5 s while its source p:3306 answers (heartbeat period 500 ms): its relay log writes do not complete
+        Error ReplicaWritesStalled r2:3306: replica r2:3306 of p:3306 does not keep up: its disk may be stalled or full; failover never promotes it while this lasts
+          r2:3306: sql_thread=Yes but gtid_slave_pos 0-1-100 has not moved for 12.0 s while it received up to 0-1-120
+        ",
+    );
+}
+
+#[test]
+fn stream_tracker_measures_how_long_the_applier_has_not_moved() {
+    let mut t = model::StreamTracker::default();
+    let mut note = |at: u64, applied: &str| {
+        let mut o = replica("r")
+            .of("p")
+            .stream(40, 500, None)
+            .applying("0-1-120", applied, None)
+            .at(at)
+            .0;
+        t.note(&mut o);
+        o.state()
+            .and_then(|s| s.replication.as_ref())
+            .and_then(|r| r.stream.apply_stalled_ms)
+    };
+    assert_eq!(note(1_000, "0-1-100"), Some(0));
+    assert_eq!(note(3_000, "0-1-100"), Some(2_000));
+    assert_eq!(note(4_000, "0-1-105"), Some(0));
+    assert_eq!(note(5_000, "0-1-120"), None);
+}
+
+#[test]
+fn replica_whose_probe_hangs_on_an_open_connection_is_stalled_not_unreachable() {
+    let s = spec(&["p", "r1", "r2"]);
+    let mut hung = down("r1", Timeout);
+    if let Reachability::Unreachable(f) = &mut hung.0.reachability {
+        f.message = "observe timed out after 500ms".into();
+    }
+    check(
+        &s,
+        &[
+            primary("p"),
+            hung,
+            down("r2", Timeout),
+            replica("r3").of("p"),
+        ],
+        "
+        primary: p:3306
+        Error ReplicaWritesStalled r1:3306
+        Warning UnknownInstance r3:3306
+        Warning UnreachableReplica r2:3306
+        ",
+    );
 }

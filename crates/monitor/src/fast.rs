@@ -158,7 +158,7 @@ pub(crate) async fn refresh(
 /// observation stands), record what they said (the live view and the metrics history: this
 /// is what the fleet looked like at that moment), analyse the cluster with `trigger`, and
 /// save the round's observations to the store.
-async fn probe_and_analyse(
+pub(crate) async fn probe_and_analyse(
     ctx: &Arc<Ctx>,
     cell: &crate::watch::ClusterCell,
     suspect: Option<&InstanceAddr>,
@@ -257,6 +257,7 @@ async fn probe_one(
             addr: addr.clone(),
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
+            write: None,
             reachability: Reachability::Unreachable(ProbeFailure {
                 kind: ProbeFailureKind::Timeout,
                 message: format!("fast-path probe timed out after {limit:?}"),

@@ -29,13 +29,15 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use model::InstanceAddr;
+use model::{InstanceAddr, WriteFailure, WriteProbe, MAX_HUNG_WRITES};
 use probe::{Credentials, ProbeError, ProbeOptions, Session};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::round::RoundTrigger;
 use crate::watch::{ClusterCell, Ctx};
 
 /// The statements that create the heartbeat schema, run once per writer connection.
@@ -56,11 +58,27 @@ pub fn write_sql(ts_us: u64) -> String {
 }
 
 /// Whether and how the daemon measures heartbeat lag.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeartbeatOptions {
     /// Write the heartbeat row on each cluster's primary every probe interval, and read it
     /// in every probe.
     pub enabled: bool,
+    /// The write's own deadline, apart from the read probe's: a write still waiting after
+    /// it is evidence that the primary's writes stall (`PrimaryWritesStalled`).
+    pub write_timeout: Duration,
+}
+
+/// The default [`HeartbeatOptions::write_timeout`].
+pub const WRITE_TIMEOUT: Duration = Duration::from_millis(500);
+
+impl Default for HeartbeatOptions {
+    /// Off, with a 500 ms write deadline.
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            write_timeout: WRITE_TIMEOUT,
+        }
+    }
 }
 
 /// What one attempt to write did.
@@ -77,6 +95,9 @@ pub struct HeartbeatWriter {
     addr: InstanceAddr,
     session: Session,
     schema_ready: bool,
+    /// The connection's id on the server (0 when it could not be read), to kill a write
+    /// that hangs.
+    conn_id: u64,
 }
 
 impl HeartbeatWriter {
@@ -87,10 +108,13 @@ impl HeartbeatWriter {
         creds: &Credentials,
         opts: ProbeOptions,
     ) -> Result<Self, ProbeError> {
+        let mut session = Session::connect(addr, creds, opts).await?;
+        let conn_id = session.connection_id().await.unwrap_or(0);
         Ok(Self {
             addr: addr.clone(),
-            session: Session::connect(addr, creds, opts).await?,
+            session,
             schema_ready: false,
+            conn_id,
         })
     }
 
@@ -138,67 +162,327 @@ async fn read_only(session: &mut Session) -> Result<bool, ProbeError> {
     Ok(value.trim() != "0")
 }
 
+/// How long a heartbeat write may hang before it is abandoned: its connection killed on
+/// the server (`KILL CONNECTION`, from a fresh connection) and dropped. A write on a frozen
+/// filesystem cannot be killed until the thaw; it then counts as hung
+/// ([`model::WriteProbe::hung`]) until its thread is gone.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(10);
+
+/// What the watch loop knows of the heartbeat writes on one server, kept while dbfleet
+/// writes there ([`WriteState::snapshot`] is what observations carry).
+#[derive(Debug)]
+pub(crate) struct WriteState {
+    deadline: Duration,
+    last_ok: Option<Instant>,
+    pending_since: Option<Instant>,
+    /// Whether the write in flight was already counted as timed out.
+    pending_timed_out: bool,
+    failures: u32,
+    last_error: Option<WriteFailure>,
+    /// Connection ids of abandoned writes whose threads were still on the server.
+    hung: Vec<u64>,
+}
+
+impl WriteState {
+    fn new(deadline: Duration) -> Self {
+        Self {
+            deadline,
+            last_ok: None,
+            pending_since: None,
+            pending_timed_out: false,
+            failures: 0,
+            last_error: None,
+            hung: Vec::new(),
+        }
+    }
+
+    /// The write history as of `now`, for an observation.
+    pub(crate) fn snapshot(&self, now: Instant) -> WriteProbe {
+        let ms = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+        WriteProbe {
+            deadline_ms: self.deadline.as_millis() as u64,
+            since_ok_ms: self.last_ok.map(ms),
+            pending_ms: self.pending_since.map(ms),
+            failures: self.failures,
+            last_error: self.last_error.clone(),
+            hung: self.hung.len() as u32,
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.last_ok = Some(Instant::now());
+        self.pending_since = None;
+        self.pending_timed_out = false;
+        self.failures = 0;
+        self.last_error = None;
+    }
+
+    fn failed(&mut self, e: &ProbeError) {
+        self.pending_since = None;
+        if !std::mem::take(&mut self.pending_timed_out) {
+            self.failures += 1;
+        }
+        let (code, timed_out) = match e {
+            ProbeError::Server { code, .. } | ProbeError::Auth { code, .. } => (Some(*code), false),
+            ProbeError::Timeout { .. } => (None, true),
+            _ => (None, false),
+        };
+        self.last_error = Some(WriteFailure {
+            code,
+            timed_out,
+            message: e.to_string(),
+        });
+    }
+
+    /// The write in flight passed its deadline: counted once as a failure. Returns whether
+    /// this is the first time for this write.
+    fn timed_out(&mut self) -> bool {
+        if self.pending_timed_out {
+            return false;
+        }
+        self.pending_timed_out = true;
+        self.failures += 1;
+        self.last_error = Some(WriteFailure {
+            code: None,
+            timed_out: true,
+            message: format!("heartbeat write timed out after {:?}", self.deadline),
+        });
+        true
+    }
+}
+
+/// A write in flight: the task that owns the writer's connection and returns it.
+struct InFlight {
+    task: tokio::task::JoinHandle<(Option<HeartbeatWriter>, Result<WriteOutcome, ProbeError>)>,
+    started: Instant,
+    /// The writer connection's id on the server, once known.
+    conn_id: Arc<std::sync::atomic::AtomicU64>,
+}
+
 /// Stamp the heartbeat row on the cluster's primary every probe interval until cancelled.
+///
+/// Each write runs on a task of its own, under its own deadline
+/// ([`HeartbeatOptions::write_timeout`]), apart from the read probe: a write that hangs delays
+/// neither the probes nor the next round. While it hangs no other write starts; past the
+/// deadline it counts as a failure, and the cluster is probed and analysed at once
+/// (`PrimaryWritesStalled` within the deadline of the write that hangs). After
+/// [`ABANDON_AFTER`] it is killed and dropped; while [`MAX_HUNG_WRITES`] abandoned writes
+/// are still on the server, no new one starts.
 pub(crate) async fn run(ctx: Arc<Ctx>, cell: Arc<ClusterCell>, cancel: CancellationToken) {
     let mut writer: Option<HeartbeatWriter> = None;
+    let mut in_flight: Option<InFlight> = None;
+    let mut target: Option<InstanceAddr> = None;
     let mut ticker = tokio::time::interval(ctx.opts.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = ctx.heartbeat.write_timeout;
     loop {
+        let wake = in_flight.as_ref().map(|f| {
+            let limit = if ctx.write_state(target.as_ref(), |w| w.pending_timed_out) {
+                ABANDON_AFTER
+            } else {
+                deadline
+            };
+            tokio::time::Instant::from_std(f.started + limit)
+        });
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = ticker.tick() => {}
-        }
-        let view = cell.primary.borrow().clone();
-        let target = match view.addr {
-            Some(addr) if !view.dead && ctx.observed_writable_primary(&addr) => addr,
-            _ => {
-                if let Some(w) = writer.take() {
-                    w.close().await;
+            _ = async { tokio::time::sleep_until(wake.unwrap_or_else(tokio::time::Instant::now)).await }, if wake.is_some() => {}
+            done = async { (&mut in_flight.as_mut().map(|f| &mut f.task).unwrap()).await }, if in_flight.is_some() => {
+                in_flight = None;
+                let Some(addr) = target.clone() else { continue };
+                match done {
+                    Ok((w, r)) => {
+                        writer = w;
+                        finish(&ctx, &cell, &addr, r);
+                    }
+                    Err(e) => {
+                        writer = None;
+                        debug!(cluster = %cell.name, error = %e, "heartbeat write task ended");
+                    }
                 }
                 continue;
             }
+        }
+        let view = cell.primary.borrow().clone();
+        // The primary as last named, not found dead, and writable with no source when last
+        // seen answering (a timed-out read keeps the target: its write state is evidence).
+        let want = match view.addr {
+            Some(addr) if !view.dead && ctx.may_write_heartbeat(&addr) => Some(addr),
+            _ => None,
         };
-        if writer.as_ref().is_some_and(|w| w.addr() != &target) {
+        if want != target {
+            if let Some(f) = in_flight.take() {
+                f.task.abort();
+            }
             if let Some(w) = writer.take() {
                 w.close().await;
             }
+            if let Some(old) = target.take() {
+                ctx.writes_lock().remove(&old);
+            }
+            if let Some(addr) = &want {
+                ctx.writes_lock()
+                    .insert(addr.clone(), WriteState::new(deadline));
+            }
+            target = want;
         }
-        let result = tokio::select! {
-            _ = cancel.cancelled() => break,
-            r = write_once(&mut writer, &target, &cell.watch.credentials, ctx.opts.probe) => r,
-        };
-        match result {
-            Ok(WriteOutcome::Written) => {
-                ctx.stats.heartbeat_writes.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(WriteOutcome::ReadOnly) => {
-                debug!(cluster = %cell.name, instance = %target, "heartbeat not written: read-only");
-            }
-            Err(e) => {
+        let Some(addr) = target.clone() else { continue };
+        if let Some(f) = &in_flight {
+            let waited = f.started.elapsed();
+            if waited >= ABANDON_AFTER {
+                let f = in_flight.take().expect("in flight");
+                f.task.abort();
+                writer = None;
+                let id = f.conn_id.load(Ordering::Relaxed);
+                let gone = kill(&addr, &cell.watch.credentials, ctx.opts.probe, &[id]).await;
+                ctx.with_write(&addr, |w| {
+                    w.pending_since = None;
+                    w.pending_timed_out = false;
+                    if id != 0 && !gone.contains(&id) {
+                        w.hung.push(id);
+                    }
+                });
+                warn!(cluster = %cell.name, instance = %addr, waited_ms = waited.as_millis() as u64, "heartbeat write abandoned");
+            } else if waited >= deadline
+                && ctx.with_write(&addr, WriteState::timed_out) == Some(true)
+            {
+                warn!(cluster = %cell.name, instance = %addr, deadline_ms = deadline.as_millis() as u64, "heartbeat write timed out: probing the cluster now");
                 ctx.stats
                     .heartbeat_write_errors
                     .fetch_add(1, Ordering::Relaxed);
-                debug!(cluster = %cell.name, instance = %target, error = %e, "heartbeat write failed");
-                writer = None;
+                if let Err(e) =
+                    crate::fast::probe_and_analyse(&ctx, &cell, None, None, RoundTrigger::Refresh)
+                        .await
+                {
+                    warn!(cluster = %cell.name, error = %e, "analysis after a heartbeat write timeout failed");
+                }
+            }
+            continue;
+        }
+        let hung: Vec<u64> = ctx.write_state(Some(&addr), |w| w.hung.clone());
+        if hung.len() as u32 >= MAX_HUNG_WRITES {
+            // Still there? A thread of a frozen disk's write stays until the thaw.
+            let gone = kill(&addr, &cell.watch.credentials, ctx.opts.probe, &hung).await;
+            let left = ctx
+                .with_write(&addr, |w| {
+                    w.hung.retain(|id| !gone.contains(id));
+                    w.hung.len()
+                })
+                .unwrap_or(0);
+            if left as u32 >= MAX_HUNG_WRITES {
+                continue;
             }
         }
+        let opts = ProbeOptions {
+            connect_timeout: ctx.opts.probe.connect_timeout,
+            query_timeout: ABANDON_AFTER + Duration::from_secs(1),
+        };
+        let creds = cell.watch.credentials.clone();
+        let conn_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let id_slot = conn_id.clone();
+        let mut w = writer.take();
+        let a = addr.clone();
+        ctx.with_write(&addr, |s| s.pending_since = Some(Instant::now()));
+        in_flight = Some(InFlight {
+            started: Instant::now(),
+            conn_id,
+            task: tokio::spawn(async move {
+                if w.is_none() {
+                    match HeartbeatWriter::connect(&a, &creds, opts).await {
+                        Ok(x) => w = Some(x),
+                        Err(e) => return (None, Err(e)),
+                    }
+                }
+                let Some(mut x) = w else {
+                    return (
+                        None,
+                        Err(ProbeError::Other("no heartbeat connection".into())),
+                    );
+                };
+                id_slot.store(x.conn_id, Ordering::Relaxed);
+                let r = x.write().await;
+                let keep = r.is_ok() || matches!(r, Err(ProbeError::Server { .. }));
+                (keep.then_some(x), r)
+            }),
+        });
+    }
+    if let Some(f) = in_flight.take() {
+        f.task.abort();
+    }
+    if let Some(old) = target.take() {
+        ctx.writes_lock().remove(&old);
     }
     if let Some(w) = writer {
         w.close().await;
     }
 }
 
-async fn write_once(
-    writer: &mut Option<HeartbeatWriter>,
-    target: &InstanceAddr,
+/// Record how a write ended.
+fn finish(
+    ctx: &Ctx,
+    cell: &ClusterCell,
+    addr: &InstanceAddr,
+    result: Result<WriteOutcome, ProbeError>,
+) {
+    match result {
+        Ok(WriteOutcome::Written) => {
+            ctx.stats.heartbeat_writes.fetch_add(1, Ordering::Relaxed);
+            ctx.with_write(addr, WriteState::succeeded);
+        }
+        Ok(WriteOutcome::ReadOnly) => {
+            // Nothing to write on a read-only server; the statement completed.
+            ctx.with_write(addr, WriteState::succeeded);
+            debug!(cluster = %cell.name, instance = %addr, "heartbeat not written: read-only");
+        }
+        Err(e) => {
+            ctx.stats
+                .heartbeat_write_errors
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(cluster = %cell.name, instance = %addr, error = %e, "heartbeat write failed");
+            ctx.with_write(addr, |w| w.failed(&e));
+        }
+    }
+}
+
+/// Kill the connections `ids` on `addr` (0 is skipped) from a fresh connection, and return
+/// those that are gone afterwards. Best effort, under the probe's timeouts: a server that
+/// does not answer reports none gone.
+async fn kill(
+    addr: &InstanceAddr,
     creds: &Credentials,
     opts: ProbeOptions,
-) -> Result<WriteOutcome, ProbeError> {
-    if writer.is_none() {
-        *writer = Some(HeartbeatWriter::connect(target, creds, opts).await?);
+    ids: &[u64],
+) -> Vec<u64> {
+    let ids: Vec<u64> = ids.iter().copied().filter(|&i| i != 0).collect();
+    if ids.is_empty() {
+        return Vec::new();
     }
-    match writer.as_mut() {
-        Some(w) => w.write().await,
-        None => Err(ProbeError::Other("no heartbeat connection".into())),
+    let Ok(mut s) = Session::connect(addr, creds, opts).await else {
+        return Vec::new();
+    };
+    for id in &ids {
+        // Unknown thread (already gone) is fine.
+        let _ = s
+            .exec(
+                "kill hung heartbeat write",
+                &format!("KILL CONNECTION {id}"),
+            )
+            .await;
     }
+    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
+    let sql = format!(
+        "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID IN ({})",
+        list.join(",")
+    );
+    let still: Vec<u64> = match s.query_rows("list hung heartbeat writes", &sql).await {
+        Ok(rows) => rows
+            .iter()
+            .filter_map(|r| r.get("id").cloned().flatten())
+            .filter_map(|v| v.trim().parse().ok())
+            .collect(),
+        Err(_) => ids.clone(),
+    };
+    s.close().await;
+    ids.into_iter().filter(|i| !still.contains(i)).collect()
 }

@@ -157,6 +157,10 @@ impl ClusterWatch {
 
 pub use model::clock::now_ms;
 
+/// Each instance's free space (`information_schema.DISKS`) is read every this many probes,
+/// and at every probe while its heartbeat writes are in trouble.
+pub const DISK_READ_EVERY: u32 = 10;
+
 /// How long a cluster's problems may go unsynced to the store while they do not change.
 pub const PROBLEM_REFRESH: Duration = Duration::from_secs(10);
 
@@ -201,6 +205,10 @@ pub(crate) struct Ctx {
     rounds: Option<mpsc::Sender<ClusterRound>>,
     /// Heartbeat writes on primaries and reads in every probe.
     pub(crate) heartbeat: HeartbeatOptions,
+    /// The heartbeat writes on each server dbfleet writes on now.
+    writes: Mutex<HashMap<InstanceAddr, heartbeat::WriteState>>,
+    /// The last free-space reading of each server's datadir (`disks` plugin).
+    disks: Mutex<HashMap<InstanceAddr, model::DiskSpace>>,
 }
 
 impl Ctx {
@@ -228,12 +236,87 @@ impl Ctx {
         })
     }
 
-    /// Note how long its replication stream has not moved (`Stats::streams`), then record
+    /// Note how long its replication stream has not moved (`Stats::streams`), attach the
+    /// heartbeat writes' history and the last free-space reading of the server, then record
     /// an observation unless a newer one of the same instance is there already (the fast
     /// path and the probe tasks both write).
     pub(crate) fn record(&self, mut obs: Observation) {
+        self.attach(&mut obs, Instant::now());
         self.stats.streams.note(&mut obs);
         self.stats.latest.record(obs);
+    }
+
+    /// Attach what the probe itself does not read: the heartbeat writes' history as of
+    /// `now` (`Observation::write`) and the last free-space reading (`ServerState::disk`).
+    pub(crate) fn attach(&self, obs: &mut Observation, now: Instant) {
+        obs.write = self.writes_lock().get(&obs.addr).map(|w| w.snapshot(now));
+        if let Reachability::Reachable(s) = &mut obs.reachability {
+            if s.disk.is_none() {
+                s.disk = self
+                    .disks
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(&obs.addr)
+                    .cloned();
+            }
+        }
+    }
+
+    pub(crate) fn writes_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<InstanceAddr, heartbeat::WriteState>> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Change the heartbeat write state of `addr`, if dbfleet writes there.
+    pub(crate) fn with_write<T>(
+        &self,
+        addr: &InstanceAddr,
+        f: impl FnOnce(&mut heartbeat::WriteState) -> T,
+    ) -> Option<T> {
+        self.writes_lock().get_mut(addr).map(f)
+    }
+
+    /// Read the heartbeat write state of `addr`; the default when there is none.
+    pub(crate) fn write_state<T: Default>(
+        &self,
+        addr: Option<&InstanceAddr>,
+        f: impl FnOnce(&heartbeat::WriteState) -> T,
+    ) -> T {
+        addr.and_then(|a| self.writes_lock().get(a).map(f))
+            .unwrap_or_default()
+    }
+
+    /// Whether writes on `addr` are failing or hung now, per the heartbeat writer.
+    pub(crate) fn writes_in_trouble(&self, addr: &InstanceAddr) -> bool {
+        self.writes_lock()
+            .get(addr)
+            .is_some_and(|w| w.snapshot(Instant::now()).stalled_ms().is_some())
+    }
+
+    /// Keep the last free-space reading of `addr`.
+    pub(crate) fn note_disk(&self, addr: &InstanceAddr, disk: Option<model::DiskSpace>) {
+        let mut disks = self.disks.lock().unwrap_or_else(PoisonError::into_inner);
+        match disk {
+            Some(d) => disks.insert(addr.clone(), d),
+            None => disks.remove(addr),
+        };
+    }
+
+    /// Whether the heartbeat writer may write on `addr`: its latest observation shows a
+    /// writable server with no source, or its read probe timed out while the writer was
+    /// already writing there (a primary that stalls keeps its write history).
+    pub(crate) fn may_write_heartbeat(&self, addr: &InstanceAddr) -> bool {
+        if self.observed_writable_primary(addr) {
+            return true;
+        }
+        let timed_out = self.stats.latest.with(|latest| {
+            latest
+                .get(addr)
+                .and_then(Observation::failure)
+                .is_some_and(|f| f.kind == ProbeFailureKind::Timeout)
+        });
+        timed_out && self.writes_lock().contains_key(addr)
     }
 
     /// Hand a round to the caller without ever waiting: a full or closed channel drops it.
@@ -383,6 +466,8 @@ pub async fn run_with(
         suspects: suspect_tx,
         rounds,
         heartbeat,
+        writes: Mutex::default(),
+        disks: Mutex::default(),
     });
     let mut tasks = JoinSet::new();
     let mut fast_paths = JoinSet::new();
@@ -693,6 +778,12 @@ pub(crate) async fn analyse(
             .filter_map(|a| latest.get(a).cloned())
             .collect()
     });
+    // The heartbeat writes as of now, not as of each probe: a write that passed its
+    // deadline since is evidence at once.
+    let fresh = Instant::now();
+    for obs in &mut observations {
+        ctx.attach(obs, fresh);
+    }
     // An observation older than this means the probe task is stuck past its timeouts.
     let stale_after =
         ctx.opts.interval * 3 + ctx.opts.probe.connect_timeout + ctx.opts.probe.query_timeout;
@@ -843,6 +934,8 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_discovery = Instant::now();
     let mut was_reachable = false;
+    // Read the free space at the first probe.
+    let mut since_disk_read = DISK_READ_EVERY;
     loop {
         let scheduled = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -863,6 +956,25 @@ async fn probe_loop(
             _ = cancel.cancelled() => break,
             r = probe_once(&mut session, &addr, &cell.watch.credentials, ctx.opts.probe, ObserveOptions { heartbeat: ctx.heartbeat.enabled, lazy_replica_status: true }) => r,
         };
+        let mut result = result;
+        if let (Ok(state), Some(s)) = (result.as_mut(), session.as_mut()) {
+            // Free space changes slowly: read every few probes, and at every probe while
+            // the server's writes are in trouble (a full disk names `PrimaryDiskFull`).
+            if since_disk_read + 1 >= DISK_READ_EVERY || ctx.writes_in_trouble(&addr) {
+                since_disk_read = 0;
+                match s.disk_space().await {
+                    Ok(disk) => {
+                        ctx.note_disk(&addr, disk.clone());
+                        state.disk = disk;
+                    }
+                    Err(e) => {
+                        debug!(cluster = %cell.name, instance = %addr, error = %e, "read free space")
+                    }
+                }
+            } else {
+                since_disk_read += 1;
+            }
+        }
         let reachability = match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),
             Err(e) => {
@@ -890,6 +1002,7 @@ async fn probe_loop(
             addr: addr.clone(),
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
+            write: None,
             reachability,
         };
         ctx.stats.fleet.record(&cell.name, &obs);

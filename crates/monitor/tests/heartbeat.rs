@@ -54,7 +54,10 @@ async fn heartbeat_lag_grows_while_the_sql_thread_is_stopped() {
     let cancel = CancellationToken::new();
     let watch = tokio::spawn(monitor::run_with(
         watch_options(INTERVAL),
-        HeartbeatOptions { enabled: true },
+        HeartbeatOptions {
+            enabled: true,
+            ..Default::default()
+        },
         vec![ClusterWatch::new(spec, creds.clone())],
         Arc::new(store::SqliteStore::open_in_memory().expect("store")),
         stats.clone(),
@@ -236,7 +239,10 @@ async fn a_refresh_reads_the_heartbeat_row() {
     let interval = Duration::from_secs(30);
     let watch = tokio::spawn(monitor::run_with(
         watch_options(interval),
-        HeartbeatOptions { enabled: true },
+        HeartbeatOptions {
+            enabled: true,
+            ..Default::default()
+        },
         vec![ClusterWatch::new(sb.cluster_spec(), creds.clone()).with_refresh(refresh.clone())],
         Arc::new(store::SqliteStore::open_in_memory().expect("store")),
         stats.clone(),

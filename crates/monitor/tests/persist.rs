@@ -51,7 +51,10 @@ async fn unchanged_observations_are_stored_rarely_and_changes_at_once() {
             persist_every: Duration::from_secs(3600),
             ..watch_options(INTERVAL)
         },
-        HeartbeatOptions { enabled: false },
+        HeartbeatOptions {
+            enabled: false,
+            ..Default::default()
+        },
         vec![ClusterWatch::new(spec, creds.clone())],
         store.clone(),
         stats.clone(),

@@ -347,6 +347,7 @@ pub fn server_state(
         uptime_s: num_var(status, &["uptime"])?.unwrap_or(0),
         threads_connected: num_var(status, &["threads_connected"])?.unwrap_or(0),
         threads_running: num_var(status, &["threads_running"])?.unwrap_or(0),
+        disk: None,
         metrics: Some(instance_metrics(vars, status)),
     })
 }
@@ -390,6 +391,44 @@ pub fn heartbeat_ts_us(rows: &[RowMap]) -> Option<u64> {
     rows.first()
         .and_then(|r| col(r, &["ts_us"]))
         .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Free space on the datadir's filesystem, from MariaDB's `disks` plugin: the row of
+/// `information_schema.DISKS` whose `Path` is the longest prefix of `@@datadir`. The plugin
+/// reports 1 KiB blocks.
+pub const DISKS_SQL: &str = "SELECT Disk, Path, Total, Used, Available, @@datadir AS datadir \
+     FROM information_schema.DISKS";
+
+/// The `DISKS` row of the datadir's filesystem (see [`DISKS_SQL`]); `None` when no row's
+/// path holds the datadir.
+pub fn disk_space(rows: &[RowMap], read_at_ms: u64) -> Option<model::DiskSpace> {
+    let datadir = rows.first().and_then(|r| col(r, &["datadir"]))?.to_string();
+    let holds = |path: &str| {
+        let path = path.trim_end_matches('/');
+        datadir == path || datadir.starts_with(&format!("{path}/")) || path.is_empty()
+    };
+    let kib = |r: &RowMap, name: &str| {
+        col(r, &[name])
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|v| v.saturating_mul(1024))
+    };
+    rows.iter()
+        .filter_map(|r| {
+            let path = col(r, &["Path"])?;
+            holds(path).then_some((path.len(), r))
+        })
+        .max_by_key(|(len, _)| *len)
+        .and_then(|(_, r)| {
+            Some(model::DiskSpace {
+                datadir: datadir.clone(),
+                path: col(r, &["Path"])?.to_string(),
+                disk: col(r, &["Disk"]).unwrap_or_default().to_string(),
+                total_bytes: kib(r, "Total")?,
+                used_bytes: kib(r, "Used").unwrap_or(0),
+                available_bytes: kib(r, "Available")?,
+                read_at_ms,
+            })
+        })
 }
 
 fn mariadb_list(vars: &Vars, name: &str) -> Result<MariadbGtidList, String> {
@@ -523,6 +562,36 @@ pub fn parse_vertical(text: &str) -> Vec<RowMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disk_space_takes_the_longest_mount_that_holds_the_datadir() {
+        let row = |disk: &str, path: &str, total: u64, avail: u64| -> RowMap {
+            [
+                ("Disk", disk.to_string()),
+                ("Path", path.to_string()),
+                ("Total", total.to_string()),
+                ("Used", (total - avail).to_string()),
+                ("Available", avail.to_string()),
+                ("datadir", "/srv/sb/m1/data/".to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Some(v)))
+            .collect()
+        };
+        let rows = vec![
+            row("/dev/vda", "/", 1000, 500),
+            row("tmpfs", "/dev/shm", 100, 100),
+            row("/dev/loop0", "/srv/sb/m1/data", 256, 3),
+            row("/dev/loop1", "/srv/sb/m1/dat", 256, 200),
+        ];
+        let d = disk_space(&rows, 7).expect("a disk");
+        assert_eq!(d.disk, "/dev/loop0");
+        assert_eq!(d.total_bytes, 256 * 1024);
+        assert_eq!(d.available_bytes, 3 * 1024);
+        assert_eq!(d.read_at_ms, 7);
+        assert_eq!(disk_space(&rows[..2], 7).map(|d| d.path), Some("/".into()));
+        assert_eq!(disk_space(&[], 7), None);
+    }
 
     #[test]
     fn status_concat_splits_pairs() {

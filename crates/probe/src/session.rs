@@ -341,6 +341,33 @@ impl Session {
         Ok(rows.iter().filter_map(parse::replica_host).collect())
     }
 
+    /// Free space on the filesystem of the server's datadir, from the `disks` plugin
+    /// (`information_schema.DISKS`). `Ok(None)` when the plugin is not installed
+    /// (`ER_UNKNOWN_TABLE`), the account may not read it (it needs the `FILE` privilege) or
+    /// no row holds the datadir: no data, not an error.
+    pub async fn disk_space(&mut self) -> Result<Option<model::DiskSpace>, ProbeError> {
+        let read_at_ms = now_us() / 1000;
+        match self.query_rows("read disks", parse::DISKS_SQL).await {
+            Ok(rows) => Ok(parse::disk_space(&rows, read_at_ms)),
+            Err(ProbeError::Server { .. } | ProbeError::Auth { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This connection's id on the server (`CONNECTION_ID()`), for a `KILL` from another
+    /// connection.
+    pub async fn connection_id(&mut self) -> Result<u64, ProbeError> {
+        let id: Option<u64> = self
+            .call("connection id", async |c| {
+                c.query_first("SELECT CONNECTION_ID()").await
+            })
+            .await?;
+        id.ok_or_else(|| ProbeError::Reply {
+            what: "connection id",
+            detail: "no row".into(),
+        })
+    }
+
     /// Run one or more statements that return no rows.
     pub async fn exec(&mut self, what: &'static str, sql: &str) -> Result<(), ProbeError> {
         let sql = sql.to_string();
@@ -507,6 +534,7 @@ pub async fn observe_with(
         addr: addr.clone(),
         at_unix_ms,
         duration_us: started.elapsed().as_micros() as u64,
+        write: None,
         reachability: match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),
             Err(e) => Reachability::Unreachable(e.to_failure()),

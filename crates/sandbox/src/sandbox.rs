@@ -136,6 +136,11 @@ pub struct Tuning {
     /// a primary never acknowledges a commit that no replica has. A test that needs the
     /// fallback to async sets a short one.
     pub semi_sync_timeout_ms: u64,
+    /// Each member's datadir on a loop-mounted ext4 filesystem of its own of this many MiB
+    /// (`sandbox up --loop-datadirs`), which the disk-fault DR tests freeze and fill; 0 (the
+    /// default): plain directories. Needs root and free loop devices (see
+    /// [`crate::loopfs`]).
+    pub loop_datadir_mb: u32,
 }
 
 impl Default for Tuning {
@@ -143,6 +148,7 @@ impl Default for Tuning {
         Self {
             slave_net_timeout_s: 4,
             semi_sync_timeout_ms: model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
+            loop_datadir_mb: 0,
         }
     }
 }
@@ -254,7 +260,8 @@ impl Sandbox {
     }
 
     /// The sandbox as a cluster to watch: every member with neutral promotion, all but one
-    /// expected as replicas, the sandbox's semi-sync, a 10 s lag threshold.
+    /// expected as replicas, the sandbox's semi-sync, a 10 s lag threshold, no
+    /// `DiskSpaceLow` thresholds.
     pub fn cluster_spec(&self) -> ClusterSpec {
         let members = &self.manifest.members;
         ClusterSpec {
@@ -271,6 +278,15 @@ impl Sandbox {
             semi_sync: self.manifest.semi_sync,
             max_lag: Duration::from_secs(10),
             stall_confirm: model::DEFAULT_STALL_CONFIRM,
+            // No DiskSpaceLow: a sandbox's datadirs share the host's disk (unless on loop
+            // filesystems), whose free space says nothing about the cluster and would open
+            // a problem on every member of every test sandbox on a full build machine. A
+            // full disk is still `PrimaryDiskFull` (`is_full`).
+            storage: model::StorageSpec {
+                disk_free_warning_permille: 0,
+                disk_free_error_permille: 0,
+                ..Default::default()
+            },
         }
     }
 
@@ -411,7 +427,9 @@ impl Sandbox {
             Ok(()) => Ok(sb),
             Err(e) => {
                 // Leave nothing half made behind: a retry of `up` must start clean.
+                crate::loopfs::thaw_under(&sb.dir);
                 sb.kill_all();
+                crate::loopfs::release_under(&sb.dir);
                 let _ = fs::remove_dir_all(&sb.dir);
                 Err(e)
             }
@@ -616,6 +634,18 @@ impl Sandbox {
         let mdir = m.dir(&self.dir);
         let tmp = mdir.join("tmp");
         fs::create_dir_all(&tmp).map_err(|e| anyhow::anyhow!("create {}: {e}", tmp.display()))?;
+        let mb = self.manifest.tuning.loop_datadir_mb;
+        if mb > 0 {
+            // Kept mounted: `down` (or a test's guard) unmounts it.
+            crate::loopfs::LoopFs::create(
+                &m.name,
+                &mdir.join(crate::loopfs::IMAGE_FILE),
+                &m.datadir(&self.dir),
+                u64::from(mb) * 1024 * 1024,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: datadir on a loop filesystem: {e}", m.name))?
+            .keep();
+        }
         let mut cmd = tokio::process::Command::new(&bins.install_db);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", m.datadir(&self.dir).display()))
@@ -726,6 +756,7 @@ impl Sandbox {
     }
 
     async fn start_member_with(&self, bins: &Binaries, m: &Member, boot: Boot) -> Result<()> {
+        self.ensure_loop_datadir(m)?;
         let d = m.dir(&self.dir);
         let log = d.join("error.log");
         let out = fs::OpenOptions::new()
@@ -772,6 +803,23 @@ impl Sandbox {
         }
     }
 
+    /// With loop datadirs: mount the member's image on its datadir again when it is not
+    /// mounted (after a reboot), so the server never starts on an empty directory.
+    fn ensure_loop_datadir(&self, m: &Member) -> Result<()> {
+        if self.manifest.tuning.loop_datadir_mb == 0 {
+            return Ok(());
+        }
+        let found = crate::loopfs::LoopFs::find(self, &m.name)
+            .map_err(|e| anyhow::anyhow!("{}: find its loop filesystem: {e}", m.name))?;
+        if found.is_none() {
+            let image = m.dir(&self.dir).join(crate::loopfs::IMAGE_FILE);
+            crate::loopfs::LoopFs::remount(&m.name, &image, &m.datadir(&self.dir))
+                .map_err(|e| anyhow::anyhow!("{}: mount its loop filesystem again: {e}", m.name))?
+                .keep();
+        }
+        Ok(())
+    }
+
     async fn bootstrap(&self, m: &Member, creds: &CredentialSet) -> Result<()> {
         let mut s = self.root_session(m).await?;
         let q = |a: &Account| {
@@ -807,6 +855,15 @@ impl Sandbox {
         s.exec("bootstrap accounts", &sql.join(";\n"))
             .await
             .map_err(|e| anyhow::anyhow!("{}: create accounts: {e}", m.name))?;
+        // Free space per member through SQL (`information_schema.DISKS`): dbfleet names
+        // `DiskSpaceLow` and a full disk with it. Optional: a server without the plugin's
+        // library works on, with no disk data.
+        if let Err(e) = s
+            .exec("install disks plugin", "INSTALL SONAME 'disks'")
+            .await
+        {
+            tracing::debug!(member = %m.name, error = %e, "disks plugin not installed");
+        }
         s.close().await;
         Ok(())
     }
@@ -1049,6 +1106,9 @@ impl Sandbox {
             Err(SandboxError::NotFound { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // A member's datadir on a loop filesystem (disk-fault DR tests) left frozen by an
+        // interrupted run would hang the stop: thaw it first, unmount it after.
+        crate::loopfs::thaw_under(&sb.dir);
         for m in &sb.manifest.members {
             if let Some(pid) = sb.pid(m) {
                 process::terminate(pid, &m.datadir(&sb.dir), STOP_GRACE);
@@ -1058,6 +1118,7 @@ impl Sandbox {
                 let _ = fs::remove_file(sock);
             }
         }
+        crate::loopfs::release_under(&sb.dir);
         fs::remove_dir_all(&sb.dir)
             .map_err(|e| anyhow::anyhow!("remove {}: {e}", sb.dir.display()))?;
         Ok(true)

@@ -33,7 +33,10 @@ impl Drop for SandboxGuard {
         let Ok(sb) = Sandbox::open(&self.root, &self.name) else {
             return;
         };
+        // A frozen filesystem would keep the kill from completing: thaw first, then detach.
+        crate::loopfs::thaw_under(sb.dir());
         sb.kill_all();
+        crate::loopfs::release_under(sb.dir());
         if std::thread::panicking() {
             eprintln!(
                 "sandbox {} kept for inspection at {} (servers killed)",
@@ -195,5 +198,25 @@ impl Drop for Frozen {
         ) {
             eprintln!("SIGCONT {} (pid {}): {e}", self.member, self.pid);
         }
+    }
+}
+
+/// Whether this machine can run a disk-fault test (root, the tools, a free loop device; see
+/// [`crate::loopfs::available`]). When it cannot, the test fails with the reason, unless
+/// `DBFLEET_DISK_FAULTS=skip` is set: then this prints `SKIPPED <test>: <reason>` and returns
+/// `false`, and the test returns at once. `scripts/test.sh` leaves the `disk_fault` tests out
+/// of the run (nextest counts them as skipped) and prints the reason when the machine
+/// cannot run them, so a test never passes without running.
+pub fn disk_faults_available(test: &str) -> bool {
+    match crate::loopfs::available() {
+        Ok(()) => true,
+        Err(e) if std::env::var("DBFLEET_DISK_FAULTS").as_deref() == Ok("skip") => {
+            eprintln!("SKIPPED {test}: {e}");
+            false
+        }
+        Err(e) => panic!(
+            "{test} needs a loop-mounted filesystem: {e} (set DBFLEET_DISK_FAULTS=skip to \
+             skip it, or run scripts/test.sh, which leaves it out and says why)"
+        ),
     }
 }

@@ -170,6 +170,7 @@ mod tests {
             addr: addr(port),
             at_unix_ms: 1_000,
             duration_us: 500,
+            write: None,
             reachability: Reachability::Reachable(Box::new(ServerState {
                 flavor: Flavor::Mariadb,
                 version: "10.11.6-MariaDB".into(),
@@ -202,6 +203,7 @@ mod tests {
                 uptime_s: 1,
                 threads_connected: 1,
                 threads_running: 1,
+                disk: None,
                 metrics: None,
             })),
         }
@@ -212,6 +214,7 @@ mod tests {
             addr: addr(port),
             at_unix_ms: 1_000,
             duration_us: 500,
+            write: None,
             reachability: Reachability::Unreachable(ProbeFailure {
                 kind: ProbeFailureKind::Refused,
                 message: "connection refused".into(),

@@ -55,6 +55,7 @@ fn spec() -> ClusterSpec {
         semi_sync: false,
         max_lag: Duration::from_secs(10),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     }
 }
 
@@ -66,6 +67,7 @@ fn mariadb(a: &str, server_id: u32, binlog_state: &str) -> Observation {
         addr: addr(a),
         at_unix_ms: T1,
         duration_us: 850,
+        write: None,
         reachability: Reachability::Reachable(Box::new(ServerState {
             flavor: Flavor::Mariadb,
             version: "10.11.6-MariaDB-0+deb12u1-log".into(),
@@ -85,6 +87,7 @@ fn mariadb(a: &str, server_id: u32, binlog_state: &str) -> Observation {
             uptime_s: 3_600,
             threads_connected: 4,
             threads_running: 1,
+            disk: None,
             metrics: None,
         })),
     }
@@ -128,6 +131,7 @@ fn observations() -> Vec<Observation> {
         addr: addr(GONE),
         at_unix_ms: T1,
         duration_us: 1_200,
+        write: None,
         reachability: Reachability::Unreachable(ProbeFailure {
             kind: ProbeFailureKind::Refused,
             message: "connection refused".into(),

@@ -317,6 +317,7 @@ async fn typed_settings(store: &dyn Store) {
         at_ms: 9,
         new_primary: Some("127.0.0.1:3308".into()),
         last_binlog_pos: Some("0-1-5".into()),
+        keep_semi_sync: true,
     };
     store.mark_fenced("t1", &a, &mark).await.unwrap();
     store

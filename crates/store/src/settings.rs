@@ -57,6 +57,10 @@ pub struct FencedMark {
     /// Its `@@gtid_binlog_pos` as last seen, the errant-GTID baseline.
     #[serde(default)]
     pub last_binlog_pos: Option<String>,
+    /// It was failed over because its writes stalled while it answered: semi-sync stays on
+    /// on it through every later fence, so that nothing it still commits is acknowledged.
+    #[serde(default)]
+    pub keep_semi_sync: bool,
 }
 
 fn decode<T: DeserializeOwned>(key: &str, v: serde_json::Value) -> Result<T, StoreError> {

@@ -64,6 +64,18 @@ const BUILTINS: &[(&str, &str)] = &[
         "lose-primary-and-best-replica",
         include_str!("../../scenarios/lose-primary-and-best-replica.toml"),
     ),
+    (
+        "stall-primary-disk",
+        include_str!("../../scenarios/stall-primary-disk.toml"),
+    ),
+    (
+        "fill-primary-disk",
+        include_str!("../../scenarios/fill-primary-disk.toml"),
+    ),
+    (
+        "stall-replica-disk",
+        include_str!("../../scenarios/stall-replica-disk.toml"),
+    ),
 ];
 
 /// The built-ins' names, in listing order.

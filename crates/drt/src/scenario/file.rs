@@ -149,6 +149,8 @@ enum KindName {
     DelayReplica,
     BreakReplicaSql,
     StallReplicaStream,
+    StallDisk,
+    FillDisk,
 }
 
 impl TryFrom<FileScenario> for Scenario {
@@ -201,6 +203,8 @@ impl TryFrom<FileScenario> for Scenario {
                 },
                 KindName::BreakReplicaSql => FaultKind::BreakReplicaSql,
                 KindName::StallReplicaStream => FaultKind::StallReplicaStream,
+                KindName::StallDisk => FaultKind::StallDisk,
+                KindName::FillDisk => FaultKind::FillDisk,
             };
             if ff.kind != KindName::DelayReplica && ff.delay.is_some() {
                 errs.push(ScenarioError::Invalid {
@@ -311,6 +315,8 @@ impl From<Scenario> for FileScenario {
                         }
                         FaultKind::BreakReplicaSql => (KindName::BreakReplicaSql, None, None),
                         FaultKind::StallReplicaStream => (KindName::StallReplicaStream, None, None),
+                        FaultKind::StallDisk => (KindName::StallDisk, None, None),
+                        FaultKind::FillDisk => (KindName::FillDisk, None, None),
                     };
                     FileFault {
                         kind,

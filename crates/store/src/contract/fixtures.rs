@@ -35,6 +35,7 @@ pub fn spec(name: &str) -> ClusterSpec {
         semi_sync: true,
         max_lag: Duration::from_secs(30),
         stall_confirm: model::DEFAULT_STALL_CONFIRM,
+        storage: Default::default(),
     }
 }
 
@@ -44,6 +45,7 @@ pub fn unreachable(a: &InstanceAddr, at: u64) -> Observation {
         addr: a.clone(),
         at_unix_ms: at,
         duration_us: 1_500,
+        write: None,
         reachability: Reachability::Unreachable(ProbeFailure {
             kind: ProbeFailureKind::Refused,
             message: "connection refused".into(),
@@ -58,6 +60,7 @@ pub fn replica(a: &InstanceAddr, source: &InstanceAddr, at: u64, lag: u64) -> Ob
         addr: a.clone(),
         at_unix_ms: at,
         duration_us: 900,
+        write: None,
         reachability: Reachability::Reachable(Box::new(ServerState {
             flavor: Flavor::Mariadb,
             version: "10.11.6-MariaDB-0+deb12u1".into(),
@@ -94,6 +97,7 @@ pub fn replica(a: &InstanceAddr, source: &InstanceAddr, at: u64, lag: u64) -> Ob
             uptime_s: 3_600,
             threads_connected: 4,
             threads_running: 1,
+            disk: None,
             metrics: None,
         })),
     }
