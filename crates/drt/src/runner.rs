@@ -853,23 +853,44 @@ async fn control_plane_events(
 /// The problems whose opening is a detection in every scenario.
 pub const DETECTED: &[&str] = &["DeadPrimary", "PrimaryWritesStalled", "PrimaryDiskFull"];
 
-/// The problems whose opening is a detection in a scenario with a disk fault: a stalled or
-/// full disk named on the primary, or on a replica. Only there, so that a delayed replica's
-/// still position in another scenario is not taken for the detection of its fault.
-pub const DETECTED_DISK: &[&str] = &[
+/// The problems whose opening is a detection in a scenario with a disk fault on the primary:
+/// a stalled or full primary (or one that died), or its disk running low.
+pub const DETECTED_PRIMARY_DISK: &[&str] = &[
     "DeadPrimary",
+    "PrimaryWritesStalled",
+    "PrimaryDiskFull",
+    "DiskSpaceLow",
+];
+
+/// The problems whose opening is a detection in a scenario whose disk faults hit replicas
+/// only: the replica named. A primary named stalled there is no detection of the fault (it
+/// is a false alarm, shown as a note).
+pub const DETECTED_REPLICA_DISK: &[&str] = &["ReplicaWritesStalled", "DiskSpaceLow"];
+
+/// The disk problems: the opening of one that is not a detection is still shown, as a note.
+const DISK_PROBLEMS: &[&str] = &[
     "PrimaryWritesStalled",
     "PrimaryDiskFull",
     "ReplicaWritesStalled",
     "DiskSpaceLow",
 ];
 
-/// The problem kinds that count as the control plane's detection in `scenario`.
+/// The problem kinds that count as the control plane's detection in `scenario`: only the
+/// replica's problems when its disk faults hit replicas only (so that a still replica in
+/// another scenario, e.g. a delayed one, or a primary wrongly named stalled, is no
+/// detection).
 pub fn detected_problems(scenario: &Scenario) -> &'static [&'static str] {
-    if scenario.faults.iter().any(|f| f.kind.on_disk()) {
-        DETECTED_DISK
-    } else {
+    let disk: Vec<_> = scenario
+        .faults
+        .iter()
+        .filter(|f| f.kind.on_disk())
+        .collect();
+    if disk.is_empty() {
         DETECTED
+    } else if disk.iter().any(|f| f.on_primary()) {
+        DETECTED_PRIMARY_DISK
+    } else {
+        DETECTED_REPLICA_DISK
     }
 }
 
@@ -919,6 +940,11 @@ pub fn map_events_detecting(
                 };
                 if let Some(kind) = kind {
                     out.push((at, EventKind::Detected, format!("{kind} on {instance}")));
+                } else if let Some(k) = data["problem"]["kind"]
+                    .as_str()
+                    .filter(|k| DISK_PROBLEMS.contains(k))
+                {
+                    out.push((at, EventKind::Note, format!("{k} opened on {instance}")));
                 }
             }
             "operation_started" => {

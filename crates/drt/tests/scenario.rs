@@ -1522,11 +1522,36 @@ fn disk_problems_are_detections_only_in_disk_scenarios() {
             .map(|e| e.2)
             .collect()
     };
+    let all = |detected: &[&str]| -> Vec<(EventKind, String)> {
+        drt::runner::map_events_detecting(&body, 0, 5000, detected)
+            .into_iter()
+            .map(|e| (e.1, e.2))
+            .collect()
+    };
+    // A replica's disk: only the replica named counts; a primary named stalled is a note.
     let stall_replica = Scenario::builtin("stall-replica-disk").unwrap();
     assert_eq!(
-        labels(drt::runner::detected_problems(&stall_replica)),
+        all(drt::runner::detected_problems(&stall_replica)),
         vec![
-            "ReplicaWritesStalled on 127.0.0.1:3307",
+            (
+                EventKind::Detected,
+                "ReplicaWritesStalled on 127.0.0.1:3307".to_string()
+            ),
+            (
+                EventKind::Note,
+                "PrimaryWritesStalled opened on 127.0.0.1:3306".to_string()
+            ),
+            (
+                EventKind::Note,
+                "PrimaryDiskFull opened on 127.0.0.1:3306".to_string()
+            ),
+        ]
+    );
+    // The primary's disk: the primary named counts.
+    let stall_primary = Scenario::builtin("fill-primary-disk").unwrap();
+    assert_eq!(
+        labels(drt::runner::detected_problems(&stall_primary)),
+        vec![
             "PrimaryWritesStalled on 127.0.0.1:3306",
             "PrimaryDiskFull on 127.0.0.1:3306",
         ]

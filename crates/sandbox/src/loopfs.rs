@@ -274,8 +274,7 @@ impl LoopFs {
         };
         let Some((_, device)) = mounts()
             .into_iter()
-            .filter(|(mp, src)| *mp == datadir && src.starts_with("/dev/loop"))
-            .last()
+            .rfind(|(mp, src)| *mp == datadir && src.starts_with("/dev/loop"))
         else {
             return Ok(None);
         };
