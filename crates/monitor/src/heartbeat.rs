@@ -181,6 +181,14 @@ pub(crate) struct WriteState {
     last_error: Option<WriteFailure>,
     /// Connection ids of abandoned writes whose threads were still on the server.
     hung: Vec<u64>,
+    /// The server's read probe failed last: its writes' failures prove nothing of its disk
+    /// (the control plane may be cut from it), and no stall is claimed.
+    reads_lost: bool,
+    /// When its reads answered again after failing: a write that was already pending then,
+    /// and failures before it, are not evidence of a stall.
+    reads_back_at: Option<Instant>,
+    /// The first write started after `reads_back_at`: the stall clock starts there.
+    first_after_back: Option<Instant>,
 }
 
 impl WriteState {
@@ -193,16 +201,61 @@ impl WriteState {
             failures: 0,
             last_error: None,
             hung: Vec::new(),
+            reads_lost: false,
+            reads_back_at: None,
+            first_after_back: None,
+        }
+    }
+
+    /// A write starts now.
+    pub(crate) fn start_write(&mut self, now: Instant) {
+        self.pending_since = Some(now);
+        if self.reads_back_at.is_some() && self.first_after_back.is_none() {
+            self.first_after_back = Some(now);
+        }
+    }
+
+    /// Note whether the server's read probe answered at `now`. A write stall is claimed
+    /// only while reads answer: a control plane cut from the server (a partition between it
+    /// and dbfleet) sees its reads and writes fail alike, and once reads answer again, the
+    /// writes that were pending or failed meanwhile are not counted.
+    pub(crate) fn note_reads(&mut self, answered: bool, now: Instant) {
+        if !answered {
+            self.reads_lost = true;
+        } else if self.reads_lost {
+            self.reads_lost = false;
+            self.reads_back_at = Some(now);
+            self.first_after_back = None;
+            self.failures = 0;
+            self.last_error = None;
         }
     }
 
     /// The write history as of `now`, for an observation.
     pub(crate) fn snapshot(&self, now: Instant) -> WriteProbe {
         let ms = |t: Instant| now.saturating_duration_since(t).as_millis() as u64;
+        let deadline_ms = self.deadline.as_millis() as u64;
+        if self.reads_lost {
+            return WriteProbe {
+                deadline_ms,
+                hung: self.hung.len() as u32,
+                ..WriteProbe::default()
+            };
+        }
+        let back = self.reads_back_at;
+        let stale = |t: Instant| back.is_some_and(|b| t < b);
+        // After reads came back, writes have failed at most since the first one started.
+        let since_ok_ms = match (back, self.first_after_back) {
+            (None, _) => self.last_ok.map(ms),
+            (Some(_), None) => None,
+            (Some(_), Some(first)) => {
+                Some(self.last_ok.map_or(ms(first), |t| ms(t).min(ms(first))))
+            }
+        };
         WriteProbe {
-            deadline_ms: self.deadline.as_millis() as u64,
-            since_ok_ms: self.last_ok.map(ms),
-            pending_ms: self.pending_since.map(ms),
+            deadline_ms,
+            since_ok_ms,
+            pending_ms: self.pending_since.filter(|&t| !stale(t)).map(ms),
             failures: self.failures,
             last_error: self.last_error.clone(),
             hung: self.hung.len() as u32,
@@ -211,6 +264,8 @@ impl WriteState {
 
     fn succeeded(&mut self) {
         self.last_ok = Some(Instant::now());
+        self.reads_back_at = None;
+        self.first_after_back = None;
         self.pending_since = None;
         self.pending_timed_out = false;
         self.failures = 0;
@@ -383,7 +438,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cell: Arc<ClusterCell>, cancel: Cancellat
         let id_slot = conn_id.clone();
         let mut w = writer.take();
         let a = addr.clone();
-        ctx.with_write(&addr, |s| s.pending_since = Some(Instant::now()));
+        ctx.with_write(&addr, |s| s.start_write(Instant::now()));
         in_flight = Some(InFlight {
             started: Instant::now(),
             conn_id,
@@ -485,4 +540,45 @@ async fn kill(
     };
     s.close().await;
     ids.into_iter().filter(|i| !still.contains(i)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control plane cut from the primary: its writes fail while its reads fail too,
+    /// which proves nothing of its disk; once reads answer again, the write still pending
+    /// from before and the failures meanwhile are no evidence either. A write that then
+    /// hangs past its deadline is.
+    #[test]
+    fn writes_that_failed_while_reads_failed_are_no_stall() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = WriteState::new(Duration::from_millis(500));
+        w.succeeded();
+        w.note_reads(true, at(0));
+        w.pending_since = Some(at(100));
+        assert!(w.timed_out(), "the pending write passes its deadline");
+        assert!(
+            w.snapshot(at(700)).stalled_ms().is_some(),
+            "reads answer: a stall"
+        );
+        // The reads fail too: no stall claimed.
+        w.note_reads(false, at(1_000));
+        assert_eq!(w.snapshot(at(3_000)).stalled_ms(), None);
+        // Reads answer again; the old write still hangs: not evidence.
+        w.note_reads(true, at(4_000));
+        assert_eq!(w.snapshot(at(4_100)).stalled_ms(), None);
+        assert_eq!(w.snapshot(at(9_000)).stalled_ms(), None);
+        // A new write after that hangs past its deadline: a stall, counted from reads'
+        // return at the most.
+        w.pending_timed_out = false;
+        w.start_write(at(9_100));
+        assert!(w.timed_out());
+        assert_eq!(
+            w.snapshot(at(9_700)).stalled_ms(),
+            Some(600),
+            "counted from the first write after reads' return"
+        );
+    }
 }

@@ -249,7 +249,10 @@ impl Ctx {
     /// Attach what the probe itself does not read: the heartbeat writes' history as of
     /// `now` (`Observation::write`) and the last free-space reading (`ServerState::disk`).
     pub(crate) fn attach(&self, obs: &mut Observation, now: Instant) {
-        obs.write = self.writes_lock().get(&obs.addr).map(|w| w.snapshot(now));
+        obs.write = self.writes_lock().get_mut(&obs.addr).map(|w| {
+            w.note_reads(obs.state().is_some(), now);
+            w.snapshot(now)
+        });
         if let Reachability::Reachable(s) = &mut obs.reachability {
             if s.disk.is_none() {
                 s.disk = self

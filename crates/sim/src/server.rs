@@ -256,6 +256,7 @@ static HOSTS_COLS: LazyLock<Vec<Column>> =
     LazyLock::new(|| cols(&["Server_id", "Host", "Port", "Master_id"]));
 static SLEEP_COLS: LazyLock<Vec<Column>> = LazyLock::new(|| cols(&["SLEEP"]));
 static VERSION_COLS: LazyLock<Vec<Column>> = LazyLock::new(|| cols(&["VERSION()"]));
+static CONNECTION_ID_COLS: LazyLock<Vec<Column>> = LazyLock::new(|| cols(&["CONNECTION_ID()"]));
 static CONCAT_COLS: LazyLock<Vec<Column>> =
     LazyLock::new(|| cols(&["GROUP_CONCAT(VARIABLE_NAME, '=', VARIABLE_VALUE SEPARATOR ',')"]));
 
@@ -705,8 +706,30 @@ impl Shim {
                     rw.write_row([value]).await?;
                     w = rw.finish_one().await?;
                 }
-                Statement::Ok => {
+                Statement::Ok | Statement::Kill => {
                     w = w.complete_one(ok()).await?;
+                }
+                Statement::ConnectionId => {
+                    let mut rw = w.start(&CONNECTION_ID_COLS).await?;
+                    rw.write_row([self.conn_id.to_string()]).await?;
+                    w = rw.finish_one().await?;
+                }
+                Statement::EmptyProcesslist(names) => {
+                    let Some(cols) = interned(names) else {
+                        return w
+                            .error(ErrorKind::ER_NOT_SUPPORTED_YET, b"too many column lists")
+                            .await;
+                    };
+                    let rw = w.start(cols).await?;
+                    w = rw.finish_one().await?;
+                }
+                Statement::NoDisksPlugin => {
+                    return w
+                        .error(
+                            ErrorKind::ER_UNKNOWN_TABLE,
+                            b"Unknown table 'DISKS' in information_schema",
+                        )
+                        .await;
                 }
                 Statement::Unknown => {
                     self.count_unknown(part);

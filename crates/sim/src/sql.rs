@@ -31,6 +31,16 @@ pub(crate) enum Statement {
     /// Statements answered with OK and no effect: `SET`, `CREATE … IF NOT EXISTS`, `BEGIN`,
     /// `COMMIT`, `ROLLBACK`, `DO`, `USE`.
     Ok,
+    /// `SELECT CONNECTION_ID()`: this connection's id.
+    ConnectionId,
+    /// `SELECT … FROM information_schema.PROCESSLIST …`: no rows (the simulated server
+    /// lists no client threads).
+    EmptyProcesslist(Vec<String>),
+    /// `KILL [CONNECTION|QUERY] n`: OK, no effect (a simulated connection ends on its own).
+    Kill,
+    /// `SELECT … FROM information_schema.DISKS`: error 1109, as a MariaDB without the
+    /// `disks` plugin answers (the probe then has no free-space figure).
+    NoDisksPlugin,
     /// Anything else.
     Unknown,
 }
@@ -110,6 +120,7 @@ pub(crate) fn parse(sql: &str) -> Statement {
         | ["create", "table", "if", "not", "exists", ..] => Statement::Ok,
         ["replace" | "insert", "into", table, ..] if is_heartbeat(table) => heartbeat_write(&lower),
         ["select", ..] => select(&lower),
+        ["kill", ..] => Statement::Kill,
         _ => Statement::Unknown,
     }
 }
@@ -180,11 +191,24 @@ fn select(lower: &str) -> Statement {
     if body == "version()" {
         return Statement::SelectVersion;
     }
+    if body == "connection_id()" {
+        return Statement::ConnectionId;
+    }
     if let Some((cols, from)) = body.split_once(" from ") {
         let table = from.split(' ').next().unwrap_or("");
         if is_heartbeat(table) {
             let cols = cols.split(',').map(|c| c.trim().to_string()).collect();
             return Statement::HeartbeatRead(cols);
+        }
+        if table == "information_schema.disks" {
+            return Statement::NoDisksPlugin;
+        }
+        if table == "information_schema.processlist" {
+            let cols = cols
+                .split(',')
+                .map(|c| c.rsplit(" as ").next().unwrap_or(c).trim().to_string())
+                .collect();
+            return Statement::EmptyProcesslist(cols);
         }
         if table == "information_schema.global_status" && cols.starts_with("group_concat(") {
             return match from.split_once(" where ") {
