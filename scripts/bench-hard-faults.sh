@@ -104,7 +104,7 @@ for n in names:
     human = sum(any(e["kind"] == "needs_human" for e in run["timeline"]) for run in r["runs"])
     sbs = [run["load"]["split_brain"] for run in r["runs"]]
     two = sum(s["rounds"] + s.get("guard_rounds", 0) for s in sbs)
-    mute = sum(s.get("guard_mute_rounds", 0) for s in sbs)
+    mute = sum(s.get("guard_mute_rounds", 0) + s.get("mute_rounds", 0) for s in sbs)
     rows.append([n, f"{a['runs']} ({passed})", str(a["failovers_total"]),
                  ms(w.get("p50_ms")), ms(w.get("max_ms")), ms(d.get("p50_ms")),
                  ms(d.get("max_ms")),

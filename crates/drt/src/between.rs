@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sandbox::Sandbox;
 
-use crate::runner::{look_all, wait_one_writable, RunTarget};
+use crate::runner::{catch_up, look_all, wait_one_writable, RunTarget};
 
 /// Why the cluster could not be made ready for the next run.
 #[derive(Debug, thiserror::Error)]
@@ -201,10 +201,31 @@ pub async fn restore(
         }
     }
     wait_writes_commit(&writer, target).await;
+    // Every replica applies what the last run wrote first: a replica rejoined late (an old
+    // primary whose errant write was removed) applies about as fast as the load writes, so
+    // its backlog would carry into the next run, and a failover choosing it would wait for
+    // that backlog (`relay_apply_timeout`), which is no part of the next run's fault.
+    let others: Vec<model::InstanceAddr> = target
+        .members
+        .iter()
+        .filter(|a| **a != writer)
+        .cloned()
+        .collect();
+    let started = std::time::Instant::now();
+    catch_up(&writer, &others, &target.admin, CATCH_UP_WAIT).await;
+    if started.elapsed() >= Duration::from_secs(2) {
+        eprintln!(
+            "between runs: the replicas applied {writer}'s position after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+    }
     // Give the replicas a moment to settle so the next run starts from a healthy cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
 }
+
+/// How long the replicas may take to apply the primary's position between runs.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 
 /// How long the primary may take to commit again between runs: MariaDB waits for space on a
 /// disk that was full and retries once a minute (`fill_disk`).

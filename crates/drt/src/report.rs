@@ -190,6 +190,42 @@ pub struct SplitBrainSummary {
     /// When the guard saw such a look last.
     #[serde(default)]
     pub guard_mute_last_at_ms: Option<u64>,
+    /// How many of the writers' probe rounds (which read only `read_only`) saw more than
+    /// one writable candidate while a look of the guard proved all but one of them mute:
+    /// the round started after the start of the look before that guard look (from then
+    /// on nothing replicated from the mute members, and nothing attaches to a writable
+    /// replaced primary), and at most one second after it. Not in `rounds`, `first_at_ms`
+    /// or `servers`: counted, not judged.
+    #[serde(default)]
+    pub mute_rounds: u64,
+}
+
+/// One look of the guard that saw more than one writable member, at most one of which
+/// could acknowledge a write (see `runner::guard::mute`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MuteLook {
+    /// When the guard's look before it started (epoch ms): no member replicated from the
+    /// mute ones from then on.
+    pub since_ms: u64,
+    /// When this look ended (epoch ms).
+    pub at_ms: u64,
+    /// Every member it saw writable.
+    pub writable: Vec<InstanceAddr>,
+    /// Those of them that could not acknowledge.
+    pub mute: Vec<InstanceAddr>,
+}
+
+/// How long after a mute look of the guard a writers' round is still judged by it.
+const MUTE_CARRY_MS: u64 = 1000;
+
+impl MuteLook {
+    /// Whether this look proves that at most one of `writable`, seen by a writers' round
+    /// started at `at_ms`, could acknowledge.
+    fn covers(&self, at_ms: u64, writable: &[InstanceAddr]) -> bool {
+        self.since_ms <= at_ms
+            && at_ms <= self.at_ms + MUTE_CARRY_MS
+            && writable.iter().filter(|a| !self.mute.contains(a)).count() <= 1
+    }
 }
 
 /// Whether the acknowledged writes were checked on the servers.
@@ -442,9 +478,9 @@ pub struct RunParts<'a> {
     /// What the guard saw writable when it saw more than one member writable, more than
     /// one of which could acknowledge, and the run went on (epoch ms, the writable members).
     pub guard_split_brain: Vec<(u64, Vec<InstanceAddr>)>,
-    /// What the guard saw writable when it saw more than one member writable but at most
-    /// one that could acknowledge (epoch ms, the writable members).
-    pub guard_mute: Vec<(u64, Vec<InstanceAddr>)>,
+    /// The guard's looks that saw more than one member writable but at most one that could
+    /// acknowledge.
+    pub guard_mute: Vec<MuteLook>,
 }
 
 /// At most this many buckets in [`Throughput`].
@@ -469,9 +505,14 @@ impl RunResult {
                 writers: o.writers.clone(),
             })
             .collect();
+        // The writers' rounds that a mute look of the guard explains, and the others.
+        let (writers_mute, writers_split): (Vec<_>, Vec<_>) = l
+            .split_brain
+            .iter()
+            .partition(|s| p.guard_mute.iter().any(|m| m.covers(s.at_ms, &s.writable)));
         let mut split_servers: Vec<InstanceAddr> = Vec::new();
         let guard_seen = p.guard_split_brain.iter().map(|(_, w)| w);
-        for w in l.split_brain.iter().map(|s| &s.writable).chain(guard_seen) {
+        for w in writers_split.iter().map(|s| &s.writable).chain(guard_seen) {
             for a in w {
                 if !split_servers.contains(a) {
                     split_servers.push(a.clone());
@@ -488,9 +529,8 @@ impl RunResult {
             failure_reasons: l.failure_reasons.clone(),
             outages,
             split_brain: SplitBrainSummary {
-                rounds: l.split_brain.len() as u64,
-                first_at_ms: l
-                    .split_brain
+                rounds: writers_split.len() as u64,
+                first_at_ms: writers_split
                     .iter()
                     .map(|s| rel(s.at_ms))
                     .chain(guard_first)
@@ -499,7 +539,8 @@ impl RunResult {
                 guard_rounds: p.guard_split_brain.len() as u64,
                 guard_last_at_ms: p.guard_split_brain.iter().map(|(at, _)| rel(*at)).max(),
                 guard_mute_rounds: p.guard_mute.len() as u64,
-                guard_mute_last_at_ms: p.guard_mute.iter().map(|(at, _)| rel(*at)).max(),
+                guard_mute_last_at_ms: p.guard_mute.iter().map(|m| rel(m.at_ms)).max(),
+                mute_rounds: writers_mute.len() as u64,
             },
         };
 
@@ -998,7 +1039,7 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
     }
 
     let sb = &r.load.split_brain;
-    let mute = match (sb.guard_mute_rounds, sb.guard_mute_last_at_ms) {
+    let mut mute = match (sb.guard_mute_rounds, sb.guard_mute_last_at_ms) {
         (0, _) | (_, None) => String::new(),
         (n, Some(last)) => format!(
             "; {n} look{} of the guard (last at {}) found a second writable server that could \
@@ -1007,6 +1048,14 @@ pub fn judge(s: &Scenario, r: &RunResult) -> Vec<Verdict> {
             fmt_ms(last)
         ),
     };
+    if sb.mute_rounds > 0 {
+        mute += &format!(
+            "; {} probe round{} of the writers saw a second writable server that such a look \
+             proved mute",
+            sb.mute_rounds,
+            plural(sb.mute_rounds)
+        );
+    }
     verdict(
         "never two writable primaries that can acknowledge".into(),
         sb.rounds == 0 && sb.guard_rounds == 0,

@@ -798,7 +798,7 @@ pub async fn run_once(
 }
 
 /// Wait (bounded) until each reachable other server applied the writer's GTID position.
-async fn catch_up(
+pub(crate) async fn catch_up(
     writer: &InstanceAddr,
     others: &[InstanceAddr],
     admin: &Credentials,

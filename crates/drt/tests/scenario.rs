@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use drt::load::{Ack, InstanceCheck, Ledger, Outage, SplitBrain, TableName, Verification};
 use drt::report::{
-    aggregate, judge, passed, render_html, render_text, EventKind, FigureSource, Report, RunParts,
-    RunResult, TimelineEvent, Verdict,
+    aggregate, judge, passed, render_html, render_text, EventKind, FigureSource, MuteLook, Report,
+    RunParts, RunResult, TimelineEvent, Verdict,
 };
 use drt::scenario::{
     builtin_names, builtins, FailoverExpectation, FaultKind, Heal, Overrides, Scenario,
@@ -1370,7 +1370,12 @@ fn a_second_writable_server_that_cannot_acknowledge_is_counted_apart() {
         ended_ms: T0 + 9500,
         aborted: None,
         guard_split_brain: Vec::new(),
-        guard_mute: vec![(T0 + 10_000, vec![addr(3306), addr(3307)])],
+        guard_mute: vec![MuteLook {
+            since_ms: T0 + 9_500,
+            at_ms: T0 + 10_000,
+            writable: vec![addr(3306), addr(3307)],
+            mute: vec![addr(3306)],
+        }],
     });
     let sb = &r.load.split_brain;
     assert_eq!(
@@ -1382,6 +1387,72 @@ fn a_second_writable_server_that_cannot_acknowledge_is_counted_apart() {
     assert!(v.pass, "{v:?}");
     assert!(v.detail.contains("1 look of the guard"), "{}", v.detail);
     assert!(v.detail.contains("could not acknowledge"), "{}", v.detail);
+}
+
+#[test]
+fn a_writers_round_is_counted_apart_only_inside_a_mute_look_of_the_guard() {
+    let s = Scenario::builtin("pause-primary-8s").unwrap();
+    let mut sim = stale_run(&[]);
+    let look = MuteLook {
+        since_ms: T0 + 5_000,
+        at_ms: T0 + 5_400,
+        writable: vec![addr(3306), addr(3307)],
+        mute: vec![addr(3306)],
+    };
+    // Inside the look's span and a second after it: explained. Before the look before it
+    // started: not proven, a split brain.
+    for at in [5_200, 6_300, 4_900] {
+        sim.ledger.split_brain.push(SplitBrain {
+            at_ms: T0 + at,
+            writer: 1,
+            writable: vec![addr(3306), addr(3307)],
+        });
+    }
+    // A third writable server the look did not prove mute: a split brain.
+    sim.ledger.split_brain.push(SplitBrain {
+        at_ms: T0 + 5_300,
+        writer: 2,
+        writable: vec![addr(3306), addr(3307), addr(3308)],
+    });
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Ok(&sim.verification),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9500,
+        aborted: None,
+        guard_split_brain: Vec::new(),
+        guard_mute: vec![look.clone()],
+    });
+    let sb = &r.load.split_brain;
+    assert_eq!((sb.rounds, sb.mute_rounds), (2, 2));
+    assert_eq!(sb.first_at_ms, Some(4_900));
+    let v = verdict(&judge(&s, &r), "never two writable primaries").clone();
+    assert!(!v.pass, "{v:?}");
+
+    // Only the explained rounds: the verdict passes and says why.
+    sim.ledger
+        .split_brain
+        .retain(|x| x.at_ms != T0 + 4_900 && x.writer != 2);
+    let r = RunResult::build(RunParts {
+        scenario: &s,
+        cluster: "demo".into(),
+        ledger: &sim.ledger,
+        verification: Ok(&sim.verification),
+        events: sim.events.clone(),
+        ended_ms: T0 + 9500,
+        aborted: None,
+        guard_split_brain: Vec::new(),
+        guard_mute: vec![look],
+    });
+    let v = verdict(&judge(&s, &r), "never two writable primaries").clone();
+    assert!(v.pass, "{v:?}");
+    assert!(
+        v.detail.contains("2 probe rounds of the writers"),
+        "{}",
+        v.detail
+    );
 }
 
 #[test]

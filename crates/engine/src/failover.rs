@@ -846,8 +846,40 @@ impl Engine {
         if ok {
             Ok(())
         } else {
+            // What it looked like then, so that a human can tell a stuck applier from a
+            // relay log that lacks the end of a transaction.
+            let seen = tokio::time::timeout(
+                Duration::from_secs(1),
+                conns.observe_all(std::slice::from_ref(&r.addr)),
+            )
+            .await
+            .ok()
+            .and_then(|o| o.into_iter().next());
+            let state = match seen.as_ref().and_then(|o| o.state()) {
+                Some(st) => {
+                    let applied = match &st.gtid {
+                        GtidState::Mariadb { slave_pos, .. } => slave_pos.to_string(),
+                        GtidState::Mysql { executed, .. } => executed.to_string(),
+                    };
+                    match st.replication.as_ref() {
+                        Some(rep) => format!(
+                            "; then: applied {applied}, received {}, io_thread {:?}, sql_running {}{}",
+                            rep.received_gtid,
+                            rep.io_thread,
+                            rep.sql_running,
+                            if rep.last_sql_error.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", last SQL error {}", rep.last_sql_error)
+                            }
+                        ),
+                        None => format!("; then: applied {applied}, no replication configured"),
+                    }
+                }
+                None => "; then: it did not answer a probe within 1s".into(),
+            };
             Err(format!(
-                "did not apply its relay log up to {received} within {within:?}"
+                "did not apply its relay log up to {received} within {within:?}{state}"
             ))
         }
     }

@@ -67,7 +67,7 @@ pub fn render_text(scenario: &Scenario, runs: &[RunResult], agg: &Aggregate) -> 
             r.stale.acked_after_open,
             r.stale.late_after_open,
             r.load.split_brain.rounds + r.load.split_brain.guard_rounds,
-            r.load.split_brain.guard_mute_rounds
+            r.load.split_brain.guard_mute_rounds + r.load.split_brain.mute_rounds
         );
         if single {
             let _ = writeln!(out, "  timeline:");

@@ -26,6 +26,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{join, look_all, Look, LOOK};
+use crate::report::MuteLook;
 
 /// How often every member is probed.
 pub(crate) const EVERY: Duration = Duration::from_millis(200);
@@ -53,8 +54,8 @@ pub(crate) struct Guardrails {
     pub split_brain_aborts: bool,
     pub split_brain: Sightings,
     /// Looks that saw more than one writable member, of which at most one could acknowledge
-    /// a write (see [`mute`]): epoch ms, the writable members. Never abort the run.
-    pub mute: Sightings,
+    /// a write (see [`mute`]). Never abort the run.
+    pub mute: Arc<Mutex<Vec<MuteLook>>>,
 }
 
 /// The guard's sightings of two writable primaries: epoch ms, the writable members.
@@ -76,6 +77,9 @@ pub(crate) async fn watch(
     let mut last_writable = Instant::now();
     // The previous look, for [`mute`]: what the replicas replicated from before this one.
     let mut prev: Vec<Look> = Vec::new();
+    // When the previous look started: a mute look proves nothing replicated from the mute
+    // members from then on.
+    let mut prev_started = crate::faults::now_ms();
     loop {
         if stop.is_cancelled() {
             return None;
@@ -88,6 +92,7 @@ pub(crate) async fn watch(
                 acked.push(id);
             }
         }
+        let started = crate::faults::now_ms();
         let now = look_all(&g.members, &g.admin).await;
         if stop.is_cancelled() {
             return None;
@@ -98,15 +103,22 @@ pub(crate) async fn watch(
             .map(|l| l.addr.clone())
             .collect();
         // More than one writable, but at most one of them can acknowledge a write.
-        let can_ack = now
+        let silent: Vec<InstanceAddr> = now
             .iter()
-            .filter(|l| l.writable() && !mute(l, &prev, &now))
-            .count();
-        let mute_look = w.len() > 1 && can_ack <= 1;
+            .filter(|l| l.writable() && mute(l, &prev, &now))
+            .map(|l| l.addr.clone())
+            .collect();
+        let mute_look = w.len() > 1 && w.len() - silent.len() <= 1;
         prev = now;
+        let since = std::mem::replace(&mut prev_started, started);
         if mute_look {
             last_writable = Instant::now();
-            crate::faults::lock(&g.mute).push((crate::faults::now_ms(), w));
+            crate::faults::lock(&g.mute).push(MuteLook {
+                since_ms: since,
+                at_ms: crate::faults::now_ms(),
+                writable: w,
+                mute: silent,
+            });
         } else {
             match w.len() {
                 0 => {
