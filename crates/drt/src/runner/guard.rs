@@ -109,7 +109,7 @@ pub(crate) async fn watch(
             .map(|l| l.addr.clone())
             .collect();
         let mute_look = w.len() > 1 && w.len() - silent.len() <= 1;
-        prev = now;
+        let before_prev = std::mem::replace(&mut prev, now);
         let since = std::mem::replace(&mut prev_started, started);
         if mute_look {
             last_writable = Instant::now();
@@ -169,7 +169,19 @@ pub(crate) async fn watch(
                     }
                 }
                 _ if g.split_brain_aborts => {
-                    return Some(format!("two writable primaries: {}", join(&w)))
+                    let why: Vec<String> = prev
+                        .iter()
+                        .filter(|l| l.writable())
+                        .filter_map(|l| {
+                            why_not_mute(l, &before_prev, &prev)
+                                .map(|r| format!("{} can acknowledge: {r}", l.addr))
+                        })
+                        .collect();
+                    return Some(format!(
+                        "two writable primaries: {} ({})",
+                        join(&w),
+                        why.join("; ")
+                    ));
                 }
                 _ => {
                     last_writable = Instant::now();
@@ -199,8 +211,14 @@ pub(crate) async fn watch(
 /// [`crate::report::StaleAcks`]). The members must be every server that replicates, as
 /// in a sandbox.
 pub fn mute(x: &Look, prev: &[Look], now: &[Look]) -> bool {
+    why_not_mute(x, prev, now).is_none()
+}
+
+/// Why `x` may acknowledge a write (see [`mute`]); `None` when it cannot. For the
+/// guardrail's abort message.
+pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
     let Some(st) = x.state.as_ref() else {
-        return false;
+        return Some("not read".into());
     };
     let ss = &st.semi_sync;
     let lossless = ss.source_enabled
@@ -210,7 +228,10 @@ pub fn mute(x: &Look, prev: &[Look], now: &[Look]) -> bool {
             .source_timeout_ms
             .is_some_and(|t| t >= SEMI_SYNC_NEVER_FALLS_BACK_MS);
     if !lossless {
-        return false;
+        return Some(format!(
+            "semi-sync not lossless (enabled {}, on {}, wait_no_slave {:?}, timeout {:?} ms)",
+            ss.source_enabled, ss.source_active, ss.source_wait_no_replica, ss.source_timeout_ms
+        ));
     }
     let attached = |l: &Look| {
         l.state
@@ -223,9 +244,25 @@ pub fn mute(x: &Look, prev: &[Look], now: &[Look]) -> bool {
     };
     let before = others(prev);
     let members = others(now).len();
-    before.len() == members
-        && before.iter().all(|l| l.state.is_some() && !attached(l))
-        && others(now).iter().all(|l| !attached(l))
+    if before.len() != members {
+        return Some(format!(
+            "the previous look saw {} other member(s), this one {members}",
+            before.len()
+        ));
+    }
+    if let Some(l) = before.iter().find(|l| l.state.is_none()) {
+        return Some(format!("{} was not read in the previous look", l.addr));
+    }
+    if let Some(l) = before.iter().find(|l| attached(l)) {
+        return Some(format!(
+            "{} replicated from it in the previous look",
+            l.addr
+        ));
+    }
+    if let Some(l) = others(now).iter().find(|l| attached(l)) {
+        return Some(format!("{} replicates from it", l.addr));
+    }
+    None
 }
 
 fn round_ms(d: Duration) -> Duration {
