@@ -253,14 +253,22 @@ pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
     if let Some(l) = before.iter().find(|l| l.state.is_none()) {
         return Some(format!("{} was not read in the previous look", l.addr));
     }
+    let io = |l: &Look| {
+        l.state
+            .as_ref()
+            .and_then(|s| s.replication.as_ref())
+            .map(|r| format!("IO thread {:?}", r.io_thread))
+            .unwrap_or_default()
+    };
     if let Some(l) = before.iter().find(|l| attached(l)) {
         return Some(format!(
-            "{} replicated from it in the previous look",
-            l.addr
+            "{} replicated from it in the previous look ({})",
+            l.addr,
+            io(l)
         ));
     }
     if let Some(l) = others(now).iter().find(|l| attached(l)) {
-        return Some(format!("{} replicates from it", l.addr));
+        return Some(format!("{} replicates from it ({})", l.addr, io(l)));
     }
     None
 }
