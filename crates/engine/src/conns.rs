@@ -125,14 +125,7 @@ impl Conns {
         })?;
         let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
         let delay: u64 = field("SQL_Delay").trim().parse().unwrap_or(0);
-        let file = field("Relay_Log_File");
-        let pos: u64 = field("Relay_Log_Pos")
-            .trim()
-            .parse()
-            .map_err(|_| ProbeError::Reply {
-                what: "replica status",
-                detail: "no Relay_Log_Pos".into(),
-            })?;
+        let (file, pos) = relay_position(&field)?;
         s.exec(
             "lift delay",
             &format!(
@@ -163,15 +156,7 @@ impl Conns {
         })?;
         let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
         if field("Slave_IO_Running") == "No" {
-            let file = field("Relay_Log_File");
-            let pos: u64 =
-                field("Relay_Log_Pos")
-                    .trim()
-                    .parse()
-                    .map_err(|_| ProbeError::Reply {
-                        what: "replica status",
-                        detail: "no Relay_Log_Pos".into(),
-                    })?;
+            let (file, pos) = relay_position(&field)?;
             s.exec(
                 "keep relay log",
                 &format!(
@@ -522,4 +507,17 @@ impl Conns {
         }
         Err(last)
     }
+}
+
+/// The SQL thread's relay log position (`Relay_Log_File`, `Relay_Log_Pos`) from a
+/// `SHOW SLAVE STATUS` row read through `field`.
+fn relay_position(field: &impl Fn(&str) -> String) -> Result<(String, u64), ProbeError> {
+    let pos: u64 = field("Relay_Log_Pos")
+        .trim()
+        .parse()
+        .map_err(|_| ProbeError::Reply {
+            what: "replica status",
+            detail: "no Relay_Log_Pos".into(),
+        })?;
+    Ok((field("Relay_Log_File"), pos))
 }
