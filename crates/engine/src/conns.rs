@@ -109,6 +109,30 @@ impl Conns {
         }
     }
 
+    /// Stop a replica's IO thread at once, even on a frozen or silently cut-off source
+    /// ([`Session::stop_io_thread_now`]), within `limit`. Returns how many IO threads were
+    /// killed.
+    pub(crate) async fn stop_io_now(
+        &mut self,
+        addr: &InstanceAddr,
+        limit: Duration,
+    ) -> Result<usize, ProbeError> {
+        let r = tokio::time::timeout(limit, async {
+            self.get(addr).await?.stop_io_thread_now().await
+        })
+        .await;
+        match r {
+            Ok(r) => r,
+            Err(_) => {
+                self.map.remove(addr);
+                Err(ProbeError::Timeout {
+                    what: "stop io thread",
+                    after: limit,
+                })
+            }
+        }
+    }
+
     /// Lift a replica's `MASTER_DELAY` so that its SQL thread applies at once what it
     /// received, keeping its relay log: `CHANGE MASTER` would otherwise discard the relay
     /// log, and with it what was received but not applied. Naming the SQL thread's relay

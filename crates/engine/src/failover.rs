@@ -974,10 +974,15 @@ impl Engine {
                 data.stalled.is_some(),
             ));
 
-            // 2. stop_io: every replica at once. A replica whose IO thread is stuck on a
-            // frozen primary takes up to 2 s to stop; once the statement runs it queues
-            // (and acknowledges) nothing more, so after a short grace it is left to finish
-            // on its own (within STOP_CAP).
+            // 2. stop_io: every replica at once, its IO thread killed first: a bare `STOP
+            // SLAVE IO_THREAD` on a frozen or silently cut-off primary returns after about
+            // 2 s, and meanwhile the thread still shows `Yes` toward the old primary, so
+            // nothing outside could prove that the old primary has no one left to
+            // acknowledge its commits. Killed, it exits within tens of milliseconds (a few
+            // hundred under CPU load). Every stop is waited for, up to STOP_CAP: one still
+            // running would race the repoint. One that did not answer is "stopping", and
+            // writes do not open while any member still receives from the old primary
+            // (step open_writes).
             let before = op.step("stop_io", &data.json(), conns, &reps).await?;
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
             for r in &reps {
@@ -990,14 +995,12 @@ impl Engine {
                 );
                 let (r, tx) = (r.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let res = c
-                        .exec_within(&r, "stop io thread", "STOP SLAVE IO_THREAD", STOP_CAP)
-                        .await;
+                    let res = c.stop_io_now(&r, STOP_CAP).await.map(|_| ());
                     let _ = tx.send((r, res));
                 });
             }
             drop(tx);
-            let grace = tokio::time::sleep(st.min(STOP_GRACE));
+            let grace = tokio::time::sleep(STOP_CAP + STOP_MARGIN);
             tokio::pin!(grace);
             let mut answered = BTreeSet::new();
             loop {
@@ -1588,9 +1591,28 @@ impl Engine {
         data.timeline
             .push(("repoint".into(), now_ms().saturating_sub(data.started_ms)));
 
-        // 10. open_writes
+        // 10. open_writes, never while a member still receives from the old primary.
         self.old_primary_still_out(conns, watch, &old, data, "open_writes")
             .await?;
+        let (detached, still) = detach_from_old(&setup.admin, &members, &old, st).await;
+        for a in &detached {
+            let known = data.io_stopped.contains(a) || data.io_stopping.contains(a);
+            data.warnings.push(if known {
+                format!("{a} was still receiving from the old primary {old} before writes opened: its IO thread was killed")
+            } else {
+                format!("{a} was receiving from the old primary {old} and was not counted as its replica: its IO thread was killed; it still names {old} as its source")
+            });
+        }
+        if !still.is_empty() {
+            let list: Vec<String> = still
+                .iter()
+                .map(|(a, why)| format!("{a} ({why})"))
+                .collect();
+            return Err(Outcome::NeedsHuman(format!(
+                "{cand} is promoted but writes were not opened: {} still receive(s) from the old primary {old}, and would acknowledge its commits when it comes back. Stop replication there, then `SET GLOBAL read_only=OFF` on {cand}",
+                list.join(", ")
+            )));
+        }
         let before = op
             .step(
                 "open_writes",
@@ -2111,12 +2133,15 @@ impl Engine {
     }
 }
 
-/// How long stop_io waits for `STOP SLAVE IO_THREAD` before it goes on (at most the
-/// statement deadline): enough for the statement to reach a server and start, which is
-/// what stops anything more from being queued.
-const STOP_GRACE: Duration = Duration::from_millis(50);
-/// How long a stop left running in the background may take.
+/// How long stopping one replica's IO thread may take ([`Conns::stop_io_now`]: kills, then
+/// `STOP SLAVE IO_THREAD`). stop_io waits for every replica's stop to end, or for this
+/// (plus [`STOP_MARGIN`]): a stop still running would race the repoint that follows,
+/// its last `STOP SLAVE IO_THREAD` stopping the thread just started toward the new
+/// primary (seen under load: the new primary then had no semi-sync replica, and writes
+/// waited).
 const STOP_CAP: Duration = Duration::from_secs(5);
+/// Past [`STOP_CAP`], for a stop's own timeout to have ended it.
+const STOP_MARGIN: Duration = Duration::from_millis(200);
 
 /// Observe `addrs` at once, each within a few statement deadlines: fresh connections, so
 /// one slow server delays no other.
@@ -2134,4 +2159,68 @@ async fn observe_all_within(
         async move { probe::observe(a, &creds, opts).await }
     });
     futures_util::future::join_all(futs).await
+}
+
+/// Before writes open: every member but the old primary (the candidate included) is read,
+/// and one whose IO thread still runs toward `old` has it killed and stopped
+/// ([`Conns::stop_io_now`]), up to three rounds within [`STOP_CAP`], each read again. A member so attached
+/// (one still stopping, or one the failover did not count as a replica) would acknowledge
+/// the old primary's commits the moment it comes back: a write acknowledged there and
+/// missing on the new primary. Returns the members it detached, and those still attached at
+/// the end, with why. A member that cannot be read is not judged.
+async fn detach_from_old(
+    creds: &Credentials,
+    members: &[InstanceAddr],
+    old: &InstanceAddr,
+    st: Duration,
+) -> (Vec<InstanceAddr>, Vec<(InstanceAddr, String)>) {
+    let others: Vec<InstanceAddr> = members.iter().filter(|a| *a != old).cloned().collect();
+    let deadline = tokio::time::Instant::now() + STOP_CAP;
+    let mut detached: Vec<InstanceAddr> = Vec::new();
+    let mut still: Vec<(InstanceAddr, String)> = Vec::new();
+    for round in 0..4 {
+        let obs = observe_all_within(creds, &others, st).await;
+        still.clear();
+        let attached: Vec<InstanceAddr> = obs
+            .iter()
+            .filter_map(|o| {
+                let r = o.state()?.replication.as_ref()?;
+                (r.source == *old && r.io_thread != model::IoThreadState::No)
+                    .then(|| o.addr.clone())
+            })
+            .collect();
+        if attached.is_empty() {
+            return (detached, still);
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || round == 3 {
+            still = attached
+                .into_iter()
+                .map(|a| (a, "its IO thread still runs".to_string()))
+                .collect();
+            break;
+        }
+        let opts = probe::ProbeOptions {
+            connect_timeout: st,
+            query_timeout: left,
+        };
+        let stops = attached.iter().map(|a| {
+            let creds = creds.clone();
+            async move {
+                let mut c = Conns::new(creds, opts);
+                (a.clone(), c.stop_io_now(a, left).await)
+            }
+        });
+        for (a, r) in futures_util::future::join_all(stops).await {
+            match r {
+                Ok(_) => {
+                    if !detached.contains(&a) {
+                        detached.push(a);
+                    }
+                }
+                Err(e) => still.push((a, e.to_string())),
+            }
+        }
+    }
+    (detached, still)
 }
