@@ -1,8 +1,8 @@
 //! Failover under the faults that really happen, against real MariaDB sandboxes: a frozen
 //! (SIGSTOP) or silently cut (iptables) old primary, a delayed replica, a replica whose SQL thread broke, the primary
 //! and the most advanced replica lost together, and a required STONITH that fails. Ports
-//! 25500..25700, 25040 for the broken replica, and 27300..27302 (what a frozen old primary
-//! acknowledges when it resumes).
+//! 25500..25700, 25040 for the broken replica, 27300..27302 (what a frozen old primary
+//! acknowledges when it resumes) and 27310..27312 (an IO thread killed on a frozen source).
 
 use std::process::Command;
 use std::sync::Arc;
@@ -787,4 +787,57 @@ async fn a_resumed_old_primary_acknowledges_nothing_the_new_primary_lacks() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The failover's `stop_io` primitive on a replica whose source is frozen: a bare `STOP SLAVE
+/// IO_THREAD` there returns only after about 2 s, the thread showing `Yes` toward the frozen
+/// server meanwhile. Killed, it is gone when the call returns, and nothing the frozen
+/// server sends once it resumes is acknowledged: a write there waits.
+#[tokio::test]
+async fn an_io_thread_on_a_frozen_source_is_killed_and_acknowledges_nothing_after() {
+    let e = env("hf-killio", 27310, policy()).await;
+    e.insert(1, 5).await;
+    e.wait_rows("m2", 5).await;
+    e.wait_rows("m3", 5).await;
+    // Only m2 could acknowledge m1's commits.
+    e.session("m3")
+        .await
+        .exec("stop m3", "STOP SLAVE")
+        .await
+        .unwrap();
+    let frozen = Frozen::freeze(&e.sb, "m1");
+    let m1 = e.addr("m1");
+    let before = e.state("m2").await;
+    assert_eq!(
+        before
+            .replication
+            .as_ref()
+            .map(|r| (r.source.clone(), r.io_thread)),
+        Some((m1.clone(), IoThreadState::Yes)),
+        "m2 still reads from the frozen m1 (slave_net_timeout has not passed)"
+    );
+    let mut s = e.session("m2").await;
+    let killed = s.stop_io_thread_now().await.expect("stop the IO thread");
+    assert!(killed >= 1, "the IO thread was killed ({killed} kills)");
+    let after = e.state("m2").await;
+    assert_eq!(
+        after.replication.as_ref().map(|r| r.io_thread),
+        Some(IoThreadState::No),
+        "m2's IO thread is stopped when the call returns"
+    );
+    frozen.resume();
+    // A write on the resumed m1 finds no replica to acknowledge it: lossless semi-sync
+    // makes it wait.
+    let w = tokio::time::timeout(Duration::from_secs(3), async {
+        let mut s = e.session("m1").await;
+        s.exec("write", "INSERT INTO app.t VALUES (6)").await
+    })
+    .await;
+    assert!(w.is_err(), "the resumed m1 acknowledged a write: {w:?}");
+    let st = e.state("m2").await;
+    assert_eq!(
+        st.replication.as_ref().map(|r| r.io_thread),
+        Some(IoThreadState::No),
+        "m2 did not reconnect to m1"
+    );
 }
