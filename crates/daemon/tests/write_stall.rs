@@ -5,7 +5,8 @@
 //! `write_stall_failover_after` only pages; a longer one fails over with no acknowledged
 //! write lost; `on_write_stall = "page"` never fails over. A primary whose datadir filesystem
 //! is full (a loop filesystem filled with `fallocate`, root and a loop device needed) is
-//! named `PrimaryDiskFull`. Ports 25000..25030.
+//! named `PrimaryDiskFull`. With `mode = "approve"` a lasting stall proposes the failover,
+//! which `dbfleet failover` (the engine's manual failover) then runs. Ports 25000..25035.
 //!
 //! Each test prints the measured fault → named (and fault → writable) figures.
 
@@ -30,6 +31,7 @@ struct Env {
     fs: Option<LoopFs>,
     sb: TestSandbox,
     store: Arc<SqliteStore>,
+    engine: Arc<engine::Engine>,
     seen: Seen,
     cancel: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -131,6 +133,7 @@ async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loop_m1: b
         fs,
         sb,
         store,
+        engine,
         seen,
         cancel,
         tasks: vec![watch, consumer, collector],
@@ -446,5 +449,143 @@ async fn disk_fault_full_primary_disk_is_named_primary_disk_full() {
         "on_write_stall = page failed over"
     );
     fs.free().expect("free m1's filesystem");
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_mode_proposes_the_failover_of_a_stalled_primary_and_a_human_runs_it() {
+    let mut policy = failover_config(WriteStallPolicy::Failover);
+    policy.mode = FailoverMode::Approve;
+    policy.write_stall_failover_after = Duration::from_secs(2);
+    let env = env("stall-ap", 25030, policy).await;
+    let t0 = now_ms();
+    let lock = stall(&env).await;
+    // Proposed once the stall lasts write_stall_failover_after; nothing runs on its own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let proposal = loop {
+        let ops = env.failovers().await;
+        assert!(
+            ops.iter().all(|o| o.state == OperationState::Proposed),
+            "approve mode ran a failover on its own: {ops:?}"
+        );
+        if let Some(p) = ops.into_iter().next() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover proposed 20 s into a stall"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "approve: fault -> failover proposed in {} ms",
+        proposal.created_ms - t0
+    );
+    assert_eq!(proposal.data["old_primary"], env.addr("m1").to_string());
+    assert!(
+        proposal.data["stalled"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "the proposal says why: {:?}",
+        proposal.data
+    );
+    let events = env
+        .store
+        .events(&store::EventQuery {
+            cluster: Some(NAME.into()),
+            kinds: vec![store::kinds::FAILOVER_PROPOSED.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = events.first().expect("a failover_proposed event");
+    assert_eq!(e.level, store::EventLevel::Critical);
+    assert!(
+        e.message.contains("dbfleet failover stall") && e.message.contains("stalled"),
+        "{}",
+        e.message
+    );
+    // Still proposed, never run, a few rounds later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ops = env.failovers().await;
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0].state, OperationState::Proposed);
+
+    // The human approves: `dbfleet failover` runs the lossless failover of the stall.
+    let rec = env.engine.failover(NAME).await.expect("manual failover");
+    assert_eq!(rec.state, OperationState::Succeeded, "{:?}", rec.error);
+    assert_eq!(rec.trigger, "manual");
+    assert!(rec.data["stalled"].is_string(), "{:?}", rec.data);
+    let new: InstanceAddr = rec.data["candidate"].as_str().unwrap().parse().unwrap();
+    assert_ne!(new, env.addr("m1"));
+    let mut s = Session::connect(&new, &env.sb.admin(), opts())
+        .await
+        .unwrap();
+    let rows = s
+        .query_rows("new primary", "SELECT @@read_only AS ro")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0]["ro"].as_deref(),
+        Some("0"),
+        "the new primary is writable"
+    );
+    let settled = env
+        .store
+        .operation(proposal.id)
+        .await
+        .unwrap()
+        .expect("the proposal");
+    assert_eq!(settled.state, OperationState::Succeeded);
+    assert_eq!(settled.step, "superseded");
+    drop(lock);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_proposal_is_withdrawn_when_writes_complete_again() {
+    let mut policy = failover_config(WriteStallPolicy::Failover);
+    policy.mode = FailoverMode::Approve;
+    policy.write_stall_failover_after = Duration::from_secs(2);
+    let env = env("stall-wd", 25033, policy).await;
+    let lock = stall(&env).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let proposal = loop {
+        if let Some(p) = env.failovers().await.into_iter().next() {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover proposed 20 s into a stall"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    lock.close().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = env
+            .store
+            .operation(proposal.id)
+            .await
+            .unwrap()
+            .expect("the proposal");
+        if p.state != OperationState::Proposed {
+            assert_eq!(p.state, OperationState::RolledBack);
+            assert_eq!(p.step, "withdrawn");
+            assert!(
+                p.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("writes complete again")),
+                "{:?}",
+                p.error
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proposal was not withdrawn 20 s after the stall ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     env.stop().await;
 }

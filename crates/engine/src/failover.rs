@@ -461,6 +461,7 @@ impl Engine {
         old: &InstanceAddr,
         why: &str,
         detected_ms: Option<u64>,
+        trigger: &str,
     ) -> Result<OperationRecord, EngineError> {
         let FreshLook {
             setup,
@@ -483,19 +484,11 @@ impl Engine {
             old_primary: Some(old.clone()),
             detected_ms,
             started_ms: now_ms(),
-            trigger: "write_stall".into(),
+            trigger: trigger.into(),
             stalled: Some(why.to_string()),
             ..Default::default()
         };
-        let op = Op::begin(
-            self,
-            cluster,
-            "failover",
-            "write_stall",
-            "confirm",
-            data.json(),
-        )
-        .await?;
+        let op = Op::begin(self, cluster, "failover", trigger, "confirm", data.json()).await?;
         self.drive_failover(op, conns, setup, repl, data, Some(obs))
             .await
     }

@@ -642,10 +642,14 @@ impl Engine {
                 && primary.is_some()
         });
         let Some(stall) = stall else {
-            self.stalls
+            let was = self
+                .stalls
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(cluster);
+            if was.is_some() {
+                self.withdraw_stall_proposals(cluster).await;
+            }
             return false;
         };
         let Some(old) = primary.cloned() else {
@@ -667,10 +671,37 @@ impl Engine {
             .and_then(|o| o.write.as_ref())
             .and_then(model::WriteProbe::stalled_ms)
             .unwrap_or(0);
-        // Only `mode = "auto"` acts: a human who approves runs a switchover or a failover
-        // once the primary is down.
-        let act = policy.on_write_stall == config::WriteStallPolicy::Failover
-            && policy.mode == FailoverMode::Auto;
+        // `mode = "auto"` acts; `approve` proposes the failover, which `dbfleet failover`
+        // then runs; `off` only pages.
+        let wants = policy.on_write_stall == config::WriteStallPolicy::Failover;
+        let act = wants && policy.mode == FailoverMode::Auto;
+        let propose = wants && policy.mode == FailoverMode::Approve;
+        if propose {
+            if (stalled_ms as u128) < policy.write_stall_failover_after.as_millis() {
+                return true;
+            }
+            self.stalls
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(cluster.to_string(), old.clone());
+            info!(cluster, primary = %old, problem = %stall.kind, stalled_ms, "stalled primary: failover proposed");
+            if let Err(e) = self
+                .propose(
+                    cluster,
+                    &old,
+                    serde_json::json!({ "old_primary": old.to_string(), "stalled": stall.summary }),
+                    format!(
+                        "primary {old} of {cluster} answers reads but its writes have stalled for {} s ({}); a failover is proposed",
+                        stalled_ms / 1000,
+                        stall.kind
+                    ),
+                )
+                .await
+            {
+                warn!(cluster, error = %e, "could not propose the failover of a stalled primary");
+            }
+            return true;
+        }
         if !act {
             self.stalls
                 .lock()
@@ -711,7 +742,7 @@ impl Engine {
         let detected = now_ms().saturating_sub(stalled_ms);
         tokio::spawn(async move {
             match me
-                .failover_stalled(&cluster, &old, &why, Some(detected))
+                .failover_stalled(&cluster, &old, &why, Some(detected), "write_stall")
                 .await
             {
                 Ok(rec) => {
@@ -839,9 +870,35 @@ impl Engine {
         }
     }
 
+    /// A stalled primary whose writes complete again: proposals made for the stall are
+    /// withdrawn.
+    async fn withdraw_stall_proposals(&self, cluster: &str) {
+        self.withdraw_where(
+            cluster,
+            |p| !p.data["stalled"].is_null(),
+            "the primary's writes complete again: proposal withdrawn",
+        )
+        .await
+    }
+
     /// A dead primary that is no longer dead (it answered, or the topology changed):
     /// proposals made for it are withdrawn.
     async fn withdraw_proposals(&self, cluster: &str) {
+        self.withdraw_where(
+            cluster,
+            |p| p.data["stalled"].is_null(),
+            "the primary is no longer dead: proposal withdrawn",
+        )
+        .await
+    }
+
+    /// Withdraw the cluster's proposed failovers that `which` picks, saying `why`.
+    async fn withdraw_where(
+        &self,
+        cluster: &str,
+        which: impl Fn(&OperationRecord) -> bool,
+        why: &str,
+    ) {
         let Ok(props) = self
             .store
             .operations(&OperationQuery {
@@ -854,7 +911,7 @@ impl Engine {
         else {
             return;
         };
-        for p in props {
+        for p in props.into_iter().filter(|p| which(p)) {
             let _ = self
                 .store
                 .update_operation(
@@ -863,7 +920,7 @@ impl Engine {
                         state: OperationState::RolledBack,
                         step: "withdrawn".into(),
                         data: None,
-                        error: Some("the primary is no longer dead: proposal withdrawn".into()),
+                        error: Some(why.into()),
                         owner: None,
                         now_ms: now_ms(),
                     },
@@ -926,6 +983,25 @@ impl Engine {
         cluster: &str,
         dead: &InstanceAddr,
     ) -> Result<(), EngineError> {
+        self.propose(
+            cluster,
+            dead,
+            serde_json::json!({ "old_primary": dead.to_string() }),
+            format!("primary {dead} of {cluster} is dead; failover is proposed"),
+        )
+        .await
+    }
+
+    /// Record a proposed failover of `old` (policy `approve`), with `data`, unless one is
+    /// open already, and a critical `failover_proposed` event: `what`, the operation's id,
+    /// and the command that carries it out.
+    async fn propose(
+        &self,
+        cluster: &str,
+        old: &InstanceAddr,
+        data: serde_json::Value,
+        what: String,
+    ) -> Result<(), EngineError> {
         let open = self
             .store
             .operations(&OperationQuery {
@@ -946,7 +1022,7 @@ impl Engine {
                 trigger: "policy".into(),
                 state: OperationState::Proposed,
                 step: "proposed".into(),
-                data: serde_json::json!({ "old_primary": dead.to_string() }),
+                data,
                 owner: self.opts.node_id.clone(),
                 created_ms: now_ms(),
             })
@@ -958,12 +1034,12 @@ impl Engine {
                     kinds::FAILOVER_PROPOSED,
                     EventLevel::Critical,
                     format!(
-                        "primary {dead} of {cluster} is dead; failover is proposed (operation {}): run `dbfleet failover {cluster}`",
+                        "{what} (operation {}): run `dbfleet failover {cluster}`",
                         rec.id
                     ),
                 )
                 .with_cluster(cluster)
-                .with_instance(dead.clone())
+                .with_instance(old.clone())
                 .with_data(serde_json::json!({ "operation_id": rec.id })),
             )
             .await?;
@@ -1120,7 +1196,18 @@ impl Engine {
     /// Run a failover of `cluster` now, by hand: whatever the policy and block window (a
     /// human decided), but only when its primary is dead. Returns the finished operation.
     pub async fn failover(self: &Arc<Self>, cluster: &str) -> Result<OperationRecord, EngineError> {
-        let rec = self.failover_from(cluster, "manual", None).await?;
+        let rec = match self.failover_from(cluster, "manual", None).await {
+            Err(EngineError::Refused(why)) => match self.open_stall(cluster).await {
+                // Alive but its writes stall (`PrimaryWritesStalled`, `PrimaryDiskFull`,
+                // open in the store): the lossless failover of a stalled primary.
+                Some((old, summary)) => {
+                    self.failover_stalled(cluster, &old, &summary, None, "manual")
+                        .await?
+                }
+                None => return Err(EngineError::Refused(why)),
+            },
+            r => r?,
+        };
         // A proposal made by policy `approve` is settled by this run.
         if let Ok(props) = self
             .store
@@ -1150,6 +1237,21 @@ impl Engine {
             }
         }
         Ok(rec)
+    }
+
+    /// The cluster's writer, when the store holds an open `PrimaryWritesStalled` or
+    /// `PrimaryDiskFull` on it: (it, the problem's summary).
+    async fn open_stall(&self, cluster: &str) -> Option<(InstanceAddr, String)> {
+        let writer = self.store.cluster(cluster).await.ok()??.writer?;
+        let open = self.store.open_problems(Some(cluster)).await.ok()?;
+        open.into_iter()
+            .find(|p| {
+                matches!(
+                    p.problem.kind,
+                    ProblemKind::PrimaryWritesStalled | ProblemKind::PrimaryDiskFull
+                ) && p.problem.instance.as_ref() == Some(&writer)
+            })
+            .map(|p| (writer, p.problem.summary))
     }
 
     /// Keep fenced instances that answer again out of the cluster: read-only, semi-sync
