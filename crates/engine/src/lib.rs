@@ -612,6 +612,14 @@ impl Engine {
             .insert(addr.clone());
     }
 
+    /// `addr` rejoined as a replica: its next fence follows its next failover's mark.
+    pub(crate) fn forget_keep_semi_sync(&self, addr: &InstanceAddr) {
+        self.keep_semi_sync
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+    }
+
     /// Whether fences of `addr` must leave semi-sync on.
     pub(crate) fn keeps_semi_sync(&self, addr: &InstanceAddr) -> bool {
         self.keep_semi_sync

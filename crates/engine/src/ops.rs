@@ -528,11 +528,13 @@ impl Engine {
                 .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
             let _ = self.store.unmark_fenced(cluster, addr).await;
             self.stop_guard(addr);
-            // Fenced again one day, its return is news again.
+            // Fenced again one day, its return is news again, and whether that fence keeps
+            // semi-sync on is for that failover to say.
             self.returned
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(addr);
+            self.forget_keep_semi_sync(addr);
             op.done("attach", before, &mut conns, &addrs, json!({})).await?;
             Ok(format!("{addr} rejoined {cluster} as a replica of {writer}"))
         }
