@@ -6,7 +6,7 @@
 //! write lost; `on_write_stall = "page"` never fails over. A primary whose datadir filesystem
 //! is full (a loop filesystem filled with `fallocate`, root and a loop device needed) is
 //! named `PrimaryDiskFull`. With `mode = "approve"` a lasting stall proposes the failover,
-//! which `dbfleet failover` (the engine's manual failover) then runs. Ports 25000..25035.
+//! which `dbfleet failover` (the engine's manual failover) then runs. Ports 25000..25038.
 //!
 //! Each test prints the measured fault → named (and fault → writable) figures.
 
@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 type Seen = Arc<Mutex<Vec<(u64, Vec<ProblemKind>)>>>;
 
 struct Env {
-    /// m1's datadir on a loop filesystem, for the disk-full test: dropped (freed, thawed)
-    /// before the sandbox's servers are killed.
-    fs: Option<LoopFs>,
+    /// Members' datadirs on loop filesystems of their own, in the order asked for: dropped
+    /// (freed, thawed) before the sandbox's servers are killed.
+    fs: Vec<LoopFs>,
     sb: TestSandbox,
     store: Arc<SqliteStore>,
     engine: Arc<engine::Engine>,
@@ -40,21 +40,20 @@ struct Env {
 const NAME: &str = "stall";
 
 async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
-    env_on(name, base_port, failover, false).await
+    env_on(name, base_port, failover, &[]).await
 }
 
-/// [`env`], with m1's datadir on a loop filesystem of its own when `loop_m1`.
-async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loop_m1: bool) -> Env {
+/// [`env`], with the datadirs of `loops` (member names) on loop filesystems of their own.
+async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loops: &[&str]) -> Env {
     let sb = TestSandbox::up_with(name, 2, base_port, true).await;
-    let fs = if loop_m1 {
-        Some(
-            LoopFs::mount_member(&sb, "m1", DEFAULT_SIZE)
+    let mut fs = Vec::new();
+    for m in loops {
+        fs.push(
+            LoopFs::mount_member(&sb, m, DEFAULT_SIZE)
                 .await
-                .expect("m1 on a loop filesystem"),
-        )
-    } else {
-        None
-    };
+                .unwrap_or_else(|e| panic!("{m} on a loop filesystem: {e}")),
+        );
+    }
     let mut spec = sb.cluster_spec();
     spec.name = NAME.into();
     let creds = sb.credentials().unwrap();
@@ -402,10 +401,10 @@ async fn disk_fault_full_primary_disk_is_named_primary_disk_full() {
         "stall-full",
         25020,
         failover_config(WriteStallPolicy::Page),
-        true,
+        &["m1"],
     )
     .await;
-    let fs = env.fs.as_ref().expect("m1 on a loop filesystem");
+    let fs = &env.fs[0];
     let t0 = now_ms();
     let filled = fs.fill().expect("fill m1's filesystem");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -586,6 +585,76 @@ async fn a_stall_proposal_is_withdrawn_when_writes_complete_again() {
             "the proposal was not withdrawn 20 s after the stall ended"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.stop().await;
+}
+
+/// A primary whose disk fills while every replica's disk is full too: named, and the
+/// failover that `on_write_stall` starts ends `needs_human` (which pages) saying each
+/// replica's disk is full, having fenced and promoted nothing: the primary keeps its place
+/// for when space comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_fault_full_primary_with_no_healthy_replica_pages_and_fences_nothing() {
+    if !disk_faults_available(
+        "disk_fault_full_primary_with_no_healthy_replica_pages_and_fences_nothing",
+    ) {
+        return;
+    }
+    let mut policy = failover_config(WriteStallPolicy::Failover);
+    policy.write_stall_failover_after = Duration::from_secs(3);
+    let env = env_on("stall-nocand", 25036, policy, &["m1", "m2", "m3"]).await;
+    let t0 = now_ms();
+    for fs in &env.fs {
+        fs.fill().expect("fill a member's filesystem");
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let op = loop {
+        let ops = env.failovers().await;
+        if let Some(op) = ops
+            .iter()
+            .find(|o| !matches!(o.state, OperationState::Running | OperationState::Proposed))
+        {
+            break op.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no failover ended 40 s after every disk filled; saw {:?}",
+            env.named_since(t0, ProblemKind::PrimaryDiskFull).1
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (named, kinds) = env.named_since(t0, ProblemKind::PrimaryDiskFull);
+    println!(
+        "every disk full: fault -> PrimaryDiskFull named in {:?} ms, failover ended {} ms after the fault: {:?}; kinds seen {kinds:?}",
+        named.map(|n| n - t0),
+        op.updated_ms.saturating_sub(t0),
+        op.error
+    );
+    assert!(named.is_some(), "PrimaryDiskFull never named: {kinds:?}");
+    assert_eq!(op.state, OperationState::NeedsHuman, "{op:?}");
+    let err = op.error.clone().unwrap_or_default();
+    assert!(
+        err.contains("no replica can take over") && err.contains("disk is full"),
+        "{err}"
+    );
+    assert!(
+        op.data["candidate"].is_null(),
+        "nothing was promoted: {:?}",
+        op.data
+    );
+    // m1 was not fenced: still writable, and no other member is.
+    for (m, ro) in [("m1", "0"), ("m2", "1"), ("m3", "1")] {
+        let mut s = Session::connect(&env.addr(m), &env.sb.admin(), opts())
+            .await
+            .unwrap();
+        let rows = s
+            .query_rows("read_only", "SELECT @@read_only AS ro")
+            .await
+            .unwrap();
+        assert_eq!(rows[0]["ro"].as_deref(), Some(ro), "{m} read_only");
+    }
+    for fs in &env.fs {
+        fs.free().expect("free a member's filesystem");
     }
     env.stop().await;
 }

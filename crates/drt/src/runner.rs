@@ -98,6 +98,10 @@ pub struct Look {
     pub addr: InstanceAddr,
     /// Its state, `None` when unreachable.
     pub state: Option<ServerState>,
+    /// Its IO thread runs but was killed and is on its way out
+    /// ([`probe::Session::io_thread_killed`]): it acknowledges nothing more. Read only when
+    /// the IO thread runs.
+    pub io_killed: bool,
 }
 
 impl Look {
@@ -107,21 +111,73 @@ impl Look {
     }
 }
 
-/// Probe every member at once.
+/// Probe every member at once. A look that a slow member held up (a frozen one waits out
+/// the connect timeout) reads the members that answered again at its end, so that what it
+/// says of them is as recent as the look: the guard judges a writable member by what the
+/// others did at the previous look, and a read taken a second before that look ended
+/// would hide a change (a replica detached from the old primary meanwhile).
 pub async fn look_all(members: &[InstanceAddr], admin: &Credentials) -> Vec<Look> {
+    look_all_since(members, admin).await.1
+}
+
+/// [`look_all`], and when the reads it kept of the members that answered started (epoch
+/// ms).
+pub async fn look_all_since(members: &[InstanceAddr], admin: &Credentials) -> (u64, Vec<Look>) {
+    let mut since = crate::faults::now_ms();
+    let started = std::time::Instant::now();
+    let mut looks = read_all(members, admin).await;
+    if started.elapsed() > STALE_READ {
+        since = crate::faults::now_ms();
+        let answered: Vec<InstanceAddr> = looks
+            .iter()
+            .filter(|l| l.state.is_some())
+            .map(|l| l.addr.clone())
+            .collect();
+        // A member that does not answer the second read counts as not read: what the
+        // look says of each member is from after `since`.
+        for fresh in read_all(&answered, admin).await {
+            if let Some(l) = looks.iter_mut().find(|l| l.addr == fresh.addr) {
+                *l = fresh;
+            }
+        }
+    }
+    (since, looks)
+}
+
+/// A look longer than this reads again the members that answered.
+const STALE_READ: Duration = Duration::from_millis(150);
+
+/// Read `members` at once, in their order.
+async fn read_all(members: &[InstanceAddr], admin: &Credentials) -> Vec<Look> {
     let mut set = tokio::task::JoinSet::new();
     for (i, a) in members.iter().enumerate() {
         let a = a.clone();
         let c = admin.clone();
         set.spawn(async move {
-            let o = probe::observe(&a, &c, LOOK).await;
-            (i, o.state().cloned(), a)
+            let Ok(mut s) = probe::Session::connect(&a, &c, LOOK).await else {
+                return (i, None, false, a);
+            };
+            let state = s.observe().await.ok();
+            let running = state
+                .as_ref()
+                .and_then(|st| st.replication.as_ref())
+                .is_some_and(|r| r.io_thread != model::IoThreadState::No);
+            let killed = running && s.io_thread_killed().await.unwrap_or(false);
+            s.close().await;
+            (i, state, killed, a)
         });
     }
     let mut looks: Vec<(usize, Look)> = Vec::new();
     while let Some(r) = set.join_next().await {
-        if let Ok((i, state, addr)) = r {
-            looks.push((i, Look { addr, state }));
+        if let Ok((i, state, io_killed, addr)) = r {
+            looks.push((
+                i,
+                Look {
+                    addr,
+                    state,
+                    io_killed,
+                },
+            ));
         }
     }
     looks.sort_by_key(|(i, _)| *i);

@@ -110,13 +110,12 @@ impl Conns {
     }
 
     /// Stop a replica's IO thread at once, even on a frozen or silently cut-off source
-    /// ([`Session::stop_io_thread_now`]), within `limit`. Returns how many IO threads were
-    /// killed.
+    /// ([`Session::stop_io_thread_now`]), within `limit`.
     pub(crate) async fn stop_io_now(
         &mut self,
         addr: &InstanceAddr,
         limit: Duration,
-    ) -> Result<usize, ProbeError> {
+    ) -> Result<probe::IoStop, ProbeError> {
         let r = tokio::time::timeout(limit, async {
             self.get(addr).await?.stop_io_thread_now().await
         })

@@ -88,6 +88,10 @@ pub(crate) struct FailoverData {
     /// deadline (stuck on a frozen primary): they receive nothing more, and finish
     /// stopping on their own.
     pub io_stopping: Vec<InstanceAddr>,
+    /// How each replica's IO thread stop went: replica, milliseconds, how many kills it
+    /// took, and the error if it failed (a stop that waits on the old primary shows here).
+    #[serde(default)]
+    pub io_stop_took: Vec<(InstanceAddr, u64, usize, Option<String>)>,
     /// Replicas found unusable while preparing the candidate (relay log not applied in
     /// time, catch-up failed).
     pub not_applied: Vec<InstanceAddr>,
@@ -906,6 +910,43 @@ impl Engine {
                 None => conns.observe_all(&members).await,
             };
             if data.stalled.is_some() {
+                // Never fence a stalled primary when no replica could take its place (their
+                // disks full or stalled too, or none reachable): the cluster would be left
+                // with no writer once the disk comes back. Its problem pages, naming the
+                // disk; this says why nothing was done.
+                if data.stall_fenced.is_none() && !data.stall_unfenced {
+                    let mut why_not = Vec::new();
+                    let mut able = false;
+                    for a in members.iter().filter(|a| **a != old) {
+                        let fresh = obs.iter().find(|o| o.addr == *a).and_then(|o| o.state());
+                        let why = match fresh {
+                            None => Some("unreachable".to_string()),
+                            Some(st) => match st.replication.as_ref() {
+                                Some(r) if r.source == old => {
+                                    self.storage_exclusion(&setup.spec, a, true).await
+                                }
+                                _ => Some(format!("not a replica of {old}")),
+                            },
+                        };
+                        match why {
+                            Some(w) => why_not.push(format!("{a}: {w}")),
+                            None => {
+                                able = true;
+                                break;
+                            }
+                        }
+                    }
+                    if !able {
+                        if why_not.is_empty() {
+                            why_not.push("it has no replica".into());
+                        }
+                        return Err(Outcome::NeedsHuman(format!(
+                            "the writes of {old} stall ({}), and no replica can take over: {}. Nothing was fenced or promoted: free or fix the storage",
+                            data.stalled.clone().unwrap_or_default(),
+                            why_not.join("; ")
+                        )));
+                    }
+                }
                 self.keep_semi_sync_on(&old);
                 // A stalled primary answers all along: fence it before anything else.
                 if data.stall_fenced.is_none() && !data.stall_unfenced {
@@ -988,8 +1029,10 @@ impl Engine {
                 );
                 let (r, tx) = (r.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let res = c.stop_io_now(&r, STOP_CAP).await.map(|_| ());
-                    let _ = tx.send((r, res));
+                    let t0 = Instant::now();
+                    let res = c.stop_io_now(&r, STOP_CAP).await;
+                    let took = t0.elapsed().as_millis() as u64;
+                    let _ = tx.send((r, took, res));
                 });
             }
             drop(tx);
@@ -1000,10 +1043,22 @@ impl Engine {
                 tokio::select! {
                     _ = &mut grace => break,
                     got = rx.recv() => {
-                        let Some((r, res)) = got else { break };
+                        let Some((r, took, res)) = got else { break };
                         answered.insert(r.clone());
+                        data.io_stop_took.push((
+                            r.clone(),
+                            took,
+                            res.as_ref().map(|x| x.kills).unwrap_or(0),
+                            res.as_ref().err().map(ToString::to_string),
+                        ));
                         match res {
-                            Ok(()) => {
+                            // Killed, on its way out: nothing more is acknowledged, but a
+                            // STOP SLAVE would wait for its exit, so its reset or repoint
+                            // is finished in verify_replicas.
+                            Ok(x) if x.exiting => {
+                                answered.remove(&r);
+                            }
+                            Ok(_) => {
                                 if !data.io_stopped.contains(&r) {
                                     data.io_stopped.push(r);
                                 }
@@ -1589,7 +1644,11 @@ impl Engine {
             .await?;
         let (detached, still) = detach_from_old(&setup.admin, &members, &old, st).await;
         for a in &detached {
-            let known = data.io_stopped.contains(a) || data.io_stopping.contains(a);
+            if data.io_stopping.contains(a) {
+                // Killed at stop_io and still on its way out: as expected.
+                continue;
+            }
+            let known = data.io_stopped.contains(a);
             data.warnings.push(if known {
                 format!("{a} was still receiving from the old primary {old} before writes opened: its IO thread was killed")
             } else {
@@ -2155,12 +2214,14 @@ async fn observe_all_within(
 }
 
 /// Before writes open: every member but the old primary (the candidate included) is read,
-/// and one whose IO thread still runs toward `old` has it killed and stopped
-/// ([`Conns::stop_io_now`]), up to three rounds within [`STOP_CAP`], each read again. A member so attached
-/// (one still stopping, or one the failover did not count as a replica) would acknowledge
-/// the old primary's commits the moment it comes back: a write acknowledged there and
-/// missing on the new primary. Returns the members it detached, and those still attached at
-/// the end, with why. A member that cannot be read is not judged.
+/// and one whose IO thread still runs toward `old` has it killed
+/// ([`Conns::stop_io_now`]), up to three rounds within [`STOP_CAP`], each read again. A
+/// member so attached (a replica the failover did not count as one, or one whose stop did
+/// not end) would acknowledge the old primary's commits the moment it comes back: a write
+/// acknowledged there and missing on the new primary. A killed IO thread still on its way
+/// out counts as detached: it acknowledges nothing more. Returns the members it detached,
+/// and those still attached at the end, with why. A member that cannot be read is not
+/// judged.
 async fn detach_from_old(
     creds: &Credentials,
     members: &[InstanceAddr],
@@ -2181,6 +2242,7 @@ async fn detach_from_old(
                 (r.source == *old && r.io_thread != model::IoThreadState::No)
                     .then(|| o.addr.clone())
             })
+            .filter(|a| !detached.contains(a))
             .collect();
         if attached.is_empty() {
             return (detached, still);
@@ -2206,13 +2268,13 @@ async fn detach_from_old(
         });
         for (a, r) in futures_util::future::join_all(stops).await {
             match r {
-                Ok(_) => {
-                    if !detached.contains(&a) {
-                        detached.push(a);
-                    }
-                }
+                // Stopped, or killed and on its way out.
+                Ok(_) => detached.push(a),
                 Err(e) => still.push((a, e.to_string())),
             }
+        }
+        if still.is_empty() {
+            return (detached, still);
         }
     }
     (detached, still)

@@ -8,7 +8,7 @@ mod session;
 
 pub use error::ProbeError;
 pub use session::{
-    now_us, observe, observe_with, sql_escape, ChangeSource, Credentials, ObserveOptions,
+    now_us, observe, observe_with, sql_escape, ChangeSource, Credentials, IoStop, ObserveOptions,
     ProbeOptions, Session, FULL_REPLICA_READ_EVERY,
 };
 

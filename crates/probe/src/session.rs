@@ -64,6 +64,16 @@ impl Default for ProbeOptions {
     }
 }
 
+/// How [`Session::stop_io_thread_now`] left a replica's IO thread.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStop {
+    /// How many `KILL`s it sent.
+    pub kills: usize,
+    /// Killed but not gone yet: it acknowledges nothing more, but `Slave_IO_Running` says
+    /// `Yes` until it exits (within about 1 s), and a `STOP SLAVE` waits for that.
+    pub exiting: bool,
+}
+
 /// An open connection to one server. A call that times out leaves the connection in an
 /// unknown state, so the session marks itself broken; callers then open a new one.
 pub struct Session {
@@ -369,19 +379,40 @@ impl Session {
     }
 
     /// Stop the replica's IO thread at once, even when its source is frozen or cut off
-    /// without a reset. On MariaDB the `Slave_IO` thread is killed (`KILL CONNECTION`),
-    /// again every 100 ms while it is still listed, and `STOP SLAVE IO_THREAD` follows
-    /// once it is gone. A bare `STOP SLAVE IO_THREAD` on a silent source returns only after
+    /// without a reset. A bare `STOP SLAVE IO_THREAD` on a silent source returns only after
     /// about 2 s (the server signals the thread, which misses it, and signals again 2 s
-    /// later), and until then `Slave_IO_Running` stays `Yes`; a killed IO thread mostly
-    /// exits within tens of milliseconds (measured: 57-65 ms on a SIGSTOPped and on a
-    /// blackholed source, against 2.02 s for the bare statement), but under CPU load one
-    /// kill was seen missed too, hence the repeats. The caller bounds the whole with a
-    /// timeout. Returns how many kills were sent. Killing a system thread needs `SUPER` or
-    /// `CONNECTION ADMIN`.
-    pub async fn stop_io_thread_now(&mut self) -> Result<usize, ProbeError> {
-        let mut killed = 0;
+    /// later), `Slave_IO_Running` saying `Yes` meanwhile. On MariaDB the `Slave_IO` thread
+    /// is killed instead (`KILL CONNECTION`), again every 50 ms while it is still listed
+    /// as `Slave_IO` (under CPU load a first kill was seen missed). Killed, it leaves its
+    /// read within tens of milliseconds (measured 57-65 ms on a SIGSTOPped and on a
+    /// blackholed source) and queues and acknowledges nothing more. Then:
+    ///
+    /// - gone: `STOP SLAVE IO_THREAD` records the stop, and returns at once;
+    /// - still listed, as `Killed`: a semi-sync IO thread that had acknowledged events
+    ///   spends `rpl_semi_sync_slave_kill_conn_timeout` trying to reach the silent source
+    ///   to kill its dump thread there ("cannot connect to master to kill slave
+    ///   io_thread's connection": 5 s by default, measured 5.2 s under a write load), and
+    ///   `SHOW SLAVE STATUS` says `Yes` until it exits. This sets that timeout to 1 s
+    ///   first (the least that is not "no timeout"; measured 1.1 s), a setting it leaves
+    ///   in place, and returns without waiting: [`IoStop::exiting`]. A `STOP SLAVE` then
+    ///   waits for the exit.
+    ///
+    /// On MySQL, a plain `STOP SLAVE IO_THREAD`. The caller bounds the whole with a
+    /// timeout. Killing a system thread needs `SUPER` or `CONNECTION ADMIN`.
+    pub async fn stop_io_thread_now(&mut self) -> Result<IoStop, ProbeError> {
+        let mut out = IoStop::default();
         if self.flavor == Flavor::Mariadb {
+            // Unknown on a server without semi-sync: ignored.
+            match self
+                .exec(
+                    "shorten the semi-sync kill",
+                    "SET GLOBAL rpl_semi_sync_slave_kill_conn_timeout = 1",
+                )
+                .await
+            {
+                Ok(()) | Err(ProbeError::Server { code: 1193, .. }) => {}
+                Err(e) => return Err(e),
+            }
             let mut ids = self
                 .thread_ids(
                     "find the IO thread",
@@ -389,34 +420,82 @@ impl Session {
                         .to_string(),
                 )
                 .await?;
+            if ids.is_empty() && self.io_thread_killed().await? {
+                // Killed earlier, still on its way out.
+                out.exiting = true;
+                return Ok(out);
+            }
             while !ids.is_empty() {
                 for id in &ids {
                     match self
                         .exec("kill the IO thread", &format!("KILL CONNECTION {id}"))
                         .await
                     {
-                        Ok(()) => killed += 1,
+                        Ok(()) => out.kills += 1,
                         // ER_NO_SUCH_THREAD: it had ended meanwhile.
                         Err(ProbeError::Server { code: 1094, .. }) => {}
                         Err(e) => return Err(e),
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 // A killed thread is listed with the command `Killed` until it exits.
                 let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-                ids = self
-                    .thread_ids(
+                let rows = self
+                    .query_rows(
                         "is the IO thread gone",
-                        format!(
-                            "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID IN ({})",
+                        &format!(
+                            "SELECT ID AS id, COMMAND AS command FROM information_schema.PROCESSLIST WHERE ID IN ({})",
                             list.join(",")
                         ),
                     )
                     .await?;
+                let listed: Vec<(u64, String)> = rows
+                    .iter()
+                    .filter_map(|r| {
+                        let id = r.get("id").cloned().flatten()?.parse().ok()?;
+                        Some((id, r.get("command").cloned().flatten().unwrap_or_default()))
+                    })
+                    .collect();
+                if !listed.is_empty() && listed.iter().all(|(_, c)| c == "Killed") {
+                    out.exiting = true;
+                    return Ok(out);
+                }
+                ids = listed
+                    .into_iter()
+                    .filter(|(_, c)| c != "Killed")
+                    .map(|(id, _)| id)
+                    .collect();
             }
         }
         self.exec("stop io thread", "STOP SLAVE IO_THREAD").await?;
-        Ok(killed)
+        Ok(out)
+    }
+
+    /// Whether the replica's IO thread has been killed and is on its way out: no thread
+    /// listed as `Slave_IO`, and a replication thread listed as `Killed` (MariaDB lists a
+    /// killed thread so until it exits). A killed IO thread queues and acknowledges
+    /// nothing more, but `SHOW SLAVE STATUS` still says `Yes` until it exits, which a
+    /// semi-sync one on a silent source does only after `rpl_semi_sync_slave_kill_conn_timeout`
+    /// ([`Self::stop_io_thread_now`]). `false` on MySQL.
+    pub async fn io_thread_killed(&mut self) -> Result<bool, ProbeError> {
+        if self.flavor != Flavor::Mariadb {
+            return Ok(false);
+        }
+        let rows = self
+            .query_rows(
+                "is the IO thread killed",
+                "SELECT COALESCE(SUM(COMMAND = 'Slave_IO'), 0) AS io, \
+                 COALESCE(SUM(COMMAND = 'Killed'), 0) AS killed \
+                 FROM information_schema.PROCESSLIST WHERE USER = 'system user'",
+            )
+            .await?;
+        let n = |k: &str| {
+            rows.first()
+                .and_then(|r| r.get(k).cloned().flatten())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok(n("io") == 0 && n("killed") > 0)
     }
 
     /// The `id` column of a processlist query, as numbers.

@@ -25,7 +25,7 @@ use probe::{Credentials, Session};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
-use super::{join, look_all, Look, LOOK};
+use super::{join, look_all_since, Look, LOOK};
 use crate::report::MuteLook;
 
 /// How often every member is probed.
@@ -92,8 +92,7 @@ pub(crate) async fn watch(
                 acked.push(id);
             }
         }
-        let started = crate::faults::now_ms();
-        let now = look_all(&g.members, &g.admin).await;
+        let (started, now) = look_all_since(&g.members, &g.admin).await;
         if stop.is_cancelled() {
             return None;
         }
@@ -199,7 +198,8 @@ pub(crate) async fn watch(
 /// Whether `x`, seen writable in the look `now`, cannot acknowledge a write that no other
 /// member holds: it runs lossless semi-sync (enabled and on, `wait_no_slave=ON`, a timeout
 /// of seven days or more, so every commit waits for a replica's ack, with no replica
-/// connected too), and no other member replicated from it with its IO thread running,
+/// connected too), and no other member replicated from it with its IO thread running (and
+/// not killed: a killed one, on its way out, acknowledges nothing more),
 /// neither in the previous look `prev` (each member reachable there) nor in `now`.
 ///
 /// Why the previous look: during a run nothing attaches a replica to a replaced primary
@@ -233,11 +233,13 @@ pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
             ss.source_enabled, ss.source_active, ss.source_wait_no_replica, ss.source_timeout_ms
         ));
     }
+    // A killed IO thread still says `Yes` until it exits, but acknowledges nothing more.
     let attached = |l: &Look| {
-        l.state
-            .as_ref()
-            .and_then(|s| s.replication.as_ref())
-            .is_some_and(|r| r.source == x.addr && r.io_thread != IoThreadState::No)
+        !l.io_killed
+            && l.state
+                .as_ref()
+                .and_then(|s| s.replication.as_ref())
+                .is_some_and(|r| r.source == x.addr && r.io_thread != IoThreadState::No)
     };
     let others = |looks: &[Look]| -> Vec<Look> {
         looks.iter().filter(|l| l.addr != x.addr).cloned().collect()
