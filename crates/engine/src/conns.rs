@@ -109,6 +109,26 @@ impl Conns {
         }
     }
 
+    /// Free space on `addr`'s datadir filesystem, read now (the `disks` plugin), within
+    /// `limit`; `Ok(None)` when it cannot be read that way.
+    pub(crate) async fn disk_space(
+        &mut self,
+        addr: &InstanceAddr,
+        limit: Duration,
+    ) -> Result<Option<model::DiskSpace>, ProbeError> {
+        match tokio::time::timeout(limit, async { self.get(addr).await?.disk_space().await }).await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                self.map.remove(addr);
+                Err(ProbeError::Timeout {
+                    what: "read free space",
+                    after: limit,
+                })
+            }
+        }
+    }
+
     /// Stop a replica's IO thread at once, even on a frozen or silently cut-off source
     /// ([`Session::stop_io_thread_now`]), within `limit`.
     pub(crate) async fn stop_io_now(

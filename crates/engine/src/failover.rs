@@ -923,7 +923,21 @@ impl Engine {
                             None => Some("unreachable".to_string()),
                             Some(st) => match st.replication.as_ref() {
                                 Some(r) if r.source == old => {
-                                    self.storage_exclusion(&setup.spec, a, true).await
+                                    match self.storage_exclusion(&setup.spec, a, true).await {
+                                        Some(w) => Some(w),
+                                        // The monitor reads free space every few probes:
+                                        // read it now.
+                                        None => match conns
+                                            .disk_space(a, policy.statement_timeout)
+                                            .await
+                                        {
+                                            Ok(Some(d)) if d.is_full() => Some(format!(
+                                                "its disk is full ({} of {} available on {}, {})",
+                                                d.available_bytes, d.total_bytes, d.path, d.disk
+                                            )),
+                                            _ => None,
+                                        },
+                                    }
                                 }
                                 _ => Some(format!("not a replica of {old}")),
                             },

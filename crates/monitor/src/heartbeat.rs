@@ -207,6 +207,15 @@ impl WriteState {
         }
     }
 
+    /// Whether a write started at `started` began before the server's reads last came back:
+    /// its fate says nothing of the disk (the control plane may have been cut from the
+    /// server then). The writer abandons such a write at once and starts a fresh one,
+    /// whose progress is the evidence: on a stalled disk it hangs too, and the stall clock
+    /// starts with it.
+    pub(crate) fn stale_write(&self, started: Instant) -> bool {
+        self.reads_back_at.is_some_and(|b| started < b)
+    }
+
     /// A write starts now.
     pub(crate) fn start_write(&mut self, now: Instant) {
         self.pending_since = Some(now);
@@ -385,7 +394,12 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cell: Arc<ClusterCell>, cancel: Cancellat
         let Some(addr) = target.clone() else { continue };
         if let Some(f) = &in_flight {
             let waited = f.started.elapsed();
-            if waited >= ABANDON_AFTER {
+            // Pending from before the reads came back: abandoned now, not after
+            // ABANDON_AFTER, so that a fresh write tells whether the disk stalls (found by
+            // the stall-primary-disk DRT: a write hung on a frozen filesystem from before
+            // one failed read probe, never counted and never replaced, hid the stall).
+            let stale = ctx.write_state(Some(&addr), |w| w.stale_write(f.started));
+            if waited >= ABANDON_AFTER || stale {
                 let f = in_flight.take().expect("in flight");
                 f.task.abort();
                 writer = None;
@@ -398,7 +412,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, cell: Arc<ClusterCell>, cancel: Cancellat
                         w.hung.push(id);
                     }
                 });
-                warn!(cluster = %cell.name, instance = %addr, waited_ms = waited.as_millis() as u64, "heartbeat write abandoned");
+                warn!(cluster = %cell.name, instance = %addr, waited_ms = waited.as_millis() as u64, stale, "heartbeat write abandoned");
             } else if waited >= deadline
                 && ctx.with_write(&addr, WriteState::timed_out) == Some(true)
             {
@@ -566,9 +580,15 @@ mod tests {
         // The reads fail too: no stall claimed.
         w.note_reads(false, at(1_000));
         assert_eq!(w.snapshot(at(3_000)).stalled_ms(), None);
-        // Reads answer again; the old write still hangs: not evidence.
+        // Reads answer again; the old write still hangs: not evidence, and stale, so the
+        // writer abandons it at once for a fresh one.
         w.note_reads(true, at(4_000));
         assert_eq!(w.snapshot(at(4_100)).stalled_ms(), None);
+        assert!(
+            w.stale_write(at(100)),
+            "the write from before the reads' return"
+        );
+        assert!(!w.stale_write(at(4_050)), "a write started after it");
         assert_eq!(w.snapshot(at(9_000)).stalled_ms(), None);
         // A new write after that hangs past its deadline: a stall, counted from reads'
         // return at the most.
