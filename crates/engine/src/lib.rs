@@ -603,6 +603,14 @@ impl Engine {
         }
     }
 
+    /// `old`'s stall in `cluster` is decided: no other decision until it clears.
+    fn stall_decided(&self, cluster: &str, old: &InstanceAddr) {
+        self.stalls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cluster.to_string(), old.clone());
+    }
+
     /// Never switch semi-sync off on `addr` when fencing it (a primary failed over for
     /// stalled writes).
     pub(crate) fn keep_semi_sync_on(&self, addr: &InstanceAddr) {
@@ -684,14 +692,16 @@ impl Engine {
         let wants = policy.on_write_stall == config::WriteStallPolicy::Failover;
         let act = wants && policy.mode == FailoverMode::Auto;
         let propose = wants && policy.mode == FailoverMode::Approve;
+        if !act && !propose {
+            self.stall_decided(cluster, &old);
+            info!(cluster, primary = %old, problem = %stall.kind, on_write_stall = %policy.on_write_stall, mode = %policy.mode, "stalled primary: paging only");
+            return true;
+        }
+        if (stalled_ms as u128) < policy.write_stall_failover_after.as_millis() {
+            return true;
+        }
+        self.stall_decided(cluster, &old);
         if propose {
-            if (stalled_ms as u128) < policy.write_stall_failover_after.as_millis() {
-                return true;
-            }
-            self.stalls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(cluster.to_string(), old.clone());
             info!(cluster, primary = %old, problem = %stall.kind, stalled_ms, "stalled primary: failover proposed");
             if let Err(e) = self
                 .propose(
@@ -710,21 +720,6 @@ impl Engine {
             }
             return true;
         }
-        if !act {
-            self.stalls
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(cluster.to_string(), old.clone());
-            info!(cluster, primary = %old, problem = %stall.kind, on_write_stall = %policy.on_write_stall, mode = %policy.mode, "stalled primary: paging only");
-            return true;
-        }
-        if (stalled_ms as u128) < policy.write_stall_failover_after.as_millis() {
-            return true;
-        }
-        self.stalls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(cluster.to_string(), old.clone());
         if let Some(why) = self.auto_blocked(cluster, setup).await {
             warn!(cluster, primary = %old, reason = %why, "failover of a stalled primary blocked");
             let _ = self
