@@ -20,7 +20,41 @@ pub enum RestoreError {
     /// The daemon could not be asked.
     #[error(transparent)]
     Api(#[from] api::ClientError),
+    /// A member does not replicate from the writer even after a rejoin was asked for: the
+    /// next run would measure a cluster already short of a replica.
+    #[error("between runs: {member} does not replicate from the primary {writer}: {why}")]
+    NotReplicating {
+        member: String,
+        writer: String,
+        why: String,
+    },
 }
+
+/// Why `state` (a member that is not the writer) does not replicate from `writer` with both
+/// threads running; `None` when it does.
+fn not_replicating(state: &model::ServerState, writer: &model::InstanceAddr) -> Option<String> {
+    let Some(r) = &state.replication else {
+        return Some("it has no replication configured".into());
+    };
+    if &r.source != writer {
+        return Some(format!("it replicates from {}", r.source));
+    }
+    if r.io_thread != model::IoThreadState::Yes || !r.sql_running {
+        return Some(format!(
+            "its threads are IO {:?}, SQL {} (last IO error {} {:?}, last SQL error {} {:?})",
+            r.io_thread,
+            if r.sql_running { "running" } else { "stopped" },
+            r.last_io_errno,
+            r.last_io_error,
+            r.last_sql_errno,
+            r.last_sql_error
+        ));
+    }
+    None
+}
+
+/// How long the replicas may take to replicate from the writer after the rejoins.
+const REPLICATING_WAIT: Duration = Duration::from_secs(30);
 
 /// Between repeats, with no writable primary, after the daemon refused a failover because
 /// the primary it names is alive: `SET GLOBAL read_only=0` on that primary, as the human the
@@ -153,14 +187,23 @@ pub async fn restore(
         }
     };
     if let Some(client) = client {
-        // A reachable read-only member without replication is a fenced old primary.
+        // A reachable read-only member that does not replicate from the writer is rejoined
+        // through the daemon (errant-GTID check, fence, repoint): a fenced old primary (no
+        // replication), and a replica left stopped by a heal that restarted it with
+        // `skip_slave_start` while its source was dead, or still pointing at an old
+        // primary. A replica whose SQL thread broke is left to the scenario's heal.
         for l in look_all(&target.members, &target.admin).await {
-            let fenced = l
-                .state
-                .as_ref()
-                .is_some_and(|s| s.read_only && s.replication.is_none());
-            if !fenced {
+            let rejoin = l.addr != writer
+                && l.state.as_ref().is_some_and(|s| {
+                    s.read_only
+                        && s.replication.as_ref().is_none_or(|r| r.last_sql_errno == 0)
+                        && not_replicating(s, &writer).is_some()
+                });
+            if !rejoin {
                 continue;
+            }
+            if let Some(why) = l.state.as_ref().and_then(|s| not_replicating(s, &writer)) {
+                eprintln!("between runs: {} does not replicate from {writer} ({why}); asking the daemon to rejoin it", l.addr);
             }
             let instance = l.addr.to_string();
             for attempt in 0..2 {
@@ -200,6 +243,9 @@ pub async fn restore(
             }
         }
     }
+    if client.is_some() {
+        wait_replicating(&writer, target).await?;
+    }
     wait_writes_commit(&writer, target).await;
     // Every replica applies what the last run wrote first: a replica rejoined late (an old
     // primary whose errant write was removed) applies about as fast as the load writes, so
@@ -222,6 +268,37 @@ pub async fn restore(
     // Give the replicas a moment to settle so the next run starts from a healthy cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(())
+}
+
+/// Wait (bounded by [`REPLICATING_WAIT`]) until every reachable member but `writer`
+/// replicates from it with both threads running; the first member that still does not is
+/// the error. A member that does not answer is left to the next run's checks.
+async fn wait_replicating(
+    writer: &model::InstanceAddr,
+    target: &RunTarget,
+) -> Result<(), RestoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let looks = look_all(&target.members, &target.admin).await;
+        let bad = looks.iter().find_map(|l| {
+            let s = l.state.as_ref()?;
+            if &l.addr == writer {
+                return None;
+            }
+            not_replicating(s, writer).map(|why| (l.addr.to_string(), why))
+        });
+        let Some((member, why)) = bad else {
+            return Ok(());
+        };
+        if started.elapsed() >= REPLICATING_WAIT {
+            return Err(RestoreError::NotReplicating {
+                member,
+                writer: writer.to_string(),
+                why,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// How long the replicas may take to apply the primary's position between runs.

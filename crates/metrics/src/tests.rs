@@ -63,10 +63,10 @@ fn obs(at_ms: u64, queries: u64, replica: bool, hb_lag_us: Option<u64>) -> Obser
 fn down(at_ms: u64) -> Observation {
     Observation {
         write: None,
-        reachability: Reachability::Unreachable(ProbeFailure {
-            kind: ProbeFailureKind::Refused,
-            message: "refused".into(),
-        }),
+        reachability: Reachability::Unreachable(ProbeFailure::new(
+            ProbeFailureKind::Refused,
+            "refused",
+        )),
         ..obs(at_ms, 0, false, None)
     }
 }

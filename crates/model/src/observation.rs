@@ -200,6 +200,30 @@ pub struct ProbeFailure {
     pub kind: ProbeFailureKind,
     /// The error text, for humans. Never holds credentials.
     pub message: String,
+    /// The failing call ran on a connection opened for this probe: the connect and the
+    /// login succeeded, so the server runs and the network carries its packets (a query
+    /// that then times out hangs inside the server, e.g. behind a frozen disk). False for a
+    /// kept connection, whose timeout may be a cut link.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fresh_connection: bool,
+}
+
+impl ProbeFailure {
+    /// A failure of `kind` with `message`, not known to be on a fresh connection.
+    pub fn new(kind: ProbeFailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            fresh_connection: false,
+        }
+    }
+
+    /// A query (not the connect) that timed out on a connection opened for this probe.
+    pub fn hung_on_fresh_connection(&self) -> bool {
+        self.kind == ProbeFailureKind::Timeout
+            && self.fresh_connection
+            && !self.message.starts_with("connect")
+    }
 }
 
 /// The kinds of probe failure. Holistic dead-primary detection treats them differently: a
@@ -576,7 +600,31 @@ fn lag_bucket(lag: Option<u64>) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::IoThreadState;
+    use super::{IoThreadState, ProbeFailure, ProbeFailureKind};
+
+    #[test]
+    fn only_a_query_that_hangs_on_a_fresh_connection_proves_the_server_runs() {
+        let mut f = ProbeFailure::new(ProbeFailureKind::Timeout, "observe timed out after 1s");
+        assert!(
+            !f.hung_on_fresh_connection(),
+            "a kept connection may be a cut link"
+        );
+        f.fresh_connection = true;
+        assert!(f.hung_on_fresh_connection());
+        let mut c = ProbeFailure::new(ProbeFailureKind::Timeout, "connect timed out after 1s");
+        c.fresh_connection = true;
+        assert!(
+            !c.hung_on_fresh_connection(),
+            "the connect itself timed out"
+        );
+        let mut r = ProbeFailure::new(ProbeFailureKind::Refused, "connection refused");
+        r.fresh_connection = true;
+        assert!(!r.hung_on_fresh_connection());
+        // Older records without the field read as not fresh.
+        let old: ProbeFailure =
+            serde_json::from_str(r#"{"kind":"timeout","message":"observe timed out"}"#).unwrap();
+        assert!(!old.fresh_connection);
+    }
 
     #[test]
     fn io_thread_states_mariadb_reports() {

@@ -89,10 +89,7 @@ fn down(a: &str, kind: ProbeFailureKind) -> Obs {
         at_unix_ms: 1_000,
         duration_us: 2_000_000,
         write: None,
-        reachability: Reachability::Unreachable(ProbeFailure {
-            kind,
-            message: message.into(),
-        }),
+        reachability: Reachability::Unreachable(ProbeFailure::new(kind, message)),
     })
 }
 

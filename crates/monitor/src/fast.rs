@@ -258,10 +258,10 @@ async fn probe_one(
             at_unix_ms,
             duration_us: started.elapsed().as_micros() as u64,
             write: None,
-            reachability: Reachability::Unreachable(ProbeFailure {
-                kind: ProbeFailureKind::Timeout,
-                message: format!("fast-path probe timed out after {limit:?}"),
-            }),
+            reachability: Reachability::Unreachable(ProbeFailure::new(
+                ProbeFailureKind::Timeout,
+                format!("fast-path probe timed out after {limit:?}"),
+            )),
         },
     };
     ctx.stats.probes.fetch_add(1, Ordering::Relaxed);

@@ -250,7 +250,14 @@ impl Ctx {
     /// `now` (`Observation::write`) and the last free-space reading (`ServerState::disk`).
     pub(crate) fn attach(&self, obs: &mut Observation, now: Instant) {
         obs.write = self.writes_lock().get_mut(&obs.addr).map(|w| {
-            w.note_reads(obs.state().is_some(), now);
+            // A read that hangs on a connection the server just accepted is no cut link:
+            // the server runs and something inside it blocks (a frozen disk can hold what
+            // the probe's reads need), so its writes' fate stays evidence.
+            let answered = obs.state().is_some()
+                || obs
+                    .failure()
+                    .is_some_and(ProbeFailure::hung_on_fresh_connection);
+            w.note_reads(answered, now);
             w.snapshot(now)
         });
         if let Reachability::Reachable(s) = &mut obs.reachability {
@@ -793,10 +800,10 @@ pub(crate) async fn analyse(
     for obs in &mut observations {
         let age = now.saturating_sub(obs.at_unix_ms);
         if age > stale_after.as_millis() as u64 {
-            obs.reachability = Reachability::Unreachable(ProbeFailure {
-                kind: ProbeFailureKind::Timeout,
-                message: format!("no probe result for {:.1}s", age as f64 / 1000.0),
-            });
+            obs.reachability = Reachability::Unreachable(ProbeFailure::new(
+                ProbeFailureKind::Timeout,
+                format!("no probe result for {:.1}s", age as f64 / 1000.0),
+            ));
         }
     }
     let never_reached: HashSet<InstanceAddr> = {
@@ -980,13 +987,15 @@ async fn probe_loop(
         }
         let reachability = match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),
-            Err(e) => {
+            Err((e, fresh)) => {
                 ctx.stats.probe_errors.fetch_add(1, Ordering::Relaxed);
-                debug!(cluster = %cell.name, instance = %addr, error = %e, "probe failed");
+                debug!(cluster = %cell.name, instance = %addr, error = %e, fresh, "probe failed");
                 if let Some(s) = session.take() {
                     drop(s);
                 }
-                Reachability::Unreachable(e.to_failure())
+                let mut f = e.to_failure();
+                f.fresh_connection = fresh;
+                Reachability::Unreachable(f)
             }
         };
         let reachable = matches!(reachability, Reachability::Reachable(_));
@@ -1046,33 +1055,44 @@ fn reachability_failure(r: &Reachability) -> Option<&ProbeFailure> {
     }
 }
 
+/// One probe on the kept session (or a fresh one); the error, when it fails, also says
+/// whether the failing call ran on a connection opened for this probe
+/// ([`ProbeFailure::fresh_connection`]).
 async fn probe_once(
     session: &mut Option<Session>,
     addr: &InstanceAddr,
     creds: &Credentials,
     opts: ProbeOptions,
     observe: ObserveOptions,
-) -> Result<model::ServerState, probe::ProbeError> {
+) -> Result<model::ServerState, (probe::ProbeError, bool)> {
     let reused = session.as_ref().is_some_and(|s| !s.is_broken());
     if !reused {
-        *session = Some(Session::connect(addr, creds, opts).await?);
+        *session = Some(
+            Session::connect(addr, creds, opts)
+                .await
+                .map_err(|e| (e, false))?,
+        );
     }
     let first = match session.as_mut() {
         Some(s) => s.observe_with(observe).await,
-        None => return Err(probe::ProbeError::Other("no session".into())),
+        None => return Err((probe::ProbeError::Other("no session".into()), false)),
     };
     match first {
         // A kept connection that the server closed (a `KILL CONNECTION` by an operator or
         // by fencing, a `wait_timeout`) says nothing about the server: try once more on a
         // fresh one. A dead server refuses that connect, which is the truer answer.
         Err(probe::ProbeError::Other(_)) if reused => {
-            *session = Some(Session::connect(addr, creds, opts).await?);
+            *session = Some(
+                Session::connect(addr, creds, opts)
+                    .await
+                    .map_err(|e| (e, false))?,
+            );
             match session.as_mut() {
-                Some(s) => s.observe_with(observe).await,
-                None => Err(probe::ProbeError::Other("no session".into())),
+                Some(s) => s.observe_with(observe).await.map_err(|e| (e, true)),
+                None => Err((probe::ProbeError::Other("no session".into()), false)),
             }
         }
-        r => r,
+        r => r.map_err(|e| (e, !reused)),
     }
 }
 

@@ -71,10 +71,7 @@ impl ProbeError {
 
     /// The failure as recorded in an observation.
     pub fn to_failure(&self) -> ProbeFailure {
-        ProbeFailure {
-            kind: self.kind(),
-            message: self.to_string(),
-        }
+        ProbeFailure::new(self.kind(), self.to_string())
     }
 
     pub(crate) fn timeout(what: &'static str, after: Duration) -> Self {

@@ -215,10 +215,10 @@ mod tests {
             at_unix_ms: 1_000,
             duration_us: 500,
             write: None,
-            reachability: Reachability::Unreachable(ProbeFailure {
-                kind: ProbeFailureKind::Refused,
-                message: "connection refused".into(),
-            }),
+            reachability: Reachability::Unreachable(ProbeFailure::new(
+                ProbeFailureKind::Refused,
+                "connection refused",
+            )),
         }
     }
 

@@ -132,10 +132,10 @@ fn observations() -> Vec<Observation> {
         at_unix_ms: T1,
         duration_us: 1_200,
         write: None,
-        reachability: Reachability::Unreachable(ProbeFailure {
-            kind: ProbeFailureKind::Refused,
-            message: "connection refused".into(),
-        }),
+        reachability: Reachability::Unreachable(ProbeFailure::new(
+            ProbeFailureKind::Refused,
+            "connection refused",
+        )),
     };
     vec![primary, healthy, broken, gone]
 }

@@ -46,10 +46,10 @@ pub fn unreachable(a: &InstanceAddr, at: u64) -> Observation {
         at_unix_ms: at,
         duration_us: 1_500,
         write: None,
-        reachability: Reachability::Unreachable(ProbeFailure {
-            kind: ProbeFailureKind::Refused,
-            message: "connection refused".into(),
-        }),
+        reachability: Reachability::Unreachable(ProbeFailure::new(
+            ProbeFailureKind::Refused,
+            "connection refused",
+        )),
     }
 }
 
