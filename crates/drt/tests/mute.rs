@@ -98,4 +98,64 @@ async fn a_resumed_old_primary_with_no_replica_is_writable_but_cannot_acknowledg
     );
     let later = look_all(&members, &admin).await;
     assert!(!mute(find(&later, &m1), &now, &later));
+
+    // m3 leaves m1 again with no write in between (as a failover's killed IO thread):
+    // the look before saw m3 attached, but m1's count of acknowledged commits did not
+    // move and it counts no semi-sync client now: it acknowledged nothing since.
+    let attached = look_all(&members, &admin).await;
+    assert!(!mute(find(&attached, &m1), &later, &attached));
+    exec(&m3, &admin, "STOP SLAVE").await;
+    let gone = detached(&members, &admin, &m1).await;
+    assert!(
+        mute(find(&gone, &m1), &attached, &gone),
+        "m1 acknowledged nothing between the looks: {:?} then {:?}",
+        find(&attached, &m1).state.as_ref().map(|s| &s.semi_sync),
+        find(&gone, &m1).state.as_ref().map(|s| &s.semi_sync)
+    );
+    // With a write acknowledged between the two looks, it cannot be told mute.
+    exec(&m3, &admin, "START SLAVE").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let attached = loop {
+        let l = look_all(&members, &admin).await;
+        if find(&l, &m1)
+            .state
+            .as_ref()
+            .is_some_and(|s| s.semi_sync.source_clients > 0)
+        {
+            break l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "m3 never acked for m1 again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(app_insert(&m1, &app, 4, Duration::from_secs(10)).await);
+    exec(&m3, &admin, "STOP SLAVE").await;
+    let gone = detached(&members, &admin, &m1).await;
+    assert!(!mute(find(&gone, &m1), &attached, &gone));
+}
+
+/// A look once `primary` counts no semi-sync client (at most 10 s).
+async fn detached(
+    members: &[InstanceAddr],
+    admin: &Credentials,
+    primary: &InstanceAddr,
+) -> Vec<Look> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = look_all(members, admin).await;
+        if find(&l, primary)
+            .state
+            .as_ref()
+            .is_some_and(|s| s.semi_sync.source_clients == 0)
+        {
+            return l;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{primary} still counts a semi-sync client"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

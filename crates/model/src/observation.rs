@@ -489,6 +489,11 @@ pub struct SemiSyncState {
     /// `Rpl_semi_sync_master_wait_sessions`: sessions waiting for an ack now.
     #[serde(default)]
     pub source_wait_sessions: u64,
+    /// `Rpl_semi_sync_master_yes_tx`: commits a replica acknowledged since start-up. Two
+    /// reads with the same figure prove that no commit was acknowledged between them (under
+    /// lossless semi-sync, no commit completed at all). `None` when not reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_yes_tx: Option<u64>,
     /// `rpl_semi_sync_slave_enabled` (`replica` on MySQL): this server acks.
     pub replica_enabled: bool,
     /// `Rpl_semi_sync_slave_status`: the IO thread acks now.

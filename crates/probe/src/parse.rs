@@ -59,6 +59,8 @@ pub const STATUS: &[&str] = &[
     "rpl_semi_sync_replica_status",
     "rpl_semi_sync_master_wait_sessions",
     "rpl_semi_sync_source_wait_sessions",
+    "rpl_semi_sync_master_yes_tx",
+    "rpl_semi_sync_source_yes_tx",
     "slaves_running",
     "slave_heartbeat_period",
     "slave_received_heartbeats",
@@ -332,6 +334,10 @@ pub fn server_state(
                 ],
             )?
             .unwrap_or(0),
+            source_yes_tx: num_var(
+                status,
+                &["rpl_semi_sync_source_yes_tx", "rpl_semi_sync_master_yes_tx"],
+            )?,
             replica_enabled: bool_var(
                 vars,
                 &[

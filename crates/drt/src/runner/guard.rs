@@ -200,7 +200,10 @@ pub(crate) async fn watch(
 /// of seven days or more, so every commit waits for a replica's ack, with no replica
 /// connected too), and no other member replicated from it with its IO thread running (and
 /// not killed: a killed one, on its way out, acknowledges nothing more),
-/// neither in the previous look `prev` (each member reachable there) nor in `now`.
+/// neither in the previous look `prev` (each member reachable there) nor in `now`; or,
+/// whoever was attached at `prev`, nobody is attached in `now`, it counts no semi-sync
+/// client in `now`, and its `Rpl_semi_sync_master_yes_tx` did not move from `prev` to
+/// `now` (it acknowledged nothing since `prev`).
 ///
 /// Why the previous look: during a run nothing attaches a replica to a replaced primary
 /// while it is writable (dbfleet's rejoin fences it first), so a member that did not
@@ -262,15 +265,32 @@ pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
             .map(|r| format!("IO thread {:?}", r.io_thread))
             .unwrap_or_default()
     };
+    if let Some(l) = others(now).iter().find(|l| attached(l)) {
+        return Some(format!("{} replicates from it ({})", l.addr, io(l)));
+    }
+    // Nobody is attached now, and it counts no semi-sync replica connected: no ack can
+    // come after this read (nothing attaches a replica to it while it is writable). Its
+    // count of acknowledged commits unchanged since the previous look proves that it
+    // acknowledged nothing in between either, whoever was attached then (a replica whose
+    // IO thread the failover killed after that look).
+    let yes_tx = |looks: &[Look]| {
+        looks
+            .iter()
+            .find(|l| l.addr == x.addr)
+            .and_then(|l| l.state.as_ref())
+            .and_then(|s| s.semi_sync.source_yes_tx)
+    };
+    if let (Some(a), Some(b)) = (yes_tx(prev), ss.source_yes_tx) {
+        if a == b && ss.source_clients == 0 {
+            return None;
+        }
+    }
     if let Some(l) = before.iter().find(|l| attached(l)) {
         return Some(format!(
             "{} replicated from it in the previous look ({})",
             l.addr,
             io(l)
         ));
-    }
-    if let Some(l) = others(now).iter().find(|l| attached(l)) {
-        return Some(format!("{} replicates from it ({})", l.addr, io(l)));
     }
     None
 }
