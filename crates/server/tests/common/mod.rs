@@ -35,7 +35,7 @@ pub fn spec() -> ClusterSpec {
     ClusterSpec {
         name: "main".into(),
         instances: vec![InstanceSpec {
-            addr: "127.0.0.1:23306".parse().unwrap(),
+            addr: "127.0.0.1:9".parse().unwrap(),
             promotion: PromotionRule::Neutral,
             site: None,
         }],
