@@ -96,6 +96,8 @@ pub async fn serve_router(
         .writev(false);
     let builder = Arc::new(builder);
     let mut at_limit_logged = false;
+    // At most one line a minute about failing accepts, which repeat every ACCEPT_BACKOFF.
+    let accept_errors = crate::auth::RefusalLog::new(Duration::from_secs(60));
     loop {
         // A free slot first: past the limit, connections are left in the accept queue.
         let permit = match permits.clone().try_acquire_owned() {
@@ -122,7 +124,9 @@ pub async fn serve_router(
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: the connection stays queued; try again shortly.
-                    tracing::warn!(error = %e, "the API could not accept a connection");
+                    if let Some(suppressed) = accept_errors.note(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, suppressed, "the API could not accept a connection");
+                    }
                     drop(permit);
                     tokio::select! {
                         _ = tokio::time::sleep(ACCEPT_BACKOFF) => continue,
