@@ -281,11 +281,12 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         drt_cancel.clone(),
     );
     println!(
-        "dbfleet serve: node {node_id}, API on http://{}, watching {} clusters, probing every {}, {}",
+        "dbfleet serve: node {node_id}, API on http://{} (at most {api_connections} connections), watching {} clusters, probing every {}, {}, {} file descriptors",
         cfg.api.listen,
         cfg.clusters.len(),
         humantime::format_duration(cfg.probe.interval),
-        if engine.is_leader() { "leader" } else { "follower" }
+        if engine.is_leader() { "leader" } else { "follower" },
+        fd_limit.soft,
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
