@@ -227,6 +227,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         server::ServeOptions {
             max_connections: api_connections,
             header_timeout: cfg.api.header_timeout,
+            ..Default::default()
         },
     ));
     // When an operation ends, look at its cluster again at once: the topology shows the

@@ -37,9 +37,19 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
+    let timed_out = text.contains(crate::listen::BODY_TIMEOUT_MESSAGE);
+    let status = if timed_out {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        status
+    };
     let message = match status {
         StatusCode::PAYLOAD_TOO_LARGE => {
             format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            let at = text.find(crate::listen::BODY_TIMEOUT_MESSAGE).unwrap_or(0);
+            truncate(&text[at..], MAX_MESSAGE_BYTES)
         }
         _ if text.is_empty() => status
             .canonical_reason()
@@ -51,6 +61,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     // Keep the original's other headers (`allow`, `www-authenticate`, ...).
     parts.headers.remove(header::CONTENT_LENGTH);
     let (json_parts, json_body) = json.into_parts();
+    parts.status = json_parts.status;
     for (name, value) in json_parts.headers.iter() {
         parts.headers.insert(name.clone(), value.clone());
     }

@@ -9,6 +9,7 @@
 //! (or a request line hyper cannot parse) is answered by hyper before any router runs, with
 //! an empty body: [`JsonParseErrors`] rewrites that one response into JSON on its way out.
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::body::Bytes;
 use axum::Router;
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -24,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
 
 use crate::guard;
 
@@ -40,6 +44,11 @@ const HYPER_MAX_HEAD: usize = 64 * 1024;
 const HYPER_MAX_BUF: usize = HYPER_MAX_HEAD + 8 * 1024;
 /// Hyper's own limit on the number of headers, above [`guard::MAX_HEADERS`].
 const HYPER_MAX_HEADERS: usize = 2 * guard::MAX_HEADERS;
+/// How long a request's whole body may take to arrive by default.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The start of the error a body that does not arrive in time fails with; [`crate::guard`]
+/// answers it with 408.
+pub const BODY_TIMEOUT_MESSAGE: &str = "the request body did not arrive within";
 /// How long the accept loop pauses after `accept` fails (out of file descriptors), so that
 /// it does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -56,6 +65,9 @@ pub struct ServeOptions {
     /// last response for the next ones. A connection that sends nothing for this long is
     /// closed, idle or half-sent alike.
     pub header_timeout: Duration,
+    /// How long a request's whole body may take to arrive, from when a handler starts
+    /// reading it; a body still incomplete then fails the request with a 408.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServeOptions {
@@ -63,6 +75,7 @@ impl Default for ServeOptions {
         Self {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
 }
@@ -138,7 +151,11 @@ pub async fn serve_router(
         };
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(JsonParseErrors::new(stream));
-        let conn = builder.serve_connection(io, TowerToHyperService::new(app.clone()));
+        let body_timeout = opts.body_timeout;
+        let service = app.clone().map_request(move |r: hyper::Request<Incoming>| {
+            r.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)))
+        });
+        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let mut conn = std::pin::pin!(conn);
@@ -158,6 +175,59 @@ pub async fn serve_router(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// A request body that fails once it has taken longer than its timeout to arrive, counted
+/// from the first read: a client that sends a head, then a body byte by byte (or not at
+/// all), cannot hold a handler and its connection for ever.
+struct DeadlineBody {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            deadline: None,
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let timeout = self.timeout;
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(format!(
+                "{BODY_TIMEOUT_MESSAGE} {}",
+                humantime::format_duration(timeout)
+            )
+            .into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A connection whose one automatic response from hyper (a 400, 414 or 431 for a request

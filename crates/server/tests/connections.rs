@@ -31,6 +31,7 @@ async fn connections_that_send_nothing_are_closed() {
     let s = Server::start(ServeOptions {
         max_connections: 16,
         header_timeout: Duration::from_millis(300),
+        ..Default::default()
     })
     .await;
     // Nothing at all.
@@ -66,6 +67,7 @@ async fn past_the_limit_connections_wait_and_those_within_are_answered() {
     let s = Server::start(ServeOptions {
         max_connections: 2,
         header_timeout: Duration::from_secs(60),
+        ..Default::default()
     })
     .await;
     // Two kept-alive connections take both slots.
@@ -97,5 +99,29 @@ async fn past_the_limit_connections_wait_and_those_within_are_answered() {
     assert_eq!(answer.status, 200, "{answer:?}");
     drop(a);
     drop(c);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_a_json_408() {
+    let s = Server::start(ServeOptions {
+        body_timeout: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let a = exchange(
+        &mut c,
+        format!(
+            "POST /api/v1/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+             content-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"message\": ",
+            common::TOKEN
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(a.status, 408, "{a:?}");
+    assert!(a.json_error().contains("did not arrive within"));
+    closed_by_server(&mut c).await.unwrap();
     s.stop().await;
 }
