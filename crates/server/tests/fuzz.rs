@@ -315,9 +315,19 @@ async fn junk_on_every_route_gets_no_5xx_and_json_errors() {
     s.stats
         .rounds
         .store(1, std::sync::atomic::Ordering::Relaxed);
-    let mut rng = Rng(SEED);
+    // DBFLEET_FUZZ_SEED and DBFLEET_FUZZ_REQUESTS explore further; the defaults are what CI
+    // runs.
+    let seed = std::env::var("DBFLEET_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(SEED);
+    let requests = std::env::var("DBFLEET_FUZZ_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(REQUESTS);
+    let mut rng = Rng(seed);
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for i in 0..REQUESTS {
+    for i in 0..requests {
         let (raw, what) = request(&mut rng);
         let a = s.raw(&raw).await;
         *statuses.entry(a.status).or_default() += 1;
@@ -340,7 +350,7 @@ async fn junk_on_every_route_gets_no_5xx_and_json_errors() {
                 .unwrap_or_else(|e| panic!("request {i}: {what}: bad JSON ({e})"));
         }
     }
-    eprintln!("statuses over {REQUESTS} requests: {statuses:?}");
+    eprintln!("seed {seed}: statuses over {requests} requests: {statuses:?}");
     // The junk reached the handlers, not only the edges: most answers are 2xx or 4xx of many
     // kinds.
     assert!(statuses.len() >= 6, "{statuses:?}");
