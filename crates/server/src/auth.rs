@@ -89,19 +89,19 @@ impl Auth {
 /// tokens in a loop must not flood the log.
 pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// The refused tokens of this process, for [`RefusalLog`].
-static REFUSALS: RefusalLog = RefusalLog::new(REFUSAL_LOG_EVERY);
+/// The refused tokens of this process.
+static REFUSALS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
 
 /// A rate limit on one kind of log line: at most one per interval, each saying how many
 /// were left out since the one before.
 #[derive(Debug)]
-pub struct RefusalLog {
+pub struct LogThrottle {
     every: Duration,
     /// When the last line was logged, and how many were left out since.
     state: Mutex<(Option<Instant>, u64)>,
 }
 
-impl RefusalLog {
+impl LogThrottle {
     /// A limit of one line per `every`.
     pub const fn new(every: Duration) -> Self {
         Self {
@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn refusals_are_logged_once_per_interval_with_the_count_left_out() {
-        let log = RefusalLog::new(Duration::from_secs(60));
+        let log = LogThrottle::new(Duration::from_secs(60));
         let t0 = Instant::now();
         assert_eq!(log.note(t0), Some(0), "the first is logged");
         for i in 1..=9 {

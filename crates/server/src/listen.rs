@@ -93,8 +93,8 @@ pub async fn serve_router(
         "the API's max_connections must be at least 1"
     );
     anyhow::ensure!(
-        !opts.header_timeout.is_zero(),
-        "the API's header timeout must be above zero"
+        !opts.header_timeout.is_zero() && !opts.body_timeout.is_zero(),
+        "the API's header and body timeouts must be above zero"
     );
     let permits = Arc::new(Semaphore::new(opts.max_connections));
     let tracker = TaskTracker::new();
@@ -108,20 +108,21 @@ pub async fn serve_router(
         // One flat buffer per write, so that JsonParseErrors sees a parse error's whole head.
         .writev(false);
     let builder = Arc::new(builder);
-    let mut at_limit_logged = false;
-    // At most one line a minute about failing accepts, which repeat every ACCEPT_BACKOFF.
-    let accept_errors = crate::auth::RefusalLog::new(Duration::from_secs(60));
+    // At most one line a minute about the limit being reached, and about failing accepts
+    // (which repeat every ACCEPT_BACKOFF).
+    let at_limit = crate::auth::LogThrottle::new(Duration::from_secs(60));
+    let accept_errors = crate::auth::LogThrottle::new(Duration::from_secs(60));
     loop {
         // A free slot first: past the limit, connections are left in the accept queue.
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                if !at_limit_logged {
+                if let Some(suppressed) = at_limit.note(std::time::Instant::now()) {
                     tracing::warn!(
                         max_connections = opts.max_connections,
+                        suppressed,
                         "the API serves its most connections: new ones wait until one closes"
                     );
-                    at_limit_logged = true;
                 }
                 tokio::select! {
                     p = permits.clone().acquire_owned() => p.context("the connection limit closed")?,
@@ -129,9 +130,6 @@ pub async fn serve_router(
                 }
             }
         };
-        if permits.available_permits() > opts.max_connections / 2 {
-            at_limit_logged = false;
-        }
         let (stream, _peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
