@@ -10,7 +10,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::Server;
 use serde_json::Value;
@@ -276,36 +275,11 @@ fn request(rng: &mut Rng) -> (Vec<u8>, String) {
     (raw, what)
 }
 
-/// An engine over the server's store that leads, with the test cluster.
-async fn engine(store: Arc<dyn store::Store>) -> Arc<engine::Engine> {
-    let probe = probe::ProbeOptions {
-        connect_timeout: Duration::from_millis(200),
-        query_timeout: Duration::from_millis(200),
-    };
-    let e = engine::Engine::new(
-        store,
-        engine::EngineOptions {
-            node_id: "fuzz".into(),
-            lease_ttl: Duration::from_secs(30),
-            lock_ttl: Duration::from_secs(10),
-            probe,
-        },
-        vec![engine::ClusterSetup {
-            spec: common::spec(),
-            admin: probe::Credentials::new("root", "not-a-real-password"),
-            repl: None,
-            failover: Default::default(),
-        }],
-    );
-    assert!(e.campaign_once().await, "the only node leads");
-    e
-}
-
 #[tokio::test]
 async fn junk_on_every_route_gets_no_5xx_and_json_errors() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(dir.path()).unwrap());
-    let e = engine(store.clone()).await;
+    let e = common::engine(store.clone(), "fuzz").await;
     let s = Server::start_on(store, dir, ServeOptions::default(), |mut state| {
         state.engine = Some(e.clone());
         state

@@ -80,3 +80,23 @@ async fn healthz_and_readyz_see_the_store_go_away() {
     assert!(r.json_error().contains("metadata store"));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn healthz_reports_the_leader_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(dir.path()).unwrap());
+    let e = common::engine(store.clone(), "node-a").await;
+    let s = Server::start_on(store, dir, ServeOptions::default(), |mut state| {
+        state.engine = Some(e.clone());
+        state
+    })
+    .await;
+    let h = json(&s.raw(&get("/healthz", "")).await);
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["leader"]["node"], "node-a", "{h}");
+    assert_eq!(h["leader"]["is_leader"], true, "{h}");
+    assert_eq!(h["leader"]["leader"], "node-a", "{h}");
+    assert!(h["leader"]["term"].as_u64().unwrap() >= 1, "{h}");
+    s.stop().await;
+    e.stop_tasks();
+}

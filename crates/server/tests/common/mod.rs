@@ -210,3 +210,28 @@ pub fn post(target: &str, body: &[u8]) -> Vec<u8> {
     r.extend_from_slice(body);
     r
 }
+
+/// An engine over the server's store that leads, with the test cluster.
+pub async fn engine(store: Arc<dyn Store>, node: &str) -> Arc<engine::Engine> {
+    let probe = probe::ProbeOptions {
+        connect_timeout: Duration::from_millis(200),
+        query_timeout: Duration::from_millis(200),
+    };
+    let e = engine::Engine::new(
+        store,
+        engine::EngineOptions {
+            node_id: node.into(),
+            lease_ttl: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(10),
+            probe,
+        },
+        vec![engine::ClusterSetup {
+            spec: spec(),
+            admin: probe::Credentials::new("root", "not-a-real-password"),
+            repl: None,
+            failover: Default::default(),
+        }],
+    );
+    assert!(e.campaign_once().await, "the only node leads");
+    e
+}
