@@ -24,10 +24,41 @@ pub struct ErrorBody {
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// Always `ok`: the daemon answers.
+    /// `ok` when the metadata store answered, `degraded` when it did not (the daemon still
+    /// answers: `/healthz` is 200 either way; `/readyz` is the one that says 503).
     pub status: String,
     /// The daemon's version.
     pub version: String,
+    /// The metadata store, as one cheap read just now saw it.
+    #[serde(default)]
+    pub store: Option<StoreHealth>,
+    /// The leader lease as this node last saw it; `null` without an operations engine.
+    #[serde(default)]
+    pub leader: Option<LeaseHealth>,
+}
+
+/// The metadata store in `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Whether the read answered in time.
+    pub ok: bool,
+    /// How long it took, ms (the timeout when it did not answer).
+    pub latency_ms: u64,
+    /// Why not, when not `ok`.
+    pub error: Option<String>,
+}
+
+/// The leader lease in `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseHealth {
+    /// This node.
+    pub node: String,
+    /// Whether this node holds the lease (as of its last campaign).
+    pub is_leader: bool,
+    /// The holder as this node last saw it.
+    pub leader: Option<String>,
+    /// The lease's term.
+    pub term: u64,
 }
 
 /// `GET /api/v1/status`.

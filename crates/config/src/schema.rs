@@ -485,6 +485,14 @@ pub struct ApiConfig {
     pub tokens_file: Option<PathBuf>,
     /// Whether read-only calls need a token too. Needs `tokens_file`. Default `false`.
     pub require_token_for_reads: bool,
+    /// The most API connections served at once; more wait in the accept queue. Default 256;
+    /// at least 1. The daemon lowers it at start-up when its file-descriptor limit cannot
+    /// hold it beside the descriptors kept for probes (docs/API.md#connections).
+    pub max_connections: usize,
+    /// How long a connection may take to send a request's head, and may stay idle between
+    /// requests, before it is closed. Default `10s`; above zero.
+    #[serde(with = "serde_util::duration")]
+    pub header_timeout: Duration,
 }
 
 impl Default for ApiConfig {
@@ -493,6 +501,8 @@ impl Default for ApiConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7070)),
             tokens_file: None,
             require_token_for_reads: false,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -146,6 +146,8 @@ fn defaults_apply() {
     assert_eq!(c.api.listen.to_string(), "127.0.0.1:7070");
     assert_eq!(c.api.tokens_file, None);
     assert!(!c.api.require_token_for_reads);
+    assert_eq!(c.api.max_connections, 256);
+    assert_eq!(c.api.header_timeout, Duration::from_secs(10));
     assert_eq!(c.probe, ProbeConfig::default());
     assert_eq!(c.probe.interval, Duration::from_secs(1));
     assert_eq!(c.probe.connect_timeout, Duration::from_millis(500));
@@ -320,6 +322,16 @@ addr = "{second_addr}"
             minimal("[api]\ntokens_file = \"\""),
             "api.tokens_file",
             "must not be empty",
+        ),
+        (
+            minimal("[api]\nmax_connections = 0"),
+            "api.max_connections",
+            "at least 1",
+        ),
+        (
+            minimal("[api]\nheader_timeout = \"0s\""),
+            "api.header_timeout",
+            "above zero",
         ),
         (
             minimal("").replace("credentials = \"admin\"", "credentials = \"x\""),

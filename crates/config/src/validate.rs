@@ -135,6 +135,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         None => {}
     }
     api.tokens_file = api.tokens_file.map(|p| resolve(base, &p));
+    if api.max_connections == 0 {
+        errs.push(ConfigError::invalid(
+            "api.max_connections",
+            "must be at least 1",
+        ));
+    }
+    if api.header_timeout.is_zero() {
+        errs.push(ConfigError::invalid(
+            "api.header_timeout",
+            "must be above zero",
+        ));
+    }
 
     if probe.interval < MIN_PROBE_INTERVAL {
         errs.push(ConfigError::invalid(

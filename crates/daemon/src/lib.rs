@@ -5,6 +5,7 @@
 
 mod alerting;
 mod drt_schedule;
+pub mod fds;
 mod serve;
 
 pub use serve::{load_config, round_consumer_with, run, DaemonError, Outcome};

@@ -55,6 +55,27 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, DaemonError> {
 /// store, exit 0.
 pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> {
     let cfg = load_config(config_path)?;
+    // Before anything opens a descriptor: the API's share depends on what the process has.
+    let fd_limit = crate::fds::raise_nofile_limit().context("read the file-descriptor limit")?;
+    let declared: usize = cfg.clusters.iter().map(|c| c.instances.len()).sum();
+    let api_connections =
+        crate::fds::api_connection_limit(cfg.api.max_connections, fd_limit.soft, declared);
+    info!(
+        soft = fd_limit.soft,
+        hard = fd_limit.hard,
+        raised_from = ?fd_limit.raised_from,
+        kept_for_probes = crate::fds::reserved(declared),
+        api_max_connections = api_connections,
+        "file descriptors"
+    );
+    if api_connections < cfg.api.max_connections {
+        tracing::warn!(
+            configured = cfg.api.max_connections,
+            api_max_connections = api_connections,
+            fd_limit = fd_limit.soft,
+            "api.max_connections lowered: the file-descriptor limit must also hold the probes' share (raise the hard RLIMIT_NOFILE, e.g. LimitNOFILE= in the systemd unit)"
+        );
+    }
     let failpoints = engine::failpoint::init_from_env()
         .map_err(|e| DaemonError::Config(anyhow::anyhow!("DBFLEET_FAILPOINTS: {e}")))?;
     if !failpoints.is_empty() {
@@ -199,7 +220,16 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         drt: drt_control.clone(),
         alerts: Some(alerting.alerting.clone()),
     };
-    let mut api = tokio::spawn(server::serve(listener, state, api_cancel.clone()));
+    let mut api = tokio::spawn(server::serve_with(
+        listener,
+        state,
+        api_cancel.clone(),
+        server::ServeOptions {
+            max_connections: api_connections,
+            header_timeout: cfg.api.header_timeout,
+            ..Default::default()
+        },
+    ));
     // When an operation ends, look at its cluster again at once: the topology shows the
     // new primary and the repointed replicas without waiting for the probes' next turn.
     let mut finished = engine.finished_operations();
@@ -252,11 +282,12 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         drt_cancel.clone(),
     );
     println!(
-        "dbfleet serve: node {node_id}, API on http://{}, watching {} clusters, probing every {}, {}",
+        "dbfleet serve: node {node_id}, API on http://{} (at most {api_connections} connections), watching {} clusters, probing every {}, {}, {} file descriptors",
         cfg.api.listen,
         cfg.clusters.len(),
         humantime::format_duration(cfg.probe.interval),
-        if engine.is_leader() { "leader" } else { "follower" }
+        if engine.is_leader() { "leader" } else { "follower" },
+        fd_limit.soft,
     );
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -245,9 +245,17 @@ pub async fn post_downtime(
     body: Bytes,
 ) -> Result<(StatusCode, Json<DowntimeView>), ApiError> {
     Params::parse(raw, &[])?;
-    let h = handle(&state)?;
     let req: NewDowntimeBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))?;
+    for (name, value) in [
+        ("target", &req.target),
+        ("for", &req.duration),
+        ("reason", &req.reason),
+        ("who", &req.who),
+    ] {
+        crate::routes::capped(name, value)?;
+    }
+    let h = handle(&state)?;
     let duration = humantime::parse_duration(req.duration.trim()).map_err(|e| {
         ApiError::BadRequest(format!(
             "for: {:?} is not a duration such as \"2h\" or \"30m\": {e}",

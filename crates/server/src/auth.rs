@@ -3,6 +3,9 @@
 //! Tokens are compared by [`config::ApiTokens::accepts`] and never logged, echoed or put in
 //! an error.
 
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -68,10 +71,60 @@ impl Auth {
             ));
         };
         if !self.tokens.accepts(token) {
-            tracing::warn!("API call refused: the bearer token is not accepted");
+            if let Some(suppressed) = REFUSALS.note(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "API call refused: the bearer token is not accepted (at most one such \
+                     line every {}s; `suppressed` counts the refusals not logged since the last)",
+                    REFUSAL_LOG_EVERY.as_secs()
+                );
+            }
             return Err(ApiError::Forbidden("the API token is not accepted".into()));
         }
         Ok(())
+    }
+}
+
+/// How often at most a refused token is logged: a client (or an attacker) sending bad
+/// tokens in a loop must not flood the log.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// The refused tokens of this process.
+static REFUSALS: LogThrottle = LogThrottle::new(REFUSAL_LOG_EVERY);
+
+/// A rate limit on one kind of log line: at most one per interval, each saying how many
+/// were left out since the one before.
+#[derive(Debug)]
+pub struct LogThrottle {
+    every: Duration,
+    /// When the last line was logged, and how many were left out since.
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogThrottle {
+    /// A limit of one line per `every`.
+    pub const fn new(every: Duration) -> Self {
+        Self {
+            every,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// One more event at `now`: `Some(left_out)` when a line is due (with how many events
+    /// were not logged since the last line), `None` when this one is left out.
+    pub fn note(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, left_out) = &mut *state;
+        match last {
+            Some(at) if now.saturating_duration_since(*at) < self.every => {
+                *left_out += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(left_out))
+            }
+        }
     }
 }
 
@@ -96,4 +149,22 @@ pub async fn require_token(
 ) -> Result<Response, ApiError> {
     state.auth.check(request.headers())?;
     Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_per_interval_with_the_count_left_out() {
+        let log = LogThrottle::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(log.note(t0), Some(0), "the first is logged");
+        for i in 1..=9 {
+            assert_eq!(log.note(t0 + Duration::from_secs(i)), None);
+        }
+        assert_eq!(log.note(t0 + Duration::from_secs(60)), Some(9));
+        assert_eq!(log.note(t0 + Duration::from_secs(61)), None);
+        assert_eq!(log.note(t0 + Duration::from_secs(200)), Some(1));
+    }
 }

@@ -33,9 +33,20 @@ pub enum ApiError {
         message: String,
         operation: Option<serde_json::Value>,
     },
-    /// This daemon cannot serve the request now (no engine, not the leader): 503.
+    /// This daemon cannot serve the request now (no engine, not the leader, the store does
+    /// not answer): 503.
     #[error("{0}")]
     Unavailable(String),
+    /// The request's URI is longer than the API reads: 414.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// The request's headers are too many or too large: 431.
+    #[error("{0}")]
+    HeadTooLarge(String),
+    /// The request was refused before a handler ran (an `axum` extractor's rejection, a body
+    /// over the limit): its own status, with the reason in JSON.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     /// The metadata store failed: 500. The message is logged, never returned.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,6 +63,9 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Rejected { status, .. } => *status,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

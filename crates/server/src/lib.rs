@@ -15,6 +15,8 @@ pub mod auth;
 mod convert;
 pub mod drt_routes;
 mod error;
+mod guard;
+pub mod listen;
 pub mod metrics_routes;
 pub mod ops_routes;
 mod query;
@@ -38,6 +40,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use auth::Auth;
 pub use error::ApiError;
+pub use guard::{MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
+pub use listen::ServeOptions;
+pub use routes::MAX_TEXT_BYTES;
 
 pub use store::kinds::OPERATOR_NOTE;
 
@@ -125,27 +130,44 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
         .merge(reads)
         .merge(writes)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(guard::json_errors))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
 }
 
-/// Serve the API on `listener` until `shutdown` is cancelled, then finish the requests in
-/// flight and return.
+/// Serve the API on `listener` with the default [`ServeOptions`] until `shutdown` is
+/// cancelled, then finish the requests in flight and return.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with(listener, state, shutdown, ServeOptions::default()).await
+}
+
+/// [`serve`] with a connection limit and header timeout of the caller's.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+    opts: ServeOptions,
+) -> anyhow::Result<()> {
     let addr = listener
         .local_addr()
         .context("read the API listen address")?;
-    tracing::info!(%addr, "API listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    tracing::info!(
+        %addr,
+        max_connections = opts.max_connections,
+        header_timeout = ?opts.header_timeout,
+        "API listening"
+    );
+    listen::serve_router(listener, router(state), shutdown, opts)
         .await
         .context("serve the API")?;
     tracing::info!(%addr, "API stopped");

@@ -17,6 +17,7 @@ use store::{OperationQuery, OperationRecord, OperationState};
 
 use crate::error::ApiError;
 use crate::query::{Params, RawParams};
+use crate::routes::capped;
 use crate::AppState;
 
 /// `{"operations": [...]}`.
@@ -58,6 +59,13 @@ struct ByBody {
     by: Option<String>,
 }
 
+impl ByBody {
+    /// Who asked: `by`, capped like every free-text field, or `api`.
+    fn who(&self) -> Result<&str, ApiError> {
+        capped("by", self.by.as_deref().unwrap_or("api"))
+    }
+}
+
 fn engine(state: &AppState) -> Result<&Arc<Engine>, ApiError> {
     state
         .engine
@@ -75,7 +83,8 @@ fn body<T: for<'de> Deserialize<'de> + Default>(b: &Bytes) -> Result<T, ApiError
 }
 
 fn addr(s: &str, field: &str) -> Result<InstanceAddr, ApiError> {
-    s.parse()
+    capped(field, s)?
+        .parse()
         .map_err(|e| ApiError::BadRequest(format!("field `{field}`: {e}")))
 }
 
@@ -169,10 +178,9 @@ pub async fn ack(
 ) -> Result<Json<RecoveriesStatus>, ApiError> {
     Params::parse(raw, &[])?;
     let req: ByBody = body(&b)?;
+    let who = req.who()?;
     let e = engine(&state)?;
-    e.ack_recoveries(&name, req.by.as_deref().unwrap_or("api"))
-        .await
-        .map_err(ended)?;
+    e.ack_recoveries(&name, who).await.map_err(ended)?;
     e.recoveries().await.map(Json).map_err(ended)
 }
 
@@ -194,8 +202,9 @@ pub async fn switch(
         }
     };
     let req: ByBody = body(&b)?;
+    let who = req.who()?;
     let e = engine(&state)?;
-    e.set_recoveries_enabled(enabled, req.by.as_deref().unwrap_or("api"))
+    e.set_recoveries_enabled(enabled, who)
         .await
         .map_err(ended)?;
     e.recoveries().await.map(Json).map_err(ended)

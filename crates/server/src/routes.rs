@@ -1,6 +1,7 @@
 //! The route handlers: read the store, convert to wire types, answer JSON.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
@@ -14,14 +15,29 @@ use crate::error::ApiError;
 use crate::query::{Params, RawParams};
 use crate::{convert, topology, AppState, OPERATOR_NOTE};
 use api::wire::{
-    ClusterDetail, ClusterList, Event, EventList, Health, Instance, InstanceList, NewNote,
-    ProblemList, Spec, Status, Topology,
+    ClusterDetail, ClusterList, Event, EventList, Health, Instance, InstanceList, LeaseHealth,
+    NewNote, ProblemList, Spec, Status, StoreHealth, Topology,
 };
 
 /// How many events or problem-history rows a call returns when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
 
 use model::clock::now_ms;
+
+/// The longest free-text field a request body may carry (a note, a reason, who asked, a
+/// cluster or an address), in bytes: the same as a note.
+pub const MAX_TEXT_BYTES: usize = NewNote::MAX_LEN;
+
+/// Body field `name`, or a 400 naming it when it is longer than [`MAX_TEXT_BYTES`].
+pub(crate) fn capped<'a>(name: &str, value: &'a str) -> Result<&'a str, ApiError> {
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "field `{name}` is {} bytes long: at most {MAX_TEXT_BYTES}",
+            value.len()
+        )));
+    }
+    Ok(value)
+}
 
 /// A path parameter, or a 400 naming it.
 fn path_param(path: Result<Path<String>, PathRejection>, name: &str) -> Result<String, ApiError> {
@@ -55,12 +71,86 @@ fn observations_only(rows: Vec<(String, Observation)>) -> Vec<Observation> {
     rows.into_iter().map(|(_, o)| o).collect()
 }
 
-/// `GET /healthz`.
+/// How long `/healthz` and `/readyz` wait for their read of the metadata store.
+pub const STORE_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One cheap read of the store (the cluster list), under [`STORE_CHECK_TIMEOUT`].
+async fn check_store(state: &AppState) -> StoreHealth {
+    let started = Instant::now();
+    let result = tokio::time::timeout(STORE_CHECK_TIMEOUT, state.store.clusters()).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let error = match result {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => {
+            // The cause goes to the log only, like every store failure the API meets.
+            tracing::warn!(error = %e, "health check: the metadata store failed");
+            Some("the metadata store failed; see the dbfleet daemon's log".to_string())
+        }
+        Err(_) => Some(format!(
+            "the metadata store did not answer within {}",
+            humantime::format_duration(STORE_CHECK_TIMEOUT)
+        )),
+    };
+    StoreHealth {
+        ok: error.is_none(),
+        latency_ms,
+        error,
+    }
+}
+
+/// `GET /healthz`: always 200 while the daemon answers, with the store and the leader
+/// lease as seen now.
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let store = check_store(&state).await;
+    let leader = state.engine.as_ref().map(|e| {
+        let (leader, term) = e.leader();
+        LeaseHealth {
+            node: e.node_id().to_string(),
+            is_leader: e.is_leader(),
+            leader,
+            term,
+        }
+    });
     Json(Health {
-        status: "ok".into(),
+        status: if store.ok { "ok" } else { "degraded" }.into(),
         version: state.version.into(),
+        store: Some(store),
+        leader,
     })
+}
+
+/// `GET /readyz`: 200 when the daemon is ready to serve (the store answers and the watch
+/// loop has finished its first round), 503 naming the reason otherwise.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, ApiError> {
+    let store = check_store(&state).await;
+    if let Some(error) = &store.error {
+        return Err(ApiError::Unavailable(format!("not ready: {error}")));
+    }
+    let rounds = state
+        .stats
+        .rounds
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if rounds == 0 {
+        return Err(ApiError::Unavailable(
+            "not ready: the daemon is starting (it has not finished a round of probes yet)".into(),
+        ));
+    }
+    Ok(Json(Readiness {
+        ready: true,
+        rounds,
+        store,
+    }))
+}
+
+/// `GET /readyz` when ready.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Readiness {
+    /// Always `true` (not ready is a 503 error).
+    pub ready: bool,
+    /// Rounds of probes finished since start.
+    pub rounds: u64,
+    /// The store's read, as in `/healthz`.
+    pub store: StoreHealth,
 }
 
 /// `GET /api/v1/status`.
@@ -256,18 +346,13 @@ pub async fn append_note(
     Params::parse(raw, &[])?;
     let note: NewNote = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed request body: {e}")))?;
-    let message = note.message.trim();
+    let message = capped("message", note.message.trim())?;
     if message.is_empty() {
         return Err(ApiError::BadRequest("field `message` is empty".into()));
     }
-    if message.len() > NewNote::MAX_LEN {
-        return Err(ApiError::BadRequest(format!(
-            "field `message` is longer than {} bytes",
-            NewNote::MAX_LEN
-        )));
-    }
     let mut event = NewEvent::new(now_ms(), OPERATOR_NOTE, EventLevel::Info, message);
     if let Some(name) = note.cluster {
+        capped("cluster", &name)?;
         known_cluster(&state, &name).await?;
         event = event.with_cluster(name);
     }
