@@ -7,4 +7,4 @@ mod alerting;
 mod drt_schedule;
 mod serve;
 
-pub use serve::{load_config, round_consumer_with, run, DaemonError, Outcome};
+pub use serve::{load_config, round_consumer_with, run, DaemonError, Outcome, RunOptions};
