@@ -46,5 +46,6 @@ pub use event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_
 pub use record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
 pub use settings::{FencedMark, Settings};
 pub use sqlite::{
-    CheckReport, FileState, OpenOptions, SqliteStore, DB_FILE_NAME, SCHEMA_VERSION, STORE_FILE_MODE,
+    CheckReport, FileState, OpenOptions, SqliteStore, DB_FILE_NAME, READERS as SQLITE_READERS,
+    SCHEMA_VERSION, STORE_FILE_MODE,
 };

@@ -1,9 +1,12 @@
 //! `SqliteStore`: the embedded SQLite backend of [`Store`], one file under the data directory.
 //!
-//! All SQLite calls are blocking, so each trait method runs on
-//! [`tokio::task::spawn_blocking`] and takes the one connection behind a mutex: writes are
-//! serialized, which is what SQLite does anyway, and no async worker thread ever blocks on
-//! disk.
+//! All SQLite calls are blocking, so none runs on an async worker: the store has threads of
+//! its own, started at open. One owns the writer connection and runs every write in turn
+//! (serialized, which is what SQLite does anyway); [`READERS`] own a read-only connection
+//! each and run the reads (WAL lets them read beside the writer). A call queues a job and
+//! awaits its answer, so however many callers wait, the store uses `READERS + 1` threads
+//! (once, each call took a blocking thread of its own to wait for one connection: 200
+//! concurrent API reads made about 300 threads).
 
 mod check;
 mod migrations;
@@ -38,6 +41,112 @@ pub const DB_FILE_NAME: &str = "dbfleet.sqlite3";
 /// How long a statement waits for a lock held by another connection (a backup tool, the
 /// `sqlite3` shell) before it fails as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Read-only connections beside the writer, each on a thread of its own. WAL lets them
+/// read while the writer writes. With the writer's thread, the store uses `READERS + 1`
+/// threads whatever the number of callers (200 concurrent API reads once made about 300).
+pub const READERS: usize = 4;
+
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The store's threads: one owns the writer connection, [`READERS`] own a read-only
+/// connection each; callers queue jobs and await the answer, so a queue of calls holds no
+/// thread. When the last clone of the store drops, the queues close, and the threads close
+/// their connections and are joined.
+#[derive(Debug)]
+struct Threads {
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    readers: Option<std::sync::mpsc::Sender<ReadJob>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    /// Start the writer's thread on `writer` and one reader's thread per connection of
+    /// `readers` (none: reads go to the writer).
+    fn start(
+        path: &Path,
+        writer: Connection,
+        readers: Vec<Connection>,
+    ) -> Result<Self, StoreError> {
+        let spawn_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("start a store thread: {e}"),
+        };
+        let mut handles = Vec::new();
+        let (wtx, wrx) = std::sync::mpsc::channel::<WriteJob>();
+        let mut conn = writer;
+        handles.push(
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || {
+                    while let Ok(job) = wrx.recv() {
+                        // A job that panics unwound through its `Transaction`, whose drop
+                        // rolled it back: the connection is consistent, keep serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job(&mut conn)
+                        }));
+                    }
+                })
+                .map_err(spawn_err)?,
+        );
+        let mut rtx = None;
+        if !readers.is_empty() {
+            let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+            let rx = Arc::new(Mutex::new(rx));
+            for (i, conn) in readers.into_iter().enumerate() {
+                let rx = Arc::clone(&rx);
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("sqlite-reader-{i}"))
+                        .spawn(move || loop {
+                            let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                            let Ok(job) = job else { return };
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                job(&conn)
+                            }));
+                        })
+                        .map_err(spawn_err)?,
+                );
+            }
+            rtx = Some(tx);
+        }
+        Ok(Self {
+            writer: Some(wtx),
+            readers: rtx,
+            handles,
+        })
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.writer.take();
+        self.readers.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `n` read-only connections to the store file.
+fn open_readers(path: &Path, n: usize) -> Result<Vec<Connection>, StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        message: format!("open a read connection: {e}"),
+    };
+    (0..n)
+        .map(|_| {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            c.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+            Ok(c)
+        })
+        .collect()
+}
 
 /// How [`SqliteStore::open_with`] treats a store file that holds nothing.
 #[derive(Clone, Copy, Debug, Default)]
@@ -76,10 +185,14 @@ pub struct OpenOptions {
 ///   `PRAGMA user_version`. A file at a newer version than [`SCHEMA_VERSION`] is refused with
 ///   [`StoreError::SchemaTooNew`], never half-understood.
 ///
-/// Cloning is cheap and shares the connection.
+/// Reads run on a pool of [`READERS`] read-only connections beside the one writer (see the
+/// module's doc); a store in memory has no pool and reads on its writer.
+///
+/// Cloning is cheap and shares the connections.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// The writer's and the readers' threads.
+    threads: Arc<Threads>,
     path: Option<PathBuf>,
     /// `PRAGMA synchronous` as the last durable call saw it.
     #[cfg(test)]
@@ -178,7 +291,7 @@ impl SqliteStore {
         // The WAL and the shared-memory file exist now; an older dbfleet made them 0644.
         check::make_private(&path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            threads: Arc::new(Threads::start(&path, conn, open_readers(&path, READERS)?)?),
             path: Some(path),
             #[cfg(test)]
             seen_synchronous: Default::default(),
@@ -209,7 +322,7 @@ impl SqliteStore {
         })?;
         migrations::migrate(&mut conn, &path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            threads: Arc::new(Threads::start(&path, conn, Vec::new())?),
             path: None,
             #[cfg(test)]
             seen_synchronous: Default::default(),
@@ -221,21 +334,46 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
-    /// Run `f` with the connection on a blocking thread.
+    /// Run `f` with the writer connection on the writer's thread; callers queue and wait
+    /// asynchronously, so a queue of writes holds no thread.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held unwound through any open `Transaction`, whose
-            // drop rolled it back, so the connection is consistent: take it back.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.threads
+            .writer
+            .as_ref()
+            .and_then(|w| w.send(job).ok())
+            .ok_or_else(|| StoreError::Task("the store's writer thread is gone".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Task("the store call panicked".into()))?
+    }
+
+    /// Run the read `f` on a read-only connection, on the first free reader's thread;
+    /// callers queue and wait asynchronously. At most [`READERS`] reads run at once, each in
+    /// a snapshot of the last commit. A store in memory reads on its writer.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(readers) = &self.threads.readers else {
+            return self.with_conn(move |c| f(c)).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        readers
+            .send(job)
+            .map_err(|_| StoreError::Task("the store's reader threads are gone".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Task("the store call panicked".into()))?
     }
 
     /// [`SqliteStore::with_conn`] with `synchronous=FULL` for the call: its commit fsyncs
@@ -296,7 +434,7 @@ impl Store for SqliteStore {
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT name, spec_json, writer, updated_ms FROM clusters ORDER BY name",
             )?;
@@ -308,7 +446,7 @@ impl Store for SqliteStore {
 
     async fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
         let name = name.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             conn.prepare_cached(
                 "SELECT name, spec_json, writer, updated_ms FROM clusters WHERE name = ?1",
             )?
@@ -372,7 +510,7 @@ impl Store for SqliteStore {
 
     async fn instances(&self, cluster: Option<&str>) -> Result<Vec<InstanceRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             const COLS: &str = "SELECT cluster, addr, origin, first_seen_ms, last_seen_ms \
                                 FROM instances";
             let mut stmt;
@@ -461,7 +599,7 @@ impl Store for SqliteStore {
         cluster: Option<&str>,
     ) -> Result<Vec<(String, Observation)>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             const COLS: &str = "SELECT cluster, addr, observation_json FROM observations";
             let read = |r: &Row<'_>| -> rusqlite::Result<(String, String, String)> {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -495,7 +633,7 @@ impl Store for SqliteStore {
         addr: &InstanceAddr,
     ) -> Result<Option<Observation>, StoreError> {
         let addr = addr.to_string();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let json: Option<String> = conn
                 .prepare_cached("SELECT observation_json FROM observations WHERE addr = ?1")?
                 .query_row([&addr], |r| r.get(0))
@@ -602,7 +740,7 @@ impl Store for SqliteStore {
 
     async fn open_problems(&self, cluster: Option<&str>) -> Result<Vec<ProblemRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt;
             let rows = match &cluster {
                 Some(c) => {
@@ -630,7 +768,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ProblemRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
         let limit = limit.min(MAX_EVENT_LIMIT) as i64;
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt;
             let rows = match &cluster {
                 Some(c) => {
@@ -661,7 +799,7 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut sql = format!("{EVENT_COLS} WHERE 1 = 1");
             let mut args: Vec<Value> = Vec::new();
             if let Some(c) = query.cluster {
@@ -690,6 +828,7 @@ impl Store for SqliteStore {
                 args.len()
             ));
             let mut stmt = conn.prepare(&sql)?;
+            // Decoded row by row into the answer: the raw rows are never all held at once.
             let mut out = stmt
                 .query_map(params_from_iter(args), EventRow::read)?
                 .map(|r| r?.decode())
@@ -781,12 +920,12 @@ impl Store for SqliteStore {
     }
 
     async fn operation(&self, id: i64) -> Result<Option<OperationRecord>, StoreError> {
-        self.with_conn(move |conn| read_operation(conn, id)).await
+        self.with_reader(move |conn| read_operation(conn, id)).await
     }
 
     async fn operations(&self, query: &OperationQuery) -> Result<Vec<OperationRecord>, StoreError> {
         let query = query.clone();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut sql = String::from(
                 "SELECT id, cluster, kind, trigger, state, step, data_json, error, owner, \
                  created_ms, updated_ms, finished_ms FROM operations WHERE 1 = 1",
@@ -814,10 +953,9 @@ impl Store for SqliteStore {
             };
             sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt
-                .query_map(params_from_iter(args), OperationRow::read)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(OperationRow::decode).collect()
+            // Decoded row by row: no second copy of the raw rows.
+            let rows = stmt.query_map(params_from_iter(args), OperationRow::read)?;
+            rows.map(|r| r?.decode()).collect()
         })
         .await
     }
@@ -859,7 +997,7 @@ impl Store for SqliteStore {
 
     async fn cluster_lock(&self, cluster: &str) -> Result<Option<ClusterLock>, StoreError> {
         let cluster = cluster.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let row = conn
                 .prepare_cached("SELECT holder, expires_ms FROM cluster_locks WHERE cluster = ?1")?
                 .query_row(params![cluster], |r| {
@@ -946,7 +1084,7 @@ impl Store for SqliteStore {
 
     async fn kv_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let v: Option<String> = conn
                 .prepare_cached("SELECT value_json FROM settings WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
@@ -984,7 +1122,7 @@ impl Store for SqliteStore {
 
     async fn kv_list(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         let prefix = prefix.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key, value_json FROM settings WHERE substr(key, 1, length(?1)) = ?1 \
                  ORDER BY key",
