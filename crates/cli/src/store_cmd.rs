@@ -35,8 +35,9 @@ pub struct StoreAt {
 #[derive(clap::Subcommand, Debug)]
 pub enum StoreCommand {
     /// Run SQLite's `PRAGMA quick_check` on the store and say whether it is sound, missing,
-    /// empty, without schema, damaged or of a newer dbfleet. Changes nothing; safe while
-    /// the daemon runs. Exit code 3 when it is not sound.
+    /// empty, without schema, damaged or of a newer dbfleet. Changes no data, and is safe
+    /// while the daemon runs (beside a store no daemon has open, SQLite may leave empty
+    /// `-wal` and `-shm` files). Exit code 3 when it is not sound.
     Check {
         #[command(flatten)]
         at: StoreAt,
