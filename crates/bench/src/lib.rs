@@ -2,12 +2,14 @@
 //! and returns its figures; the CLI parses the arguments and prints them. Speed claims in
 //! docs/BENCHMARKS.md come from here, never from timed assertions in tests.
 //!
+//! - [`api_reads`]: many concurrent readers of a real daemon's API (latency, RSS, threads).
 //! - [`monitor`]: the watch loop against a simulated fleet (`sim`), optionally against
 //!   `mysqld_exporter`.
 //! - [`detection`]: fault → `DeadPrimary` on a sandbox.
 //! - [`failover`]: automatic failover and switchover end to end under a write load.
 //! - [`sandbox_cycle`]: `sandbox up` and `down`.
 
+pub mod api_reads;
 pub mod detection;
 pub mod failover;
 pub mod monitor;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bench::{detection, failover, monitor, sandbox_cycle};
+use bench::{api_reads, detection, failover, monitor, sandbox_cycle};
 use clap::Subcommand;
 
 use crate::{print_json, CliError};
@@ -70,6 +70,37 @@ pub enum BenchCommand {
         port: u16,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Many concurrent readers of the API: a real `dbfleet serve` (a child process) on a
+    /// store seeded with events, its instances on loopback ports nothing listens on (no
+    /// MariaDB needed); CLIENTS clients send GET /api/v1/clusters, then GET
+    /// /api/v1/events?limit=N. Prints latency p50/p99/max per route and the daemon's RSS and
+    /// threads (idle, peak under load, after).
+    ApiReads {
+        /// Concurrent clients, one connection each.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Requests of GET /api/v1/clusters, over all clients.
+        #[arg(long, default_value_t = 2000)]
+        cluster_requests: usize,
+        /// Requests of GET /api/v1/events, over all clients.
+        #[arg(long, default_value_t = 400)]
+        event_requests: usize,
+        /// The `limit` of the events requests (the API takes at most 1000).
+        #[arg(long, default_value_t = 1000)]
+        event_limit: usize,
+        /// Events seeded in the store.
+        #[arg(long, default_value_t = 10_000)]
+        events: usize,
+        /// Clusters in the config, three unreachable instances each.
+        #[arg(long, default_value_t = 3)]
+        clusters: usize,
+        /// The daemon's API port; the instances use the ports just above it.
+        #[arg(long, default_value_t = 23450)]
+        port: u16,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Time `sandbox up` (make, start, replicate) and `sandbox down` of a fresh sandbox.
     Sandbox {
@@ -229,6 +260,34 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 print_json(&f)?;
             } else {
                 print_monitor(&f);
+            }
+            Ok(())
+        }
+        BenchCommand::ApiReads {
+            clients,
+            cluster_requests,
+            event_requests,
+            event_limit,
+            events,
+            clusters,
+            port,
+            json,
+        } => {
+            let f = api_reads::run(api_reads::ApiReadsBench {
+                clients,
+                cluster_requests,
+                event_requests,
+                event_limit,
+                events,
+                clusters,
+                port,
+            })
+            .await
+            .map_err(CliError::usage)?;
+            if json {
+                print_json(&f)?;
+            } else {
+                print_api_reads(&f);
             }
             Ok(())
         }
@@ -413,6 +472,32 @@ fn print_monitor(f: &monitor::MonitorFigures) {
             e.exporter_scrape_bytes,
             e.exporter_rss_mib,
             e.ratio
+        );
+    }
+}
+
+fn print_api_reads(f: &api_reads::ApiReadsFigures) {
+    println!(
+        "API reads, {} concurrent clients, {} events in the store; daemon idle: RSS {:.1} MiB, {} threads",
+        f.clients, f.events, f.rss_idle_mib, f.threads_idle
+    );
+    for r in &f.routes {
+        println!(
+            "  GET {}: {} ok, {} errors, {} bytes each, {:.0}/s\n    \
+             latency p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms\n    \
+             daemon RSS {:.1} MiB before, {:.1} MiB peak, {:.1} MiB 2 s after; {} threads at most",
+            r.path,
+            r.ok,
+            r.errors,
+            r.answer_bytes,
+            r.per_second,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.rss_before_mib,
+            r.rss_peak_mib,
+            r.rss_after_mib,
+            r.threads_peak
         );
     }
 }

@@ -9,6 +9,7 @@ mod drt_cmd;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
+mod store_cmd;
 
 use std::process::ExitCode;
 
@@ -229,9 +230,14 @@ enum Command {
     /// Disaster-recovery tests: fault scenarios under load, with a report.
     #[command(subcommand)]
     Drt(drt_cmd::DrtCommand),
+    /// The SQLite metadata store: check it (`PRAGMA quick_check`) or back it up, also while
+    /// the daemon runs. Exit code 3 when it is damaged or unexpectedly empty.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
 }
 
-/// An error with the exit code it maps to: 2 for bad input, 1 for everything else.
+/// An error with the exit code it maps to: 2 for bad input, 3 for a refused metadata store
+/// (`store_cmd::EXIT_STORE_REFUSED`), 1 for everything else.
 #[derive(Debug)]
 pub struct CliError {
     code: u8,
@@ -293,6 +299,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
             Command::Drt(cmd) => drt_cmd::run(cmd).await,
+            Command::Store(cmd) => store_cmd::run(cmd).await,
             Command::Serve(args) => serve_cmd::serve(args).await,
             Command::Clusters { api, json } => client_cmd::clusters(&api, json).await,
             Command::Topology { cluster, api, json } => {

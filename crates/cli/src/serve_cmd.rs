@@ -10,6 +10,12 @@ pub struct ServeArgs {
     /// The config file (see docs/dbfleet.example.toml; `dbfleet sandbox up` writes one).
     #[arg(long, short, env = "DBFLEET_CONFIG")]
     pub config: PathBuf,
+    /// Give the schema to a SQLite store file that exists but is empty (0 bytes) or has no
+    /// schema. Without it such a file is refused (exit code 3): its operations, fenced marks
+    /// and recoveries switch are gone. A missing file is always created (a first start); a
+    /// damaged one is always refused.
+    #[arg(long)]
+    pub init_store: bool,
 }
 
 /// Arguments of `dbfleet config validate`.
@@ -33,6 +39,7 @@ fn load(path: &std::path::Path) -> Result<config::Config, CliError> {
 fn daemon_error(e: daemon::DaemonError) -> CliError {
     match e {
         daemon::DaemonError::Config(e) => CliError::usage(e),
+        daemon::DaemonError::Store(e) => crate::store_cmd::refused(e),
         daemon::DaemonError::Run(e) => e.into(),
     }
 }
@@ -63,7 +70,13 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
 /// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
 /// store, exit 0.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
-    match daemon::run(&args.config).await.map_err(daemon_error)? {
+    let options = daemon::RunOptions {
+        init_store: args.init_store,
+    };
+    match daemon::run(&args.config, options)
+        .await
+        .map_err(daemon_error)?
+    {
         daemon::Outcome::Reload => Err(reexec().into()),
         daemon::Outcome::Stopped => {
             println!("dbfleet serve: stopped");

@@ -8,4 +8,4 @@ mod drt_schedule;
 pub mod fds;
 mod serve;
 
-pub use serve::{load_config, round_consumer_with, run, DaemonError, Outcome};
+pub use serve::{load_config, round_consumer_with, run, DaemonError, Outcome, RunOptions};

@@ -27,9 +27,51 @@ pub enum DaemonError {
     /// operator's input, exit code 2.
     #[error("{0:#}")]
     Config(anyhow::Error),
+    /// The metadata store is refused as it is: damaged (`PRAGMA quick_check`), unexpectedly
+    /// empty (an existing file of 0 bytes or without the schema, and no `--init-store`), or
+    /// written by a newer dbfleet. Exit code 3: an operator must restore a backup or say to
+    /// start anew.
+    #[error("{0:#}")]
+    Store(anyhow::Error),
     /// Something failed while starting or running.
     #[error("{0:#}")]
     Run(#[from] anyhow::Error),
+}
+
+/// How `dbfleet serve` was asked to start.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// `--init-store`: give the schema to a SQLite store file that exists but is empty (0
+    /// bytes) or has no schema, instead of refusing to start. A missing file is always
+    /// created (a first start); a damaged one is always refused. No effect with etcd.
+    pub init_store: bool,
+}
+
+/// Open the SQLite store under `data_dir`, checked; a refused store is a
+/// [`DaemonError::Store`] that says what to do.
+fn open_sqlite(data_dir: &std::path::Path, init: bool) -> Result<SqliteStore, DaemonError> {
+    SqliteStore::open_with(data_dir, store::OpenOptions { init }).map_err(|e| {
+        let refused = e.is_refused_store();
+        let hint = match &e {
+            store::StoreError::Uninitialized { .. } => {
+                ". Refusing to start: restore a backup of the store (`dbfleet store backup` \
+                 makes them), or start once with `dbfleet serve --init-store` to begin with \
+                 an empty store"
+            }
+            store::StoreError::Damaged { .. } => {
+                ". Refusing to start: stop what uses the store, move the file and its -wal \
+                 and -shm aside, and restore a backup (`dbfleet store check` tells whether a \
+                 file is sound)"
+            }
+            _ => "",
+        };
+        let e = anyhow::anyhow!("open the store in {}: {e}{hint}", data_dir.display());
+        if refused {
+            DaemonError::Store(e)
+        } else {
+            DaemonError::Run(e)
+        }
+    })
 }
 
 /// How the daemon ended.
@@ -53,7 +95,10 @@ pub fn load_config(path: &std::path::Path) -> Result<Config, DaemonError> {
 /// Run the daemon until SIGTERM or SIGINT (or a SIGHUP with a valid config, which restarts
 /// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
 /// store, exit 0.
-pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> {
+pub async fn run(
+    config_path: &std::path::Path,
+    options: RunOptions,
+) -> Result<Outcome, DaemonError> {
     let cfg = load_config(config_path)?;
     // Before anything opens a descriptor: the API's share depends on what the process has.
     let fd_limit = crate::fds::raise_nofile_limit().context("read the file-descriptor limit")?;
@@ -82,10 +127,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<Outcome, DaemonError> 
         tracing::warn!(failpoints = ?failpoints, "failpoints are armed: this daemon will crash or fail on purpose");
     }
     let store: Arc<dyn Store> = match cfg.store.backend {
-        config::StoreBackend::Sqlite => Arc::new(
-            SqliteStore::open(&cfg.store.data_dir)
-                .with_context(|| format!("open the store in {}", cfg.store.data_dir.display()))?,
-        ),
+        config::StoreBackend::Sqlite => {
+            Arc::new(open_sqlite(&cfg.store.data_dir, options.init_store)?)
+        }
         config::StoreBackend::Etcd => Arc::new(
             store::EtcdStore::connect(
                 &cfg.store.etcd_endpoints,

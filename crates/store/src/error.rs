@@ -41,6 +41,28 @@ pub enum StoreError {
         /// The newest schema version this binary knows.
         known: i64,
     },
+    /// The store file is there but holds nothing of dbfleet's: 0 bytes, or a database
+    /// without the schema. Its data (operations, fenced marks, the recoveries switch, block
+    /// windows) is gone, so it is not silently made anew; see `OpenOptions::init`.
+    #[error(
+        "the metadata store {path} {what}: the operations, fenced marks, recoveries switch \
+         and block windows it should hold are not there"
+    )]
+    Uninitialized {
+        /// The store file.
+        path: PathBuf,
+        /// What it is, e.g. `is an empty file (0 bytes)`.
+        what: String,
+    },
+    /// The store file is damaged: `PRAGMA quick_check` found faults, or it is not a SQLite
+    /// database.
+    #[error("the metadata store {path} is damaged: {detail}")]
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What quick_check or SQLite reported.
+        detail: String,
+    },
     /// A schema migration failed; the store stays at the version before it.
     #[error("migrating the metadata store to schema version {version} failed: {message}")]
     Migration {
@@ -78,6 +100,17 @@ pub enum StoreError {
     /// The blocking task that ran the call panicked or was cancelled.
     #[error("metadata store task failed: {0}")]
     Task(String),
+}
+
+impl StoreError {
+    /// Whether the store file itself is refused: damaged, unexpectedly empty, or of a newer
+    /// dbfleet. No retry helps; an operator must restore a backup or say to start anew.
+    pub fn is_refused_store(&self) -> bool {
+        matches!(
+            self,
+            Self::Uninitialized { .. } | Self::Damaged { .. } | Self::SchemaTooNew { .. }
+        )
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {

@@ -6,8 +6,13 @@ use crate::record::ProblemRecord;
 use model::{InstanceAddr, Severity};
 use serde::{Deserialize, Serialize};
 
-/// The most events one [`crate::Store::events`] call returns; a larger `limit` is capped to it.
-pub const MAX_EVENT_LIMIT: usize = 10_000;
+/// The most records one read returns ([`crate::Store::events`], problem history,
+/// operations); a larger `limit` is capped to it. Page past it (`EventQuery::after_id`).
+///
+/// It bounds the memory of one answer: every caller holds its whole answer until it is
+/// sent, and 200 concurrent readers of 10,000 events each (3 MB of JSON apiece) took a
+/// daemon to 1.8 GB (docs/BENCHMARKS.md, "API reads"). 1,000 events are about 300 KB.
+pub const MAX_EVENT_LIMIT: usize = 1_000;
 
 /// The stable snake_case names of event kinds the control plane writes. They appear in the
 /// API, in alerts and in queries by kind, so they never change once released.

@@ -216,3 +216,44 @@ async fn a_lapsed_lock_and_lease_pass_to_another_node() {
     let b = store.campaign("b", 1_000, 1_000).await.unwrap();
     assert!(b.is_leader && b.term == a.term + 1);
 }
+
+/// A read never returns more than the hard maximum, whatever `limit` asks: 1,000 records.
+#[tokio::test]
+async fn reads_are_capped_at_one_thousand_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(dir.path()).unwrap();
+    for i in 0..1100u64 {
+        s.append_event(&NewEvent {
+            at_ms: i,
+            cluster: Some("c1".into()),
+            instance: None,
+            kind: kinds::OPERATOR_NOTE.into(),
+            level: EventLevel::Info,
+            message: format!("note {i}"),
+            data: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    }
+    let newest = s
+        .events(&EventQuery {
+            limit: 10_000,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 1000);
+    assert_eq!(store::MAX_EVENT_LIMIT, 1000);
+    // The rest is there page by page.
+    let last = newest.last().unwrap().id;
+    let older = s
+        .events(&EventQuery {
+            after_id: Some(0),
+            limit: 10_000,
+            ..EventQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 1000);
+    assert!(older.last().unwrap().id < last);
+}

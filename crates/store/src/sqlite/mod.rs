@@ -1,20 +1,25 @@
 //! `SqliteStore`: the embedded SQLite backend of [`Store`], one file under the data directory.
 //!
-//! All SQLite calls are blocking, so each trait method runs on
-//! [`tokio::task::spawn_blocking`] and takes the one connection behind a mutex: writes are
-//! serialized, which is what SQLite does anyway, and no async worker thread ever blocks on
-//! disk.
+//! All SQLite calls are blocking, so none runs on an async worker: the store has threads of
+//! its own, started at open. One owns the writer connection and runs every write in turn
+//! (serialized, which is what SQLite does anyway); [`READERS`] own a read-only connection
+//! each and run the reads (WAL lets them read beside the writer). A call queues a job and
+//! awaits its answer, so however many callers wait, the store uses `READERS + 1` threads
+//! (once, each call took a blocking thread of its own to wait for one connection: 200
+//! concurrent API reads made about 300 threads).
 
+mod check;
 mod migrations;
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use model::{ClusterSpec, InstanceAddr, Observation, Problem};
 use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use rusqlite::{params, params_from_iter, Connection, OpenFlags, OptionalExtension, Row};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -27,6 +32,7 @@ use crate::error::StoreError;
 use crate::event::{EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
 use crate::record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
 
+pub use check::{CheckReport, FileState, STORE_FILE_MODE};
 pub use migrations::SCHEMA_VERSION;
 
 /// The name of the store file inside the data directory.
@@ -36,50 +42,240 @@ pub const DB_FILE_NAME: &str = "dbfleet.sqlite3";
 /// `sqlite3` shell) before it fails as busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Read-only connections beside the writer, each on a thread of its own. WAL lets them
+/// read while the writer writes. With the writer's thread, the store uses `READERS + 1`
+/// threads whatever the number of callers (200 concurrent API reads once made about 300).
+pub const READERS: usize = 4;
+
+type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// The store's threads: one owns the writer connection, [`READERS`] own a read-only
+/// connection each; callers queue jobs and await the answer, so a queue of calls holds no
+/// thread. When the last clone of the store drops, the queues close, and the threads close
+/// their connections and are joined.
+#[derive(Debug)]
+struct Threads {
+    writer: Option<std::sync::mpsc::Sender<WriteJob>>,
+    readers: Option<std::sync::mpsc::Sender<ReadJob>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Threads {
+    /// Start the writer's thread on `writer` and one reader's thread per connection of
+    /// `readers` (none: reads go to the writer).
+    fn start(
+        path: &Path,
+        writer: Connection,
+        readers: Vec<Connection>,
+    ) -> Result<Self, StoreError> {
+        let spawn_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: format!("start a store thread: {e}"),
+        };
+        let mut handles = Vec::new();
+        let (wtx, wrx) = std::sync::mpsc::channel::<WriteJob>();
+        let mut conn = writer;
+        handles.push(
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || {
+                    while let Ok(job) = wrx.recv() {
+                        // A job that panics unwound through its `Transaction`, whose drop
+                        // rolled it back: the connection is consistent, keep serving.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            job(&mut conn)
+                        }));
+                    }
+                })
+                .map_err(spawn_err)?,
+        );
+        let mut rtx = None;
+        if !readers.is_empty() {
+            let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+            let rx = Arc::new(Mutex::new(rx));
+            for (i, conn) in readers.into_iter().enumerate() {
+                let rx = Arc::clone(&rx);
+                handles.push(
+                    std::thread::Builder::new()
+                        .name(format!("sqlite-reader-{i}"))
+                        .spawn(move || loop {
+                            let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                            let Ok(job) = job else { return };
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                job(&conn)
+                            }));
+                        })
+                        .map_err(spawn_err)?,
+                );
+            }
+            rtx = Some(tx);
+        }
+        Ok(Self {
+            writer: Some(wtx),
+            readers: rtx,
+            handles,
+        })
+    }
+}
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        self.writer.take();
+        self.readers.take();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// `n` read-only connections to the store file.
+fn open_readers(path: &Path, n: usize) -> Result<Vec<Connection>, StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        message: format!("open a read connection: {e}"),
+    };
+    (0..n)
+        .map(|_| {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            c.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+            Ok(c)
+        })
+        .collect()
+}
+
+/// How [`SqliteStore::open_with`] treats a store file that holds nothing.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// Give dbfleet's schema to a store file that exists but is empty (0 bytes) or has no
+    /// schema, instead of refusing it (`dbfleet serve --init-store`). A damaged store is
+    /// refused all the same.
+    pub init: bool,
+}
+
 /// The embedded SQLite metadata store.
 ///
-/// The file is `DATA_DIR/dbfleet.sqlite3`, opened with:
+/// The file is `DATA_DIR/dbfleet.sqlite3`. Opening it:
 ///
+/// - a missing file is a first start: the store is made in `dbfleet.sqlite3.new` (mode 0600)
+///   with its schema, then renamed into place, so a store file that exists always has the
+///   schema;
+/// - an existing file of 0 bytes, or one without dbfleet's schema, is *unexpectedly empty*:
+///   it is refused with [`StoreError::Uninitialized`] (its operations, fenced marks,
+///   recoveries switch and block windows are gone), unless [`OpenOptions::init`];
+/// - `PRAGMA quick_check` runs on every open; a damaged file (or one that is not a SQLite
+///   database) is refused with [`StoreError::Damaged`];
+/// - the file, its `-wal` and its `-shm` are made mode 0600 (SQLite gives the side files the
+///   database's mode);
 /// - `journal_mode=WAL`: readers do not block the writer nor the writer readers, and a
 ///   commit is one sequential append to the WAL instead of rewriting pages in place;
-/// - `synchronous=NORMAL`: in WAL mode, a commit writes the WAL but does not fsync it; the
-///   WAL is fsynced at each checkpoint. The store never corrupts, and a crash of the dbfleet
-///   process loses nothing; only a power loss or an OS crash may roll back the last commits
-///   before the latest checkpoint. That suits what is stored here: observations and problems
-///   are rebuilt by the next probe round within seconds. `FULL` would fsync on every commit,
-///   which a daemon saving a probe round every second pays for on every round. When
-///   persisted operation steps arrive, a step that must survive power loss should be
-///   committed with `synchronous=FULL` (a per-connection setting) or followed by
-///   [`Store::flush`];
-/// - `busy_timeout` of 5 s, for the rare outside reader (a backup, the `sqlite3` shell);
+/// - `synchronous=NORMAL` for the observations, problems and events a probe round writes
+///   (a commit writes the WAL but does not fsync it: a crash of the process loses nothing,
+///   a power loss may roll back the last commits, which the next round rebuilds), and
+///   `synchronous=FULL` (the WAL fsynced before the call returns) for the records that
+///   must survive a power loss: operations, settings (fenced marks, the recoveries switch,
+///   acknowledgements and block windows, the alert state) and the cluster's writer;
+/// - `busy_timeout` of 5 s, for the rare outside reader (`dbfleet store backup`, the
+///   `sqlite3` shell);
 /// - the migrations of this binary applied in order, each in its own transaction, tracked in
 ///   `PRAGMA user_version`. A file at a newer version than [`SCHEMA_VERSION`] is refused with
 ///   [`StoreError::SchemaTooNew`], never half-understood.
 ///
-/// Cloning is cheap and shares the connection.
+/// Reads run on a pool of [`READERS`] read-only connections beside the one writer (see the
+/// module's doc); a store in memory has no pool and reads on its writer.
+///
+/// Cloning is cheap and shares the connections.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    /// The writer's and the readers' threads.
+    threads: Arc<Threads>,
     path: Option<PathBuf>,
+    /// `PRAGMA synchronous` as the last durable call saw it.
+    #[cfg(test)]
+    seen_synchronous: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl SqliteStore {
-    /// Open (creating it and the data directory if needed) the store under `data_dir`, and
-    /// migrate it to this binary's schema.
+    /// Open the store under `data_dir` (creating the directory, mode 0700, and a new store
+    /// if there is no file), check it and migrate it to this binary's schema; an existing
+    /// empty or schema-less file is refused. See [`SqliteStore::open_with`].
     ///
     /// This blocks on disk; call it at startup, before serving, or on a blocking thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|cause| StoreError::CreateDir {
-            path: data_dir.to_path_buf(),
-            cause,
-        })?;
+        Self::open_with(data_dir, OpenOptions::default())
+    }
+
+    /// [`SqliteStore::open`] with options; the checks are on [`SqliteStore`].
+    pub fn open_with(data_dir: &Path, options: OpenOptions) -> Result<Self, StoreError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)
+            .map_err(|cause| StoreError::CreateDir {
+                path: data_dir.to_path_buf(),
+                cause,
+            })?;
         let path = data_dir.join(DB_FILE_NAME);
         let open_err = |e: rusqlite::Error| StoreError::Open {
             path: path.clone(),
             message: e.to_string(),
         };
-        let mut conn = Connection::open(&path).map_err(open_err)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => check::make_private(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let [wal, _] = check::side_files(&path);
+                if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+                    return Err(StoreError::Uninitialized {
+                        path,
+                        what: format!(
+                            "is missing while its write-ahead log {} is there",
+                            wal.display()
+                        ),
+                    });
+                }
+                check::create_new(&path)?;
+            }
+            Err(e) => {
+                return Err(StoreError::Open {
+                    path,
+                    message: e.to_string(),
+                })
+            }
+        }
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mut report = check::CheckReport {
+            path: path.clone(),
+            state: check::FileState::Empty,
+            size_bytes: 0,
+            schema_version: None,
+            findings: Vec::new(),
+        };
+        let size = std::fs::metadata(&path)
+            .map_err(|e| StoreError::Open {
+                path: path.clone(),
+                message: e.to_string(),
+            })?
+            .len();
+        if size > 0 {
+            check::inspect(&conn, &mut report).map_err(open_err)?;
+        }
+        match report.state {
+            check::FileState::Empty | check::FileState::NoSchema if options.init => {}
+            _ => {
+                if let Some(refusal) = report.refusal() {
+                    return Err(refusal);
+                }
+            }
+        }
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(open_err)?;
@@ -92,10 +288,29 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         migrations::migrate(&mut conn, &path)?;
+        // The WAL and the shared-memory file exist now; an older dbfleet made them 0644.
+        check::make_private(&path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            threads: Arc::new(Threads::start(&path, conn, open_readers(&path, READERS)?)?),
             path: Some(path),
+            #[cfg(test)]
+            seen_synchronous: Default::default(),
         })
+    }
+
+    /// Look at the store file at `path` without changing it (it may be in use): whether it
+    /// is missing, empty, without schema, damaged (`PRAGMA quick_check`) or sound, with
+    /// quick_check's findings. Fails only when the file cannot be looked at.
+    pub fn check_file(path: &Path) -> Result<CheckReport, StoreError> {
+        check::check_file(path)
+    }
+
+    /// Copy the store file `src` (it may be in use by a running daemon) to the new file
+    /// `dest`, mode 0600, as one consistent snapshot (`VACUUM INTO`), and check the copy
+    /// before it appears under `dest`. Refuses an existing `dest` and a source that is not
+    /// sound. Returns the copy's check.
+    pub fn backup_file(src: &Path, dest: &Path) -> Result<CheckReport, StoreError> {
+        check::backup(src, dest)
     }
 
     /// A store in memory, gone when the last clone drops: for tests.
@@ -107,8 +322,10 @@ impl SqliteStore {
         })?;
         migrations::migrate(&mut conn, &path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            threads: Arc::new(Threads::start(&path, conn, Vec::new())?),
             path: None,
+            #[cfg(test)]
+            seen_synchronous: Default::default(),
         })
     }
 
@@ -117,21 +334,72 @@ impl SqliteStore {
         self.path.as_deref()
     }
 
-    /// Run `f` with the connection on a blocking thread.
+    /// Run `f` with the writer connection on the writer's thread; callers queue and wait
+    /// asynchronously, so a queue of writes holds no thread.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic while the lock was held unwound through any open `Transaction`, whose
-            // drop rolled it back, so the connection is consistent: take it back.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.threads
+            .writer
+            .as_ref()
+            .and_then(|w| w.send(job).ok())
+            .ok_or_else(|| StoreError::Task("the store's writer thread is gone".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Task("the store call panicked".into()))?
+    }
+
+    /// Run the read `f` on a read-only connection, on the first free reader's thread;
+    /// callers queue and wait asynchronously. At most [`READERS`] reads run at once, each in
+    /// a snapshot of the last commit. A store in memory reads on its writer.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let Some(readers) = &self.threads.readers else {
+            return self.with_conn(move |c| f(c)).await;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        readers
+            .send(job)
+            .map_err(|_| StoreError::Task("the store's reader threads are gone".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Task("the store call panicked".into()))?
+    }
+
+    /// [`SqliteStore::with_conn`] with `synchronous=FULL` for the call: its commit fsyncs
+    /// the WAL before it returns, so it survives a power loss. For the records that matter
+    /// (operations, settings, the writer); the probe rounds' writes stay `NORMAL`.
+    async fn with_conn_durable<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        #[cfg(test)]
+        let seen = Arc::clone(&self.seen_synchronous);
+        self.with_conn(move |conn| {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            #[cfg(test)]
+            seen.store(
+                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            let result = f(conn);
+            let back = conn.pragma_update(None, "synchronous", "NORMAL");
+            let value = result?;
+            back?;
+            Ok(value)
         })
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
 
@@ -166,7 +434,7 @@ impl Store for SqliteStore {
     }
 
     async fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT name, spec_json, writer, updated_ms FROM clusters ORDER BY name",
             )?;
@@ -178,7 +446,7 @@ impl Store for SqliteStore {
 
     async fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
         let name = name.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             conn.prepare_cached(
                 "SELECT name, spec_json, writer, updated_ms FROM clusters WHERE name = ?1",
             )?
@@ -199,7 +467,7 @@ impl Store for SqliteStore {
         let name = name.to_owned();
         let writer = writer.map(|w| w.to_string());
         let now = sql_ms(now_ms)?;
-        self.with_conn(move |conn| {
+        self.with_conn_durable(move |conn| {
             let n = conn
                 .prepare_cached("UPDATE clusters SET writer = ?2, updated_ms = ?3 WHERE name = ?1")?
                 .execute(params![name, writer, now])?;
@@ -242,7 +510,7 @@ impl Store for SqliteStore {
 
     async fn instances(&self, cluster: Option<&str>) -> Result<Vec<InstanceRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             const COLS: &str = "SELECT cluster, addr, origin, first_seen_ms, last_seen_ms \
                                 FROM instances";
             let mut stmt;
@@ -331,7 +599,7 @@ impl Store for SqliteStore {
         cluster: Option<&str>,
     ) -> Result<Vec<(String, Observation)>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             const COLS: &str = "SELECT cluster, addr, observation_json FROM observations";
             let read = |r: &Row<'_>| -> rusqlite::Result<(String, String, String)> {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -365,7 +633,7 @@ impl Store for SqliteStore {
         addr: &InstanceAddr,
     ) -> Result<Option<Observation>, StoreError> {
         let addr = addr.to_string();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let json: Option<String> = conn
                 .prepare_cached("SELECT observation_json FROM observations WHERE addr = ?1")?
                 .query_row([&addr], |r| r.get(0))
@@ -472,7 +740,7 @@ impl Store for SqliteStore {
 
     async fn open_problems(&self, cluster: Option<&str>) -> Result<Vec<ProblemRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt;
             let rows = match &cluster {
                 Some(c) => {
@@ -500,7 +768,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<ProblemRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
         let limit = limit.min(MAX_EVENT_LIMIT) as i64;
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt;
             let rows = match &cluster {
                 Some(c) => {
@@ -531,7 +799,7 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut sql = format!("{EVENT_COLS} WHERE 1 = 1");
             let mut args: Vec<Value> = Vec::new();
             if let Some(c) = query.cluster {
@@ -560,6 +828,7 @@ impl Store for SqliteStore {
                 args.len()
             ));
             let mut stmt = conn.prepare(&sql)?;
+            // Decoded row by row into the answer: the raw rows are never all held at once.
             let mut out = stmt
                 .query_map(params_from_iter(args), EventRow::read)?
                 .map(|r| r?.decode())
@@ -576,7 +845,7 @@ impl Store for SqliteStore {
         let op = op.clone();
         let data = to_json(&op.data, "operation data")?;
         let created = sql_ms(op.created_ms)?;
-        self.with_conn(move |conn| {
+        self.with_conn_durable(move |conn| {
             let finished = op.state.is_final().then_some(created);
             conn.prepare_cached(
                 "INSERT INTO operations (cluster, kind, trigger, state, step, data_json, owner, \
@@ -612,7 +881,7 @@ impl Store for SqliteStore {
             .map(|d| to_json(d, "operation data"))
             .transpose()?;
         let now = sql_ms(update.now_ms)?;
-        self.with_conn(move |conn| {
+        self.with_conn_durable(move |conn| {
             let tx = conn.transaction()?;
             let current = read_operation(&tx, id)?
                 .ok_or_else(|| StoreError::NotFound(format!("operation {id}")))?;
@@ -651,12 +920,12 @@ impl Store for SqliteStore {
     }
 
     async fn operation(&self, id: i64) -> Result<Option<OperationRecord>, StoreError> {
-        self.with_conn(move |conn| read_operation(conn, id)).await
+        self.with_reader(move |conn| read_operation(conn, id)).await
     }
 
     async fn operations(&self, query: &OperationQuery) -> Result<Vec<OperationRecord>, StoreError> {
         let query = query.clone();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut sql = String::from(
                 "SELECT id, cluster, kind, trigger, state, step, data_json, error, owner, \
                  created_ms, updated_ms, finished_ms FROM operations WHERE 1 = 1",
@@ -684,10 +953,9 @@ impl Store for SqliteStore {
             };
             sql.push_str(&format!(" ORDER BY id DESC LIMIT {limit}"));
             let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt
-                .query_map(params_from_iter(args), OperationRow::read)?
-                .collect::<Result<Vec<_>, _>>()?;
-            rows.into_iter().map(OperationRow::decode).collect()
+            // Decoded row by row: no second copy of the raw rows.
+            let rows = stmt.query_map(params_from_iter(args), OperationRow::read)?;
+            rows.map(|r| r?.decode()).collect()
         })
         .await
     }
@@ -729,7 +997,7 @@ impl Store for SqliteStore {
 
     async fn cluster_lock(&self, cluster: &str) -> Result<Option<ClusterLock>, StoreError> {
         let cluster = cluster.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let row = conn
                 .prepare_cached("SELECT holder, expires_ms FROM cluster_locks WHERE cluster = ?1")?
                 .query_row(params![cluster], |r| {
@@ -816,7 +1084,7 @@ impl Store for SqliteStore {
 
     async fn kv_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let v: Option<String> = conn
                 .prepare_cached("SELECT value_json FROM settings WHERE key = ?1")?
                 .query_row(params![key], |r| r.get(0))
@@ -830,7 +1098,7 @@ impl Store for SqliteStore {
     async fn kv_put(&self, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
         let key = key.to_owned();
         let value = to_json(value, "setting")?;
-        self.with_conn(move |conn| {
+        self.with_conn_durable(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO settings (key, value_json) VALUES (?1, ?2) \
                  ON CONFLICT (key) DO UPDATE SET value_json = excluded.value_json",
@@ -843,7 +1111,7 @@ impl Store for SqliteStore {
 
     async fn kv_delete(&self, key: &str) -> Result<bool, StoreError> {
         let key = key.to_owned();
-        self.with_conn(move |conn| {
+        self.with_conn_durable(move |conn| {
             let n = conn
                 .prepare_cached("DELETE FROM settings WHERE key = ?1")?
                 .execute(params![key])?;
@@ -854,7 +1122,7 @@ impl Store for SqliteStore {
 
     async fn kv_list(&self, prefix: &str) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         let prefix = prefix.to_owned();
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT key, value_json FROM settings WHERE substr(key, 1, length(?1)) = ?1 \
                  ORDER BY key",
@@ -1191,4 +1459,48 @@ fn from_json<T: DeserializeOwned>(s: &str, what: impl FnOnce() -> String) -> Res
         what: what(),
         detail: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::coord::NewOperation;
+
+    async fn synchronous(s: &SqliteStore) -> i64 {
+        s.with_conn(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?))
+            .await
+            .unwrap()
+    }
+
+    /// Operations and settings commit with `synchronous=FULL` (2); the connection is back
+    /// at `NORMAL` (1) for the probe rounds' writes after each.
+    #[tokio::test]
+    async fn operations_and_settings_commit_with_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(synchronous(&s).await, 1);
+        s.create_operation(&NewOperation {
+            cluster: "c1".into(),
+            kind: "failover".into(),
+            trigger: "auto".into(),
+            state: OperationState::Running,
+            step: "start".into(),
+            data: serde_json::json!({}),
+            owner: "n1".into(),
+            created_ms: 1,
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.seen_synchronous.swap(0, Ordering::SeqCst), 2);
+        assert_eq!(synchronous(&s).await, 1);
+        s.kv_put("fenced/c1/a:1", &serde_json::json!(true))
+            .await
+            .unwrap();
+        assert_eq!(s.seen_synchronous.swap(0, Ordering::SeqCst), 2);
+        s.kv_delete("fenced/c1/a:1").await.unwrap();
+        assert_eq!(s.seen_synchronous.swap(0, Ordering::SeqCst), 2);
+        assert_eq!(synchronous(&s).await, 1);
+    }
 }
