@@ -667,8 +667,12 @@ pub async fn observe_with(
 ) -> Observation {
     let at_unix_ms = model::clock::now_ms();
     let started = Instant::now();
+    // Whether the connect and login succeeded: a failure after it is on a fresh connection
+    // (`ProbeFailure::fresh_connection`).
+    let mut connected = false;
     let result = async {
         let mut session = Session::connect(addr, creds, opts).await?;
+        connected = true;
         let state = session.observe_with(what).await;
         session.close().await;
         state
@@ -681,7 +685,11 @@ pub async fn observe_with(
         write: None,
         reachability: match result {
             Ok(state) => Reachability::Reachable(Box::new(state)),
-            Err(e) => Reachability::Unreachable(e.to_failure()),
+            Err(e) => {
+                let mut f = e.to_failure();
+                f.fresh_connection = connected;
+                Reachability::Unreachable(f)
+            }
         },
     }
 }
