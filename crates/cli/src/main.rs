@@ -9,6 +9,7 @@ mod drt_cmd;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
+mod term;
 
 use std::process::ExitCode;
 
@@ -358,14 +359,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            term::errln!("error: {:#}", e.error);
             ExitCode::from(e.code)
         }
     }
 }
 
-/// Print a value as pretty JSON on stdout.
+/// Print a value as pretty JSON on stdout, every character a terminal acts on escaped.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", term::to_json_pretty(value)?);
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::term::outln;
 use crate::{print_json, CliError};
 
 /// Arguments of `dbfleet serve`.
@@ -46,7 +47,7 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
                 print_json(&cfg.redacted_summary())?;
             } else {
                 let instances: usize = cfg.clusters.iter().map(|c| c.instances.len()).sum();
-                println!(
+                outln!(
                     "{}: valid ({} clusters, {} instances, API on {})",
                     file.display(),
                     cfg.clusters.len(),
@@ -66,7 +67,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     match daemon::run(&args.config).await.map_err(daemon_error)? {
         daemon::Outcome::Reload => Err(reexec().into()),
         daemon::Outcome::Stopped => {
-            println!("dbfleet serve: stopped");
+            outln!("dbfleet serve: stopped");
             Ok(())
         }
     }
@@ -76,7 +77,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 /// environment, so the same PID runs the changed config. Returns only on failure.
 fn reexec() -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    println!("dbfleet serve: restarting to apply the changed config");
+    outln!("dbfleet serve: restarting to apply the changed config");
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return anyhow::anyhow!("reload: cannot find this program: {e}"),

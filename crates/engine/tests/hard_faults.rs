@@ -353,7 +353,10 @@ async fn a_silently_cut_old_primary_is_not_waited_for_and_is_fenced_when_it_heal
             e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
             break;
         }
-        assert!(Instant::now() < deadline, "m1 never answered after the heal");
+        assert!(
+            Instant::now() < deadline,
+            "m1 never answered after the heal"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(e.state("m1").await.read_only, "the old primary was fenced");
