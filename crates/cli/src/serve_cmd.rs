@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::term::outln;
+use crate::term::{errln, outln};
 use crate::{print_json, CliError};
 
 /// Arguments of `dbfleet serve`.
@@ -43,6 +43,9 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
     match cmd {
         ConfigCommand::Validate { file, json } => {
             let cfg = load(&file)?;
+            for w in cfg.permission_warnings() {
+                errln!("warning: {w}");
+            }
             if json {
                 print_json(&cfg.redacted_summary())?;
             } else {
@@ -64,12 +67,34 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
 /// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
 /// store, exit 0.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    warn_permissions(&args.config);
     match daemon::run(&args.config).await.map_err(daemon_error)? {
         daemon::Outcome::Reload => Err(reexec().into()),
         daemon::Outcome::Stopped => {
             outln!("dbfleet serve: stopped");
             Ok(())
         }
+    }
+}
+
+/// Log a warning for each secret file of the config at `path` that others may read or
+/// write. With `strict_permissions = true` the daemon refuses them instead, and a config
+/// that does not load is reported by the daemon: neither is logged here.
+fn warn_permissions(path: &std::path::Path) {
+    let Ok(cfg) = config::Config::load(path) else {
+        return;
+    };
+    if cfg.strict_permissions {
+        return;
+    }
+    for w in cfg.permission_warnings() {
+        tracing::warn!(
+            field = %w.field,
+            path = %w.path.display(),
+            mode = %format_args!("{:04o}", w.mode),
+            "a secret file is open to others: {}",
+            w.problem()
+        );
     }
 }
 

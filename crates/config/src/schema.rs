@@ -21,6 +21,9 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// The whole of `dbfleet.toml`, validated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
+    /// `strict_permissions`: refuse a secret file (password, credentials, tokens, notifier
+    /// secrets) that others may read or write, or its group may write, instead of warning.
+    pub strict_permissions: bool,
     /// `[store]`: where dbfleet keeps its state.
     pub store: StoreConfig,
     /// `[api]`: the HTTP API the daemon serves.

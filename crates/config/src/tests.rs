@@ -898,3 +898,87 @@ fn detection_stall_confirm_reaches_the_spec() {
     let err = parse(&minimal("[cluster.detection]\nstall = \"2s\"")).unwrap_err();
     assert!(err.to_string().contains("stall"), "{err}");
 }
+
+/// Write `text` to `path` with permission bits `mode`.
+fn write_mode(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn secret_files_open_to_others_warn_or_with_strict_permissions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("admin.password");
+    let tokens = dir.path().join("tokens.txt");
+    write_mode(&pw, "pw-1\n", 0o644);
+    write_mode(&tokens, "tok-a\n", 0o644);
+    let text = |strict: bool| {
+        format!(
+            "strict_permissions = {strict}\n{}",
+            minimal("[api]\ntokens_file = \"tokens.txt\"\n").replace(
+                "password_env = \"DBFLEET_TEST_UNUSED\"",
+                "password_file = \"admin.password\""
+            )
+        )
+    };
+    let path = dir.path().join("dbfleet.toml");
+    std::fs::write(&path, text(false)).unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.strict_permissions);
+    let shown: Vec<String> = c
+        .permission_warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            format!(
+                "credentials.admin.password_file: {} is readable by others (mode 0644): \
+                 chmod 600 it (or 640 for a group of readers)",
+                pw.display()
+            ),
+            format!(
+                "api.tokens_file: {} is readable by others (mode 0644): chmod 600 it (or 640 \
+                 for a group of readers)",
+                tokens.display()
+            ),
+        ]
+    );
+    c.check_secrets()
+        .expect("only a warning without strict_permissions");
+
+    std::fs::write(&path, text(true)).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert!(c.strict_permissions);
+    let e = c.check_secrets().unwrap_err();
+    let fields: Vec<String> = e.problems().into_iter().map(|p| invalid(p).0).collect();
+    assert_eq!(
+        fields,
+        ["credentials.admin.password_file", "api.tokens_file"]
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains(&format!(
+            "{} is readable by others (mode 0644)",
+            pw.display()
+        )) && shown.contains("strict_permissions = true"),
+        "{shown}"
+    );
+
+    // Owner only, or read by a group, passes; group write or any bit for others does not.
+    for (mode, ok) in [
+        (0o600, true),
+        (0o400, true),
+        (0o640, true),
+        (0o660, false),
+        (0o602, false),
+        (0o601, false),
+    ] {
+        write_mode(&pw, "pw-1\n", mode);
+        write_mode(&tokens, "tok-a\n", 0o600);
+        assert_eq!(c.permission_warnings().is_empty(), ok, "{mode:o}");
+        assert_eq!(c.check_secrets().is_ok(), ok, "{mode:o}");
+    }
+}

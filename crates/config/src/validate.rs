@@ -92,6 +92,7 @@ fn valid_cluster_name(name: &str) -> bool {
 fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let mut errs = Vec::new();
     let FileConfig {
+        strict_permissions,
         mut store,
         mut api,
         probe,
@@ -408,6 +409,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         return Err(e);
     }
     Ok(Config {
+        strict_permissions,
         store,
         api,
         probe,
