@@ -20,7 +20,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, Location};
 pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
@@ -69,7 +69,7 @@ impl Config {
         let entry = self.credentials.get(name).ok_or_else(|| {
             ConfigError::invalid(
                 "credentials",
-                format!("no credentials named {name:?} are defined"),
+                format!("no credentials named {} are defined", validate::quote(name)),
             )
         })?;
         secrets::resolve(&format!("credentials.{}", validate::key(name)), entry)

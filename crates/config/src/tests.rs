@@ -36,7 +36,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 /// The single `Invalid` problem of an error, as `(field, message)`.
 fn invalid(e: &ConfigError) -> (String, String) {
     match e {
-        ConfigError::Invalid { field, message } => (field.clone(), message.clone()),
+        ConfigError::Invalid { field, message, .. } => (field.clone(), message.clone()),
         other => panic!("expected one Invalid error, got {other:?} ({other})"),
     }
 }
@@ -407,7 +407,21 @@ addr = "{second_addr}"
         let (f, m) = invalid(&e);
         assert_eq!(f, field, "{e}");
         assert!(m.contains(fragment), "{field}: {m:?} lacks {fragment:?}");
-        assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
+        // Located: the line it names holds the field, or the table the field is missing
+        // from.
+        let ConfigError::Invalid { at: Some(at), .. } = &e else {
+            panic!("{field}: no location: {e:?}");
+        };
+        let prefix = format!("dbfleet.toml:{}:{}: {field}: ", at.line, at.column);
+        assert!(e.to_string().starts_with(&prefix), "{e}");
+        let line = text.lines().nth(at.line - 1).unwrap().trim();
+        let last = field.rsplit('.').next().unwrap();
+        let last = last.split('[').next().unwrap().trim_matches('"');
+        assert!(
+            line.contains(last) || line.starts_with('['),
+            "{field}: line {} is {line:?}",
+            at.line
+        );
     }
 }
 
@@ -444,7 +458,7 @@ concurrency = 0
     let shown = e.to_string();
     assert!(shown.starts_with("4 problems:"), "{shown}");
     assert!(
-        shown.contains("\n  probe.interval: must be at least 50ms"),
+        shown.contains("\n  dbfleet.toml:18:12: probe.interval: must be at least 50ms"),
         "{shown}"
     );
 }
@@ -981,4 +995,76 @@ fn secret_files_open_to_others_warn_or_with_strict_permissions_are_refused() {
         assert_eq!(c.permission_warnings().is_empty(), ok, "{mode:o}");
         assert_eq!(c.check_secrets().is_ok(), ok, "{mode:o}");
     }
+}
+
+#[test]
+fn validation_errors_name_line_and_column() {
+    let text = minimal("[cluster.failover]\nmode = \"auto\"\n  block_window = \"0s\"\n");
+    let e = parse(&text).unwrap_err();
+    let line = text
+        .lines()
+        .position(|l| l.contains("block_window"))
+        .unwrap()
+        + 1;
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "dbfleet.toml:{line}:18: cluster[0].failover.block_window: must be more than 0 \
+             with mode = \"auto\": a zero window lets failovers flap"
+        )
+    );
+    // A field left out (a default) is located at the table it is missing from.
+    let text = minimal("[probe]\ninterval = \"20s\"\n");
+    let e = parse(&text).unwrap_err();
+    let line = text.lines().position(|l| l == "[probe]").unwrap() + 1;
+    assert!(
+        e.to_string().starts_with(&format!(
+            "dbfleet.toml:{line}:1: probe.discovery_interval: "
+        )),
+        "{e}"
+    );
+    // Errors found after loading (a secret that cannot be read) have no line.
+    let e = ConfigError::invalid("credentials.admin.password_env", "not set");
+    assert_eq!(e.to_string(), "credentials.admin.password_env: not set");
+}
+
+#[test]
+fn echoed_values_are_cut_short() {
+    let long = "x".repeat(5_000_000);
+    let text = minimal("").replace("name = \"main\"", &format!("name = \"{long}\""));
+    let e = parse(&text).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.len() < 400,
+        "{} bytes: {}",
+        shown.len(),
+        &shown[..400]
+    );
+    assert!(
+        shown.contains(&format!(
+            "\"{}\"… (5000000 bytes) is not a valid cluster name",
+            "x".repeat(80)
+        )),
+        "{shown}"
+    );
+    // The same for a credentials name in a field path, an address and a toml message.
+    let text = minimal(&format!(
+        "[credentials.{long}]\nuser = \"\"\npassword_env = \"E\"\n"
+    ));
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.len() < 400 && shown.contains("… (5000000 bytes)"),
+        "{}",
+        &shown[..400.min(shown.len())]
+    );
+    let text = minimal("").replace("127.0.0.1:23306", &long);
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.len() < 400 && shown.contains("… (5000000 bytes) has no port"),
+        "{}",
+        &shown[..400.min(shown.len())]
+    );
+    let text = minimal(&format!("[probe]\n{long} = 1\n"));
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(shown.len() < 1000, "{}", &shown[..1000.min(shown.len())]);
 }
