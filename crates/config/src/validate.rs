@@ -537,6 +537,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "must be between 50ms and 1s: a stalled primary must be named within 2 s",
         ));
     }
+    if !monitor.forget_unreachable_after.is_zero()
+        && monitor.forget_unreachable_after < probe.interval
+    {
+        errs.push(ConfigError::invalid(
+            "monitor.forget_unreachable_after",
+            format!(
+                "must be 0s (never) or at least probe.interval ({})",
+                humantime::format_duration(probe.interval)
+            ),
+        ));
+    }
     if monitor.history < probe.interval {
         errs.push(ConfigError::invalid(
             "monitor.history",
