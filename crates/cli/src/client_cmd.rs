@@ -101,6 +101,27 @@ pub async fn rejoin(
     show(&answer, json, render_operation)
 }
 
+/// `dbfleet forget CLUSTER INSTANCE`.
+pub async fn forget(
+    api: &ApiArgs,
+    cluster: &str,
+    instance: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let addr: model::InstanceAddr = instance.parse().map_err(CliError::usage)?;
+    let answer = client(api)?
+        .forget(cluster, &addr.to_string())
+        .await
+        .map_err(api_error)?;
+    show(&answer, json, |v| {
+        format!(
+            "{} of {}: forgotten at its next probe (no longer watched)\n",
+            text(&v["instance"]),
+            text(&v["cluster"])
+        )
+    })
+}
+
 /// `dbfleet recoveries ...`.
 pub async fn recoveries(
     api: &ApiArgs,

@@ -137,6 +137,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Forget a discovered instance (one not declared in the config): the daemon stops
+    /// probing it, removes it from its store and logs an `instance_forgotten` event.
+    /// Discovery finds it again if it still replicates from a member. A declared instance
+    /// is refused: remove it from the config and reload instead. Needs an API token.
+    Forget {
+        /// The cluster.
+        cluster: String,
+        /// The instance (host:port).
+        instance: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Automatic recoveries: status, acknowledge a cluster's block window, switch them off or
     /// on fleet-wide.
     Recoveries {
@@ -324,6 +339,12 @@ fn main() -> ExitCode {
                 api,
                 json,
             } => client_cmd::rejoin(&api, &cluster, &instance, json).await,
+            Command::Forget {
+                cluster,
+                instance,
+                api,
+                json,
+            } => client_cmd::forget(&api, &cluster, &instance, json).await,
             Command::Recoveries { action, api, json } => {
                 client_cmd::recoveries(&api, action, json).await
             }

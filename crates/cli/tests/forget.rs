@@ -120,3 +120,88 @@ async fn a_discovered_instance_unreachable_too_long_is_forgotten() {
     sb.member_cmd("start", "m3");
     d.wait_problem("ageout", "UnknownInstance", &m3, WAIT).await;
 }
+
+/// Wait until `cluster`'s events hold an `instance_forgotten` of `addr`, and return it.
+async fn wait_forgotten(d: &Daemon, cluster: &str, addr: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let events = d
+            .get(&format!("/api/v1/events?cluster={cluster}&limit=1000"))
+            .await;
+        if let Some(e) = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == "instance_forgotten" && e["instance"] == addr)
+        {
+            return e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} not forgotten: {events}\n{}",
+            d.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dbfleet_forget_drops_a_discovered_instance_and_refuses_a_declared_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let sb = TestSandbox::up("forgetcmd", 24750, &["--replicas", "2"]);
+    let (m2, m3) = (sb.addr("m2").to_string(), sb.addr("m3").to_string());
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, "forget-token\n").unwrap();
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let tokens_text = tokens.display().to_string();
+    let block = format!("[[cluster.instance]]\naddr = \"{m3}\"\npromotion = \"neutral\"\n");
+    let cfg = test_config(&sb, 24759, |t| {
+        t.replace(&block, "").replace(
+            "listen = \"127.0.0.1:24759\"",
+            &format!("listen = \"127.0.0.1:24759\"\ntokens_file = {tokens_text:?}"),
+        )
+    });
+    let d = Daemon::start(&cfg, 24759).await;
+    d.wait_problem("forgetcmd", "UnknownInstance", &m3, WAIT)
+        .await;
+    let forget = |addr: &str| {
+        common::dbfleet(&[
+            "forget",
+            "forgetcmd",
+            addr,
+            "--api",
+            &d.api,
+            "--token-file",
+            &tokens_text,
+        ])
+    };
+
+    // A declared instance is the config's: refused, naming the way.
+    let out = forget(&m2);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("declared in the config"), "{err}");
+    // One the cluster does not have, and a malformed address.
+    let out = forget("127.0.0.1:1");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no instance 127.0.0.1:1"));
+    assert_eq!(forget("nope").status.code(), Some(2));
+
+    // m3 dies (so that discovery cannot find it again) and is forgotten on request, long
+    // before forget_unreachable_after (24h).
+    sb.member_cmd("stop", "m3");
+    d.wait_problem("forgetcmd", "UnreachableReplica", &m3, WAIT)
+        .await;
+    let out = common::ok(forget(&m3));
+    assert!(out.contains("forgotten"), "{out}");
+    let event = wait_forgotten(&d, "forgetcmd", &m3).await;
+    assert_eq!(event["data"]["reason"], "operator", "{event}");
+    d.wait_cleared("forgetcmd", "UnreachableReplica", &m3, WAIT)
+        .await;
+    let instances = d
+        .get("/api/v1/instances?cluster=forgetcmd")
+        .await
+        .to_string();
+    assert!(!instances.contains(&m3), "{instances}");
+    assert!(instances.contains(&m2), "{instances}");
+}

@@ -670,40 +670,46 @@ async fn forget_undeclared(
     Ok(())
 }
 
-/// Forget `addr`, a discovered instance of `cell` unreachable for `unreachable_for`: stop
-/// analysing it, remove it from the store with an `instance_forgotten` event, and tell the
-/// main loop, so that discovery may find it again.
-async fn forget_unreachable(
-    ctx: &Ctx,
-    cell: &ClusterCell,
-    addr: &InstanceAddr,
-    unreachable_for: Duration,
-) {
+/// Why a probe task forgets its discovered instance.
+#[derive(Clone, Copy, Debug)]
+enum Forget {
+    /// Unreachable for this long.
+    Unreachable(Duration),
+    /// An operator asked (`dbfleet forget`).
+    Operator,
+}
+
+/// Forget `addr`, a discovered instance of `cell`: stop analysing it, remove it from the
+/// store with an `instance_forgotten` event, and tell the main loop, so that discovery may
+/// find it again.
+async fn forget(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr, why: Forget) {
     cell.members
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(addr);
     let _ = ctx.forgotten.send((cell.name.clone(), addr.clone()));
-    info!(cluster = %cell.name, instance = %addr, unreachable_for = ?unreachable_for, "discovered instance unreachable too long: forgotten");
+    info!(cluster = %cell.name, instance = %addr, why = ?why, "discovered instance forgotten");
+    let (message, data) = match why {
+        Forget::Unreachable(d) => (
+            format!(
+                "{addr} (discovered) unreachable for {} s: no longer watched",
+                d.as_secs()
+            ),
+            serde_json::json!({ "reason": "unreachable", "unreachable_for_s": d.as_secs() }),
+        ),
+        Forget::Operator => (
+            format!("{addr} (discovered) forgotten on request: no longer watched"),
+            serde_json::json!({ "reason": "operator" }),
+        ),
+    };
     let result = async {
         ctx.store.remove_instance(&cell.name, addr).await?;
         ctx.store
             .append_event(
-                &NewEvent::new(
-                    now_ms(),
-                    INSTANCE_FORGOTTEN,
-                    EventLevel::Info,
-                    format!(
-                        "{addr} (discovered) unreachable for {} s: no longer watched",
-                        unreachable_for.as_secs()
-                    ),
-                )
-                .with_cluster(&cell.name)
-                .with_instance(addr.clone())
-                .with_data(serde_json::json!({
-                    "reason": "unreachable",
-                    "unreachable_for_s": unreachable_for.as_secs(),
-                })),
+                &NewEvent::new(now_ms(), INSTANCE_FORGOTTEN, EventLevel::Info, message)
+                    .with_cluster(&cell.name)
+                    .with_instance(addr.clone())
+                    .with_data(data),
             )
             .await?;
         anyhow::Ok(())
@@ -1052,6 +1058,11 @@ async fn probe_loop(
             _ = cancel.cancelled() => break,
             t = ticker.tick() => t,
         };
+        // A declared instance is the config's to drop; the API refuses to ask.
+        if ctx.stats.take_forget_request(&cell.name, &addr) && !declared {
+            forget(&ctx, &cell, &addr, Forget::Operator).await;
+            break;
+        }
         let Ok(_permit) = ctx.permits.acquire().await else {
             break;
         };
@@ -1115,7 +1126,7 @@ async fn probe_loop(
             let since = *unreachable_since.get_or_insert_with(Instant::now);
             if let Some(after) = cell.watch.forget_unreachable_after {
                 if since.elapsed() >= after {
-                    forget_unreachable(&ctx, &cell, &addr, since.elapsed()).await;
+                    forget(&ctx, &cell, &addr, Forget::Unreachable(since.elapsed())).await;
                     break;
                 }
             }
