@@ -404,6 +404,18 @@ impl Client {
         .await
     }
 
+    /// `DELETE /api/v1/clusters/{name}/instances/{addr}`: forget a discovered instance.
+    pub async fn forget(&self, cluster: &str, addr: &str) -> Result<Reply<Value>, ClientError> {
+        self.call::<Value, Value>(
+            reqwest::Method::DELETE,
+            &["api", "v1", "clusters", cluster, "instances", addr],
+            &[],
+            None,
+            TIMEOUT,
+        )
+        .await
+    }
+
     // ---- the calls ----
 
     /// GET a JSON document.

@@ -39,11 +39,11 @@ pub async fn add_downtime(
         format!(
             "downtime {} on {} {} until {} ({} by {})\n",
             d["id"],
-            d["target_kind"].as_str().unwrap_or(""),
-            d["target"].as_str().unwrap_or(""),
+            field(&d["target_kind"]),
+            field(&d["target"]),
             time(&d["ends_ms"]),
-            d["reason"].as_str().unwrap_or(""),
-            d["who"].as_str().unwrap_or(""),
+            field(&d["reason"]),
+            field(&d["who"]),
         )
     })
 }
@@ -62,8 +62,8 @@ pub async fn remove_downtime(api: &ApiArgs, id: u64, json: bool) -> Result<(), C
         format!(
             "downtime {} on {} {} removed\n",
             d["id"],
-            d["target_kind"].as_str().unwrap_or(""),
-            d["target"].as_str().unwrap_or("")
+            field(&d["target_kind"]),
+            field(&d["target"])
         )
     })
 }
@@ -94,8 +94,8 @@ fn render_alerts(v: &Value) -> String {
     );
     for a in alerts {
         let target = match a["instance"].as_str() {
-            Some(i) => format!("{}/{}", a["rule"].as_str().unwrap_or(""), i),
-            None => a["rule"].as_str().unwrap_or("").to_string(),
+            Some(i) => format!("{}/{}", field(&a["rule"]), crate::term::escape(i)),
+            None => field(&a["rule"]).to_string(),
         };
         let silenced = match (a["silenced"].as_bool(), a["downtime_id"].as_u64()) {
             (Some(true), Some(d)) => format!("yes ({d})"),
@@ -106,12 +106,12 @@ fn render_alerts(v: &Value) -> String {
         let _ = writeln!(
             out,
             "{:<8} {:<9} {:<20} {:<26} {:<10} {}",
-            a["state"].as_str().unwrap_or(""),
-            a["severity"].as_str().unwrap_or(""),
-            a["cluster"].as_str().unwrap_or(""),
+            field(&a["state"]),
+            field(&a["severity"]),
+            field(&a["cluster"]),
             target,
             silenced,
-            a["summary"].as_str().unwrap_or("")
+            field(&a["summary"])
         );
     }
     out
@@ -134,15 +134,16 @@ fn render_downtimes(v: &Value) -> String {
             out,
             "{:<5} {:<30} {:<21} {:<16} {}",
             d["id"],
-            format!(
-                "{} {}",
-                d["target_kind"].as_str().unwrap_or(""),
-                d["target"].as_str().unwrap_or("")
-            ),
+            format!("{} {}", field(&d["target_kind"]), field(&d["target"])),
             time(&d["ends_ms"]),
-            d["who"].as_str().unwrap_or(""),
-            d["reason"].as_str().unwrap_or("")
+            field(&d["who"]),
+            field(&d["reason"])
         );
     }
     out
+}
+
+/// A JSON string field's text, control characters escaped; empty when it is not a string.
+fn field(v: &Value) -> String {
+    crate::term::escape(v.as_str().unwrap_or("")).into_owned()
 }

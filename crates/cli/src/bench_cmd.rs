@@ -7,6 +7,7 @@ use std::time::Duration;
 use bench::{api_reads, detection, failover, monitor, sandbox_cycle};
 use clap::Subcommand;
 
+use crate::term::outln;
 use crate::{print_json, CliError};
 
 /// Benchmarks.
@@ -327,7 +328,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             if json {
                 print_json(&f)?;
             } else {
-                println!(
+                outln!(
                     "failover under semi-sync write load, probe interval {}ms, {} runs of fault {:?}:\n  \
                      fault -> detection       p50 {} ms  max {} ms\n  \
                      fault -> writable primary p50 {} ms  max {} ms\n  \
@@ -374,7 +375,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             if json {
                 print_json(&f)?;
             } else {
-                println!(
+                outln!(
                     "dead-primary detection, probe interval {}ms, {} {}: p50 {}ms max {}ms (each: {:?})",
                     f.interval_ms,
                     f.runs,
@@ -400,7 +401,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
             if json {
                 print_json(&f)?;
             } else {
-                println!(
+                outln!(
                     "sandbox of {} members, {} runs: up p50 {:.2}s max {:.2}s; down p50 {:.2}s max {:.2}s",
                     f.members, f.runs, f.up_p50_s, f.up_max_s, f.down_p50_s, f.down_max_s
                 );
@@ -412,7 +413,7 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
 
 /// `bench monitor`'s figures as text.
 fn print_monitor(f: &monitor::MonitorFigures) {
-    println!(
+    outln!(
         "monitor, {} simulated servers ({} clusters of {}), interval {} ms, {:.0}s window, {} hung:\n  \
          probes/s          {:.0} of a target {:.0} (healthy servers answered {:.0}/s)\n  \
          missed intervals  {} ({} servers; longest gap {} ms)\n  \
@@ -458,7 +459,7 @@ fn print_monitor(f: &monitor::MonitorFigures) {
         },
     );
     if let Some(e) = &f.exporter {
-        println!(
+        outln!(
             "against {} on {} real MariaDB servers:\n  \
              dbfleet           {:.0} us CPU per probe ({} probes)\n  \
              mysqld_exporter   {:.0} us CPU per scrape ({} scrapes, {} bytes each, {:.0} MiB RSS in all)\n  \

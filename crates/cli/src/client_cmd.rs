@@ -14,6 +14,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
+use crate::term::out;
 use crate::{print_json, CliError};
 
 /// Where the daemon's API is, and the token to call it with.
@@ -100,6 +101,27 @@ pub async fn rejoin(
     show(&answer, json, render_operation)
 }
 
+/// `dbfleet forget CLUSTER INSTANCE`.
+pub async fn forget(
+    api: &ApiArgs,
+    cluster: &str,
+    instance: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let addr: model::InstanceAddr = instance.parse().map_err(CliError::usage)?;
+    let answer = client(api)?
+        .forget(cluster, &addr.to_string())
+        .await
+        .map_err(api_error)?;
+    show(&answer, json, |v| {
+        format!(
+            "{} of {}: forgotten at its next probe (no longer watched)\n",
+            text(&v["instance"]),
+            text(&v["cluster"])
+        )
+    })
+}
+
 /// `dbfleet recoveries ...`.
 pub async fn recoveries(
     api: &ApiArgs,
@@ -176,7 +198,7 @@ pub(crate) fn show<T>(
     } else {
         let value: Value =
             serde_json::from_slice(&answer.body).context("read the daemon's answer")?;
-        print!("{}", render(&value));
+        out!("{}", render(&value));
         Ok(())
     }
 }
@@ -304,10 +326,11 @@ use model::clock::now_ms;
 
 // ---- rendering: pure ----
 
-/// The text of a JSON string field, or `-` when it is null or missing.
+/// The text of a JSON string field, or `-` when it is null or missing; control characters
+/// (from a server's error text, say) escaped.
 fn text(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => crate::term::escape(s).into_owned(),
         Value::Null => "-".into(),
         other => other.to_string(),
     }
@@ -479,7 +502,7 @@ fn describe(n: &Value) -> String {
             parts.push(threads);
         }
         if let Some(g) = n["gtid"].as_str() {
-            parts.push(format!("gtid {g}"));
+            parts.push(format!("gtid {}", crate::term::escape(g)));
         }
         parts.push(match n["read_only"].as_bool() {
             Some(true) => "[ro]".into(),
@@ -494,7 +517,10 @@ fn describe(n: &Value) -> String {
         ("IO", "last_io_errno", "last_io_error"),
         ("SQL", "last_sql_errno", "last_sql_error"),
     ] {
-        match (n[errno].as_u64(), n[error].as_str()) {
+        match (
+            n[errno].as_u64(),
+            n[error].as_str().map(crate::term::escape),
+        ) {
             (Some(no), Some(e)) => parts.push(format!("{thread} error {no}: {e}")),
             (Some(no), None) => parts.push(format!("{thread} error {no}")),
             (None, Some(e)) => parts.push(format!("{thread} error: {e}")),
@@ -653,7 +679,7 @@ pub fn render_operations(v: &Value) -> String {
                 ],
                 o["error"]
                     .as_str()
-                    .map(|e| vec![format!("  error: {e}")])
+                    .map(|e| vec![format!("  error: {}", crate::term::escape(e))])
                     .unwrap_or_default(),
             )
         })
@@ -907,6 +933,79 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
 8   2023-11-14T22:13:25Z  error  problem_opened  main     127.0.0.1:23308  problem ReplicaNotReplicating/127.0.0.1:23308 opened
 "
         );
+    }
+
+    /// `v` with escape sequences, a CR and a line break appended to every string in it.
+    fn poison(v: &mut Value) {
+        match v {
+            Value::String(s) => s.push_str("\x1b]0;pwned\x07\x1b[2J\r\nFAKE\u{9b}"),
+            Value::Array(a) => a.iter_mut().for_each(poison),
+            Value::Object(o) => o.values_mut().for_each(poison),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_renderer_escapes_control_characters_in_every_field() {
+        let mut topology = topology_fixture();
+        topology["nodes"][3]["last_io_errno"] = json!(1045);
+        topology["nodes"][3]["last_io_error"] = json!("Access denied");
+        let operation = json!({"id": "op-1", "cluster": "main", "kind": "failover",
+            "state": "failed", "step": "promote", "trigger": "auto", "created_ms": 1,
+            "error": "boom", "data": {"old_primary": "a", "candidate": "b",
+            "repointed": ["c"], "errant": ["d"], "warnings": ["w"]}});
+        type Render = fn(&Value) -> String;
+        let mut cases: Vec<(&str, Value, Render)> = vec![
+            ("topology", topology, render_topology),
+            ("operation", operation.clone(), render_operation),
+            (
+                "operations",
+                json!({"operations": [operation]}),
+                render_operations,
+            ),
+            (
+                "problems",
+                json!({"problems": [{"severity": "error", "kind": "K",
+                "cluster": "main", "instance": "i", "first_seen_ms": 1, "summary": "s",
+                "evidence": [{"instance": "i", "fact": "f"}]}]}),
+                |v| render_problems(v, 2),
+            ),
+            (
+                "events",
+                json!({"events": [{"id": 1, "at_ms": 1, "level": "error",
+                "kind": "k", "cluster": "c", "instance": "i", "message": "m"}]}),
+                render_events,
+            ),
+            (
+                "clusters",
+                json!({"clusters": [{"name": "n", "primary": "p",
+                "writer": "w", "instance_count": 1, "reachable_count": 1,
+                "open_problem_count": 0, "worst_severity": "error"}]}),
+                render_clusters,
+            ),
+            (
+                "recoveries",
+                json!({"enabled": true, "clusters": [{"cluster": "c",
+                "mode": "auto", "block_window_s": 1, "blocked_until_ms": null,
+                "blocked_by": null, "fenced": ["f"], "rejoin": "manual"}]}),
+                render_recoveries,
+            ),
+        ];
+        for (name, v, render) in &mut cases {
+            let plain = render(v).lines().count();
+            poison(v);
+            let shown = render(v);
+            assert!(
+                !shown.chars().any(|c| c.is_control() && c != '\n'),
+                "{name}: {shown:?}"
+            );
+            assert!(shown.contains("\\x1b]0;pwned\\x07"), "{name}: {shown}");
+            assert_eq!(
+                shown.lines().count(),
+                plain,
+                "{name}: a line break in a field starts no new line: {shown}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::term::out;
 use crate::{print_json, CliError};
 
 /// The one list of what the build, demo, tests and a running dbfleet need.
@@ -137,7 +138,7 @@ pub async fn run(args: DoctorArgs) -> Result<(), CliError> {
     if args.json {
         print_json(&report)?;
     } else {
-        print!("{}", render(&report));
+        out!("{}", render(&report));
     }
     if missing == 0 {
         Ok(())

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::client_cmd::{api_error, client, ApiArgs};
+use crate::term::{errln, out, outln};
 use crate::{print_json, CliError};
 
 /// DRT subcommands.
@@ -147,7 +148,7 @@ pub async fn run(cmd: DrtCommand) -> Result<(), CliError> {
             } else {
                 let w = all.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for s in &all {
-                    println!("{:w$}  {}", s.name, s.description);
+                    outln!("{:w$}  {}", s.name, s.description);
                 }
                 Ok(())
             }
@@ -249,7 +250,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         if runs.is_empty() {
             return Err(stopped.unwrap_or_else(|| anyhow::anyhow!("no run")).into());
         }
-        eprintln!(
+        errln!(
             "warning: {e:#}; stopping after {} of {} runs",
             runs.len(),
             a.repeat
@@ -257,7 +258,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
     }
     // Leave the cluster as whole as we can: every member running again.
     if let Err(e) = start_stopped(&sb).await {
-        eprintln!("warning: {e:#}");
+        errln!("warning: {e:#}");
     }
 
     let report = Report::new(scenario.clone(), runs);
@@ -278,7 +279,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         Some(client) => match client.post_drt_run(&report).await {
             Ok(answer) => answer.value["id"].as_str().map(str::to_string),
             Err(e) => {
-                eprintln!(
+                errln!(
                     "warning: the report was not stored in the daemon: {:#}",
                     api_error(e).error
                 );
@@ -292,10 +293,10 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
         v["id"] = serde_json::json!(stored);
         print_json(&v)?;
     } else {
-        print!("{}", report.text());
-        println!("report: {}", dir.join("report.html").display());
+        out!("{}", report.text());
+        outln!("report: {}", dir.join("report.html").display());
         if let Some(id) = &stored {
-            println!("stored as {id}: dbfleet drt report {id}");
+            outln!("stored as {id}: dbfleet drt report {id}");
         }
     }
     if let Some(e) = stopped {
@@ -318,7 +319,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
 /// sandbox before the run, and say so.
 fn recover_stale_disks(sb: &sandbox::Sandbox) {
     for what in sandbox::loopfs::recover_under(sb.dir()) {
-        eprintln!("left by an earlier run that did not finish: {what}");
+        errln!("left by an earlier run that did not finish: {what}");
     }
 }
 
@@ -338,13 +339,13 @@ fn sweep_stale_partitions(scenario: &Scenario) {
         return;
     }
     match drt::faults::sweep() {
-        Ok(r) if !r.removed.is_empty() => eprintln!(
+        Ok(r) if !r.removed.is_empty() => errln!(
             "removed {} iptables chain(s) left by earlier runs that did not finish: {}",
             r.removed.len(),
             r.removed.join(", ")
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("warning: sweeping chains of earlier runs: {e}"),
+        Err(e) => errln!("warning: sweeping chains of earlier runs: {e}"),
     }
 }
 
@@ -366,13 +367,13 @@ fn abort_on_signals(cancel: CancellationToken) -> Result<(), CliError> {
             };
             seen += 1;
             if seen == 1 {
-                eprintln!("{name}: aborting the DRT; healing every fault (again to exit at once)");
+                errln!("{name}: aborting the DRT; healing every fault (again to exit at once)");
                 cancel.cancel();
             } else {
                 let n = drt::faults::registered_count();
-                eprintln!("{name}: healing {n} fault(s) and exiting");
+                errln!("{name}: healing {n} fault(s) and exiting");
                 for f in drt::faults::heal_registered() {
-                    eprintln!("NOT HEALED: {}: {}", f.description, f.error);
+                    errln!("NOT HEALED: {}: {}", f.description, f.error);
                 }
                 std::process::exit(130);
             }
@@ -435,7 +436,7 @@ async fn abort(
     let Some(name) = sandbox else {
         let answer = client(api)?.drt_abort().await.map_err(api_error)?;
         let r = &answer.value["aborted"];
-        println!(
+        outln!(
             "aborted the daemon's DRT {} on {}",
             r["scenario"].as_str().unwrap_or("?"),
             r["cluster"].as_str().unwrap_or("?")
@@ -455,7 +456,7 @@ async fn abort(
         nix::sys::signal::Signal::SIGTERM,
     )
     .map_err(|e| anyhow::anyhow!("signal the DRT run (pid {pid}): {e}"))?;
-    eprintln!("asked the DRT run (pid {pid}) to abort; waiting for it to heal its faults");
+    errln!("asked the DRT run (pid {pid}) to abort; waiting for it to heal its faults");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while active_pid(&path).is_some() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -463,7 +464,7 @@ async fn abort(
     if active_pid(&path).is_some() {
         return Err(anyhow::anyhow!("the DRT run (pid {pid}) is still running after 120 s").into());
     }
-    println!("aborted: the run healed its faults and wrote its report");
+    outln!("aborted: the run healed its faults and wrote its report");
     Ok(())
 }
 
@@ -475,12 +476,18 @@ async fn list_runs(api: &ApiArgs, limit: usize, json: bool) -> Result<(), CliErr
     }
     let runs = answer.value["runs"].as_array().cloned().unwrap_or_default();
     if runs.is_empty() {
-        println!("no DRT runs stored");
+        outln!("no DRT runs stored");
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<44} {:<10} {:<6} {:>4} {:>10} {:>10} {:>5}",
-        "ID", "CLUSTER", "RESULT", "RUNS", "RTO P50", "RTO MAX", "LOST"
+        "ID",
+        "CLUSTER",
+        "RESULT",
+        "RUNS",
+        "RTO P50",
+        "RTO MAX",
+        "LOST"
     );
     let ms = |v: &serde_json::Value| {
         v.as_u64()
@@ -488,7 +495,7 @@ async fn list_runs(api: &ApiArgs, limit: usize, json: bool) -> Result<(), CliErr
             .unwrap_or_else(|| "-".into())
     };
     for r in runs {
-        println!(
+        outln!(
             "{:<44} {:<10} {:<6} {:>4} {:>10} {:>10} {:>5}",
             r["id"].as_str().unwrap_or("?"),
             r["cluster"].as_str().unwrap_or("?"),
@@ -538,10 +545,10 @@ async fn show_report(
     if json {
         print_json(&report)?;
     } else {
-        println!("run {label}");
-        print!("{}", report.text());
+        outln!("run {label}");
+        out!("{}", report.text());
         if let Some(path) = &html {
-            println!("report: {}", path.display());
+            outln!("report: {}", path.display());
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
 mod store_cmd;
+mod term;
 
 use std::process::ExitCode;
 
@@ -127,6 +128,21 @@ enum Command {
     /// Re-attach a fenced old primary (or any stray instance) as a replica of the cluster's
     /// writer, after an errant-GTID check; refuses, listing them, when it has errant GTIDs.
     Rejoin {
+        /// The cluster.
+        cluster: String,
+        /// The instance (host:port).
+        instance: String,
+        #[command(flatten)]
+        api: client_cmd::ApiArgs,
+        /// Print the API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a discovered instance (one not declared in the config): the daemon stops
+    /// probing it, removes it from its store and logs an `instance_forgotten` event.
+    /// Discovery finds it again if it still replicates from a member. A declared instance
+    /// is refused: remove it from the config and reload instead. Needs an API token.
+    Forget {
         /// The cluster.
         cluster: String,
         /// The instance (host:port).
@@ -330,6 +346,12 @@ fn main() -> ExitCode {
                 api,
                 json,
             } => client_cmd::rejoin(&api, &cluster, &instance, json).await,
+            Command::Forget {
+                cluster,
+                instance,
+                api,
+                json,
+            } => client_cmd::forget(&api, &cluster, &instance, json).await,
             Command::Recoveries { action, api, json } => {
                 client_cmd::recoveries(&api, action, json).await
             }
@@ -365,14 +387,14 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            term::errln!("error: {:#}", e.error);
             ExitCode::from(e.code)
         }
     }
 }
 
-/// Print a value as pretty JSON on stdout.
+/// Print a value as pretty JSON on stdout, every character a terminal acts on escaped.
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    println!("{}", term::to_json_pretty(value)?);
     Ok(())
 }

@@ -6,6 +6,7 @@ use model::{GtidState, InstanceAddr, Observation, Reachability, ServerState};
 use probe::ProbeOptions;
 
 use crate::creds::CredentialArgs;
+use crate::term::{escape, out};
 use crate::{print_json, CliError};
 
 /// Arguments of `dbfleet probe`.
@@ -38,11 +39,13 @@ pub async fn run(args: ProbeArgs) -> Result<(), CliError> {
     if args.json {
         print_json(&obs)?;
     } else {
-        print!("{}", render(&obs));
+        out!("{}", render(&obs));
     }
     match obs.failure() {
         None => Ok(()),
-        Some(f) => Err(anyhow::anyhow!("{addr}: probe failed ({}): {}", f.kind, f.message).into()),
+        Some(f) => {
+            Err(anyhow::anyhow!("{addr}: probe failed ({}): {}", f.kind, escape(&f.message)).into())
+        }
     }
 }
 
@@ -69,7 +72,9 @@ pub fn render(obs: &Observation) -> String {
         Reachability::Unreachable(f) => {
             format!(
                 "{}  UNREACHABLE ({}): {}  [probe {took}]\n",
-                obs.addr, f.kind, f.message
+                obs.addr,
+                f.kind,
+                escape(&f.message)
             )
         }
         Reachability::Reachable(s) => render_state(obs, s, &took),
@@ -81,7 +86,7 @@ fn render_state(obs: &Observation, s: &ServerState, took: &str) -> String {
         "{}  {} {}  server_id={}  read_only={}  [probe {took}]\n",
         obs.addr,
         s.flavor,
-        s.version,
+        escape(&s.version),
         s.server_id,
         on_off(s.read_only)
     );
@@ -154,13 +159,15 @@ fn render_state(obs: &Observation, s: &ServerState, took: &str) -> String {
             if r.last_io_errno != 0 {
                 out += &format!(
                     "    last IO error {}: {}\n",
-                    r.last_io_errno, r.last_io_error
+                    r.last_io_errno,
+                    escape(&r.last_io_error)
                 );
             }
             if r.last_sql_errno != 0 {
                 out += &format!(
                     "    last SQL error {}: {}\n",
-                    r.last_sql_errno, r.last_sql_error
+                    r.last_sql_errno,
+                    escape(&r.last_sql_error)
                 );
             }
         }

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use sandbox::{MemberStatus, Sandbox, SandboxError, Started, UpOptions};
 use serde::Serialize;
 
+use crate::term::outln;
 use crate::{print_json, CliError};
 
 /// Where sandboxes live.
@@ -164,15 +165,15 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                     sandbox::UpOutcome::Started => "started",
                     sandbox::UpOutcome::AlreadyRunning => "already running",
                 };
-                println!(
+                outln!(
                     "sandbox {name} {verb} in {:.2}s ({}, semi-sync {})",
                     report.seconds,
                     sb.dir().display(),
                     if sb.manifest().semi_sync { "on" } else { "off" }
                 );
                 print_members(&report.members);
-                println!("credentials: {}", report.credentials_file.display());
-                println!(
+                outln!("credentials: {}", report.credentials_file.display());
+                outln!(
                     "config: {}  (run: dbfleet serve --config {})",
                     report.config_file.display(),
                     report.config_file.display()
@@ -186,7 +187,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             if json {
                 print_json(&members)?;
             } else {
-                println!("sandbox {name} ({})", sb.dir().display());
+                outln!("sandbox {name} ({})", sb.dir().display());
                 print_members(&members);
             }
             Ok(())
@@ -194,7 +195,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         SandboxCommand::Stop(a) => {
             let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
             let was = sb.stop(&a.member).map_err(usage_or_runtime)?;
-            println!(
+            outln!(
                 "{} {}",
                 a.member,
                 if was { "stopped" } else { "was not running" }
@@ -204,7 +205,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         SandboxCommand::Kill(a) => {
             let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
             let was = sb.kill(&a.member).map_err(usage_or_runtime)?;
-            println!(
+            outln!(
                 "{} {}",
                 a.member,
                 if was { "killed" } else { "was not running" }
@@ -215,12 +216,12 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             let sb = Sandbox::open(&a.root.root(), &a.name).map_err(usage_or_runtime)?;
             let started = sb.start(&a.member).await.map_err(usage_or_runtime)?;
             match started {
-                Started::AlreadyRunning => println!("{} already running", a.member),
-                Started::Writable => println!("{} started writable", a.member),
+                Started::AlreadyRunning => outln!("{} already running", a.member),
+                Started::Writable => outln!("{} started writable", a.member),
                 Started::ReadOnly { why } if why.is_empty() => {
-                    println!("{} started read-only", a.member)
+                    outln!("{} started read-only", a.member)
                 }
-                Started::ReadOnly { why } => println!(
+                Started::ReadOnly { why } => outln!(
                     "{} started read-only, not as the primary it was: {}",
                     a.member,
                     why.join("; ")
@@ -231,9 +232,9 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
         SandboxCommand::Down { name, root } => {
             let existed = Sandbox::down(&root.root(), &name).map_err(usage_or_runtime)?;
             if existed {
-                println!("sandbox {name} removed");
+                outln!("sandbox {name} removed");
             } else {
-                println!("no sandbox named {name}: nothing to do");
+                outln!("no sandbox named {name}: nothing to do");
             }
             Ok(())
         }
@@ -266,12 +267,16 @@ fn write_config(sb: &Sandbox) -> Result<PathBuf, CliError> {
 }
 
 fn print_members(members: &[MemberStatus]) {
-    println!(
+    outln!(
         "  {:<4} {:<8} {:<17} {:<9} {:>8}",
-        "NAME", "ROLE", "ADDRESS", "SERVER_ID", "PID"
+        "NAME",
+        "ROLE",
+        "ADDRESS",
+        "SERVER_ID",
+        "PID"
     );
     for m in members {
-        println!(
+        outln!(
             "  {:<4} {:<8} {:<17} {:<9} {:>8}",
             m.name,
             m.initial_role.to_string(),

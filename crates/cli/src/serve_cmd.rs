@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::term::{errln, outln};
 use crate::{print_json, CliError};
 
 /// Arguments of `dbfleet serve`.
@@ -49,11 +50,14 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
     match cmd {
         ConfigCommand::Validate { file, json } => {
             let cfg = load(&file)?;
+            for w in cfg.permission_warnings() {
+                errln!("warning: {w}");
+            }
             if json {
                 print_json(&cfg.redacted_summary())?;
             } else {
                 let instances: usize = cfg.clusters.iter().map(|c| c.instances.len()).sum();
-                println!(
+                outln!(
                     "{}: valid ({} clusters, {} instances, API on {})",
                     file.display(),
                     cfg.clusters.len(),
@@ -70,6 +74,7 @@ pub async fn config(cmd: ConfigCommand) -> Result<(), CliError> {
 /// it in place), then shut down in order: stop the API, cancel the probe tasks, flush the
 /// store, exit 0.
 pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
+    warn_permissions(&args.config);
     let options = daemon::RunOptions {
         init_store: args.init_store,
     };
@@ -79,9 +84,30 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
     {
         daemon::Outcome::Reload => Err(reexec().into()),
         daemon::Outcome::Stopped => {
-            println!("dbfleet serve: stopped");
+            outln!("dbfleet serve: stopped");
             Ok(())
         }
+    }
+}
+
+/// Log a warning for each secret file of the config at `path` that others may read or
+/// write. With `strict_permissions = true` the daemon refuses them instead, and a config
+/// that does not load is reported by the daemon: neither is logged here.
+fn warn_permissions(path: &std::path::Path) {
+    let Ok(cfg) = config::Config::load(path) else {
+        return;
+    };
+    if cfg.strict_permissions {
+        return;
+    }
+    for w in cfg.permission_warnings() {
+        tracing::warn!(
+            field = %w.field,
+            path = %w.path.display(),
+            mode = %format_args!("{:04o}", w.mode),
+            "a secret file is open to others: {}",
+            w.problem()
+        );
     }
 }
 
@@ -89,7 +115,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), CliError> {
 /// environment, so the same PID runs the changed config. Returns only on failure.
 fn reexec() -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    println!("dbfleet serve: restarting to apply the changed config");
+    outln!("dbfleet serve: restarting to apply the changed config");
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return anyhow::anyhow!("reload: cannot find this program: {e}"),

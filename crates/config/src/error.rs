@@ -30,12 +30,15 @@ pub enum ConfigError {
     },
     /// A value parses but is not allowed, e.g. a probe interval that is too short or a
     /// cluster that names undefined credentials.
-    #[error("{field}: {message}")]
+    #[error("{}{field}: {message}", location_prefix(.at))]
     Invalid {
         /// The path of the field, e.g. `cluster[1].instance[0].addr` or `probe.interval`.
         field: String,
         /// What is wrong with it.
         message: String,
+        /// Where in the file the field is (or the nearest table that holds it), when the
+        /// error comes from validating a file's text.
+        at: Option<Location>,
     },
     /// Several problems at once, so that `dbfleet config validate` can show all of them.
     /// Never empty, never nested.
@@ -43,12 +46,44 @@ pub enum ConfigError {
     Several(Vec<ConfigError>),
 }
 
+/// A place in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The file.
+    pub path: PathBuf,
+    /// The 1-based line.
+    pub line: usize,
+    /// The 1-based column, in characters.
+    pub column: usize,
+}
+
+/// `PATH:LINE:COLUMN: ` when the location is known, for `Invalid`'s message.
+fn location_prefix(at: &Option<Location>) -> String {
+    at.as_ref()
+        .map(|l| format!("{}:{}:{}: ", l.path.display(), l.line, l.column))
+        .unwrap_or_default()
+}
+
+/// The longest message an `Invalid` error keeps; the rest is cut (a value echoed in it is
+/// already cut shorter, see `validate::quote`).
+const MAX_MESSAGE: usize = 512;
+
+/// `message` cut to `MAX_MESSAGE` characters, saying how long it was.
+pub(crate) fn cap(message: String) -> String {
+    if message.chars().count() <= MAX_MESSAGE {
+        return message;
+    }
+    let head: String = message.chars().take(MAX_MESSAGE).collect();
+    format!("{head}… ({} bytes)", message.len())
+}
+
 impl ConfigError {
-    /// An `Invalid` error.
+    /// An `Invalid` error, with no location yet; its message is capped.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Invalid {
-            field: field.into(),
-            message: message.into(),
+            field: cap(field.into()),
+            message: cap(message.into()),
+            at: None,
         }
     }
 

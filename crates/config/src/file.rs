@@ -19,6 +19,9 @@ use crate::serde_util;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
+    /// Refuse secret files open to others instead of warning. Default false.
+    #[serde(default)]
+    pub strict_permissions: bool,
     /// `[store]`. Required.
     pub store: StoreConfig,
     /// `[api]`. Optional; every key has a default.

@@ -20,7 +20,7 @@ mod tests;
 
 use std::path::Path;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, Location};
 pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
@@ -28,7 +28,7 @@ pub use schema::{
     PasswordSource, PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy,
     StoreBackend, StoreConfig, WriteStallPolicy, MIN_PROBE_INTERVAL,
 };
-pub use secrets::{ApiTokens, ResolvedCredentials};
+pub use secrets::{ApiTokens, PermissionWarning, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;
 
 /// The name parse errors give text that did not come from a file.
@@ -69,7 +69,7 @@ impl Config {
         let entry = self.credentials.get(name).ok_or_else(|| {
             ConfigError::invalid(
                 "credentials",
-                format!("no credentials named {name:?} are defined"),
+                format!("no credentials named {} are defined", validate::quote(name)),
             )
         })?;
         secrets::resolve(&format!("credentials.{}", validate::key(name)), entry)
@@ -88,6 +88,14 @@ impl Config {
         if let Err(e) = self.api.load_tokens() {
             errs.push(e);
         }
+        if self.strict_permissions {
+            errs.extend(self.permission_warnings().into_iter().map(|w| {
+                ConfigError::invalid(
+                    w.field.clone(),
+                    format!("{} (refused: strict_permissions = true)", w.problem()),
+                )
+            }));
+        }
         // The notifiers' secret files (paths already resolved at load).
         if let Err(e) = self.alert.build_notifiers(std::path::Path::new("/")) {
             errs.push(ConfigError::invalid(e.field, e.message));
@@ -96,6 +104,52 @@ impl Config {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Every secret file the config points at, with the field that names it: password
+    /// and credentials files, the tokens file, the notifiers' secret files.
+    pub fn secret_files(&self) -> Vec<(String, &Path)> {
+        let mut files = Vec::new();
+        for (name, c) in &self.credentials {
+            let at = format!("credentials.{}", validate::key(name));
+            match c {
+                CredentialsConfig::File { credentials_file } => {
+                    files.push((format!("{at}.credentials_file"), credentials_file.as_path()))
+                }
+                CredentialsConfig::User {
+                    password: PasswordSource::PasswordFile(p),
+                    ..
+                } => files.push((format!("{at}.password_file"), p.as_path())),
+                CredentialsConfig::User { .. } => {}
+            }
+        }
+        if let Some(p) = &self.api.tokens_file {
+            files.push(("api.tokens_file".into(), p.as_path()));
+        }
+        for (i, n) in self.alert.notifier.iter().enumerate() {
+            match n {
+                alert::NotifierSpec::Webhook(w) => {
+                    if let Some(p) = &w.headers_file {
+                        files.push((format!("alert.notifier[{i}].headers_file"), p.as_path()));
+                    }
+                }
+                alert::NotifierSpec::Pagerduty(p) => files.push((
+                    format!("alert.notifier[{i}].routing_key_file"),
+                    p.routing_key_file.as_path(),
+                )),
+            }
+        }
+        files
+    }
+
+    /// The secret files that others may read or write, or their group may write (a file
+    /// that cannot be read is left to `check_secrets`). With `strict_permissions = true`,
+    /// `check_secrets` refuses them; otherwise `config validate` and `serve` warn.
+    pub fn permission_warnings(&self) -> Vec<PermissionWarning> {
+        self.secret_files()
+            .into_iter()
+            .filter_map(|(field, path)| secrets::permission_warning(field, path))
+            .collect()
     }
 
     /// The whole config as JSON, for display: the same keys as the file, with defaults

@@ -21,6 +21,9 @@ pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// The whole of `dbfleet.toml`, validated.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Config {
+    /// `strict_permissions`: refuse a secret file (password, credentials, tokens, notifier
+    /// secrets) that others may read or write, or its group may write, instead of warning.
+    pub strict_permissions: bool,
     /// `[store]`: where dbfleet keeps its state.
     pub store: StoreConfig,
     /// `[api]`: the HTTP API the daemon serves.
@@ -73,6 +76,14 @@ pub struct MonitorConfig {
     /// Default `500ms`; between `50ms` and `1s`.
     #[serde(with = "serde_util::duration")]
     pub write_timeout: Duration,
+    /// A discovered instance (one not declared in `[[cluster.instance]]`) that stays
+    /// unreachable this long is forgotten: no longer probed, removed from the store, with an
+    /// `instance_forgotten` event (discovery finds it again if it comes back as a replica).
+    /// Counted from its first failed probe since the daemon started. Declared instances are
+    /// never aged out: removing one from the config forgets it at the next start. Default
+    /// `24h`; `0s` never forgets; otherwise at least `probe.interval`.
+    #[serde(with = "serde_util::duration")]
+    pub forget_unreachable_after: Duration,
 }
 
 impl Default for MonitorConfig {
@@ -82,6 +93,7 @@ impl Default for MonitorConfig {
             history: Duration::from_secs(3600),
             persist_every: Duration::from_secs(10),
             write_timeout: Duration::from_millis(500),
+            forget_unreachable_after: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! was named by mistake).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::schema::{CredentialsConfig, PasswordSource};
 use crate::validate::line_of;
@@ -205,6 +205,59 @@ fn read_credentials_file(path: &Path) -> Result<ResolvedCredentials, ConfigError
         None => Err(malformed(None, &format!("{key} is missing"))),
     };
     Ok(ResolvedCredentials::new(get("user")?, get("password")?))
+}
+
+/// A secret file whose permission bits let others than its owner (and its group, for
+/// reading) at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionWarning {
+    /// The field that names the file, e.g. `credentials.admin.password_file`.
+    pub field: String,
+    /// The file.
+    pub path: PathBuf,
+    /// Its permission bits, e.g. `0o644`.
+    pub mode: u32,
+}
+
+impl PermissionWarning {
+    /// What is wrong, without the field: `/etc/dbfleet/pw is readable by others (mode
+    /// 0644): chmod 600 it`.
+    pub fn problem(&self) -> String {
+        let who = match self.mode & 0o007 {
+            0 => "writable by its group",
+            m if m & 0o006 == 0o006 => "readable and writable by others",
+            m if m & 0o004 != 0 => "readable by others",
+            m if m & 0o002 != 0 => "writable by others",
+            _ => "open to others",
+        };
+        format!(
+            "{} is {who} (mode {:04o}): chmod 600 it (or 640 for a group of readers)",
+            self.path.display(),
+            self.mode
+        )
+    }
+}
+
+impl fmt::Display for PermissionWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.problem())
+    }
+}
+
+/// The bits a secret file must not have: any for others, and write for its group.
+const TOO_OPEN: u32 = 0o027;
+
+/// A warning when the file at `path` (named by `field`) is open to others; none when it is
+/// not, or cannot be looked at. Others' execute bit alone is flagged too: it still means
+/// the mode was not chosen for a secret.
+pub(crate) fn permission_warning(field: String, path: &Path) -> Option<PermissionWarning> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & TOO_OPEN != 0).then(|| PermissionWarning {
+        field,
+        path: path.to_path_buf(),
+        mode,
+    })
 }
 
 /// Read a file as text.

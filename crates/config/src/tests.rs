@@ -36,7 +36,7 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 /// The single `Invalid` problem of an error, as `(field, message)`.
 fn invalid(e: &ConfigError) -> (String, String) {
     match e {
-        ConfigError::Invalid { field, message } => (field.clone(), message.clone()),
+        ConfigError::Invalid { field, message, .. } => (field.clone(), message.clone()),
         other => panic!("expected one Invalid error, got {other:?} ({other})"),
     }
 }
@@ -419,7 +419,21 @@ addr = "{second_addr}"
         let (f, m) = invalid(&e);
         assert_eq!(f, field, "{e}");
         assert!(m.contains(fragment), "{field}: {m:?} lacks {fragment:?}");
-        assert!(e.to_string().starts_with(&format!("{field}: ")), "{e}");
+        // Located: the line it names holds the field, or the table the field is missing
+        // from.
+        let ConfigError::Invalid { at: Some(at), .. } = &e else {
+            panic!("{field}: no location: {e:?}");
+        };
+        let prefix = format!("dbfleet.toml:{}:{}: {field}: ", at.line, at.column);
+        assert!(e.to_string().starts_with(&prefix), "{e}");
+        let line = text.lines().nth(at.line - 1).unwrap().trim();
+        let last = field.rsplit('.').next().unwrap();
+        let last = last.split('[').next().unwrap().trim_matches('"');
+        assert!(
+            line.contains(last) || line.starts_with('['),
+            "{field}: line {} is {line:?}",
+            at.line
+        );
     }
 }
 
@@ -456,7 +470,7 @@ concurrency = 0
     let shown = e.to_string();
     assert!(shown.starts_with("4 problems:"), "{shown}");
     assert!(
-        shown.contains("\n  probe.interval: must be at least 50ms"),
+        shown.contains("\n  dbfleet.toml:18:12: probe.interval: must be at least 50ms"),
         "{shown}"
     );
 }
@@ -909,4 +923,160 @@ fn detection_stall_confirm_reaches_the_spec() {
     assert!(c.clusters[0].spec().stall_confirm.is_zero(), "0s: off");
     let err = parse(&minimal("[cluster.detection]\nstall = \"2s\"")).unwrap_err();
     assert!(err.to_string().contains("stall"), "{err}");
+}
+
+/// Write `text` to `path` with permission bits `mode`.
+fn write_mode(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn secret_files_open_to_others_warn_or_with_strict_permissions_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("admin.password");
+    let tokens = dir.path().join("tokens.txt");
+    write_mode(&pw, "pw-1\n", 0o644);
+    write_mode(&tokens, "tok-a\n", 0o644);
+    let text = |strict: bool| {
+        format!(
+            "strict_permissions = {strict}\n{}",
+            minimal("[api]\ntokens_file = \"tokens.txt\"\n").replace(
+                "password_env = \"DBFLEET_TEST_UNUSED\"",
+                "password_file = \"admin.password\""
+            )
+        )
+    };
+    let path = dir.path().join("dbfleet.toml");
+    std::fs::write(&path, text(false)).unwrap();
+    let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!c.strict_permissions);
+    let shown: Vec<String> = c
+        .permission_warnings()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            format!(
+                "credentials.admin.password_file: {} is readable by others (mode 0644): \
+                 chmod 600 it (or 640 for a group of readers)",
+                pw.display()
+            ),
+            format!(
+                "api.tokens_file: {} is readable by others (mode 0644): chmod 600 it (or 640 \
+                 for a group of readers)",
+                tokens.display()
+            ),
+        ]
+    );
+    c.check_secrets()
+        .expect("only a warning without strict_permissions");
+
+    std::fs::write(&path, text(true)).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert!(c.strict_permissions);
+    let e = c.check_secrets().unwrap_err();
+    let fields: Vec<String> = e.problems().into_iter().map(|p| invalid(p).0).collect();
+    assert_eq!(
+        fields,
+        ["credentials.admin.password_file", "api.tokens_file"]
+    );
+    let shown = e.to_string();
+    assert!(
+        shown.contains(&format!(
+            "{} is readable by others (mode 0644)",
+            pw.display()
+        )) && shown.contains("strict_permissions = true"),
+        "{shown}"
+    );
+
+    // Owner only, or read by a group, passes; group write or any bit for others does not.
+    for (mode, ok) in [
+        (0o600, true),
+        (0o400, true),
+        (0o640, true),
+        (0o660, false),
+        (0o602, false),
+        (0o601, false),
+    ] {
+        write_mode(&pw, "pw-1\n", mode);
+        write_mode(&tokens, "tok-a\n", 0o600);
+        assert_eq!(c.permission_warnings().is_empty(), ok, "{mode:o}");
+        assert_eq!(c.check_secrets().is_ok(), ok, "{mode:o}");
+    }
+}
+
+#[test]
+fn validation_errors_name_line_and_column() {
+    let text = minimal("[cluster.failover]\nmode = \"auto\"\n  block_window = \"0s\"\n");
+    let e = parse(&text).unwrap_err();
+    let line = text
+        .lines()
+        .position(|l| l.contains("block_window"))
+        .unwrap()
+        + 1;
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "dbfleet.toml:{line}:18: cluster[0].failover.block_window: must be more than 0 \
+             with mode = \"auto\": a zero window lets failovers flap"
+        )
+    );
+    // A field left out (a default) is located at the table it is missing from.
+    let text = minimal("[probe]\ninterval = \"20s\"\n");
+    let e = parse(&text).unwrap_err();
+    let line = text.lines().position(|l| l == "[probe]").unwrap() + 1;
+    assert!(
+        e.to_string().starts_with(&format!(
+            "dbfleet.toml:{line}:1: probe.discovery_interval: "
+        )),
+        "{e}"
+    );
+    // Errors found after loading (a secret that cannot be read) have no line.
+    let e = ConfigError::invalid("credentials.admin.password_env", "not set");
+    assert_eq!(e.to_string(), "credentials.admin.password_env: not set");
+}
+
+#[test]
+fn echoed_values_are_cut_short() {
+    let long = "x".repeat(5_000_000);
+    let text = minimal("").replace("name = \"main\"", &format!("name = \"{long}\""));
+    let e = parse(&text).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.len() < 400,
+        "{} bytes: {}",
+        shown.len(),
+        &shown[..400]
+    );
+    assert!(
+        shown.contains(&format!(
+            "\"{}\"… (5000000 bytes) is not a valid cluster name",
+            "x".repeat(80)
+        )),
+        "{shown}"
+    );
+    // The same for a credentials name in a field path, an address and a toml message.
+    let text = minimal(&format!(
+        "[credentials.{long}]\nuser = \"\"\npassword_env = \"E\"\n"
+    ));
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.len() < 400 && shown.contains("… (5000000 bytes)"),
+        "{}",
+        &shown[..400.min(shown.len())]
+    );
+    let text = minimal("").replace("127.0.0.1:23306", &long);
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(
+        shown.len() < 400 && shown.contains("… (5000000 bytes) has no port"),
+        "{}",
+        &shown[..400.min(shown.len())]
+    );
+    let text = minimal(&format!("[probe]\n{long} = 1\n"));
+    let shown = parse(&text).unwrap_err().to_string();
+    assert!(shown.len() < 1000, "{}", &shown[..1000.min(shown.len())]);
 }

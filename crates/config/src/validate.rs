@@ -11,13 +11,137 @@ use crate::schema::{
     ClusterConfig, Config, CredentialsConfig, DrtConfig, DrtSchedule, InstanceConfig,
     PasswordSource, MIN_PROBE_INTERVAL,
 };
-use crate::ConfigError;
+use crate::{ConfigError, Location};
 
 /// Parse and validate `text`, read from `origin` (named in parse errors), resolving relative
 /// paths against `base_dir`.
 pub(crate) fn parse(text: &str, origin: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
     let file: FileConfig = toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
-    validate(file, base_dir)
+    validate(file, base_dir).map_err(|e| locate(e, text, origin))
+}
+
+/// `e` with each `Invalid` problem given the place of its field in `text`: the field's
+/// value, or the nearest table holding it when the field is not written (a default).
+fn locate(e: ConfigError, text: &str, origin: &Path) -> ConfigError {
+    let Ok(doc) = toml_edit::ImDocument::parse(text) else {
+        return e;
+    };
+    let problems = match e {
+        ConfigError::Several(list) => list,
+        other => vec![other],
+    };
+    let located = problems
+        .into_iter()
+        .map(|p| match p {
+            ConfigError::Invalid {
+                field,
+                message,
+                at: None,
+            } => {
+                let at = field_offset(doc.as_item(), &field).map(|offset| Location {
+                    path: origin.to_path_buf(),
+                    line: line_of(text, offset),
+                    column: column_of(text, offset),
+                });
+                ConfigError::Invalid { field, message, at }
+            }
+            other => other,
+        })
+        .collect();
+    ConfigError::from_list(located).expect("an error holds at least one problem")
+}
+
+/// One step of a field path: a key, or an index into an array (of tables).
+#[derive(Debug, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps of a field path as validation writes it: keys joined by `.`, bare or quoted
+/// as [`key`] writes them, each followed by any `[N]`. `None` when it is not one.
+fn steps(field: &str) -> Option<Vec<Step>> {
+    let mut out = Vec::new();
+    let mut chars = field.chars().peekable();
+    loop {
+        let mut k = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' => break,
+                    '\\' => k.push(chars.next()?),
+                    c => k.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' || c == '[' {
+                    break;
+                }
+                k.push(c);
+                chars.next();
+            }
+            if k.is_empty() {
+                return None;
+            }
+        }
+        out.push(Step::Key(k));
+        while chars.peek() == Some(&'[') {
+            chars.next();
+            let mut n = String::new();
+            loop {
+                match chars.next()? {
+                    ']' => break,
+                    c => n.push(c),
+                }
+            }
+            out.push(Step::Index(n.parse().ok()?));
+        }
+        match chars.next() {
+            None => return Some(out),
+            Some('.') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// The byte offset in the file of the deepest part of `field` that is written there.
+fn field_offset(root: &toml_edit::Item, field: &str) -> Option<usize> {
+    let mut item = root;
+    let mut best = None;
+    for step in steps(field)? {
+        let next = match &step {
+            Step::Key(k) => item.get(k.as_str()),
+            Step::Index(i) => item.get(*i),
+        };
+        let Some(next) = next else { break };
+        item = next;
+        if let Some(span) = item.span() {
+            best = Some(span.start);
+        }
+    }
+    best
+}
+
+/// The 1-based column, in characters, of byte `offset` of `text`.
+fn column_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    let start = text[..end].rfind('\n').map_or(0, |i| i + 1);
+    text[start..end].chars().count() + 1
+}
+
+/// How many characters of a value an error message echoes.
+const ECHO_MAX: usize = 80;
+
+/// A value as an error message echoes it: quoted, and when longer than [`ECHO_MAX`]
+/// characters, cut there and followed by its length (`"aaaa…"… (52428800 bytes)`).
+pub(crate) fn quote(value: &str) -> String {
+    if value.chars().count() <= ECHO_MAX {
+        return format!("{value:?}");
+    }
+    let head: String = value.chars().take(ECHO_MAX).collect();
+    format!("{head:?}… ({} bytes)", value.len())
 }
 
 /// A TOML error as a `Parse` error: toml's message and the line of its span, never the
@@ -26,7 +150,7 @@ pub(crate) fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> Con
     ConfigError::Parse {
         path: origin.to_path_buf(),
         line: e.span().map(|span| line_of(text, span.start)),
-        message: scrub(e.message()),
+        message: crate::error::cap(scrub(e.message())),
     }
 }
 
@@ -72,10 +196,10 @@ pub(crate) fn key(name: &str) -> String {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if bare {
+    if bare && name.len() <= ECHO_MAX {
         name.to_string()
     } else {
-        format!("{name:?}")
+        quote(name)
     }
 }
 
@@ -92,6 +216,7 @@ fn valid_cluster_name(name: &str) -> bool {
 fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
     let mut errs = Vec::new();
     let FileConfig {
+        strict_permissions,
         mut store,
         mut api,
         probe,
@@ -214,14 +339,18 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             errs.push(ConfigError::invalid(
                 format!("{at}.name"),
                 format!(
-                    "{name:?} is not a valid cluster name: use 1 to 64 letters, digits, '-', \
-                     '_' or '.'"
+                    "{} is not a valid cluster name: use 1 to 64 letters, digits, '-', '_' or \
+                     '.'",
+                    quote(&name)
                 ),
             ));
         } else if let Some(first) = names.get(&name) {
             errs.push(ConfigError::invalid(
                 format!("{at}.name"),
-                format!("cluster {name:?} is already declared at cluster[{first}]"),
+                format!(
+                    "cluster {} is already declared at cluster[{first}]",
+                    quote(&name)
+                ),
             ));
         } else {
             names.insert(name.clone(), ci);
@@ -231,8 +360,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             errs.push(ConfigError::invalid(
                 format!("{at}.credentials"),
                 format!(
-                    "cluster {name:?}: credentials {credentials:?} is not defined in \
-                     [credentials]"
+                    "cluster {}: credentials {} is not defined in [credentials]",
+                    quote(&name),
+                    quote(&credentials)
                 ),
             ));
         }
@@ -240,7 +370,11 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             if !declared.contains(rc) {
                 errs.push(ConfigError::invalid(
                     format!("{at}.replication_credentials"),
-                    format!("cluster {name:?}: credentials {rc:?} is not defined in [credentials]"),
+                    format!(
+                        "cluster {}: credentials {} is not defined in [credentials]",
+                        quote(&name),
+                        quote(rc)
+                    ),
                 ));
             }
         }
@@ -351,8 +485,9 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             errs.push(ConfigError::invalid(
                 format!("{at}.instance"),
                 format!(
-                    "cluster {name:?} has no instances: declare at least one \
-                     [[cluster.instance]] with an addr"
+                    "cluster {} has no instances: declare at least one [[cluster.instance]] \
+                     with an addr",
+                    quote(&name)
                 ),
             ));
         }
@@ -362,7 +497,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             let addr: InstanceAddr = match i.addr.parse() {
                 Ok(a) => a,
                 Err(e) => {
-                    errs.push(ConfigError::invalid(field, e.to_string()));
+                    let why = match e {
+                        model::AddrError::MissingPort(_) => "has no port: write it as host:port",
+                        model::AddrError::BadPort(_) => {
+                            "has a bad port: it must be a number from 1 to 65535"
+                        }
+                        model::AddrError::BadHost(_) => "has a bad host",
+                    };
+                    errs.push(ConfigError::invalid(
+                        field,
+                        format!("address {} {why}", quote(&i.addr)),
+                    ));
                     continue;
                 }
             };
@@ -404,6 +549,17 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "must be between 50ms and 1s: a stalled primary must be named within 2 s",
         ));
     }
+    if !monitor.forget_unreachable_after.is_zero()
+        && monitor.forget_unreachable_after < probe.interval
+    {
+        errs.push(ConfigError::invalid(
+            "monitor.forget_unreachable_after",
+            format!(
+                "must be 0s (never) or at least probe.interval ({})",
+                humantime::format_duration(probe.interval)
+            ),
+        ));
+    }
     if monitor.history < probe.interval {
         errs.push(ConfigError::invalid(
             "monitor.history",
@@ -420,6 +576,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         return Err(e);
     }
     Ok(Config {
+        strict_permissions,
         store,
         api,
         probe,
@@ -476,14 +633,14 @@ fn validate_drt(
         match clusters.iter().find(|c| c.name == s.cluster) {
             None => errs.push(ConfigError::invalid(
                 field("cluster"),
-                format!("no [[cluster]] is named {:?}", s.cluster),
+                format!("no [[cluster]] is named {}", quote(&s.cluster)),
             )),
             Some(c) if !c.drt_allowed => errs.push(ConfigError::invalid(
                 field("cluster"),
                 format!(
-                    "the cluster {:?} does not allow DRTs: set drt_allowed = true in its \
+                    "the cluster {} does not allow DRTs: set drt_allowed = true in its \
                      [[cluster]] section",
-                    s.cluster
+                    quote(&s.cluster)
                 ),
             )),
             Some(_) => {}
@@ -557,7 +714,8 @@ fn validate_credentials(
         }
         (None, None) => {
             return Err(bad(&format!(
-                "user {user:?} needs password_file or password_env"
+                "user {} needs password_file or password_env",
+                quote(&user)
             )));
         }
         (Some(p), None) if p.as_os_str().is_empty() => {

@@ -174,7 +174,12 @@ pub async fn run(
         });
         let refresh = Arc::new(tokio::sync::Notify::new());
         refreshes.insert(c.name.clone(), refresh.clone());
-        clusters.push(ClusterWatch::new(c.spec(), admin).with_refresh(refresh));
+        let forget_after = Some(cfg.monitor.forget_unreachable_after).filter(|d| !d.is_zero());
+        clusters.push(
+            ClusterWatch::new(c.spec(), admin)
+                .with_refresh(refresh)
+                .with_forget_unreachable_after(forget_after),
+        );
     }
     let node_id = cfg.node.id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")

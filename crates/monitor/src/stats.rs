@@ -67,6 +67,9 @@ pub struct Stats {
     /// same tracker to the engine, so that its fresh probes before a failover see the
     /// history the monitor saw.
     pub streams: std::sync::Arc<model::SharedStreams>,
+    /// Discovered instances an operator asked to forget (`dbfleet forget`), by cluster;
+    /// each one's probe task forgets it at its next tick.
+    pub forget_requests: Mutex<std::collections::HashSet<(String, InstanceAddr)>>,
 }
 
 /// Each instance's latest observation, shared by the probe tasks, the analysis and the API.
@@ -153,6 +156,23 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    /// Ask the probe task of `addr` in `cluster` to forget it at its next tick (an
+    /// operator's `dbfleet forget`).
+    pub fn request_forget(&self, cluster: &str, addr: &InstanceAddr) {
+        self.forget_requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((cluster.to_string(), addr.clone()));
+    }
+
+    /// Whether an operator asked to forget `addr` in `cluster`; the request is taken.
+    pub(crate) fn take_forget_request(&self, cluster: &str, addr: &InstanceAddr) -> bool {
+        self.forget_requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(cluster.to_string(), addr.clone()))
+    }
+
     /// Read every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);

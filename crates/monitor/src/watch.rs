@@ -136,7 +136,14 @@ pub struct ClusterWatch {
     /// the fast path does, without waiting for the next tick: the daemon notifies it when
     /// an operation on the cluster finishes, so the topology shows its result at once.
     pub refresh: Option<Arc<tokio::sync::Notify>>,
+    /// A discovered (undeclared) instance unreachable this long is forgotten: no longer
+    /// probed, removed from the store, with an `instance_forgotten` event. `None`: never.
+    /// Counted from the first failed probe of this run.
+    pub forget_unreachable_after: Option<Duration>,
 }
+
+/// The default of [`ClusterWatch::forget_unreachable_after`]: a day.
+pub const FORGET_UNREACHABLE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 impl ClusterWatch {
     /// A cluster to watch, with no refresh trigger.
@@ -145,7 +152,14 @@ impl ClusterWatch {
             spec,
             credentials,
             refresh: None,
+            forget_unreachable_after: Some(FORGET_UNREACHABLE_AFTER),
         }
+    }
+
+    /// Forget a discovered instance unreachable for `after` (`None`: never).
+    pub fn with_forget_unreachable_after(mut self, after: Option<Duration>) -> Self {
+        self.forget_unreachable_after = after;
+        self
     }
 
     /// Probe and analyse the cluster at once whenever `refresh` is notified.
@@ -201,6 +215,9 @@ pub(crate) struct Ctx {
     /// How many permits each of the two semaphores holds now ([`probe_permits`]).
     permits_total: std::sync::atomic::AtomicUsize,
     found: mpsc::UnboundedSender<Found>,
+    /// Instances whose probe task forgot them (cluster, address), for the main loop to
+    /// drop, so that discovery may find them again.
+    forgotten: mpsc::UnboundedSender<(String, InstanceAddr)>,
     pub(crate) suspects: mpsc::UnboundedSender<Suspect>,
     rounds: Option<mpsc::Sender<ClusterRound>>,
     /// Heartbeat writes on primaries and reads in every probe.
@@ -463,6 +480,7 @@ pub async fn run_with(
     let cancel = cancel.child_token();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel();
     let (suspect_tx, mut suspect_rx) = mpsc::unbounded_channel();
+    let (forgotten_tx, mut forgotten_rx) = mpsc::unbounded_channel::<(String, InstanceAddr)>();
     let ctx = Arc::new(Ctx {
         opts,
         store: store.clone(),
@@ -473,6 +491,7 @@ pub async fn run_with(
         permits_total: opts.concurrency.max(1).into(),
         sentinel_connects: Semaphore::new(sentinel::CONNECTS_AT_ONCE),
         found: found_tx,
+        forgotten: forgotten_tx,
         suspects: suspect_tx,
         rounds,
         heartbeat,
@@ -505,8 +524,14 @@ pub async fn run_with(
                 })
                 .await?;
         }
-        // Instances found in earlier runs are probed again from the start.
+        // The config is the source of truth for declared instances: one declared in an
+        // earlier run and no longer in the config is forgotten (its problems clear with the
+        // first round). Instances discovered in earlier runs are probed again.
         for rec in store.instances(Some(&name)).await? {
+            if rec.origin == Origin::Config && !members.contains(&rec.addr) {
+                forget_undeclared(&*store, &name, &rec.addr).await?;
+                continue;
+            }
             members.insert(rec.addr);
         }
         let cell = Arc::new(ClusterCell {
@@ -575,6 +600,12 @@ pub async fn run_with(
                     ctx.size_permits(owner.len());
                 }
             }
+            Some((cluster, addr)) = forgotten_rx.recv() => {
+                if owner.get(&addr) == Some(&cluster) {
+                    owner.remove(&addr);
+                    stats.instances.store(owner.len() as u64, Ordering::Relaxed);
+                }
+            }
             Some(suspect) = suspect_rx.recv() => {
                 let Some(cell) = cells.get(&suspect.cluster) else { continue };
                 let view = cell.primary.borrow().clone();
@@ -603,6 +634,7 @@ pub async fn run_with(
         }
     }
     drop(found_rx);
+    drop(forgotten_rx);
     drop(suspect_rx);
     while fast_paths.join_next().await.is_some() {}
     while tasks.join_next().await.is_some() {}
@@ -613,6 +645,86 @@ pub async fn run_with(
     }
     anyhow::ensure!(!ticks_failed, "the analysis thread panicked");
     Ok(())
+}
+
+/// The event kind of an instance the daemon stopped watching (`data.reason` says why).
+pub const INSTANCE_FORGOTTEN: &str = "instance_forgotten";
+
+/// Forget `addr`, declared in `cluster` by an earlier config but not by this one: remove it
+/// from the store, with an `instance_forgotten` event.
+async fn forget_undeclared(
+    store: &dyn Store,
+    cluster: &str,
+    addr: &InstanceAddr,
+) -> anyhow::Result<()> {
+    if !store.remove_instance(cluster, addr).await? {
+        return Ok(());
+    }
+    info!(cluster, instance = %addr, "instance no longer in the config: forgotten");
+    store
+        .append_event(
+            &NewEvent::new(
+                now_ms(),
+                INSTANCE_FORGOTTEN,
+                EventLevel::Info,
+                format!("{addr} is no longer declared in the config: no longer watched"),
+            )
+            .with_cluster(cluster)
+            .with_instance(addr.clone())
+            .with_data(serde_json::json!({ "reason": "removed_from_config" })),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Why a probe task forgets its discovered instance.
+#[derive(Clone, Copy, Debug)]
+enum Forget {
+    /// Unreachable for this long.
+    Unreachable(Duration),
+    /// An operator asked (`dbfleet forget`).
+    Operator,
+}
+
+/// Forget `addr`, a discovered instance of `cell`: stop analysing it, remove it from the
+/// store with an `instance_forgotten` event, and tell the main loop, so that discovery may
+/// find it again.
+async fn forget(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr, why: Forget) {
+    cell.members
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(addr);
+    let _ = ctx.forgotten.send((cell.name.clone(), addr.clone()));
+    info!(cluster = %cell.name, instance = %addr, why = ?why, "discovered instance forgotten");
+    let (message, data) = match why {
+        Forget::Unreachable(d) => (
+            format!(
+                "{addr} (discovered) unreachable for {} s: no longer watched",
+                d.as_secs()
+            ),
+            serde_json::json!({ "reason": "unreachable", "unreachable_for_s": d.as_secs() }),
+        ),
+        Forget::Operator => (
+            format!("{addr} (discovered) forgotten on request: no longer watched"),
+            serde_json::json!({ "reason": "operator" }),
+        ),
+    };
+    let result = async {
+        ctx.store.remove_instance(&cell.name, addr).await?;
+        ctx.store
+            .append_event(
+                &NewEvent::new(now_ms(), INSTANCE_FORGOTTEN, EventLevel::Info, message)
+                    .with_cluster(&cell.name)
+                    .with_instance(addr.clone())
+                    .with_data(data),
+            )
+            .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        warn!(cluster = %cell.name, instance = %addr, error = %e, "forget an unreachable instance");
+    }
 }
 
 async fn add_discovered(
@@ -944,6 +1056,8 @@ async fn probe_loop(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut next_discovery = Instant::now();
     let mut was_reachable = false;
+    let declared = cell.watch.spec.instances.iter().any(|i| i.addr == addr);
+    let mut unreachable_since: Option<Instant> = None;
     // Read the free space at the first probe.
     let mut since_disk_read = DISK_READ_EVERY;
     loop {
@@ -951,6 +1065,11 @@ async fn probe_loop(
             _ = cancel.cancelled() => break,
             t = ticker.tick() => t,
         };
+        // A declared instance is the config's to drop; the API refuses to ask.
+        if ctx.stats.take_forget_request(&cell.name, &addr) && !declared {
+            forget(&ctx, &cell, &addr, Forget::Operator).await;
+            break;
+        }
         let Ok(_permit) = ctx.permits.acquire().await else {
             break;
         };
@@ -1010,6 +1129,17 @@ async fn probe_loop(
             }
         }
         was_reachable = reachable;
+        if reachable {
+            unreachable_since = None;
+        } else if !declared {
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            if let Some(after) = cell.watch.forget_unreachable_after {
+                if since.elapsed() >= after {
+                    forget(&ctx, &cell, &addr, Forget::Unreachable(since.elapsed())).await;
+                    break;
+                }
+            }
+        }
         let obs = Observation {
             addr: addr.clone(),
             at_unix_ms,

@@ -124,6 +124,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/downtimes/{id}",
             axum::routing::delete(alert_routes::delete_downtime),
         )
+        .route(
+            "/api/v1/clusters/{name}/instances/{addr}",
+            axum::routing::delete(routes::forget_instance),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -361,6 +361,46 @@ pub async fn append_note(
     Ok((StatusCode::CREATED, Json(convert::event(stored))))
 }
 
+/// `DELETE /api/v1/clusters/{name}/instances/{addr}`: forget a discovered instance (no
+/// longer probed, removed from the store, an `instance_forgotten` event), at the next tick
+/// of its probe task: answers 202. A declared instance is refused (409): the config is its
+/// source of truth.
+pub async fn forget_instance(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    raw: RawParams,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let Path((name, text)) =
+        path.map_err(|e| ApiError::BadRequest(format!("path parameters: {e}")))?;
+    Params::parse(raw, &[])?;
+    let addr: InstanceAddr = text
+        .parse()
+        .map_err(|e| ApiError::BadRequest(format!("path parameter `addr`: {e}")))?;
+    known_cluster(&state, &name).await?;
+    let record = state
+        .store
+        .instances(Some(&name))
+        .await?
+        .into_iter()
+        .find(|i| i.addr == addr)
+        .ok_or_else(|| ApiError::NotFound(format!("no instance {addr} in cluster {name:?}")))?;
+    if record.origin == store::Origin::Config {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "{addr} is declared in the config: remove it from the config and reload the \
+                 daemon (SIGHUP) to forget it"
+            ),
+            operation: None,
+        });
+    }
+    state.stats.request_forget(&name, &addr);
+    tracing::info!(cluster = %name, instance = %addr, "forget requested");
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "cluster": name, "instance": addr.to_string() })),
+    ))
+}
+
 /// Any path no route matches: 404.
 pub async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
