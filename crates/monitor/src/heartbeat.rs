@@ -184,6 +184,11 @@ pub(crate) struct WriteState {
     /// The server's read probe failed last: its writes' failures prove nothing of its disk
     /// (the control plane may be cut from it), and no stall is claimed.
     reads_lost: bool,
+    /// While `reads_lost`: whether a failure since then could not reach the server at all
+    /// (a connect that failed or timed out, a reset). Without one, every lost read was a
+    /// query that timed out on a kept connection, and a read that then hangs on a fresh
+    /// connection shows the same server hung all along, not a link back.
+    lost_reach: bool,
     /// When its reads answered again after failing: a write that was already pending then,
     /// and failures before it, are not evidence of a stall.
     reads_back_at: Option<Instant>,
@@ -202,6 +207,7 @@ impl WriteState {
             last_error: None,
             hung: Vec::new(),
             reads_lost: false,
+            lost_reach: false,
             reads_back_at: None,
             first_after_back: None,
         }
@@ -224,19 +230,34 @@ impl WriteState {
         }
     }
 
-    /// Note whether the server's read probe answered at `now`. A write stall is claimed
-    /// only while reads answer: a control plane cut from the server (a partition between it
-    /// and dbfleet) sees its reads and writes fail alike, and once reads answer again, the
-    /// writes that were pending or failed meanwhile are not counted.
-    pub(crate) fn note_reads(&mut self, answered: bool, now: Instant) {
-        if !answered {
-            self.reads_lost = true;
-        } else if self.reads_lost {
-            self.reads_lost = false;
-            self.reads_back_at = Some(now);
-            self.first_after_back = None;
-            self.failures = 0;
-            self.last_error = None;
+    /// Note what the server's read probe said at `now`. A write stall is claimed only while
+    /// reads answer: a control plane cut from the server (a partition between it and
+    /// dbfleet) sees its reads and writes fail alike, and once reads answer again, the
+    /// writes that were pending or failed meanwhile are not counted. A read that hangs on a
+    /// connection the server just accepted counts as answered (the server runs and its
+    /// link carries packets); and when every lost read since the last answer only timed
+    /// out on a kept connection, such a read shows the server hung all along: the writes
+    /// meanwhile stay evidence (measured with a frozen datadir: the first read to time
+    /// out is on the kept connection, every later one hangs on a fresh one).
+    pub(crate) fn note_reads(&mut self, read: ReadOutcome, now: Instant) {
+        match read {
+            ReadOutcome::Lost { reach } => {
+                self.reads_lost = true;
+                self.lost_reach |= reach;
+            }
+            ReadOutcome::HungOnFreshConnection if self.reads_lost && !self.lost_reach => {
+                self.reads_lost = false;
+            }
+            ReadOutcome::Answered | ReadOutcome::HungOnFreshConnection => {
+                if self.reads_lost {
+                    self.reads_lost = false;
+                    self.lost_reach = false;
+                    self.reads_back_at = Some(now);
+                    self.first_after_back = None;
+                    self.failures = 0;
+                    self.last_error = None;
+                }
+            }
         }
     }
 
@@ -312,6 +333,35 @@ impl WriteState {
             message: format!("heartbeat write timed out after {:?}", self.deadline),
         });
         true
+    }
+}
+
+/// What a read probe of the server said, for [`WriteState::note_reads`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    /// It answered.
+    Answered,
+    /// Its query timed out on a connection opened for it
+    /// ([`model::ProbeFailure::hung_on_fresh_connection`]).
+    HungOnFreshConnection,
+    /// It failed; `reach` when it may not have reached the server at all (anything but a
+    /// query that timed out on a kept connection).
+    Lost { reach: bool },
+}
+
+impl ReadOutcome {
+    /// The outcome an observation records.
+    pub(crate) fn of(obs: &model::Observation) -> Self {
+        match obs.failure() {
+            None => Self::Answered,
+            Some(f) if f.hung_on_fresh_connection() => Self::HungOnFreshConnection,
+            Some(f) => Self::Lost {
+                reach: !(f.kind == model::ProbeFailureKind::Timeout
+                    && !f.fresh_connection
+                    && !f.message.starts_with("connect")
+                    && !f.message.starts_with("fast-path")),
+            },
+        }
     }
 }
 
@@ -570,7 +620,7 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut w = WriteState::new(Duration::from_millis(500));
         w.succeeded();
-        w.note_reads(true, at(0));
+        w.note_reads(ReadOutcome::Answered, at(0));
         w.pending_since = Some(at(100));
         assert!(w.timed_out(), "the pending write passes its deadline");
         assert!(
@@ -578,11 +628,11 @@ mod tests {
             "reads answer: a stall"
         );
         // The reads fail too: no stall claimed.
-        w.note_reads(false, at(1_000));
+        w.note_reads(ReadOutcome::Lost { reach: true }, at(1_000));
         assert_eq!(w.snapshot(at(3_000)).stalled_ms(), None);
         // Reads answer again; the old write still hangs: not evidence, and stale, so the
         // writer abandons it at once for a fresh one.
-        w.note_reads(true, at(4_000));
+        w.note_reads(ReadOutcome::Answered, at(4_000));
         assert_eq!(w.snapshot(at(4_100)).stalled_ms(), None);
         assert!(
             w.stale_write(at(100)),
@@ -600,5 +650,30 @@ mod tests {
             Some(600),
             "counted from the first write after reads' return"
         );
+    }
+
+    /// A frozen datadir: the first read to time out is on the kept connection, the next
+    /// ones hang on fresh connections. The server was hung all along: the write pending
+    /// from before stays evidence, and is not stale.
+    #[test]
+    fn reads_that_only_hung_keep_the_writes_as_evidence() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut w = WriteState::new(Duration::from_millis(500));
+        w.succeeded();
+        w.note_reads(ReadOutcome::Answered, at(0));
+        w.start_write(at(100));
+        w.note_reads(ReadOutcome::Lost { reach: false }, at(600));
+        assert_eq!(w.snapshot(at(700)).stalled_ms(), None, "not known yet");
+        assert!(w.timed_out());
+        w.note_reads(ReadOutcome::HungOnFreshConnection, at(1_600));
+        assert!(!w.stale_write(at(100)), "the server was hung all along");
+        assert_eq!(w.snapshot(at(1_700)).stalled_ms(), Some(1_600));
+        // A connect that failed in between (a cut link) makes the return a new start.
+        w.note_reads(ReadOutcome::Lost { reach: false }, at(2_600));
+        w.note_reads(ReadOutcome::Lost { reach: true }, at(3_600));
+        w.note_reads(ReadOutcome::HungOnFreshConnection, at(4_600));
+        assert!(w.stale_write(at(100)));
+        assert_eq!(w.snapshot(at(4_700)).stalled_ms(), None);
     }
 }

@@ -270,11 +270,7 @@ impl Ctx {
             // A read that hangs on a connection the server just accepted is no cut link:
             // the server runs and something inside it blocks (a frozen disk can hold what
             // the probe's reads need), so its writes' fate stays evidence.
-            let answered = obs.state().is_some()
-                || obs
-                    .failure()
-                    .is_some_and(ProbeFailure::hung_on_fresh_connection);
-            w.note_reads(answered, now);
+            w.note_reads(crate::heartbeat::ReadOutcome::of(obs), now);
             w.snapshot(now)
         });
         if let Reachability::Reachable(s) = &mut obs.reachability {
