@@ -151,6 +151,23 @@ impl AnswerGate {
         T: Serialize,
         F: Future<Output = Result<T, ApiError>>,
     {
+        self.bytes(HeaderValue::from_static("application/json"), async {
+            let value = build.await?;
+            let JsonBytes(json) = JsonBytes::of(&value)?;
+            Ok(json)
+        })
+        .await
+    }
+
+    /// [`Self::json`] for an answer `build` encodes itself, of type `content_type`.
+    pub async fn bytes<F>(
+        &self,
+        content_type: HeaderValue,
+        build: F,
+    ) -> Result<LargeAnswer, ApiError>
+    where
+        F: Future<Output = Result<Bytes, ApiError>>,
+    {
         let permit = self
             .0
             .permits
@@ -159,10 +176,12 @@ impl AnswerGate {
             .await
             .map_err(|_| ApiError::Unavailable("the API is shutting down".into()))?;
         let held = Held::enter(self.0.clone(), permit);
-        let value = build.await?;
-        let JsonBytes(json) = JsonBytes::of(&value)?;
-        drop(value);
-        Ok(LargeAnswer { json, held })
+        let body = build.await?;
+        Ok(LargeAnswer {
+            body,
+            content_type,
+            held,
+        })
     }
 }
 
@@ -191,17 +210,18 @@ impl Drop for Held {
     }
 }
 
-/// A large answer's JSON with its permit: answered as `application/json` with its length,
-/// sent [`CHUNK_BYTES`] at a time.
+/// A large answer's bytes with its permit: answered with its type and length, sent
+/// [`CHUNK_BYTES`] at a time.
 pub struct LargeAnswer {
-    json: Bytes,
+    body: Bytes,
+    content_type: HeaderValue,
     held: Held,
 }
 
 impl LargeAnswer {
-    /// The JSON.
-    pub fn bytes(&self) -> &Bytes {
-        &self.json
+    /// The body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
     }
 }
 
@@ -218,18 +238,11 @@ impl IntoResponse for LargeAnswer {
             drop(held);
         });
         let body = ChunkedBody {
-            json: self.json,
+            json: self.body,
             done: Some(done),
             just_sent: false,
         };
-        (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            Body::new(body),
-        )
-            .into_response()
+        ([(header::CONTENT_TYPE, self.content_type)], Body::new(body)).into_response()
     }
 }
 
@@ -359,7 +372,7 @@ mod tests {
         }
         for t in tasks {
             let json = t.await.unwrap().unwrap();
-            assert!(json.bytes().starts_with(b"["));
+            assert!(json.body().starts_with(b"["));
         }
         assert!(most.load(Ordering::SeqCst) <= 3);
         assert!(gate.peak() <= 3 && gate.peak() >= 1, "{}", gate.peak());
@@ -377,7 +390,7 @@ mod tests {
             .is_err());
         assert_eq!(gate.alive(), 0);
         let json = gate.json(async { Ok("ok") }).await.unwrap();
-        assert_eq!(&json.bytes()[..], b"\"ok\"");
+        assert_eq!(&json.body()[..], b"\"ok\"");
     }
 
     #[tokio::test]
