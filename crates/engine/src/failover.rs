@@ -42,7 +42,9 @@ use std::time::{Duration, Instant};
 use config::{FencePolicy, PossibleLossPolicy, SemiSyncShortfallPolicy};
 use model::analysis::{analyze, errant_transactions, ClusterView, Errant};
 use model::gtid::MariadbGtidList;
-use model::{Flavor, GtidState, InstanceAddr, Observation, ProblemKind, PromotionRule};
+use model::{
+    Flavor, GtidState, InstanceAddr, Observation, OperationKind, ProblemKind, PromotionRule,
+};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,9 +54,34 @@ use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::registry::{BoxFuture, OperationSpec};
 use crate::salvage::{needs_salvage, salvage, Salvage};
 use crate::watch_old::{OldPrimaryWatch, Seen};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
+
+/// The failover in the registry of kinds.
+pub(crate) struct Failover;
+
+impl OperationSpec for Failover {
+    fn kind(&self) -> OperationKind {
+        OperationKind::Failover
+    }
+
+    fn description(&self) -> &'static str {
+        "promote the best replica in place of a dead primary, or losslessly of one whose writes stalled"
+    }
+
+    /// Run again from `confirm` with the same old primary when promotion had not started;
+    /// from promotion with the same candidate when it had and the candidate answers;
+    /// otherwise `needs_human` ([`Engine::resume_failover`]).
+    fn resume(
+        &self,
+        engine: Arc<Engine>,
+        rec: OperationRecord,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        Box::pin(async move { engine.resume_failover(rec).await })
+    }
+}
 
 /// The failover's steps, in order; each has failpoints `failover.<step>.before|after`.
 pub const FAILOVER_STEPS: &[&str] = &[
@@ -351,7 +378,7 @@ impl Engine {
     pub(crate) async fn fresh_look(
         &self,
         cluster: &str,
-        what: &str,
+        what: OperationKind,
     ) -> Result<FreshLook, EngineError> {
         self.require_leader()?;
         let setup = self.setup(cluster)?.clone();
@@ -399,7 +426,7 @@ impl Engine {
             mut conns,
             observations: mut obs,
             mut analysis,
-        } = self.fresh_look(cluster, "failover").await?;
+        } = self.fresh_look(cluster, OperationKind::Failover).await?;
         if let Some(members) = stall_pending(&setup.spec, &obs, &analysis) {
             // A primary that times out while its replicas still say they receive from it:
             // watch their streams (fresh probes of the replicas) until they confirm, or
@@ -450,7 +477,15 @@ impl Engine {
             trigger: trigger.to_string(),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "failover", trigger, "confirm", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Failover,
+            trigger,
+            "confirm",
+            data.json(),
+        )
+        .await?;
         self.drive_failover(op, conns, setup, repl, data, Some(obs))
             .await
     }
@@ -473,7 +508,7 @@ impl Engine {
             conns,
             observations: obs,
             analysis,
-        } = self.fresh_look(cluster, "failover").await?;
+        } = self.fresh_look(cluster, OperationKind::Failover).await?;
         if analysis.primary.as_ref() != Some(old) {
             return Err(EngineError::Refused(format!(
                 "failover of stalled primary {old} refused: fresh probes name {} the primary",
@@ -492,7 +527,15 @@ impl Engine {
             stalled: Some(why.to_string()),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "failover", trigger, "confirm", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Failover,
+            trigger,
+            "confirm",
+            data.json(),
+        )
+        .await?;
         self.drive_failover(op, conns, setup, repl, data, Some(obs))
             .await
     }
@@ -1949,7 +1992,7 @@ impl Engine {
             .operations(&store::OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![store::OperationState::NeedsHuman],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 10,
             })
             .await
@@ -2189,7 +2232,7 @@ impl Engine {
     ) -> HookEnv {
         HookEnv {
             cluster: op.rec.cluster.clone(),
-            operation: "failover",
+            operation: OperationKind::Failover,
             operation_id: op.rec.id,
             phase,
             trigger: data.trigger.clone(),

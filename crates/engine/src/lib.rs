@@ -38,6 +38,8 @@ pub mod failpoint;
 mod fence_guard;
 pub mod hooks;
 mod ops;
+mod registry;
+mod rejoin;
 mod salvage;
 mod switchover;
 mod watch_old;
@@ -48,7 +50,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
-use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
+use model::{ClusterSpec, InstanceAddr, Observation, OperationKind, Problem, ProblemKind};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use store::{
@@ -61,6 +63,7 @@ use tracing::{info, warn};
 pub use auto::AutoFailoverNotice;
 pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
+pub use registry::operation_kinds;
 pub use switchover::SWITCHOVER_STEPS;
 
 pub use model::clock::now_ms;
@@ -480,11 +483,7 @@ impl Engine {
                 let op = ops.remove(0);
                 let me = self.clone();
                 tokio::spawn(async move {
-                    let r = match op.kind.as_str() {
-                        "failover" => me.resume_failover(op).await,
-                        _ => me.interrupted_needs_human(op).await,
-                    };
-                    if let Err(e) = r {
+                    if let Err(e) = registry::resume(me, op).await {
                         info!(error = %e, "interrupted operation not resumed yet");
                     }
                 });
@@ -777,7 +776,7 @@ impl Engine {
             .store
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
                 ..Default::default()
             })
@@ -907,7 +906,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
             })
             .await
@@ -1010,7 +1009,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
             })
             .await?;
@@ -1021,7 +1020,7 @@ impl Engine {
             .store
             .create_operation(&store::NewOperation {
                 cluster: cluster.to_string(),
-                kind: "failover".into(),
+                kind: OperationKind::Failover.to_string(),
                 trigger: "policy".into(),
                 state: OperationState::Proposed,
                 step: "proposed".into(),
@@ -1094,7 +1093,7 @@ impl Engine {
             .store
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 20,
                 ..Default::default()
             })
@@ -1217,7 +1216,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
             })
             .await
@@ -1487,11 +1486,7 @@ impl Engine {
             info!(operation = op.id, cluster = %op.cluster, kind = %op.kind, step = %op.step, "resuming an interrupted operation");
             let me = self.clone();
             tokio::spawn(async move {
-                let r = match op.kind.as_str() {
-                    "failover" => me.resume_failover(op).await,
-                    _ => me.interrupted_needs_human(op).await,
-                };
-                if let Err(e) = r {
+                if let Err(e) = registry::resume(me, op).await {
                     warn!(error = %e, "interrupted operation");
                 }
             });

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use model::analysis::errant_transactions;
-use model::{InstanceAddr, IoThreadState, Observation, PromotionRule};
+use model::{InstanceAddr, IoThreadState, Observation, OperationKind, PromotionRule};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,6 +19,7 @@ use store::OperationRecord;
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::registry::{BoxFuture, OperationSpec};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
 /// The switchover's steps, in order; each has failpoints `switchover.<step>.before|after`.
@@ -66,7 +67,7 @@ impl Engine {
             conns,
             observations: obs,
             analysis,
-        } = self.fresh_look(cluster, "switchover").await?;
+        } = self.fresh_look(cluster, OperationKind::Switchover).await?;
         let primary = analysis
             .primary
             .clone()
@@ -84,7 +85,15 @@ impl Engine {
             target: to.clone(),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "switchover", "manual", "check", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Switchover,
+            "manual",
+            "check",
+            data.json(),
+        )
+        .await?;
         self.drive_switchover(op, conns, &setup, &repl, data, obs)
             .await
     }
@@ -242,7 +251,7 @@ impl Engine {
         // stops the switchover before anything changed.
         let hook_env = |phase: &'static str| HookEnv {
             cluster: cluster.clone(),
-            operation: "switchover",
+            operation: OperationKind::Switchover,
             operation_id: op.rec.id,
             phase,
             trigger: "manual".into(),
@@ -422,6 +431,35 @@ async fn unblock(conns: &mut Conns, old: &InstanceAddr, semi_sync: bool) -> Resu
             .await;
     }
     Ok(())
+}
+
+/// The switchover in the registry of kinds.
+pub(crate) struct Switchover;
+
+impl OperationSpec for Switchover {
+    fn kind(&self) -> OperationKind {
+        OperationKind::Switchover
+    }
+
+    fn description(&self) -> &'static str {
+        "move the primary role to a chosen healthy replica, rolled back if anything fails before promotion"
+    }
+
+    /// Never guessed at: `needs_human`, after the old primary is made writable again if the
+    /// target was never promoted ([`undo_interrupted`]).
+    fn resume(
+        &self,
+        engine: Arc<Engine>,
+        rec: OperationRecord,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        Box::pin(async move {
+            let op = Op::adopt(&engine, rec).await?;
+            let data = op.rec.data.clone();
+            let note = undo_interrupted(&engine, &op, &data).await;
+            op.give_up_interrupted(note).await;
+            Ok(())
+        })
+    }
 }
 
 /// A switchover interrupted by a crash: if writes were blocked and the target was never
