@@ -1085,7 +1085,7 @@ impl Engine {
                     },
                 );
                 let (r, tx) = (r.clone(), tx.clone());
-                tokio::spawn(async move {
+                self.spawn(async move {
                     let t0 = Instant::now();
                     let res = c.stop_io_now(&r, STOP_CAP).await;
                     let took = t0.elapsed().as_millis() as u64;

@@ -58,6 +58,7 @@ use store::{
     StoreError,
 };
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use auto::AutoFailoverNotice;
@@ -208,8 +209,13 @@ pub struct Engine {
     /// switch semi-sync off (from the failover, and from the `fenced/` marks in the store
     /// after a restart).
     keep_semi_sync: Mutex<HashSet<InstanceAddr>>,
-    /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]).
+    /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]), and once
+    /// cancelled, no new operation starts ([`Engine::shutdown`]).
     pub(crate) stop: CancellationToken,
+    /// Every operation, and every task the engine runs for them or on its own (automatic
+    /// failovers and their retries, fence guards, resumptions, lock renewals):
+    /// [`Engine::shutdown`] waits for them.
+    tasks: TaskTracker,
     /// This engine, for tasks spawned where only `&self` is at hand.
     me: Weak<Engine>,
 }
@@ -263,14 +269,59 @@ impl Engine {
             stalls: Mutex::new(HashMap::new()),
             keep_semi_sync: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             me: me.clone(),
         })
     }
 
     /// Cancel the tasks the engine runs on its own: automatic failovers waiting to retry
-    /// and fence guards. An operation that runs is not interrupted. For shutdown.
+    /// and fence guards; no new operation starts from now on. An operation that runs is not
+    /// interrupted. For shutdown ([`Engine::shutdown`] also waits for what runs).
     pub fn stop_tasks(&self) {
         self.stop.cancel();
+    }
+
+    /// Shut the engine down: [`Engine::stop_tasks`], then wait up to `within` for every
+    /// operation that runs (and every task the engine runs) to end. An operation is never
+    /// cut short between its steps: one that outlasts `within` is left `running` in the
+    /// store, and resumed or judged by the next leader. Returns whether all ended.
+    pub async fn shutdown(&self, within: Duration) -> bool {
+        self.stop_tasks();
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Whether shutdown began ([`Engine::stop_tasks`]): no new operation starts.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Run `fut` on a task of the engine's tracker, which [`Engine::shutdown`] waits for.
+    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(fut)
+    }
+
+    /// Run an operation on a tracked task of its own and wait for its end: a caller that
+    /// goes away (an API client that disconnects) does not cut it short, and shutdown
+    /// waits for it.
+    pub(crate) async fn run_operation<F>(&self, op: F) -> Result<OperationRecord, EngineError>
+    where
+        F: std::future::Future<Output = Result<OperationRecord, EngineError>> + Send + 'static,
+    {
+        match self.spawn(op).await {
+            Ok(r) => r,
+            // A panic in the operation is the caller's, as it was when it ran inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(EngineError::Refused(format!(
+                "the operation's task was cancelled: {e}"
+            ))),
+        }
     }
 
     /// Whether an operation of `cluster` may explain what `observations` show: one runs on
@@ -389,7 +440,7 @@ impl Engine {
                         .await;
                     if l.is_leader {
                         let me = self.clone();
-                        tokio::spawn(async move { me.resume_interrupted().await });
+                        self.spawn(async move { me.resume_interrupted().await });
                     }
                 }
                 l.is_leader
@@ -482,7 +533,7 @@ impl Engine {
             Ok(mut ops) => {
                 let op = ops.remove(0);
                 let me = self.clone();
-                tokio::spawn(async move {
+                self.spawn(async move {
                     if let Err(e) = registry::resume(me, op).await {
                         info!(error = %e, "interrupted operation not resumed yet");
                     }
@@ -742,7 +793,7 @@ impl Engine {
         let cluster = cluster.to_string();
         let why = stall.summary.clone();
         let detected = now_ms().saturating_sub(stalled_ms);
-        tokio::spawn(async move {
+        self.spawn(async move {
             match me
                 .failover_stalled(&cluster, &old, &why, Some(detected), "write_stall")
                 .await
@@ -1198,6 +1249,16 @@ impl Engine {
     /// Run a failover of `cluster` now, by hand: whatever the policy and block window (a
     /// human decided), but only when its primary is dead. Returns the finished operation.
     pub async fn failover(self: &Arc<Self>, cluster: &str) -> Result<OperationRecord, EngineError> {
+        let (me, cluster) = (self.clone(), cluster.to_string());
+        self.run_operation(async move { me.failover_manual(&cluster).await })
+            .await
+    }
+
+    /// [`Engine::failover`], on the caller's task.
+    async fn failover_manual(
+        self: &Arc<Self>,
+        cluster: &str,
+    ) -> Result<OperationRecord, EngineError> {
         let rec = match self.failover_from(cluster, "manual", None).await {
             Err(EngineError::Refused(why)) => match self.open_stall(cluster).await {
                 // Alive but its writes stall (`PrimaryWritesStalled`, `PrimaryDiskFull`,
@@ -1405,7 +1466,7 @@ impl Engine {
         let me = self.clone();
         let cluster = cluster.to_string();
         let addr = addr.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let r = me.rejoin_by(&cluster, &addr, "auto").await;
             // Errant GTIDs found by the rejoin's own check are final: no retry.
             let record = match &r {
@@ -1485,7 +1546,7 @@ impl Engine {
             }
             info!(operation = op.id, cluster = %op.cluster, kind = %op.kind, step = %op.step, "resuming an interrupted operation");
             let me = self.clone();
-            tokio::spawn(async move {
+            self.spawn(async move {
                 if let Err(e) = registry::resume(me, op).await {
                     warn!(error = %e, "interrupted operation");
                 }

@@ -120,6 +120,12 @@ impl<'e> Op<'e> {
     }
 
     async fn claim(engine: &Engine, cluster: &str) -> Result<(), EngineError> {
+        if engine.is_stopping() {
+            return Err(EngineError::Refused(format!(
+                "{} is shutting down: no new operation starts",
+                engine.opts.node_id
+            )));
+        }
         if !engine.running_lock().insert(cluster.to_string()) {
             return Err(EngineError::Busy {
                 cluster: cluster.to_string(),
@@ -165,7 +171,7 @@ impl<'e> Op<'e> {
             let ttl = engine.opts.lock_ttl;
             let lost = lock_lost.clone();
             let cancel = renew.clone();
-            tokio::spawn(async move {
+            engine.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,

@@ -46,7 +46,9 @@ impl Engine {
         cluster: &str,
         addr: &InstanceAddr,
     ) -> Result<OperationRecord, EngineError> {
-        self.rejoin_by(cluster, addr, "manual").await
+        let (me, cluster, addr) = (self.clone(), cluster.to_string(), addr.clone());
+        self.run_operation(async move { me.rejoin_by(&cluster, &addr, "manual").await })
+            .await
     }
 
     /// [`Engine::rejoin`], recorded with `trigger` (`manual`, or `auto` by policy).

@@ -61,6 +61,17 @@ impl Engine {
         cluster: &str,
         to: Option<InstanceAddr>,
     ) -> Result<OperationRecord, EngineError> {
+        let (me, cluster) = (self.clone(), cluster.to_string());
+        self.run_operation(async move { me.switchover_now(&cluster, to).await })
+            .await
+    }
+
+    /// [`Engine::switchover`], on the caller's task.
+    async fn switchover_now(
+        self: &Arc<Self>,
+        cluster: &str,
+        to: Option<InstanceAddr>,
+    ) -> Result<OperationRecord, EngineError> {
         let crate::failover::FreshLook {
             setup,
             repl,

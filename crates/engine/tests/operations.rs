@@ -1,6 +1,6 @@
 //! The engine's operations against real MariaDB sandboxes: failover, errant candidates,
-//! switchover and its rollback, rejoin (by hand and by policy), anti-flapping. Ports
-//! 31500..31600.
+//! switchover and its rollback, rejoin (by hand and by policy), anti-flapping, shutdown
+//! with an operation running. Ports 31500..31600 and 34300.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -865,4 +865,76 @@ async fn a_frozen_primary_is_failed_over_once_its_replicas_fall_silent() {
         cand == e.addr("m2").to_string() || cand == e.addr("m3").to_string(),
         "{cand}"
     );
+}
+
+/// Shutdown waits for an operation that runs (a switchover held in its pre hook until the
+/// test lets it go) and lets no new one start meanwhile; when it returns, the operation
+/// has ended and is recorded.
+#[tokio::test]
+async fn shutdown_waits_for_a_running_operation_and_starts_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let failover = FailoverConfig {
+        pre_failover: vec![format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            started.display(),
+            release.display()
+        )],
+        hook_timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let e = env_failover("so-shutdown", 34300, false, &[], failover).await;
+    let switchover = {
+        let (engine, cluster, to) = (e.engine.clone(), e.cluster.clone(), e.addr("m2"));
+        tokio::spawn(async move { engine.switchover(&cluster, Some(to)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline && !switchover.is_finished(),
+            "the switchover's pre hook never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let shutdown = {
+        let engine = e.engine.clone();
+        tokio::spawn(async move { engine.shutdown(Duration::from_secs(300)).await })
+    };
+    while !e.engine.is_stopping() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match e.engine.rejoin(&e.cluster, &e.addr("m3")).await {
+        Err(EngineError::Refused(m)) => assert!(m.contains("shutting down"), "{m}"),
+        other => panic!("a new operation started during shutdown: {other:?}"),
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned while the switchover was held in its hook"
+    );
+    let running = e
+        .store
+        .operations(&OperationQuery {
+            states: vec![OperationState::Running],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1, "{running:#?}");
+    assert_eq!(running[0].kind, "switchover");
+
+    std::fs::write(&release, b"").unwrap();
+    assert!(
+        shutdown.await.unwrap(),
+        "the operation ended within the deadline"
+    );
+    // Read before the switchover's caller sees its result: shutdown returned after the
+    // operation ended and was recorded.
+    let rec = e.store.operation(running[0].id).await.unwrap().unwrap();
+    assert_eq!(rec.state, OperationState::Succeeded, "{rec:#?}");
+    let rec = switchover.await.unwrap().expect("switchover");
+    assert_eq!(rec.id, running[0].id);
+    assert!(!e.read_only("m2").await, "the target is the primary");
+    assert!(e.read_only("m1").await);
 }
