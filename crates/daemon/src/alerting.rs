@@ -41,8 +41,7 @@ use alert::{
     TransitionKind,
 };
 use anyhow::Context;
-use model::{InstanceAddr, Observation, OperationKind};
-use monitor::ClusterRound;
+use model::{ClusterRound, InstanceAddr, Observation, OperationKind};
 use server::alert_routes::{AlertControl, DowntimeRefused};
 use store::{
     kinds, EventLevel, NewEvent, OperationRecord, OperationState, Settings, Store, StoreError,

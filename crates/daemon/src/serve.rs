@@ -508,12 +508,12 @@ fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>)
 /// ends when the watch loop drops the sender.
 pub fn round_consumer_with(
     engine: Arc<engine::Engine>,
-    tap: Option<tokio::sync::mpsc::Sender<monitor::ClusterRound>>,
+    tap: Option<tokio::sync::mpsc::Sender<model::ClusterRound>>,
 ) -> (
-    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::sync::mpsc::Sender<model::ClusterRound>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<model::ClusterRound>(1024);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
             if let Some(tap) = &tap {
@@ -523,15 +523,7 @@ pub fn round_consumer_with(
                     tracing::warn!(cluster = %r.cluster, "the alerting task is behind: a round is skipped");
                 }
             }
-            engine
-                .on_round(
-                    &r.cluster,
-                    r.primary.as_ref(),
-                    &r.problems,
-                    &r.observations,
-                    r.at_ms,
-                )
-                .await;
+            engine.on_round(&r).await;
         }
     });
     (tx, task)

@@ -50,7 +50,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
-use model::{ClusterSpec, InstanceAddr, Observation, OperationKind, Problem, ProblemKind};
+use model::{
+    ClusterRound, ClusterSpec, InstanceAddr, Observation, OperationKind, Problem, ProblemKind,
+};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use store::{
@@ -470,17 +472,19 @@ impl Engine {
         }
     }
 
-    /// Consume one round of analysis: start, propose or block a failover on `DeadPrimary`,
-    /// and keep returning fenced instances out. Never blocks the caller for long: a
-    /// failover runs on its own task.
-    pub async fn on_round(
-        self: &Arc<Self>,
-        cluster: &str,
-        primary: Option<&InstanceAddr>,
-        problems: &[Problem],
-        observations: &[Observation],
-        at_ms: u64,
-    ) {
+    /// Consume one round of analysis (the monitor's): start, propose or block a failover on
+    /// `DeadPrimary`, and keep returning fenced instances out. Never blocks the caller for
+    /// long: a failover runs on its own task.
+    pub async fn on_round(self: &Arc<Self>, round: &ClusterRound) {
+        let ClusterRound {
+            cluster,
+            at_ms,
+            trigger: _,
+            observations,
+            primary,
+            problems,
+        } = round;
+        let (cluster, at_ms, primary) = (cluster.as_str(), *at_ms, primary.as_ref());
         // Remember the last reachable observation of every instance, on every node: a dead
         // primary's errant-GTID baseline is its last good state, not its failed probe.
         {

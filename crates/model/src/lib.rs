@@ -18,9 +18,11 @@ pub use observation::{
 };
 pub use operation::{OperationKind, UnknownOperationKind};
 pub mod problem;
+pub mod round;
 pub mod spec;
 
 pub use problem::{Evidence, Problem, ProblemKind, Severity};
+pub use round::{ClusterRound, RoundTrigger};
 pub use spec::{ClusterSpec, InstanceSpec, PromotionRule, StorageSpec, DEFAULT_STALL_CONFIRM};
 pub mod analysis;
 pub mod stream;
