@@ -45,6 +45,7 @@ use model::gtid::MariadbGtidList;
 use model::{
     Flavor, GtidState, InstanceAddr, Observation, OperationKind, ProblemKind, PromotionRule,
 };
+use probe::commands::PointAt;
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -1636,9 +1637,20 @@ impl Engine {
             let cand = cand.clone();
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res =
-                    tokio::time::timeout(st, c.repoint_delayed(r, &cand, repl, semi, false, delay))
-                        .await;
+                let res = tokio::time::timeout(
+                    st,
+                    c.repoint(
+                        r,
+                        &PointAt {
+                            source: &cand,
+                            creds: repl,
+                            semi_sync: semi,
+                            from_current_pos: false,
+                            delay_s: delay,
+                        },
+                    ),
+                )
+                .await;
                 (r.clone(), res)
             }
         });
@@ -1651,7 +1663,20 @@ impl Engine {
             let cand = cand.clone();
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(st, c.park(r, &cand, repl, semi, delay)).await;
+                let res = tokio::time::timeout(
+                    st,
+                    c.park(
+                        r,
+                        &PointAt {
+                            source: &cand,
+                            creds: repl,
+                            semi_sync: semi,
+                            from_current_pos: false,
+                            delay_s: delay,
+                        },
+                    ),
+                )
+                .await;
                 (r.clone(), why.clone(), res)
             }
         });
@@ -1778,7 +1803,16 @@ impl Engine {
             let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
             match tokio::time::timeout(
                 slow,
-                conns.repoint_delayed(&r, &cand, repl, setup.spec.semi_sync, false, delay),
+                conns.repoint(
+                    &r,
+                    &PointAt {
+                        source: &cand,
+                        creds: repl,
+                        semi_sync: setup.spec.semi_sync,
+                        from_current_pos: false,
+                        delay_s: delay,
+                    },
+                ),
             )
             .await
             {
@@ -1793,7 +1827,7 @@ impl Engine {
             let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
             match tokio::time::timeout(
                 slow,
-                conns.park(&r, &cand, repl, setup.spec.semi_sync, delay),
+                conns.park(&r, &PointAt { source: &cand, creds: repl, semi_sync: setup.spec.semi_sync, from_current_pos: false, delay_s: delay }),
             )
             .await
             {
@@ -2204,7 +2238,16 @@ impl Engine {
         let src = conns.observe(source).await;
         let pos = binlog_pos(&src).ok_or_else(|| format!("{source} is unreachable"))?;
         conns
-            .repoint(cand, source, repl, false, false)
+            .repoint(
+                cand,
+                &PointAt {
+                    source,
+                    creds: repl,
+                    semi_sync: false,
+                    from_current_pos: false,
+                    delay_s: None,
+                },
+            )
             .await
             .map_err(|e| format!("point {cand} at {source}: {e}"))?;
         let ok = conns

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use model::{GtidState, InstanceAddr, Observation, OperationKind};
+use probe::commands::PointAt;
 use serde_json::json;
 use store::{OperationRecord, Settings};
 
@@ -129,7 +130,7 @@ impl Engine {
                     .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
             }
             conns
-                .repoint(addr, &writer, &repl, setup.spec.semi_sync, lost.is_empty())
+                .repoint(addr, &PointAt { source: &writer, creds: &repl, semi_sync: setup.spec.semi_sync, from_current_pos: lost.is_empty(), delay_s: None })
                 .await
                 .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
             if !lost.is_empty() {

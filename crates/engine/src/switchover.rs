@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use model::analysis::errant_transactions;
 use model::{InstanceAddr, IoThreadState, Observation, OperationKind, PromotionRule};
+use probe::commands::PointAt;
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -352,7 +353,16 @@ impl Engine {
         let before = op.step("repoint", &data.json(), conns, &all).await?;
         for r in &others {
             match conns
-                .repoint(r, &target, repl, setup.spec.semi_sync, false)
+                .repoint(
+                    r,
+                    &PointAt {
+                        source: &target,
+                        creds: repl,
+                        semi_sync: setup.spec.semi_sync,
+                        from_current_pos: false,
+                        delay_s: None,
+                    },
+                )
                 .await
             {
                 Ok(()) => data.repointed.push(r.clone()),
@@ -360,7 +370,16 @@ impl Engine {
             }
         }
         match conns
-            .repoint(&old, &target, repl, setup.spec.semi_sync, true)
+            .repoint(
+                &old,
+                &PointAt {
+                    source: &target,
+                    creds: repl,
+                    semi_sync: setup.spec.semi_sync,
+                    from_current_pos: true,
+                    delay_s: None,
+                },
+            )
             .await
         {
             Ok(()) => data.repointed.push(old.clone()),
