@@ -1825,12 +1825,14 @@ impl Engine {
         }
         for (r, why) in std::mem::take(&mut data.park_pending) {
             let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            match tokio::time::timeout(
-                slow,
-                conns.park(&r, &PointAt { source: &cand, creds: repl, semi_sync: setup.spec.semi_sync, from_current_pos: false, delay_s: delay }),
-            )
-            .await
-            {
+            let to = PointAt {
+                source: &cand,
+                creds: repl,
+                semi_sync: setup.spec.semi_sync,
+                from_current_pos: false,
+                delay_s: delay,
+            };
+            match tokio::time::timeout(slow, conns.park(&r, &to)).await {
                 Ok(Ok(())) => {
                     data.warnings.push(parked_warning(&r, &why, &cand));
                     data.parked.push((r, why));

@@ -129,8 +129,16 @@ impl Engine {
                     .await
                     .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
             }
+            // From its own binlog position, unless it replays its own lost transactions.
+            let to = PointAt {
+                source: &writer,
+                creds: &repl,
+                semi_sync: setup.spec.semi_sync,
+                from_current_pos: lost.is_empty(),
+                delay_s: None,
+            };
             conns
-                .repoint(addr, &PointAt { source: &writer, creds: &repl, semi_sync: setup.spec.semi_sync, from_current_pos: lost.is_empty(), delay_s: None })
+                .repoint(addr, &to)
                 .await
                 .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
             if !lost.is_empty() {

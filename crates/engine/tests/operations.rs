@@ -1,6 +1,6 @@
 //! The engine's operations against real MariaDB sandboxes: failover, errant candidates,
 //! switchover and its rollback, rejoin (by hand and by policy), anti-flapping, shutdown
-//! with an operation running. Ports 31500..31600 and 34300.
+//! with an operation running. Ports 31500..31600 and 28300.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -910,7 +910,7 @@ async fn shutdown_waits_for_a_running_operation_and_starts_no_new_one() {
         hook_timeout: Duration::from_secs(300),
         ..Default::default()
     };
-    let e = env_failover("so-shutdown", 34300, false, &[], failover).await;
+    let e = env_failover("so-shutdown", 28300, false, &[], failover).await;
     let switchover = {
         let (engine, cluster, to) = (e.engine.clone(), e.cluster.clone(), e.addr("m2"));
         tokio::spawn(async move { engine.switchover(&cluster, Some(to)).await })
