@@ -41,8 +41,7 @@ use alert::{
     TransitionKind,
 };
 use anyhow::Context;
-use model::{InstanceAddr, Observation};
-use monitor::ClusterRound;
+use model::{ClusterRound, InstanceAddr, Observation, OperationKind};
 use server::alert_routes::{AlertControl, DowntimeRefused};
 use store::{
     kinds, EventLevel, NewEvent, OperationRecord, OperationState, Settings, Store, StoreError,
@@ -551,7 +550,7 @@ impl Alerting {
         );
         if rec.state == OperationState::Succeeded {
             let mut keys = vec![key];
-            if rec.kind == "failover" {
+            if OperationKind::of(&rec.kind) == Some(OperationKind::Failover) {
                 keys.push(failover_refused_key(&rec.cluster));
             }
             for key in keys {
@@ -765,19 +764,20 @@ fn operation_failed_key(cluster: &str, kind: &str) -> String {
 /// (and a dead primary still pages through its problem); an automatic failover that failed
 /// before promotion is retried and pages as `failover_refused`.
 fn operation_severity(rec: &OperationRecord) -> Option<Severity> {
+    let failover = OperationKind::of(&rec.kind) == Some(OperationKind::Failover);
     match rec.state {
         OperationState::Succeeded | OperationState::Running | OperationState::Proposed => None,
         OperationState::NeedsHuman => Some(Severity::Critical),
         _ if rec.trigger == "manual" => None,
         // Retried by the engine, and paged as `failover_refused`.
         OperationState::Failed
-            if rec.kind == "failover"
+            if failover
                 && rec.trigger == "auto"
                 && rec.data["promote_started"].as_bool() != Some(true) =>
         {
             None
         }
-        _ if rec.kind == "failover" => Some(Severity::Critical),
+        _ if failover => Some(Severity::Critical),
         _ => Some(Severity::Error),
     }
 }

@@ -19,6 +19,9 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 const DRT_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a reload waits for this node's running operations to end before it gives up.
 const RELOAD_OPERATION_WAIT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for this node's running operations to end (each runs to its
+/// end; one that takes longer is left `running` in the store, for the next leader).
+const OPERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
 /// Why the daemon did not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +255,7 @@ pub async fn run(
     // Alerting starts before the API, which lists its alerts and downtimes.
     let alerting = crate::alerting::start(&cfg.alert, store.clone(), engine.clone())
         .await
-        .map_err(|e| DaemonError::Config(e.into()))?;
+        .map_err(DaemonError::Config)?;
     let api_cancel = CancellationToken::new();
     let watch_cancel = CancellationToken::new();
     let own_token = tokens.own();
@@ -423,9 +426,18 @@ pub async fn run(
     }
     // Nothing left to refresh.
     refresher.abort();
-    // The round channel closed with the watch loop: the consumer ends; then leadership
-    // is given up so another node can take over at once.
+    // The round channel closed with the watch loop: the consumer ends, and no round
+    // starts an operation any more.
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, consumer).await;
+    // Retries waiting out their backoff and fence guards end; operations that run (from
+    // the API or from policy) end first, under a deadline, while leadership, the store and
+    // the alerting (which pages an operation that fails) are still there.
+    if !engine.shutdown(OPERATION_SHUTDOWN_WAIT).await {
+        error!(
+            "operations still running after {}: left running in the store for the next leader",
+            humantime::format_duration(OPERATION_SHUTDOWN_WAIT)
+        );
+    }
     // With the rounds over, the alerting task ends; the notifiers get a grace period to
     // deliver what is queued (a resolve, a last page).
     let crate::alerting::Running {
@@ -442,8 +454,7 @@ pub async fn run(
         error!("the alerting task did not stop within {SHUTDOWN_DEADLINE:?}");
     }
     alerting.shutdown(SHUTDOWN_DEADLINE / 2).await;
-    // Retries waiting out their backoff and fence guards end here.
-    engine.stop_tasks();
+    // Then leadership is given up so another node can take over at once.
     engine_cancel.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, leadership).await;
     let reason = match &failure {
@@ -503,12 +514,12 @@ fn task_error(what: &str, r: Result<anyhow::Result<()>, tokio::task::JoinError>)
 /// ends when the watch loop drops the sender.
 pub fn round_consumer_with(
     engine: Arc<engine::Engine>,
-    tap: Option<tokio::sync::mpsc::Sender<monitor::ClusterRound>>,
+    tap: Option<tokio::sync::mpsc::Sender<model::ClusterRound>>,
 ) -> (
-    tokio::sync::mpsc::Sender<monitor::ClusterRound>,
+    tokio::sync::mpsc::Sender<model::ClusterRound>,
     tokio::task::JoinHandle<()>,
 ) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<model::ClusterRound>(1024);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
             if let Some(tap) = &tap {
@@ -518,15 +529,7 @@ pub fn round_consumer_with(
                     tracing::warn!(cluster = %r.cluster, "the alerting task is behind: a round is skipped");
                 }
             }
-            engine
-                .on_round(
-                    &r.cluster,
-                    r.primary.as_ref(),
-                    &r.problems,
-                    &r.observations,
-                    r.at_ms,
-                )
-                .await;
+            engine.on_round(&r).await;
         }
     });
     (tx, task)

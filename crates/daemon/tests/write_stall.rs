@@ -83,7 +83,7 @@ async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loops: &[&
         }],
     );
     assert!(engine.campaign_once().await, "a lone node leads");
-    let (tap, mut rounds) = tokio::sync::mpsc::channel::<monitor::ClusterRound>(1024);
+    let (tap, mut rounds) = tokio::sync::mpsc::channel::<model::ClusterRound>(1024);
     let (tx, consumer) = daemon::round_consumer_with(engine.clone(), Some(tap));
     let seen: Seen = Arc::default();
     let primary = sb.initial_primary().addr();

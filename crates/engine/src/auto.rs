@@ -111,7 +111,7 @@ impl Engine {
         let me = self.clone();
         let cluster = cluster.to_string();
         let dead = dead.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             me.auto_failover_run(&cluster, &dead, detected_ms, id, cancel, wake)
                 .await;
             let mut runs = me.auto_runs_lock();

@@ -1,10 +1,12 @@
-//! The SQL an operation speaks to managed servers, over sessions it opens once and reuses.
+//! The sessions an operation speaks to managed servers over, opened once and reused, and
+//! what it does through them (the statements themselves are `probe::commands`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use model::{InstanceAddr, IoThreadState, Observation, Reachability};
-use probe::{ChangeSource, Credentials, ProbeError, ProbeOptions, Session};
+use probe::commands::PointAt;
+use probe::{Credentials, ProbeError, ProbeOptions, Session};
 
 /// Sessions to the instances an operation touches, opened on first use and reopened after
 /// a network error.
@@ -160,25 +162,11 @@ impl Conns {
     /// delay it had, in seconds.
     pub(crate) async fn lift_delay(&mut self, addr: &InstanceAddr) -> Result<u64, ProbeError> {
         let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        let rows = s.query_rows("replica status", "SHOW SLAVE STATUS").await?;
-        let row = rows.first().ok_or_else(|| ProbeError::Reply {
-            what: "replica status",
-            detail: "not a replica".into(),
-        })?;
-        let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
-        let delay: u64 = field("SQL_Delay").trim().parse().unwrap_or(0);
-        let (file, pos) = relay_position(&field)?;
-        s.exec(
-            "lift delay",
-            &format!(
-                "CHANGE MASTER TO MASTER_DELAY=0, RELAY_LOG_FILE='{}', RELAY_LOG_POS={pos}",
-                probe::sql_escape(&file)
-            ),
-        )
-        .await?;
-        s.exec("start sql thread", "START SLAVE SQL_THREAD").await?;
-        Ok(delay)
+        s.stop_replication().await?;
+        let relay = s.relay_state().await?;
+        s.keep_relay_log(&relay.keep(true)?).await?;
+        s.start_sql_thread().await?;
+        Ok(relay.sql_delay_s)
     }
 
     /// Start a replica's SQL thread without deleting its relay log. In GTID mode MariaDB
@@ -192,24 +180,11 @@ impl Conns {
         addr: &InstanceAddr,
     ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
-        let rows = s.query_rows("replica status", "SHOW SLAVE STATUS").await?;
-        let row = rows.first().ok_or_else(|| ProbeError::Reply {
-            what: "replica status",
-            detail: "not a replica".into(),
-        })?;
-        let field = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
-        if field("Slave_IO_Running") == "No" {
-            let (file, pos) = relay_position(&field)?;
-            s.exec(
-                "keep relay log",
-                &format!(
-                    "CHANGE MASTER TO RELAY_LOG_FILE='{}', RELAY_LOG_POS={pos}",
-                    probe::sql_escape(&file)
-                ),
-            )
-            .await?;
+        let relay = s.relay_state().await?;
+        if relay.io_stopped {
+            s.keep_relay_log(&relay.keep(false)?).await?;
         }
-        s.exec("start sql thread", "START SLAVE SQL_THREAD").await
+        s.start_sql_thread().await
     }
 
     /// Put back a delay [`Conns::lift_delay`] lifted, with GTID positioning, and restart
@@ -220,13 +195,9 @@ impl Conns {
         delay_s: u64,
     ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        s.exec(
-            "restore delay",
-            &format!("CHANGE MASTER TO MASTER_USE_GTID=slave_pos, MASTER_DELAY={delay_s}"),
-        )
-        .await?;
-        s.exec("start slave", "START SLAVE").await
+        s.stop_replication().await?;
+        s.restore_delay(delay_s).await?;
+        s.start_replication().await
     }
 
     /// `@@gtid_current_pos` of each instance that answers, for the audit log.
@@ -236,14 +207,8 @@ impl Conns {
         for a in addrs {
             let read = async {
                 match self.get(a).await {
-                    Ok(s) => match s
-                        .query_rows("gtid position", "SELECT @@gtid_current_pos AS pos")
-                        .await
-                    {
-                        Ok(rows) => rows
-                            .first()
-                            .and_then(|r| r.get("pos").cloned().flatten())
-                            .unwrap_or_default(),
+                    Ok(s) => match s.gtid_current_pos().await {
+                        Ok(pos) => pos,
                         Err(e) => format!("error: {e}"),
                     },
                     Err(e) => format!("unreachable: {e}"),
@@ -270,127 +235,39 @@ impl Conns {
         semi_sync: bool,
     ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        s.exec("reset slave all", "RESET SLAVE ALL").await?;
+        s.stop_replication().await?;
+        s.reset_replication_all().await?;
         // Lossless when semi-sync is wanted: the new primary never acknowledges a commit no
         // replica has (no timeout to fall back on, and it waits with no replica connected).
-        let lossless = format!(
-            "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, \
-             rpl_semi_sync_master_timeout={}, rpl_semi_sync_master_wait_no_slave=ON, \
-             rpl_semi_sync_master_enabled=ON",
-            model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS
-        );
-        s.exec(
-            "semi-sync as primary",
-            if semi_sync {
-                &lossless
-            } else {
-                "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
-            },
-        )
-        .await
+        s.semi_sync_as_primary(semi_sync).await
     }
 
-    /// Point `addr` at `source` by GTID and start replicating. `from_current_pos` first sets
-    /// `gtid_slave_pos` to `@@gtid_current_pos`, for a server that was a primary: its own
-    /// binlog position when it wrote last, else the position it replicated to (which is also
-    /// right after a `RESET MASTER` that removed errant transactions by hand).
+    /// Point `addr` at [`PointAt::source`] by GTID and start replicating.
     pub(crate) async fn repoint(
         &mut self,
         addr: &InstanceAddr,
-        source: &InstanceAddr,
-        repl: &Credentials,
-        semi_sync: bool,
-        from_current_pos: bool,
+        to: &PointAt<'_>,
     ) -> Result<(), ProbeError> {
-        self.repoint_delayed(addr, source, repl, semi_sync, from_current_pos, None)
-            .await
-    }
-
-    /// [`Conns::repoint`], and set `MASTER_DELAY` to `delay_s` when given (a delay a
-    /// failover lifted for its catch-up goes back on).
-    pub(crate) async fn repoint_delayed(
-        &mut self,
-        addr: &InstanceAddr,
-        source: &InstanceAddr,
-        repl: &Credentials,
-        semi_sync: bool,
-        from_current_pos: bool,
-        delay_s: Option<u64>,
-    ) -> Result<(), ProbeError> {
-        self.point_at(addr, source, repl, semi_sync, from_current_pos, delay_s)
-            .await?;
-        self.get(addr)
-            .await?
-            .exec("start slave", "START SLAVE")
-            .await
+        let s = self.get(addr).await?;
+        s.point_at(to).await?;
+        s.start_replication().await
     }
 
     /// Point a replica that must not replicate as it is (its SQL thread broke, it has
-    /// errant GTIDs) at `source`, by GTID from what it applied (`gtid_slave_pos`), with
-    /// replication left stopped: once a human removed what is wrong on it, `START SLAVE`
-    /// is all it takes. Its relay log goes (`CHANGE MASTER` to another source drops it):
-    /// call it only when `source` holds everything the replica received.
+    /// errant GTIDs) at [`PointAt::source`], by GTID from what it applied
+    /// (`gtid_slave_pos`, so `from_current_pos` is off), with replication left stopped: once
+    /// a human removed what is wrong on it, `START SLAVE` is all it takes. Its relay log goes
+    /// (`CHANGE MASTER` to another source drops it): call it only when the source holds
+    /// everything the replica received.
     pub(crate) async fn park(
         &mut self,
         addr: &InstanceAddr,
-        source: &InstanceAddr,
-        repl: &Credentials,
-        semi_sync: bool,
-        delay_s: Option<u64>,
+        to: &PointAt<'_>,
     ) -> Result<(), ProbeError> {
-        self.point_at(addr, source, repl, semi_sync, false, delay_s)
-            .await
+        self.get(addr).await?.point_at(to).await
     }
 
-    /// Stop `addr`'s replication and point it at `source` (see [`Conns::repoint`]),
-    /// without starting it.
-    async fn point_at(
-        &mut self,
-        addr: &InstanceAddr,
-        source: &InstanceAddr,
-        repl: &Credentials,
-        semi_sync: bool,
-        from_current_pos: bool,
-        delay_s: Option<u64>,
-    ) -> Result<(), ProbeError> {
-        let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        s.exec(
-            "semi-sync as replica",
-            if semi_sync {
-                "SET GLOBAL rpl_semi_sync_master_enabled=OFF, rpl_semi_sync_slave_enabled=ON"
-            } else {
-                "SET GLOBAL rpl_semi_sync_master_enabled=OFF, rpl_semi_sync_slave_enabled=OFF"
-            },
-        )
-        .await?;
-        s.exec("read only", "SET GLOBAL read_only=ON").await?;
-        if from_current_pos {
-            s.exec(
-                "gtid_slave_pos from current position",
-                "SET GLOBAL gtid_slave_pos=@@gtid_current_pos",
-            )
-            .await?;
-        }
-        s.change_source(&ChangeSource {
-            source,
-            creds: repl,
-            connect_retry_s: 1,
-            heartbeat: probe::HEARTBEAT_PERIOD,
-        })
-        .await?;
-        if let Some(d) = delay_s {
-            s.exec(
-                "restore delay",
-                &format!("CHANGE MASTER TO MASTER_DELAY={d}"),
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Lend `addr` the server_id `id` for a rejoin (see `ops::rejoin_by`): replication
+    /// Lend `addr` the server_id `id` for a rejoin (see `Engine::rejoin`): replication
     /// stopped, `gtid_slave_pos` set from `@@gtid_current_pos` first (which, computed under
     /// another server_id, would no longer count the server's own binlog), then the id.
     pub(crate) async fn lend_server_id(
@@ -399,14 +276,9 @@ impl Conns {
         id: u32,
     ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        s.exec(
-            "gtid_slave_pos from current position",
-            "SET GLOBAL gtid_slave_pos=@@gtid_current_pos",
-        )
-        .await?;
-        s.exec("set server_id", &format!("SET GLOBAL server_id={id}"))
-            .await
+        s.stop_replication().await?;
+        s.gtid_slave_pos_from_current().await?;
+        s.set_server_id(id).await
     }
 
     /// Stop replication on `addr`, set its `server_id` to `id`, and start it again.
@@ -416,10 +288,9 @@ impl Conns {
         id: u32,
     ) -> Result<(), ProbeError> {
         let s = self.get(addr).await?;
-        s.exec("stop slave", "STOP SLAVE").await?;
-        s.exec("set server_id", &format!("SET GLOBAL server_id={id}"))
-            .await?;
-        s.exec("start slave", "START SLAVE").await
+        s.stop_replication().await?;
+        s.set_server_id(id).await?;
+        s.start_replication().await
     }
 
     /// Wait until `addr` has applied every one of `gtids` (its `@@gtid_slave_pos` reaches
@@ -469,15 +340,9 @@ impl Conns {
     /// commit waits, it would acknowledge that commit with no second copy.
     pub(crate) async fn fence(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
         let mut killed = self.kill_clients(addr).await?;
-        let s = self.get(addr).await?;
-        s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        self.get(addr).await?.fence_read_only().await?;
         killed += self.kill_clients(addr).await?;
-        let s = self.get(addr).await?;
-        s.exec(
-            "fence semi-sync",
-            "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
-        )
-        .await?;
+        self.get(addr).await?.fence_semi_sync_off().await?;
         Ok(killed)
     }
 
@@ -489,8 +354,7 @@ impl Conns {
         addr: &InstanceAddr,
     ) -> Result<usize, ProbeError> {
         let mut killed = self.kill_clients(addr).await?;
-        let s = self.get(addr).await?;
-        s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+        self.get(addr).await?.fence_read_only().await?;
         killed += self.kill_clients(addr).await?;
         Ok(killed)
     }
@@ -550,17 +414,4 @@ impl Conns {
         }
         Err(last)
     }
-}
-
-/// The SQL thread's relay log position (`Relay_Log_File`, `Relay_Log_Pos`) from a
-/// `SHOW SLAVE STATUS` row read through `field`.
-fn relay_position(field: &impl Fn(&str) -> String) -> Result<(String, u64), ProbeError> {
-    let pos: u64 = field("Relay_Log_Pos")
-        .trim()
-        .parse()
-        .map_err(|_| ProbeError::Reply {
-            what: "replica status",
-            detail: "no Relay_Log_Pos".into(),
-        })?;
-    Ok((field("Relay_Log_File"), pos))
 }

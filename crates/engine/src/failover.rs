@@ -42,7 +42,10 @@ use std::time::{Duration, Instant};
 use config::{FencePolicy, PossibleLossPolicy, SemiSyncShortfallPolicy};
 use model::analysis::{analyze, errant_transactions, ClusterView, Errant};
 use model::gtid::MariadbGtidList;
-use model::{Flavor, GtidState, InstanceAddr, Observation, ProblemKind, PromotionRule};
+use model::{
+    Flavor, GtidState, InstanceAddr, Observation, OperationKind, ProblemKind, PromotionRule,
+};
+use probe::commands::PointAt;
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,9 +55,34 @@ use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::registry::{BoxFuture, OperationSpec};
 use crate::salvage::{needs_salvage, salvage, Salvage};
 use crate::watch_old::{OldPrimaryWatch, Seen};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
+
+/// The failover in the registry of kinds.
+pub(crate) struct Failover;
+
+impl OperationSpec for Failover {
+    fn kind(&self) -> OperationKind {
+        OperationKind::Failover
+    }
+
+    fn description(&self) -> &'static str {
+        "promote the best replica in place of a dead primary, or losslessly of one whose writes stalled"
+    }
+
+    /// Run again from `confirm` with the same old primary when promotion had not started;
+    /// from promotion with the same candidate when it had and the candidate answers;
+    /// otherwise `needs_human` ([`Engine::resume_failover`]).
+    fn resume(
+        &self,
+        engine: Arc<Engine>,
+        rec: OperationRecord,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        Box::pin(async move { engine.resume_failover(rec).await })
+    }
+}
 
 /// The failover's steps, in order; each has failpoints `failover.<step>.before|after`.
 pub const FAILOVER_STEPS: &[&str] = &[
@@ -351,7 +379,7 @@ impl Engine {
     pub(crate) async fn fresh_look(
         &self,
         cluster: &str,
-        what: &str,
+        what: OperationKind,
     ) -> Result<FreshLook, EngineError> {
         self.fresh_look_within(cluster, what, None).await
     }
@@ -362,7 +390,7 @@ impl Engine {
     pub(crate) async fn fresh_look_within(
         &self,
         cluster: &str,
-        what: &str,
+        what: OperationKind,
         limit: Option<Duration>,
     ) -> Result<FreshLook, EngineError> {
         self.require_leader()?;
@@ -423,7 +451,7 @@ impl Engine {
             mut conns,
             observations: mut obs,
             mut analysis,
-        } = self.fresh_look(cluster, "failover").await?;
+        } = self.fresh_look(cluster, OperationKind::Failover).await?;
         if let Some(members) = stall_pending(&setup.spec, &obs, &analysis) {
             // A primary that times out while its replicas still say they receive from it:
             // watch their streams (fresh probes of the replicas) until they confirm, or
@@ -474,7 +502,15 @@ impl Engine {
             trigger: trigger.to_string(),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "failover", trigger, "confirm", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Failover,
+            trigger,
+            "confirm",
+            data.json(),
+        )
+        .await?;
         self.drive_failover(op, conns, setup, repl, data, Some(obs))
             .await
     }
@@ -501,7 +537,11 @@ impl Engine {
             observations: obs,
             analysis,
         } = self
-            .fresh_look_within(cluster, "failover", Some(Self::STALLED_LOOK_LIMIT))
+            .fresh_look_within(
+                cluster,
+                OperationKind::Failover,
+                Some(Self::STALLED_LOOK_LIMIT),
+            )
             .await?;
         if analysis.primary.as_ref() != Some(old) {
             return Err(EngineError::Refused(format!(
@@ -521,7 +561,15 @@ impl Engine {
             stalled: Some(why.to_string()),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "failover", trigger, "confirm", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Failover,
+            trigger,
+            "confirm",
+            data.json(),
+        )
+        .await?;
         self.drive_failover(op, conns, setup, repl, data, Some(obs))
             .await
     }
@@ -1071,7 +1119,7 @@ impl Engine {
                     },
                 );
                 let (r, tx) = (r.clone(), tx.clone());
-                tokio::spawn(async move {
+                self.spawn(async move {
                     let t0 = Instant::now();
                     let res = c.stop_io_now(&r, STOP_CAP).await;
                     let took = t0.elapsed().as_millis() as u64;
@@ -1622,9 +1670,20 @@ impl Engine {
             let cand = cand.clone();
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res =
-                    tokio::time::timeout(st, c.repoint_delayed(r, &cand, repl, semi, false, delay))
-                        .await;
+                let res = tokio::time::timeout(
+                    st,
+                    c.repoint(
+                        r,
+                        &PointAt {
+                            source: &cand,
+                            creds: repl,
+                            semi_sync: semi,
+                            from_current_pos: false,
+                            delay_s: delay,
+                        },
+                    ),
+                )
+                .await;
                 (r.clone(), res)
             }
         });
@@ -1637,7 +1696,20 @@ impl Engine {
             let cand = cand.clone();
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(st, c.park(r, &cand, repl, semi, delay)).await;
+                let res = tokio::time::timeout(
+                    st,
+                    c.park(
+                        r,
+                        &PointAt {
+                            source: &cand,
+                            creds: repl,
+                            semi_sync: semi,
+                            from_current_pos: false,
+                            delay_s: delay,
+                        },
+                    ),
+                )
+                .await;
                 (r.clone(), why.clone(), res)
             }
         });
@@ -1764,7 +1836,16 @@ impl Engine {
             let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
             match tokio::time::timeout(
                 slow,
-                conns.repoint_delayed(&r, &cand, repl, setup.spec.semi_sync, false, delay),
+                conns.repoint(
+                    &r,
+                    &PointAt {
+                        source: &cand,
+                        creds: repl,
+                        semi_sync: setup.spec.semi_sync,
+                        from_current_pos: false,
+                        delay_s: delay,
+                    },
+                ),
             )
             .await
             {
@@ -1777,12 +1858,14 @@ impl Engine {
         }
         for (r, why) in std::mem::take(&mut data.park_pending) {
             let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            match tokio::time::timeout(
-                slow,
-                conns.park(&r, &cand, repl, setup.spec.semi_sync, delay),
-            )
-            .await
-            {
+            let to = PointAt {
+                source: &cand,
+                creds: repl,
+                semi_sync: setup.spec.semi_sync,
+                from_current_pos: false,
+                delay_s: delay,
+            };
+            match tokio::time::timeout(slow, conns.park(&r, &to)).await {
                 Ok(Ok(())) => {
                     data.warnings.push(parked_warning(&r, &why, &cand));
                     data.parked.push((r, why));
@@ -1978,7 +2061,7 @@ impl Engine {
             .operations(&store::OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![store::OperationState::NeedsHuman],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 10,
             })
             .await
@@ -2190,7 +2273,16 @@ impl Engine {
         let src = conns.observe(source).await;
         let pos = binlog_pos(&src).ok_or_else(|| format!("{source} is unreachable"))?;
         conns
-            .repoint(cand, source, repl, false, false)
+            .repoint(
+                cand,
+                &PointAt {
+                    source,
+                    creds: repl,
+                    semi_sync: false,
+                    from_current_pos: false,
+                    delay_s: None,
+                },
+            )
             .await
             .map_err(|e| format!("point {cand} at {source}: {e}"))?;
         let ok = conns
@@ -2218,7 +2310,7 @@ impl Engine {
     ) -> HookEnv {
         HookEnv {
             cluster: op.rec.cluster.clone(),
-            operation: "failover",
+            operation: OperationKind::Failover,
             operation_id: op.rec.id,
             phase,
             trigger: data.trigger.clone(),

@@ -188,7 +188,7 @@ impl Engine {
         let creds = setup.admin.clone();
         let (cluster, addr) = (cluster.to_string(), addr.clone());
         info!(cluster = %cluster, instance = %addr, "fence guard started: the replaced primary is fenced the moment it answers");
-        tokio::spawn(async move {
+        self.spawn(async move {
             let keep = me.keeps_semi_sync(&addr);
             let r = guard(&addr, creds, keep, &cancel).await;
             {

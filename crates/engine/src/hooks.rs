@@ -24,7 +24,7 @@ use tokio::process::Command;
 #[derive(Clone, Debug)]
 pub struct HookEnv {
     pub cluster: String,
-    pub operation: &'static str,
+    pub operation: model::OperationKind,
     pub operation_id: i64,
     pub phase: &'static str,
     pub trigger: String,
@@ -81,7 +81,7 @@ async fn run_one(command: &str, env: &HookEnv, timeout: Duration) -> HookOutcome
         .arg("-c")
         .arg(command)
         .env("DBFLEET_CLUSTER", &env.cluster)
-        .env("DBFLEET_OPERATION", env.operation)
+        .env("DBFLEET_OPERATION", env.operation.as_str())
         .env("DBFLEET_OPERATION_ID", env.operation_id.to_string())
         .env("DBFLEET_PHASE", env.phase)
         .env("DBFLEET_TRIGGER", &env.trigger)
@@ -145,7 +145,7 @@ mod tests {
     fn env() -> HookEnv {
         HookEnv {
             cluster: "c1".into(),
-            operation: "failover",
+            operation: model::OperationKind::Failover,
             operation_id: 7,
             phase: "pre",
             trigger: "auto".into(),

@@ -38,6 +38,8 @@ pub mod failpoint;
 mod fence_guard;
 pub mod hooks;
 mod ops;
+mod registry;
+mod rejoin;
 mod salvage;
 mod switchover;
 mod watch_old;
@@ -48,7 +50,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
-use model::{ClusterSpec, InstanceAddr, Observation, Problem, ProblemKind};
+use model::{
+    ClusterRound, ClusterSpec, InstanceAddr, Observation, OperationKind, Problem, ProblemKind,
+};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use store::{
@@ -56,11 +60,13 @@ use store::{
     StoreError,
 };
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 pub use auto::AutoFailoverNotice;
 pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
+pub use registry::operation_kinds;
 pub use switchover::SWITCHOVER_STEPS;
 
 pub use model::clock::now_ms;
@@ -205,8 +211,13 @@ pub struct Engine {
     /// switch semi-sync off (from the failover, and from the `fenced/` marks in the store
     /// after a restart).
     keep_semi_sync: Mutex<HashSet<InstanceAddr>>,
-    /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]).
+    /// Cancels every task the engine spawned on its own ([`Engine::stop_tasks`]), and once
+    /// cancelled, no new operation starts ([`Engine::shutdown`]).
     pub(crate) stop: CancellationToken,
+    /// Every operation, and every task the engine runs for them or on its own (automatic
+    /// failovers and their retries, fence guards, resumptions, lock renewals):
+    /// [`Engine::shutdown`] waits for them.
+    tasks: TaskTracker,
     /// This engine, for tasks spawned where only `&self` is at hand.
     me: Weak<Engine>,
 }
@@ -260,14 +271,59 @@ impl Engine {
             stalls: Mutex::new(HashMap::new()),
             keep_semi_sync: Mutex::new(HashSet::new()),
             stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             me: me.clone(),
         })
     }
 
     /// Cancel the tasks the engine runs on its own: automatic failovers waiting to retry
-    /// and fence guards. An operation that runs is not interrupted. For shutdown.
+    /// and fence guards; no new operation starts from now on. An operation that runs is not
+    /// interrupted. For shutdown ([`Engine::shutdown`] also waits for what runs).
     pub fn stop_tasks(&self) {
         self.stop.cancel();
+    }
+
+    /// Shut the engine down: [`Engine::stop_tasks`], then wait up to `within` for every
+    /// operation that runs (and every task the engine runs) to end. An operation is never
+    /// cut short between its steps: one that outlasts `within` is left `running` in the
+    /// store, and resumed or judged by the next leader. Returns whether all ended.
+    pub async fn shutdown(&self, within: Duration) -> bool {
+        self.stop_tasks();
+        self.tasks.close();
+        tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_ok()
+    }
+
+    /// Whether shutdown began ([`Engine::stop_tasks`]): no new operation starts.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    /// Run `fut` on a task of the engine's tracker, which [`Engine::shutdown`] waits for.
+    pub(crate) fn spawn<F>(&self, fut: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(fut)
+    }
+
+    /// Run an operation on a tracked task of its own and wait for its end: a caller that
+    /// goes away (an API client that disconnects) does not cut it short, and shutdown
+    /// waits for it.
+    pub(crate) async fn run_operation<F>(&self, op: F) -> Result<OperationRecord, EngineError>
+    where
+        F: std::future::Future<Output = Result<OperationRecord, EngineError>> + Send + 'static,
+    {
+        match self.spawn(op).await {
+            Ok(r) => r,
+            // A panic in the operation is the caller's, as it was when it ran inline.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(EngineError::Refused(format!(
+                "the operation's task was cancelled: {e}"
+            ))),
+        }
     }
 
     /// Whether an operation of `cluster` may explain what `observations` show: one runs on
@@ -386,7 +442,7 @@ impl Engine {
                         .await;
                     if l.is_leader {
                         let me = self.clone();
-                        tokio::spawn(async move { me.resume_interrupted().await });
+                        self.spawn(async move { me.resume_interrupted().await });
                     }
                 }
                 l.is_leader
@@ -416,17 +472,19 @@ impl Engine {
         }
     }
 
-    /// Consume one round of analysis: start, propose or block a failover on `DeadPrimary`,
-    /// and keep returning fenced instances out. Never blocks the caller for long: a
-    /// failover runs on its own task.
-    pub async fn on_round(
-        self: &Arc<Self>,
-        cluster: &str,
-        primary: Option<&InstanceAddr>,
-        problems: &[Problem],
-        observations: &[Observation],
-        at_ms: u64,
-    ) {
+    /// Consume one round of analysis (the monitor's): start, propose or block a failover on
+    /// `DeadPrimary`, and keep returning fenced instances out. Never blocks the caller for
+    /// long: a failover runs on its own task.
+    pub async fn on_round(self: &Arc<Self>, round: &ClusterRound) {
+        let ClusterRound {
+            cluster,
+            at_ms,
+            trigger: _,
+            observations,
+            primary,
+            problems,
+        } = round;
+        let (cluster, at_ms, primary) = (cluster.as_str(), *at_ms, primary.as_ref());
         // Remember the last reachable observation of every instance, on every node: a dead
         // primary's errant-GTID baseline is its last good state, not its failed probe.
         {
@@ -479,12 +537,8 @@ impl Engine {
             Ok(mut ops) => {
                 let op = ops.remove(0);
                 let me = self.clone();
-                tokio::spawn(async move {
-                    let r = match op.kind.as_str() {
-                        "failover" => me.resume_failover(op).await,
-                        _ => me.interrupted_needs_human(op).await,
-                    };
-                    if let Err(e) = r {
+                self.spawn(async move {
+                    if let Err(e) = registry::resume(me, op).await {
                         info!(error = %e, "interrupted operation not resumed yet");
                     }
                 });
@@ -743,7 +797,7 @@ impl Engine {
         let cluster = cluster.to_string();
         let why = stall.summary.clone();
         let detected = now_ms().saturating_sub(stalled_ms);
-        tokio::spawn(async move {
+        self.spawn(async move {
             match me
                 .failover_stalled(&cluster, &old, &why, Some(detected), "write_stall")
                 .await
@@ -777,7 +831,7 @@ impl Engine {
             .store
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
                 ..Default::default()
             })
@@ -907,7 +961,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
             })
             .await
@@ -1010,7 +1064,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
             })
             .await?;
@@ -1021,7 +1075,7 @@ impl Engine {
             .store
             .create_operation(&store::NewOperation {
                 cluster: cluster.to_string(),
-                kind: "failover".into(),
+                kind: OperationKind::Failover.to_string(),
                 trigger: "policy".into(),
                 state: OperationState::Proposed,
                 step: "proposed".into(),
@@ -1094,7 +1148,7 @@ impl Engine {
             .store
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 20,
                 ..Default::default()
             })
@@ -1199,6 +1253,16 @@ impl Engine {
     /// Run a failover of `cluster` now, by hand: whatever the policy and block window (a
     /// human decided), but only when its primary is dead. Returns the finished operation.
     pub async fn failover(self: &Arc<Self>, cluster: &str) -> Result<OperationRecord, EngineError> {
+        let (me, cluster) = (self.clone(), cluster.to_string());
+        self.run_operation(async move { me.failover_manual(&cluster).await })
+            .await
+    }
+
+    /// [`Engine::failover`], on the caller's task.
+    async fn failover_manual(
+        self: &Arc<Self>,
+        cluster: &str,
+    ) -> Result<OperationRecord, EngineError> {
         let rec = match self.failover_from(cluster, "manual", None).await {
             Err(EngineError::Refused(why)) => match self.open_stall(cluster).await {
                 // Alive but its writes stall (`PrimaryWritesStalled`, `PrimaryDiskFull`,
@@ -1217,7 +1281,7 @@ impl Engine {
             .operations(&OperationQuery {
                 cluster: Some(cluster.to_string()),
                 states: vec![OperationState::Proposed],
-                kind: Some("failover".into()),
+                kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
             })
             .await
@@ -1406,7 +1470,7 @@ impl Engine {
         let me = self.clone();
         let cluster = cluster.to_string();
         let addr = addr.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             let r = me.rejoin_by(&cluster, &addr, "auto").await;
             // Errant GTIDs found by the rejoin's own check are final: no retry.
             let record = match &r {
@@ -1486,12 +1550,8 @@ impl Engine {
             }
             info!(operation = op.id, cluster = %op.cluster, kind = %op.kind, step = %op.step, "resuming an interrupted operation");
             let me = self.clone();
-            tokio::spawn(async move {
-                let r = match op.kind.as_str() {
-                    "failover" => me.resume_failover(op).await,
-                    _ => me.interrupted_needs_human(op).await,
-                };
-                if let Err(e) = r {
+            self.spawn(async move {
+                if let Err(e) = registry::resume(me, op).await {
                     warn!(error = %e, "interrupted operation");
                 }
             });

@@ -3,14 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use model::analysis::{errant_transactions, Errant};
-use model::{GtidState, InstanceAddr, Observation};
+use model::{GtidState, InstanceAddr, Observation, OperationKind};
 use serde_json::{json, Value};
-use store::{
-    kinds, EventLevel, NewEvent, OperationRecord, OperationState, OperationUpdate, Settings, Store,
-};
+use store::{kinds, EventLevel, NewEvent, OperationRecord, OperationState, OperationUpdate, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -50,7 +47,7 @@ impl<'e> Op<'e> {
     pub async fn begin(
         engine: &'e Engine,
         cluster: &str,
-        kind: &str,
+        kind: OperationKind,
         trigger: &str,
         first_step: &str,
         data: Value,
@@ -61,7 +58,7 @@ impl<'e> Op<'e> {
             .store
             .create_operation(&store::NewOperation {
                 cluster: cluster.to_string(),
-                kind: kind.to_string(),
+                kind: kind.as_str().to_string(),
                 trigger: trigger.to_string(),
                 state: OperationState::Running,
                 step: first_step.to_string(),
@@ -84,7 +81,7 @@ impl<'e> Op<'e> {
         let op = Self::with_record(engine, rec);
         info!(
             operation = op.rec.id,
-            cluster, kind, trigger, "operation started"
+            cluster, kind = %kind, trigger, "operation started"
         );
         op.event(
             kinds::OPERATION_STARTED,
@@ -123,6 +120,12 @@ impl<'e> Op<'e> {
     }
 
     async fn claim(engine: &Engine, cluster: &str) -> Result<(), EngineError> {
+        if engine.is_stopping() {
+            return Err(EngineError::Refused(format!(
+                "{} is shutting down: no new operation starts",
+                engine.opts.node_id
+            )));
+        }
         if !engine.running_lock().insert(cluster.to_string()) {
             return Err(EngineError::Busy {
                 cluster: cluster.to_string(),
@@ -168,7 +171,7 @@ impl<'e> Op<'e> {
             let ttl = engine.opts.lock_ttl;
             let lost = lock_lost.clone();
             let cancel = renew.clone();
-            tokio::spawn(async move {
+            engine.spawn(async move {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -381,37 +384,6 @@ pub(crate) async fn errant_against_writer(
     }
 }
 
-/// The transactions `obs`'s server wrote that the writer (`w`) holds and it lacks (see
-/// [`model::gtid::own_transactions_held_elsewhere`]); empty unless both are MariaDB.
-fn own_lost(obs: &Observation, w: &Observation) -> Vec<model::gtid::MariadbGtid> {
-    match (obs.state(), w.state()) {
-        (Some(o), Some(w)) => match (&o.gtid, &w.gtid) {
-            (
-                GtidState::Mariadb {
-                    binlog_state: mine, ..
-                },
-                GtidState::Mariadb {
-                    binlog_state: theirs,
-                    ..
-                },
-            ) => model::gtid::own_transactions_held_elsewhere(o.server_id, mine, theirs),
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    }
-}
-
-/// A server_id lent to a rejoining server while it replays its own transactions: far from
-/// the small ids clusters use, never 0, and different from `own`.
-fn lent_server_id(own: u32) -> u32 {
-    let lent = u32::MAX - 1 - own.min(u32::MAX - 1);
-    if lent == own || lent == 0 {
-        own - 1
-    } else {
-        lent
-    }
-}
-
 /// `@@gtid_binlog_pos` of an observation, as text.
 pub(crate) fn binlog_pos(obs: &Observation) -> Option<String> {
     match &obs.state()?.gtid {
@@ -421,145 +393,25 @@ pub(crate) fn binlog_pos(obs: &Observation) -> Option<String> {
 }
 
 impl Engine {
-    /// Re-attach a fenced or stray instance as a replica of the cluster's writer, after an
-    /// errant-GTID check. Refuses, listing the errant GTIDs, when it has any.
-    pub async fn rejoin(
-        self: &Arc<Self>,
-        cluster: &str,
-        addr: &InstanceAddr,
-    ) -> Result<OperationRecord, EngineError> {
-        self.rejoin_by(cluster, addr, "manual").await
-    }
-
-    /// [`Engine::rejoin`], recorded with `trigger` (`manual`, or `auto` by policy).
-    pub(crate) async fn rejoin_by(
-        self: &Arc<Self>,
-        cluster: &str,
-        addr: &InstanceAddr,
-        trigger: &str,
-    ) -> Result<OperationRecord, EngineError> {
-        let setup = self.setup(cluster)?.clone();
-        let repl = setup.repl.clone().ok_or_else(|| {
-            EngineError::Refused(format!(
-                "cluster {cluster} has no replication_credentials: rejoin cannot attach a replica"
-            ))
-        })?;
-        let writer = self
-            .store
-            .cluster(cluster)
-            .await?
-            .and_then(|c| c.writer)
-            .ok_or_else(|| {
-                EngineError::Refused(format!("cluster {cluster} has no writer recorded yet"))
-            })?;
-        if &writer == addr {
-            return Err(EngineError::Refused(format!(
-                "{addr} is the cluster's writer"
-            )));
-        }
-        let mut op = Op::begin(
-            self,
-            cluster,
-            "rejoin",
-            trigger,
-            "check",
-            json!({ "instance": addr.to_string(), "writer": writer.to_string() }),
-        )
-        .await?;
-        let mut conns = Conns::new(setup.admin.clone(), self.opts.probe);
-        let mut data = json!({ "instance": addr.to_string(), "writer": writer.to_string() });
-        let outcome = async {
-            let addrs = [addr.clone(), writer.clone()];
-            let before = op.step("check", &data, &mut conns, &addrs).await?;
-            let obs = conns.observe(addr).await;
-            if obs.state().is_none() {
-                return Err(Outcome::Failed(format!("{addr} is unreachable")));
-            }
-            let errant = errant_against_writer(&*self.store, cluster, &obs, &mut conns)
-                .await
-                .map_err(Outcome::Failed)?;
-            data["errant"] = json!(errant);
-            if !errant.is_empty() {
-                return Err(Outcome::Failed(format!(
-                    "{addr} has errant GTIDs the writer {writer} lacks: {}; it must not rejoin as is (rebuild it, or remove the transactions by hand)",
-                    errant.join(", ")
-                )));
-            }
-            op.done("check", before, &mut conns, &addrs, json!({ "errant": [] })).await?;
-
-            let before = op.step("attach", &data, &mut conns, &addrs).await?;
-            // The fence guard's kills would end this step's connections; the step fences
-            // the instance itself.
-            self.stop_guard(addr);
-            conns
-                .fence(addr)
-                .await
-                .map_err(|e| Outcome::Failed(format!("set {addr} read-only: {e}")))?;
-            // Its own transactions that it lost in crash recovery but the writer holds
-            // would be skipped (same server_id): it replicates them under a lent server_id.
-            let w = conns.observe(&writer).await;
-            let lost = own_lost(&obs, &w);
-            let own_id = obs.state().map(|s| s.server_id).unwrap_or_default();
-            if !lost.is_empty() {
-                data["own_transactions_replayed"] =
-                    json!(lost.iter().map(ToString::to_string).collect::<Vec<_>>());
-                conns
-                    .lend_server_id(addr, lent_server_id(own_id))
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
-            }
-            conns
-                .repoint(addr, &writer, &repl, setup.spec.semi_sync, lost.is_empty())
-                .await
-                .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
-            if !lost.is_empty() {
-                conns
-                    .wait_applied(addr, &lost, Duration::from_secs(30))
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("{addr} did not replay its own transactions {} from {writer}: {e}; it still runs under a lent server_id", data["own_transactions_replayed"])))?;
-                conns
-                    .restart_with_server_id(addr, own_id)
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("give {addr} its server_id {own_id} back: {e}")))?;
-            }
-            conns
-                .wait_replicating(addr, &writer, Duration::from_secs(10))
-                .await
-                .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
-            let _ = self.store.unmark_fenced(cluster, addr).await;
-            self.stop_guard(addr);
-            // Fenced again one day, its return is news again, and whether that fence keeps
-            // semi-sync on is for that failover to say.
-            self.returned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(addr);
-            self.forget_keep_semi_sync(addr);
-            op.done("attach", before, &mut conns, &addrs, json!({})).await?;
-            Ok(format!("{addr} rejoined {cluster} as a replica of {writer}"))
-        }
-        .await;
-        let outcome = match outcome {
-            Ok(m) => Outcome::Succeeded(m),
-            Err(o) => o,
-        };
-        op.finish(outcome, data).await
-    }
-
     /// An interrupted operation the engine does not resume: make it `needs_human`.
     pub(crate) async fn interrupted_needs_human(
         self: &Arc<Self>,
         rec: OperationRecord,
     ) -> Result<(), EngineError> {
-        let step = rec.step.clone();
-        let kind = rec.kind.clone();
-        let data = rec.data.clone();
         let op = Op::adopt(self, rec).await?;
-        let mut note = String::new();
-        if kind == "switchover" {
-            note = crate::switchover::undo_interrupted(self, &op, &data).await;
-        }
-        let _ = op
+        op.give_up_interrupted(String::new()).await;
+        Ok(())
+    }
+}
+
+impl Op<'_> {
+    /// End an adopted operation that is not resumed: `needs_human`, saying the step it
+    /// stopped at, and `note` (what was undone, from its kind).
+    pub async fn give_up_interrupted(self, note: String) {
+        let step = self.rec.step.clone();
+        let kind = self.rec.kind.clone();
+        let data = self.rec.data.clone();
+        let _ = self
             .finish(
                 Outcome::NeedsHuman(format!(
                     "the daemon stopped during step {step}; a {kind} is not resumed automatically{note}"
@@ -567,21 +419,5 @@ impl Engine {
                 data,
             )
             .await;
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lent_server_id;
-
-    #[test]
-    fn a_lent_server_id_is_never_zero_nor_the_own_one() {
-        for own in [1, 2, 3, 100, 2_147_483_647, 4_294_967_294, u32::MAX] {
-            let lent = lent_server_id(own);
-            assert_ne!(lent, own, "{own}");
-            assert_ne!(lent, 0, "{own}");
-        }
-        assert_eq!(lent_server_id(1), 4_294_967_293);
     }
 }

@@ -10,7 +10,8 @@
 use std::sync::Arc;
 
 use model::analysis::errant_transactions;
-use model::{InstanceAddr, IoThreadState, Observation, PromotionRule};
+use model::{InstanceAddr, IoThreadState, Observation, OperationKind, PromotionRule};
+use probe::commands::PointAt;
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -19,6 +20,7 @@ use store::OperationRecord;
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::registry::{BoxFuture, OperationSpec};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
 /// The switchover's steps, in order; each has failpoints `switchover.<step>.before|after`.
@@ -60,13 +62,24 @@ impl Engine {
         cluster: &str,
         to: Option<InstanceAddr>,
     ) -> Result<OperationRecord, EngineError> {
+        let (me, cluster) = (self.clone(), cluster.to_string());
+        self.run_operation(async move { me.switchover_now(&cluster, to).await })
+            .await
+    }
+
+    /// [`Engine::switchover`], on the caller's task.
+    async fn switchover_now(
+        self: &Arc<Self>,
+        cluster: &str,
+        to: Option<InstanceAddr>,
+    ) -> Result<OperationRecord, EngineError> {
         let crate::failover::FreshLook {
             setup,
             repl,
             conns,
             observations: obs,
             analysis,
-        } = self.fresh_look(cluster, "switchover").await?;
+        } = self.fresh_look(cluster, OperationKind::Switchover).await?;
         let primary = analysis
             .primary
             .clone()
@@ -84,7 +97,15 @@ impl Engine {
             target: to.clone(),
             ..Default::default()
         };
-        let op = Op::begin(self, cluster, "switchover", "manual", "check", data.json()).await?;
+        let op = Op::begin(
+            self,
+            cluster,
+            OperationKind::Switchover,
+            "manual",
+            "check",
+            data.json(),
+        )
+        .await?;
         self.drive_switchover(op, conns, &setup, &repl, data, obs)
             .await
     }
@@ -242,7 +263,7 @@ impl Engine {
         // stops the switchover before anything changed.
         let hook_env = |phase: &'static str| HookEnv {
             cluster: cluster.clone(),
-            operation: "switchover",
+            operation: OperationKind::Switchover,
             operation_id: op.rec.id,
             phase,
             trigger: "manual".into(),
@@ -332,7 +353,16 @@ impl Engine {
         let before = op.step("repoint", &data.json(), conns, &all).await?;
         for r in &others {
             match conns
-                .repoint(r, &target, repl, setup.spec.semi_sync, false)
+                .repoint(
+                    r,
+                    &PointAt {
+                        source: &target,
+                        creds: repl,
+                        semi_sync: setup.spec.semi_sync,
+                        from_current_pos: false,
+                        delay_s: None,
+                    },
+                )
                 .await
             {
                 Ok(()) => data.repointed.push(r.clone()),
@@ -340,7 +370,16 @@ impl Engine {
             }
         }
         match conns
-            .repoint(&old, &target, repl, setup.spec.semi_sync, true)
+            .repoint(
+                &old,
+                &PointAt {
+                    source: &target,
+                    creds: repl,
+                    semi_sync: setup.spec.semi_sync,
+                    from_current_pos: true,
+                    delay_s: None,
+                },
+            )
             .await
         {
             Ok(()) => data.repointed.push(old.clone()),
@@ -422,6 +461,35 @@ async fn unblock(conns: &mut Conns, old: &InstanceAddr, semi_sync: bool) -> Resu
             .await;
     }
     Ok(())
+}
+
+/// The switchover in the registry of kinds.
+pub(crate) struct Switchover;
+
+impl OperationSpec for Switchover {
+    fn kind(&self) -> OperationKind {
+        OperationKind::Switchover
+    }
+
+    fn description(&self) -> &'static str {
+        "move the primary role to a chosen healthy replica, rolled back if anything fails before promotion"
+    }
+
+    /// Never guessed at: `needs_human`, after the old primary is made writable again if the
+    /// target was never promoted ([`undo_interrupted`]).
+    fn resume(
+        &self,
+        engine: Arc<Engine>,
+        rec: OperationRecord,
+    ) -> BoxFuture<'static, Result<(), EngineError>> {
+        Box::pin(async move {
+            let op = Op::adopt(&engine, rec).await?;
+            let data = op.rec.data.clone();
+            let note = undo_interrupted(&engine, &op, &data).await;
+            op.give_up_interrupted(note).await;
+            Ok(())
+        })
+    }
 }
 
 /// A switchover interrupted by a crash: if writes were blocked and the target was never

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode, FencePolicy, PossibleLossPolicy};
 use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
+use model::{ClusterRound, ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
@@ -311,7 +311,13 @@ async fn a_frozen_old_primary_is_not_waited_for_and_is_fenced_when_it_answers() 
     loop {
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
         if obs[0].state().is_some() {
-            e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+            e.engine
+                .on_round(&ClusterRound {
+                    cluster: e.cluster.clone(),
+                    observations: obs.clone(),
+                    ..Default::default()
+                })
+                .await;
             break;
         }
         assert!(Instant::now() < deadline, "m1 never answered after SIGCONT");
@@ -350,7 +356,13 @@ async fn a_silently_cut_old_primary_is_not_waited_for_and_is_fenced_when_it_heal
     loop {
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
         if obs[0].state().is_some() {
-            e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+            e.engine
+                .on_round(&ClusterRound {
+                    cluster: e.cluster.clone(),
+                    observations: obs.clone(),
+                    ..Default::default()
+                })
+                .await;
             break;
         }
         assert!(

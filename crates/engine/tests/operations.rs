@@ -1,13 +1,13 @@
 //! The engine's operations against real MariaDB sandboxes: failover, errant candidates,
-//! switchover and its rollback, rejoin (by hand and by policy), anti-flapping. Ports
-//! 31500..31600.
+//! switchover and its rollback, rejoin (by hand and by policy), anti-flapping, shutdown
+//! with an operation running. Ports 31500..31600 and 28300.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode, RejoinMode};
 use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
+use model::{ClusterRound, ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
@@ -347,7 +347,13 @@ async fn failover_promotes_a_replica_repoints_the_other_and_fences_the_old_prima
     e.sb.start_as_configured("m1").await.unwrap();
     e.wait_read_only("m1").await;
     let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
-    e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+    e.engine
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            observations: obs.clone(),
+            ..Default::default()
+        })
+        .await;
     assert!(
         e.read_only("m1").await,
         "the returning fenced primary was set read-only"
@@ -512,13 +518,12 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     // As the monitor would: a round with DeadPrimary.
     let dead = e.dead_primary(&e.addr("m1"));
     e.engine
-        .on_round(
-            &e.cluster,
-            None,
-            std::slice::from_ref(&dead),
-            &[],
-            engine::now_ms(),
-        )
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            problems: vec![dead.clone()],
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     let first = wait_op(&e, 1).await;
     assert_eq!(
@@ -547,13 +552,12 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     e.kill_and_wait(&new_name).await;
     let dead2 = e.dead_primary(&new);
     e.engine
-        .on_round(
-            &e.cluster,
-            None,
-            std::slice::from_ref(&dead2),
-            &[],
-            engine::now_ms(),
-        )
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            problems: vec![dead2.clone()],
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ops = e
@@ -581,7 +585,12 @@ async fn anti_flapping_blocks_a_second_automatic_failover_until_ack() {
     // A human acknowledges: the next round fails over.
     e.engine.ack_recoveries(&e.cluster, "test").await.unwrap();
     e.engine
-        .on_round(&e.cluster, None, &[dead2], &[], engine::now_ms())
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            problems: vec![dead2],
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     let ops = wait_op(&e, 2).await;
     assert_eq!(
@@ -619,13 +628,12 @@ async fn policy_approve_proposes_and_a_human_runs_it() {
     let dead = e.dead_primary(&e.addr("m1"));
     for _ in 0..3 {
         e.engine
-            .on_round(
-                &e.cluster,
-                None,
-                std::slice::from_ref(&dead),
-                &[],
-                engine::now_ms(),
-            )
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                problems: vec![dead.clone()],
+                at_ms: engine::now_ms(),
+                ..Default::default()
+            })
             .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -684,7 +692,13 @@ async fn automatic_rejoin_leaves_an_errant_old_primary_out() {
     e.write("m1", "INSERT INTO app.t VALUES (99)").await;
     for _ in 0..3 {
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
-        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        e.engine
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                observations: obs.clone(),
+                ..Default::default()
+            })
+            .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(e.read_only("m1").await, "fenced");
@@ -800,7 +814,13 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
             rejoins().await
         );
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
-        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        e.engine
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                observations: obs.clone(),
+                ..Default::default()
+            })
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ev = gave_up().await;
@@ -814,7 +834,13 @@ async fn automatic_rejoin_gives_up_after_its_attempts() {
     // No third attempt, however many rounds come.
     for _ in 0..5 {
         let obs = vec![probe::observe(&e.addr("m1"), &e.admin, opts()).await];
-        e.engine.on_round(&e.cluster, None, &[], &obs, 0).await;
+        e.engine
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                observations: obs.clone(),
+                ..Default::default()
+            })
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let ops = rejoins().await;
@@ -865,4 +891,76 @@ async fn a_frozen_primary_is_failed_over_once_its_replicas_fall_silent() {
         cand == e.addr("m2").to_string() || cand == e.addr("m3").to_string(),
         "{cand}"
     );
+}
+
+/// Shutdown waits for an operation that runs (a switchover held in its pre hook until the
+/// test lets it go) and lets no new one start meanwhile; when it returns, the operation
+/// has ended and is recorded.
+#[tokio::test]
+async fn shutdown_waits_for_a_running_operation_and_starts_no_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let release = dir.path().join("release");
+    let failover = FailoverConfig {
+        pre_failover: vec![format!(
+            "touch '{}'; while [ ! -e '{}' ]; do sleep 0.05; done",
+            started.display(),
+            release.display()
+        )],
+        hook_timeout: Duration::from_secs(300),
+        ..Default::default()
+    };
+    let e = env_failover("so-shutdown", 28300, false, &[], failover).await;
+    let switchover = {
+        let (engine, cluster, to) = (e.engine.clone(), e.cluster.clone(), e.addr("m2"));
+        tokio::spawn(async move { engine.switchover(&cluster, Some(to)).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !started.exists() {
+        assert!(
+            Instant::now() < deadline && !switchover.is_finished(),
+            "the switchover's pre hook never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let shutdown = {
+        let engine = e.engine.clone();
+        tokio::spawn(async move { engine.shutdown(Duration::from_secs(300)).await })
+    };
+    while !e.engine.is_stopping() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    match e.engine.rejoin(&e.cluster, &e.addr("m3")).await {
+        Err(EngineError::Refused(m)) => assert!(m.contains("shutting down"), "{m}"),
+        other => panic!("a new operation started during shutdown: {other:?}"),
+    }
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown returned while the switchover was held in its hook"
+    );
+    let running = e
+        .store
+        .operations(&OperationQuery {
+            states: vec![OperationState::Running],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 1, "{running:#?}");
+    assert_eq!(running[0].kind, "switchover");
+
+    std::fs::write(&release, b"").unwrap();
+    assert!(
+        shutdown.await.unwrap(),
+        "the operation ended within the deadline"
+    );
+    // Read before the switchover's caller sees its result: shutdown returned after the
+    // operation ended and was recorded.
+    let rec = e.store.operation(running[0].id).await.unwrap().unwrap();
+    assert_eq!(rec.state, OperationState::Succeeded, "{rec:#?}");
+    let rec = switchover.await.unwrap().expect("switchover");
+    assert_eq!(rec.id, running[0].id);
+    assert!(!e.read_only("m2").await, "the target is the primary");
+    assert!(e.read_only("m1").await);
 }

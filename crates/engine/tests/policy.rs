@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode};
 use engine::{AutoFailoverNotice, ClusterSetup, Engine, EngineOptions};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
+use model::{ClusterRound, ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule};
 use probe::{Credentials, ProbeError, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
@@ -230,13 +230,12 @@ async fn a_refused_automatic_failover_is_retried_and_pages_meanwhile() {
     );
     let mut notices = e.engine.auto_failover_notices();
     e.engine
-        .on_round(
-            &e.cluster,
-            None,
-            &[e.dead_primary(&dead)],
-            &[],
-            engine::now_ms(),
-        )
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            problems: vec![e.dead_primary(&dead)],
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     let n = next_notice(&mut notices, Duration::from_secs(20)).await;
     let AutoFailoverNotice::Refused {
@@ -278,13 +277,12 @@ async fn a_refused_automatic_failover_is_retried_and_pages_meanwhile() {
     // More rounds do not start a second attempt behind the backoff's back.
     for _ in 0..3 {
         e.engine
-            .on_round(
-                &e.cluster,
-                None,
-                &[e.dead_primary(&dead)],
-                &[],
-                engine::now_ms(),
-            )
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                problems: vec![e.dead_primary(&dead)],
+                at_ms: engine::now_ms(),
+                ..Default::default()
+            })
             .await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

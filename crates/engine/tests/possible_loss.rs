@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode};
 use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule, SharedStreams};
+use model::{
+    ClusterRound, ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule,
+    SharedStreams,
+};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
@@ -162,13 +165,13 @@ impl Env {
         }
         self.streams.note_all(&mut obs);
         self.engine
-            .on_round(
-                &self.cluster,
-                Some(&self.addr("m1")),
-                &[],
-                &obs,
-                engine::now_ms(),
-            )
+            .on_round(&ClusterRound {
+                cluster: self.cluster.clone(),
+                primary: Some(self.addr("m1")),
+                observations: obs.clone(),
+                at_ms: engine::now_ms(),
+                ..Default::default()
+            })
             .await;
     }
 
@@ -401,13 +404,14 @@ async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_hol
     let (m1, problem) = dead_round(&e);
     let obs = observe_all(&e).await;
     e.engine
-        .on_round(
-            &e.cluster,
-            Some(&m1),
-            std::slice::from_ref(&problem),
-            &obs,
-            engine::now_ms(),
-        )
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            primary: Some(m1.clone()),
+            problems: vec![problem.clone()],
+            observations: obs.clone(),
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     let first = next_finished(&mut finished).await;
     assert_eq!(first.state, OperationState::NeedsHuman, "{first:?}");
@@ -415,13 +419,14 @@ async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_hol
     for _ in 0..3 {
         let obs = observe_all(&e).await;
         e.engine
-            .on_round(
-                &e.cluster,
-                Some(&m1),
-                std::slice::from_ref(&problem),
-                &obs,
-                engine::now_ms(),
-            )
+            .on_round(&ClusterRound {
+                cluster: e.cluster.clone(),
+                primary: Some(m1.clone()),
+                problems: vec![problem.clone()],
+                observations: obs.clone(),
+                at_ms: engine::now_ms(),
+                ..Default::default()
+            })
             .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -436,7 +441,14 @@ async fn an_automatic_failover_paged_for_a_possible_loss_is_retried_when_its_hol
     e.sb.start("m2").await.unwrap();
     let obs = observe_all(&e).await;
     e.engine
-        .on_round(&e.cluster, Some(&m1), &[problem], &obs, engine::now_ms())
+        .on_round(&ClusterRound {
+            cluster: e.cluster.clone(),
+            primary: Some(m1.clone()),
+            problems: vec![problem],
+            observations: obs.clone(),
+            at_ms: engine::now_ms(),
+            ..Default::default()
+        })
         .await;
     let second = next_finished(&mut finished).await;
     assert_eq!(

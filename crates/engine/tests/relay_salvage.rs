@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use config::{FailoverConfig, FailoverMode};
 use engine::{ClusterSetup, Engine, EngineError, EngineOptions};
-use model::{ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule, SharedStreams};
+use model::{
+    ClusterRound, ClusterSpec, InstanceAddr, InstanceSpec, IoThreadState, PromotionRule,
+    SharedStreams,
+};
 use probe::{Credentials, ProbeOptions, Session};
 use sandbox::testing::SandboxGuard;
 use sandbox::{Sandbox, UpOptions};
@@ -160,13 +163,13 @@ impl Env {
         }
         self.streams.note_all(&mut obs);
         self.engine
-            .on_round(
-                &self.cluster,
-                Some(&self.addr("m1")),
-                &[],
-                &obs,
-                engine::now_ms(),
-            )
+            .on_round(&ClusterRound {
+                cluster: self.cluster.clone(),
+                primary: Some(self.addr("m1")),
+                observations: obs.clone(),
+                at_ms: engine::now_ms(),
+                ..Default::default()
+            })
             .await;
     }
 

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::round::{ClusterRound, RoundTrigger};
 use crate::watch::{analyse, now_ms, Ctx, FastRunning, Suspect};
+use model::{ClusterRound, RoundTrigger};
 
 /// Extra probes of the suspect when its fresh probe is neither refused nor timed out.
 const SUSPECT_RETRIES: u32 = 2;

@@ -37,8 +37,8 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::round::RoundTrigger;
 use crate::watch::{ClusterCell, Ctx};
+use model::RoundTrigger;
 
 /// The statements that create the heartbeat schema, run once per writer connection.
 pub const SCHEMA_SQL: &str = "CREATE DATABASE IF NOT EXISTS dbfleet; \

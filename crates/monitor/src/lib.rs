@@ -48,11 +48,11 @@
 
 mod fast;
 pub mod heartbeat;
-mod round;
 mod sentinel;
 mod stats;
 
-pub use round::{ClusterRound, RoundTrigger};
+/// The rounds it publishes (in `model`, which the engine and the alerting share).
+pub use model::{ClusterRound, RoundTrigger};
 pub use stats::{LatestObservations, Stats, StatsSnapshot};
 pub mod watch;
 

@@ -52,8 +52,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::heartbeat::HeartbeatOptions;
-use crate::round::{ClusterRound, RoundTrigger};
 use crate::{fast, heartbeat, sentinel, Stats};
+use model::{ClusterRound, RoundTrigger};
 
 /// Timing and concurrency of the watch loop.
 #[derive(Clone, Copy, Debug)]

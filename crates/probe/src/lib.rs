@@ -2,6 +2,7 @@
 //! flavor, every call under a timeout. Nothing else in the workspace opens a connection to a
 //! managed server.
 
+pub mod commands;
 mod error;
 pub mod parse;
 mod session;

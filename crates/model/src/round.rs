@@ -1,12 +1,15 @@
-//! `ClusterRound`: what one analysis of one cluster found, published to the caller of
-//! [`run`](crate::run) after every round (tick or fast path).
+//! `ClusterRound`: what one analysis of one cluster found. The monitor publishes one after
+//! every round (tick or fast path); the engine and the daemon's alerting consume them.
 
-use model::{InstanceAddr, Observation, Problem, ProblemKind};
+use crate::addr::InstanceAddr;
+use crate::observation::Observation;
+use crate::problem::{Problem, ProblemKind};
 
 /// Why a cluster was analysed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum RoundTrigger {
     /// The periodic round, every probe interval.
+    #[default]
     Tick,
     /// The suspect fast path: `instance`, the cluster's primary as the previous round named
     /// it, showed a first sign of death, and every member was probed again at once.
@@ -17,7 +20,7 @@ pub enum RoundTrigger {
         reason: String,
     },
     /// Asked for: every member was probed again at once, e.g. after an operation on the
-    /// cluster finished (see [`crate::ClusterWatch::refresh`]).
+    /// cluster finished (the monitor's `ClusterWatch::refresh`).
     Refresh,
 }
 
@@ -30,11 +33,11 @@ impl RoundTrigger {
 
 /// One analysis of one cluster, as recorded in the store: the observations it read, the
 /// primary it named and every problem it synced (those of `model::analysis::analyze` plus
-/// the daemon's own `UnreachableSeed`).
+/// the monitor's own `UnreachableSeed`).
 ///
 /// Every round states the whole truth at its moment; a consumer that misses one loses
 /// nothing the next one does not say again.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClusterRound {
     /// The cluster's name.
     pub cluster: String,
