@@ -235,12 +235,11 @@ pub async fn leader(
     }))
 }
 
-/// `GET /api/v1/operations?cluster=&state=&kind=&limit=`: a large answer, built under
-/// [`crate::answers::AnswerGate`].
+/// `GET /api/v1/operations?cluster=&state=&kind=&limit=`.
 pub async fn operations(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<crate::answers::LargeAnswer, ApiError> {
+) -> Result<Json<OperationList>, ApiError> {
     let p = Params::parse(raw, &["cluster", "state", "kind", "limit"])?;
     let states = p
         .list("state")?
@@ -253,20 +252,16 @@ pub async fn operations(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let query = OperationQuery {
-        cluster: p.get("cluster")?.map(str::to_string),
-        states,
-        kind: p.get("kind")?.map(str::to_string),
-        limit: p.number("limit", 50usize, store::MAX_EVENT_LIMIT)?,
-    };
-    state
-        .answers
-        .large
-        .json(async {
-            let operations = state.store.operations(&query).await?;
-            Ok(OperationList { operations })
+    let ops = state
+        .store
+        .operations(&OperationQuery {
+            cluster: p.get("cluster")?.map(str::to_string),
+            states,
+            kind: p.get("kind")?.map(str::to_string),
+            limit: p.number("limit", 50usize, store::MAX_EVENT_LIMIT)?,
         })
-        .await
+        .await?;
+    Ok(Json(OperationList { operations: ops }))
 }
 
 /// `GET /api/v1/operations/{id}`.
