@@ -419,6 +419,10 @@ pub struct Evidence {
 pub struct EventList {
     /// The events, ascending by id.
     pub events: Vec<Event>,
+    /// When the events were read forward (`after_id`) and fill the page: the path (with
+    /// its query) of the next page. Absent on the last page, and on the newest events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One event of the append-only log.

@@ -271,6 +271,7 @@ pub async fn run(
         engine: Some(engine.clone()),
         drt: drt_control.clone(),
         alerts: Some(alerting.alerting.clone()),
+        answers: server::answers::Answers::default(),
     };
     let mut api = tokio::spawn(server::serve_with(
         listener,

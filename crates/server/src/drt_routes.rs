@@ -186,11 +186,18 @@ async fn load_run(store: &dyn Store, id: &str) -> Result<StoredRun, ApiError> {
 pub async fn runs(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<crate::answers::LargeAnswer, ApiError> {
     let params = Params::parse(raw, &["limit"])?;
     let limit = params.number("limit", 100, MAX_LIST)?;
-    let runs = list_runs(state.store.as_ref(), limit).await?;
-    Ok(Json(serde_json::json!({ "runs": runs })))
+    // Every stored run is read to sort them: a large answer.
+    state
+        .answers
+        .large
+        .json(async {
+            let runs = list_runs(state.store.as_ref(), limit).await?;
+            Ok(serde_json::json!({ "runs": runs }))
+        })
+        .await
 }
 
 /// `GET /api/v1/drt/runs/{id}`: one stored run with its whole report.

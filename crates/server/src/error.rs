@@ -50,6 +50,10 @@ pub enum ApiError {
     /// The metadata store failed: 500. The message is logged, never returned.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The daemon failed to build an answer (it could not be serialised): 500. The message
+    /// is logged, never returned.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -66,7 +70,7 @@ impl ApiError {
             Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Rejected { status, .. } => *status,
-            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -79,6 +83,10 @@ impl IntoResponse for ApiError {
                 // Handled here: the client gets a generic text, the operator the cause.
                 tracing::error!(error = %e, "metadata store call failed");
                 "internal error: the metadata store failed; see the dbfleet daemon's log".into()
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "an API answer failed");
+                "internal error; see the dbfleet daemon's log".into()
             }
             other => other.to_string(),
         };

@@ -11,6 +11,7 @@
 //! [`auth::require_token`], and never logs or echoes a token.
 
 pub mod alert_routes;
+pub mod answers;
 pub mod auth;
 mod convert;
 pub mod drt_routes;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub drt: drt_routes::DrtControl,
     /// The daemon's alerting (open alerts, downtimes); `None` serves 503 on its routes.
     pub alerts: Option<alert_routes::AlertHandle>,
+    /// The bound on large answers built at once, and the shared `GET /api/v1/clusters`
+    /// answer (`Answers::default()` in the daemon).
+    pub answers: answers::Answers,
 }
 
 /// The API's routes, with auth and a JSON 404/405 for everything else.

@@ -3,11 +3,11 @@
 //! [`monitor::Stats::fleet`], which the watch loop fills after every probe; `/metrics` adds
 //! the alert notifiers' delivery counts from [`AppState::alerts`].
 
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use metrics::{Format, HistoryPoint, LagSource, NotifierCounts};
 use model::InstanceAddr;
 use serde::{Deserialize, Serialize};
@@ -47,15 +47,19 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Respo
             dropped: s.dropped,
         })
         .collect();
-    let body = state
-        .stats
-        .fleet
-        .encode_with(&state.stats.health(), &notifiers, format);
-    let mut response = body.into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
+    // One line per instance and metric: a large answer at fleet scale.
+    let answer = state
+        .answers
+        .large
+        .bytes(HeaderValue::from_static(content_type), async {
+            let body = state
+                .stats
+                .fleet
+                .encode_with(&state.stats.health(), &notifiers, format);
+            Ok(Bytes::from(body))
+        })
+        .await;
+    answer.into_response()
 }
 
 /// `GET /api/v1/instances/{addr}/metrics`.
@@ -147,7 +151,7 @@ pub async fn instance_metrics(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     raw: RawParams,
-) -> Result<Json<InstanceMetricsHistory>, ApiError> {
+) -> Result<crate::answers::LargeAnswer, ApiError> {
     let text = path
         .map(|Path(v)| v)
         .map_err(|e| ApiError::BadRequest(format!("path parameter `addr`: {e}")))?;
@@ -160,6 +164,17 @@ pub async fn instance_metrics(
             .map_err(|e| ApiError::BadRequest(format!("query parameter `since`: {e}")))?,
         None => 0,
     };
+    // Up to the samples kept per instance: a large answer.
+    let large = state.answers.large.clone();
+    large.json(instance_history(&state, addr, since_ms)).await
+}
+
+/// The history of `addr` from `since_ms`, or a 404 for an instance of no cluster.
+async fn instance_history(
+    state: &AppState,
+    addr: InstanceAddr,
+    since_ms: u64,
+) -> Result<InstanceMetricsHistory, ApiError> {
     let history = state.stats.fleet.history(&addr, since_ms);
     let (cluster, role, capacity, points) = match history {
         Some(h) => (
@@ -185,14 +200,14 @@ pub async fn instance_metrics(
             )
         }
     };
-    Ok(Json(InstanceMetricsHistory {
+    Ok(InstanceMetricsHistory {
         instance: addr.to_string(),
         cluster,
         role,
         since_ms,
         capacity,
         points: points.into_iter().map(MetricsPoint::from).collect(),
-    }))
+    })
 }
 
 #[cfg(test)]

@@ -235,11 +235,12 @@ pub async fn leader(
     }))
 }
 
-/// `GET /api/v1/operations?cluster=&state=&kind=&limit=`.
+/// `GET /api/v1/operations?cluster=&state=&kind=&limit=`: a large answer, built under
+/// [`crate::answers::AnswerGate`].
 pub async fn operations(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<OperationList>, ApiError> {
+) -> Result<crate::answers::LargeAnswer, ApiError> {
     let p = Params::parse(raw, &["cluster", "state", "kind", "limit"])?;
     let states = p
         .list("state")?
@@ -252,16 +253,20 @@ pub async fn operations(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let ops = state
-        .store
-        .operations(&OperationQuery {
-            cluster: p.get("cluster")?.map(str::to_string),
-            states,
-            kind: p.get("kind")?.map(str::to_string),
-            limit: p.number("limit", 50usize, store::MAX_EVENT_LIMIT)?,
+    let query = OperationQuery {
+        cluster: p.get("cluster")?.map(str::to_string),
+        states,
+        kind: p.get("kind")?.map(str::to_string),
+        limit: p.number("limit", 50usize, store::MAX_EVENT_LIMIT)?,
+    };
+    state
+        .answers
+        .large
+        .json(async {
+            let operations = state.store.operations(&query).await?;
+            Ok(OperationList { operations })
         })
-        .await?;
-    Ok(Json(OperationList { operations: ops }))
+        .await
 }
 
 /// `GET /api/v1/operations/{id}`.

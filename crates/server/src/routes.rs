@@ -11,6 +11,7 @@ use axum::Json;
 use model::{InstanceAddr, Observation};
 use store::{EventLevel, EventQuery, NewEvent, ProblemRecord, MAX_EVENT_LIMIT};
 
+use crate::answers::{JsonBytes, LargeAnswer};
 use crate::error::ApiError;
 use crate::query::{Params, RawParams};
 use crate::{convert, topology, AppState, OPERATOR_NOTE};
@@ -166,19 +167,28 @@ pub async fn status(
     }))
 }
 
-/// `GET /api/v1/clusters`.
+/// `GET /api/v1/clusters`. Concurrent requests share one computation (read the store,
+/// summarise, serialise) that started after they arrived: see [`crate::answers::Coalesced`].
 pub async fn clusters(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<ClusterList>, ApiError> {
+) -> Result<JsonBytes, ApiError> {
     Params::parse(raw, &[])?;
+    let shared = state.answers.clusters.clone();
+    shared
+        .get(|| async { JsonBytes::of(&cluster_list(&state).await?) })
+        .await
+}
+
+/// Every cluster's summary, from the store and the watch loop's latest observations.
+async fn cluster_list(state: &AppState) -> Result<ClusterList, ApiError> {
     let records = state.store.clusters().await?;
     let mut instance_counts: BTreeMap<String, usize> = BTreeMap::new();
     for i in state.store.instances(None).await? {
         *instance_counts.entry(i.cluster).or_default() += 1;
     }
     let mut observations: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-    for (cluster, o) in last_observations(&state, None).await? {
+    for (cluster, o) in last_observations(state, None).await? {
         observations.entry(cluster).or_default().push(o);
     }
     let open = state.store.open_problems(None).await?;
@@ -195,7 +205,7 @@ pub async fn clusters(
             )
         })
         .collect();
-    Ok(Json(ClusterList { clusters }))
+    Ok(ClusterList { clusters })
 }
 
 /// `GET /api/v1/clusters/{name}`.
@@ -237,29 +247,37 @@ pub async fn cluster_topology(
     Ok(Json(topology::build(&name, &instances, &observations)))
 }
 
-/// `GET /api/v1/instances?cluster=NAME`.
+/// `GET /api/v1/instances?cluster=NAME`: a large answer (every observation), built under
+/// [`crate::answers::AnswerGate`].
 pub async fn instances(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<InstanceList>, ApiError> {
+) -> Result<LargeAnswer, ApiError> {
     let params = Params::parse(raw, &["cluster"])?;
     let cluster = params.get("cluster")?;
     if let Some(name) = cluster {
         known_cluster(&state, name).await?;
     }
-    let mut observations: BTreeMap<InstanceAddr, Observation> = last_observations(&state, cluster)
-        .await?
-        .into_iter()
-        .map(|(_, o)| (o.addr.clone(), o))
-        .collect();
-    let instances = state
-        .store
-        .instances(cluster)
-        .await?
-        .iter()
-        .map(|i| convert::instance(i, observations.remove(&i.addr)))
-        .collect();
-    Ok(Json(InstanceList { instances }))
+    state
+        .answers
+        .large
+        .json(async {
+            let mut observations: BTreeMap<InstanceAddr, Observation> =
+                last_observations(&state, cluster)
+                    .await?
+                    .into_iter()
+                    .map(|(_, o)| (o.addr.clone(), o))
+                    .collect();
+            let instances = state
+                .store
+                .instances(cluster)
+                .await?
+                .iter()
+                .map(|i| convert::instance(i, observations.remove(&i.addr)))
+                .collect();
+            Ok(InstanceList { instances })
+        })
+        .await
 }
 
 /// `GET /api/v1/instances/{addr}`.
@@ -285,11 +303,12 @@ pub async fn instance(
     Ok(Json(convert::instance(&record, observation)))
 }
 
-/// `GET /api/v1/problems?cluster=NAME&history=BOOL&limit=N`.
+/// `GET /api/v1/problems?cluster=NAME&history=BOOL&limit=N`: a large answer, built under
+/// [`crate::answers::AnswerGate`].
 pub async fn problems(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<ProblemList>, ApiError> {
+) -> Result<LargeAnswer, ApiError> {
     let params = Params::parse(raw, &["cluster", "history", "limit"])?;
     let cluster = params.get("cluster")?;
     let history = params.boolean("history", false)?;
@@ -302,24 +321,32 @@ pub async fn problems(
     if let Some(name) = cluster {
         known_cluster(&state, name).await?;
     }
-    let records = if history {
-        state.store.problem_history(cluster, limit).await?
-    } else {
-        state.store.open_problems(cluster).await?
-    };
-    Ok(Json(ProblemList {
-        problems: records.iter().map(convert::problem).collect(),
-    }))
+    state
+        .answers
+        .large
+        .json(async {
+            let records = if history {
+                state.store.problem_history(cluster, limit).await?
+            } else {
+                state.store.open_problems(cluster).await?
+            };
+            Ok(ProblemList {
+                problems: records.iter().map(convert::problem).collect(),
+            })
+        })
+        .await
 }
 
-/// `GET /api/v1/events?cluster=NAME&after_id=N&limit=N&kind=K`.
+/// `GET /api/v1/events?cluster=NAME&after_id=N&limit=N&kind=K`: a large answer, built under
+/// [`crate::answers::AnswerGate`]. With `after_id`, a full page carries `next`, the path of
+/// the page after it.
 ///
 /// An unknown cluster is not an error here: the log keeps the events of clusters since
 /// removed from the config.
 pub async fn events(
     State(state): State<AppState>,
     raw: RawParams,
-) -> Result<Json<EventList>, ApiError> {
+) -> Result<LargeAnswer, ApiError> {
     let params = Params::parse(raw, &["cluster", "after_id", "limit", "kind"])?;
     let query = EventQuery {
         cluster: params.get("cluster")?.map(str::to_string),
@@ -330,10 +357,56 @@ pub async fn events(
         limit: params.number("limit", DEFAULT_LIMIT, MAX_EVENT_LIMIT)?,
         kinds: params.list("kind")?,
     };
-    let events = state.store.events(&query).await?;
-    Ok(Json(EventList {
-        events: events.into_iter().map(convert::event).collect(),
-    }))
+    state
+        .answers
+        .large
+        .json(async {
+            let events: Vec<Event> = state
+                .store
+                .events(&query)
+                .await?
+                .into_iter()
+                .map(convert::event)
+                .collect();
+            let next = next_events_page(&query, &events);
+            Ok(EventList { events, next })
+        })
+        .await
+}
+
+/// The path of the page after `events` when they were read forward (`after_id`) and fill
+/// the page: the same query, after the last one. The newest events (no `after_id`) have no
+/// next page: page forward from `after_id=0` to read the whole log.
+fn next_events_page(query: &EventQuery, events: &[Event]) -> Option<String> {
+    query.after_id?;
+    let last = events.last()?;
+    if events.len() < query.limit {
+        return None;
+    }
+    let mut path = format!("/api/v1/events?after_id={}&limit={}", last.id, query.limit);
+    if let Some(cluster) = &query.cluster {
+        path.push_str("&cluster=");
+        path.push_str(&percent_encode(cluster));
+    }
+    for kind in &query.kinds {
+        path.push_str("&kind=");
+        path.push_str(&percent_encode(kind));
+    }
+    Some(path)
+}
+
+/// `text` with every byte but the unreserved ones (RFC 3986) percent-encoded, for a query
+/// value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `POST /api/v1/events`: append an operator's note (kind `operator_note`). Answers 201

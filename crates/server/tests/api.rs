@@ -254,6 +254,7 @@ impl TestServer {
             engine: None,
             drt: Default::default(),
             alerts: None,
+            answers: Default::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -76,6 +76,7 @@ impl Server {
             engine: None,
             drt: Default::default(),
             alerts: None,
+            answers: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
