@@ -443,6 +443,30 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_computation_hands_over_to_a_waiting_request() {
+        let shared = Arc::new(Coalesced::default());
+        let first = shared.clone();
+        let first = tokio::spawn(async move {
+            first
+                .get(std::future::pending::<Result<JsonBytes, ApiError>>)
+                .await
+        });
+        tokio::task::yield_now().await; // the first computes, for ever
+        let second = shared.clone();
+        let second =
+            tokio::spawn(async move { second.get(|| async { JsonBytes::of("second") }).await });
+        tokio::task::yield_now().await; // the second waits for it
+        first.abort(); // its client went away
+        let got = tokio::time::timeout(Duration::from_secs(20), second)
+            .await
+            .expect("the waiting request computed")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got.0[..], b"\"second\"");
+        assert_eq!(shared.computed(), 2);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn concurrent_requests_share_computations() {
         let shared = Arc::new(Coalesced::default());
         let mut tasks = Vec::new();
