@@ -193,18 +193,19 @@ pub async fn restore(
         // `skip_slave_start` while its source was dead, or still pointing at an old
         // primary. A replica whose SQL thread broke is left to the scenario's heal.
         for l in look_all(&target.members, &target.admin).await {
-            let rejoin = l.addr != writer
-                && l.state.as_ref().is_some_and(|s| {
-                    s.read_only
+            let why = l
+                .state
+                .as_ref()
+                .filter(|s| {
+                    l.addr != writer
+                        && s.read_only
                         && s.replication.as_ref().is_none_or(|r| r.last_sql_errno == 0)
-                        && not_replicating(s, &writer).is_some()
-                });
-            if !rejoin {
+                })
+                .and_then(|s| not_replicating(s, &writer));
+            let Some(why) = why else {
                 continue;
-            }
-            if let Some(why) = l.state.as_ref().and_then(|s| not_replicating(s, &writer)) {
-                eprintln!("between runs: {} does not replicate from {writer} ({why}); asking the daemon to rejoin it", l.addr);
-            }
+            };
+            eprintln!("between runs: {} does not replicate from {writer} ({why}); asking the daemon to rejoin it", l.addr);
             let instance = l.addr.to_string();
             for attempt in 0..2 {
                 match client.rejoin(cluster, &instance).await {
