@@ -102,12 +102,30 @@ pub struct Look {
     /// ([`probe::Session::io_thread_killed`]): it acknowledges nothing more. Read only when
     /// the IO thread runs.
     pub io_killed: bool,
+    /// When the full read failed or hung on a member that accepted the connection: its
+    /// write gate (`read_only` and semi-sync), read alone on a connection of its own
+    /// ([`probe::Session::write_gate`]). A frozen disk can hang the full read of a server
+    /// that still takes writes; the guard must still judge it.
+    pub gate: Option<probe::parse::WriteGate>,
 }
 
 impl Look {
-    /// Reachable and `read_only=OFF`.
+    /// Reachable and `read_only=OFF`, by the full read or else by the write gate.
     pub fn writable(&self) -> bool {
-        self.state.as_ref().is_some_and(|s| !s.read_only)
+        match (&self.state, &self.gate) {
+            (Some(s), _) => !s.read_only,
+            (None, Some(g)) => !g.read_only,
+            (None, None) => false,
+        }
+    }
+
+    /// Its semi-sync state, by the full read or else by the write gate.
+    pub fn semi_sync(&self) -> Option<&model::SemiSyncState> {
+        match (&self.state, &self.gate) {
+            (Some(s), _) => Some(&s.semi_sync),
+            (None, Some(g)) => Some(&g.semi_sync),
+            (None, None) => None,
+        }
     }
 }
 
@@ -144,6 +162,17 @@ pub async fn look_all_since(members: &[InstanceAddr], admin: &Credentials) -> (u
     (since, looks)
 }
 
+/// A member's full read slower than this gets its write gate read beside it.
+const GATE_AFTER: Duration = Duration::from_millis(150);
+
+/// `addr`'s write gate, on a connection of its own; `None` when it cannot be read.
+async fn read_gate(addr: &InstanceAddr, admin: &Credentials) -> Option<probe::parse::WriteGate> {
+    let mut s = probe::Session::connect(addr, admin, LOOK).await.ok()?;
+    let gate = s.write_gate().await.ok();
+    s.close().await;
+    gate
+}
+
 /// A look longer than this reads again the members that answered.
 const STALE_READ: Duration = Duration::from_millis(150);
 
@@ -155,27 +184,41 @@ async fn read_all(members: &[InstanceAddr], admin: &Credentials) -> Vec<Look> {
         let c = admin.clone();
         set.spawn(async move {
             let Ok(mut s) = probe::Session::connect(&a, &c, LOOK).await else {
-                return (i, None, false, a);
+                return (i, None, None, false, a);
             };
-            let state = s.observe().await.ok();
+            let (state, gate) = {
+                let full = s.observe();
+                tokio::pin!(full);
+                tokio::select! {
+                    st = &mut full => (st.ok(), None),
+                    () = tokio::time::sleep(GATE_AFTER) => {
+                        // The full read is slow: read the write gate beside it.
+                        let (st, gate) = tokio::join!(full, read_gate(&a, &c));
+                        let st = st.ok();
+                        let gate = if st.is_none() { gate } else { None };
+                        (st, gate)
+                    }
+                }
+            };
             let running = state
                 .as_ref()
                 .and_then(|st| st.replication.as_ref())
                 .is_some_and(|r| r.io_thread != model::IoThreadState::No);
             let killed = running && s.io_thread_killed().await.unwrap_or(false);
             s.close().await;
-            (i, state, killed, a)
+            (i, state, gate, killed, a)
         });
     }
     let mut looks: Vec<(usize, Look)> = Vec::new();
     while let Some(r) = set.join_next().await {
-        if let Ok((i, state, io_killed, addr)) = r {
+        if let Ok((i, state, gate, io_killed, addr)) = r {
             looks.push((
                 i,
                 Look {
                     addr,
                     state,
                     io_killed,
+                    gate,
                 },
             ));
         }

@@ -72,6 +72,22 @@ async fn a_resumed_old_primary_with_no_replica_is_writable_but_cannot_acknowledg
     );
     // Without the look before, it cannot be told.
     assert!(!mute(find(&now, &m1), &[], &now));
+    // A member whose full read hangs (a frozen disk) is judged by its write gate alone,
+    // which reads what the full read does.
+    let gated = gate_only(&now, &m1, &admin).await;
+    let gate = find(&gated, &m1).gate.clone().expect("m1's write gate");
+    let full = find(&now, &m1).state.clone().unwrap();
+    assert_eq!(
+        (gate.read_only, &gate.semi_sync),
+        (full.read_only, &full.semi_sync)
+    );
+    assert!(find(&gated, &m1).writable());
+    assert!(mute(find(&gated, &m1), &prev, &gated));
+    // With neither read, it is not judged mute.
+    let mut unread = gated.clone();
+    unread.iter_mut().find(|l| l.addr == m1).unwrap().gate = None;
+    assert!(!find(&unread, &m1).writable());
+    assert!(!mute(find(&unread, &m1), &prev, &unread));
     // And it is the truth: a write on m1 waits for an ack that never comes.
     assert!(
         !app_insert(&m1, &app, 2, Duration::from_secs(3)).await,
@@ -98,6 +114,11 @@ async fn a_resumed_old_primary_with_no_replica_is_writable_but_cannot_acknowledg
     );
     let later = look_all(&members, &admin).await;
     assert!(!mute(find(&later, &m1), &now, &later));
+    let gated = gate_only(&later, &m1, &admin).await;
+    assert!(
+        !mute(find(&gated, &m1), &now, &gated),
+        "m3 replicates from m1"
+    );
 
     // m3 leaves m1 again with no write in between (as a failover's killed IO thread):
     // the look before saw m3 attached, but m1's count of acknowledged commits did not
@@ -106,6 +127,12 @@ async fn a_resumed_old_primary_with_no_replica_is_writable_but_cannot_acknowledg
     assert!(!mute(find(&attached, &m1), &later, &attached));
     exec(&m3, &admin, "STOP SLAVE").await;
     let gone = detached(&members, &admin, &m1).await;
+    // By the write gates alone too: the count of acknowledged commits is in them.
+    let (attached_gated, gone_gated) = (
+        gate_only(&attached, &m1, &admin).await,
+        gate_only(&gone, &m1, &admin).await,
+    );
+    assert!(mute(find(&gone_gated, &m1), &attached_gated, &gone_gated));
     assert!(
         mute(find(&gone, &m1), &attached, &gone),
         "m1 acknowledged nothing between the looks: {:?} then {:?}",
@@ -134,6 +161,19 @@ async fn a_resumed_old_primary_with_no_replica_is_writable_but_cannot_acknowledg
     exec(&m3, &admin, "STOP SLAVE").await;
     let gone = detached(&members, &admin, &m1).await;
     assert!(!mute(find(&gone, &m1), &attached, &gone));
+}
+
+/// `looks` with `addr` read as a member whose full read hung: no state, its write gate read
+/// now.
+async fn gate_only(looks: &[Look], addr: &InstanceAddr, admin: &Credentials) -> Vec<Look> {
+    let mut s = Session::connect(addr, admin, T).await.unwrap();
+    let gate = s.write_gate().await.unwrap();
+    s.close().await;
+    let mut out = looks.to_vec();
+    let l = out.iter_mut().find(|l| &l.addr == addr).unwrap();
+    l.state = None;
+    l.gate = Some(gate);
+    out
 }
 
 /// A look once `primary` counts no semi-sync client (at most 10 s).

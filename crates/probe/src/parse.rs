@@ -286,76 +286,117 @@ pub fn server_state(
         log_replica_updates: bool_var(vars, &["log_replica_updates", "log_slave_updates"])?,
         replication,
         gtid,
-        semi_sync: SemiSyncState {
-            source_enabled: bool_var(
-                vars,
-                &[
-                    "rpl_semi_sync_source_enabled",
-                    "rpl_semi_sync_master_enabled",
-                ],
-            )?,
-            source_active: bool_var(
-                status,
-                &["rpl_semi_sync_source_status", "rpl_semi_sync_master_status"],
-            )?,
-            source_clients: num_var(
-                status,
-                &[
-                    "rpl_semi_sync_source_clients",
-                    "rpl_semi_sync_master_clients",
-                ],
-            )?
-            .unwrap_or(0),
-            source_timeout_ms: num_var(
-                vars,
-                &[
-                    "rpl_semi_sync_source_timeout",
-                    "rpl_semi_sync_master_timeout",
-                ],
-            )?,
-            source_wait_no_replica: var(
-                vars,
-                &[
-                    "rpl_semi_sync_source_wait_no_replica",
-                    "rpl_semi_sync_master_wait_no_slave",
-                ],
-            )
-            .map(|v| {
-                parse_bool(v).ok_or_else(|| {
-                    format!("rpl_semi_sync_master_wait_no_slave is {v:?}, not a boolean")
-                })
-            })
-            .transpose()?,
-            source_wait_sessions: num_var(
-                status,
-                &[
-                    "rpl_semi_sync_source_wait_sessions",
-                    "rpl_semi_sync_master_wait_sessions",
-                ],
-            )?
-            .unwrap_or(0),
-            source_yes_tx: num_var(
-                status,
-                &["rpl_semi_sync_source_yes_tx", "rpl_semi_sync_master_yes_tx"],
-            )?,
-            replica_enabled: bool_var(
-                vars,
-                &[
-                    "rpl_semi_sync_replica_enabled",
-                    "rpl_semi_sync_slave_enabled",
-                ],
-            )?,
-            replica_active: bool_var(
-                status,
-                &["rpl_semi_sync_replica_status", "rpl_semi_sync_slave_status"],
-            )?,
-        },
+        semi_sync: semi_sync_state(vars, status)?,
         uptime_s: num_var(status, &["uptime"])?.unwrap_or(0),
         threads_connected: num_var(status, &["threads_connected"])?.unwrap_or(0),
         threads_running: num_var(status, &["threads_running"])?.unwrap_or(0),
         disk: None,
         metrics: Some(instance_metrics(vars, status)),
     })
+}
+
+/// The semi-sync settings and status of `vars` and `status` (either flavor's names).
+pub fn semi_sync_state(vars: &Vars, status: &Vars) -> Result<SemiSyncState, String> {
+    Ok(SemiSyncState {
+        source_enabled: bool_var(
+            vars,
+            &[
+                "rpl_semi_sync_source_enabled",
+                "rpl_semi_sync_master_enabled",
+            ],
+        )?,
+        source_active: bool_var(
+            status,
+            &["rpl_semi_sync_source_status", "rpl_semi_sync_master_status"],
+        )?,
+        source_clients: num_var(
+            status,
+            &[
+                "rpl_semi_sync_source_clients",
+                "rpl_semi_sync_master_clients",
+            ],
+        )?
+        .unwrap_or(0),
+        source_timeout_ms: num_var(
+            vars,
+            &[
+                "rpl_semi_sync_source_timeout",
+                "rpl_semi_sync_master_timeout",
+            ],
+        )?,
+        source_wait_no_replica: var(
+            vars,
+            &[
+                "rpl_semi_sync_source_wait_no_replica",
+                "rpl_semi_sync_master_wait_no_slave",
+            ],
+        )
+        .map(|v| {
+            parse_bool(v).ok_or_else(|| {
+                format!("rpl_semi_sync_master_wait_no_slave is {v:?}, not a boolean")
+            })
+        })
+        .transpose()?,
+        source_wait_sessions: num_var(
+            status,
+            &[
+                "rpl_semi_sync_source_wait_sessions",
+                "rpl_semi_sync_master_wait_sessions",
+            ],
+        )?
+        .unwrap_or(0),
+        source_yes_tx: num_var(
+            status,
+            &["rpl_semi_sync_source_yes_tx", "rpl_semi_sync_master_yes_tx"],
+        )?,
+        replica_enabled: bool_var(
+            vars,
+            &[
+                "rpl_semi_sync_replica_enabled",
+                "rpl_semi_sync_slave_enabled",
+            ],
+        )?,
+        replica_active: bool_var(
+            status,
+            &["rpl_semi_sync_replica_status", "rpl_semi_sync_slave_status"],
+        )?,
+    })
+}
+
+/// What [`WRITE_GATE_VARIABLES`] and [`WRITE_GATE_STATUS_SQL`] read: whether the server
+/// takes writes, and whether a write can complete without a replica's ack.
+pub fn write_gate(vars: &Vars, status: &Vars) -> Result<WriteGate, String> {
+    Ok(WriteGate {
+        read_only: bool_var(vars, &["read_only"])?,
+        semi_sync: semi_sync_state(vars, status)?,
+    })
+}
+
+/// The variables of [`write_gate`]: none of them waits on storage.
+pub const WRITE_GATE_VARIABLES: &[&str] = &[
+    "read_only",
+    "rpl_semi_sync_master_enabled",
+    "rpl_semi_sync_slave_enabled",
+    "rpl_semi_sync_master_timeout",
+    "rpl_semi_sync_source_enabled",
+    "rpl_semi_sync_replica_enabled",
+    "rpl_semi_sync_source_timeout",
+    "rpl_semi_sync_master_wait_no_slave",
+    "rpl_semi_sync_source_wait_no_replica",
+];
+
+/// The status counters of [`write_gate`], and only them (no storage engine's counters: a
+/// server whose disk hangs can hang those).
+pub const WRITE_GATE_STATUS_SQL: &str = "SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync%'";
+
+/// A server's write gate: `read_only` and its semi-sync source state, read apart from the
+/// full probe (see [`crate::Session::write_gate`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteGate {
+    /// `@@read_only`.
+    pub read_only: bool,
+    /// Semi-sync settings and status.
+    pub semi_sync: SemiSyncState,
 }
 
 /// The monitoring counters and gauges of a probe's reply. Lenient: a value that is missing or

@@ -498,6 +498,29 @@ impl Session {
         Ok(n("io") == 0 && n("killed") > 0)
     }
 
+    /// Read only what says whether the server takes writes and whether one can complete
+    /// without a replica's ack: `read_only` and the semi-sync source state
+    /// ([`parse::write_gate`]). For a server whose full read ([`Self::observe`]) hangs: with
+    /// its disk frozen, a storage engine's status counters can wait on the disk, while
+    /// these wait on nothing.
+    pub async fn write_gate(&mut self) -> Result<parse::WriteGate, ProbeError> {
+        static VARIABLES: LazyLock<String> =
+            LazyLock::new(|| parse::show_where("VARIABLES", parse::WRITE_GATE_VARIABLES));
+        let (vars, status) = self
+            .call("write gate", async move |c| {
+                let vars: Vec<Row> = c.query(VARIABLES.as_str()).await?;
+                let status: Vec<Row> = c.query(parse::WRITE_GATE_STATUS_SQL).await?;
+                Ok((vars, status))
+            })
+            .await?;
+        parse::write_gate(&name_values(&vars), &name_values(&status)).map_err(|detail| {
+            ProbeError::Reply {
+                what: "write gate",
+                detail,
+            }
+        })
+    }
+
     /// The `id` column of a processlist query, as numbers.
     async fn thread_ids(
         &mut self,

@@ -220,10 +220,10 @@ pub fn mute(x: &Look, prev: &[Look], now: &[Look]) -> bool {
 /// Why `x` may acknowledge a write (see [`mute`]); `None` when it cannot. For the
 /// guardrail's abort message.
 pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
-    let Some(st) = x.state.as_ref() else {
+    // A member whose full read hung is judged by its write gate alone.
+    let Some(ss) = x.semi_sync() else {
         return Some("not read".into());
     };
-    let ss = &st.semi_sync;
     let lossless = ss.source_enabled
         && ss.source_active
         && ss.source_wait_no_replica == Some(true)
@@ -277,8 +277,8 @@ pub fn why_not_mute(x: &Look, prev: &[Look], now: &[Look]) -> Option<String> {
         looks
             .iter()
             .find(|l| l.addr == x.addr)
-            .and_then(|l| l.state.as_ref())
-            .and_then(|s| s.semi_sync.source_yes_tx)
+            .and_then(Look::semi_sync)
+            .and_then(|s| s.source_yes_tx)
     };
     if let (Some(a), Some(b)) = (yes_tx(prev), ss.source_yes_tx) {
         if a == b && ss.source_clients == 0 {
