@@ -4,6 +4,7 @@ mod alert_cmd;
 mod bench_cmd;
 mod client_cmd;
 mod creds;
+mod docs_cmd;
 mod doctor_cmd;
 mod drt_cmd;
 mod probe_cmd;
@@ -34,9 +35,20 @@ struct Cli {
     /// Log filter for stderr, as RUST_LOG takes it (e.g. `info`, `dbfleet=debug`).
     #[arg(long, global = true, env = "DBFLEET_LOG", default_value = "warn")]
     log: String,
+    /// Log lines as text, or as JSON: one object per line, each field (cluster, instance,
+    /// operation id) a key of its own, for a log pipeline.
+    #[arg(long, global = true, env = "DBFLEET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written to stderr.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -250,6 +262,12 @@ enum Command {
     /// the daemon runs. Exit code 3 when it is damaged or unexpectedly empty.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Print a shell completion script: `dbfleet completions bash >
+    /// /etc/bash_completion.d/dbfleet` (the package installs them).
+    Completions(docs_cmd::CompletionsArgs),
+    /// Write the man pages, one per command (`dbfleet.1`, `dbfleet-serve.1`, …), into a
+    /// directory, or print dbfleet(1) (the package installs them).
+    Man(docs_cmd::ManArgs),
 }
 
 /// An error with the exit code it maps to: 2 for bad input, 3 for a refused metadata store
@@ -290,13 +308,22 @@ fn main() -> ExitCode {
         );
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // The event's fields at the top level, beside `timestamp`, `level`, `target` and
+        // `message`; the span's fields (an operation's id) under `span`.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(2)
@@ -331,6 +358,8 @@ fn main() -> ExitCode {
                 json,
             } => client_cmd::events(&api, cluster.as_deref(), limit, json).await,
             Command::Config(cmd) => serve_cmd::config(cmd).await,
+            Command::Completions(args) => docs_cmd::completions::<Cli>(args),
+            Command::Man(args) => docs_cmd::man::<Cli>(args),
             Command::Failover { cluster, api, json } => {
                 client_cmd::failover(&api, &cluster, json).await
             }

@@ -8,7 +8,9 @@ use crate::{print_json, CliError};
 /// Arguments of `dbfleet serve`.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// The config file (see docs/dbfleet.example.toml; `dbfleet sandbox up` writes one).
+    /// The config file. The package installs one to edit as /etc/dbfleet/dbfleet.toml, and
+    /// the commented example as /usr/share/doc/dbfleet/examples/dbfleet.toml (in the source:
+    /// docs/dbfleet.example.toml); `dbfleet sandbox up` writes one for its sandbox.
     #[arg(long, short, env = "DBFLEET_CONFIG")]
     pub config: PathBuf,
     /// Give the schema to a SQLite store file that exists but is empty (0 bytes) or has no

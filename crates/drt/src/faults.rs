@@ -69,7 +69,9 @@ use sandbox::SandboxError;
 use serde::Serialize;
 
 pub use disk::{member_loopfs, DiskFault, DiskSpec};
-pub use network::{loopback_addr, sweep, NetworkFault, NetworkSpec, SweepReport, CHAIN_PREFIX};
+pub use network::{
+    loopback_addr, may_change_firewall, sweep, NetworkFault, NetworkSpec, SweepReport, CHAIN_PREFIX,
+};
 pub use process::{ProcessFault, ProcessSpec};
 pub use proxy::{LatencyProxy, ProxyControl, ProxyFaults, ProxyOptions, ProxyStats};
 pub use replication::{ReplicationFault, ReplicationSpec, BREAK_SCHEMA, ERRANT_SCHEMA};
@@ -96,6 +98,17 @@ pub enum FaultError {
     /// running.
     #[error("{0}")]
     Precondition(String),
+    /// Network faults need root or `CAP_NET_ADMIN`, which this process lacks (the dbfleet
+    /// service runs unprivileged).
+    #[error(
+        "network faults change iptables rules, which needs root or CAP_NET_ADMIN, and this \
+         process (uid {uid}) has neither: run this DRT from a root shell (the dbfleet service \
+         runs unprivileged and keeps it so)"
+    )]
+    NeedsNetAdmin {
+        /// The effective user id.
+        uid: u32,
+    },
     /// An iptables command failed.
     #[error("iptables {args}: {detail}")]
     Iptables {

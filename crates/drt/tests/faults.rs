@@ -891,3 +891,54 @@ async fn a_stalled_stream_freezes_one_replica_only_and_resumes_on_heal() {
         .unwrap_err();
     assert!(matches!(err, FaultError::Precondition(_)), "{err}");
 }
+
+const UNPRIVILEGED_CHILD_ENV: &str = "DRT_NETWORK_UNPRIVILEGED_CHILD";
+
+/// Run by [`an_unprivileged_network_fault_says_it_needs_root_or_cap_net_admin`] in a child
+/// process as `nobody`; does nothing otherwise. Prints the injection's error.
+#[test]
+fn network_fault_unprivileged_child() {
+    if std::env::var(UNPRIVILEGED_CHILD_ENV).is_err() {
+        return;
+    }
+    match NetworkFault::inject(NetworkSpec::Partition {
+        addr: loopback(27520),
+    }) {
+        Ok(_) => println!("INJECTED"),
+        Err(e) => println!("ERROR: {e}"),
+    }
+}
+
+#[test]
+fn an_unprivileged_network_fault_says_it_needs_root_or_cap_net_admin() {
+    // As the dbfleet service runs: an unprivileged user, no capability.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+        ])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "network_fault_unprivileged_child", "--nocapture"])
+        .env(UNPRIVILEGED_CHILD_ENV, "1")
+        .output()
+        .expect("run setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("ERROR: ") || l == &"INJECTED")
+        .unwrap_or_else(|| {
+            panic!(
+                "the child said nothing: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(
+        line.contains("root or CAP_NET_ADMIN") && line.contains("uid 65534"),
+        "{line}"
+    );
+    assert!(faults::may_change_firewall(), "this test runs as root");
+}

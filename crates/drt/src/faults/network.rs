@@ -152,6 +152,11 @@ impl NetworkFault {
         for a in spec.addrs() {
             check_loopback(a)?;
         }
+        if !may_change_firewall() {
+            return Err(FaultError::NeedsNetAdmin {
+                uid: nix::unistd::geteuid().as_raw(),
+            });
+        }
         let chain = format!(
             "{CHAIN_PREFIX}{}-{}",
             std::process::id(),
@@ -207,6 +212,23 @@ impl NetworkFault {
 }
 
 guard_methods!(NetworkFault);
+
+/// Whether this process may change iptables rules: root, or `CAP_NET_ADMIN` in its
+/// effective set (`CapEff` in /proc/self/status, bit 12).
+pub fn may_change_firewall() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
 
 /// The rule in OUTPUT that sends loopback traffic to `chain`.
 fn jump_rule(op: &str, chain: &str) -> Vec<String> {
