@@ -31,11 +31,32 @@ pub struct CredentialArgs {
     /// The environment variable that holds the password for `--user`.
     #[arg(long, value_name = "VAR", default_value = "DBFLEET_PASSWORD")]
     pub password_env: String,
+    /// TLS to the server: off, preferred, required, verify_ca or verify_identity (as a
+    /// cluster's `tls` in the config). A `sandbox up --tls` member needs verify_identity
+    /// with `--tls-ca-file DIR/tls/ca.pem`.
+    #[arg(long, value_name = "MODE", default_value = "off")]
+    pub tls: model::TlsMode,
+    /// PEM file of the CA that signs the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 impl CredentialArgs {
     /// Load the credentials the arguments name.
     pub fn load(&self) -> anyhow::Result<Credentials> {
+        if self.tls_ca_file.is_some() && self.tls == model::TlsMode::Off {
+            anyhow::bail!("--tls-ca-file needs --tls (e.g. --tls verify_identity)");
+        }
+        let tls = model::TlsSettings {
+            mode: self.tls,
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: None,
+            key_file: None,
+        };
+        Ok(self.load_plain()?.with_tls(tls))
+    }
+
+    fn load_plain(&self) -> anyhow::Result<Credentials> {
         match (&self.credentials, &self.user) {
             (Some(path), _) => load_file(path),
             (None, Some(user)) => {

@@ -49,6 +49,12 @@ pub enum SandboxCommand {
         /// per member; `down` unmounts them.
         #[arg(long, value_name = "MIB", num_args = 0..=1, default_missing_value = "256")]
         loop_datadirs: Option<u32>,
+        /// TLS everywhere: the sandbox makes a CA and a server certificate (in DIR/tls),
+        /// its members take no plain TCP connection (`require_secure_transport=ON`),
+        /// replication included, and the config it writes sets the cluster's
+        /// `tls = "verify_identity"` with that CA.
+        #[arg(long)]
+        tls: bool,
         #[command(flatten)]
         root: RootArg,
         /// Print the result as JSON.
@@ -126,6 +132,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             semi_sync,
             base_port,
             loop_datadirs,
+            tls,
             root,
             json,
         } => {
@@ -143,6 +150,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 root: root.root(),
                 tuning: sandbox::Tuning {
                     loop_datadir_mb: loop_datadirs.unwrap_or(0),
+                    tls,
                     ..Default::default()
                 },
             };
@@ -259,6 +267,11 @@ fn write_config(sb: &Sandbox) -> Result<PathBuf, CliError> {
             &sb.repl_credentials_file(),
             &instances,
             sb.manifest().semi_sync,
+            sb.manifest()
+                .tuning
+                .tls
+                .then(|| sandbox::tls::ca_file(sb.dir()))
+                .as_deref(),
         );
         std::fs::write(&path, text)
             .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;

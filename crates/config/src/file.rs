@@ -110,6 +110,16 @@ pub(crate) struct FileCluster {
     #[serde(default)]
     pub drt_allowed: bool,
     pub replication_credentials: Option<String>,
+    /// TLS to the cluster's servers: `off` (default), `preferred`, `required`, `verify_ca`,
+    /// `verify_identity`.
+    #[serde(default)]
+    pub tls: model::TlsMode,
+    /// PEM file of the CA that signs the servers' certificates.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of a client certificate, with `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's key.
+    pub tls_key_file: Option<PathBuf>,
     #[serde(default)]
     pub failover: FailoverConfig,
     /// `[cluster.detection]`.

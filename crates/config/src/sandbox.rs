@@ -20,6 +20,7 @@ pub fn sandbox_config(
     repl_credentials_file: &Path,
     instances: &[(InstanceAddr, bool)],
     semi_sync: bool,
+    tls_ca_file: Option<&Path>,
 ) -> String {
     let replicas = instances.iter().filter(|(_, primary)| !primary).count();
     let mut out = String::new();
@@ -73,7 +74,7 @@ max_lag = "10s"
 drt_allowed = true
 # Replicas replicate with [credentials.repl].
 replication_credentials = "repl"
-
+{tls}
 # The sandbox's datadirs share this host's disk, whose free space says nothing about the
 # cluster: no DiskSpaceLow (a full disk is still PrimaryDiskFull). A real cluster keeps the
 # defaults, 10 and 5 percent.
@@ -93,6 +94,15 @@ block_window = "10m"
         data_dir = quote(&data_dir.to_string_lossy()),
         credentials_file = quote(&credentials_file.to_string_lossy()),
         repl_credentials_file = quote(&repl_credentials_file.to_string_lossy()),
+        tls = match tls_ca_file {
+            Some(ca) => format!(
+                "# The sandbox takes TLS connections only (`sandbox up --tls`): check its \
+                 certificates\n# against the CA it made, names included.\ntls = \"verify_identity\"\n\
+                 tls_ca_file = {}\n",
+                quote(&ca.to_string_lossy())
+            ),
+            None => String::new(),
+        },
     );
     for (addr, primary) in instances {
         let role = if *primary {

@@ -610,6 +610,11 @@ pub struct ClusterConfig {
     /// The `[credentials]` entry replicas use to replicate (`CHANGE MASTER ... MASTER_USER`)
     /// when failover or switchover repoints them. Without it, those operations refuse.
     pub replication_credentials: Option<String>,
+    /// TLS to its servers (`tls`, `tls_ca_file`, `tls_cert_file`, `tls_key_file`): every
+    /// connection dbfleet makes over TCP, and the replication a failover or switchover
+    /// sets up (`MASTER_SSL`).
+    #[serde(flatten)]
+    pub tls: model::TlsSettings,
     /// `[cluster.failover]`: the failover policy and hooks.
     pub failover: FailoverConfig,
     /// `[cluster.detection]`: how a primary's death is confirmed.

@@ -840,7 +840,9 @@ fn sandbox_config_round_trips() {
         (InstanceAddr::new("::1", 23308), false),
     ];
     for semi_sync in [false, true] {
-        let text = sandbox_config("demo-1", &data_dir, &creds, &creds, &instances, semi_sync);
+        let text = sandbox_config(
+            "demo-1", &data_dir, &creds, &creds, &instances, semi_sync, None,
+        );
         assert!(text.starts_with("# "), "{text}");
         let c = Config::from_str_at(&text, Path::new("/elsewhere"))
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -1079,4 +1081,66 @@ fn echoed_values_are_cut_short() {
     let text = minimal(&format!("[probe]\n{long} = 1\n"));
     let shown = parse(&text).unwrap_err().to_string();
     assert!(shown.len() < 1000, "{}", &shown[..1000.min(shown.len())]);
+}
+
+#[test]
+fn cluster_tls_files_are_resolved_checked_and_paired() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "client.pem", "client-key.pem"] {
+        std::fs::write(dir.path().join(f), "pem").unwrap();
+    }
+    let text = |tls: &str| {
+        format!(
+            "[store]\ndata_dir = \"state\"\n[credentials.admin]\nuser = \"dbfleet\"\n\
+             password_env = \"DBFLEET_TEST_UNUSED\"\n[[cluster]]\nname = \"main\"\n\
+             credentials = \"admin\"\n{tls}\n[[cluster.instance]]\naddr = \"127.0.0.1:23306\"\n"
+        )
+    };
+    let at = |t: &str| Config::from_str_at(&text(t), dir.path());
+
+    let c = at("tls = \"verify_identity\"\ntls_ca_file = \"ca.pem\"\n\
+                tls_cert_file = \"client.pem\"\ntls_key_file = \"client-key.pem\"")
+    .unwrap();
+    let tls = &c.clusters[0].tls;
+    assert_eq!(tls.mode, model::TlsMode::VerifyIdentity);
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(dir.path().join("ca.pem").as_path())
+    );
+    assert_eq!(
+        tls.key_file.as_deref(),
+        Some(dir.path().join("client-key.pem").as_path())
+    );
+    // The key is a secret file: its permissions are checked like the others'.
+    assert!(c
+        .secret_files()
+        .iter()
+        .any(|(field, _)| field == "cluster[0].tls_key_file"));
+    // The default is off, with no file.
+    assert_eq!(
+        at("").unwrap().clusters[0].tls,
+        model::TlsSettings::default()
+    );
+
+    for (t, field, says) in [
+        ("tls = \"secure\"", "verify_identity", "unknown variant"),
+        (
+            "tls_ca_file = \"ca.pem\"",
+            "cluster[0].tls_ca_file",
+            "tls = \"off\"",
+        ),
+        (
+            "tls = \"verify_ca\"\ntls_ca_file = \"missing.pem\"",
+            "cluster[0].tls_ca_file",
+            "cannot read",
+        ),
+        (
+            "tls = \"required\"\ntls_cert_file = \"client.pem\"",
+            "cluster[0].tls_key_file",
+            "go together",
+        ),
+    ] {
+        let e = at(t).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(says), "{t}: {e}");
+    }
 }

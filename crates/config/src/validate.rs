@@ -181,6 +181,46 @@ fn scrub(message: &str) -> String {
     out
 }
 
+/// A cluster's TLS: the files resolved against `base` and readable, a client certificate
+/// with its key, and files only where TLS is on.
+fn validate_tls(
+    at: &str,
+    base: &Path,
+    mode: model::TlsMode,
+    [ca, cert, key]: [Option<PathBuf>; 3],
+    errs: &mut Vec<ConfigError>,
+) -> model::TlsSettings {
+    let mut file = |name: &str, p: Option<PathBuf>| {
+        let p = resolve(base, &p?);
+        let field = format!("{at}.{name}");
+        if mode == model::TlsMode::Off {
+            errs.push(ConfigError::invalid(
+                field,
+                "is set but tls = \"off\": set tls (e.g. \"verify_identity\") or remove it",
+            ));
+        } else if let Err(e) = std::fs::File::open(&p) {
+            errs.push(ConfigError::invalid(
+                field,
+                format!("cannot read {}: {e}", p.display()),
+            ));
+        }
+        Some(p)
+    };
+    let tls = model::TlsSettings {
+        mode,
+        ca_file: file("tls_ca_file", ca),
+        cert_file: file("tls_cert_file", cert),
+        key_file: file("tls_key_file", key),
+    };
+    if tls.cert_file.is_some() != tls.key_file.is_some() {
+        errs.push(ConfigError::invalid(
+            format!("{at}.tls_key_file"),
+            "tls_cert_file and tls_key_file go together: set both or neither",
+        ));
+    }
+    tls
+}
+
 /// Resolve `p` against `base` unless it is absolute.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
@@ -330,11 +370,22 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             max_lag,
             drt_allowed,
             replication_credentials,
+            tls,
+            tls_ca_file,
+            tls_cert_file,
+            tls_key_file,
             failover,
             detection,
             instance,
         } = c;
         let at = format!("cluster[{ci}]");
+        let tls = validate_tls(
+            &at,
+            base,
+            tls,
+            [tls_ca_file, tls_cert_file, tls_key_file],
+            &mut errs,
+        );
         if !valid_cluster_name(&name) {
             errs.push(ConfigError::invalid(
                 format!("{at}.name"),
@@ -534,6 +585,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             max_lag,
             drt_allowed,
             replication_credentials,
+            tls,
             failover,
             detection,
             instances,

@@ -158,14 +158,16 @@ pub async fn run(
             .resolve_credentials(&c.credentials)
             .map_err(|e| DaemonError::Config(e.into()))?;
         let (user, password) = creds.into_parts();
-        let admin = Credentials::new(user, password);
+        // Every connection to the cluster's servers, and the replication failover and
+        // switchover set up, use its TLS.
+        let admin = Credentials::new(user, password).with_tls(c.tls.clone());
         let repl = match &c.replication_credentials {
             Some(name) => {
                 let (u, p) = cfg
                     .resolve_credentials(name)
                     .map_err(|e| DaemonError::Config(e.into()))?
                     .into_parts();
-                Some(Credentials::new(u, p))
+                Some(Credentials::new(u, p).with_tls(c.tls.clone()))
             }
             None => None,
         };

@@ -26,5 +26,7 @@ pub use round::{ClusterRound, RoundTrigger};
 pub use spec::{ClusterSpec, InstanceSpec, PromotionRule, StorageSpec, DEFAULT_STALL_CONFIRM};
 pub mod analysis;
 pub mod stream;
+pub mod tls;
 
 pub use stream::{SharedStreams, StreamTracker};
+pub use tls::{TlsMode, TlsSettings};

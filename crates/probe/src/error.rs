@@ -95,7 +95,19 @@ impl From<mysql_async::Error> for ProbeError {
             {
                 Self::Refused
             }
-            other => Self::Other(other.to_string()),
+            mysql_async::Error::Io(mysql_async::IoError::Tls(t)) => {
+                Self::Other(format!("TLS: {t}"))
+            }
+            other => {
+                let text = other.to_string();
+                // rustls's refusal reaches us wrapped twice in io errors.
+                let inner = text.trim_start_matches("Input/output error: ");
+                if inner.starts_with("invalid peer certificate") {
+                    Self::Other(format!("TLS: {inner}"))
+                } else {
+                    Self::Other(text)
+                }
+            }
         }
     }
 }

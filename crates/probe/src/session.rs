@@ -3,32 +3,51 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, OptsBuilder, Row, Value};
+use mysql_async::{ClientIdentity, Conn, OptsBuilder, Row, SslOpts, Value};
 
-use model::{Flavor, HeartbeatReading, InstanceAddr, Observation, Reachability, ServerState};
+use model::{
+    Flavor, HeartbeatReading, InstanceAddr, Observation, Reachability, ServerState, TlsMode,
+    TlsSettings,
+};
 
 use crate::parse::{self, RowMap, Vars};
 use crate::ProbeError;
 
-/// A user and password for managed servers. `Debug` never shows the password.
+/// A user and password for managed servers, and the cluster's TLS for connections over
+/// TCP. `Debug` never shows the password.
 #[derive(Clone)]
 pub struct Credentials {
     /// The account name.
     pub user: String,
     password: String,
+    tls: Option<Arc<TlsSettings>>,
 }
 
 impl Credentials {
-    /// Credentials from a user and a password.
+    /// Credentials from a user and a password, over plain connections.
     pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
         Self {
             user: user.into(),
             password: password.into(),
+            tls: None,
         }
+    }
+
+    /// The same account, connecting with `tls` over TCP (a Unix socket needs none). A
+    /// replica pointed at a source with these credentials replicates over TLS too
+    /// ([`ChangeSource`]).
+    pub fn with_tls(mut self, tls: TlsSettings) -> Self {
+        self.tls = tls.enabled().then(|| Arc::new(tls));
+        self
+    }
+
+    /// The TLS of its connections; `None` for plain ones.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        self.tls.as_deref()
     }
 
     /// The password, for the one place that must send it.
@@ -42,6 +61,7 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("user", &self.user)
             .field("password", &"<redacted>")
+            .field("tls", &self.tls.as_ref().map(|t| t.mode))
             .finish()
     }
 }
@@ -113,7 +133,37 @@ impl Session {
             .ip_or_hostname(addr.host.clone())
             .tcp_port(addr.port)
             .prefer_socket(false);
-        Self::open(addr.to_string(), builder, creds, opts).await
+        let Some(tls) = creds.tls() else {
+            return Self::open(addr.to_string(), builder, creds, opts).await;
+        };
+        let secure = builder.clone().ssl_opts(ssl_opts(tls));
+        let first = Self::open(addr.to_string(), secure.clone(), creds, opts).await;
+        // `verify_ca` checks the chain, not the name. mysql_async's switch for that misses
+        // rustls 0.23's wording, so its name check fails a certificate for another name.
+        // rustls checks the chain before the name: such a failure means the chain is
+        // good, and one more connect that expects the name the certificate holds proves
+        // the same chain again and passes.
+        let first = match (&first, tls.mode) {
+            (Err(ProbeError::Other(m)), TlsMode::VerifyCa) => match presented_name(m) {
+                Some(name) => {
+                    let o = ssl_opts(tls).with_danger_tls_hostname_override(Some(name));
+                    Self::open(addr.to_string(), builder.clone().ssl_opts(o), creds, opts).await
+                }
+                None => first,
+            },
+            _ => first,
+        };
+        match first {
+            // `preferred`: a server that offers no TLS gets a plain connection.
+            Err(ProbeError::Other(m)) if tls.mode == TlsMode::Preferred && m.contains(NO_TLS) => {
+                Self::open(addr.to_string(), builder, creds, opts).await
+            }
+            Err(ProbeError::Other(m)) if m.contains(NO_TLS) => Err(ProbeError::Other(format!(
+                "the server does not offer TLS, and the cluster's tls = \"{}\" requires it",
+                tls.mode
+            ))),
+            r => r,
+        }
     }
 
     /// Connect over a Unix socket, as the sandbox does to bootstrap a new server as root.
@@ -601,7 +651,7 @@ impl Session {
             sql_escape(to.creds.password()),
             to.connect_retry_s,
             to.heartbeat.as_secs_f64(),
-        );
+        ) + &master_ssl(to.creds.tls());
         self.exec("change master", &sql).await
     }
 
@@ -611,6 +661,73 @@ impl Session {
             let _ = tokio::time::timeout(self.opts.query_timeout, conn.disconnect()).await;
         }
     }
+}
+
+/// What mysql_async says when TLS was asked for and the server does not offer it
+/// (`DriverError::NoClientSslFlagFromServer`), as [`ProbeError::Other`] carries it.
+const NO_TLS: &str = "Client asked for SSL but server does not have this capability";
+
+/// From rustls's "certificate not valid for name …; certificate is only valid for
+/// DnsName(\"db1\")" (or `IpAddress(10.0.0.1)`), the first name the certificate holds.
+fn presented_name(message: &str) -> Option<String> {
+    let (_, after) = message.split_once("certificate is only valid for ")?;
+    if let Some(rest) = after.strip_prefix("DnsName(\"") {
+        return rest.split_once('"').map(|(n, _)| n.to_string());
+    }
+    let rest = after.strip_prefix("IpAddress(")?;
+    rest.split_once(')').map(|(n, _)| n.to_string())
+}
+
+/// mysql_async's TLS options for `tls` (rustls). `preferred` and `required` check no
+/// certificate; `verify_ca` checks the chain; `verify_identity` the name too.
+fn ssl_opts(tls: &TlsSettings) -> SslOpts {
+    let mut o = SslOpts::default();
+    if let Some(ca) = &tls.ca_file {
+        o = o.with_root_certs(vec![ca.clone().into()]);
+    }
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        o = o.with_client_identity(Some(ClientIdentity::new(
+            cert.clone().into(),
+            key.clone().into(),
+        )));
+    }
+    match tls.mode {
+        TlsMode::Off | TlsMode::Preferred | TlsMode::Required => o
+            .with_danger_accept_invalid_certs(true)
+            .with_danger_skip_domain_validation(true),
+        TlsMode::VerifyCa => o,
+        TlsMode::VerifyIdentity => o,
+    }
+}
+
+/// The `CHANGE MASTER` options that make a replica replicate over `tls`, the same mode as
+/// dbfleet's own connections: `MASTER_SSL=1`, the CA when it verifies, the name check for
+/// `verify_identity`, and the client certificate. The files are read by the replica's
+/// server, so they must be at the same paths on its host. Nothing for plain connections
+/// (a replica keeps whatever TLS it was given by hand).
+fn master_ssl(tls: Option<&TlsSettings>) -> String {
+    let Some(tls) = tls else {
+        return String::new();
+    };
+    let path = |p: &std::path::Path| sql_escape(&p.display().to_string());
+    let mut out = String::from(", MASTER_SSL=1");
+    if tls.mode.verifies() {
+        if let Some(ca) = &tls.ca_file {
+            out += &format!(", MASTER_SSL_CA='{}'", path(ca));
+        }
+    }
+    out += &format!(
+        ", MASTER_SSL_VERIFY_SERVER_CERT={}",
+        u8::from(tls.mode == TlsMode::VerifyIdentity)
+    );
+    if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+        out += &format!(
+            ", MASTER_SSL_CERT='{}', MASTER_SSL_KEY='{}'",
+            path(cert),
+            path(key)
+        );
+    }
+    out
 }
 
 /// What [`Session::observe_with`] reads besides the server's state.

@@ -10,6 +10,7 @@ mod manifest;
 mod process;
 mod sandbox;
 pub mod testing;
+pub mod tls;
 
 pub use binaries::{locate, locate_in_path, Binaries};
 pub use manifest::{Manifest, Member, Role};

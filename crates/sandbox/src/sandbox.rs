@@ -141,6 +141,11 @@ pub struct Tuning {
     /// default): plain directories. Needs root and free loop devices (see
     /// [`crate::loopfs`]).
     pub loop_datadir_mb: u32,
+    /// TLS everywhere (`sandbox up --tls`): a CA and a server certificate made by the
+    /// sandbox (`DIR/tls`), every member with `require_secure_transport=ON` (no plain TCP
+    /// connection, replication included), and accounts that connect with
+    /// `verify_identity` against that CA.
+    pub tls: bool,
 }
 
 impl Default for Tuning {
@@ -149,6 +154,7 @@ impl Default for Tuning {
             slave_net_timeout_s: 4,
             semi_sync_timeout_ms: model::SEMI_SYNC_LOSSLESS_TIMEOUT_MS,
             loop_datadir_mb: 0,
+            tls: false,
         }
     }
 }
@@ -177,7 +183,7 @@ pub struct CredentialSet {
     pub app: Account,
 }
 
-/// A user and password.
+/// A user and password, and the TLS its connections use (a `--tls` sandbox).
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
@@ -185,12 +191,19 @@ pub struct Account {
     pub user: String,
     /// Password.
     pub password: String,
+    /// TLS of its connections; `None`: plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<model::TlsSettings>,
 }
 
 impl Account {
     /// As probe credentials.
     pub fn credentials(&self) -> Credentials {
-        Credentials::new(&self.user, &self.password)
+        let c = Credentials::new(&self.user, &self.password);
+        match &self.tls {
+            Some(t) => c.with_tls(t.clone()),
+            None => c,
+        }
     }
 }
 
@@ -439,18 +452,36 @@ impl Sandbox {
     async fn build(&self, bins: &Binaries) -> Result<()> {
         fs::create_dir_all(&self.dir)
             .map_err(|e| anyhow::anyhow!("create {}: {e}", self.dir.display()))?;
+        let tls = if self.manifest.tuning.tls {
+            let host = &self.manifest.members[0].host;
+            let ip = host.parse().map_err(|_| {
+                SandboxError::Invalid(format!("--tls needs members on an IP address, not {host}"))
+            })?;
+            crate::tls::make(&self.dir, ip)?;
+            Some(model::TlsSettings {
+                mode: model::TlsMode::VerifyIdentity,
+                ca_file: Some(crate::tls::ca_file(&self.dir)),
+                cert_file: None,
+                key_file: None,
+            })
+        } else {
+            None
+        };
         let creds = CredentialSet {
             admin: Account {
                 user: "dbfleet".into(),
                 password: random_password()?,
+                tls: tls.clone(),
             },
             repl: Account {
                 user: "repl".into(),
                 password: random_password()?,
+                tls: tls.clone(),
             },
             app: Account {
                 user: "app".into(),
                 password: random_password()?,
+                tls,
             },
         };
         write_private(
@@ -729,6 +760,16 @@ impl Sandbox {
             // let it answer its client) is rolled back and cut from the binlog, instead of
             // committed and left as an errant GTID. MariaDB 10.6.18/10.11.8 and later.
             args.push("--init-rpl-role=SLAVE".into());
+        }
+        if self.manifest.tuning.tls {
+            let (cert, key) = crate::tls::server_files(&self.dir);
+            args.push(format!(
+                "--ssl-ca={}",
+                crate::tls::ca_file(&self.dir).display()
+            ));
+            args.push(format!("--ssl-cert={}", cert.display()));
+            args.push(format!("--ssl-key={}", key.display()));
+            args.push("--require-secure-transport=ON".into());
         }
         if self.manifest.semi_sync {
             args.push("--rpl-semi-sync-slave-enabled=ON".into());
@@ -1173,7 +1214,7 @@ fn random_password() -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn write_private(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<()> {
     let mut f = fs::OpenOptions::new()
         .create(true)
         .write(true)
