@@ -159,26 +159,54 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client of the daemon at `api` (`http://host:port`, possibly with a base path),
-    /// calling with `token` when given.
+    /// A client of the daemon at `api` (`http://host:port` or `https://host:port`,
+    /// possibly with a base path), calling with `token` when given.
     pub fn new(api: &str, token: Option<String>) -> Result<Self, ClientError> {
+        Self::with_ca(api, token, None)
+    }
+
+    /// [`Client::new`], trusting the CA certificate(s) in the PEM file `ca_file` for an
+    /// `https://` API besides the built-in roots (a daemon's own CA, `--ca-file`).
+    pub fn with_ca(
+        api: &str,
+        token: Option<String>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
         let bad = |reason: String| ClientError::BadUrl {
             url: api.to_string(),
             reason,
         };
         let base = reqwest::Url::parse(api).map_err(|e| bad(format!("is not a URL: {e}")))?;
-        if base.scheme() != "http" || base.cannot_be_a_base() {
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(bad(
-                "must be an http:// URL such as http://127.0.0.1:7070".into()
+                "must be an http:// or https:// URL such as http://127.0.0.1:7070".into(),
             ));
         }
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .build()
-            .map_err(|source| ClientError::Http {
-                api: api.to_string(),
-                source,
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT);
+        if let Some(ca) = ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                ClientError::TokenFile(format!("read the CA file {}: {e}", ca.display()))
             })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientError::TokenFile(format!(
+                    "the CA file {} holds no PEM certificate: {e}",
+                    ca.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ClientError::TokenFile(format!(
+                    "the CA file {} holds no PEM certificate",
+                    ca.display()
+                )));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let http = builder.build().map_err(|source| ClientError::Http {
+            api: api.to_string(),
+            source,
+        })?;
         Ok(Self {
             shown: api.trim_end_matches('/').to_string(),
             base,
@@ -191,6 +219,16 @@ impl Client {
     pub fn with_token_file(api: &str, token_file: Option<&Path>) -> Result<Self, ClientError> {
         let token = token_file.map(read_token).transpose()?;
         Self::new(api, token)
+    }
+
+    /// [`Client::with_token_file`] with a CA file for an `https://` API.
+    pub fn with_token_and_ca_files(
+        api: &str,
+        token_file: Option<&Path>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, ClientError> {
+        let token = token_file.map(read_token).transpose()?;
+        Self::with_ca(api, token, ca_file)
     }
 
     /// The base URL, for messages.
@@ -566,9 +604,10 @@ mod tests {
             c.url(&["api", "v1", "events"], &[]).as_str(),
             "http://proxy/dbfleet/api/v1/events"
         );
-        for bad in ["127.0.0.1:7070", "https://x", "not a url"] {
+        for bad in ["127.0.0.1:7070", "ftp://x", "not a url"] {
             assert!(Client::new(bad, None).unwrap_err().is_usage(), "{bad}");
         }
+        assert!(Client::new("https://db-ctl:7070", None).is_ok());
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct ApiArgs {
     /// for reads.
     #[arg(long, env = "DBFLEET_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed an `https://` API's certificate (besides the
+    /// built-in roots).
+    #[arg(long, env = "DBFLEET_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `dbfleet clusters`: every cluster at a glance.
@@ -205,7 +209,12 @@ pub(crate) fn show<T>(
 
 /// The client of the daemon `api` names; reads the token file now, if one is given.
 pub(crate) fn client(api: &ApiArgs) -> Result<api::Client, CliError> {
-    api::Client::with_token_file(&api.api, api.token_file.as_deref()).map_err(api_error)
+    api::Client::with_token_and_ca_files(
+        &api.api,
+        api.token_file.as_deref(),
+        api.ca_file.as_deref(),
+    )
+    .map_err(api_error)
 }
 
 /// A failed call as the CLI reports it: bad input exits 2; a 401 says how to give a token;
@@ -1028,12 +1037,13 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
         ApiArgs {
             api: api.into(),
             token_file: None,
+            ca_file: None,
         }
     }
 
     #[test]
     fn a_bad_url_or_token_file_is_bad_input() {
-        for bad in ["127.0.0.1:7070", "https://x", "not a url"] {
+        for bad in ["127.0.0.1:7070", "ftp://x", "not a url"] {
             assert_eq!(client(&args(bad)).err().unwrap().code, 2, "{bad}");
         }
         let dir = tempfile::tempdir().unwrap();
@@ -1042,6 +1052,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
         let e = client(&ApiArgs {
             api: "http://127.0.0.1:7070".into(),
             token_file: Some(path),
+            ca_file: None,
         })
         .unwrap_err();
         assert_eq!(e.code, 2);

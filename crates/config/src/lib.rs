@@ -126,6 +126,9 @@ impl Config {
         if let Some(p) = &self.api.tokens_file {
             files.push(("api.tokens_file".into(), p.as_path()));
         }
+        if let Some(p) = &self.api.tls_key_file {
+            files.push(("api.tls_key_file".into(), p.as_path()));
+        }
         for (i, c) in self.clusters.iter().enumerate() {
             if let Some(p) = &c.tls.key_file {
                 files.push((format!("cluster[{i}].tls_key_file"), p.as_path()));

@@ -505,6 +505,29 @@ pub struct ApiConfig {
     /// requests, before it is closed. Default `10s`; above zero.
     #[serde(with = "serde_util::duration")]
     pub header_timeout: Duration,
+    /// PEM file of the API's TLS certificate (chain): with `tls_key_file`, the API serves
+    /// HTTPS only (rustls). Re-read when a SIGHUP restarts the daemon. Default: none.
+    #[serde(
+        serialize_with = "serde_util::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of that certificate's private key (a secret file).
+    #[serde(
+        serialize_with = "serde_util::opt_path",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub tls_key_file: Option<PathBuf>,
+    /// Whether plain HTTP may listen on an address other than loopback. Default `false`:
+    /// such a config is refused, since tokens would cross the network in clear.
+    pub allow_plaintext: bool,
+}
+
+impl ApiConfig {
+    /// Whether the API serves HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
 }
 
 impl Default for ApiConfig {
@@ -515,6 +538,9 @@ impl Default for ApiConfig {
             require_token_for_reads: false,
             max_connections: 256,
             header_timeout: Duration::from_secs(10),
+            tls_cert_file: None,
+            tls_key_file: None,
+            allow_plaintext: false,
         }
     }
 }

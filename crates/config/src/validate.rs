@@ -312,6 +312,38 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             "must be above zero",
         ));
     }
+    api.tls_cert_file = api.tls_cert_file.map(|p| resolve(base, &p));
+    api.tls_key_file = api.tls_key_file.map(|p| resolve(base, &p));
+    for (field, p) in [
+        ("api.tls_cert_file", &api.tls_cert_file),
+        ("api.tls_key_file", &api.tls_key_file),
+    ] {
+        if let Some(p) = p {
+            if let Err(e) = std::fs::File::open(p) {
+                errs.push(ConfigError::invalid(
+                    field,
+                    format!("cannot read {}: {e}", p.display()),
+                ));
+            }
+        }
+    }
+    if api.tls_cert_file.is_some() != api.tls_key_file.is_some() {
+        errs.push(ConfigError::invalid(
+            "api.tls_key_file",
+            "tls_cert_file and tls_key_file go together: set both or neither",
+        ));
+    }
+    if !api.tls() && !api.listen.ip().is_loopback() && !api.allow_plaintext {
+        errs.push(ConfigError::invalid(
+            "api.listen",
+            format!(
+                "{} is not a loopback address, and the API would serve plain HTTP there: \
+                 tokens would cross the network in clear. Set tls_cert_file and \
+                 tls_key_file, or allow_plaintext = true to accept that",
+                api.listen
+            ),
+        ));
+    }
 
     if probe.interval < MIN_PROBE_INTERVAL {
         errs.push(ConfigError::invalid(

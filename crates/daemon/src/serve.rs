@@ -275,6 +275,15 @@ pub async fn run(
         alerts: Some(alerting.alerting.clone()),
         answers: server::answers::Answers::default(),
     };
+    // HTTPS when the config names a certificate: read now, so a SIGHUP (which restarts
+    // the daemon with the file it validated) picks up a renewed one.
+    let tls = match (&cfg.api.tls_cert_file, &cfg.api.tls_key_file) {
+        (Some(cert), Some(key)) => Some(
+            server::tls_config(cert, key)
+                .map_err(|e| DaemonError::Config(e.context("[api] TLS")))?,
+        ),
+        _ => None,
+    };
     let mut api = tokio::spawn(server::serve_with(
         listener,
         state,
@@ -282,6 +291,7 @@ pub async fn run(
         server::ServeOptions {
             max_connections: api_connections,
             header_timeout: cfg.api.header_timeout,
+            tls,
             ..Default::default()
         },
     ));
@@ -337,7 +347,8 @@ pub async fn run(
         drt_cancel.clone(),
     );
     println!(
-        "dbfleet serve: node {node_id}, API on http://{} (at most {api_connections} connections), watching {} clusters, probing every {}, {}, {} file descriptors",
+        "dbfleet serve: node {node_id}, API on {}://{} (at most {api_connections} connections), watching {} clusters, probing every {}, {}, {} file descriptors",
+        if cfg.api.tls() { "https" } else { "http" },
         cfg.api.listen,
         cfg.clusters.len(),
         humantime::format_duration(cfg.probe.interval),

@@ -79,13 +79,25 @@ pub struct TlsSettings {
     #[serde(rename = "tls", default)]
     pub mode: TlsMode,
     /// PEM file of the CA certificate(s); `None`: the built-in roots (Mozilla's).
-    #[serde(rename = "tls_ca_file", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tls_ca_file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ca_file: Option<PathBuf>,
     /// PEM file of the client certificate (chain).
-    #[serde(rename = "tls_cert_file", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tls_cert_file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key.
-    #[serde(rename = "tls_key_file", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "tls_key_file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub key_file: Option<PathBuf>,
 }
 

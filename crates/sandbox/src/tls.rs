@@ -20,14 +20,14 @@ pub fn ca_file(sandbox_dir: &Path) -> PathBuf {
 }
 
 /// The members' certificate and key.
-pub(crate) fn server_files(sandbox_dir: &Path) -> (PathBuf, PathBuf) {
+pub fn server_files(sandbox_dir: &Path) -> (PathBuf, PathBuf) {
     let d = tls_dir(sandbox_dir);
     (d.join("server.pem"), d.join("server-key.pem"))
 }
 
 /// Make the CA and the server certificate for `ip` into `DIR/tls`. The CA's key is not
 /// kept: nothing signs with it later.
-pub(crate) fn make(sandbox_dir: &Path, ip: std::net::IpAddr) -> anyhow::Result<()> {
+pub fn make(sandbox_dir: &Path, ip: std::net::IpAddr) -> anyhow::Result<()> {
     let dir = tls_dir(sandbox_dir);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
     let ca_key = KeyPair::generate()?;

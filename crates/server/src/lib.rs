@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 pub use auth::Auth;
 pub use error::ApiError;
 pub use guard::{MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_URI_BYTES};
-pub use listen::ServeOptions;
+pub use listen::{tls_config, ServeOptions};
 pub use routes::MAX_TEXT_BYTES;
 
 pub use store::kinds::OPERATOR_NOTE;

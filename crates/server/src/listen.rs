@@ -54,7 +54,7 @@ pub const BODY_TIMEOUT_MESSAGE: &str = "the request body did not arrive within";
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// How the API's listener treats connections.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ServeOptions {
     /// The most connections served at once. Past it, new connections wait in the kernel's
     /// accept queue (they are not accepted, so they hold no file descriptor of the daemon)
@@ -68,6 +68,9 @@ pub struct ServeOptions {
     /// How long a request's whole body may take to arrive, from when a handler starts
     /// reading it; a body still incomplete then fails the request with a 408.
     pub body_timeout: Duration,
+    /// HTTPS: every connection's TLS handshake, within `header_timeout`, before any
+    /// request ([`tls_config`]). `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -76,8 +79,44 @@ impl Default for ServeOptions {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            tls: None,
         }
     }
+}
+
+/// The API's TLS from a PEM certificate chain and its private key (rustls on the ring
+/// provider; TLS 1.2 and 1.3).
+pub fn tls_config(
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("read the certificate {}: {e}", cert_file.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{} holds no PEM certificate",
+        cert_file.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| anyhow::anyhow!("read the private key {}: {e}", key_file.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .with_context(|| {
+        format!(
+            "{} and {} do not make a certificate and its key",
+            cert_file.display(),
+            key_file.display()
+        )
+    })?;
+    Ok(Arc::new(config))
 }
 
 /// Serve `app` on `listener` until `shutdown` is cancelled; then stop accepting, let the
@@ -148,24 +187,28 @@ pub async fn serve_router(
             _ = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(JsonParseErrors::new(stream));
         let body_timeout = opts.body_timeout;
         let service = app.clone().map_request(move |r: hyper::Request<Incoming>| {
             r.map(|b| axum::body::Body::new(DeadlineBody::new(b, body_timeout)))
         });
-        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
+        let service = TowerToHyperService::new(service);
         let shutdown = shutdown.clone();
+        let builder = builder.clone();
+        let tls = opts.tls.clone();
+        let handshake_limit = opts.header_timeout;
         tracker.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => serve_conn(&builder, stream, service, &shutdown).await,
+                Some(tls) => {
+                    // The handshake in this connection's task, under the head's deadline:
+                    // a client that connects and says nothing holds only its own slot.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(handshake_limit, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => serve_conn(&builder, s, service, &shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "API TLS handshake failed"),
+                        Err(_) => tracing::debug!("API TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "API connection ended with an error");
             }
             drop(permit);
         });
@@ -173,6 +216,36 @@ pub async fn serve_router(
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Serve one connection until it ends, or gracefully once `shutdown` is cancelled.
+async fn serve_conn<S, Svc>(
+    builder: &hyper::server::conn::http1::Builder,
+    stream: S,
+    service: Svc,
+    shutdown: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(JsonParseErrors::new(stream)), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "API connection ended with an error");
+    }
 }
 
 /// A request body that fails once it has taken longer than its timeout to arrive, counted
@@ -235,16 +308,16 @@ impl http_body::Body for DeadlineBody {
 /// The rewrite only ever applies to a write that is a whole response head of status 4xx with
 /// `content-length: 0`: the router never sends one (its errors all have JSON bodies), so only
 /// hyper's parse-error answers match. Hyper closes the connection after them.
-pub struct JsonParseErrors {
-    inner: TcpStream,
+pub struct JsonParseErrors<S = TcpStream> {
+    inner: S,
     /// The rewritten response still to be sent.
     pending: Vec<u8>,
     sent: usize,
 }
 
-impl JsonParseErrors {
+impl<S: AsyncRead + AsyncWrite + Unpin> JsonParseErrors<S> {
     /// Wrap an accepted connection.
-    pub fn new(inner: TcpStream) -> Self {
+    pub fn new(inner: S) -> Self {
         Self {
             inner,
             pending: Vec::new(),
@@ -317,7 +390,7 @@ fn rewrite_parse_error(buf: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-impl AsyncRead for JsonParseErrors {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for JsonParseErrors<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -327,7 +400,7 @@ impl AsyncRead for JsonParseErrors {
     }
 }
 
-impl AsyncWrite for JsonParseErrors {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
