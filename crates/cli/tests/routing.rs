@@ -4,10 +4,154 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{test_config, Daemon};
-use common::TestSandbox;
+use common::{dbfleet, ok, TestSandbox};
+use model::InstanceAddr;
+use probe::{ProbeOptions, Session};
+
+/// A real `haproxy` in the foreground (`-db`), started by the test and killed by PID on
+/// drop.
+struct Haproxy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Haproxy {
+    fn start(cfg: &Path) -> Self {
+        let log = cfg.with_extension("log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(haproxy_bin())
+            .args(["-db", "-f"])
+            .arg(cfg)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("start haproxy");
+        Self { child, log }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn haproxy_bin() -> PathBuf {
+    sandbox::locate_in_path("haproxy").expect("haproxy is installed (scripts/install-deps.sh)")
+}
+
+/// `haproxy -c -f cfg` passes.
+fn assert_haproxy_accepts(cfg: &Path) {
+    let out = Command::new(haproxy_bin())
+        .args(["-c", "-f"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "haproxy -c refused {}:\n{}{}",
+        cfg.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What a client connected through `port` finds: the server's port, and whether a write
+/// there succeeded.
+async fn through(sb: &TestSandbox, port: u16, write: bool) -> Result<(u16, bool), String> {
+    let addr = InstanceAddr::new("127.0.0.1", port);
+    let opts = ProbeOptions {
+        connect_timeout: Duration::from_secs(2),
+        query_timeout: Duration::from_secs(5),
+    };
+    let mut s = Session::connect(&addr, &sb.admin(), opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows = s
+        .query_rows("port", "SELECT @@port AS port")
+        .await
+        .map_err(|e| e.to_string())?;
+    let server_port: u16 = rows[0]["port"].as_deref().unwrap_or("0").parse().unwrap();
+    let wrote = if write {
+        let mut ok = true;
+        for sql in [
+            "CREATE DATABASE IF NOT EXISTS routing",
+            "CREATE TABLE IF NOT EXISTS routing.writes (id INT PRIMARY KEY AUTO_INCREMENT, at BIGINT)",
+            "INSERT INTO routing.writes (at) VALUES (UNIX_TIMESTAMP())",
+        ] {
+            if let Err(e) = s.exec("write", sql).await {
+                eprintln!("through port {port} to {server_port}: {e}");
+                ok = false;
+                break;
+            }
+        }
+        ok
+    } else {
+        false
+    };
+    s.close().await;
+    Ok((server_port, wrote))
+}
+
+/// Poll until a client through `port` lands on a member `ok` accepts (and, with `write`,
+/// its write succeeds there); returns that member's port.
+async fn wait_through(
+    sb: &TestSandbox,
+    port: u16,
+    write: bool,
+    ok: impl Fn(u16) -> bool,
+    within: Duration,
+    why: impl Fn() -> String,
+) -> u16 {
+    let deadline = Instant::now() + within;
+    loop {
+        let got = through(sb, port, write).await;
+        if let Ok((p, wrote)) = &got {
+            if ok(*p) && (!write || *wrote) {
+                return *p;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "through port {port}: last {got:?}\n{}",
+            why()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `dbfleet haproxy config` for `sb` with the checks on `api`, written beside the sandbox.
+fn write_haproxy_config(sb: &TestSandbox, cfg: &Path, writer: u16, reader: u16) -> PathBuf {
+    let dir = sb.root().to_path_buf();
+    let sock = dir.join("haproxy.sock").display().to_string();
+    let text = ok(dbfleet(&[
+        "haproxy",
+        "config",
+        &sb.name,
+        "--config",
+        &cfg.display().to_string(),
+        "--writer-bind",
+        &format!("127.0.0.1:{writer}"),
+        "--reader-bind",
+        &format!("127.0.0.1:{reader}"),
+        "--stats-socket",
+        &sock,
+    ]));
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, text).unwrap();
+    path
+}
 
 /// GET `path` on the daemon with no token: the status and the body.
 async fn route(d: &Daemon, path: &str) -> (u16, serde_json::Value) {
@@ -101,4 +245,64 @@ async fn the_route_checks_name_the_writer_and_the_healthy_replicas() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["error"].is_string(), "{path}: {body}");
     }
+}
+
+#[tokio::test]
+async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
+    let sb = TestSandbox::up("route-hap", 29220, &[]);
+    let cfg = test_config(&sb, 29223, |t| t);
+    let d = Daemon::start(&cfg, 29223).await;
+    let hcfg = write_haproxy_config(&sb, &cfg, 29224, 29225);
+    let text = std::fs::read_to_string(&hcfg).unwrap();
+    assert!(text.contains("on-marked-down shutdown-sessions"), "{text}");
+    assert_haproxy_accepts(&hcfg);
+    // A cluster the config does not name is bad input.
+    let out = dbfleet(&[
+        "haproxy",
+        "config",
+        "nosuch",
+        "--config",
+        &cfg.display().to_string(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no cluster named \"nosuch\""), "{err}");
+    let h = Haproxy::start(&hcfg);
+    let primary = sb.addr("m1").port;
+    let landed = wait_through(
+        &sb,
+        29224,
+        true,
+        |p| p == primary,
+        Duration::from_secs(15),
+        || format!("{}\n{}", h.log_text(), d.log_text()),
+    )
+    .await;
+    assert_eq!(landed, primary);
+    // The write is on the primary itself.
+    let mut m1 = sb.session("m1").await;
+    let rows = m1
+        .query_rows("count", "SELECT COUNT(*) AS n FROM routing.writes")
+        .await
+        .unwrap();
+    assert!(
+        rows[0]["n"]
+            .as_deref()
+            .unwrap_or("0")
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    m1.close().await;
+    // Reads land on a replica.
+    let replicas = [sb.addr("m2").port, sb.addr("m3").port];
+    wait_through(
+        &sb,
+        29225,
+        false,
+        |p| replicas.contains(&p),
+        Duration::from_secs(15),
+        || h.log_text(),
+    )
+    .await;
 }
