@@ -306,3 +306,88 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn sandbox_up_haproxy_starts_a_proxy_that_down_stops() {
+    let sb = TestSandbox::up("route-sbhap", 29230, &[]);
+    // The proxy's checks go to the API the sandbox's dbfleet.toml names: point it at the
+    // test's port, then add the proxy to the running sandbox.
+    let written = sb.open().dir().join("dbfleet.toml");
+    let text = std::fs::read_to_string(&written).unwrap();
+    std::fs::write(&written, text.replace("127.0.0.1:7070", "127.0.0.1:29233")).unwrap();
+    let dir = sb.dir_arg();
+    let out = ok(dbfleet(&[
+        "sandbox",
+        "up",
+        "--name",
+        &sb.name,
+        "--base-port",
+        "29230",
+        "--dir",
+        &dir,
+        "--haproxy",
+        "--haproxy-port",
+        "29235",
+        "--json",
+    ]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let pid = report["haproxy"]["pid"].as_i64().expect("a haproxy pid") as i32;
+    assert_eq!(report["haproxy"]["writer"], "127.0.0.1:29235", "{report:#}");
+    assert_eq!(report["haproxy"]["reader"], "127.0.0.1:29236", "{report:#}");
+    let sock = PathBuf::from(report["haproxy"]["stats_socket"].as_str().unwrap());
+    assert!(sock.starts_with(sb.open().dir()), "{}", sock.display());
+    assert!(sock.exists(), "the stats socket {}", sock.display());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("haproxy"));
+    // Up again: the proxy that runs is kept.
+    let again = ok(dbfleet(&[
+        "sandbox",
+        "up",
+        "--name",
+        &sb.name,
+        "--base-port",
+        "29230",
+        "--dir",
+        &dir,
+        "--haproxy",
+        "--haproxy-port",
+        "29235",
+        "--json",
+    ]));
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["haproxy"]["pid"].as_i64(), Some(pid as i64));
+
+    let cfg = test_config(&sb, 29233, |t| t);
+    let d = Daemon::start(&cfg, 29233).await;
+    let primary = sb.addr("m1").port;
+    let cfg_file = PathBuf::from(report["haproxy"]["config_file"].as_str().unwrap());
+    wait_through(
+        &sb,
+        29235,
+        true,
+        |p| p == primary,
+        Duration::from_secs(15),
+        || {
+            format!(
+                "{}\n{}",
+                std::fs::read_to_string(cfg_file.with_file_name("haproxy.log")).unwrap_or_default(),
+                d.log_text()
+            )
+        },
+    )
+    .await;
+
+    ok(dbfleet(&[
+        "sandbox", "down", "--name", &sb.name, "--dir", &dir,
+    ]));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "haproxy {pid} still runs after down"
+    );
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:29235").is_err(),
+        "the writer port still answers"
+    );
+}
