@@ -105,7 +105,8 @@ async fn through(sb: &TestSandbox, port: u16, write: bool) -> Result<(u16, bool)
 }
 
 /// Poll until a client through `port` lands on a member `ok` accepts (and, with `write`,
-/// its write succeeds there); returns that member's port.
+/// its write succeeds there); returns that member's port. A write that succeeds on a
+/// member `ok` refuses fails the test.
 async fn wait_through(
     sb: &TestSandbox,
     port: u16,
@@ -121,11 +122,78 @@ async fn wait_through(
             if ok(*p) && (!write || *wrote) {
                 return *p;
             }
+            // A write must never succeed anywhere else (a replica's read_only does not stop
+            // an admin account).
+            assert!(
+                !(write && *wrote),
+                "a write through port {port} succeeded on {p}, not where it should\n{}",
+                why()
+            );
         }
         assert!(
             Instant::now() < deadline,
             "through port {port}: last {got:?}\n{}",
             why()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// HAProxy's view of `server` in `backend` (`UP`, `DOWN`, `UP 1/2`, …), from `show stat`
+/// on its Runtime API socket; `no socket yet` before HAProxy listens there.
+fn haproxy_status(sock: &Path, backend: &str, server: &str) -> String {
+    use std::io::{Read, Write};
+    // Not listening yet: HAProxy is starting.
+    let Ok(mut c) = std::os::unix::net::UnixStream::connect(sock) else {
+        return "no socket yet".into();
+    };
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"show stat\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("# ")
+        .split(',')
+        .collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (px, sv, st) = (col("pxname"), col("svname"), col("status"));
+    lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .find(|f| f.len() > st && f[px] == backend && f[sv] == server)
+        .map(|f| f[st].to_string())
+        .unwrap_or_else(|| panic!("no {backend}/{server} in\n{text}"))
+}
+
+/// Wait until HAProxy has checked every member in `backend` and found `up` the ones in
+/// `up` and down the others. HAProxy counts a server up until its first check, so a test
+/// that writes before then may reach any member (docs/ROUTING.md, caveats).
+async fn wait_checked(sock: &Path, sb: &TestSandbox, backend: &str, up: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let states: Vec<(String, String)> = ["m1", "m2", "m3"]
+            .iter()
+            .map(|m| {
+                (
+                    m.to_string(),
+                    haproxy_status(sock, backend, &sb.addr(m).to_string()),
+                )
+            })
+            .collect();
+        if states.iter().all(|(m, st)| {
+            if up.contains(&m.as_str()) {
+                st == "UP"
+            } else {
+                st.starts_with("DOWN")
+            }
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{backend} did not settle: {states:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -268,6 +336,8 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no cluster named \"nosuch\""), "{err}");
     let h = Haproxy::start(&hcfg);
+    let sock = sb.root().join("haproxy.sock");
+    wait_checked(&sock, &sb, &format!("{}_writer", sb.name), &["m1"]).await;
     let primary = sb.addr("m1").port;
     let landed = wait_through(
         &sb,
@@ -360,6 +430,7 @@ async fn sandbox_up_haproxy_starts_a_proxy_that_down_stops() {
     let cfg = test_config(&sb, 29233, |t| t);
     let d = Daemon::start(&cfg, 29233).await;
     let primary = sb.addr("m1").port;
+    wait_checked(&sock, &sb, &format!("{}_writer", sb.name), &["m1"]).await;
     let cfg_file = PathBuf::from(report["haproxy"]["config_file"].as_str().unwrap());
     wait_through(
         &sb,
@@ -390,4 +461,155 @@ async fn sandbox_up_haproxy_starts_a_proxy_that_down_stops() {
         std::net::TcpStream::connect("127.0.0.1:29235").is_err(),
         "the writer port still answers"
     );
+}
+
+#[tokio::test]
+async fn the_haproxy_backends_follow_lag_and_a_failover() {
+    let sb = TestSandbox::up("route-fo", 29240, &["--semi-sync"]);
+    let cfg = test_config(&sb, 29243, |t| t);
+    let d = Daemon::start(&cfg, 29243).await;
+    let hcfg = write_haproxy_config(&sb, &cfg, 29244, 29245);
+    let sock = sb.root().join("haproxy.sock");
+    let h = Haproxy::start(&hcfg);
+    let why = || format!("{}\n{}", h.log_text(), d.log_text());
+    let port = |m: &str| sb.addr(m).port;
+    let reader_backend = format!("{}_reader", sb.name);
+    let writer_backend = format!("{}_writer", sb.name);
+    let status = |backend: &str, m: &str| haproxy_status(&sock, backend, &sb.addr(m).to_string());
+    wait_checked(&sock, &sb, &writer_backend, &["m1"]).await;
+    wait_through(
+        &sb,
+        29244,
+        true,
+        |p| p == port("m1"),
+        Duration::from_secs(15),
+        why,
+    )
+    .await;
+
+    // Both replicas take reads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&reader_backend, "m2") != "UP" || status(&reader_backend, "m3") != "UP" {
+        assert!(
+            Instant::now() < deadline,
+            "replicas not up for reads:\n{}",
+            why()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // m2 applies 6 s behind (max_lag is 2 s): under writes, its lag passes max_lag and the
+    // reader backend drops it; m3 stays.
+    let mut m2 = sb.session("m2").await;
+    for sql in [
+        "STOP SLAVE",
+        "CHANGE MASTER TO MASTER_DELAY = 6",
+        "START SLAVE",
+    ] {
+        m2.exec("delay", sql).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !status(&reader_backend, "m2").starts_with("DOWN") {
+        assert!(
+            Instant::now() < deadline,
+            "the lagging replica stays in the reader backend: {}\n{}",
+            status(&reader_backend, "m2"),
+            why()
+        );
+        let _ = through(&sb, 29244, true).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if status(&reader_backend, "m3") != "UP" {
+        let (st, body) = route(&d, &check_path(&sb, "m3", "reader")).await;
+        let inst = d.get(&format!("/api/v1/instances/{}", sb.addr("m3"))).await;
+        panic!(
+            "m3 left the reader backend too: {} (check: {st} {body})\n{inst:#}\n{}",
+            status(&reader_backend, "m3"),
+            why()
+        );
+    }
+    // Reads now land on m3 only.
+    for _ in 0..4 {
+        let (p, _) = through(&sb, 29245, false).await.unwrap();
+        assert_eq!(p, port("m3"));
+    }
+    // Caught up again, it is taken back.
+    for sql in [
+        "STOP SLAVE",
+        "CHANGE MASTER TO MASTER_DELAY = 0",
+        "START SLAVE",
+    ] {
+        m2.exec("undelay", sql).await.unwrap();
+    }
+    m2.close().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&reader_backend, "m2") != "UP" {
+        assert!(
+            Instant::now() < deadline,
+            "the caught-up replica is not taken back: {}\n{}",
+            status(&reader_backend, "m2"),
+            why()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // SIGKILL the primary: the daemon fails over, and a client through the writer port
+    // lands on the new primary, where its write succeeds.
+    sb.wait_heartbeat_row(&["m2", "m3"], Duration::from_secs(10))
+        .await;
+    sb.open().kill("m1").unwrap();
+    let killed = Instant::now();
+    let landed = wait_through(
+        &sb,
+        29244,
+        true,
+        |p| p == port("m2") || p == port("m3"),
+        Duration::from_secs(30),
+        why,
+    )
+    .await;
+    eprintln!(
+        "kill -> a write through haproxy succeeded on {landed}: {:?}",
+        killed.elapsed()
+    );
+    let ops = d
+        .wait_operations(&sb.name, 1, Duration::from_secs(20))
+        .await;
+    let op = &ops[0];
+    assert_eq!(op["state"], "succeeded", "{op:#}");
+    assert_eq!(
+        op["data"]["candidate"].as_str(),
+        Some(InstanceAddr::new("127.0.0.1", landed).to_string().as_str()),
+        "writes land on the promoted replica"
+    );
+    let new = if landed == port("m2") { "m2" } else { "m3" };
+    let other = if new == "m2" { "m3" } else { "m2" };
+    // The other replica follows the new primary, and no write reached it on the way.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = sb.probe(other);
+        let rep = o.state().and_then(|s| s.replication.clone());
+        if rep
+            .as_ref()
+            .is_some_and(|r| r.source == sb.addr(new) && r.is_healthy())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{other} does not follow {new}: {rep:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        status(&writer_backend, "m1").starts_with("DOWN"),
+        "{}",
+        why()
+    );
+    assert_eq!(status(&writer_backend, new), "UP");
+    // Every later client lands there too.
+    for _ in 0..4 {
+        let (p, wrote) = through(&sb, 29244, true).await.unwrap();
+        assert_eq!((p, wrote), (landed, true));
+    }
 }

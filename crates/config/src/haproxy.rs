@@ -42,6 +42,9 @@ pub enum HaproxyConfigError {
 
 /// How often HAProxy checks each server.
 pub const CHECK_INTER: &str = "500ms";
+/// How often HAProxy checks a server whose state is changing (one check failed or passed,
+/// not yet `fall` or `rise` of them), and a server not yet checked.
+pub const CHECK_FASTINTER: &str = "100ms";
 /// Failed checks in a row that take a server down.
 pub const CHECK_FALL: u32 = 2;
 /// Passed checks that bring a server up.
@@ -112,10 +115,11 @@ pub fn haproxy_config(o: &HaproxyOptions) -> Result<String, HaproxyConfigError> 
 # primary only, /api/v1/route/{c}/SERVER/reader for the replicas within max_lag
 # (docs/ROUTING.md).
 #
-# Checks every {CHECK_INTER}, down after {CHECK_FALL} failures, up after {CHECK_RISE} success: the new
-# primary takes writes within one check of dbfleet naming it, a lost check alone takes no
-# server down, and `on-marked-down shutdown-sessions` cuts every session to a server as it
-# goes down, so no client stays on a fenced old primary.
+# Checks every {CHECK_INTER} ({CHECK_FASTINTER} while a server's state changes), down after {CHECK_FALL}
+# failures, up after {CHECK_RISE} success: the new primary takes writes within one check of
+# dbfleet naming it, a lost check alone takes no server down, and `on-marked-down
+# shutdown-sessions` cuts every session to a server as it goes down, so no client stays on
+# a fenced old primary.
 
 global
     # The Runtime API, for `show servers state` and (later) dbfleet's push.
@@ -143,19 +147,30 @@ defaults
         ("writer", o.writer_bind, "roundrobin"),
         ("reader", o.reader_bind, "leastconn"),
     ] {
+        let guard = if role == "writer" {
+            format!(
+                "    # Clients are refused while more than one server passes the writer check:
+    # HAProxy counts every server up until its first check, and two may overlap for a
+    # check or two in a failover. A write goes to one server or to none.
+    tcp-request connection reject if {{ nbsrv({c}_writer) gt 1 }}
+"
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             out,
             r#"
 frontend {c}_{role}
     bind {bind}
-    default_backend {c}_{role}
+{guard}    default_backend {c}_{role}
 
 backend {c}_{role}
     balance {balance}
     option httpchk
     http-check send meth GET uri-lf /api/v1/route/{c}/%[srv_name]/{role} ver HTTP/1.1 hdr Host dbfleet
     http-check expect status 200
-    default-server check port {port} addr {ip} inter {CHECK_INTER} fall {CHECK_FALL} rise {CHECK_RISE} on-marked-down shutdown-sessions
+    default-server check port {port} addr {ip} inter {CHECK_INTER} fastinter {CHECK_FASTINTER} fall {CHECK_FALL} rise {CHECK_RISE} on-marked-down shutdown-sessions
 "#,
             port = o.api.port(),
             ip = o.api.ip(),
@@ -196,7 +211,8 @@ mod tests {
             "    http-check send meth GET uri-lf /api/v1/route/main/%[srv_name]/writer ver HTTP/1.1 hdr Host dbfleet",
             "    http-check send meth GET uri-lf /api/v1/route/main/%[srv_name]/reader ver HTTP/1.1 hdr Host dbfleet",
             "    http-check expect status 200",
-            "    default-server check port 7070 addr 127.0.0.1 inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions",
+            "    default-server check port 7070 addr 127.0.0.1 inter 500ms fastinter 100ms fall 2 rise 1 on-marked-down shutdown-sessions",
+            "    tcp-request connection reject if { nbsrv(main_writer) gt 1 }",
             "    server 127.0.0.1:3306 127.0.0.1:3306",
             "    server ::1:3307 [::1]:3307",
         ] {

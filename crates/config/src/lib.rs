@@ -23,7 +23,8 @@ use std::path::Path;
 
 pub use error::{ConfigError, Location};
 pub use haproxy::{
-    haproxy_config, HaproxyConfigError, HaproxyOptions, CHECK_FALL, CHECK_INTER, CHECK_RISE,
+    haproxy_config, HaproxyConfigError, HaproxyOptions, CHECK_FALL, CHECK_FASTINTER, CHECK_INTER,
+    CHECK_RISE,
 };
 pub use sandbox::sandbox_config;
 pub use schema::{
