@@ -613,3 +613,29 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
         assert_eq!((p, wrote), (landed, true));
     }
 }
+
+/// `dbfleet bench route-checks` runs end to end and counts right: every check answered,
+/// half of them 200 (the writer's and the two replicas' reader checks). Figures are
+/// printed, not asserted.
+#[test]
+fn the_route_checks_benchmark_runs() {
+    let out = ok(dbfleet(&[
+        "bench",
+        "route-checks",
+        "--rate",
+        "60",
+        "--seconds",
+        "1",
+        "--base-port",
+        "29250",
+        "--api-port",
+        "29258",
+        "--json",
+    ]));
+    let f: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(f["sent"], 60, "{f:#}");
+    assert_eq!(f["errors"], 0, "{f:#}");
+    assert_eq!(f["ok_200"], 30, "{f:#}");
+    assert_eq!(f["ok_503"], 30, "{f:#}");
+    assert!(f["build"] == "debug" || f["build"] == "release", "{f:#}");
+}
