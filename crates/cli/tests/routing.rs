@@ -67,15 +67,22 @@ fn assert_haproxy_accepts(cfg: &Path) {
     );
 }
 
-/// What a client connected through `port` finds: the server's port, and whether a write
-/// there succeeded.
-async fn through(sb: &TestSandbox, port: u16, write: bool) -> Result<(u16, bool), String> {
+/// The sandbox's application account: DML and DDL on the `app` schema only, no `SUPER`
+/// or `READ_ONLY ADMIN`, so `read_only` refuses its writes as an application's (the admin
+/// account would write through it).
+fn app(sb: &TestSandbox) -> probe::Credentials {
+    sb.open().credentials().unwrap().app.credentials()
+}
+
+/// What a client with `app`'s account connected through `port` finds: the server's port,
+/// and whether a write there succeeded.
+async fn through(app: &probe::Credentials, port: u16, write: bool) -> Result<(u16, bool), String> {
     let addr = InstanceAddr::new("127.0.0.1", port);
     let opts = ProbeOptions {
         connect_timeout: Duration::from_secs(2),
         query_timeout: Duration::from_secs(5),
     };
-    let mut s = Session::connect(&addr, &sb.admin(), opts)
+    let mut s = Session::connect(&addr, app, opts)
         .await
         .map_err(|e| e.to_string())?;
     let rows = s
@@ -86,9 +93,9 @@ async fn through(sb: &TestSandbox, port: u16, write: bool) -> Result<(u16, bool)
     let wrote = if write {
         let mut ok = true;
         for sql in [
-            "CREATE DATABASE IF NOT EXISTS routing",
-            "CREATE TABLE IF NOT EXISTS routing.writes (id INT PRIMARY KEY AUTO_INCREMENT, at BIGINT)",
-            "INSERT INTO routing.writes (at) VALUES (UNIX_TIMESTAMP())",
+            "CREATE DATABASE IF NOT EXISTS app",
+            "CREATE TABLE IF NOT EXISTS app.writes (id INT PRIMARY KEY AUTO_INCREMENT, at BIGINT)",
+            "INSERT INTO app.writes (at) VALUES (UNIX_TIMESTAMP())",
         ] {
             if let Err(e) = s.exec("write", sql).await {
                 eprintln!("through port {port} to {server_port}: {e}");
@@ -108,7 +115,7 @@ async fn through(sb: &TestSandbox, port: u16, write: bool) -> Result<(u16, bool)
 /// its write succeeds there); returns that member's port. A write that succeeds on a
 /// member `ok` refuses fails the test.
 async fn wait_through(
-    sb: &TestSandbox,
+    app: &probe::Credentials,
     port: u16,
     write: bool,
     ok: impl Fn(u16) -> bool,
@@ -117,13 +124,13 @@ async fn wait_through(
 ) -> u16 {
     let deadline = Instant::now() + within;
     loop {
-        let got = through(sb, port, write).await;
+        let got = through(app, port, write).await;
         if let Ok((p, wrote)) = &got {
             if ok(*p) && (!write || *wrote) {
                 return *p;
             }
-            // A write must never succeed anywhere else (a replica's read_only does not stop
-            // an admin account).
+            // A write must never succeed anywhere else: `read_only` refuses the
+            // application's account on every member but the writer.
             assert!(
                 !(write && *wrote),
                 "a write through port {port} succeeded on {p}, not where it should\n{}",
@@ -320,6 +327,7 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     let sb = TestSandbox::up("route-hap", 29220, &[]);
     let cfg = test_config(&sb, 29223, |t| t);
     let d = Daemon::start(&cfg, 29223).await;
+    let app = app(&sb);
     let hcfg = write_haproxy_config(&sb, &cfg, 29224, 29225);
     let text = std::fs::read_to_string(&hcfg).unwrap();
     assert!(text.contains("on-marked-down shutdown-sessions"), "{text}");
@@ -340,7 +348,7 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     wait_checked(&sock, &sb, &format!("{}_writer", sb.name), &["m1"]).await;
     let primary = sb.addr("m1").port;
     let landed = wait_through(
-        &sb,
+        &app,
         29224,
         true,
         |p| p == primary,
@@ -352,7 +360,7 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     // The write is on the primary itself.
     let mut m1 = sb.session("m1").await;
     let rows = m1
-        .query_rows("count", "SELECT COUNT(*) AS n FROM routing.writes")
+        .query_rows("count", "SELECT COUNT(*) AS n FROM app.writes")
         .await
         .unwrap();
     assert!(
@@ -367,7 +375,7 @@ async fn haproxy_with_the_printed_config_routes_writes_to_the_primary() {
     // Reads land on a replica.
     let replicas = [sb.addr("m2").port, sb.addr("m3").port];
     wait_through(
-        &sb,
+        &app,
         29225,
         false,
         |p| replicas.contains(&p),
@@ -429,11 +437,12 @@ async fn sandbox_up_haproxy_starts_a_proxy_that_down_stops() {
 
     let cfg = test_config(&sb, 29233, |t| t);
     let d = Daemon::start(&cfg, 29233).await;
+    let app = app(&sb);
     let primary = sb.addr("m1").port;
     wait_checked(&sock, &sb, &format!("{}_writer", sb.name), &["m1"]).await;
     let cfg_file = PathBuf::from(report["haproxy"]["config_file"].as_str().unwrap());
     wait_through(
-        &sb,
+        &app,
         29235,
         true,
         |p| p == primary,
@@ -468,6 +477,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
     let sb = TestSandbox::up("route-fo", 29240, &["--semi-sync"]);
     let cfg = test_config(&sb, 29243, |t| t);
     let d = Daemon::start(&cfg, 29243).await;
+    let app = app(&sb);
     let hcfg = write_haproxy_config(&sb, &cfg, 29244, 29245);
     let sock = sb.root().join("haproxy.sock");
     let h = Haproxy::start(&hcfg);
@@ -478,7 +488,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
     let status = |backend: &str, m: &str| haproxy_status(&sock, backend, &sb.addr(m).to_string());
     wait_checked(&sock, &sb, &writer_backend, &["m1"]).await;
     wait_through(
-        &sb,
+        &app,
         29244,
         true,
         |p| p == port("m1"),
@@ -516,7 +526,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
             status(&reader_backend, "m2"),
             why()
         );
-        let _ = through(&sb, 29244, true).await;
+        let _ = through(&app, 29244, true).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if status(&reader_backend, "m3") != "UP" {
@@ -530,7 +540,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
     }
     // Reads now land on m3 only.
     for _ in 0..4 {
-        let (p, _) = through(&sb, 29245, false).await.unwrap();
+        let (p, _) = through(&app, 29245, false).await.unwrap();
         assert_eq!(p, port("m3"));
     }
     // Caught up again, it is taken back.
@@ -560,7 +570,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
     sb.open().kill("m1").unwrap();
     let killed = Instant::now();
     let landed = wait_through(
-        &sb,
+        &app,
         29244,
         true,
         |p| p == port("m2") || p == port("m3"),
@@ -609,7 +619,7 @@ async fn the_haproxy_backends_follow_lag_and_a_failover() {
     assert_eq!(status(&writer_backend, new), "UP");
     // Every later client lands there too.
     for _ in 0..4 {
-        let (p, wrote) = through(&sb, 29244, true).await.unwrap();
+        let (p, wrote) = through(&app, 29244, true).await.unwrap();
         assert_eq!((p, wrote), (landed, true));
     }
 }
@@ -638,4 +648,56 @@ fn the_route_checks_benchmark_runs() {
     assert_eq!(f["ok_200"], 30, "{f:#}");
     assert_eq!(f["ok_503"], 30, "{f:#}");
     assert!(f["build"] == "debug" || f["build"] == "release", "{f:#}");
+}
+
+#[tokio::test]
+async fn the_haproxy_writer_backend_follows_a_switchover() {
+    let sb = TestSandbox::up("route-sw", 29280, &["--semi-sync"]);
+    let tokens = sb.root().join("tokens.txt");
+    std::fs::write(&tokens, "route-switchover-token-0123456789\n").unwrap();
+    let tokens_q = format!("{:?}", tokens.display().to_string());
+    let cfg = test_config(&sb, 29283, move |t| {
+        t.replace(
+            "listen = \"127.0.0.1:29283\"",
+            &format!("listen = \"127.0.0.1:29283\"\ntokens_file = {tokens_q}"),
+        )
+    });
+    let d = Daemon::start(&cfg, 29283).await;
+    let app = app(&sb);
+    let hcfg = write_haproxy_config(&sb, &cfg, 29284, 29285);
+    let sock = sb.root().join("haproxy.sock");
+    let h = Haproxy::start(&hcfg);
+    let why = || format!("{}\n{}", h.log_text(), d.log_text());
+    let writer_backend = format!("{}_writer", sb.name);
+    wait_checked(&sock, &sb, &writer_backend, &["m1"]).await;
+    let m1 = sb.addr("m1").port;
+    let m2 = sb.addr("m2").port;
+    wait_through(&app, 29284, true, |p| p == m1, Duration::from_secs(15), why).await;
+
+    let out = ok(dbfleet(&[
+        "switchover",
+        &sb.name,
+        "--to",
+        &sb.addr("m2").to_string(),
+        "--api",
+        &d.api,
+        "--token-file",
+        &tokens.display().to_string(),
+    ]));
+    assert!(out.contains("succeeded"), "{out}");
+    // Writes through the proxy land on the new primary; none succeeds anywhere else on the
+    // way (the old primary is alive and read-only).
+    wait_through(&app, 29284, true, |p| p == m2, Duration::from_secs(15), why).await;
+    wait_checked(&sock, &sb, &writer_backend, &["m2"]).await;
+    // The old primary, now a replica of m2, takes reads once caught up.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while haproxy_status(
+        &sock,
+        &format!("{}_reader", sb.name),
+        &sb.addr("m1").to_string(),
+    ) != "UP"
+    {
+        assert!(Instant::now() < deadline, "m1 is no reader:\n{}", why());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
