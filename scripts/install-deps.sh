@@ -6,7 +6,7 @@
 # each missing item, when anything is still missing afterwards.
 # The Debian packages the list names, spelled out so that a grep of scripts/ finds them
 # (a test keeps this line equal to deps.list):
-# packages: curl e2fsprogs etcd-server gcc iptables libprotobuf-dev mariadb-backup mariadb-client mariadb-server mount prometheus prometheus-mysqld-exporter protobuf-compiler python3 systemd util-linux
+# packages: curl e2fsprogs etcd-server gcc haproxy iptables libprotobuf-dev mariadb-backup mariadb-client mariadb-server mount prometheus prometheus-mysqld-exporter protobuf-compiler python3 systemd util-linux
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 list="$here/deps.list"

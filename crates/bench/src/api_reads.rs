@@ -181,13 +181,13 @@ fn write_config(root: &Path, data: &Path, b: &ApiReadsBench) -> anyhow::Result<P
 }
 
 /// `dbfleet serve` in a child process, stopped (SIGTERM, then SIGKILL) on drop.
-struct Daemon {
+pub(crate) struct Daemon {
     child: std::process::Child,
     pid: u32,
 }
 
 impl Daemon {
-    fn start(config: &Path, log: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(config: &Path, log: &Path) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("find the dbfleet binary")?;
         let out = std::fs::File::create(log)?;
         let child = std::process::Command::new(exe)
@@ -204,7 +204,7 @@ impl Daemon {
         Ok(Self { child, pid })
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = nix::unistd::Pid::from_raw(self.pid as i32);
         if self.child.try_wait().ok().flatten().is_some() {
             return;
@@ -228,7 +228,7 @@ impl Drop for Daemon {
     }
 }
 
-async fn wait_up(base: &str, daemon: &mut Daemon) -> anyhow::Result<()> {
+pub(crate) async fn wait_up(base: &str, daemon: &mut Daemon) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

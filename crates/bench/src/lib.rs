@@ -8,11 +8,14 @@
 //! - [`detection`]: fault → `DeadPrimary` on a sandbox.
 //! - [`failover`]: automatic failover and switchover end to end under a write load.
 //! - [`sandbox_cycle`]: `sandbox up` and `down`.
+//! - [`route_checks`]: the route checks HAProxy calls, at a fixed rate, against a daemon
+//!   watching a sandbox (latency p50/p99).
 
 pub mod api_reads;
 pub mod detection;
 pub mod failover;
 pub mod monitor;
+pub mod route_checks;
 pub mod sandbox_cycle;
 
 /// A temporary directory of this process for a bench's sandboxes.

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use bench::{api_reads, detection, failover, monitor, sandbox_cycle};
+use bench::{api_reads, detection, failover, monitor, route_checks, sandbox_cycle};
 use clap::Subcommand;
 
 use crate::term::outln;
@@ -99,6 +99,28 @@ pub enum BenchCommand {
         /// The daemon's API port; the instances use the ports just above it.
         #[arg(long, default_value_t = 23450)]
         port: u16,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The route checks HAProxy calls (GET /api/v1/route/CLUSTER/ADDR/writer|reader) at a
+    /// fixed rate: a real `dbfleet serve` (a child process) watches a fresh sandbox (1
+    /// primary, 2 replicas, removed after); after a one-second warm-up, checks of every
+    /// member and both roles go out open-loop, each on a new connection as HAProxy's do.
+    /// Prints latency p50/p99/max counted from when each check was due, and the answers.
+    RouteChecks {
+        /// Checks a second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// How long to send them, in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The sandbox primary's port; the replicas take the next two.
+        #[arg(long, default_value_t = 23560)]
+        base_port: u16,
+        /// The daemon's API port.
+        #[arg(long, default_value_t = 23570)]
+        api_port: u16,
         /// Print as JSON.
         #[arg(long)]
         json: bool,
@@ -289,6 +311,42 @@ pub async fn run(cmd: BenchCommand) -> Result<(), CliError> {
                 print_json(&f)?;
             } else {
                 print_api_reads(&f);
+            }
+            Ok(())
+        }
+        BenchCommand::RouteChecks {
+            rate,
+            seconds,
+            base_port,
+            api_port,
+            json,
+        } => {
+            let f = route_checks::run(route_checks::RouteChecksBench {
+                rate,
+                seconds,
+                base_port,
+                api_port,
+            })
+            .await
+            .map_err(CliError::usage)?;
+            if json {
+                print_json(&f)?;
+            } else {
+                println!(
+                    "route checks, {} build: {} sent at {}/s asked ({:.0}/s achieved): {} answered 200, {} 503, {} errors\n  \
+                     latency from due p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms; service time p99 {:.2} ms",
+                    f.build,
+                    f.sent,
+                    f.rate,
+                    f.per_second,
+                    f.ok_200,
+                    f.ok_503,
+                    f.errors,
+                    f.p50_ms,
+                    f.p99_ms,
+                    f.max_ms,
+                    f.service_p99_ms
+                );
             }
             Ok(())
         }

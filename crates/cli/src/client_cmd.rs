@@ -1097,6 +1097,7 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
             drt: Default::default(),
             alerts: None,
             answers: Default::default(),
+            routing: Default::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let api = format!("http://{}", listener.local_addr().unwrap());

@@ -7,6 +7,7 @@ mod creds;
 mod docs_cmd;
 mod doctor_cmd;
 mod drt_cmd;
+mod haproxy_cmd;
 mod probe_cmd;
 mod sandbox_cmd;
 mod serve_cmd;
@@ -258,6 +259,9 @@ enum Command {
     /// Disaster-recovery tests: fault scenarios under load, with a report.
     #[command(subcommand)]
     Drt(drt_cmd::DrtCommand),
+    /// HAProxy in front of a cluster, routed by dbfleet's route checks (docs/ROUTING.md).
+    #[command(subcommand)]
+    Haproxy(haproxy_cmd::HaproxyCommand),
     /// The SQLite metadata store: check it (`PRAGMA quick_check`) or back it up, also while
     /// the daemon runs. Exit code 3 when it is damaged or unexpectedly empty.
     #[command(subcommand)]
@@ -342,6 +346,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => doctor_cmd::run(args).await,
             Command::Bench(cmd) => bench_cmd::run(cmd).await,
             Command::Drt(cmd) => drt_cmd::run(cmd).await,
+            Command::Haproxy(cmd) => haproxy_cmd::run(cmd).await,
             Command::Store(cmd) => store_cmd::run(cmd).await,
             Command::Serve(args) => serve_cmd::serve(args).await,
             Command::Clusters { api, json } => client_cmd::clusters(&api, json).await,

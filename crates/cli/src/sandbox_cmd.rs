@@ -1,5 +1,6 @@
 //! `dbfleet sandbox …`: local MariaDB replication sets on loopback.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -55,6 +56,16 @@ pub enum SandboxCommand {
         /// `tls = "verify_identity"` with that CA.
         #[arg(long)]
         tls: bool,
+        /// Also start Debian's haproxy on loopback in front of the set: writes on
+        /// --haproxy-port, reads on the port after it, each server checked against the route
+        /// checks of the daemon the sandbox's dbfleet.toml names (`[api] listen`; edit it
+        /// before, and run `up --haproxy` again on a running sandbox to add the proxy). The
+        /// config and the Runtime API's socket are in DIR/NAME/haproxy/; `down` stops it.
+        #[arg(long)]
+        haproxy: bool,
+        /// The writer port of --haproxy; reads are on the next port. Default: base-port + 100.
+        #[arg(long, value_name = "PORT", requires = "haproxy")]
+        haproxy_port: Option<u16>,
         #[command(flatten)]
         root: RootArg,
         /// Print the result as JSON.
@@ -114,6 +125,18 @@ struct UpReport<'a> {
     config_file: PathBuf,
     seconds: f64,
     members: Vec<MemberStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    haproxy: Option<HaproxyReport>,
+}
+
+/// The HAProxy `up --haproxy` runs in front of the sandbox.
+#[derive(Serialize)]
+struct HaproxyReport {
+    pid: i32,
+    writer: SocketAddr,
+    reader: SocketAddr,
+    stats_socket: PathBuf,
+    config_file: PathBuf,
 }
 
 fn usage_or_runtime(e: SandboxError) -> CliError {
@@ -133,10 +156,28 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             base_port,
             loop_datadirs,
             tls,
+            haproxy,
+            haproxy_port,
             root,
             json,
         } => {
             let started = Instant::now();
+            let haproxy_ports = if haproxy {
+                let writer = match haproxy_port {
+                    Some(p) => Some(p),
+                    None => base_port.checked_add(100),
+                };
+                match writer.and_then(|w| w.checked_add(1).map(|r| (w, r))) {
+                    Some((w, r)) if w > 0 => Some((w, r)),
+                    _ => {
+                        return Err(CliError::usage(SandboxError::Invalid(
+                            "--haproxy needs two ports: pass a --haproxy-port below 65535".into(),
+                        )))
+                    }
+                }
+            } else {
+                None
+            };
             if loop_datadirs.is_some_and(|mb| !(32..=65536).contains(&mb)) {
                 return Err(CliError::usage(SandboxError::Invalid(
                     "--loop-datadirs takes a size in MiB from 32 to 65536".into(),
@@ -156,6 +197,10 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             };
             let (sb, outcome) = Sandbox::up(&opts).await.map_err(usage_or_runtime)?;
             let config_file = write_config(&sb)?;
+            let haproxy = match haproxy_ports {
+                Some((w, r)) => Some(start_haproxy(&sb, &config_file, w, r)?),
+                None => None,
+            };
             let report = UpReport {
                 name: &name,
                 outcome,
@@ -164,6 +209,7 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                 config_file,
                 seconds: started.elapsed().as_secs_f64(),
                 members: sb.status(),
+                haproxy,
             };
             if json {
                 print_json(&report)?;
@@ -180,6 +226,15 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
                     if sb.manifest().semi_sync { "on" } else { "off" }
                 );
                 print_members(&report.members);
+                if let Some(h) = &report.haproxy {
+                    outln!(
+                        "haproxy: writes on {}, reads on {} (pid {}, stats socket {})",
+                        h.writer,
+                        h.reader,
+                        h.pid,
+                        h.stats_socket.display()
+                    );
+                }
                 outln!("credentials: {}", report.credentials_file.display());
                 outln!(
                     "config: {}  (run: dbfleet serve --config {})",
@@ -197,6 +252,12 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             } else {
                 outln!("sandbox {name} ({})", sb.dir().display());
                 print_members(&members);
+                if let Some(pid) = sandbox::haproxy::running_pid(sb.dir()) {
+                    outln!(
+                        "haproxy: pid {pid}, config {}",
+                        sandbox::haproxy::config_path(sb.dir()).display()
+                    );
+                }
             }
             Ok(())
         }
@@ -247,6 +308,37 @@ pub async fn run(cmd: SandboxCommand) -> Result<(), CliError> {
             Ok(())
         }
     }
+}
+
+/// Start HAProxy in front of `sb` with the config `dbfleet haproxy config` would print for
+/// it, its checks going to the API `config_file` names.
+fn start_haproxy(
+    sb: &Sandbox,
+    config_file: &std::path::Path,
+    writer: u16,
+    reader: u16,
+) -> Result<HaproxyReport, CliError> {
+    let cfg = crate::serve_cmd::load(config_file)?;
+    let writer = SocketAddr::from(([127, 0, 0, 1], writer));
+    let reader = SocketAddr::from(([127, 0, 0, 1], reader));
+    let stats_socket = sandbox::haproxy::socket_path(sb.dir());
+    let opts = crate::haproxy_cmd::options(
+        &cfg,
+        &sb.manifest().name,
+        writer,
+        reader,
+        stats_socket.clone(),
+        None,
+    )?;
+    let text = config::haproxy_config(&opts).map_err(CliError::usage)?;
+    let pid = sandbox::haproxy::start(sb.dir(), &text).map_err(usage_or_runtime)?;
+    Ok(HaproxyReport {
+        pid,
+        writer,
+        reader,
+        stats_socket,
+        config_file: sandbox::haproxy::config_path(sb.dir()),
+    })
 }
 
 /// Write a ready-to-use `dbfleet.toml` for the sandbox, unless one is there already (an

@@ -35,7 +35,7 @@ pub enum ConfigCommand {
     },
 }
 
-fn load(path: &std::path::Path) -> Result<config::Config, CliError> {
+pub(crate) fn load(path: &std::path::Path) -> Result<config::Config, CliError> {
     daemon::load_config(path).map_err(daemon_error)
 }
 

@@ -9,6 +9,7 @@
 
 mod error;
 mod file;
+mod haproxy;
 mod sandbox;
 mod schema;
 mod secrets;
@@ -21,6 +22,10 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ConfigError, Location};
+pub use haproxy::{
+    haproxy_config, HaproxyConfigError, HaproxyOptions, CHECK_FALL, CHECK_FASTINTER, CHECK_INTER,
+    CHECK_RISE,
+};
 pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,

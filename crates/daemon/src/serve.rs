@@ -262,6 +262,18 @@ pub async fn run(
     let watch_cancel = CancellationToken::new();
     let own_token = tokens.own();
     let drt_control = server::drt_routes::DrtControl::default();
+    // The route checks' table: rounds from the watch loop, the writer and fenced marks
+    // read from the store by a task of its own (docs/ROUTING.md).
+    let routing = server::routing::RouteTable::new(server::routing::RouteOptions {
+        stale_after: cfg.probe.interval * 3 + cfg.probe.connect_timeout + cfg.probe.query_timeout,
+        ..Default::default()
+    });
+    let routing_cancel = CancellationToken::new();
+    let routing_task = routing.spawn_refresher(
+        store.clone(),
+        Some(engine.finished_operations()),
+        routing_cancel.clone(),
+    );
     let state = server::AppState {
         store: store.clone(),
         stats: stats.clone(),
@@ -274,6 +286,7 @@ pub async fn run(
         drt: drt_control.clone(),
         alerts: Some(alerting.alerting.clone()),
         answers: server::answers::Answers::default(),
+        routing: routing.clone(),
     };
     // HTTPS when the config names a certificate: read now, so a SIGHUP (which restarts
     // the daemon with the file it validated) picks up a renewed one.
@@ -320,7 +333,8 @@ pub async fn run(
     engine.campaign_once().await;
     let engine_cancel = CancellationToken::new();
     let leadership = tokio::spawn(engine.clone().run_leadership(engine_cancel.clone()));
-    let (rounds_tx, consumer) = round_consumer_with(engine.clone(), Some(alerting.rounds.clone()));
+    let (rounds_tx, consumer) =
+        round_consumer_routed(engine.clone(), Some(alerting.rounds.clone()), Some(routing));
     let mut watch = tokio::spawn(monitor::run_with(
         opts,
         monitor::HeartbeatOptions {
@@ -428,6 +442,8 @@ pub async fn run(
         error!("the API did not stop within {SHUTDOWN_DEADLINE:?}");
         api.abort();
     }
+    routing_cancel.cancel();
+    let _ = tokio::time::timeout(SHUTDOWN_DEADLINE, routing_task).await;
     watch_cancel.cancel();
     if !watch_done
         && tokio::time::timeout(SHUTDOWN_DEADLINE, &mut watch)
@@ -532,9 +548,25 @@ pub fn round_consumer_with(
     tokio::sync::mpsc::Sender<model::ClusterRound>,
     tokio::task::JoinHandle<()>,
 ) {
+    round_consumer_routed(engine, tap, None)
+}
+
+/// [`round_consumer_with`] that also hands each round to the route checks' table first
+/// (`RouteTable::on_round` never waits).
+pub fn round_consumer_routed(
+    engine: Arc<engine::Engine>,
+    tap: Option<tokio::sync::mpsc::Sender<model::ClusterRound>>,
+    routing: Option<server::routing::RouteTable>,
+) -> (
+    tokio::sync::mpsc::Sender<model::ClusterRound>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<model::ClusterRound>(1024);
     let task = tokio::spawn(async move {
         while let Some(r) = rx.recv().await {
+            if let Some(routing) = &routing {
+                routing.on_round(&r);
+            }
             if let Some(tap) = &tap {
                 if let Err(tokio::sync::mpsc::error::TrySendError::Full(_)) =
                     tap.try_send(r.clone())

@@ -5,6 +5,7 @@
 //! process that started them, so later commands find a sandbox again from its directory.
 
 mod binaries;
+pub mod haproxy;
 pub mod loopfs;
 mod manifest;
 mod process;

@@ -53,6 +53,33 @@ pub fn is_our_process(pid: i32, datadir: &Path) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
 }
 
+/// Whether `pid` is alive (not a zombie) and has `arg` among its command-line arguments.
+pub fn runs_with_arg(pid: i32, arg: &[u8]) -> bool {
+    if !is_alive(pid) {
+        return false;
+    }
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    cmdline.split(|b| *b == 0).any(|a| a == arg)
+}
+
+/// [`signal_and_wait`] for a process told by one of its arguments (not a datadir).
+pub fn signal_and_wait_arg(pid: i32, arg: &[u8], sig: Signal, wait: Duration) -> bool {
+    if !runs_with_arg(pid, arg) {
+        return true;
+    }
+    let _ = kill(Pid::from_raw(pid), sig);
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if !is_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    !is_alive(pid)
+}
+
 /// Send `sig` to `pid` and wait up to `wait` for the process to be gone. Returns whether it
 /// went. "Gone" means exited (a zombie or reaped), not just that its command line vanished:
 /// an exiting process clears its command line before it closes its sockets.

@@ -1126,8 +1126,10 @@ impl Sandbox {
         })
     }
 
-    /// SIGKILL every member. Used when `up` fails half way and by test guards.
+    /// SIGKILL every member, and the HAProxy in front of them. Used when `up` fails half way
+    /// and by test guards.
     pub fn kill_all(&self) {
+        crate::haproxy::stop(&self.dir, Duration::ZERO);
         for m in &self.manifest.members {
             if let Some(pid) = self.pid(m) {
                 process::signal_and_wait(
@@ -1150,6 +1152,8 @@ impl Sandbox {
         // A member's datadir on a loop filesystem (disk-fault DR tests) left frozen by an
         // interrupted run would hang the stop: thaw it first, unmount it after.
         crate::loopfs::thaw_under(&sb.dir);
+        // The proxy first: no client is routed to a member that is stopping.
+        crate::haproxy::stop(&sb.dir, STOP_GRACE);
         for m in &sb.manifest.members {
             if let Some(pid) = sb.pid(m) {
                 process::terminate(pid, &m.datadir(&sb.dir), STOP_GRACE);

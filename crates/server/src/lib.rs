@@ -22,6 +22,7 @@ pub mod metrics_routes;
 pub mod ops_routes;
 mod query;
 mod routes;
+pub mod routing;
 mod topology;
 
 /// The wire types live in the `api` crate, beside the client that reads them.
@@ -67,6 +68,8 @@ pub struct AppState {
     /// The bound on large answers built at once, and the shared `GET /api/v1/clusters`
     /// answer (`Answers::default()` in the daemon).
     pub answers: answers::Answers,
+    /// What the route checks answer from (`routing`); the daemon feeds it rounds.
+    pub routing: routing::RouteTable,
 }
 
 /// The API's routes, with auth and a JSON 404/405 for everything else.
@@ -141,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(routes::readyz))
         .merge(reads)
         .merge(writes)
+        .merge(routing::router())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(guard::MAX_BODY_BYTES))

@@ -255,6 +255,7 @@ impl TestServer {
             drt: Default::default(),
             alerts: None,
             answers: Default::default(),
+            routing: Default::default(),
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -77,6 +77,7 @@ impl Server {
             drt: Default::default(),
             alerts: None,
             answers: Default::default(),
+            routing: Default::default(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
