@@ -117,6 +117,11 @@ pub struct RunArgs {
     /// primary opened (it must be 0).
     #[arg(long)]
     stale_client: bool,
+    /// Write through the sandbox's HAProxy (`sandbox up --haproxy`) instead of to the
+    /// members: the RTO measured is what an application behind the proxy sees (the
+    /// scenario's `load.via = "haproxy"`).
+    #[arg(long)]
+    via_haproxy: bool,
     /// Where to write report.json and report.html. Default ./drt-reports/SCENARIO-TIME/.
     #[arg(long, value_name = "DIR")]
     report_dir: Option<PathBuf>,
@@ -178,6 +183,7 @@ async fn run_scenario(a: RunArgs) -> Result<(), CliError> {
                 duration: a.duration,
                 max_duration: a.max_duration,
                 stale_client: a.stale_client.then_some(true),
+                via: a.via_haproxy.then_some(drt::scenario::LoadVia::Haproxy),
                 ..Default::default()
             })
         })

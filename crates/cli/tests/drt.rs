@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::daemon::{test_config, Daemon, StartOpts};
-use common::{dbfleet, TestSandbox};
+use common::{dbfleet, ok, TestSandbox};
 use serde_json::Value;
 
 /// No firewall chain of the run's process (`DBFLEET-DRT-<pid>-…`) is left; chains of other
@@ -699,4 +699,95 @@ async fn hard_fault_scenarios_heal_everything_and_judge_stale_acks() {
         }
         drop(d);
     }
+}
+
+/// kill-primary-via-proxy: the writers know only HAProxy's writer address, so the RTO is
+/// what an application behind the proxy sees; every expectation holds (one failover, no
+/// lost write) with the proxy moving to the new primary. Without a proxy the scenario is
+/// refused with what to do. Ports 27560..27569.
+#[tokio::test]
+async fn kill_primary_via_proxy_measures_what_the_application_sees() {
+    let (sb, d, tokens) = with_daemon("drtproxy", 27560, 27569, "", StartOpts::default()).await;
+    let dir = sb.dir_arg();
+
+    // No proxy yet: refused, saying how to start one.
+    let out = dbfleet(&[
+        "drt",
+        "run",
+        "kill-primary-via-proxy",
+        "--sandbox",
+        &sb.name,
+        "--dir",
+        &dir,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs no HAProxy") && stderr.contains("--haproxy"),
+        "{stderr}"
+    );
+
+    // The proxy checks the daemon this test runs: the sandbox's own config names its API.
+    let written = sb.open().dir().join("dbfleet.toml");
+    let text = std::fs::read_to_string(&written).unwrap();
+    std::fs::write(&written, text.replace("127.0.0.1:7070", "127.0.0.1:27569")).unwrap();
+    ok(dbfleet(&[
+        "sandbox",
+        "up",
+        "--name",
+        &sb.name,
+        "--base-port",
+        "27560",
+        "--dir",
+        &dir,
+        "--haproxy",
+        "--haproxy-port",
+        "27565",
+    ]));
+    // The proxy's first checks must have found the primary before the load starts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let app = sb.open().credentials().unwrap().app.credentials();
+    let proxy = model::InstanceAddr::new("127.0.0.1", 27565);
+    loop {
+        if let Ok(mut s) =
+            probe::Session::connect(&proxy, &app, probe::ProbeOptions::default()).await
+        {
+            let ok = s
+                .query_rows("read_only", "SELECT @@global.read_only AS ro")
+                .await
+                .is_ok_and(|rows| {
+                    rows.first()
+                        .and_then(|r| r.get("ro").cloned().flatten())
+                        .as_deref()
+                        == Some("0")
+                });
+            s.close().await;
+            if ok {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no writable primary through the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (ok_run, v, stderr, pid) = drt_run(&sb, Some((&d, &tokens)), "kill-primary-via-proxy", &[]);
+    assert!(ok_run, "{v:#}\n{stderr}\n{}", d.log_text());
+    assert_all_pass(&v, &stderr);
+    let run = &v["runs"][0];
+    assert!(
+        run["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["label"]
+                .as_str()
+                .is_some_and(|l| l.contains("through HAProxy at 127.0.0.1:27565"))),
+        "{:#}",
+        run["timeline"]
+    );
+    assert_eq!(run["figures"]["failovers"], 1);
+    healed(&sb, pid);
 }

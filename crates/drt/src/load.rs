@@ -106,6 +106,12 @@ pub struct LoadOptions {
     /// froze can be acknowledged after it resumes, once semi-sync gave up waiting (5 s in
     /// the sandbox) — longer than [`LoadOptions::write_timeout`] would wait.
     pub pinned_write_timeout: Duration,
+    /// The candidates are proxies (HAProxy's writer frontend), not servers: on each new
+    /// connection a writer asks the server behind it who it is (`@@report_host`, else the
+    /// proxy's host, and `@@port`), and attributes its acknowledgements and outages to that
+    /// server, so that what the old primary acknowledged through the proxy after the new
+    /// one opened is counted like a direct write. Default false.
+    pub via_proxy: bool,
 }
 
 impl LoadOptions {
@@ -125,6 +131,7 @@ impl LoadOptions {
             ack_feed: None,
             pinned: None,
             pinned_write_timeout: Duration::from_secs(30),
+            via_proxy: false,
         }
     }
 }

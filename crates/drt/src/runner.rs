@@ -591,6 +591,26 @@ pub async fn run_once(
         .ok_or_else(|| RunError::NoPrimary(join(&target.members)))?;
     let mut opts = LoadOptions::new(target.members.clone(), target.app.clone());
     scenario.load.apply_to(&mut opts);
+    // Through the proxy, the writers know one address: HAProxy's writer frontend.
+    let via_note = match scenario.load.via {
+        crate::scenario::LoadVia::Direct => None,
+        crate::scenario::LoadVia::Haproxy => {
+            let dir = target.sandbox.dir();
+            let proxy = sandbox::haproxy::writer_addr(dir)
+                .filter(|_| sandbox::haproxy::running_pid(dir).is_some())
+                .ok_or_else(|| {
+                    RunError::Target(format!(
+                        "load.via = \"haproxy\", but the sandbox {} runs no HAProxy: start \
+                         it with `dbfleet sandbox up --name {} --haproxy`",
+                        target.sandbox.manifest().name,
+                        target.sandbox.manifest().name
+                    ))
+                })?;
+            opts.candidates = vec![proxy.clone()];
+            opts.via_proxy = true;
+            Some(format!("the writers write through HAProxy at {proxy}"))
+        }
+    };
     if scenario.load.stale_client {
         // The stale client stays on the primary the load starts on.
         opts.pinned = Some(primary.clone());
@@ -604,6 +624,9 @@ pub async fn run_once(
 
     // Events at epoch ms, converted once the ledger's start is known.
     let mut notes: Vec<(u64, EventKind, String, Option<usize>)> = Vec::new();
+    if let Some(n) = via_note {
+        notes.push((faults::now_ms(), EventKind::Note, n, None));
+    }
     let mut set = FaultSet::new();
     let mut injected: Vec<(usize, FaultHandle, String)> = Vec::new();
     let mut actions: Vec<(usize, tokio::task::JoinHandle<(u64, String)>)> = Vec::new();

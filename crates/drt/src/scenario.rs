@@ -14,6 +14,7 @@
 //! rate_per_s = 200            # total writes per second; 0 = as fast as possible; default 1000
 //! duration = "8s"             # default 10s
 //! # stale_client = false      # one more writer, pinned to the first primary's address
+//! # via = "direct"             # or "haproxy": write through the sandbox's HAProxy
 //!
 //! [[fault]]
 //! kind = "kill_primary"
@@ -115,6 +116,23 @@ pub struct LoadSpec {
     /// long-lived pool does; what that address acknowledges after the new primary opened
     /// is counted (see [`Expect::stale_acks_allowed`]). Default false.
     pub stale_client: bool,
+    /// Where the writers connect (`via`): to the members directly (`direct`, the default:
+    /// each writer looks for the writable one), or to the sandbox's HAProxy writer
+    /// frontend only (`haproxy`: `sandbox up --haproxy`), as an application behind the
+    /// proxy does. The outage measured is then what such an application sees. The stale
+    /// client, when on, still pins the old primary's own address.
+    pub via: LoadVia,
+}
+
+/// How the load's writers reach the primary ([`LoadSpec::via`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadVia {
+    /// Straight to the members, finding the writable one.
+    #[default]
+    Direct,
+    /// Through the sandbox's HAProxy writer frontend.
+    Haproxy,
 }
 
 impl Default for LoadSpec {
@@ -125,6 +143,7 @@ impl Default for LoadSpec {
             rate_per_s: 1000,
             duration: Duration::from_secs(10),
             stale_client: false,
+            via: LoadVia::Direct,
         }
     }
 }
@@ -435,6 +454,8 @@ pub struct Overrides {
     pub max_duration: Option<Duration>,
     /// [`LoadSpec::stale_client`] (`--stale-client`).
     pub stale_client: Option<bool>,
+    /// [`LoadSpec::via`] (`--via-haproxy`).
+    pub via: Option<LoadVia>,
 }
 
 /// One step of a scenario's timetable.
@@ -517,6 +538,9 @@ impl Scenario {
         }
         if let Some(s) = o.stale_client {
             self.load.stale_client = s;
+        }
+        if let Some(v) = o.via {
+            self.load.via = v;
         }
         self.validate()?;
         Ok(self)

@@ -37,6 +37,26 @@ fn pid_file(sandbox_dir: &Path) -> PathBuf {
 /// The longest unix socket path Linux takes (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// The address of the writer frontend in the sandbox's HAProxy config (the `bind` of the
+/// frontend whose name ends in `_writer`), or `None` when it has none. What an application
+/// behind the proxy connects to for writes.
+pub fn writer_addr(sandbox_dir: &Path) -> Option<model::InstanceAddr> {
+    let text = std::fs::read_to_string(config_path(sandbox_dir)).ok()?;
+    let mut in_writer = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix("frontend ") {
+            in_writer = name.trim().ends_with("_writer");
+        } else if line.starts_with("backend ") || line.starts_with("defaults") {
+            in_writer = false;
+        } else if in_writer {
+            if let Some(bind) = line.strip_prefix("bind ") {
+                return bind.split_whitespace().next()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
 /// The PID of the sandbox's running HAProxy, or `None`.
 pub fn running_pid(sandbox_dir: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file(sandbox_dir))

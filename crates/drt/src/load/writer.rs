@@ -276,7 +276,11 @@ impl WriterLog {
 /// The writer's connection to the server it believes is the primary.
 struct Conn {
     session: Session,
+    /// Where it connected: the server, or a proxy in front of it.
     addr: InstanceAddr,
+    /// The server that answers, which acknowledgements are attributed to: `addr`, or
+    /// the server behind the proxy ([`LoadOptions::via_proxy`]).
+    server: InstanceAddr,
 }
 
 impl Conn {
@@ -344,7 +348,11 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
                     r = Session::connect(&addr, &sh.opts.creds, probe_opts) => r,
                 };
                 match connected {
-                    Ok(session) => conn.insert(Conn { session, addr }),
+                    Ok(session) => conn.insert(Conn {
+                        session,
+                        server: addr.clone(),
+                        addr,
+                    }),
                     Err(e) => {
                         debug!(server = %addr, error = %e, "stale client: connect failed");
                         let why = match classify(&e) {
@@ -363,7 +371,7 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
                 let found = tokio::select! {
                     _ = sh.cancel.cancelled() => break,
                     _ = tokio::time::sleep_until(sh.deadline) => break,
-                    found = find_primary(&sh.opts.candidates, &sh.opts.creds, probe_opts) => found,
+                    found = find_primary(&sh.opts.candidates, &sh.opts.creds, probe_opts, sh.opts.via_proxy) => found,
                 };
                 if found.writable.len() > 1 {
                     warn!(writable = ?found.writable, "more than one candidate is writable");
@@ -397,7 +405,7 @@ async fn writer(w: usize, sh: Arc<Shared>) -> WriterLog {
              VALUES ({id}, {w}, {sent_ms}, 'drt {tag} w{w} s{seq}')",
             tag = sh.run_tag
         );
-        let server = c.addr.clone();
+        let server = c.server.clone();
         match c.session.exec("insert", &sql).await {
             Ok(()) => {
                 let at_ms = sh.clock.now_ms();
@@ -473,11 +481,13 @@ struct Found {
 }
 
 /// Probe every candidate at once as the application account and keep a session to the first
-/// writable one. Read-only and surplus sessions are closed.
+/// writable one. Read-only and surplus sessions are closed. With `via_proxy`, each session
+/// also learns the server behind the candidate.
 async fn find_primary(
     candidates: &[InstanceAddr],
     creds: &probe::Credentials,
     opts: ProbeOptions,
+    via_proxy: bool,
 ) -> Found {
     let mut set = JoinSet::new();
     for (i, addr) in candidates.iter().enumerate() {
@@ -485,18 +495,31 @@ async fn find_primary(
         set.spawn(async move {
             let r = async {
                 let mut s = Session::connect(&addr, &creds, opts).await?;
-                let rows = s.query_rows("read_only", "SELECT @@read_only").await?;
-                let read_only = rows
-                    .into_iter()
-                    .next()
-                    .and_then(|r| r.into_values().next().flatten())
-                    .is_none_or(|v| v != "0");
+                let rows = s
+                    .query_rows(
+                        "read_only",
+                        "SELECT @@read_only AS ro, @@port AS port, @@report_host AS host",
+                    )
+                    .await?;
+                let row = rows.into_iter().next().unwrap_or_default();
+                let get = |k: &str| row.get(k).cloned().flatten();
+                let read_only = get("ro").is_none_or(|v| v != "0");
                 if read_only {
                     s.close().await;
-                    Ok(None)
-                } else {
-                    Ok(Some(s))
+                    return Ok(None);
                 }
+                let server = if via_proxy {
+                    let host = get("host")
+                        .filter(|h| !h.is_empty())
+                        .unwrap_or_else(|| addr.host.clone());
+                    match get("port").and_then(|p| p.parse().ok()) {
+                        Some(port) => InstanceAddr::new(host, port),
+                        None => addr.clone(),
+                    }
+                } else {
+                    addr.clone()
+                };
+                Ok(Some((s, server)))
             }
             .await;
             (i, addr, r)
@@ -506,7 +529,14 @@ async fn find_primary(
     while let Some(r) = set.join_next().await {
         let Ok((i, addr, r)) = r else { continue };
         match r {
-            Ok(Some(session)) => writable.push((i, Conn { session, addr })),
+            Ok(Some((session, server))) => writable.push((
+                i,
+                Conn {
+                    session,
+                    addr,
+                    server,
+                },
+            )),
             Ok(None) => debug!(server = %addr, "read_only"),
             Err::<_, ProbeError>(e) => debug!(server = %addr, error = %e, "probe failed"),
         }

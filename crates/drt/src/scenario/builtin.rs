@@ -37,6 +37,14 @@ const BUILTINS: &[(&str, &str)] = &[
         include_str!("../../scenarios/switchover-under-load.toml"),
     ),
     (
+        "kill-primary-via-proxy",
+        include_str!("../../scenarios/kill-primary-via-proxy.toml"),
+    ),
+    (
+        "switchover-via-proxy",
+        include_str!("../../scenarios/switchover-via-proxy.toml"),
+    ),
+    (
         "kill-primary-twice",
         include_str!("../../scenarios/kill-primary-twice.toml"),
     ),

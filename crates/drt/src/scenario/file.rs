@@ -59,6 +59,9 @@ struct FileLoad {
     /// See [`LoadSpec::stale_client`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     stale_client: Option<bool>,
+    /// See [`LoadSpec::via`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    via: Option<super::LoadVia>,
 }
 
 /// One `[[fault]]`.
@@ -165,6 +168,7 @@ impl TryFrom<FileScenario> for Scenario {
             rate_per_s: f.load.rate_per_s.unwrap_or(defaults.rate_per_s),
             duration: f.load.duration.unwrap_or(defaults.duration),
             stale_client: f.load.stale_client.unwrap_or(defaults.stale_client),
+            via: f.load.via.unwrap_or(defaults.via),
         };
         let mut faults = Vec::with_capacity(f.faults.len());
         for (i, ff) in f.faults.into_iter().enumerate() {
@@ -283,6 +287,7 @@ impl From<Scenario> for FileScenario {
                 rate_per_s: Some(s.load.rate_per_s),
                 duration: Some(s.load.duration),
                 stale_client: Some(s.load.stale_client),
+                via: (s.load.via != super::LoadVia::Direct).then_some(s.load.via),
             },
             faults: s
                 .faults
