@@ -125,6 +125,9 @@ pub(crate) struct FileCluster {
     /// `[cluster.detection]`.
     #[serde(default)]
     pub detection: DetectionConfig,
+    /// `[cluster.haproxy]`.
+    #[serde(default)]
+    pub haproxy: crate::HaproxyConfig,
     /// `[[cluster.instance]]` entries.
     #[serde(default)]
     pub instance: Vec<FileInstance>,

@@ -29,9 +29,9 @@ pub use haproxy::{
 pub use sandbox::sandbox_config;
 pub use schema::{
     ApiConfig, ClusterConfig, Config, CredentialsConfig, DetectionConfig, DrtConfig, DrtSchedule,
-    FailoverConfig, FailoverMode, FencePolicy, InstanceConfig, MonitorConfig, NodeConfig,
-    PasswordSource, PossibleLossPolicy, ProbeConfig, RejoinMode, SemiSyncShortfallPolicy,
-    StoreBackend, StoreConfig, WriteStallPolicy, MIN_PROBE_INTERVAL,
+    FailoverConfig, FailoverMode, FencePolicy, HaproxyConfig, InstanceConfig, MonitorConfig,
+    NodeConfig, PasswordSource, PossibleLossPolicy, ProbeConfig, RejoinMode,
+    SemiSyncShortfallPolicy, StoreBackend, StoreConfig, WriteStallPolicy, MIN_PROBE_INTERVAL,
 };
 pub use secrets::{ApiTokens, PermissionWarning, ResolvedCredentials};
 pub use serde_util::duration as serde_duration;

@@ -438,6 +438,29 @@ impl Default for FailoverConfig {
     }
 }
 
+/// `[cluster.haproxy]`: the HAProxy in front of the cluster that dbfleet tells at once when
+/// a failover or switchover moves the primary (the push; the route checks are the pull).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HaproxyConfig {
+    /// HAProxy's Runtime API: the `stats socket … level admin` of its config, a Unix
+    /// socket path (relative to the config file's directory) or `HOST:PORT`. Default:
+    /// none, no push.
+    pub runtime_api: Option<String>,
+    /// How long one Runtime API command may take. Default `1s`.
+    #[serde(with = "serde_util::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for HaproxyConfig {
+    fn default() -> Self {
+        Self {
+            runtime_api: None,
+            timeout: Duration::from_secs(1),
+        }
+    }
+}
+
 /// `[cluster.detection]`: how a primary's death is confirmed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -645,6 +668,8 @@ pub struct ClusterConfig {
     pub failover: FailoverConfig,
     /// `[cluster.detection]`: how a primary's death is confirmed.
     pub detection: DetectionConfig,
+    /// `[cluster.haproxy]`: the proxy a primary change is pushed to.
+    pub haproxy: HaproxyConfig,
     /// `[[cluster.instance]]`: the instances the operator declares; discovery starts from
     /// them. At least one.
     #[serde(rename = "instance")]

@@ -408,6 +408,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             tls_key_file,
             failover,
             detection,
+            mut haproxy,
             instance,
         } = c;
         let at = format!("cluster[{ci}]");
@@ -465,6 +466,21 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             errs.push(ConfigError::invalid(
                 format!("{at}.failover.block_window"),
                 "must be more than 0 with mode = \"auto\": a zero window lets failovers flap",
+            ));
+        }
+        if let Some(api) = haproxy.runtime_api.take() {
+            match api.parse::<::haproxy::Socket>() {
+                Ok(::haproxy::Socket::Unix(p)) => {
+                    haproxy.runtime_api = Some(resolve(base, &p).display().to_string());
+                }
+                Ok(::haproxy::Socket::Tcp(a)) => haproxy.runtime_api = Some(a),
+                Err(e) => errs.push(ConfigError::invalid(format!("{at}.haproxy.runtime_api"), e)),
+            }
+        }
+        if haproxy.timeout.is_zero() || haproxy.timeout > std::time::Duration::from_secs(10) {
+            errs.push(ConfigError::invalid(
+                format!("{at}.haproxy.timeout"),
+                "must be between 1ms and 10s: a failover waits for it",
             ));
         }
         let stall = detection.stall_confirm;
@@ -620,6 +636,7 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             tls,
             failover,
             detection,
+            haproxy,
             instances,
         });
     }
