@@ -45,7 +45,7 @@ use model::gtid::MariadbGtidList;
 use model::{
     Flavor, GtidState, InstanceAddr, Observation, OperationKind, ProblemKind, PromotionRule,
 };
-use probe::commands::PointAt;
+use probe::commands::{Command, PointAt};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -228,6 +228,25 @@ fn stall_pending(
             })
     });
     (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
+}
+
+/// How a failover points a replica `r` at the new primary `cand`, to replicate (a repoint)
+/// or stopped (a park): by GTID from what it applied, semi-sync as the cluster has it,
+/// and the delay a failover lifted (in `delays`) back on.
+fn at_new_primary<'a>(
+    cand: &'a InstanceAddr,
+    repl: &'a Credentials,
+    semi_sync: bool,
+    delays: &[(InstanceAddr, u64)],
+    r: &InstanceAddr,
+) -> PointAt<'a> {
+    PointAt {
+        source: cand,
+        creds: repl,
+        semi_sync,
+        from_current_pos: false,
+        delay_s: delays.iter().find(|(a, _)| a == r).map(|(_, d)| *d),
+    }
 }
 
 /// What the record says of a replica parked on the new primary `cand`.
@@ -595,11 +614,9 @@ impl Engine {
                 .kill_clients(old)
                 .await
                 .map_err(|e| format!("kill clients: {e}"))?;
-            c.exec(old, "fence read only", "SET GLOBAL read_only=ON")
-                .await
-                .map_err(|e| {
-                    format!("killed {killed} client connection(s), then read_only=ON: {e}")
-                })?;
+            c.exec(old, Command::ReadOnly).await.map_err(|e| {
+                format!("killed {killed} client connection(s), then read_only=ON: {e}")
+            })?;
             let again = c.kill_clients(old).await.unwrap_or(0);
             Ok::<_, String>(format!(
                 "{} client connection(s) killed, read-only, semi-sync left on",
@@ -741,7 +758,7 @@ impl Engine {
             .collect();
         for r in stopped {
             if let Err(e) = conns
-                .exec_within(&r, "restart replication", "START SLAVE", within)
+                .exec_within(&r, Command::StartReplication, within)
                 .await
             {
                 data.warnings
@@ -1559,13 +1576,11 @@ impl Engine {
                 after: Duration::ZERO,
             })
         } else {
-            conns
-                .exec_within(&cand, "stop slave", "STOP SLAVE", st)
-                .await
+            conns.exec_within(&cand, Command::StopReplication, st).await
         };
         match stop {
             Ok(()) => match conns
-                .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", st)
+                .exec_within(&cand, Command::ResetReplicationAll, st)
                 .await
             {
                 Ok(()) => data.reset_pending = false,
@@ -1588,11 +1603,8 @@ impl Engine {
         conns
             .exec_within(
                 &cand,
-                "semi-sync as primary",
-                if setup.spec.semi_sync {
-                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=ON"
-                } else {
-                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
+                Command::PromotedSemiSync {
+                    semi_sync: setup.spec.semi_sync,
                 },
                 st,
             )
@@ -1666,24 +1678,10 @@ impl Engine {
         let semi = setup.spec.semi_sync;
         let repoints = targets.iter().map(|r| {
             let creds = creds.clone();
-            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
-            let cand = cand.clone();
+            let to = at_new_primary(&cand, repl, semi, &lifted, r);
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(
-                    st,
-                    c.repoint(
-                        r,
-                        &PointAt {
-                            source: &cand,
-                            creds: repl,
-                            semi_sync: semi,
-                            from_current_pos: false,
-                            delay_s: delay,
-                        },
-                    ),
-                )
-                .await;
+                let res = tokio::time::timeout(st, c.repoint(r, &to)).await;
                 (r.clone(), res)
             }
         });
@@ -1692,24 +1690,10 @@ impl Engine {
         // SLAVE`. At the same time as the repoints, each within the statement deadline.
         let parks = to_park.iter().map(|(r, why)| {
             let creds = creds.clone();
-            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
-            let cand = cand.clone();
+            let to = at_new_primary(&cand, repl, semi, &lifted, r);
             async move {
                 let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(
-                    st,
-                    c.park(
-                        r,
-                        &PointAt {
-                            source: &cand,
-                            creds: repl,
-                            semi_sync: semi,
-                            from_current_pos: false,
-                            delay_s: delay,
-                        },
-                    ),
-                )
-                .await;
+                let res = tokio::time::timeout(st, c.park(r, &to)).await;
                 (r.clone(), why.clone(), res)
             }
         });
@@ -1818,10 +1802,10 @@ impl Engine {
         if data.reset_pending {
             let r = async {
                 conns
-                    .exec_within(&cand, "stop slave", "STOP SLAVE", slow)
+                    .exec_within(&cand, Command::StopReplication, slow)
                     .await?;
                 conns
-                    .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", slow)
+                    .exec_within(&cand, Command::ResetReplicationAll, slow)
                     .await
             }
             .await;
@@ -1833,22 +1817,8 @@ impl Engine {
             }
         }
         for r in std::mem::take(&mut data.repoint_pending) {
-            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            match tokio::time::timeout(
-                slow,
-                conns.repoint(
-                    &r,
-                    &PointAt {
-                        source: &cand,
-                        creds: repl,
-                        semi_sync: setup.spec.semi_sync,
-                        from_current_pos: false,
-                        delay_s: delay,
-                    },
-                ),
-            )
-            .await
-            {
+            let to = at_new_primary(&cand, repl, setup.spec.semi_sync, &data.delays, &r);
+            match tokio::time::timeout(slow, conns.repoint(&r, &to)).await {
                 Ok(Ok(())) => data.repointed.push(r),
                 Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
                 Err(_) => data
@@ -1857,14 +1827,7 @@ impl Engine {
             }
         }
         for (r, why) in std::mem::take(&mut data.park_pending) {
-            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            let to = PointAt {
-                source: &cand,
-                creds: repl,
-                semi_sync: setup.spec.semi_sync,
-                from_current_pos: false,
-                delay_s: delay,
-            };
+            let to = at_new_primary(&cand, repl, setup.spec.semi_sync, &data.delays, &r);
             match tokio::time::timeout(slow, conns.park(&r, &to)).await {
                 Ok(Ok(())) => {
                     data.warnings.push(parked_warning(&r, &why, &cand));
@@ -2156,8 +2119,7 @@ impl Engine {
             conns
                 .exec_within(
                     cand,
-                    "relax semi-sync",
-                    "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+                    Command::SemiSyncPrimaryOff,
                     setup.failover.statement_timeout,
                 )
                 .await
@@ -2227,9 +2189,7 @@ impl Engine {
         addr: &InstanceAddr,
         limit: Duration,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
-        conns
-            .exec_within(addr, "open writes", "SET GLOBAL read_only=OFF", limit)
-            .await?;
+        conns.exec_within(addr, Command::Writable, limit).await?;
         let at = now_ms();
         let warning = self
             .store
@@ -2249,9 +2209,7 @@ impl Engine {
         cluster: &str,
         addr: &InstanceAddr,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
-        conns
-            .exec(addr, "open writes", "SET GLOBAL read_only=OFF")
-            .await?;
+        conns.exec(addr, Command::Writable).await?;
         let at = now_ms();
         let warning = self
             .store
@@ -2292,7 +2250,7 @@ impl Engine {
             .wait_for_gtid(&pos, within)
             .await
             .map_err(|e| e.to_string())?;
-        let _ = conns.exec(cand, "stop slave", "STOP SLAVE").await;
+        let _ = conns.exec(cand, Command::StopReplication).await;
         if ok {
             Ok(())
         } else {

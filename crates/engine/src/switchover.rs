@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use model::analysis::errant_transactions;
 use model::{InstanceAddr, IoThreadState, Observation, OperationKind, PromotionRule};
-use probe::commands::PointAt;
+use probe::commands::{Command, PointAt};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -290,7 +290,7 @@ impl Engine {
         let before = op.step("block_writes", &data.json(), conns, &all).await?;
         data.blocked_ms = Some(now_ms());
         conns
-            .exec(&old, "block writes", "SET GLOBAL read_only=ON")
+            .exec(&old, Command::ReadOnly)
             .await
             .map_err(|e| Outcome::Failed(format!("set {old} read-only: {e}")))?;
         let killed = conns
@@ -448,17 +448,11 @@ impl Engine {
 /// Make the old primary writable again, as it was.
 async fn unblock(conns: &mut Conns, old: &InstanceAddr, semi_sync: bool) -> Result<(), String> {
     conns
-        .exec(old, "unblock writes", "SET GLOBAL read_only=OFF")
+        .exec(old, Command::Writable)
         .await
         .map_err(|e| e.to_string())?;
     if semi_sync {
-        let _ = conns
-            .exec(
-                old,
-                "semi-sync back",
-                "SET GLOBAL rpl_semi_sync_master_enabled=ON",
-            )
-            .await;
+        let _ = conns.exec(old, Command::SemiSyncPrimaryOn).await;
     }
     Ok(())
 }
