@@ -15,7 +15,7 @@ use store::{OperationRecord, Settings};
 
 use crate::conns::Conns;
 use crate::ops::{errant_against_writer, Op, Outcome};
-use crate::registry::{BoxFuture, OperationSpec};
+use crate::registry::OperationSpec;
 use crate::{Engine, EngineError};
 
 /// The rejoin in the registry of kinds.
@@ -30,12 +30,8 @@ impl OperationSpec for Rejoin {
         "attach a fenced or stray instance as a replica of the writer, after an errant-GTID check"
     }
 
-    fn resume(
-        &self,
-        engine: Arc<Engine>,
-        rec: OperationRecord,
-    ) -> BoxFuture<'static, Result<(), EngineError>> {
-        Box::pin(async move { engine.interrupted_needs_human(rec).await })
+    fn steps(&self) -> &'static [&'static str] {
+        &["check", "attach"]
     }
 }
 
