@@ -271,7 +271,7 @@ impl<'e> Op<'e> {
 
     /// Record that `step` starts, with the operation's context; returns the positions of
     /// `addrs` before it.
-    pub async fn step(
+    async fn step(
         &mut self,
         step: &str,
         data: &Value,
@@ -315,7 +315,7 @@ impl<'e> Op<'e> {
     }
 
     /// Record that `step` finished: an audit event with positions before and after.
-    pub async fn done(
+    async fn done(
         &mut self,
         step: &str,
         before: BTreeMap<String, String>,
