@@ -529,12 +529,25 @@ impl Engine {
             trigger: trigger.to_string(),
             ..Default::default()
         };
+        self.start_failover(conns, setup, repl, data, obs).await
+    }
+
+    /// Record a new failover (`data` names its old primary and trigger) and run it from
+    /// `confirm`, with `obs` as its fresh look.
+    async fn start_failover(
+        &self,
+        conns: Conns,
+        setup: ClusterSetup,
+        repl: Credentials,
+        data: FailoverData,
+        obs: Vec<Observation>,
+    ) -> Result<OperationRecord, EngineError> {
         let op = Op::begin(
             self,
-            cluster,
+            &setup.spec.name,
             OperationKind::Failover,
-            trigger,
-            "confirm",
+            &data.trigger,
+            FAILOVER_STEPS[0],
             data.json(),
         )
         .await?;
@@ -588,17 +601,7 @@ impl Engine {
             stalled: Some(why.to_string()),
             ..Default::default()
         };
-        let op = Op::begin(
-            self,
-            cluster,
-            OperationKind::Failover,
-            trigger,
-            "confirm",
-            data.json(),
-        )
-        .await?;
-        self.drive_failover(op, conns, setup, repl, data, Some(obs))
-            .await
+        self.start_failover(conns, setup, repl, data, obs).await
     }
 
     /// Fence a stalled old primary before anything else: kill its client connections (a
