@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use model::{InstanceAddr, IoThreadState, Observation, Reachability};
-use probe::commands::PointAt;
+use probe::commands::{Command, PointAt};
 use probe::{Credentials, ProbeError, ProbeOptions, Session};
 
 /// Sessions to the instances an operation touches, opened on first use and reopened after
@@ -75,13 +75,13 @@ impl Conns {
         futures_util::future::join_all(futs).await
     }
 
+    /// Run one [`Command`] on `addr`.
     pub(crate) async fn exec(
         &mut self,
         addr: &InstanceAddr,
-        what: &'static str,
-        sql: &str,
+        command: Command,
     ) -> Result<(), ProbeError> {
-        self.get(addr).await?.exec(what, sql).await
+        self.get(addr).await?.run(command).await
     }
 
     /// Connects of this operation take at most `limit` (a failover must not wait on a
@@ -98,15 +98,17 @@ impl Conns {
     pub(crate) async fn exec_within(
         &mut self,
         addr: &InstanceAddr,
-        what: &'static str,
-        sql: &str,
+        command: Command,
         limit: Duration,
     ) -> Result<(), ProbeError> {
-        match tokio::time::timeout(limit, self.exec(addr, what, sql)).await {
+        match tokio::time::timeout(limit, self.exec(addr, command)).await {
             Ok(r) => r,
             Err(_) => {
                 self.map.remove(addr);
-                Err(ProbeError::Timeout { what, after: limit })
+                Err(ProbeError::Timeout {
+                    what: command.what(),
+                    after: limit,
+                })
             }
         }
     }
@@ -340,9 +342,9 @@ impl Conns {
     /// commit waits, it would acknowledge that commit with no second copy.
     pub(crate) async fn fence(&mut self, addr: &InstanceAddr) -> Result<usize, ProbeError> {
         let mut killed = self.kill_clients(addr).await?;
-        self.get(addr).await?.fence_read_only().await?;
+        self.exec(addr, Command::ReadOnly).await?;
         killed += self.kill_clients(addr).await?;
-        self.get(addr).await?.fence_semi_sync_off().await?;
+        self.exec(addr, Command::SemiSyncPrimaryOff).await?;
         Ok(killed)
     }
 
@@ -354,7 +356,7 @@ impl Conns {
         addr: &InstanceAddr,
     ) -> Result<usize, ProbeError> {
         let mut killed = self.kill_clients(addr).await?;
-        self.get(addr).await?.fence_read_only().await?;
+        self.exec(addr, Command::ReadOnly).await?;
         killed += self.kill_clients(addr).await?;
         Ok(killed)
     }

@@ -12,9 +12,10 @@
 //!
 //! Every step of every operation has two: `<kind>.<step>.before` (the step is recorded as
 //! started but has not run) and `<kind>.<step>.after` (it ran but the next step is not
-//! recorded yet). The names are listed in [`crate::FAILOVER_STEPS`] and
-//! [`crate::SWITCHOVER_STEPS`]. `NAME@CLUSTER` (e.g. `rejoin.check.before@main`) fires for
-//! one cluster's operations only, so tests sharing a process do not trip each other.
+//! recorded yet). The names are listed by [`crate::operation_steps`] (for the failover
+//! and the switchover also [`crate::FAILOVER_STEPS`] and [`crate::SWITCHOVER_STEPS`]).
+//! `NAME@CLUSTER` (e.g. `rejoin.check.before@main`) fires for one cluster's operations
+//! only, so tests sharing a process do not trip each other.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};

@@ -22,6 +22,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use model::InstanceAddr;
+use probe::commands::Command;
 use probe::{ProbeError, ProbeOptions, Session};
 use store::{kinds, EventLevel, NewEvent};
 use tokio::task::JoinSet;
@@ -73,61 +74,27 @@ const ACK_WAIT: &str = "waiting for semi-sync ack";
 /// the commits that wait for an ack.
 pub(crate) async fn kill_clients(s: &mut Session) -> Result<usize, ProbeError> {
     let mut killed = 0;
-    let mut done: Vec<String> = Vec::new();
-    let mut waiting: Vec<String> = Vec::new();
+    let mut done: Vec<u64> = Vec::new();
+    let mut waiting: Vec<u64> = Vec::new();
     for _ in 0..2 {
-        for (id, state) in list_clients(s).await? {
-            if done.contains(&id) {
+        for c in s.clients().await? {
+            if done.contains(&c.id) {
                 continue;
             }
-            if state.to_ascii_lowercase().contains(ACK_WAIT) {
-                if !waiting.contains(&id) {
-                    waiting.push(id);
+            if c.state.to_ascii_lowercase().contains(ACK_WAIT) {
+                if !waiting.contains(&c.id) {
+                    waiting.push(c.id);
                 }
                 continue;
             }
-            killed += kill(s, &id).await?;
-            done.push(id);
+            killed += usize::from(s.kill_connection(c.id).await?);
+            done.push(c.id);
         }
     }
     for id in waiting {
-        killed += kill(s, &id).await?;
+        killed += usize::from(s.kill_connection(id).await?);
     }
     Ok(killed)
-}
-
-/// Client connections: id and state.
-async fn list_clients(s: &mut Session) -> Result<Vec<(String, String)>, ProbeError> {
-    let rows = s
-        .query_rows(
-            "list clients",
-            "SELECT ID AS id, COALESCE(STATE, '') AS state FROM information_schema.PROCESSLIST \
-             WHERE ID <> CONNECTION_ID() \
-             AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon', 'Slave_IO', \
-             'Slave_SQL', 'Slave_worker') \
-             AND USER NOT IN ('system user', 'event_scheduler')",
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| {
-            let id = r.get("id").cloned().flatten()?;
-            let state = r.get("state").cloned().flatten().unwrap_or_default();
-            Some((id, state))
-        })
-        .collect())
-}
-
-/// `KILL CONNECTION id`: 1 if killed, 0 if it had ended.
-async fn kill(s: &mut Session, id: &str) -> Result<usize, ProbeError> {
-    match s
-        .exec("kill client", &format!("KILL CONNECTION {id}"))
-        .await
-    {
-        Ok(()) => Ok(1),
-        Err(ProbeError::Server { code: 1094, .. }) => Ok(0),
-        Err(e) => Err(e),
-    }
 }
 
 /// Fence a server through `s`: clients killed, `read_only=ON`, the clients that connected
@@ -139,7 +106,7 @@ pub(crate) async fn fence_session(
     keep_semi_sync: bool,
 ) -> Result<FenceDone, ProbeError> {
     let mut killed = kill_clients(s).await?;
-    s.exec("fence read only", "SET GLOBAL read_only=ON").await?;
+    s.run(Command::ReadOnly).await?;
     let read_only_at = Instant::now();
     killed += kill_clients(s).await?;
     if keep_semi_sync {
@@ -150,11 +117,7 @@ pub(crate) async fn fence_session(
     }
     // Semi-sync goes off last, as in `Conns::fence`: switched off while a commit of a
     // client that connected meanwhile waits, it would acknowledge it with no second copy.
-    s.exec(
-        "fence semi-sync",
-        "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
-    )
-    .await?;
+    s.run(Command::SemiSyncPrimaryOff).await?;
     Ok(FenceDone {
         killed,
         read_only_at,

@@ -66,7 +66,7 @@ use tracing::{info, warn};
 pub use auto::AutoFailoverNotice;
 pub use candidate::{choose, Choice, NoCandidate, PossibleLoss, ReplicaFacts};
 pub use failover::FAILOVER_STEPS;
-pub use registry::operation_kinds;
+pub use registry::{operation_kinds, operation_steps};
 pub use switchover::SWITCHOVER_STEPS;
 
 pub use model::clock::now_ms;

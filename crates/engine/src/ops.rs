@@ -1,4 +1,5 @@
-//! The persisted-operation context every operation runs in, and the rejoin operation.
+//! The persisted-operation context every operation runs in ([`Op`]), and the step ceremony
+//! every kind's steps share ([`Op::run_step`] over a kind's [`Steps`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +25,46 @@ pub(crate) enum Outcome {
 
 /// A step that could not go on; the operation ends with this outcome.
 pub(crate) type StepResult<T> = Result<T, Outcome>;
+
+/// One step of an operation kind. Its name is what the record says the operation is at,
+/// what the step's audit event names, and its failpoints (`<kind>.<name>.before|after`).
+pub(crate) trait Step: Copy {
+    fn name(self) -> &'static str;
+}
+
+/// A running operation of one kind: the state its steps share, and the steps themselves,
+/// which [`Op::run_step`] runs one at a time.
+pub(crate) trait Steps {
+    type Step: Step;
+
+    /// The operation's data, recorded with each step.
+    fn record(&self) -> Value;
+
+    /// The sessions the steps speak over (the audit reads positions through them too).
+    fn conns(&mut self) -> &mut Conns;
+
+    /// Whether `step` runs in this run: a step an earlier run finished is skipped when the
+    /// operation resumes, and a step the cluster's settings leave out (no hooks) is not
+    /// run.
+    fn wanted(&self, _step: Self::Step) -> bool {
+        true
+    }
+
+    /// The instances whose GTID positions the step's audit event records, before it
+    /// (`after` false) and after it.
+    fn audited(&self, step: Self::Step, after: bool) -> Vec<InstanceAddr>;
+
+    /// What must hold before `step` starts, checked before it is recorded.
+    async fn precondition(&mut self, _op: &mut Op<'_>, _step: Self::Step) -> StepResult<()> {
+        Ok(())
+    }
+
+    /// The step itself; returns its detail for the audit event.
+    async fn run(&mut self, op: &mut Op<'_>, step: Self::Step) -> StepResult<Value>;
+
+    /// After `step` was recorded done.
+    fn finished(&mut self, _step: Self::Step) {}
+}
 
 /// One running operation: its record, its lock, its audit trail.
 pub(crate) struct Op<'e> {
@@ -199,9 +240,38 @@ impl<'e> Op<'e> {
         }
     }
 
+    /// Run one step of `run`, unless it is not [`Steps::wanted`]: its precondition, then
+    /// the step recorded as started (after a check that this node still holds the cluster
+    /// lock and leads), its `before` failpoint, the step, its audit event with positions
+    /// before and after, its `after` failpoint.
+    pub async fn run_step<S: Steps>(&mut self, run: &mut S, step: S::Step) -> StepResult<()> {
+        if !run.wanted(step) {
+            return Ok(());
+        }
+        run.precondition(self, step).await?;
+        let addrs = run.audited(step, false);
+        let before = self
+            .step(step.name(), &run.record(), run.conns(), &addrs)
+            .await?;
+        let detail = run.run(self, step).await?;
+        let addrs = run.audited(step, true);
+        self.done(step.name(), before, run.conns(), &addrs, detail)
+            .await?;
+        run.finished(step);
+        Ok(())
+    }
+
+    /// [`Op::run_step`] for each of `steps`, in order, up to the first that stops.
+    pub async fn run_steps<S: Steps>(&mut self, run: &mut S, steps: &[S::Step]) -> StepResult<()> {
+        for step in steps {
+            self.run_step(run, *step).await?;
+        }
+        Ok(())
+    }
+
     /// Record that `step` starts, with the operation's context; returns the positions of
     /// `addrs` before it.
-    pub async fn step(
+    async fn step(
         &mut self,
         step: &str,
         data: &Value,
@@ -245,7 +315,7 @@ impl<'e> Op<'e> {
     }
 
     /// Record that `step` finished: an audit event with positions before and after.
-    pub async fn done(
+    async fn done(
         &mut self,
         step: &str,
         before: BTreeMap<String, String>,

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use model::{GtidState, InstanceAddr, Observation, OperationKind};
 use probe::commands::PointAt;
-use serde_json::json;
+use probe::Credentials;
+use serde_json::{json, Value};
 use store::{OperationRecord, Settings};
 
 use crate::conns::Conns;
-use crate::ops::{errant_against_writer, Op, Outcome};
-use crate::registry::{BoxFuture, OperationSpec};
-use crate::{Engine, EngineError};
+use crate::ops::{errant_against_writer, Op, Outcome, Step, StepResult, Steps};
+use crate::registry::OperationSpec;
+use crate::{ClusterSetup, Engine, EngineError};
 
 /// The rejoin in the registry of kinds.
 pub(crate) struct Rejoin;
@@ -30,12 +31,8 @@ impl OperationSpec for Rejoin {
         "attach a fenced or stray instance as a replica of the writer, after an errant-GTID check"
     }
 
-    fn resume(
-        &self,
-        engine: Arc<Engine>,
-        rec: OperationRecord,
-    ) -> BoxFuture<'static, Result<(), EngineError>> {
-        Box::pin(async move { engine.interrupted_needs_human(rec).await })
+    fn steps(&self) -> &'static [&'static str] {
+        &["check", "attach"]
     }
 }
 
@@ -87,92 +84,177 @@ impl Engine {
             json!({ "instance": addr.to_string(), "writer": writer.to_string() }),
         )
         .await?;
-        let mut conns = Conns::new(setup.admin.clone(), self.opts.probe);
-        let mut data = json!({ "instance": addr.to_string(), "writer": writer.to_string() });
-        let outcome = async {
-            let addrs = [addr.clone(), writer.clone()];
-            let before = op.step("check", &data, &mut conns, &addrs).await?;
-            let obs = conns.observe(addr).await;
-            if obs.state().is_none() {
-                return Err(Outcome::Failed(format!("{addr} is unreachable")));
-            }
-            let errant = errant_against_writer(&*self.store, cluster, &obs, &mut conns)
-                .await
-                .map_err(Outcome::Failed)?;
-            data["errant"] = json!(errant);
-            if !errant.is_empty() {
-                return Err(Outcome::Failed(format!(
-                    "{addr} has errant GTIDs the writer {writer} lacks: {}; it must not rejoin as is (rebuild it, or remove the transactions by hand)",
-                    errant.join(", ")
-                )));
-            }
-            op.done("check", before, &mut conns, &addrs, json!({ "errant": [] })).await?;
-
-            let before = op.step("attach", &data, &mut conns, &addrs).await?;
-            // The fence guard's kills would end this step's connections; the step fences
-            // the instance itself.
-            self.stop_guard(addr);
-            conns
-                .fence(addr)
-                .await
-                .map_err(|e| Outcome::Failed(format!("set {addr} read-only: {e}")))?;
-            // Its own transactions that it lost in crash recovery but the writer holds
-            // would be skipped (same server_id): it replicates them under a lent server_id.
-            let w = conns.observe(&writer).await;
-            let lost = own_lost(&obs, &w);
-            let own_id = obs.state().map(|s| s.server_id).unwrap_or_default();
-            if !lost.is_empty() {
-                data["own_transactions_replayed"] =
-                    json!(lost.iter().map(ToString::to_string).collect::<Vec<_>>());
-                conns
-                    .lend_server_id(addr, lent_server_id(own_id))
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
-            }
-            // From its own binlog position, unless it replays its own lost transactions.
-            let to = PointAt {
-                source: &writer,
-                creds: &repl,
-                semi_sync: setup.spec.semi_sync,
-                from_current_pos: lost.is_empty(),
-                delay_s: None,
-            };
-            conns
-                .repoint(addr, &to)
-                .await
-                .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
-            if !lost.is_empty() {
-                conns
-                    .wait_applied(addr, &lost, Duration::from_secs(30))
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("{addr} did not replay its own transactions {} from {writer}: {e}; it still runs under a lent server_id", data["own_transactions_replayed"])))?;
-                conns
-                    .restart_with_server_id(addr, own_id)
-                    .await
-                    .map_err(|e| Outcome::Failed(format!("give {addr} its server_id {own_id} back: {e}")))?;
-            }
-            conns
-                .wait_replicating(addr, &writer, Duration::from_secs(10))
-                .await
-                .map_err(|e| Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}")))?;
-            let _ = self.store.unmark_fenced(cluster, addr).await;
-            self.stop_guard(addr);
-            // Fenced again one day, its return is news again, and whether that fence keeps
-            // semi-sync on is for that failover to say.
-            self.returned
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(addr);
-            self.forget_keep_semi_sync(addr);
-            op.done("attach", before, &mut conns, &addrs, json!({})).await?;
-            Ok(format!("{addr} rejoined {cluster} as a replica of {writer}"))
-        }
-        .await;
-        let outcome = match outcome {
-            Ok(m) => Outcome::Succeeded(m),
+        let mut run = RejoinRun {
+            engine: self,
+            setup: &setup,
+            repl: &repl,
+            conns: Conns::new(setup.admin.clone(), self.opts.probe),
+            data: json!({ "instance": addr.to_string(), "writer": writer.to_string() }),
+            addr: addr.clone(),
+            writer,
+            obs: None,
+        };
+        let outcome = match op.run_steps(&mut run, &RejoinStep::ALL).await {
+            Ok(()) => Outcome::Succeeded(format!(
+                "{addr} rejoined {cluster} as a replica of {}",
+                run.writer
+            )),
             Err(o) => o,
         };
-        op.finish(outcome, data).await
+        op.finish(outcome, run.data).await
+    }
+}
+
+/// A rejoin's steps, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RejoinStep {
+    /// Reachable, with no errant GTIDs against the writer.
+    Check,
+    /// Fenced, then replicating from the writer.
+    Attach,
+}
+
+impl RejoinStep {
+    const ALL: [RejoinStep; 2] = [RejoinStep::Check, RejoinStep::Attach];
+}
+
+impl Step for RejoinStep {
+    fn name(self) -> &'static str {
+        match self {
+            RejoinStep::Check => "check",
+            RejoinStep::Attach => "attach",
+        }
+    }
+}
+
+/// One run of a rejoin: what its steps share.
+struct RejoinRun<'a> {
+    engine: &'a Engine,
+    setup: &'a ClusterSetup,
+    repl: &'a Credentials,
+    conns: Conns,
+    data: Value,
+    addr: InstanceAddr,
+    writer: InstanceAddr,
+    /// The instance as `check` saw it.
+    obs: Option<Observation>,
+}
+
+impl RejoinRun<'_> {
+    async fn check(&mut self) -> StepResult<Value> {
+        let (addr, writer) = (&self.addr, &self.writer);
+        let obs = self.conns.observe(addr).await;
+        if obs.state().is_none() {
+            return Err(Outcome::Failed(format!("{addr} is unreachable")));
+        }
+        let cluster = &self.setup.spec.name;
+        let errant = errant_against_writer(&*self.engine.store, cluster, &obs, &mut self.conns)
+            .await
+            .map_err(Outcome::Failed)?;
+        self.data["errant"] = json!(errant);
+        if !errant.is_empty() {
+            return Err(Outcome::Failed(format!(
+                "{addr} has errant GTIDs the writer {writer} lacks: {}; it must not rejoin as is (rebuild it, or remove the transactions by hand)",
+                errant.join(", ")
+            )));
+        }
+        self.obs = Some(obs);
+        Ok(json!({ "errant": [] }))
+    }
+
+    async fn attach(&mut self) -> StepResult<Value> {
+        let engine = self.engine;
+        let cluster = &self.setup.spec.name;
+        let (addr, writer) = (&self.addr, &self.writer);
+        let (conns, data) = (&mut self.conns, &mut self.data);
+        let obs = self
+            .obs
+            .as_ref()
+            .ok_or_else(|| Outcome::Failed(format!("{addr} was not checked")))?;
+        // The fence guard's kills would end this step's connections; the step fences the
+        // instance itself.
+        engine.stop_guard(addr);
+        conns
+            .fence(addr)
+            .await
+            .map_err(|e| Outcome::Failed(format!("set {addr} read-only: {e}")))?;
+        // Its own transactions that it lost in crash recovery but the writer holds would
+        // be skipped (same server_id): it replicates them under a lent server_id.
+        let w = conns.observe(writer).await;
+        let lost = own_lost(obs, &w);
+        let own_id = obs.state().map(|s| s.server_id).unwrap_or_default();
+        if !lost.is_empty() {
+            data["own_transactions_replayed"] =
+                json!(lost.iter().map(ToString::to_string).collect::<Vec<_>>());
+            conns
+                .lend_server_id(addr, lent_server_id(own_id))
+                .await
+                .map_err(|e| Outcome::Failed(format!("lend {addr} a server_id: {e}")))?;
+        }
+        // From its own binlog position, unless it replays its own lost transactions.
+        let to = PointAt {
+            source: writer,
+            creds: self.repl,
+            semi_sync: self.setup.spec.semi_sync,
+            from_current_pos: lost.is_empty(),
+            delay_s: None,
+        };
+        conns
+            .repoint(addr, &to)
+            .await
+            .map_err(|e| Outcome::Failed(format!("attach {addr} to {writer}: {e}")))?;
+        if !lost.is_empty() {
+            conns
+                .wait_applied(addr, &lost, Duration::from_secs(30))
+                .await
+                .map_err(|e| Outcome::Failed(format!("{addr} did not replay its own transactions {} from {writer}: {e}; it still runs under a lent server_id", data["own_transactions_replayed"])))?;
+            conns
+                .restart_with_server_id(addr, own_id)
+                .await
+                .map_err(|e| {
+                    Outcome::Failed(format!("give {addr} its server_id {own_id} back: {e}"))
+                })?;
+        }
+        conns
+            .wait_replicating(addr, writer, Duration::from_secs(10))
+            .await
+            .map_err(|e| {
+                Outcome::Failed(format!("{addr} does not replicate from {writer}: {e}"))
+            })?;
+        let _ = engine.store.unmark_fenced(cluster, addr).await;
+        engine.stop_guard(addr);
+        // Fenced again one day, its return is news again, and whether that fence keeps
+        // semi-sync on is for that failover to say.
+        engine
+            .returned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(addr);
+        engine.forget_keep_semi_sync(addr);
+        Ok(json!({}))
+    }
+}
+
+impl Steps for RejoinRun<'_> {
+    type Step = RejoinStep;
+
+    fn record(&self) -> Value {
+        self.data.clone()
+    }
+
+    fn conns(&mut self) -> &mut Conns {
+        &mut self.conns
+    }
+
+    fn audited(&self, _step: RejoinStep, _after: bool) -> Vec<InstanceAddr> {
+        vec![self.addr.clone(), self.writer.clone()]
+    }
+
+    async fn run(&mut self, _op: &mut Op<'_>, step: RejoinStep) -> StepResult<Value> {
+        match step {
+            RejoinStep::Check => self.check().await,
+            RejoinStep::Attach => self.attach().await,
+        }
     }
 }
 
@@ -209,7 +291,13 @@ fn lent_server_id(own: u32) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::lent_server_id;
+    use super::*;
+
+    #[test]
+    fn the_steps_are_the_listed_ones_in_order() {
+        let names: Vec<&str> = RejoinStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, Rejoin.steps());
+    }
 
     #[test]
     fn a_lent_server_id_is_never_zero_nor_the_own_one() {

@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use model::gtid::{MariadbGtid, MariadbGtidList};
 use model::InstanceAddr;
-use probe::{sql_escape, ProbeError, Session};
+use probe::commands::relay::RelayEvents;
+use probe::commands::RelayLogAt;
+use probe::{ProbeError, Session};
 use serde::{Deserialize, Serialize};
 
 use crate::conns::Conns;
@@ -114,11 +116,13 @@ enum Page {
 async fn page(s: &mut Session, file: &str, from: u64, skip: u64) -> Result<Page, ProbeError> {
     let mut limit = PAGE;
     loop {
-        let sql = format!(
-            "SHOW RELAYLOG EVENTS IN '{}' FROM {from} LIMIT {skip}, {limit}",
-            sql_escape(file)
-        );
-        match s.query_rows("show relaylog events", &sql).await {
+        let at = RelayEvents {
+            file,
+            from,
+            skip,
+            limit,
+        };
+        match s.relay_log_events(&at).await {
             Ok(rows) => {
                 let more = rows.len() as u64 == limit;
                 return Ok(Page::Rows(rows, more));
@@ -249,11 +253,8 @@ pub(crate) async fn salvage(
     let started = Instant::now();
     let deadline = started + within;
     let s = conns.get(addr).await.map_err(|e| e.to_string())?;
-    let rows = s
-        .query_rows("replica status", "SHOW SLAVE STATUS")
-        .await
-        .map_err(|e| e.to_string())?;
-    let row = rows.first().ok_or("not a replica")?;
+    let row = s.replica_status_row().await.map_err(|e| e.to_string())?;
+    let row = row.as_ref().ok_or("not a replica")?;
     if field(row, "Slave_IO_Running") != "No" || field(row, "Slave_SQL_Running") != "No" {
         return Err("its replication runs".into());
     }
@@ -264,18 +265,12 @@ pub(crate) async fn salvage(
         .trim()
         .parse()
         .map_err(|_| "no Relay_Log_Pos".to_string())?;
-    let vars = s
-        .query_rows(
-            "salvage variables",
-            "SELECT @@gtid_slave_pos AS slave_pos, @@relay_log_recovery AS recovery",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let v = vars.first().ok_or("no variables")?;
-    let applied: MariadbGtidList = field(v, "slave_pos")
+    let vars = s.relay_vars().await.map_err(|e| e.to_string())?;
+    let applied: MariadbGtidList = vars
+        .slave_pos
         .parse()
         .map_err(|e| format!("gtid_slave_pos: {e}"))?;
-    let kept = io_pos.trim().is_empty() && field(v, "recovery") == "0" && using_gtid != "No";
+    let kept = io_pos.trim().is_empty() && !vars.relay_log_recovery && using_gtid != "No";
     let found = scan(s, &file, pos, &applied, deadline).await?;
     let mut out = Salvage {
         addr: Some(addr.clone()),
@@ -296,18 +291,8 @@ pub(crate) async fn salvage(
     let run = apply(s, &sfile, spos, &target, deadline).await;
     // Put GTID mode back whatever happened: a later START SLAVE must not connect by file
     // and position. This deletes the relay log, applied by now.
-    let restore = s
-        .exec(
-            "restore gtid mode",
-            "STOP SLAVE SQL_THREAD; CHANGE MASTER TO MASTER_USE_GTID=slave_pos",
-        )
-        .await;
-    let now = s
-        .query_rows("gtid_slave_pos", "SELECT @@gtid_slave_pos AS p")
-        .await
-        .ok()
-        .and_then(|r| r.first().map(|r| field(r, "p")))
-        .unwrap_or_default();
+    let restore = s.sql_thread_back_to_gtid().await;
+    let now = s.gtid_slave_pos().await.unwrap_or_default();
     out.applied = now;
     out.took_ms = started.elapsed().as_millis() as u64;
     run?;
@@ -323,16 +308,14 @@ async fn apply(
     target: &str,
     deadline: Instant,
 ) -> Result<(), String> {
-    s.exec(
-        "position the sql thread",
-        &format!(
-            "CHANGE MASTER TO RELAY_LOG_FILE='{}', RELAY_LOG_POS={pos}",
-            sql_escape(file)
-        ),
-    )
+    s.keep_relay_log(&RelayLogAt {
+        file: file.to_string(),
+        pos,
+        lift_delay: false,
+    })
     .await
     .map_err(|e| format!("position its SQL thread at {file}:{pos}: {e}"))?;
-    s.exec("start sql thread", "START SLAVE SQL_THREAD")
+    s.start_sql_thread()
         .await
         .map_err(|e| format!("start its SQL thread: {e}"))?;
     loop {
@@ -343,11 +326,8 @@ async fn apply(
         {
             return Ok(());
         }
-        let rows = s
-            .query_rows("replica status", "SHOW SLAVE STATUS")
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(r) = rows.first() {
+        let row = s.replica_status_row().await.map_err(|e| e.to_string())?;
+        if let Some(r) = &row {
             if field(r, "Slave_SQL_Running") == "No" {
                 // Stopped on its own: reached the target just now, or failed.
                 if s.wait_for_gtid(target, Duration::from_millis(1))

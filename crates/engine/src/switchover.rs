@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use model::analysis::errant_transactions;
 use model::{InstanceAddr, IoThreadState, Observation, OperationKind, PromotionRule};
-use probe::commands::PointAt;
+use probe::commands::{Command, PointAt};
 use probe::Credentials;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{json, Value};
 use store::OperationRecord;
 
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv};
-use crate::ops::{binlog_pos, Op, Outcome, StepResult};
+use crate::ops::{binlog_pos, Op, Outcome, Step, StepResult, Steps};
 use crate::registry::{BoxFuture, OperationSpec};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
@@ -113,15 +113,28 @@ impl Engine {
     async fn drive_switchover(
         &self,
         mut op: Op<'_>,
-        mut conns: Conns,
+        conns: Conns,
         setup: &ClusterSetup,
         repl: &Credentials,
-        mut data: SwitchoverData,
+        data: SwitchoverData,
         obs: Vec<Observation>,
     ) -> Result<OperationRecord, EngineError> {
-        let r = self
-            .switchover_steps(&mut op, &mut conns, setup, repl, &mut data, obs)
-            .await;
+        let mut run = SwitchoverRun {
+            engine: self,
+            setup,
+            repl,
+            conns,
+            data,
+            obs,
+            old: InstanceAddr::new("", 0),
+            target: InstanceAddr::new("", 0),
+            others: Vec::new(),
+            all: Vec::new(),
+        };
+        let r = run.run_all(&mut op).await;
+        let SwitchoverRun {
+            mut conns, data, ..
+        } = run;
         let outcome = match r {
             Ok(m) => Outcome::Succeeded(m),
             Err(o) if !data.promote_started && data.blocked_ms.is_some() => {
@@ -148,38 +161,122 @@ impl Engine {
         };
         op.finish(outcome, data.json()).await
     }
+}
 
-    async fn switchover_steps(
-        &self,
-        op: &mut Op<'_>,
-        conns: &mut Conns,
-        setup: &ClusterSetup,
-        repl: &Credentials,
-        data: &mut SwitchoverData,
-        obs: Vec<Observation>,
-    ) -> StepResult<String> {
-        let cluster = setup.spec.name.clone();
-        let old = data
+/// A switchover's steps, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SwitchoverStep {
+    /// The target is healthy, caught up enough, with no errant GTIDs (or the best such
+    /// replica is chosen).
+    Check,
+    /// The old primary read-only, its clients killed.
+    BlockWrites,
+    /// The target applies the old primary's last position.
+    CatchUp,
+    /// The target's replication reset, semi-sync set as a primary; still read-only.
+    Promote,
+    /// Every other replica, and the old primary, pointed at the target.
+    Repoint,
+    /// The target writable, the writer moved in the store.
+    OpenWrites,
+    /// Each replica checked.
+    VerifyReplicas,
+}
+
+impl SwitchoverStep {
+    /// Every step, in order.
+    pub(crate) const ALL: [SwitchoverStep; 7] = [
+        SwitchoverStep::Check,
+        SwitchoverStep::BlockWrites,
+        SwitchoverStep::CatchUp,
+        SwitchoverStep::Promote,
+        SwitchoverStep::Repoint,
+        SwitchoverStep::OpenWrites,
+        SwitchoverStep::VerifyReplicas,
+    ];
+}
+
+impl Step for SwitchoverStep {
+    fn name(self) -> &'static str {
+        match self {
+            SwitchoverStep::Check => "check",
+            SwitchoverStep::BlockWrites => "block_writes",
+            SwitchoverStep::CatchUp => "catch_up",
+            SwitchoverStep::Promote => "promote",
+            SwitchoverStep::Repoint => "repoint",
+            SwitchoverStep::OpenWrites => "open_writes",
+            SwitchoverStep::VerifyReplicas => "verify_replicas",
+        }
+    }
+}
+
+/// One run of a switchover: what its steps share.
+struct SwitchoverRun<'a> {
+    engine: &'a Engine,
+    setup: &'a ClusterSetup,
+    repl: &'a Credentials,
+    conns: Conns,
+    data: SwitchoverData,
+    /// The fresh observations the switchover started from.
+    obs: Vec<Observation>,
+    old: InstanceAddr,
+    /// The target, from `check` on.
+    target: InstanceAddr,
+    /// The other replicas, from `check` on.
+    others: Vec<InstanceAddr>,
+    /// The old primary, the target and the others: whose positions the audit records.
+    all: Vec<InstanceAddr>,
+}
+
+impl SwitchoverRun<'_> {
+    /// Every step, then the operation's message.
+    async fn run_all(&mut self, op: &mut Op<'_>) -> StepResult<String> {
+        self.old = self
+            .data
             .old_primary
             .clone()
             .ok_or_else(|| Outcome::Failed("no primary".into()))?;
-        let old_obs = obs
-            .iter()
-            .find(|o| o.addr == old)
-            .cloned()
-            .ok_or_else(|| Outcome::Failed(format!("{old} was not observed")))?;
-        let replicas: Vec<&Observation> = obs
+        let old = &self.old;
+        if !self.obs.iter().any(|o| o.addr == *old) {
+            return Err(Outcome::Failed(format!("{old} was not observed")));
+        }
+        self.data.replicas = self.replicas().iter().map(|o| o.addr.clone()).collect();
+        op.run_steps(self, &SwitchoverStep::ALL).await?;
+        Ok(format!(
+            "{} is the new primary of {} (was {}); writes were blocked for {} ms{}",
+            self.target,
+            self.setup.spec.name,
+            self.old,
+            self.data.write_block_ms.unwrap_or(0),
+            if self.data.warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; warnings: {}", self.data.warnings.join("; "))
+            }
+        ))
+    }
+
+    /// The observed replicas of the old primary.
+    fn replicas(&self) -> Vec<&Observation> {
+        self.obs
             .iter()
             .filter(|o| {
                 o.state()
                     .and_then(|s| s.replication.as_ref())
-                    .is_some_and(|r| r.source == old)
+                    .is_some_and(|r| r.source == self.old)
             })
-            .collect();
-        data.replicas = replicas.iter().map(|o| o.addr.clone()).collect();
+            .collect()
+    }
 
-        // 1. check
-        let before = op.step("check", &data.json(), conns, &[]).await?;
+    async fn check(&mut self) -> StepResult<Value> {
+        let setup = self.setup;
+        let old = self.old.clone();
+        let old_obs = self
+            .obs
+            .iter()
+            .find(|o| o.addr == old)
+            .ok_or_else(|| Outcome::Failed(format!("{old} was not observed")))?;
+        let replicas = self.replicas();
         let max_lag = setup.spec.max_lag.as_secs();
         let health = |o: &Observation| -> Result<u64, String> {
             let s = o.state().ok_or("unreachable")?;
@@ -197,13 +294,13 @@ impl Engine {
             if !(s.log_bin && s.log_replica_updates) {
                 return Err("no binary log (log_bin and log_slave_updates needed)".into());
             }
-            match errant_transactions(o, &old_obs) {
+            match errant_transactions(o, old_obs) {
                 Some(e) if !e.is_empty() => return Err(format!("errant GTIDs: {e}")),
                 _ => {}
             }
             Ok(lag)
         };
-        let target = match data.target.clone() {
+        let target = match self.data.target.clone() {
             Some(t) => {
                 let o = replicas.iter().find(|o| o.addr == t).ok_or_else(|| {
                     Outcome::RolledBack(format!("{t} is not a replica of the primary {old}"))
@@ -239,82 +336,74 @@ impl Engine {
                 })?
             }
         };
-        data.target = Some(target.clone());
-        op.done(
-            "check",
-            before,
-            conns,
-            &[old.clone(), target.clone()],
-            json!({ "target": target }),
-        )
-        .await?;
-        let others: Vec<InstanceAddr> = data
+        self.data.target = Some(target.clone());
+        self.others = self
+            .data
             .replicas
             .iter()
             .filter(|r| **r != target)
             .cloned()
             .collect();
-        let all: Vec<InstanceAddr> = [old.clone(), target.clone()]
+        self.all = [old, target.clone()]
             .into_iter()
-            .chain(others.clone())
+            .chain(self.others.clone())
             .collect();
+        self.target = target;
+        Ok(json!({ "target": self.target }))
+    }
 
-        // Pre hooks (the failover hooks, with DBFLEET_OPERATION=switchover): one that fails
-        // stops the switchover before anything changed.
-        let hook_env = |phase: &'static str| HookEnv {
-            cluster: cluster.clone(),
+    /// Before `block_writes`, the pre hooks (the failover hooks, with
+    /// DBFLEET_OPERATION=switchover): one that fails stops the switchover before anything
+    /// changed.
+    async fn pre_hooks(&self, op: &Op<'_>) -> StepResult<()> {
+        let policy = &self.setup.failover;
+        if policy.pre_failover.is_empty() {
+            return Ok(());
+        }
+        let env = HookEnv {
+            cluster: self.setup.spec.name.clone(),
             operation: OperationKind::Switchover,
             operation_id: op.rec.id,
-            phase,
+            phase: "pre",
             trigger: "manual".into(),
-            old_primary: old.to_string(),
-            new_primary: target.to_string(),
+            old_primary: self.old.to_string(),
+            new_primary: self.target.to_string(),
         };
-        if !setup.failover.pre_failover.is_empty() {
-            let out = run_hooks(
-                &setup.failover.pre_failover,
-                &hook_env("pre"),
-                setup.failover.hook_timeout,
-                true,
-            )
-            .await;
-            if let Some(h) = out.iter().find(|h| !h.ok) {
-                return Err(Outcome::RolledBack(format!(
-                    "pre hook {:?} failed ({}): switchover not started",
-                    h.command, h.status
-                )));
-            }
+        let out = run_hooks(&policy.pre_failover, &env, policy.hook_timeout, true).await;
+        if let Some(h) = out.iter().find(|h| !h.ok) {
+            return Err(Outcome::RolledBack(format!(
+                "pre hook {:?} failed ({}): switchover not started",
+                h.command, h.status
+            )));
         }
+        Ok(())
+    }
 
-        // 2. block_writes
-        let before = op.step("block_writes", &data.json(), conns, &all).await?;
-        data.blocked_ms = Some(now_ms());
-        conns
-            .exec(&old, "block writes", "SET GLOBAL read_only=ON")
+    async fn block_writes(&mut self) -> StepResult<Value> {
+        let old = &self.old;
+        self.data.blocked_ms = Some(now_ms());
+        self.conns
+            .exec(old, Command::ReadOnly)
             .await
             .map_err(|e| Outcome::Failed(format!("set {old} read-only: {e}")))?;
-        let killed = conns
-            .kill_clients(&old)
+        let killed = self
+            .conns
+            .kill_clients(old)
             .await
             .map_err(|e| Outcome::Failed(format!("kill clients on {old}: {e}")))?;
-        op.done(
-            "block_writes",
-            before,
-            conns,
-            &all,
-            json!({ "killed": killed }),
-        )
-        .await?;
+        Ok(json!({ "killed": killed }))
+    }
 
-        // 3. catch_up
-        let before = op.step("catch_up", &data.json(), conns, &all).await?;
-        let o = conns.observe(&old).await;
+    async fn catch_up(&mut self) -> StepResult<Value> {
+        let (old, target) = (&self.old, &self.target);
+        let within = self.setup.failover.switchover_catch_up_timeout;
+        let o = self.conns.observe(old).await;
         let pos = binlog_pos(&o)
             .ok_or_else(|| Outcome::Failed(format!("read {old}'s position: unreachable")))?;
-        data.target_pos = Some(pos.clone());
-        let caught = match conns.get(&target).await {
+        self.data.target_pos = Some(pos.clone());
+        let caught = match self.conns.get(target).await {
             Ok(s) => s
-                .wait_for_gtid(&pos, setup.failover.switchover_catch_up_timeout)
+                .wait_for_gtid(&pos, within)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -323,8 +412,7 @@ impl Engine {
             Ok(true) => {}
             Ok(false) => {
                 return Err(Outcome::Failed(format!(
-                    "{target} did not reach {pos} within {:?}",
-                    setup.failover.switchover_catch_up_timeout
+                    "{target} did not reach {pos} within {within:?}"
                 )))
             }
             Err(e) => {
@@ -333,132 +421,132 @@ impl Engine {
                 )))
             }
         }
-        op.done("catch_up", before, conns, &all, json!({ "position": pos }))
-            .await?;
+        Ok(json!({ "position": pos }))
+    }
 
-        // 4. promote
-        data.promote_started = true;
-        let before = op.step("promote", &data.json(), conns, &all).await?;
-        conns
-            .prepare_primary(&target, setup.spec.semi_sync)
+    async fn promote(&mut self) -> StepResult<Value> {
+        let (old, target) = (&self.old, &self.target);
+        self.conns
+            .prepare_primary(target, self.setup.spec.semi_sync)
             .await
             .map_err(|e| {
                 Outcome::NeedsHuman(format!(
                     "promote {target}: {e}; writes stay blocked on {old}"
                 ))
             })?;
-        op.done("promote", before, conns, &all, json!({})).await?;
+        Ok(json!({}))
+    }
 
-        // 5. repoint
-        let before = op.step("repoint", &data.json(), conns, &all).await?;
-        for r in &others {
-            match conns
-                .repoint(
-                    r,
-                    &PointAt {
-                        source: &target,
-                        creds: repl,
-                        semi_sync: setup.spec.semi_sync,
-                        from_current_pos: false,
-                        delay_s: None,
-                    },
-                )
-                .await
-            {
+    async fn repoint(&mut self) -> StepResult<Value> {
+        let (old, target) = (&self.old, &self.target);
+        let (conns, data) = (&mut self.conns, &mut self.data);
+        let to = PointAt {
+            source: target,
+            creds: self.repl,
+            semi_sync: self.setup.spec.semi_sync,
+            from_current_pos: false,
+            delay_s: None,
+        };
+        for r in &self.others {
+            match conns.repoint(r, &to).await {
                 Ok(()) => data.repointed.push(r.clone()),
                 Err(e) => data.warnings.push(format!("repoint {r} to {target}: {e}")),
             }
         }
-        match conns
-            .repoint(
-                &old,
-                &PointAt {
-                    source: &target,
-                    creds: repl,
-                    semi_sync: setup.spec.semi_sync,
-                    from_current_pos: true,
-                    delay_s: None,
-                },
-            )
-            .await
-        {
+        // The old primary replicates from its own binlog position.
+        let to = PointAt {
+            from_current_pos: true,
+            ..to
+        };
+        match conns.repoint(old, &to).await {
             Ok(()) => data.repointed.push(old.clone()),
             Err(e) => data
                 .warnings
                 .push(format!("attach the old primary {old} to {target}: {e}")),
         }
-        op.done(
-            "repoint",
-            before,
-            conns,
-            &all,
-            json!({ "repointed": data.repointed }),
-        )
-        .await?;
+        Ok(json!({ "repointed": data.repointed }))
+    }
 
-        // 6. open_writes
-        let before = op
-            .step(
-                "open_writes",
-                &data.json(),
-                conns,
-                std::slice::from_ref(&target),
-            )
-            .await?;
+    async fn open_writes(&mut self) -> StepResult<Value> {
+        let target = &self.target;
         let (now, warning) = self
-            .open_writes(conns, &cluster, &target)
+            .engine
+            .open_writes(&mut self.conns, &self.setup.spec.name, target)
             .await
             .map_err(|e| {
                 Outcome::NeedsHuman(format!(
                     "set {target} writable: {e}; no primary takes writes"
                 ))
             })?;
+        let data = &mut self.data;
         data.unblocked_ms = Some(now);
         data.write_block_ms = data.blocked_ms.map(|b| now.saturating_sub(b));
         data.warnings.extend(warning);
-        op.done(
-            "open_writes",
-            before,
-            conns,
-            std::slice::from_ref(&target),
-            json!({ "write_block_ms": data.write_block_ms }),
-        )
-        .await?;
+        Ok(json!({ "write_block_ms": data.write_block_ms }))
+    }
 
-        // 7. verify_replicas
-        let before = op
-            .step("verify_replicas", &data.json(), conns, &all)
-            .await?;
-        let unhealthy = conns.verify_replicating(&data.repointed, &target).await;
-        data.warnings.extend(unhealthy);
-        op.done("verify_replicas", before, conns, &all, json!({}))
-            .await?;
-        Ok(format!(
-            "{target} is the new primary of {cluster} (was {old}); writes were blocked for {} ms{}",
-            data.write_block_ms.unwrap_or(0),
-            if data.warnings.is_empty() {
-                String::new()
-            } else {
-                format!("; warnings: {}", data.warnings.join("; "))
+    async fn verify_replicas(&mut self) -> StepResult<Value> {
+        let unhealthy = self
+            .conns
+            .verify_replicating(&self.data.repointed, &self.target)
+            .await;
+        self.data.warnings.extend(unhealthy);
+        Ok(json!({}))
+    }
+}
+
+impl Steps for SwitchoverRun<'_> {
+    type Step = SwitchoverStep;
+
+    fn record(&self) -> Value {
+        self.data.json()
+    }
+
+    fn conns(&mut self) -> &mut Conns {
+        &mut self.conns
+    }
+
+    fn audited(&self, step: SwitchoverStep, after: bool) -> Vec<InstanceAddr> {
+        match step {
+            SwitchoverStep::Check if after => vec![self.old.clone(), self.target.clone()],
+            SwitchoverStep::Check => Vec::new(),
+            SwitchoverStep::OpenWrites => vec![self.target.clone()],
+            _ => self.all.clone(),
+        }
+    }
+
+    async fn precondition(&mut self, op: &mut Op<'_>, step: SwitchoverStep) -> StepResult<()> {
+        match step {
+            SwitchoverStep::BlockWrites => self.pre_hooks(op).await,
+            SwitchoverStep::Promote => {
+                self.data.promote_started = true;
+                Ok(())
             }
-        ))
+            _ => Ok(()),
+        }
+    }
+
+    async fn run(&mut self, _op: &mut Op<'_>, step: SwitchoverStep) -> StepResult<Value> {
+        match step {
+            SwitchoverStep::Check => self.check().await,
+            SwitchoverStep::BlockWrites => self.block_writes().await,
+            SwitchoverStep::CatchUp => self.catch_up().await,
+            SwitchoverStep::Promote => self.promote().await,
+            SwitchoverStep::Repoint => self.repoint().await,
+            SwitchoverStep::OpenWrites => self.open_writes().await,
+            SwitchoverStep::VerifyReplicas => self.verify_replicas().await,
+        }
     }
 }
 
 /// Make the old primary writable again, as it was.
 async fn unblock(conns: &mut Conns, old: &InstanceAddr, semi_sync: bool) -> Result<(), String> {
     conns
-        .exec(old, "unblock writes", "SET GLOBAL read_only=OFF")
+        .exec(old, Command::Writable)
         .await
         .map_err(|e| e.to_string())?;
     if semi_sync {
-        let _ = conns
-            .exec(
-                old,
-                "semi-sync back",
-                "SET GLOBAL rpl_semi_sync_master_enabled=ON",
-            )
-            .await;
+        let _ = conns.exec(old, Command::SemiSyncPrimaryOn).await;
     }
     Ok(())
 }
@@ -475,31 +563,21 @@ impl OperationSpec for Switchover {
         "move the primary role to a chosen healthy replica, rolled back if anything fails before promotion"
     }
 
-    /// Never guessed at: `needs_human`, after the old primary is made writable again if the
+    fn steps(&self) -> &'static [&'static str] {
+        SWITCHOVER_STEPS
+    }
+
+    /// Never resumed: `needs_human`, after the old primary is made writable again if the
     /// target was never promoted ([`undo_interrupted`]).
-    fn resume(
-        &self,
-        engine: Arc<Engine>,
-        rec: OperationRecord,
-    ) -> BoxFuture<'static, Result<(), EngineError>> {
-        Box::pin(async move {
-            let op = Op::adopt(&engine, rec).await?;
-            let data = op.rec.data.clone();
-            let note = undo_interrupted(&engine, &op, &data).await;
-            op.give_up_interrupted(note).await;
-            Ok(())
-        })
+    fn undo_interrupted<'a>(&'a self, engine: &'a Engine, op: &'a Op<'_>) -> BoxFuture<'a, String> {
+        Box::pin(undo_interrupted(engine, op))
     }
 }
 
 /// A switchover interrupted by a crash: if writes were blocked and the target was never
 /// promoted, unblock the old primary. Returns a note for the operation's message.
-pub(crate) async fn undo_interrupted(
-    engine: &Engine,
-    op: &Op<'_>,
-    data: &serde_json::Value,
-) -> String {
-    let Ok(d) = serde_json::from_value::<SwitchoverData>(data.clone()) else {
+pub(crate) async fn undo_interrupted(engine: &Engine, op: &Op<'_>) -> String {
+    let Ok(d) = serde_json::from_value::<SwitchoverData>(op.rec.data.clone()) else {
         return String::new();
     };
     let Ok(setup) = engine.setup(&op.rec.cluster) else {
@@ -520,5 +598,16 @@ pub(crate) async fn undo_interrupted(
         Err(e) => {
             format!("; its old primary {old} is still read-only and could not be unblocked: {e}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steps_are_the_listed_ones_in_order() {
+        let names: Vec<&str> = SwitchoverStep::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, SWITCHOVER_STEPS);
     }
 }

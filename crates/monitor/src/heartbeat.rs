@@ -40,22 +40,8 @@ use tracing::{debug, warn};
 use crate::watch::{ClusterCell, Ctx};
 use model::RoundTrigger;
 
-/// The statements that create the heartbeat schema, run once per writer connection.
-pub const SCHEMA_SQL: &str = "CREATE DATABASE IF NOT EXISTS dbfleet; \
-     CREATE TABLE IF NOT EXISTS dbfleet.heartbeat (id TINYINT UNSIGNED NOT NULL PRIMARY KEY, \
-     ts_us BIGINT UNSIGNED NOT NULL, server_id INT UNSIGNED NOT NULL)";
-
 /// The statement that reads the row; the probe appends it to its batch.
 pub const READ_SQL: &str = probe::parse::HEARTBEAT_READ_SQL;
-
-/// The write, for a stamp of `ts_us` µs since the Unix epoch on the daemon's clock: a row
-/// only when the server is writable (0 rows affected when it is read-only).
-pub fn write_sql(ts_us: u64) -> String {
-    format!(
-        "REPLACE INTO dbfleet.heartbeat (id, ts_us, server_id) \
-         SELECT 1, {ts_us}, @@server_id FROM DUAL WHERE @@read_only = 0"
-    )
-}
 
 /// Whether and how the daemon measures heartbeat lag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,16 +113,13 @@ impl HeartbeatWriter {
     pub async fn write(&mut self) -> Result<WriteOutcome, ProbeError> {
         if !self.schema_ready {
             // Creating the schema on a read-only server would be an errant transaction.
-            if read_only(&mut self.session).await? {
+            if self.session.is_read_only().await? {
                 return Ok(WriteOutcome::ReadOnly);
             }
-            self.session
-                .exec("create heartbeat schema", SCHEMA_SQL)
-                .await?;
+            self.session.create_heartbeat_schema().await?;
             self.schema_ready = true;
         }
-        let sql = write_sql(probe::now_us());
-        match self.session.exec_affected("write heartbeat", &sql).await? {
+        match self.session.write_heartbeat(probe::now_us()).await? {
             0 => Ok(WriteOutcome::ReadOnly),
             _ => Ok(WriteOutcome::Written),
         }
@@ -146,20 +129,6 @@ impl HeartbeatWriter {
     pub async fn close(self) {
         self.session.close().await;
     }
-}
-
-async fn read_only(session: &mut Session) -> Result<bool, ProbeError> {
-    let rows = session
-        .query_rows("check read_only", "SELECT @@read_only AS ro")
-        .await?;
-    let value = rows
-        .first()
-        .and_then(|r| r.get("ro").cloned().flatten())
-        .ok_or_else(|| ProbeError::Reply {
-            what: "check read_only",
-            detail: "no row".into(),
-        })?;
-    Ok(value.trim() != "0")
 }
 
 /// How long a heartbeat write may hang before it is abandoned: its connection killed on
@@ -582,26 +551,12 @@ async fn kill(
     };
     for id in &ids {
         // Unknown thread (already gone) is fine.
-        let _ = s
-            .exec(
-                "kill hung heartbeat write",
-                &format!("KILL CONNECTION {id}"),
-            )
-            .await;
+        let _ = s.kill_connection(*id).await;
     }
-    let list: Vec<String> = ids.iter().map(u64::to_string).collect();
-    let sql = format!(
-        "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE ID IN ({})",
-        list.join(",")
-    );
-    let still: Vec<u64> = match s.query_rows("list hung heartbeat writes", &sql).await {
-        Ok(rows) => rows
-            .iter()
-            .filter_map(|r| r.get("id").cloned().flatten())
-            .filter_map(|v| v.trim().parse().ok())
-            .collect(),
-        Err(_) => ids.clone(),
-    };
+    let still = s
+        .connections_alive(&ids)
+        .await
+        .unwrap_or_else(|_| ids.clone());
     s.close().await;
     ids.into_iter().filter(|i| !still.contains(i)).collect()
 }

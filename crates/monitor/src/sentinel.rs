@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use model::{Flavor, InstanceAddr};
+use model::InstanceAddr;
 use probe::{ProbeError, ProbeOptions, Session};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -125,10 +125,6 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
         connect_timeout: ctx.opts.probe.connect_timeout,
         query_timeout: sleep + ctx.opts.probe.query_timeout,
     };
-    let sql = format!(
-        "SELECT /* dbfleet liveness */ SLEEP({:.3})",
-        sleep.as_secs_f64()
-    );
     let mut backoff = FIRST_BACKOFF;
     loop {
         // At most CONNECTS_AT_ONCE liveness connects run at once; the statement itself holds
@@ -145,7 +141,7 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
                 let up = Instant::now();
                 let armed = Armed::new(&ctx.stats);
                 debug!(cluster = %cell.name, instance = %addr, "liveness connection up");
-                let ended = hold(&mut session, &sql, sleep).await;
+                let ended = hold(&mut session, sleep).await;
                 // A connection that held for a while earns a quick reconnect; one that keeps
                 // failing at once backs off to the interval like a failed connect.
                 if up.elapsed() >= Duration::from_secs(1) {
@@ -171,13 +167,9 @@ async fn guard(ctx: &Ctx, cell: &ClusterCell, addr: &InstanceAddr) {
 
 /// Reissue the liveness statement until it fails, or until it returns well before its
 /// sleep (a server that does not sleep would make this loop spin).
-async fn hold(session: &mut Session, sql: &str, sleep: Duration) -> Ended {
+async fn hold(session: &mut Session, sleep: Duration) -> Ended {
     // A server-wide statement time limit would end the sleep early; it is not a sign.
-    let off = match session.flavor() {
-        Flavor::Mariadb => "SET SESSION max_statement_time = 0",
-        Flavor::Mysql => "SET SESSION max_execution_time = 0",
-    };
-    if let Err(e) = session.exec("liveness setup", off).await {
+    if let Err(e) = session.no_statement_time_limit().await {
         if is_loss(&e) {
             return Ended::Lost(e);
         }
@@ -185,7 +177,7 @@ async fn hold(session: &mut Session, sql: &str, sleep: Duration) -> Ended {
     }
     loop {
         let started = Instant::now();
-        match session.query_rows("liveness", sql).await {
+        match session.liveness(sleep).await {
             Ok(_) if started.elapsed() < sleep / 2 => {
                 return Ended::Other(ProbeError::Reply {
                     what: "liveness",

@@ -39,24 +39,28 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use config::{FencePolicy, PossibleLossPolicy, SemiSyncShortfallPolicy};
+use config::{PossibleLossPolicy, SemiSyncShortfallPolicy};
 use model::analysis::{analyze, errant_transactions, ClusterView, Errant};
 use model::gtid::MariadbGtidList;
 use model::{
     Flavor, GtidState, InstanceAddr, Observation, OperationKind, ProblemKind, PromotionRule,
 };
-use probe::commands::PointAt;
+use probe::commands::{Command, PointAt};
 use probe::{Credentials, ProbeOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{kinds, EventLevel, OperationRecord, Settings};
+use store::{kinds, EventLevel, OperationRecord};
 
-use crate::candidate::{choose, has_unapplied, Choice, PossibleLoss, ReplicaFacts};
+mod steps;
+
+use steps::FailoverRun;
+
+use crate::candidate::{has_unapplied, Choice, PossibleLoss, ReplicaFacts};
 use crate::conns::Conns;
 use crate::hooks::{run_hooks, HookEnv, HookOutcome};
 use crate::ops::{binlog_pos, Op, Outcome, StepResult};
 use crate::registry::{BoxFuture, OperationSpec};
-use crate::salvage::{needs_salvage, salvage, Salvage};
+use crate::salvage::Salvage;
 use crate::watch_old::{OldPrimaryWatch, Seen};
 use crate::{now_ms, ClusterSetup, Engine, EngineError};
 
@@ -70,6 +74,10 @@ impl OperationSpec for Failover {
 
     fn description(&self) -> &'static str {
         "promote the best replica in place of a dead primary, or losslessly of one whose writes stalled"
+    }
+
+    fn steps(&self) -> &'static [&'static str] {
+        FAILOVER_STEPS
     }
 
     /// Run again from `confirm` with the same old primary when promotion had not started;
@@ -228,6 +236,25 @@ fn stall_pending(
             })
     });
     (timed_out && tracked).then(|| replicas.iter().map(|o| o.addr.clone()).collect())
+}
+
+/// How a failover points a replica `r` at the new primary `cand`, to replicate (a repoint)
+/// or stopped (a park): by GTID from what it applied, semi-sync as the cluster has it,
+/// and the delay a failover lifted (in `delays`) back on.
+fn at_new_primary<'a>(
+    cand: &'a InstanceAddr,
+    repl: &'a Credentials,
+    semi_sync: bool,
+    delays: &[(InstanceAddr, u64)],
+    r: &InstanceAddr,
+) -> PointAt<'a> {
+    PointAt {
+        source: cand,
+        creds: repl,
+        semi_sync,
+        from_current_pos: false,
+        delay_s: delays.iter().find(|(a, _)| a == r).map(|(_, d)| *d),
+    }
 }
 
 /// What the record says of a replica parked on the new primary `cand`.
@@ -502,12 +529,25 @@ impl Engine {
             trigger: trigger.to_string(),
             ..Default::default()
         };
+        self.start_failover(conns, setup, repl, data, obs).await
+    }
+
+    /// Record a new failover (`data` names its old primary and trigger) and run it from
+    /// `confirm`, with `obs` as its fresh look.
+    async fn start_failover(
+        &self,
+        conns: Conns,
+        setup: ClusterSetup,
+        repl: Credentials,
+        data: FailoverData,
+        obs: Vec<Observation>,
+    ) -> Result<OperationRecord, EngineError> {
         let op = Op::begin(
             self,
-            cluster,
+            &setup.spec.name,
             OperationKind::Failover,
-            trigger,
-            "confirm",
+            &data.trigger,
+            FAILOVER_STEPS[0],
             data.json(),
         )
         .await?;
@@ -561,17 +601,7 @@ impl Engine {
             stalled: Some(why.to_string()),
             ..Default::default()
         };
-        let op = Op::begin(
-            self,
-            cluster,
-            OperationKind::Failover,
-            trigger,
-            "confirm",
-            data.json(),
-        )
-        .await?;
-        self.drive_failover(op, conns, setup, repl, data, Some(obs))
-            .await
+        self.start_failover(conns, setup, repl, data, obs).await
     }
 
     /// Fence a stalled old primary before anything else: kill its client connections (a
@@ -595,11 +625,9 @@ impl Engine {
                 .kill_clients(old)
                 .await
                 .map_err(|e| format!("kill clients: {e}"))?;
-            c.exec(old, "fence read only", "SET GLOBAL read_only=ON")
-                .await
-                .map_err(|e| {
-                    format!("killed {killed} client connection(s), then read_only=ON: {e}")
-                })?;
+            c.exec(old, Command::ReadOnly).await.map_err(|e| {
+                format!("killed {killed} client connection(s), then read_only=ON: {e}")
+            })?;
             let again = c.kill_clients(old).await.unwrap_or(0);
             Ok::<_, String>(format!(
                 "{} client connection(s) killed, read-only, semi-sync left on",
@@ -701,21 +729,24 @@ impl Engine {
     ) -> Result<OperationRecord, EngineError> {
         // No step waits on a server that does not answer longer than its own deadline.
         conns.limit_connect(setup.failover.statement_timeout);
-        let mut watch = None;
-        let outcome = self
-            .failover_steps(
-                &mut op, &mut conns, &setup, &repl, &mut data, fresh, &mut watch,
-            )
-            .await;
-        if let Some(w) = watch.take() {
+        let Some(old) = data.old_primary.clone() else {
+            data.finished_ms = Some(now_ms());
+            let outcome = Outcome::NeedsHuman("no old primary recorded".into());
+            return op.finish(outcome, data.json()).await;
+        };
+        let members = self.members(&setup).await;
+        let mut run = FailoverRun::new(self, &setup, &repl, conns, data, old, members);
+        run.fresh = fresh;
+        let outcome = run.run_all(&mut op).await;
+        if let Some(w) = run.watch.take() {
             let _ = w.stop().await;
         }
-        data.finished_ms = Some(now_ms());
+        run.data.finished_ms = Some(now_ms());
         let outcome = match outcome {
             Ok(m) => Outcome::Succeeded(m),
             Err(o) => o,
         };
-        op.finish(outcome, data.json()).await
+        op.finish(outcome, run.data.json()).await
     }
 
     /// Before anything is promoted, a failover that stops puts the replicas back as they
@@ -741,7 +772,7 @@ impl Engine {
             .collect();
         for r in stopped {
             if let Err(e) = conns
-                .exec_within(&r, "restart replication", "START SLAVE", within)
+                .exec_within(&r, Command::StartReplication, within)
                 .await
             {
                 data.warnings
@@ -958,1055 +989,6 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn failover_steps(
-        &self,
-        op: &mut Op<'_>,
-        conns: &mut Conns,
-        setup: &ClusterSetup,
-        repl: &Credentials,
-        data: &mut FailoverData,
-        fresh: Option<Vec<Observation>>,
-        watch_slot: &mut Option<OldPrimaryWatch>,
-    ) -> StepResult<String> {
-        let cluster = setup.spec.name.clone();
-        let policy = &setup.failover;
-        let st = policy.statement_timeout;
-        let old = data
-            .old_primary
-            .clone()
-            .ok_or_else(|| Outcome::NeedsHuman("no old primary recorded".into()))?;
-        let members = self.members(setup).await;
-        let resuming_after_promote = data.promote_started && data.candidate.is_some();
-
-        if !resuming_after_promote {
-            // 1. confirm
-            let before = op.step("confirm", &data.json(), conns, &[]).await?;
-            let obs = match fresh {
-                Some(o) => o,
-                None => conns.observe_all(&members).await,
-            };
-            if data.stalled.is_some() {
-                // Never fence a stalled primary when no replica could take its place (their
-                // disks full or stalled too, or none reachable): the cluster would be left
-                // with no writer once the disk comes back. Its problem pages, naming the
-                // disk; this says why nothing was done.
-                if data.stall_fenced.is_none() && !data.stall_unfenced {
-                    let mut why_not = Vec::new();
-                    let mut able = false;
-                    for a in members.iter().filter(|a| **a != old) {
-                        let fresh = obs.iter().find(|o| o.addr == *a).and_then(|o| o.state());
-                        let why = match fresh {
-                            None => Some("unreachable".to_string()),
-                            Some(st) => match st.replication.as_ref() {
-                                Some(r) if r.source == old => {
-                                    match self.storage_exclusion(&setup.spec, a, true).await {
-                                        Some(w) => Some(w),
-                                        // The monitor reads free space every few probes:
-                                        // read it now.
-                                        None => match conns
-                                            .disk_space(a, policy.statement_timeout)
-                                            .await
-                                        {
-                                            Ok(Some(d)) if d.is_full() => Some(format!(
-                                                "its disk is full ({} of {} available on {}, {})",
-                                                d.available_bytes, d.total_bytes, d.path, d.disk
-                                            )),
-                                            _ => None,
-                                        },
-                                    }
-                                }
-                                _ => Some(format!("not a replica of {old}")),
-                            },
-                        };
-                        match why {
-                            Some(w) => why_not.push(format!("{a}: {w}")),
-                            None => {
-                                able = true;
-                                break;
-                            }
-                        }
-                    }
-                    if !able {
-                        if why_not.is_empty() {
-                            why_not.push("it has no replica".into());
-                        }
-                        return Err(Outcome::NeedsHuman(format!(
-                            "the writes of {old} stall ({}), and no replica can take over: {}. Nothing was fenced or promoted: free or fix the storage",
-                            data.stalled.clone().unwrap_or_default(),
-                            why_not.join("; ")
-                        )));
-                    }
-                }
-                self.keep_semi_sync_on(&old);
-                // A stalled primary answers all along: fence it before anything else.
-                if data.stall_fenced.is_none() && !data.stall_unfenced {
-                    match self
-                        .fence_stalled(&setup.admin, &old, st.max(Duration::from_millis(300)))
-                        .await
-                    {
-                        Ok(how) => data.stall_fenced = Some(how),
-                        Err(e) => {
-                            data.stall_unfenced = true;
-                            data.warnings.push(format!(
-                                "the stalled old primary {old} could not be made read-only in time ({e}): fence_command must fence it before promotion"
-                            ));
-                        }
-                    }
-                }
-            } else if obs.iter().any(|o| o.addr == old && o.state().is_some()) {
-                if data.old_primary_answered.is_some() {
-                    return Err(Outcome::NeedsHuman(format!(
-                        "the old primary {old} answers again, and an earlier run of this failover fenced it (read-only): make one instance writable by hand"
-                    )));
-                }
-                // The old primary answers: undo what an earlier run stopped.
-                self.undo_before_promote(conns, data).await;
-                return Err(Outcome::RolledBack(format!(
-                    "the old primary {old} answers again: failover called off before promotion"
-                )));
-            }
-            let mut replicas: BTreeSet<InstanceAddr> = data.replicas.iter().cloned().collect();
-            for o in &obs {
-                if o.state()
-                    .and_then(|s| s.replication.as_ref())
-                    .is_some_and(|r| r.source == old)
-                {
-                    replicas.insert(o.addr.clone());
-                }
-            }
-            data.replicas = replicas.into_iter().collect();
-            for cut in streams_cut(&old, &obs) {
-                if !data.streams_cut.iter().any(|(a, _)| *a == cut.0) {
-                    data.streams_cut.push(cut);
-                }
-            }
-            if data.replicas.is_empty() {
-                return Err(Outcome::NeedsHuman(format!(
-                    "no reachable replica of {old}: nothing to promote"
-                )));
-            }
-            let reps = data.replicas.clone();
-            op.done("confirm", before, conns, &reps, json!({ "replicas": reps }))
-                .await?;
-            data.timeline
-                .push(("confirm".into(), now_ms().saturating_sub(data.started_ms)));
-            // From here on the old primary is tried all along, and fenced if it answers.
-            *watch_slot = Some(OldPrimaryWatch::start(
-                old.clone(),
-                setup.admin.clone(),
-                st,
-                data.stalled.is_some(),
-            ));
-
-            // 2. stop_io: every replica at once, its IO thread killed first: a bare `STOP
-            // SLAVE IO_THREAD` on a frozen or silently cut-off primary returns after about
-            // 2 s, and meanwhile the thread still shows `Yes` toward the old primary, so
-            // nothing outside could prove that the old primary has no one left to
-            // acknowledge its commits. Killed, it exits within tens of milliseconds (a few
-            // hundred under CPU load). Every stop is waited for, up to STOP_CAP: one still
-            // running would race the repoint. One that did not answer is "stopping", and
-            // writes do not open while any member still receives from the old primary
-            // (step open_writes).
-            let before = op.step("stop_io", &data.json(), conns, &reps).await?;
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            for r in &reps {
-                let mut c = Conns::new(
-                    setup.admin.clone(),
-                    probe::ProbeOptions {
-                        connect_timeout: st,
-                        query_timeout: STOP_CAP,
-                    },
-                );
-                let (r, tx) = (r.clone(), tx.clone());
-                self.spawn(async move {
-                    let t0 = Instant::now();
-                    let res = c.stop_io_now(&r, STOP_CAP).await;
-                    let took = t0.elapsed().as_millis() as u64;
-                    let _ = tx.send((r, took, res));
-                });
-            }
-            drop(tx);
-            let grace = tokio::time::sleep(STOP_CAP + STOP_MARGIN);
-            tokio::pin!(grace);
-            let mut answered = BTreeSet::new();
-            loop {
-                tokio::select! {
-                    _ = &mut grace => break,
-                    got = rx.recv() => {
-                        let Some((r, took, res)) = got else { break };
-                        answered.insert(r.clone());
-                        data.io_stop_took.push((
-                            r.clone(),
-                            took,
-                            res.as_ref().map(|x| x.kills).unwrap_or(0),
-                            res.as_ref().err().map(ToString::to_string),
-                        ));
-                        match res {
-                            // Killed, on its way out: nothing more is acknowledged, but a
-                            // STOP SLAVE would wait for its exit, so its reset or repoint
-                            // is finished in verify_replicas.
-                            Ok(x) if x.exiting => {
-                                answered.remove(&r);
-                            }
-                            Ok(_) => {
-                                if !data.io_stopped.contains(&r) {
-                                    data.io_stopped.push(r);
-                                }
-                            }
-                            Err(e) => data.warnings.push(format!("stop IO thread on {r}: {e}")),
-                        }
-                    }
-                }
-            }
-            data.io_stopping = reps
-                .iter()
-                .filter(|r| !answered.contains(*r))
-                .cloned()
-                .collect();
-            op.done(
-                "stop_io",
-                before,
-                conns,
-                &reps,
-                json!({ "stopped": data.io_stopped, "stopping": data.io_stopping }),
-            )
-            .await?;
-            data.timeline
-                .push(("stop_io".into(), now_ms().saturating_sub(data.started_ms)));
-
-            // 3. apply_relay: read what each replica applied and received. Nothing is
-            // waited for here: only the chosen candidate (and a replica it catches up
-            // from) must apply its relay log, in step catch_up.
-            let before = op.step("apply_relay", &data.json(), conns, &reps).await?;
-            if data.old_primary_last.is_none() {
-                data.old_primary_last = self.last_good(&old).await;
-            }
-            let old_last = data.old_primary_last.clone();
-            if old_last.is_none() {
-                data.warnings.push(format!(
-                    "no reachable observation of {old} is known: errant GTIDs could not be checked against it"
-                ));
-            }
-            let others: Vec<InstanceAddr> =
-                members.iter().filter(|a| **a != old).cloned().collect();
-            let mut now = observe_all_within(&setup.admin, &others, st).await;
-            // A replica restarted with replication stopped (`skip_slave_start`) still has
-            // the relay log it had not applied: its SQL thread alone applies it now, before
-            // anything could start its IO thread (which would delete it).
-            let returned: Vec<InstanceAddr> = now
-                .iter()
-                .filter(|o| needs_salvage(o, &old))
-                .map(|o| o.addr.clone())
-                .collect();
-            for a in &returned {
-                let within = policy.relay_apply_timeout;
-                let bound = within + Duration::from_secs(1);
-                let r = tokio::time::timeout(bound, salvage(conns, a, within))
-                    .await
-                    .unwrap_or_else(|_| Err(format!("no end within {bound:?}")));
-                match r {
-                    Ok(s) => {
-                        if s.transactions > 0 || !s.kept {
-                            tracing::info!(
-                                cluster = %cluster,
-                                replica = %a,
-                                transactions = s.transactions,
-                                kept = s.kept,
-                                took_ms = s.took_ms,
-                                "applied the relay log of a returned replica"
-                            );
-                        }
-                        data.salvaged.retain(|x| x.addr.as_ref() != Some(a));
-                        data.salvaged.push(s);
-                    }
-                    Err(e) => data.warnings.push(format!(
-                        "{a} came back with replication stopped, and its relay log could not be applied ({e}): what it received and had not applied is not counted on it"
-                    )),
-                }
-            }
-            if !returned.is_empty() {
-                now = observe_all_within(&setup.admin, &others, st).await;
-            }
-            let mut facts = self
-                .replica_facts(
-                    setup,
-                    &members,
-                    &old,
-                    &now,
-                    old_last.as_ref(),
-                    &data.streams_cut,
-                )
-                .await;
-            // Never promote a replica whose own disk is stalled or full.
-            for (f, _) in facts.iter_mut() {
-                if f.excluded.is_none() {
-                    f.excluded = self
-                        .storage_exclusion(&setup.spec, &f.addr, data.stalled.is_some())
-                        .await;
-                }
-            }
-            data.delays = facts
-                .iter()
-                .filter(|(f, _)| f.delay_s > 0)
-                .map(|(f, _)| (f.addr.clone(), f.delay_s))
-                .collect();
-            let positions: serde_json::Map<String, serde_json::Value> = facts
-                .iter()
-                .map(|(f, _)| {
-                    (
-                        f.addr.to_string(),
-                        json!({
-                            "reachable": f.reachable,
-                            "seen_ago_ms": f.seen_ago_ms,
-                            "received": f.received.as_ref().map(|l| l.to_string()),
-                            "applied": f.binlog_state.as_ref().map(|b| b.to_string()),
-                            "delay_s": f.delay_s,
-                            "sql_error": f.sql_error,
-                            "stream_cut": f.stream_cut,
-                        }),
-                    )
-                })
-                .collect();
-            op.done(
-                "apply_relay",
-                before,
-                conns,
-                &reps,
-                json!({ "replicas": positions, "salvaged": data.salvaged }),
-            )
-            .await?;
-            data.timeline.push((
-                "apply_relay".into(),
-                now_ms().saturating_sub(data.started_ms),
-            ));
-
-            // 4. choose
-            let before = op.step("choose", &data.json(), conns, &reps).await?;
-            let semi_active = setup.spec.semi_sync
-                && old_last
-                    .as_ref()
-                    .and_then(|o| o.state())
-                    .is_none_or(|s| s.semi_sync.source_active);
-            if setup.spec.semi_sync && !semi_active {
-                data.warnings.push(format!(
-                    "semi-sync was not active on {old} at its last probe: writes it acknowledged asynchronously may be lost"
-                ));
-            }
-            let old_site = setup.spec.instance(&old).and_then(|s| s.site.clone());
-            let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
-            let prior = self.prior_losses(&cluster, &old, op.rec.id).await;
-            let mut choice = match choose(&plain, old_site.as_deref()) {
-                Ok(mut c) => {
-                    carry_losses(&mut c, &prior, &now, &kept_relay(data));
-                    c
-                }
-                Err(no) => {
-                    self.undo_before_promote(conns, data).await;
-                    return Err(Outcome::NeedsHuman(format!(
-                        "no safe candidate: {}; {}",
-                        no.reason,
-                        no.per_replica
-                            .iter()
-                            .map(|(a, w)| format!("{a}: {w}"))
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    )));
-                }
-            };
-            data.choice = Some(choice.clone());
-            self.judge_possible_loss(op, conns, data, &choice, policy.on_possible_loss)
-                .await?;
-            for (a, why) in &choice.unread_semi_sync {
-                data.warnings.push(format!(
-                    "semi-sync replica {a} could not be read ({why}): it may have acknowledged transactions after that; the semi-sync guarantee is not claimed"
-                ));
-            }
-            data.semi_sync_guarantee = Some(
-                semi_active
-                    && choice.unread_semi_sync.is_empty()
-                    && choice.possible_loss.is_empty(),
-            );
-            data.candidate = Some(choice.candidate.clone());
-            data.choice = Some(choice.clone());
-            op.done("choose", before, conns, &reps, json!({ "choice": choice }))
-                .await?;
-            data.timeline
-                .push(("choose".into(), now_ms().saturating_sub(data.started_ms)));
-
-            // 5. catch_up: the candidate applies what it received (only it is waited
-            // for); when it lacks transactions, it replicates them from a replica that
-            // holds them all, after that one applied what it received. A failure excludes
-            // the replica and chooses again.
-            let needs = |c: &Choice, facts: &[(ReplicaFacts, bool)]| {
-                c.catch_up_from.is_some()
-                    || facts
-                        .iter()
-                        .any(|(f, _)| f.addr == c.candidate && has_unapplied(f))
-            };
-            if needs(&choice, &facts) {
-                let before = op.step("catch_up", &data.json(), conns, &reps).await?;
-                let mut tries = facts.len() + 1;
-                loop {
-                    let cand = choice.candidate.clone();
-                    let r = self
-                        .prepare_candidate(conns, setup, repl, &choice, &facts, data)
-                        .await;
-                    let failed = match r {
-                        Ok(()) => break,
-                        Err(f) => f,
-                    };
-                    let (who, why) = failed;
-                    data.warnings
-                        .push(format!("{who} cannot be used: {why}; choosing again"));
-                    data.not_applied.push(who.clone());
-                    if let Some((f, _)) = facts.iter_mut().find(|(f, _)| f.addr == who) {
-                        f.excluded = Some(why.clone());
-                    }
-                    tries -= 1;
-                    let plain: Vec<ReplicaFacts> = facts.iter().map(|(f, _)| f.clone()).collect();
-                    choice = match (tries > 0).then(|| choose(&plain, old_site.as_deref())) {
-                        Some(Ok(mut c)) => {
-                            carry_losses(&mut c, &prior, &now, &kept_relay(data));
-                            c
-                        }
-                        Some(Err(no)) => {
-                            self.undo_before_promote(conns, data).await;
-                            return Err(Outcome::NeedsHuman(format!(
-                                "candidate {cand} could not be prepared ({why}), and no other is safe: {}",
-                                no.reason
-                            )));
-                        }
-                        None => {
-                            self.undo_before_promote(conns, data).await;
-                            return Err(Outcome::NeedsHuman(format!(
-                                "candidate {cand} could not be prepared ({why})"
-                            )));
-                        }
-                    };
-                    self.judge_possible_loss(op, conns, data, &choice, policy.on_possible_loss)
-                        .await?;
-                    if !choice.possible_loss.is_empty() {
-                        data.semi_sync_guarantee = Some(false);
-                    }
-                    data.candidate = Some(choice.candidate.clone());
-                    data.choice = Some(choice.clone());
-                }
-                op.done(
-                    "catch_up",
-                    before,
-                    conns,
-                    &reps,
-                    json!({ "candidate": data.candidate, "caught_up_from": data.caught_up_from, "delays_lifted": data.delays_lifted }),
-                )
-                .await?;
-                data.timeline
-                    .push(("catch_up".into(), now_ms().saturating_sub(data.started_ms)));
-            }
-
-            // 6. pre_hooks
-            let cand = choice.candidate.clone();
-            if !policy.pre_failover.is_empty() {
-                let before = op.step("pre_hooks", &data.json(), conns, &[]).await?;
-                let out = run_hooks(
-                    &policy.pre_failover,
-                    &self.hook_env(op, "pre", data, &old, &cand),
-                    policy.hook_timeout,
-                    true,
-                )
-                .await;
-                let failed = out.iter().find(|h| !h.ok).cloned();
-                data.hooks.extend(out);
-                if let Some(h) = failed {
-                    self.undo_before_promote(conns, data).await;
-                    return Err(Outcome::Failed(format!(
-                        "pre-failover hook {:?} failed ({}): failover stopped before promotion; replicas restarted",
-                        h.command, h.status
-                    )));
-                }
-                op.done("pre_hooks", before, conns, &[], json!({})).await?;
-                data.timeline
-                    .push(("pre_hooks".into(), now_ms().saturating_sub(data.started_ms)));
-            }
-
-            // 7. stonith: with fence = "required", the old primary is fenced by the
-            // operator's command before anything is promoted.
-            if policy.fence == FencePolicy::Required || data.stall_unfenced {
-                let before = op.step("stonith", &data.json(), conns, &[]).await?;
-                let out = self.run_fence_command(op, setup, data, &old, &cand).await;
-                // A stalled primary that could not be made read-only and has no working
-                // fence command may still be failed over when its semi-sync is lossless:
-                // with every replica gone from it, nothing it commits is acknowledged.
-                let lossless = data
-                    .old_primary_last
-                    .as_ref()
-                    .and_then(|o| o.state())
-                    .is_some_and(|s| s.semi_sync.source_enabled && !s.semi_sync.can_fall_back());
-                match out {
-                    Some(h) if h.ok => {
-                        if data.stall_unfenced {
-                            data.stall_fenced = Some("fenced by fence_command".into());
-                        }
-                    }
-                    other
-                        if data.stall_unfenced
-                            && policy.fence != FencePolicy::Required
-                            && lossless =>
-                    {
-                        let why = other
-                            .map(|h| {
-                                format!("the fence command {:?} failed ({})", h.command, h.status)
-                            })
-                            .unwrap_or_else(|| "no fence_command is set".into());
-                        data.warnings.push(format!(
-                            "the stalled old primary {old} is not fenced ({why}); its lossless semi-sync keeps it from acknowledging anything once its replicas leave it"
-                        ));
-                        data.stall_fenced =
-                            Some("not fenced; lossless semi-sync, never relaxed".into());
-                    }
-                    other => {
-                        let why = other
-                            .map(|h| format!("{:?} failed ({})", h.command, h.status))
-                            .unwrap_or_else(|| "no fence_command is set".into());
-                        self.undo_before_promote(conns, data).await;
-                        let need = if data.stall_unfenced {
-                            format!("the stalled old primary {old} could not be made read-only")
-                        } else {
-                            "fence = \"required\"".to_string()
-                        };
-                        return Err(Outcome::NeedsHuman(format!(
-                            "{need} and the fence command {why}: nothing promoted, writes not opened; replicas restarted. Make sure {old} is down, then run `dbfleet failover {cluster}`"
-                        )));
-                    }
-                }
-                op.done(
-                    "stonith",
-                    before,
-                    conns,
-                    &[],
-                    json!({ "fence_command": data.fence_command }),
-                )
-                .await?;
-                data.timeline
-                    .push(("stonith".into(), now_ms().saturating_sub(data.started_ms)));
-            }
-        } else {
-            // Resuming after promotion started: re-read, and never leave two writers.
-            *watch_slot = Some(OldPrimaryWatch::start(
-                old.clone(),
-                setup.admin.clone(),
-                st,
-                data.stalled.is_some(),
-            ));
-            let cand = data.candidate.clone().unwrap_or_else(|| old.clone());
-            let obs = conns.observe_all(&members).await;
-            if obs
-                .iter()
-                .find(|o| o.addr == cand)
-                .and_then(|o| o.state())
-                .is_none()
-            {
-                return Err(Outcome::NeedsHuman(format!(
-                    "resumed after promotion started, but the candidate {cand} is unreachable"
-                )));
-            }
-            for o in &obs {
-                let Some(s) = o.state() else { continue };
-                if o.addr != cand && !s.read_only && s.replication.is_none() {
-                    if o.addr == old {
-                        let _ = conns.fence(&old).await;
-                        data.warnings.push(format!(
-                            "old primary {old} came back writable during the failover; fenced"
-                        ));
-                    } else {
-                        return Err(Outcome::NeedsHuman(format!(
-                            "resumed after promotion started, but {} is also writable",
-                            o.addr
-                        )));
-                    }
-                }
-            }
-        }
-        let watch = watch_slot
-            .as_ref()
-            .ok_or_else(|| Outcome::Failed("the old primary's watch did not start".into()))?;
-
-        let cand = data
-            .candidate
-            .clone()
-            .ok_or_else(|| Outcome::NeedsHuman("no candidate recorded".into()))?;
-        let others: Vec<InstanceAddr> = data
-            .replicas
-            .iter()
-            .filter(|r| **r != cand)
-            .cloned()
-            .collect();
-        let touched: Vec<InstanceAddr> = std::iter::once(cand.clone())
-            .chain(others.clone())
-            .collect();
-
-        // 8. promote: still read-only. A candidate whose IO thread is still stopping (stuck
-        // on a frozen primary) cannot be reset yet; its SQL thread has applied everything
-        // and nothing more arrives, so the reset is finished in verify_replicas.
-        self.old_primary_still_out(conns, watch, &old, data, "promote")
-            .await?;
-        data.promote_started = true;
-        let before = op.step("promote", &data.json(), conns, &touched).await?;
-        let stop = if data.io_stopping.contains(&cand) {
-            // Its IO thread is still stopping: STOP SLAVE would wait for it.
-            Err(probe::ProbeError::Timeout {
-                what: "stop slave",
-                after: Duration::ZERO,
-            })
-        } else {
-            conns
-                .exec_within(&cand, "stop slave", "STOP SLAVE", st)
-                .await
-        };
-        match stop {
-            Ok(()) => match conns
-                .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", st)
-                .await
-            {
-                Ok(()) => data.reset_pending = false,
-                Err(probe::ProbeError::Timeout { .. }) => data.reset_pending = true,
-                Err(e) => {
-                    return Err(Outcome::NeedsHuman(format!(
-                        "promote {cand}: reset slave all: {e}; it may be half-promoted"
-                    )))
-                }
-            },
-            Err(probe::ProbeError::Timeout { what, .. }) if what != "connect" => {
-                data.reset_pending = true
-            }
-            Err(e) => {
-                return Err(Outcome::NeedsHuman(format!(
-                    "promote {cand}: stop slave: {e}; it may be half-promoted"
-                )))
-            }
-        }
-        conns
-            .exec_within(
-                &cand,
-                "semi-sync as primary",
-                if setup.spec.semi_sync {
-                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=ON"
-                } else {
-                    "SET GLOBAL rpl_semi_sync_slave_enabled=OFF, rpl_semi_sync_master_enabled=OFF"
-                },
-                st,
-            )
-            .await
-            .map_err(|e| {
-                Outcome::NeedsHuman(format!("promote {cand}: {e}; it may be half-promoted"))
-            })?;
-        op.done(
-            "promote",
-            before,
-            conns,
-            &touched,
-            json!({ "candidate": cand, "reset_pending": data.reset_pending }),
-        )
-        .await?;
-        data.timeline
-            .push(("promote".into(), now_ms().saturating_sub(data.started_ms)));
-
-        // 9. repoint: every other replica at once, each within the statement deadline; one
-        // still stopping its IO thread is finished in verify_replicas.
-        let before = op.step("repoint", &data.json(), conns, &touched).await?;
-        // Replicas that must not replicate as they are: a broken SQL thread, errant GTIDs.
-        let errant: Vec<(InstanceAddr, String)> = data
-            .choice
-            .as_ref()
-            .map(|c| {
-                c.passed_over
-                    .iter()
-                    .filter(|(_, w)| w.starts_with("errant") || w.starts_with("SQL thread"))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        data.repointed.clear();
-        data.repoint_pending.clear();
-        data.parked.clear();
-        data.park_pending.clear();
-        let mut targets = Vec::new();
-        let mut to_park = Vec::new();
-        for r in &others {
-            let stopping = data.io_stopping.contains(r);
-            match errant.iter().find(|(a, _)| a == r) {
-                Some((_, why)) => {
-                    let holds_more = data
-                        .choice
-                        .as_ref()
-                        .is_some_and(|c| c.possible_loss.iter().any(|l| l.holder == *r));
-                    if holds_more {
-                        // Its relay log may hold the only copy: repointing would drop it.
-                        data.warnings.push(format!(
-                            "{r} ({why}) holds transactions no other replica has: left \
-                             stopped and pointed at the old primary {old}, its relay log kept"
-                        ));
-                    } else if stopping {
-                        data.park_pending.push((r.clone(), why.clone()));
-                    } else {
-                        to_park.push((r.clone(), why.clone()));
-                    }
-                }
-                // Its IO thread is still stopping: STOP SLAVE would wait for it.
-                None if stopping => data.repoint_pending.push(r.clone()),
-                None => targets.push(r.clone()),
-            }
-        }
-        let lifted = data.delays.clone();
-        let creds = setup.admin.clone();
-        let opts = probe::ProbeOptions {
-            connect_timeout: st,
-            query_timeout: st,
-        };
-        let semi = setup.spec.semi_sync;
-        let repoints = targets.iter().map(|r| {
-            let creds = creds.clone();
-            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
-            let cand = cand.clone();
-            async move {
-                let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(
-                    st,
-                    c.repoint(
-                        r,
-                        &PointAt {
-                            source: &cand,
-                            creds: repl,
-                            semi_sync: semi,
-                            from_current_pos: false,
-                            delay_s: delay,
-                        },
-                    ),
-                )
-                .await;
-                (r.clone(), res)
-            }
-        });
-        // A replica to park is never left pointed at the old primary, which may come back:
-        // it points at the new one, stopped, so that a human's repair ends with `START
-        // SLAVE`. At the same time as the repoints, each within the statement deadline.
-        let parks = to_park.iter().map(|(r, why)| {
-            let creds = creds.clone();
-            let delay = lifted.iter().find(|(a, _)| a == r).map(|(_, d)| *d);
-            let cand = cand.clone();
-            async move {
-                let mut c = Conns::new(creds, opts);
-                let res = tokio::time::timeout(
-                    st,
-                    c.park(
-                        r,
-                        &PointAt {
-                            source: &cand,
-                            creds: repl,
-                            semi_sync: semi,
-                            from_current_pos: false,
-                            delay_s: delay,
-                        },
-                    ),
-                )
-                .await;
-                (r.clone(), why.clone(), res)
-            }
-        });
-        let (repointed, parked) = futures_util::future::join(
-            futures_util::future::join_all(repoints),
-            futures_util::future::join_all(parks),
-        )
-        .await;
-        for (r, res) in repointed {
-            match res {
-                Ok(Ok(())) => data.repointed.push(r),
-                Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => data.repoint_pending.push(r),
-                Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
-            }
-        }
-        for (r, why, res) in parked {
-            match res {
-                Ok(Ok(())) => {
-                    data.warnings.push(parked_warning(&r, &why, &cand));
-                    data.parked.push((r, why));
-                }
-                Err(_) | Ok(Err(probe::ProbeError::Timeout { .. })) => {
-                    data.park_pending.push((r, why))
-                }
-                Ok(Err(e)) => data.warnings.push(format!(
-                    "{r} ({why}): point it at {cand} with replication stopped: {e}; it still \
-                     names the old primary {old} as its source"
-                )),
-            }
-        }
-        data.delays_lifted
-            .retain(|(a, _)| !data.repointed.contains(a) && *a != cand);
-        self.judge_semi_sync(op, conns, setup, data, &cand).await?;
-        op.done(
-            "repoint",
-            before,
-            conns,
-            &touched,
-            json!({ "repointed": data.repointed, "pending": data.repoint_pending, "parked": data.parked, "park_pending": data.park_pending, "semi_sync_replicas": data.semi_sync_replicas }),
-        )
-        .await?;
-        data.timeline
-            .push(("repoint".into(), now_ms().saturating_sub(data.started_ms)));
-
-        // 10. open_writes, never while a member still receives from the old primary.
-        self.old_primary_still_out(conns, watch, &old, data, "open_writes")
-            .await?;
-        let (detached, still) = detach_from_old(&setup.admin, &members, &old, st).await;
-        for a in &detached {
-            if data.io_stopping.contains(a) {
-                // Killed at stop_io and still on its way out: as expected.
-                continue;
-            }
-            let known = data.io_stopped.contains(a);
-            data.warnings.push(if known {
-                format!("{a} was still receiving from the old primary {old} before writes opened: its IO thread was killed")
-            } else {
-                format!("{a} was receiving from the old primary {old} and was not counted as its replica: its IO thread was killed; it still names {old} as its source")
-            });
-        }
-        if !still.is_empty() {
-            let list: Vec<String> = still
-                .iter()
-                .map(|(a, why)| format!("{a} ({why})"))
-                .collect();
-            return Err(Outcome::NeedsHuman(format!(
-                "{cand} is promoted but writes were not opened: {} still receive(s) from the old primary {old}, and would acknowledge its commits when it comes back. Stop replication there, then `SET GLOBAL read_only=OFF` on {cand}",
-                list.join(", ")
-            )));
-        }
-        let before = op
-            .step(
-                "open_writes",
-                &data.json(),
-                conns,
-                std::slice::from_ref(&cand),
-            )
-            .await?;
-        let (at, warning) = self
-            .open_writes_within(conns, &cluster, &cand, st)
-            .await
-            .map_err(|e| Outcome::NeedsHuman(format!("set {cand} writable: {e}")))?;
-        data.writable_ms = Some(at);
-        data.warnings.extend(warning);
-        // From here on the old primary must never take a write again: it is fenced the
-        // moment it answers (crate::fence_guard), whatever the next steps wait on.
-        self.guard_fenced(&cluster, &old);
-        op.done(
-            "open_writes",
-            before,
-            conns,
-            std::slice::from_ref(&cand),
-            json!({ "writable_ms": data.writable_ms }),
-        )
-        .await?;
-        data.timeline.push((
-            "open_writes".into(),
-            now_ms().saturating_sub(data.started_ms),
-        ));
-
-        // 11. verify_replicas: finish what was left stopping, then check each replica.
-        let before = op
-            .step("verify_replicas", &data.json(), conns, &touched)
-            .await?;
-        let slow = Duration::from_secs(5);
-        if data.reset_pending {
-            let r = async {
-                conns
-                    .exec_within(&cand, "stop slave", "STOP SLAVE", slow)
-                    .await?;
-                conns
-                    .exec_within(&cand, "reset slave all", "RESET SLAVE ALL", slow)
-                    .await
-            }
-            .await;
-            match r {
-                Ok(()) => data.reset_pending = false,
-                Err(e) => data.warnings.push(format!(
-                    "{cand} is writable but still has its old replication settings: reset slave all: {e}"
-                )),
-            }
-        }
-        for r in std::mem::take(&mut data.repoint_pending) {
-            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            match tokio::time::timeout(
-                slow,
-                conns.repoint(
-                    &r,
-                    &PointAt {
-                        source: &cand,
-                        creds: repl,
-                        semi_sync: setup.spec.semi_sync,
-                        from_current_pos: false,
-                        delay_s: delay,
-                    },
-                ),
-            )
-            .await
-            {
-                Ok(Ok(())) => data.repointed.push(r),
-                Ok(Err(e)) => data.warnings.push(format!("repoint {r} to {cand}: {e}")),
-                Err(_) => data
-                    .warnings
-                    .push(format!("repoint {r} to {cand}: no answer within {slow:?}")),
-            }
-        }
-        for (r, why) in std::mem::take(&mut data.park_pending) {
-            let delay = data.delays.iter().find(|(a, _)| *a == r).map(|(_, d)| *d);
-            let to = PointAt {
-                source: &cand,
-                creds: repl,
-                semi_sync: setup.spec.semi_sync,
-                from_current_pos: false,
-                delay_s: delay,
-            };
-            match tokio::time::timeout(slow, conns.park(&r, &to)).await {
-                Ok(Ok(())) => {
-                    data.warnings.push(parked_warning(&r, &why, &cand));
-                    data.parked.push((r, why));
-                }
-                Ok(Err(e)) => data.warnings.push(format!(
-                    "{r} ({why}): point it at {cand} with replication stopped: {e}"
-                )),
-                Err(_) => data.warnings.push(format!(
-                    "{r} ({why}): point it at {cand} with replication stopped: no answer within {slow:?}"
-                )),
-            }
-        }
-        data.delays_lifted.clear();
-        let unhealthy = conns.verify_replicating(&data.repointed, &cand).await;
-        data.warnings.extend(unhealthy);
-        op.done("verify_replicas", before, conns, &touched, json!({}))
-            .await?;
-        data.timeline.push((
-            "verify_replicas".into(),
-            now_ms().saturating_sub(data.started_ms),
-        ));
-
-        // 12. fence_old
-        let before = op.step("fence_old", &data.json(), conns, &[]).await?;
-        let seen = match watch_slot.take() {
-            Some(w) => w.stop().await,
-            None => Seen::Silent,
-        };
-        let fenced = match seen {
-            Seen::Answered { fenced: Ok(n), .. } => format!(
-                "answered during the failover: set read-only, {n} client connection(s) killed"
-            ),
-            _ if data.stalled.is_some() => match self
-                .fence_stalled(&setup.admin, &old, st.max(Duration::from_millis(300)))
-                .await
-            {
-                Ok(how) => format!("stalled, reachable: {how}"),
-                Err(e) => format!(
-                    "stalled: {e}; {}; marked fenced in the store",
-                    data.stall_fenced.clone().unwrap_or_default()
-                ),
-            },
-            _ => match tokio::time::timeout(st.max(Duration::from_millis(200)), conns.fence(&old))
-                .await
-            {
-                Ok(Ok(n)) => format!(
-                    "reachable: {n} client connection(s) killed, set read-only, semi-sync off"
-                ),
-                other => {
-                    let why = match other {
-                        Ok(Err(e)) => format!("unreachable ({e})"),
-                        _ => "did not answer".to_string(),
-                    };
-                    let stonith = if policy.fence == FencePolicy::BestEffort {
-                        match self.run_fence_command(op, setup, data, &old, &cand).await {
-                            Some(h) if h.ok => "; fence command succeeded".to_string(),
-                            Some(h) => {
-                                let msg = format!(
-                                    "the fence command {:?} for the old primary {old} failed ({}): it may come back writable",
-                                    h.command, h.status
-                                );
-                                data.warnings.push(msg.clone());
-                                op.event(
-                                    kinds::FENCE_FAILED,
-                                    EventLevel::Critical,
-                                    format!("{cluster}: {msg}"),
-                                    json!({ "operation_id": op.rec.id, "old_primary": old.to_string(), "status": h.status }),
-                                )
-                                .await;
-                                "; fence command FAILED".to_string()
-                            }
-                            None => String::new(),
-                        }
-                    } else {
-                        "; fence command ran before promotion".to_string()
-                    };
-                    format!("{why}: marked fenced in the store{stonith}")
-                }
-            },
-        };
-        data.fenced = Some(fenced.clone());
-        let mark = store::FencedMark {
-            operation_id: Some(op.rec.id),
-            at_ms: now_ms(),
-            new_primary: Some(cand.to_string()),
-            last_binlog_pos: data.old_primary_last.as_ref().and_then(binlog_pos),
-            keep_semi_sync: data.stalled.is_some(),
-        };
-        if let Err(e) = self.store.mark_fenced(&cluster, &old, &mark).await {
-            data.warnings
-                .push(format!("mark {old} fenced in the store: {e}"));
-        }
-        op.done("fence_old", before, conns, &[], json!({ "fenced": fenced }))
-            .await?;
-        data.timeline
-            .push(("fence_old".into(), now_ms().saturating_sub(data.started_ms)));
-
-        // 13. post_hooks
-        if !policy.post_failover.is_empty() {
-            let before = op.step("post_hooks", &data.json(), conns, &[]).await?;
-            let out = run_hooks(
-                &policy.post_failover,
-                &self.hook_env(op, "post", data, &old, &cand),
-                policy.hook_timeout,
-                false,
-            )
-            .await;
-            for h in out.iter().filter(|h| !h.ok) {
-                data.warnings.push(format!(
-                    "post-failover hook {:?} failed: {}",
-                    h.command, h.status
-                ));
-            }
-            data.hooks.extend(out);
-            op.done("post_hooks", before, conns, &[], json!({})).await?;
-            data.timeline.push((
-                "post_hooks".into(),
-                now_ms().saturating_sub(data.started_ms),
-            ));
-        }
-
-        let after_start = data.writable_ms.map(|w| w.saturating_sub(data.started_ms));
-        let after_detection = data
-            .writable_ms
-            .zip(data.detected_ms)
-            .map(|(w, d)| w.saturating_sub(d));
-        Ok(format!(
-            "{cand} is the new primary of {cluster} (was {old}); writable {} after the start{}; {} replica(s) repointed{}",
-            after_start.map(|t| format!("{t} ms")).unwrap_or_else(|| "?".into()),
-            after_detection
-                .map(|t| format!(" ({t} ms after detection)"))
-                .unwrap_or_default(),
-            data.repointed.len(),
-            if data.warnings.is_empty() {
-                String::new()
-            } else {
-                format!("; warnings: {}", data.warnings.join("; "))
-            }
-        ))
-    }
-
     /// Get the chosen candidate ready: the replica it catches up from applies what it
     /// received, then the candidate catches up from it; or the candidate applies what it
     /// received. On failure, the replica that failed and why.
@@ -2156,8 +1138,7 @@ impl Engine {
             conns
                 .exec_within(
                     cand,
-                    "relax semi-sync",
-                    "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
+                    Command::SemiSyncPrimaryOff,
                     setup.failover.statement_timeout,
                 )
                 .await
@@ -2227,9 +1208,7 @@ impl Engine {
         addr: &InstanceAddr,
         limit: Duration,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
-        conns
-            .exec_within(addr, "open writes", "SET GLOBAL read_only=OFF", limit)
-            .await?;
+        conns.exec_within(addr, Command::Writable, limit).await?;
         let at = now_ms();
         let warning = self
             .store
@@ -2249,9 +1228,7 @@ impl Engine {
         cluster: &str,
         addr: &InstanceAddr,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
-        conns
-            .exec(addr, "open writes", "SET GLOBAL read_only=OFF")
-            .await?;
+        conns.exec(addr, Command::Writable).await?;
         let at = now_ms();
         let warning = self
             .store
@@ -2292,7 +1269,7 @@ impl Engine {
             .wait_for_gtid(&pos, within)
             .await
             .map_err(|e| e.to_string())?;
-        let _ = conns.exec(cand, "stop slave", "STOP SLAVE").await;
+        let _ = conns.exec(cand, Command::StopReplication).await;
         if ok {
             Ok(())
         } else {

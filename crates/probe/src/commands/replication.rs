@@ -1,12 +1,9 @@
-//! The statements that change a managed server's replication, as the engine's operations
-//! send them (MariaDB): each a method of [`Session`], with an option struct where a call
-//! has several choices ([`PointAt`], [`RelayLogAt`]) instead of positional flags.
-//!
-//! Moved here from `engine/src/conns.rs` (issue 14); the statements of `failover.rs`,
-//! `switchover.rs`, `fence_guard.rs` and `salvage.rs` are still to follow.
+//! Replication: stop, start, reset and repoint a replica, keep its relay log, set semi-sync
+//! by role, lend it a server_id.
 
 use model::InstanceAddr;
 
+use super::Command;
 use crate::error::ProbeError;
 use crate::session::{sql_escape, ChangeSource, Credentials, Session};
 
@@ -112,43 +109,22 @@ pub fn semi_sync_as_replica_sql(semi_sync: bool) -> &'static str {
 impl Session {
     /// `STOP SLAVE`.
     pub async fn stop_replication(&mut self) -> Result<(), ProbeError> {
-        self.exec("stop slave", "STOP SLAVE").await
+        self.run(Command::StopReplication).await
     }
 
     /// `START SLAVE`.
     pub async fn start_replication(&mut self) -> Result<(), ProbeError> {
-        self.exec("start slave", "START SLAVE").await
+        self.run(Command::StartReplication).await
     }
 
     /// `START SLAVE SQL_THREAD`.
     pub async fn start_sql_thread(&mut self) -> Result<(), ProbeError> {
-        self.exec("start sql thread", "START SLAVE SQL_THREAD")
-            .await
+        self.run(Command::StartSqlThread).await
     }
 
     /// `RESET SLAVE ALL`: no replication left configured.
     pub async fn reset_replication_all(&mut self) -> Result<(), ProbeError> {
-        self.exec("reset slave all", "RESET SLAVE ALL").await
-    }
-
-    /// `SET GLOBAL read_only=ON`.
-    pub async fn set_read_only(&mut self) -> Result<(), ProbeError> {
-        self.exec("read only", "SET GLOBAL read_only=ON").await
-    }
-
-    /// `SET GLOBAL read_only=ON`, as a fence's step.
-    pub async fn fence_read_only(&mut self) -> Result<(), ProbeError> {
-        self.exec("fence read only", "SET GLOBAL read_only=ON")
-            .await
-    }
-
-    /// Semi-sync off as a primary, as a fence's last step.
-    pub async fn fence_semi_sync_off(&mut self) -> Result<(), ProbeError> {
-        self.exec(
-            "fence semi-sync",
-            "SET GLOBAL rpl_semi_sync_master_enabled=OFF",
-        )
-        .await
+        self.run(Command::ResetReplicationAll).await
     }
 
     /// Semi-sync for a primary-to-be ([`semi_sync_as_primary_sql`]).
@@ -165,11 +141,7 @@ impl Session {
 
     /// `SET GLOBAL gtid_slave_pos=@@gtid_current_pos`.
     pub async fn gtid_slave_pos_from_current(&mut self) -> Result<(), ProbeError> {
-        self.exec(
-            "gtid_slave_pos from current position",
-            "SET GLOBAL gtid_slave_pos=@@gtid_current_pos",
-        )
-        .await
+        self.run(Command::GtidSlavePosFromCurrent).await
     }
 
     /// `SET GLOBAL server_id=id`.
@@ -192,10 +164,8 @@ impl Session {
     /// The replica's relay log as `SHOW SLAVE STATUS` shows it; an error when the server is
     /// not a replica.
     pub async fn relay_state(&mut self) -> Result<RelayState, ProbeError> {
-        let rows = self
-            .query_rows("replica status", "SHOW SLAVE STATUS")
-            .await?;
-        let row = rows.first().ok_or_else(|| ProbeError::Reply {
+        let row = self.replica_status_row().await?;
+        let row = row.as_ref().ok_or_else(|| ProbeError::Reply {
             what: "replica status",
             detail: "not a replica".into(),
         })?;
@@ -234,7 +204,7 @@ impl Session {
     pub async fn point_at(&mut self, to: &PointAt<'_>) -> Result<(), ProbeError> {
         self.stop_replication().await?;
         self.semi_sync_as_replica(to.semi_sync).await?;
-        self.set_read_only().await?;
+        self.run(Command::ReadOnly).await?;
         if to.from_current_pos {
             self.gtid_slave_pos_from_current().await?;
         }
