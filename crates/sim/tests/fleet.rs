@@ -169,7 +169,7 @@ async fn discovery_and_heartbeat() {
     assert_eq!(st.metrics.unwrap().heartbeat.unwrap().ts_us, ts);
 
     // The daemon's conditional write: a row on the primary, none on a read-only replica.
-    let write = monitor::heartbeat::write_sql(ts + 1);
+    let write = probe::commands::heartbeat::write_heartbeat_sql(ts + 1);
     assert_eq!(s.exec_affected("heartbeat", &write).await.unwrap(), 2);
     assert_eq!(r.exec_affected("heartbeat", &write).await.unwrap(), 0);
 
