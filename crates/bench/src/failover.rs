@@ -163,6 +163,7 @@ pub async fn run(
             },
         },
         vec![engine::ClusterSetup {
+            haproxy: None,
             spec: spec.clone(),
             admin: admin.clone(),
             repl: Some(creds.repl.credentials()),

@@ -703,11 +703,29 @@ async fn hard_fault_scenarios_heal_everything_and_judge_stale_acks() {
 
 /// kill-primary-via-proxy: the writers know only HAProxy's writer address, so the RTO is
 /// what an application behind the proxy sees; every expectation holds (one failover, no
-/// lost write) with the proxy moving to the new primary. Without a proxy the scenario is
-/// refused with what to do. Ports 27560..27569.
+/// lost write) with the proxy moving to the new primary: by its route checks alone (the
+/// pull), or told at once by the failover over its Runtime API (the push). Without a proxy
+/// the scenario is refused with what to do. Ports 27560..27569 and 27570..27579.
 #[tokio::test]
 async fn kill_primary_via_proxy_measures_what_the_application_sees() {
-    let (sb, d, tokens) = with_daemon("drtproxy", 27560, 27569, "", StartOpts::default()).await;
+    via_proxy("drtproxy", 27560, false).await;
+}
+
+#[tokio::test]
+async fn kill_primary_via_proxy_with_the_push() {
+    via_proxy("drtpush", 27570, true).await;
+}
+
+async fn via_proxy(name: &str, base: u16, push: bool) {
+    let api = base + 9;
+    let hap = base + 5;
+    // The Runtime API's socket, relative to the daemon's config in the sandbox directory.
+    let extra = if push {
+        "[cluster.haproxy]\nruntime_api = \"haproxy/admin.sock\"\n"
+    } else {
+        ""
+    };
+    let (sb, d, tokens) = with_daemon(name, base, api, extra, StartOpts::default()).await;
     let dir = sb.dir_arg();
 
     // No proxy yet: refused, saying how to start one.
@@ -730,24 +748,28 @@ async fn kill_primary_via_proxy_measures_what_the_application_sees() {
     // The proxy checks the daemon this test runs: the sandbox's own config names its API.
     let written = sb.open().dir().join("dbfleet.toml");
     let text = std::fs::read_to_string(&written).unwrap();
-    std::fs::write(&written, text.replace("127.0.0.1:7070", "127.0.0.1:27569")).unwrap();
+    std::fs::write(
+        &written,
+        text.replace("127.0.0.1:7070", &format!("127.0.0.1:{api}")),
+    )
+    .unwrap();
     ok(dbfleet(&[
         "sandbox",
         "up",
         "--name",
         &sb.name,
         "--base-port",
-        "27560",
+        &base.to_string(),
         "--dir",
         &dir,
         "--haproxy",
         "--haproxy-port",
-        "27565",
+        &hap.to_string(),
     ]));
     // The proxy's first checks must have found the primary before the load starts.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let app = sb.open().credentials().unwrap().app.credentials();
-    let proxy = model::InstanceAddr::new("127.0.0.1", 27565);
+    let proxy = model::InstanceAddr::new("127.0.0.1", hap);
     loop {
         if let Ok(mut s) =
             probe::Session::connect(&proxy, &app, probe::ProbeOptions::default()).await
@@ -784,10 +806,48 @@ async fn kill_primary_via_proxy_measures_what_the_application_sees() {
             .iter()
             .any(|e| e["label"]
                 .as_str()
-                .is_some_and(|l| l.contains("through HAProxy at 127.0.0.1:27565"))),
+                .is_some_and(|l| l.contains(&format!("through HAProxy at 127.0.0.1:{hap}")))),
         "{:#}",
         run["timeline"]
     );
     assert_eq!(run["figures"]["failovers"], 1);
+
+    // With the push, the failover told HAProxy at open_writes and fence_old: the old
+    // primary's server in maintenance, the new one ready. Without it, nothing was pushed.
+    let events = d
+        .get(&format!("/api/v1/events?cluster={}&limit=1000", sb.name))
+        .await;
+    let pushed: Vec<&Value> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "routing_pushed" || e["kind"] == "routing_push_failed")
+        .collect();
+    if push {
+        let steps: Vec<&str> = pushed
+            .iter()
+            .filter(|e| e["kind"] == "routing_pushed")
+            .filter_map(|e| e["data"]["step"].as_str())
+            .collect();
+        assert!(
+            steps.contains(&"open_writes") && steps.contains(&"fence_old"),
+            "{pushed:#?}\n{}",
+            d.log_text()
+        );
+        let sock = sb.open().dir().join("haproxy/admin.sock");
+        let api =
+            haproxy::RuntimeApi::new(haproxy::Socket::Unix(sock), haproxy::RuntimeApi::TIMEOUT);
+        let servers = api
+            .servers(&haproxy::writer_backend(&sb.name))
+            .await
+            .unwrap();
+        let old = servers
+            .iter()
+            .find(|s| s.name == sb.addr("m1").to_string())
+            .unwrap();
+        assert!(old.in_maint(), "{servers:?}");
+    } else {
+        assert!(pushed.is_empty(), "{pushed:#?}");
+    }
     healed(&sb, pid);
 }

@@ -469,6 +469,16 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
             ));
         }
         if let Some(api) = haproxy.runtime_api.take() {
+            // A relative path is a Unix socket beside the config file.
+            let relative = !api.starts_with('/')
+                && !api.starts_with("unix:")
+                && !api.starts_with("tcp:")
+                && api.contains('/');
+            let api = if relative {
+                resolve(base, Path::new(&api)).display().to_string()
+            } else {
+                api
+            };
             match api.parse::<::haproxy::Socket>() {
                 Ok(::haproxy::Socket::Unix(p)) => {
                     haproxy.runtime_api = Some(resolve(base, &p).display().to_string());

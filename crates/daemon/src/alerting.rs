@@ -61,10 +61,11 @@ pub(crate) const FAILOVER_REFUSED_RULE: &str = "failover_refused";
 /// [`Alerting::operation_warnings`]).
 pub(crate) const OPERATION_WARNING_RULE: &str = "operation_warning";
 /// The operations' critical events that page.
-const OPERATION_WARNING_KINDS: [&str; 3] = [
+const OPERATION_WARNING_KINDS: [&str; 4] = [
     kinds::FENCE_FAILED,
     kinds::FAILOVER_POSSIBLE_LOSS,
     kinds::SEMI_SYNC_SHORTFALL,
+    kinds::ROUTING_PUSH_FAILED,
 ];
 /// How often a follower reloads the leader's state.
 const FOLLOWER_RELOAD: Duration = Duration::from_secs(10);

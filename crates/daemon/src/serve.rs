@@ -176,6 +176,12 @@ pub async fn run(
             admin: admin.clone(),
             repl,
             failover: c.failover.clone(),
+            haproxy: c.haproxy.runtime_api.as_ref().map(|a| {
+                let socket = a
+                    .parse::<haproxy::Socket>()
+                    .expect("config validation parsed it");
+                haproxy::RuntimeApi::new(socket, c.haproxy.timeout)
+            }),
         });
         let refresh = Arc::new(tokio::sync::Notify::new());
         refreshes.insert(c.name.clone(), refresh.clone());

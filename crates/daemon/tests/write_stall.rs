@@ -76,6 +76,7 @@ async fn env_on(name: &str, base_port: u16, failover: FailoverConfig, loops: &[&
             },
         },
         vec![engine::ClusterSetup {
+            haproxy: None,
             spec: spec.clone(),
             admin: admin.clone(),
             repl: Some(creds.repl.credentials()),

@@ -40,6 +40,7 @@ pub mod hooks;
 mod ops;
 mod registry;
 mod rejoin;
+pub mod routing;
 mod salvage;
 mod switchover;
 mod watch_old;
@@ -80,6 +81,9 @@ pub struct ClusterSetup {
     /// The account replicas replicate with; failover and switchover refuse without it.
     pub repl: Option<Credentials>,
     pub failover: FailoverConfig,
+    /// The cluster's HAProxy, told at once when a failover or switchover moves the primary
+    /// (`[cluster.haproxy] runtime_api`; see [`routing`]). `None`: no push.
+    pub haproxy: Option<haproxy::RuntimeApi>,
 }
 
 /// Engine-wide settings.

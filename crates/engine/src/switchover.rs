@@ -467,7 +467,7 @@ impl SwitchoverRun<'_> {
         Ok(json!({ "repointed": data.repointed }))
     }
 
-    async fn open_writes(&mut self) -> StepResult<Value> {
+    async fn open_writes(&mut self, op: &mut Op<'_>) -> StepResult<Value> {
         let target = &self.target;
         let (now, warning) = self
             .engine
@@ -482,7 +482,12 @@ impl SwitchoverRun<'_> {
         data.unblocked_ms = Some(now);
         data.write_block_ms = data.blocked_ms.map(|b| now.saturating_sub(b));
         data.warnings.extend(warning);
-        Ok(json!({ "write_block_ms": data.write_block_ms }))
+        // HAProxy moves at once: the old primary out (its sessions cut), the target in.
+        if let Some(api) = &self.setup.haproxy {
+            let pushed = crate::routing::push_open(api, op, &self.old, target).await;
+            self.data.warnings.extend(pushed);
+        }
+        Ok(json!({ "write_block_ms": self.data.write_block_ms }))
     }
 
     async fn verify_replicas(&mut self) -> StepResult<Value> {
@@ -526,14 +531,14 @@ impl Steps for SwitchoverRun<'_> {
         }
     }
 
-    async fn run(&mut self, _op: &mut Op<'_>, step: SwitchoverStep) -> StepResult<Value> {
+    async fn run(&mut self, op: &mut Op<'_>, step: SwitchoverStep) -> StepResult<Value> {
         match step {
             SwitchoverStep::Check => self.check().await,
             SwitchoverStep::BlockWrites => self.block_writes().await,
             SwitchoverStep::CatchUp => self.catch_up().await,
             SwitchoverStep::Promote => self.promote().await,
             SwitchoverStep::Repoint => self.repoint().await,
-            SwitchoverStep::OpenWrites => self.open_writes().await,
+            SwitchoverStep::OpenWrites => self.open_writes(op).await,
             SwitchoverStep::VerifyReplicas => self.verify_replicas().await,
         }
     }

@@ -88,6 +88,7 @@ async fn env(name: &str, base_port: u16, failover: FailoverConfig) -> Env {
             probe: opts(),
         },
         vec![ClusterSetup {
+            haproxy: None,
             spec,
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),

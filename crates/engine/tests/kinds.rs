@@ -14,6 +14,7 @@ use store::{NewOperation, OperationQuery, OperationRecord, OperationState, Sqlit
 
 fn setup(name: &str) -> ClusterSetup {
     ClusterSetup {
+        haproxy: None,
         spec: ClusterSpec {
             name: name.into(),
             // Nothing listens there; nothing here connects.

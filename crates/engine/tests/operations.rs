@@ -107,6 +107,7 @@ async fn env_failover(
             probe: opts(),
         },
         vec![ClusterSetup {
+            haproxy: None,
             spec,
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),

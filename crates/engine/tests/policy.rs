@@ -80,6 +80,7 @@ async fn env(name: &str, base_port: u16, semi_sync: bool, failover: FailoverConf
             probe: opts(),
         },
         vec![ClusterSetup {
+            haproxy: None,
             spec,
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),

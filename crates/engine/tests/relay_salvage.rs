@@ -86,6 +86,7 @@ async fn env(name: &str, base_port: u16) -> Env {
             probe: opts(),
         },
         vec![ClusterSetup {
+            haproxy: None,
             spec,
             admin: creds.admin.credentials(),
             repl: Some(creds.repl.credentials()),

@@ -67,6 +67,11 @@ pub mod kinds {
     /// A failover's `fence_command` (STONITH) failed (level `critical`): the old primary
     /// may come back writable.
     pub const FENCE_FAILED: &str = "fence_failed";
+    /// A failover or switchover told the cluster's HAProxy about the new primary over its
+    /// Runtime API (level `info`).
+    pub const ROUTING_PUSHED: &str = "routing_pushed";
+    /// That push failed (level `critical`): HAProxy moves only when its health checks do.
+    pub const ROUTING_PUSH_FAILED: &str = "routing_push_failed";
     /// A human acknowledged a cluster's recoveries, lifting its block window.
     pub const RECOVERIES_ACKNOWLEDGED: &str = "recoveries_acknowledged";
     /// Automatic recoveries were switched off or on fleet-wide.

@@ -1013,7 +1013,7 @@ impl<'a> FailoverRun<'a> {
         Ok(())
     }
 
-    async fn open_writes(&mut self, _op: &mut Op<'_>) -> StepResult<Value> {
+    async fn open_writes(&mut self, op: &mut Op<'_>) -> StepResult<Value> {
         let setup = self.setup;
         let st = self.st();
         let cluster = &setup.spec.name;
@@ -1028,6 +1028,11 @@ impl<'a> FailoverRun<'a> {
         // From here on the old primary must never take a write again: it is fenced the
         // moment it answers (crate::fence_guard), whatever the next steps wait on.
         self.engine.guard_fenced(cluster, &self.old);
+        // HAProxy moves at once: the old primary out (its sessions cut), the new one in.
+        if let Some(api) = &setup.haproxy {
+            let pushed = crate::routing::push_open(api, op, &self.old, &self.cand).await;
+            self.data.warnings.extend(pushed);
+        }
         Ok(json!({ "writable_ms": self.data.writable_ms }))
     }
 
@@ -1164,6 +1169,11 @@ impl<'a> FailoverRun<'a> {
         if let Err(e) = engine.store.mark_fenced(cluster, &old, &mark).await {
             data.warnings
                 .push(format!("mark {old} fenced in the store: {e}"));
+        }
+        // Out of HAProxy's writer backend again, for a server that came back meanwhile.
+        if let Some(api) = &setup.haproxy {
+            let pushed = crate::routing::push_fence(api, op, &old).await;
+            data.warnings.extend(pushed);
         }
         Ok(json!({ "fenced": fenced }))
     }

@@ -228,6 +228,7 @@ pub async fn engine(store: Arc<dyn Store>, node: &str) -> Arc<engine::Engine> {
             probe,
         },
         vec![engine::ClusterSetup {
+            haproxy: None,
             spec: spec(),
             admin: probe::Credentials::new("root", "not-a-real-password"),
             repl: None,
