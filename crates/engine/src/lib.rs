@@ -963,6 +963,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
+                before_id: None,
             })
             .await
         else {
@@ -1066,6 +1067,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
+                before_id: None,
             })
             .await?;
         if !open.is_empty() {
@@ -1283,6 +1285,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
+                before_id: None,
             })
             .await
         {
