@@ -127,6 +127,8 @@ pub struct OperationFilter {
     pub state: Option<String>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Only those older than this id: the page after one whose last operation it is.
+    pub before_id: Option<i64>,
 }
 
 /// Which events `GET /api/v1/events` lists.
@@ -271,6 +273,27 @@ impl Client {
         self.get(&["api", "v1", "problems"], &query).await
     }
 
+    /// `GET /api/v1/problems?history=true`: one page of problems open and cleared, newest
+    /// opening first, older than `before_id` when given; a full page has `next`.
+    pub async fn problem_history(
+        &self,
+        cluster: Option<&str>,
+        before_id: Option<i64>,
+        limit: Option<usize>,
+    ) -> Result<Reply<ProblemList>, ClientError> {
+        let mut query = vec![("history", "true".to_string())];
+        if let Some(c) = cluster {
+            query.push(("cluster", c.to_string()));
+        }
+        if let Some(b) = before_id {
+            query.push(("before_id", b.to_string()));
+        }
+        if let Some(l) = limit {
+            query.push(("limit", l.to_string()));
+        }
+        self.get(&["api", "v1", "problems"], &query).await
+    }
+
     /// `GET /api/v1/events`.
     pub async fn events(&self, filter: &EventFilter) -> Result<Reply<EventList>, ClientError> {
         let mut query = Vec::new();
@@ -294,6 +317,9 @@ impl Client {
         }
         if let Some(s) = &filter.state {
             query.push(("state", s.clone()));
+        }
+        if let Some(b) = filter.before_id {
+            query.push(("before_id", b.to_string()));
         }
         self.get(&["api", "v1", "operations"], &query).await
     }

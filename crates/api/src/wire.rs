@@ -350,8 +350,13 @@ impl Node {
 /// `GET /api/v1/instances`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InstanceList {
-    /// The instances, by cluster, then address.
+    /// The instances, by cluster, then address as text (`host:port`, byte-wise).
     pub instances: Vec<Instance>,
+    /// When the page is full: the path (with its query) of the next page
+    /// (`/api/v1/instances?after=CLUSTER/ADDR&limit=N`, with the same `cluster`). Absent on
+    /// the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One instance of one cluster, with its last observation.
@@ -376,6 +381,11 @@ pub struct Instance {
 pub struct ProblemList {
     /// Open problems oldest first, or with `history=true` the newest openings first.
     pub problems: Vec<Problem>,
+    /// With `history=true`, when the page is full: the path (with its query) of the page
+    /// of older openings (`/api/v1/problems?history=true&before_id=LAST&limit=N`, with the
+    /// same `cluster`). Absent on the last page, and on open problems.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// One problem, from first seen until cleared.

@@ -52,6 +52,19 @@ pub struct RouteFigures {
     pub p99_ms: f64,
     /// The slowest, ms.
     pub max_ms: f64,
+    /// p50 and p99 without each client's first request (which also connects, while the
+    /// other clients are being built on the same cores), ms.
+    pub warm_p50_ms: f64,
+    /// See `warm_p50_ms`.
+    pub warm_p99_ms: f64,
+    /// CPU seconds (user and system) the daemon used during the phase.
+    pub daemon_cpu_s: f64,
+    /// CPU seconds the bench itself (its clients) used during the phase, on the same
+    /// machine: when the two together are the machine's cores times the phase's length,
+    /// the machine is saturated and the client's share is the daemon's loss.
+    pub bench_cpu_s: f64,
+    /// The phase's length, s.
+    pub elapsed_s: f64,
     /// The daemon's RSS before the phase, MiB.
     pub rss_before_mib: f64,
     /// The daemon's highest RSS during the phase, MiB.
@@ -257,6 +270,7 @@ async fn phase(
     pid: u32,
 ) -> anyhow::Result<RouteFigures> {
     let rss_before_mib = rss_mib(pid);
+    let (daemon_cpu0, bench_cpu0) = (cpu_s(&pid.to_string()), cpu_s("self"));
     let url = format!("{base}{path}");
     let tickets = Arc::new(AtomicUsize::new(n));
     let done = tokio_util::sync::CancellationToken::new();
@@ -286,6 +300,8 @@ async fn phase(
                 .build()
                 .expect("an HTTP client");
             let (mut lat, mut errors, mut bytes) = (Vec::new(), 0usize, 0usize);
+            let mut first = true;
+            let mut warm = Vec::new();
             while tickets
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
                 .is_ok()
@@ -295,33 +311,43 @@ async fn phase(
                     Ok(r) if r.status().is_success() => match r.bytes().await {
                         Ok(b) => {
                             bytes = b.len();
-                            lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                            let ms = t.elapsed().as_secs_f64() * 1000.0;
+                            lat.push(ms);
+                            if !std::mem::take(&mut first) {
+                                warm.push(ms);
+                            }
                         }
                         Err(_) => errors += 1,
                     },
                     _ => errors += 1,
                 }
             }
-            (lat, errors, bytes)
+            (lat, warm, errors, bytes)
         }));
     }
-    let (mut lat, mut errors, mut answer_bytes) = (Vec::with_capacity(n), 0, 0);
+    let (mut lat, mut warm, mut errors, mut answer_bytes) =
+        (Vec::with_capacity(n), Vec::new(), 0, 0);
     for t in tasks {
-        let (l, e, b) = t.await.context("a client task failed")?;
+        let (l, w, e, b) = t.await.context("a client task failed")?;
         lat.extend(l);
+        warm.extend(w);
         errors += e;
         answer_bytes = answer_bytes.max(b);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let daemon_cpu_s = cpu_s(&pid.to_string()) - daemon_cpu0;
+    let bench_cpu_s = cpu_s("self") - bench_cpu0;
     done.cancel();
     let (rss_peak_mib, threads_peak) = sampler.await.context("the sampler failed")?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     lat.sort_by(f64::total_cmp);
-    let at = |q: f64| {
+    warm.sort_by(f64::total_cmp);
+    let quantile = |lat: &[f64], q: f64| {
         lat.get(((lat.len() as f64 - 1.0) * q).round() as usize)
             .copied()
             .unwrap_or(0.0)
     };
+    let at = |q: f64| quantile(&lat, q);
     Ok(RouteFigures {
         path: path.to_string(),
         ok: lat.len(),
@@ -331,6 +357,11 @@ async fn phase(
         p50_ms: at(0.5),
         p99_ms: at(0.99),
         max_ms: at(1.0),
+        warm_p50_ms: quantile(&warm, 0.5),
+        warm_p99_ms: quantile(&warm, 0.99),
+        daemon_cpu_s,
+        bench_cpu_s,
+        elapsed_s: elapsed,
         rss_before_mib,
         rss_peak_mib,
         rss_after_mib: rss_mib(pid),
@@ -347,6 +378,22 @@ fn status_field(pid: u32, key: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// CPU seconds (user and system) of the process `/proc/{which}` names (`self` or a pid).
+fn cpu_s(which: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{which}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name (which may hold spaces), from the last `)`:
+    // utime and stime are the 14th and 15th fields of the line, in clock ticks.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // In USER_HZ ticks, 100 a second on Linux.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn rss_mib(pid: u32) -> f64 {

@@ -544,6 +544,8 @@ fn print_api_reads(f: &api_reads::ApiReadsFigures) {
         println!(
             "  GET {}: {} ok, {} errors, {} bytes each, {:.0}/s\n    \
              latency p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms\n    \
+             without each client's first request (its connect): p50 {:.1} ms  p99 {:.1} ms\n    \
+             CPU over {:.2} s: daemon {:.2} s, bench clients {:.2} s\n    \
              daemon RSS {:.1} MiB before, {:.1} MiB peak, {:.1} MiB 2 s after; {} threads at most",
             r.path,
             r.ok,
@@ -553,6 +555,11 @@ fn print_api_reads(f: &api_reads::ApiReadsFigures) {
             r.p50_ms,
             r.p99_ms,
             r.max_ms,
+            r.warm_p50_ms,
+            r.warm_p99_ms,
+            r.elapsed_s,
+            r.daemon_cpu_s,
+            r.bench_cpu_s,
             r.rss_before_mib,
             r.rss_peak_mib,
             r.rss_after_mib,

@@ -50,10 +50,37 @@ pub async fn topology(api: &ApiArgs, cluster: &str, json: bool) -> Result<(), Cl
     show(&answer, json, render_topology)
 }
 
-/// `dbfleet problems [CLUSTER]`: the open problems, with their evidence.
-pub async fn problems(api: &ApiArgs, cluster: Option<&str>, json: bool) -> Result<(), CliError> {
-    let answer = client(api)?.problems(cluster).await.map_err(api_error)?;
-    show(&answer, json, |v| render_problems(v, now_ms()))
+/// `dbfleet problems [CLUSTER]`: the open problems, with their evidence; with `history`, a
+/// page of problems open and cleared, newest opening first.
+pub async fn problems(
+    api: &ApiArgs,
+    cluster: Option<&str>,
+    history: Option<HistoryPage>,
+    json: bool,
+) -> Result<(), CliError> {
+    let c = client(api)?;
+    match history {
+        None => {
+            let answer = c.problems(cluster).await.map_err(api_error)?;
+            show(&answer, json, |v| render_problems(v, now_ms()))
+        }
+        Some(page) => {
+            let answer = c
+                .problem_history(cluster, page.before, Some(page.limit))
+                .await
+                .map_err(api_error)?;
+            show(&answer, json, |v| render_problem_history(v, now_ms()))
+        }
+    }
+}
+
+/// One page of a list read newest first: at most `limit`, older than `before` when given.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryPage {
+    /// How many.
+    pub limit: usize,
+    /// Only records with an id below this one (the `--before` of the page after).
+    pub before: Option<i64>,
 }
 
 /// `dbfleet events [CLUSTER]`: the newest `limit` events, oldest first.
@@ -170,13 +197,14 @@ pub async fn operations(
     api: &ApiArgs,
     cluster: Option<&str>,
     state: Option<&str>,
-    limit: usize,
+    page: HistoryPage,
     json: bool,
 ) -> Result<(), CliError> {
     let filter = OperationFilter {
         cluster: cluster.map(str::to_string),
         state: state.map(str::to_string),
-        limit: Some(limit),
+        limit: Some(page.limit),
+        before_id: page.before,
     };
     let answer = client(api)?.operations(&filter).await.map_err(api_error)?;
     show(&answer, json, render_operations)
@@ -696,10 +724,65 @@ pub fn render_operations(v: &Value) -> String {
     if rows.is_empty() {
         return "no operations\n".into();
     }
-    table(
+    let mut out = table(
         &["ID", "CLUSTER", "KIND", "STATE", "STEP", "TRIGGER", "AGE"],
         &rows,
-    )
+    );
+    out.push_str(&older_hint(v, "operations", "operations"));
+    out
+}
+
+/// The line that says how to see the page after a full one (the answer has `next`): the
+/// same command with `--before` the last record's id.
+fn older_hint(v: &Value, list: &str, what: &str) -> String {
+    if !v["next"].is_string() {
+        return String::new();
+    }
+    match items(v, list).last().and_then(|r| r["id"].as_i64()) {
+        Some(id) => format!("(more: older {what} with --before {id})\n"),
+        None => String::new(),
+    }
+}
+
+/// A page of problem history: each opening, newest first, open or when it cleared.
+pub fn render_problem_history(v: &Value, now_ms: u64) -> String {
+    let problems = items(v, "problems");
+    if problems.is_empty() {
+        return "no problems in the history\n".into();
+    }
+    let ago = |t: &Value| {
+        t.as_u64()
+            .map_or("-".into(), |t| age(now_ms.saturating_sub(t)))
+    };
+    let rows: Vec<(Vec<String>, Vec<String>)> = problems
+        .iter()
+        .map(|p| {
+            let cleared = if p["cleared_ms"].is_null() {
+                "open".to_string()
+            } else {
+                ago(&p["cleared_ms"])
+            };
+            let cells = vec![
+                text(&p["id"]),
+                text(&p["severity"]),
+                text(&p["kind"]),
+                text(&p["cluster"]),
+                text(&p["instance"]),
+                ago(&p["first_seen_ms"]),
+                cleared,
+                text(&p["summary"]),
+            ];
+            (cells, Vec::new())
+        })
+        .collect();
+    let mut out = table(
+        &[
+            "ID", "SEVERITY", "KIND", "CLUSTER", "INSTANCE", "OPENED", "CLEARED", "SUMMARY",
+        ],
+        &rows,
+    );
+    out.push_str(&older_hint(v, "problems", "problems"));
+    out
 }
 
 /// The recovery switches.
@@ -1022,6 +1105,42 @@ ID  TIME                  LEVEL  KIND            CLUSTER  INSTANCE         MESSA
         let text = r#"{"z":1,"a":[true,null,"x",1.5,-2,18446744073709551615],"m":{"y":{},"b":[]}}"#;
         let doc: Ordered = serde_json::from_str(text).unwrap();
         assert_eq!(serde_json::to_string(&doc).unwrap(), text);
+    }
+
+    #[test]
+    fn a_full_page_says_how_to_see_the_next() {
+        let op = |id: i64| {
+            json!({"id": id, "cluster": "main", "kind": "failover",
+            "state": "succeeded", "step": "done", "trigger": "auto", "created_ms": 0})
+        };
+        let full = json!({"operations": [op(9), op(7)],
+            "next": "/api/v1/operations?before_id=7&limit=2"});
+        let text = render_operations(&full);
+        assert!(
+            text.ends_with("(more: older operations with --before 7)\n"),
+            "{text}"
+        );
+        let last = json!({"operations": [op(3)]});
+        assert!(!render_operations(&last).contains("more"));
+
+        let problem = |id: i64, cleared: Value| {
+            json!({"id": id, "severity": "error",
+            "kind": "ReplicaLagging", "cluster": "main", "instance": "db:3306",
+            "first_seen_ms": 1_000, "cleared_ms": cleared, "summary": "lag"})
+        };
+        let page = json!({"problems": [problem(12, Value::Null), problem(4, json!(2_000))],
+            "next": "/api/v1/problems?history=true&before_id=4&limit=2"});
+        let text = render_problem_history(&page, 62_000);
+        assert!(text.contains("open"), "{text}");
+        assert!(text.contains("1m 0s"), "{text}");
+        assert!(
+            text.ends_with("(more: older problems with --before 4)\n"),
+            "{text}"
+        );
+        assert_eq!(
+            render_problem_history(&json!({"problems": []}), 0),
+            "no problems in the history\n"
+        );
     }
 
     #[test]

@@ -90,6 +90,16 @@ enum Command {
     Problems {
         /// Only this cluster.
         cluster: Option<String>,
+        /// Problems open and cleared, newest opening first, a page at a time.
+        #[arg(long)]
+        history: bool,
+        /// With --history: how many (at most 1000).
+        #[arg(long, default_value_t = 50, requires = "history")]
+        limit: usize,
+        /// With --history: only openings older than this id (the next page: the id the
+        /// page before ends with).
+        #[arg(long, requires = "history")]
+        before: Option<i64>,
         #[command(flatten)]
         api: client_cmd::ApiArgs,
         /// Print the API's JSON.
@@ -185,9 +195,13 @@ enum Command {
         /// Only this state: proposed, running, succeeded, rolled_back, failed, needs_human.
         #[arg(long)]
         state: Option<String>,
-        /// How many to show.
+        /// How many to show (at most 1000).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Only operations older than this id (the next page: the id the page before ends
+        /// with).
+        #[arg(long)]
+        before: Option<i64>,
         #[command(flatten)]
         api: client_cmd::ApiArgs,
         /// Print the API's JSON.
@@ -353,8 +367,16 @@ fn main() -> ExitCode {
             Command::Topology { cluster, api, json } => {
                 client_cmd::topology(&api, &cluster, json).await
             }
-            Command::Problems { cluster, api, json } => {
-                client_cmd::problems(&api, cluster.as_deref(), json).await
+            Command::Problems {
+                cluster,
+                history,
+                limit,
+                before,
+                api,
+                json,
+            } => {
+                let page = history.then_some(client_cmd::HistoryPage { limit, before });
+                client_cmd::problems(&api, cluster.as_deref(), page, json).await
             }
             Command::Events {
                 cluster,
@@ -393,11 +415,12 @@ fn main() -> ExitCode {
                 cluster,
                 state,
                 limit,
+                before,
                 api,
                 json,
             } => {
-                client_cmd::operations(&api, cluster.as_deref(), state.as_deref(), limit, json)
-                    .await
+                let page = client_cmd::HistoryPage { limit, before };
+                client_cmd::operations(&api, cluster.as_deref(), state.as_deref(), page, json).await
             }
             Command::Operation { id, api, json } => client_cmd::operation(&api, &id, json).await,
             Command::Alerts { api, json } => alert_cmd::alerts(&api, json).await,

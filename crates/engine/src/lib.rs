@@ -967,6 +967,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
+                before_id: None,
             })
             .await
         else {
@@ -1070,6 +1071,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 1,
+                before_id: None,
             })
             .await?;
         if !open.is_empty() {
@@ -1287,6 +1289,7 @@ impl Engine {
                 states: vec![OperationState::Proposed],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 0,
+                before_id: None,
             })
             .await
         {

@@ -20,6 +20,7 @@ mod guard;
 pub mod listen;
 pub mod metrics_routes;
 pub mod ops_routes;
+mod paging;
 mod query;
 mod routes;
 pub mod routing;

@@ -20,10 +20,16 @@ use crate::query::{Params, RawParams};
 use crate::routes::capped;
 use crate::AppState;
 
-/// `{"operations": [...]}`.
+/// `{"operations": [...], "next": "..."}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OperationList {
+    /// Newest first.
     pub operations: Vec<OperationRecord>,
+    /// When the page is full: the path (with its query) of the page of older operations
+    /// (`/api/v1/operations?before_id=LAST&limit=N`, with the same filters). Absent on the
+    /// last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `GET /api/v1/leader`.
@@ -235,13 +241,13 @@ pub async fn leader(
     }))
 }
 
-/// `GET /api/v1/operations?cluster=&state=&kind=&limit=`: a large answer, built under
-/// [`crate::answers::AnswerGate`].
+/// `GET /api/v1/operations?cluster=&state=&kind=&before_id=&limit=`: a large answer, built
+/// under [`crate::answers::AnswerGate`]. A full page carries `next`.
 pub async fn operations(
     State(state): State<AppState>,
     raw: RawParams,
 ) -> Result<crate::answers::LargeAnswer, ApiError> {
-    let p = Params::parse(raw, &["cluster", "state", "kind", "limit"])?;
+    let p = Params::parse(raw, &["cluster", "state", "kind", "before_id", "limit"])?;
     let states = p
         .list("state")?
         .iter()
@@ -253,20 +259,49 @@ pub async fn operations(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let limit = match p.number("limit", 50usize, store::MAX_EVENT_LIMIT)? {
+        0 => store::MAX_EVENT_LIMIT,
+        n => n,
+    };
     let query = OperationQuery {
         cluster: p.get("cluster")?.map(str::to_string),
         states,
         kind: p.get("kind")?.map(str::to_string),
-        limit: p.number("limit", 50usize, store::MAX_EVENT_LIMIT)?,
+        limit,
+        before_id: match p.get("before_id")? {
+            Some(_) => Some(p.number("before_id", 0, i64::MAX)?),
+            None => None,
+        },
     };
     state
         .answers
         .large
         .json(async {
             let operations = state.store.operations(&query).await?;
-            Ok(OperationList { operations })
+            let next = next_operations_page(&query, &operations);
+            Ok(OperationList { operations, next })
         })
         .await
+}
+
+/// The path of the page of operations older than `page`, when it is full.
+fn next_operations_page(query: &OperationQuery, page: &[OperationRecord]) -> Option<String> {
+    let last = page.last()?;
+    if page.len() < query.limit {
+        return None;
+    }
+    let (before, limit) = (last.id.to_string(), query.limit.to_string());
+    let mut pairs = vec![("before_id", before.as_str()), ("limit", limit.as_str())];
+    if let Some(c) = &query.cluster {
+        pairs.push(("cluster", c));
+    }
+    for s in &query.states {
+        pairs.push(("state", s.as_str()));
+    }
+    if let Some(k) = &query.kind {
+        pairs.push(("kind", k));
+    }
+    Some(crate::paging::next_path("/api/v1/operations", &pairs))
 }
 
 /// `GET /api/v1/operations/{id}`.

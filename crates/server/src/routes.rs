@@ -1,6 +1,6 @@
 //! The route handlers: read the store, convert to wire types, answer JSON.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -9,18 +9,19 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::Json;
 use model::{InstanceAddr, Observation};
-use store::{EventLevel, EventQuery, NewEvent, ProblemRecord, MAX_EVENT_LIMIT};
+use store::{EventLevel, EventQuery, InstanceQuery, NewEvent, ProblemRecord, MAX_EVENT_LIMIT};
 
 use crate::answers::{JsonBytes, LargeAnswer};
 use crate::error::ApiError;
 use crate::query::{Params, RawParams};
-use crate::{convert, topology, AppState, OPERATOR_NOTE};
+use crate::{convert, paging, topology, AppState, OPERATOR_NOTE};
 use api::wire::{
     ClusterDetail, ClusterList, Event, EventList, Health, Instance, InstanceList, LeaseHealth,
     NewNote, ProblemList, Spec, Status, StoreHealth, Topology,
 };
 
-/// How many events or problem-history rows a call returns when `limit` is not given.
+/// How many events, problem-history rows or instances a call returns when `limit` is not
+/// given.
 const DEFAULT_LIMIT: usize = 100;
 
 use model::clock::now_ms;
@@ -182,16 +183,28 @@ pub async fn clusters(
 
 /// Every cluster's summary, from the store and the watch loop's latest observations.
 async fn cluster_list(state: &AppState) -> Result<ClusterList, ApiError> {
-    let records = state.store.clusters().await?;
+    // The four reads at once: each is a job for one of the store's reader threads, so the
+    // computation waits for the slowest, not for their sum.
+    let (records, instances, latest, open) = tokio::try_join!(
+        async { state.store.clusters().await.map_err(ApiError::from) },
+        async { state.store.instances(None).await.map_err(ApiError::from) },
+        last_observations(state, None),
+        async {
+            state
+                .store
+                .open_problems(None)
+                .await
+                .map_err(ApiError::from)
+        },
+    )?;
     let mut instance_counts: BTreeMap<String, usize> = BTreeMap::new();
-    for i in state.store.instances(None).await? {
+    for i in instances {
         *instance_counts.entry(i.cluster).or_default() += 1;
     }
     let mut observations: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-    for (cluster, o) in last_observations(state, None).await? {
+    for (cluster, o) in latest {
         observations.entry(cluster).or_default().push(o);
     }
-    let open = state.store.open_problems(None).await?;
     let clusters = records
         .iter()
         .map(|r| {
@@ -247,35 +260,77 @@ pub async fn cluster_topology(
     Ok(Json(topology::build(&name, &instances, &observations)))
 }
 
-/// `GET /api/v1/instances?cluster=NAME`: a large answer (every observation), built under
-/// [`crate::answers::AnswerGate`].
+/// `GET /api/v1/instances?cluster=NAME&after=CLUSTER/ADDR&limit=N`: one page of instances,
+/// a large answer built under [`crate::answers::AnswerGate`]. A full page carries `next`.
 pub async fn instances(
     State(state): State<AppState>,
     raw: RawParams,
 ) -> Result<LargeAnswer, ApiError> {
-    let params = Params::parse(raw, &["cluster"])?;
+    let params = Params::parse(raw, &["cluster", "after", "limit"])?;
     let cluster = params.get("cluster")?;
+    let after = params
+        .get("after")?
+        .map(paging::parse_instance_cursor)
+        .transpose()?;
+    let limit = params.number("limit", DEFAULT_LIMIT, MAX_EVENT_LIMIT)?;
     if let Some(name) = cluster {
         known_cluster(&state, name).await?;
     }
+    let query = InstanceQuery {
+        cluster: cluster.map(str::to_string),
+        after,
+        limit,
+    };
     state
         .answers
         .large
         .json(async {
-            let mut observations: BTreeMap<InstanceAddr, Observation> =
-                last_observations(&state, cluster)
-                    .await?
-                    .into_iter()
-                    .map(|(_, o)| (o.addr.clone(), o))
-                    .collect();
-            let instances = state
-                .store
-                .instances(cluster)
-                .await?
+            let records = state.store.instance_page(&query).await?;
+            // The observations of the page's cluster when it has one, else of the query's.
+            let mut clusters = records.iter().map(|r| r.cluster.as_str());
+            let first = clusters.next();
+            let read_of = match first {
+                None => None,
+                Some(c) if clusters.all(|o| o == c) => Some(Some(c)),
+                Some(_) => Some(cluster),
+            };
+            // Keyed by cluster and address: an address declared in two clusters (a config
+            // mistake) gets the observation of the cluster it was probed for.
+            let mut observations: BTreeMap<(String, InstanceAddr), Observation> = match read_of {
+                None => BTreeMap::new(),
+                Some(of) => {
+                    let wanted: BTreeSet<(&str, &InstanceAddr)> = records
+                        .iter()
+                        .map(|r| (r.cluster.as_str(), &r.addr))
+                        .collect();
+                    last_observations(&state, of)
+                        .await?
+                        .into_iter()
+                        .filter(|(c, o)| wanted.contains(&(c.as_str(), &o.addr)))
+                        .map(|(c, o)| ((c, o.addr.clone()), o))
+                        .collect()
+                }
+            };
+            let next = match records.last() {
+                Some(last) if records.len() == limit => {
+                    let after = paging::instance_cursor(&last.cluster, &last.addr);
+                    let limit = limit.to_string();
+                    let mut pairs = vec![("after", after.as_str()), ("limit", limit.as_str())];
+                    if let Some(c) = cluster {
+                        pairs.push(("cluster", c));
+                    }
+                    Some(paging::next_path("/api/v1/instances", &pairs))
+                }
+                _ => None,
+            };
+            let instances = records
                 .iter()
-                .map(|i| convert::instance(i, observations.remove(&i.addr)))
+                .map(|i| {
+                    let key = (i.cluster.clone(), i.addr.clone());
+                    convert::instance(i, observations.remove(&key))
+                })
                 .collect();
-            Ok(InstanceList { instances })
+            Ok(InstanceList { instances, next })
         })
         .await
 }
@@ -303,20 +358,26 @@ pub async fn instance(
     Ok(Json(convert::instance(&record, observation)))
 }
 
-/// `GET /api/v1/problems?cluster=NAME&history=BOOL&limit=N`: a large answer, built under
-/// [`crate::answers::AnswerGate`].
+/// `GET /api/v1/problems?cluster=NAME&history=BOOL&before_id=N&limit=N`: a large answer,
+/// built under [`crate::answers::AnswerGate`]. A full page of history carries `next`.
 pub async fn problems(
     State(state): State<AppState>,
     raw: RawParams,
 ) -> Result<LargeAnswer, ApiError> {
-    let params = Params::parse(raw, &["cluster", "history", "limit"])?;
+    let params = Params::parse(raw, &["cluster", "history", "before_id", "limit"])?;
     let cluster = params.get("cluster")?;
     let history = params.boolean("history", false)?;
     let limit = params.number("limit", DEFAULT_LIMIT, MAX_EVENT_LIMIT)?;
-    if !history && params.get("limit")?.is_some() {
-        return Err(ApiError::BadRequest(
-            "query parameter `limit` applies only with history=true".into(),
-        ));
+    let before_id = match params.get("before_id")? {
+        Some(_) => Some(params.number("before_id", 0, i64::MAX)?),
+        None => None,
+    };
+    for name in ["limit", "before_id"] {
+        if !history && params.get(name)?.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter `{name}` applies only with history=true"
+            )));
+        }
     }
     if let Some(name) = cluster {
         known_cluster(&state, name).await?;
@@ -326,12 +387,31 @@ pub async fn problems(
         .large
         .json(async {
             let records = if history {
-                state.store.problem_history(cluster, limit).await?
+                state
+                    .store
+                    .problem_history(cluster, before_id, limit)
+                    .await?
             } else {
                 state.store.open_problems(cluster).await?
             };
+            let next = match records.last() {
+                Some(last) if history && records.len() == limit => {
+                    let (before, limit) = (last.id.to_string(), limit.to_string());
+                    let mut pairs = vec![
+                        ("history", "true"),
+                        ("before_id", before.as_str()),
+                        ("limit", limit.as_str()),
+                    ];
+                    if let Some(c) = cluster {
+                        pairs.push(("cluster", c));
+                    }
+                    Some(paging::next_path("/api/v1/problems", &pairs))
+                }
+                _ => None,
+            };
             Ok(ProblemList {
                 problems: records.iter().map(convert::problem).collect(),
+                next,
             })
         })
         .await
@@ -383,30 +463,15 @@ fn next_events_page(query: &EventQuery, events: &[Event]) -> Option<String> {
     if events.len() < query.limit {
         return None;
     }
-    let mut path = format!("/api/v1/events?after_id={}&limit={}", last.id, query.limit);
+    let (after, limit) = (last.id.to_string(), query.limit.to_string());
+    let mut pairs = vec![("after_id", after.as_str()), ("limit", limit.as_str())];
     if let Some(cluster) = &query.cluster {
-        path.push_str("&cluster=");
-        path.push_str(&percent_encode(cluster));
+        pairs.push(("cluster", cluster));
     }
     for kind in &query.kinds {
-        path.push_str("&kind=");
-        path.push_str(&percent_encode(kind));
+        pairs.push(("kind", kind));
     }
-    Some(path)
-}
-
-/// `text` with every byte but the unreserved ones (RFC 3986) percent-encoded, for a query
-/// value.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    Some(paging::next_path("/api/v1/events", &pairs))
 }
 
 /// `POST /api/v1/events`: append an operator's note (kind `operator_note`). Answers 201

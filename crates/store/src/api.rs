@@ -7,7 +7,7 @@ use crate::coord::{
 };
 use crate::error::StoreError;
 use crate::event::{EventQuery, EventRecord, NewEvent};
-use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord};
+use crate::record::{ClusterRecord, InstanceQuery, InstanceRecord, ProblemChanges, ProblemRecord};
 
 /// The control plane's metadata store.
 ///
@@ -81,6 +81,13 @@ pub trait Store: Send + Sync + 'static {
     /// address.
     async fn instances(&self, cluster: Option<&str>) -> Result<Vec<InstanceRecord>, StoreError>;
 
+    /// One page of instances (of one cluster, or of every cluster), by cluster, then
+    /// address as text (`host:port`, byte-wise): the first `limit` (capped at
+    /// [`crate::MAX_EVENT_LIMIT`]) after the query's cursor; see [`InstanceQuery`]. Keyset
+    /// paging: a page costs its own size, wherever it starts.
+    async fn instance_page(&self, query: &InstanceQuery)
+        -> Result<Vec<InstanceRecord>, StoreError>;
+
     /// Remove an instance from a cluster, with its last observation. Returns `true` when it
     /// was there.
     async fn remove_instance(&self, cluster: &str, addr: &InstanceAddr)
@@ -135,10 +142,14 @@ pub trait Store: Send + Sync + 'static {
     async fn open_problems(&self, cluster: Option<&str>) -> Result<Vec<ProblemRecord>, StoreError>;
 
     /// Problems open and cleared, of one cluster or of every cluster with `None`; the newest
-    /// `limit` openings (capped at [`crate::MAX_EVENT_LIMIT`]), newest first.
+    /// `limit` openings (capped at [`crate::MAX_EVENT_LIMIT`]) with an id below `before_id`
+    /// when it is given, newest first. Page back through the history by passing the last
+    /// id of a page as the next page's `before_id` (keyset paging: no page costs more than
+    /// its own size).
     async fn problem_history(
         &self,
         cluster: Option<&str>,
+        before_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ProblemRecord>, StoreError>;
 

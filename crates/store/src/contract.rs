@@ -4,16 +4,20 @@
 //! - [`coordination`]: operations, locks, the leader lease and settings (raw and typed,
 //!   [`crate::Settings`]);
 //! - [`data`]: clusters, instances, observations, problems and events, one function per
-//!   promise, built from the [`fixtures`].
+//!   promise, built from the [`fixtures`];
+//! - [`paging`]: the keyset pages of problem history, operations and instances: a walk
+//!   from cursor to cursor returns every record exactly once, in the list's order.
 
 pub mod data;
 pub mod fixtures;
 
 use serde_json::json;
 
+use model::{InstanceAddr, ProblemKind};
+
 use crate::{
-    FencedMark, NewOperation, OperationQuery, OperationState, OperationUpdate, Settings, Store,
-    StoreError,
+    FencedMark, InstanceQuery, InstanceRecord, NewOperation, OperationQuery, OperationState,
+    OperationUpdate, Origin, Settings, Store, StoreError,
 };
 
 /// Run the coordination contract against an empty store. Times are made up and far from the
@@ -25,6 +29,319 @@ pub async fn coordination(store: &dyn Store) {
     leader(store).await;
     settings(store).await;
     typed_settings(store).await;
+}
+
+/// Run the paging contract against an empty store: problem history, operations and
+/// instances, each walked page by page with its cursor.
+pub async fn paging(store: &dyn Store) {
+    problem_history_pages(store).await;
+    operation_pages(store).await;
+    instance_pages(store).await;
+}
+
+/// Every page of `read`, starting with no cursor and going on from `cursor` of each full
+/// page's last record, until a page is not full; panics past 100 pages.
+async fn walk<T, C, F, Fut>(limit: usize, cursor: impl Fn(&T) -> C, read: F) -> Vec<Vec<T>>
+where
+    F: Fn(Option<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let mut pages: Vec<Vec<T>> = Vec::new();
+    let mut next = None;
+    loop {
+        assert!(pages.len() < 100, "the walk does not end");
+        let page = read(next.take()).await.expect("read a page");
+        assert!(
+            page.len() <= limit,
+            "a page of {} for limit {limit}",
+            page.len()
+        );
+        let full = page.len() == limit;
+        if let Some(last) = page.last() {
+            next = Some(cursor(last));
+        }
+        pages.push(page);
+        if !full {
+            return pages;
+        }
+    }
+}
+
+async fn problem_history_pages(store: &dyn Store) {
+    // Each round opens a new key and clears the one before: 12 openings per cluster, the
+    // clusters interleaved, the last of each still open.
+    for round in 0..12u32 {
+        for cluster in ["c1", "c2"] {
+            let p = fixtures::problem(
+                cluster,
+                ProblemKind::ReplicaLagging,
+                Some(fixtures::addr(round)),
+                &format!("round {round}"),
+            );
+            store
+                .sync_problems(cluster, &[p], 1_000 + u64::from(round))
+                .await
+                .expect("sync");
+        }
+    }
+    // The open one of c1 seen again later: its page shows its latest state.
+    let last = fixtures::problem(
+        "c1",
+        ProblemKind::ReplicaLagging,
+        Some(fixtures::addr(11)),
+        "round 11",
+    );
+    store
+        .sync_problems("c1", &[last], 5_000)
+        .await
+        .expect("sync");
+
+    let whole = store
+        .problem_history(None, None, 1_000)
+        .await
+        .expect("whole history");
+    assert_eq!(whole.len(), 24);
+    assert!(whole.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    for limit in [1, 5, 24, 25] {
+        let pages = walk(
+            limit,
+            |p: &crate::ProblemRecord| p.id,
+            |before| async move { store.problem_history(None, before, limit).await },
+        )
+        .await;
+        let ids: Vec<i64> = pages.iter().flatten().map(|p| p.id).collect();
+        let want: Vec<i64> = whole.iter().map(|p| p.id).collect();
+        assert_eq!(ids, want, "limit {limit}: every record once, in order");
+        assert_eq!(pages.len(), 24 / limit + 1, "limit {limit}");
+    }
+    let c1 = walk(
+        5,
+        |p: &crate::ProblemRecord| p.id,
+        |before| async move { store.problem_history(Some("c1"), before, 5).await },
+    )
+    .await;
+    let c1: Vec<&crate::ProblemRecord> = c1.iter().flatten().collect();
+    assert_eq!(c1.len(), 12);
+    assert!(c1.iter().all(|p| p.cluster == "c1"));
+    assert!(c1.windows(2).all(|w| w[0].id > w[1].id));
+    assert_eq!(c1[0].last_seen_ms, 5_000, "the open one as last seen");
+    assert!(c1[0].is_open() && c1[1..].iter().all(|p| !p.is_open()));
+
+    let top = whole[0].id;
+    let from_above = store
+        .problem_history(None, Some(top + 1_000), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        from_above[0].id, top,
+        "a cursor past the newest reads from the newest"
+    );
+    let below = store.problem_history(None, Some(top), 2).await.unwrap();
+    assert_eq!(
+        below.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [whole[1].id, whole[2].id]
+    );
+    let oldest = whole.last().unwrap().id;
+    assert!(store
+        .problem_history(None, Some(oldest), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .problem_history(None, Some(0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .problem_history(None, Some(-5), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn operation_pages(store: &dyn Store) {
+    let mut made = Vec::new();
+    for i in 0..13u64 {
+        let op = store
+            .create_operation(&NewOperation {
+                cluster: if i % 3 == 0 { "p2" } else { "p1" }.into(),
+                kind: "failover".into(),
+                trigger: "manual".into(),
+                state: OperationState::Running,
+                step: "start".into(),
+                data: json!({ "i": i }),
+                owner: "node-a".into(),
+                created_ms: 10_000 + i,
+            })
+            .await
+            .expect("create");
+        made.push(op.id);
+    }
+    made.reverse();
+    for limit in [1, 4, 13] {
+        let pages = walk(
+            limit,
+            |o: &crate::OperationRecord| o.id,
+            |before_id| async move {
+                store
+                    .operations(&OperationQuery {
+                        limit,
+                        before_id,
+                        ..Default::default()
+                    })
+                    .await
+            },
+        )
+        .await;
+        let ids: Vec<i64> = pages.iter().flatten().map(|o| o.id).collect();
+        assert_eq!(
+            ids, made,
+            "limit {limit}: every operation once, newest first"
+        );
+    }
+    let p1 = walk(
+        3,
+        |o: &crate::OperationRecord| o.id,
+        |before_id| async move {
+            store
+                .operations(&OperationQuery {
+                    cluster: Some("p1".into()),
+                    limit: 3,
+                    before_id,
+                    ..Default::default()
+                })
+                .await
+        },
+    )
+    .await;
+    let p1: Vec<i64> = p1.iter().flatten().map(|o| o.id).collect();
+    assert_eq!(p1.len(), 8);
+    let want: Vec<i64> = made
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| (12 - i) % 3 != 0)
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(p1, want);
+    let none = store
+        .operations(&OperationQuery {
+            before_id: Some(*made.last().unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "nothing below the oldest: {none:?}");
+}
+
+async fn instance_pages(store: &dyn Store) {
+    // Names and addresses whose text order is not their natural one: `a-b` and `a.c` sort
+    // after `a` (and before `b`), `h:10000` before `h:9999`, `h-1:1` before `h:1`.
+    let addrs = [
+        InstanceAddr::new("h", 9999),
+        InstanceAddr::new("h", 10000),
+        InstanceAddr::new("h-1", 1),
+        InstanceAddr::new("h", 1),
+        InstanceAddr::new("10.0.0.2", 3306),
+    ];
+    let mut want: Vec<(String, String)> = Vec::new();
+    for cluster in ["b", "a.c", "a", "a-b"] {
+        for a in &addrs {
+            store
+                .upsert_instance(&InstanceRecord {
+                    cluster: cluster.into(),
+                    addr: a.clone(),
+                    origin: Origin::Config,
+                    first_seen_ms: 1,
+                    last_seen_ms: 1,
+                })
+                .await
+                .expect("upsert");
+            want.push((cluster.to_string(), a.to_string()));
+        }
+    }
+    want.sort();
+    let key = |r: &InstanceRecord| (r.cluster.clone(), r.addr.clone());
+    for limit in [1, 3, 20, 21] {
+        let pages = walk(limit, key, |after| async move {
+            store
+                .instance_page(&InstanceQuery {
+                    cluster: None,
+                    after,
+                    limit,
+                })
+                .await
+        })
+        .await;
+        let got: Vec<(String, String)> = pages
+            .iter()
+            .flatten()
+            .map(|r| (r.cluster.clone(), r.addr.to_string()))
+            .collect();
+        assert_eq!(
+            got, want,
+            "limit {limit}: every instance once, by cluster then address"
+        );
+    }
+    let one: Vec<(String, String)> = want.iter().filter(|(c, _)| c == "a").cloned().collect();
+    let pages = walk(2, key, |after| async move {
+        store
+            .instance_page(&InstanceQuery {
+                cluster: Some("a".into()),
+                after,
+                limit: 2,
+            })
+            .await
+    })
+    .await;
+    let got: Vec<(String, String)> = pages
+        .iter()
+        .flatten()
+        .map(|r| (r.cluster.clone(), r.addr.to_string()))
+        .collect();
+    assert_eq!(got, one);
+
+    // The cursor need not exist (an instance removed between two pages), and may name
+    // another cluster than the filter's.
+    let gone = Some(("a".to_string(), InstanceAddr::new("h", 2)));
+    let after_gone = store
+        .instance_page(&InstanceQuery {
+            cluster: None,
+            after: gone.clone(),
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        after_gone
+            .iter()
+            .map(|r| r.addr.to_string())
+            .collect::<Vec<_>>(),
+        ["h:9999", "10.0.0.2:3306"]
+    );
+    assert_eq!(after_gone[1].cluster, "a-b");
+    let earlier = Some(("0".to_string(), InstanceAddr::new("z", 1)));
+    let later = Some(("zz".to_string(), InstanceAddr::new("a", 1)));
+    for (after, n) in [(earlier, 5), (later, 0), (gone, 1)] {
+        let page = store
+            .instance_page(&InstanceQuery {
+                cluster: Some("a".into()),
+                after: after.clone(),
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.len(), n, "after {after:?}: {page:?}");
+    }
+    assert!(store
+        .instance_page(&InstanceQuery {
+            cluster: None,
+            after: None,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn operations(store: &dyn Store) {

@@ -144,6 +144,9 @@ pub struct OperationQuery {
     pub kind: Option<String>,
     /// At most this many, newest first (capped at [`crate::MAX_EVENT_LIMIT`]); 0 means the cap.
     pub limit: usize,
+    /// Only operations with an id below this one: the last id of the page before, to page
+    /// back through the history (keyset paging).
+    pub before_id: Option<i64>,
 }
 
 /// Who holds a cluster's lock, and until when.

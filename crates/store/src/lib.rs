@@ -43,7 +43,9 @@ pub use coord::{
 pub use error::StoreError;
 pub use etcd::{EtcdOptions, EtcdStore, ETCD_DEFAULT_MAX_TXN_OPS};
 pub use event::{kinds, EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
-pub use record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
+pub use record::{
+    ClusterRecord, InstanceQuery, InstanceRecord, Origin, ProblemChanges, ProblemRecord,
+};
 pub use settings::{FencedMark, Settings};
 pub use sqlite::{
     CheckReport, FileState, OpenOptions, SqliteStore, DB_FILE_NAME, READERS as SQLITE_READERS,

@@ -70,6 +70,32 @@ pub struct InstanceRecord {
     pub last_seen_ms: u64,
 }
 
+/// Which instances [`crate::Store::instance_page`] returns: by cluster, then address as
+/// text (`host:port` as [`InstanceAddr`] displays it, compared byte-wise).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceQuery {
+    /// Only this cluster's instances, when set.
+    pub cluster: Option<String>,
+    /// Only the instances after this one (cluster, then address), when set: the last of
+    /// the page before. It need not exist any more.
+    pub after: Option<(String, InstanceAddr)>,
+    /// The most instances to return, capped at [`crate::MAX_EVENT_LIMIT`]; 0 returns none.
+    pub limit: usize,
+}
+
+impl InstanceQuery {
+    /// Whether `record` sorts after the cursor: the order of [`crate::Store::instance_page`].
+    pub fn is_after_cursor(&self, record: &InstanceRecord) -> bool {
+        match &self.after {
+            None => true,
+            Some((cluster, addr)) => {
+                (record.cluster.as_str(), record.addr.to_string().as_str())
+                    > (cluster.as_str(), addr.to_string().as_str())
+            }
+        }
+    }
+}
+
 /// One problem as the store tracks it: one row per opening, from first seen until cleared.
 ///
 /// A problem that clears and later comes back is a new record with a new `id`.

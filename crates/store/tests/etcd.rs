@@ -1,5 +1,5 @@
 //! The etcd store against a real etcd that each test starts on its own loopback ports (a pair
-//! in 32379..32420), so the tests run in parallel. The scenarios are the SQLite tests' where
+//! in 32379..32420, or 29000..29001 for the paging contract), so the tests run in parallel. The scenarios are the SQLite tests' where
 //! they are backend-neutral, plus what only several nodes can show: two clients competing for
 //! a lock and for leadership, a lapsed leader lease, and etcd being away.
 
@@ -28,6 +28,13 @@ async fn the_etcd_store_keeps_the_coordination_contract() {
     let etcd = EtcdGuard::start(32379, 32380);
     let store = connect(&etcd).await;
     store::contract::coordination(&store).await;
+}
+
+#[tokio::test]
+async fn the_etcd_store_keeps_the_paging_contract() {
+    // Ports outside 32379..32420, which the other tests here share.
+    let etcd = EtcdGuard::start(29000, 29001);
+    store::contract::paging(&connect(&etcd).await).await;
 }
 
 #[tokio::test]

@@ -200,6 +200,12 @@ async fn the_sqlite_store_keeps_the_coordination_contract() {
 }
 
 #[tokio::test]
+async fn the_sqlite_store_keeps_the_paging_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    store::contract::paging(&SqliteStore::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
 async fn a_lapsed_lock_and_lease_pass_to_another_node() {
     let store = SqliteStore::open_in_memory().unwrap();
     assert!(store.try_lock_cluster("c", "a", 1_000, 0).await.unwrap());

@@ -1045,6 +1045,7 @@ impl Engine {
                 states: vec![store::OperationState::NeedsHuman],
                 kind: Some(OperationKind::Failover.to_string()),
                 limit: 10,
+                before_id: None,
             })
             .await
         else {

@@ -237,7 +237,7 @@ pub async fn problems_open_stay_and_clear_with_events(s: &dyn Store) {
         (1_000, 2_000)
     );
 
-    let history = s.problem_history(Some("c1"), 10).await.unwrap();
+    let history = s.problem_history(Some("c1"), None, 10).await.unwrap();
     assert_eq!(history.len(), 3);
     assert!(history.windows(2).all(|w| w[0].id > w[1].id));
     assert!(history[0].is_open());
@@ -247,9 +247,9 @@ pub async fn problems_open_stay_and_clear_with_events(s: &dyn Store) {
         history[2].last_seen_ms, 2_000,
         "history has the latest state"
     );
-    assert_eq!(s.problem_history(None, 2).await.unwrap().len(), 2);
-    assert_eq!(s.problem_history(None, 10).await.unwrap().len(), 4);
-    assert!(s.problem_history(None, 0).await.unwrap().is_empty());
+    assert_eq!(s.problem_history(None, None, 2).await.unwrap().len(), 2);
+    assert_eq!(s.problem_history(None, None, 10).await.unwrap().len(), 4);
+    assert!(s.problem_history(None, None, 0).await.unwrap().is_empty());
 
     // Every opening and clearing is in the event log, in order.
     let ev = s

@@ -49,7 +49,7 @@ use crate::coord::{
 };
 use crate::error::StoreError;
 use crate::event::{EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
-use crate::record::{ClusterRecord, InstanceRecord, ProblemChanges, ProblemRecord};
+use crate::record::{ClusterRecord, InstanceQuery, InstanceRecord, ProblemChanges, ProblemRecord};
 
 use keys::{prefix_end, Counter, Keys};
 use kv::{
@@ -125,7 +125,11 @@ impl Default for EtcdOptions {
 /// - **Reads** go page by page (500 keys) at one revision. Lists with no key of their own
 ///   scan: [`Store::last_observations`] of one cluster reads every observation (about 0.1 s
 ///   for 5,000); [`Store::events`] and [`Store::problem_history`] with a filter, and
-///   [`Store::operations`], read newest-first windows of ids until they have `limit` matches.
+///   [`Store::operations`], read newest-first windows of ids, from just below the page's
+///   cursor (`before_id`), until they have `limit` matches. [`Store::instance_page`] of one
+///   cluster is a keyset scan from the cursor's key; of every cluster it reads the instance
+///   records (not their observations) and cuts the page, because keys do not sort as
+///   cluster names do.
 /// - **Event log.** Events are only ever put at a new id: nothing here updates or deletes an
 ///   event key. etcd itself cannot refuse such a write from another client.
 /// - **Durability.** etcd acknowledges a write once a quorum has it in its fsynced WAL, so
@@ -453,6 +457,66 @@ impl Store for EtcdStore {
         .await
     }
 
+    async fn instance_page(
+        &self,
+        query: &InstanceQuery,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let limit = query.limit.min(MAX_EVENT_LIMIT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.bounded("instance_page", async {
+            let mut out: Vec<InstanceRecord> = Vec::new();
+            match &query.cluster {
+                // One cluster's keys sort as its addresses do (no address byte is escaped):
+                // a keyset scan from just past the cursor, stopped at `limit`.
+                Some(c) => {
+                    let prefix = self.keys.instances(Some(c));
+                    let start = match &query.after {
+                        Some((ac, aa)) if ac == c => {
+                            let mut k = self.keys.instance(c, &aa.to_string()).into_bytes();
+                            k.push(0);
+                            k
+                        }
+                        // A cursor in a cluster after this one: nothing is left.
+                        Some((ac, _)) if ac.as_str() > c.as_str() => return Ok(out),
+                        _ => prefix.clone().into_bytes(),
+                    };
+                    self.scan(start, prefix_end(&prefix), 0, |kv| {
+                        let rec: InstanceRecord = decode(&kv)?;
+                        if query.is_after_cursor(&rec) {
+                            out.push(rec);
+                        }
+                        Ok(out.len() < limit)
+                    })
+                    .await?;
+                }
+                // Across clusters the keys' order is not the clusters' (`-` and `.` sort
+                // before the `/` that ends a cluster's segment): the records (small; the
+                // observations are elsewhere) are read and the page is cut here.
+                None => {
+                    self.scan(
+                        self.keys.instances(None).into_bytes(),
+                        prefix_end(&self.keys.instances(None)),
+                        0,
+                        |kv| {
+                            let rec: InstanceRecord = decode(&kv)?;
+                            if query.is_after_cursor(&rec) {
+                                out.push(rec);
+                            }
+                            Ok(true)
+                        },
+                    )
+                    .await?;
+                    out.sort_by_cached_key(|r| (r.cluster.clone(), r.addr.to_string()));
+                    out.truncate(limit);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn remove_instance(
         &self,
         cluster: &str,
@@ -624,6 +688,7 @@ impl Store for EtcdStore {
     async fn problem_history(
         &self,
         cluster: Option<&str>,
+        before_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ProblemRecord>, StoreError> {
         let limit = limit.min(MAX_EVENT_LIMIT);
@@ -632,8 +697,10 @@ impl Store for EtcdStore {
         }
         self.bounded("problem_history", async {
             let (max_id, rev) = self.counter(Counter::Problems).await?;
+            // Keyset paging: the scan starts just below the cursor.
+            let top = before_id.map_or(max_id, |b| max_id.min(b.saturating_sub(1)));
             let mut out: Vec<ProblemRecord> = Vec::new();
-            self.scan_ids_desc(&self.keys.problems(), max_id, rev, |kv| {
+            self.scan_ids_desc(&self.keys.problems(), top, rev, |kv| {
                 let rec: ProblemRecord = decode(&kv)?;
                 if cluster.is_none_or(|c| c == rec.cluster) {
                     out.push(rec);
@@ -822,8 +889,12 @@ impl Store for EtcdStore {
         };
         self.bounded("operations", async {
             let (max_id, rev) = self.counter(Counter::Operations).await?;
+            // Keyset paging: the scan starts just below the cursor.
+            let top = query
+                .before_id
+                .map_or(max_id, |b| max_id.min(b.saturating_sub(1)));
             let mut out: Vec<OperationRecord> = Vec::new();
-            self.scan_ids_desc(&self.keys.operations(), max_id, rev, |kv| {
+            self.scan_ids_desc(&self.keys.operations(), top, rev, |kv| {
                 let op: OperationRecord = decode(&kv)?;
                 if query.cluster.as_ref().is_none_or(|c| *c == op.cluster)
                     && query.kind.as_ref().is_none_or(|k| *k == op.kind)

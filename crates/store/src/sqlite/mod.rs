@@ -30,7 +30,9 @@ use crate::coord::{
 };
 use crate::error::StoreError;
 use crate::event::{EventLevel, EventQuery, EventRecord, NewEvent, MAX_EVENT_LIMIT};
-use crate::record::{ClusterRecord, InstanceRecord, Origin, ProblemChanges, ProblemRecord};
+use crate::record::{
+    ClusterRecord, InstanceQuery, InstanceRecord, Origin, ProblemChanges, ProblemRecord,
+};
 
 pub use check::{CheckReport, FileState, STORE_FILE_MODE};
 pub use migrations::SCHEMA_VERSION;
@@ -533,6 +535,44 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn instance_page(
+        &self,
+        query: &InstanceQuery,
+    ) -> Result<Vec<InstanceRecord>, StoreError> {
+        let limit = query.limit.min(MAX_EVENT_LIMIT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let query = query.clone();
+        self.with_reader(move |conn| {
+            let mut sql = String::from(
+                "SELECT cluster, addr, origin, first_seen_ms, last_seen_ms FROM instances \
+                 WHERE 1 = 1",
+            );
+            let mut args: Vec<Value> = Vec::new();
+            if let Some(c) = query.cluster {
+                args.push(Value::Text(c));
+                sql.push_str(&format!(" AND cluster = ?{}", args.len()));
+            }
+            if let Some((cluster, addr)) = query.after {
+                // Keyset paging on the primary key (cluster, addr): text compares byte-wise.
+                args.push(Value::Text(cluster));
+                args.push(Value::Text(addr.to_string()));
+                sql.push_str(&format!(
+                    " AND (cluster, addr) > (?{}, ?{})",
+                    args.len() - 1,
+                    args.len()
+                ));
+            }
+            args.push(Value::Integer(limit as i64));
+            sql.push_str(&format!(" ORDER BY cluster, addr LIMIT ?{}", args.len()));
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), InstanceRow::read)?;
+            rows.map(|r| r?.decode()).collect()
+        })
+        .await
+    }
+
     async fn remove_instance(
         &self,
         cluster: &str,
@@ -764,23 +804,27 @@ impl Store for SqliteStore {
     async fn problem_history(
         &self,
         cluster: Option<&str>,
+        before_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<ProblemRecord>, StoreError> {
         let cluster = cluster.map(str::to_owned);
         let limit = limit.min(MAX_EVENT_LIMIT) as i64;
+        // Keyset paging: `id < before` on the primary key (or the (cluster, id) index).
+        let before = before_id.unwrap_or(i64::MAX);
         self.with_reader(move |conn| {
             let mut stmt;
             let rows = match &cluster {
                 Some(c) => {
                     stmt = conn.prepare_cached(&format!(
-                        "{PROBLEM_COLS} WHERE cluster = ?1 ORDER BY id DESC LIMIT ?2"
+                        "{PROBLEM_COLS} WHERE cluster = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
                     ))?;
-                    stmt.query_map(params![c, limit], ProblemRow::read)?
+                    stmt.query_map(params![c, before, limit], ProblemRow::read)?
                 }
                 None => {
-                    stmt =
-                        conn.prepare_cached(&format!("{PROBLEM_COLS} ORDER BY id DESC LIMIT ?1"))?;
-                    stmt.query_map([limit], ProblemRow::read)?
+                    stmt = conn.prepare_cached(&format!(
+                        "{PROBLEM_COLS} WHERE id < ?1 ORDER BY id DESC LIMIT ?2"
+                    ))?;
+                    stmt.query_map(params![before, limit], ProblemRow::read)?
                 }
             };
             rows.map(|r| r?.decode()).collect()
@@ -946,6 +990,11 @@ impl Store for SqliteStore {
                     marks.push(format!("?{}", args.len()));
                 }
                 sql.push_str(&format!(" AND state IN ({})", marks.join(", ")));
+            }
+            if let Some(before) = query.before_id {
+                // Keyset paging on the primary key.
+                args.push(Value::Integer(before));
+                sql.push_str(&format!(" AND id < ?{}", args.len()));
             }
             let limit = match query.limit {
                 0 => MAX_EVENT_LIMIT,
