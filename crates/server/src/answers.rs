@@ -27,7 +27,7 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use hyper::body::{Frame, SizeHint};
 use serde::Serialize;
-use tokio::sync::{oneshot, watch, Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, Mutex, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -299,56 +299,21 @@ impl http_body::Body for ChunkedBody {
 
 /// An answer computed once for every request that arrived before the computation started.
 ///
-/// A request notes how many computations had started when it arrived. If the last answer
-/// published comes from a computation that started after that, it is fresh enough and is
-/// returned at once. Otherwise the request takes the one computing slot, if free, and
-/// computes a new answer (its store read starts after the request arrived), or waits for
-/// the computation that holds the slot to publish. Every waiter is woken by one
-/// publication, at once, and takes the answer without a lock: a `watch` channel, read
-/// concurrently. So under load a request waits for at most two computations and never
-/// gets an answer that began before it did (a write that finished before the request is
-/// in it). Failures are not kept, and a computation whose request goes away wakes the
-/// waiters: the next one computes.
-///
-/// (Once the slot was a mutex that every request queued on, the answer handed from one
-/// request to the next in turn: 200 concurrent readers woke one after another through
-/// the scheduler, which made most of the route's p99.)
-#[derive(Debug)]
+/// A request notes how many computations had started when it arrived, then queues (in
+/// order) for the one computing slot. When its turn comes, the answer of a computation that
+/// started after it arrived is fresh enough: it is returned as is. Otherwise the request
+/// computes a new answer, which the requests queued behind it take. So under load a
+/// request waits for at most two computations, and never gets an answer that began before
+/// it did (a write that finished before the request is in it). Failures are not kept: the
+/// next in line computes again.
+#[derive(Debug, Default)]
 pub struct Coalesced {
     /// Computations started.
     started: AtomicU64,
     /// Computations that ran (for tests and figures).
     computed: AtomicU64,
-    /// Held while computing.
-    slot: Mutex<()>,
-    /// The last answer with the number of its computation; every send wakes the waiters.
-    last: watch::Sender<Option<(u64, JsonBytes)>>,
-}
-
-impl Default for Coalesced {
-    fn default() -> Self {
-        Self {
-            started: AtomicU64::new(0),
-            computed: AtomicU64::new(0),
-            slot: Mutex::new(()),
-            last: watch::Sender::new(None),
-        }
-    }
-}
-
-/// The computing slot, held: dropping it (the answer published, the computation failed,
-/// or its request gone) frees the slot first, then wakes the waiters, so that a waiter
-/// that needs a newer answer finds the slot free.
-struct Computing<'a> {
-    slot: Option<MutexGuard<'a, ()>>,
-    last: &'a watch::Sender<Option<(u64, JsonBytes)>>,
-}
-
-impl Drop for Computing<'_> {
-    fn drop(&mut self) {
-        drop(self.slot.take());
-        self.last.send_modify(|_| {});
-    }
+    /// The computing slot, with the last answer and the number of its computation.
+    slot: Mutex<Option<(u64, JsonBytes)>>,
 }
 
 impl Coalesced {
@@ -360,44 +325,17 @@ impl Coalesced {
         Fut: Future<Output = Result<JsonBytes, ApiError>>,
     {
         let arrived_after = self.started.load(Ordering::SeqCst);
-        let mut last = self.last.subscribe();
-        let mut compute = Some(compute);
-        loop {
-            if let Some((number, answer)) = last.borrow_and_update().as_ref() {
-                if *number > arrived_after {
-                    return Ok(answer.clone());
-                }
+        let mut slot = self.slot.lock().await;
+        if let Some((number, answer)) = slot.as_ref() {
+            if *number > arrived_after {
+                return Ok(answer.clone());
             }
-            let Ok(slot) = self.slot.try_lock() else {
-                // Another request computes: wait for its answer (or its end).
-                let _ = last.changed().await;
-                continue;
-            };
-            let computing = Computing {
-                slot: Some(slot),
-                last: &self.last,
-            };
-            // The slot is ours: an answer published since the check above may do.
-            if let Some((number, answer)) = last.borrow_and_update().as_ref() {
-                if *number > arrived_after {
-                    return Ok(answer.clone());
-                }
-            }
-            let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
-            self.computed.fetch_add(1, Ordering::SeqCst);
-            let compute = compute
-                .take()
-                .expect("a request computes at most once: it returns after");
-            let answer = compute().await?;
-            // Published without a wake-up: `computing`'s drop wakes the waiters once the
-            // slot is free.
-            self.last.send_if_modified(|last| {
-                *last = Some((number, answer.clone()));
-                false
-            });
-            drop(computing);
-            return Ok(answer);
         }
+        let number = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        self.computed.fetch_add(1, Ordering::SeqCst);
+        let answer = compute().await?;
+        *slot = Some((number, answer.clone()));
+        Ok(answer)
     }
 
     /// How many computations ran.
@@ -526,39 +464,6 @@ mod tests {
             .unwrap();
         assert_eq!(&got.0[..], b"\"second\"");
         assert_eq!(shared.computed(), 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn waiters_that_need_a_newer_answer_are_never_left_waiting() {
-        // Waves of requests on several threads: a waiter woken by a publication that is
-        // older than itself must find the slot free (or be woken again) and compute.
-        let shared = Arc::new(Coalesced::default());
-        let version = Arc::new(AtomicU64::new(0));
-        for _ in 0..20 {
-            let mut tasks = Vec::new();
-            for _ in 0..200 {
-                let (shared, version) = (shared.clone(), version.clone());
-                tasks.push(tokio::spawn(async move {
-                    let seen = version.load(Ordering::SeqCst);
-                    let got = shared
-                        .get(|| async {
-                            tokio::task::yield_now().await;
-                            JsonBytes::of(&version.fetch_add(1, Ordering::SeqCst))
-                        })
-                        .await
-                        .unwrap();
-                    let got: u64 = serde_json::from_slice(&got.0).unwrap();
-                    assert!(got >= seen, "an answer older than the request");
-                }));
-            }
-            for t in tasks {
-                tokio::time::timeout(Duration::from_secs(60), t)
-                    .await
-                    .expect("every request gets an answer")
-                    .unwrap();
-            }
-        }
-        assert!(shared.computed() <= 20 * 200);
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -183,28 +183,16 @@ pub async fn clusters(
 
 /// Every cluster's summary, from the store and the watch loop's latest observations.
 async fn cluster_list(state: &AppState) -> Result<ClusterList, ApiError> {
-    // The four reads at once: each is a job for one of the store's reader threads, so the
-    // computation waits for the slowest, not for their sum.
-    let (records, instances, latest, open) = tokio::try_join!(
-        async { state.store.clusters().await.map_err(ApiError::from) },
-        async { state.store.instances(None).await.map_err(ApiError::from) },
-        last_observations(state, None),
-        async {
-            state
-                .store
-                .open_problems(None)
-                .await
-                .map_err(ApiError::from)
-        },
-    )?;
+    let records = state.store.clusters().await?;
     let mut instance_counts: BTreeMap<String, usize> = BTreeMap::new();
-    for i in instances {
+    for i in state.store.instances(None).await? {
         *instance_counts.entry(i.cluster).or_default() += 1;
     }
     let mut observations: BTreeMap<String, Vec<Observation>> = BTreeMap::new();
-    for (cluster, o) in latest {
+    for (cluster, o) in last_observations(state, None).await? {
         observations.entry(cluster).or_default().push(o);
     }
+    let open = state.store.open_problems(None).await?;
     let clusters = records
         .iter()
         .map(|r| {
