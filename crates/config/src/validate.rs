@@ -198,11 +198,8 @@ fn validate_tls(
                 field,
                 "is set but tls = \"off\": set tls (e.g. \"verify_identity\") or remove it",
             ));
-        } else if let Err(e) = std::fs::File::open(&p) {
-            errs.push(ConfigError::invalid(
-                field,
-                format!("cannot read {}: {e}", p.display()),
-            ));
+        } else {
+            check_readable(field, &p, errs);
         }
         Some(p)
     };
@@ -212,13 +209,38 @@ fn validate_tls(
         cert_file: file("tls_cert_file", cert),
         key_file: file("tls_key_file", key),
     };
-    if tls.cert_file.is_some() != tls.key_file.is_some() {
+    check_cert_and_key(
+        &format!("{at}.tls_key_file"),
+        &tls.cert_file,
+        &tls.key_file,
+        errs,
+    );
+    tls
+}
+
+/// A TLS file named by `field` must be readable now.
+fn check_readable(field: String, path: &Path, errs: &mut Vec<ConfigError>) {
+    if let Err(e) = std::fs::File::open(path) {
         errs.push(ConfigError::invalid(
-            format!("{at}.tls_key_file"),
+            field,
+            format!("cannot read {}: {e}", path.display()),
+        ));
+    }
+}
+
+/// A certificate comes with its key: both set or neither (reported on `key_field`).
+fn check_cert_and_key(
+    key_field: &str,
+    cert: &Option<PathBuf>,
+    key: &Option<PathBuf>,
+    errs: &mut Vec<ConfigError>,
+) {
+    if cert.is_some() != key.is_some() {
+        errs.push(ConfigError::invalid(
+            key_field,
             "tls_cert_file and tls_key_file go together: set both or neither",
         ));
     }
-    tls
 }
 
 /// Resolve `p` against `base` unless it is absolute.
@@ -319,20 +341,15 @@ fn validate(file: FileConfig, base: &Path) -> Result<Config, ConfigError> {
         ("api.tls_key_file", &api.tls_key_file),
     ] {
         if let Some(p) = p {
-            if let Err(e) = std::fs::File::open(p) {
-                errs.push(ConfigError::invalid(
-                    field,
-                    format!("cannot read {}: {e}", p.display()),
-                ));
-            }
+            check_readable(field.to_string(), p, &mut errs);
         }
     }
-    if api.tls_cert_file.is_some() != api.tls_key_file.is_some() {
-        errs.push(ConfigError::invalid(
-            "api.tls_key_file",
-            "tls_cert_file and tls_key_file go together: set both or neither",
-        ));
-    }
+    check_cert_and_key(
+        "api.tls_key_file",
+        &api.tls_cert_file,
+        &api.tls_key_file,
+        &mut errs,
+    );
     if !api.tls() && !api.listen.ip().is_loopback() && !api.allow_plaintext {
         errs.push(ConfigError::invalid(
             "api.listen",

@@ -1210,14 +1210,7 @@ impl Engine {
         limit: Duration,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
         conns.exec_within(addr, Command::Writable, limit).await?;
-        let at = now_ms();
-        let warning = self
-            .store
-            .set_writer(cluster, Some(addr.clone()), at)
-            .await
-            .err()
-            .map(|e| format!("record the new writer in the store: {e}"));
-        Ok((at, warning))
+        Ok(self.record_new_writer(cluster, addr).await)
     }
 
     /// Make `addr` writable and record it as the cluster's writer. Returns when it became
@@ -1230,6 +1223,12 @@ impl Engine {
         addr: &InstanceAddr,
     ) -> Result<(u64, Option<String>), probe::ProbeError> {
         conns.exec(addr, Command::Writable).await?;
+        Ok(self.record_new_writer(cluster, addr).await)
+    }
+
+    /// Record `addr`, writable now, as the cluster's writer: when, and a warning when the
+    /// store could not record it (the server is writable whatever the store says).
+    async fn record_new_writer(&self, cluster: &str, addr: &InstanceAddr) -> (u64, Option<String>) {
         let at = now_ms();
         let warning = self
             .store
@@ -1237,7 +1236,7 @@ impl Engine {
             .await
             .err()
             .map(|e| format!("record the new writer in the store: {e}"));
-        Ok((at, warning))
+        (at, warning)
     }
 
     async fn catch_up(
